@@ -1,0 +1,122 @@
+"""Execute a plan: the one pipeline that fetches, verifies and pushes, and audits each decision."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from loguru import logger
+
+from regsync.audit import AuditLog
+from regsync.endpoints import Endpoints, split_ref
+from regsync.errors import EXIT_OK, EXIT_REFUSED, EXIT_RUNTIME, RegistryError, UsageError, VerificationError
+from regsync.oci.copy import BlobCopier, copy_tree
+from regsync.oci.manifest import filter_index
+from regsync.plan import Plan, PlanItem
+from regsync.resolve.images import manifest_tree
+
+
+@dataclass
+class Outcome:
+    pushed: int = 0
+    skipped: int = 0
+    refused: int = 0
+    failed: int = 0
+    bytes: int = 0
+
+    @property
+    def exit_code(self) -> int:
+        if self.failed:
+            return EXIT_RUNTIME
+        return EXIT_REFUSED if self.refused else EXIT_OK
+
+
+def split_image_ref(ref: str) -> tuple[str, str, str]:
+    """'src/pytorch/cuda:2.9' → ('src', 'pytorch/cuda', '2.9')."""
+    path, _, tag = ref.rpartition(":")
+    name, repo = split_ref(path)
+    return name, repo, tag
+
+
+def artifact_of(item: PlanItem) -> dict:
+    artifact = {"kind": item.kind, "source": item.source, "target": item.target, "digest": item.digest,
+                "size": item.bytes}
+    if item.source_digest:
+        artifact["source_digest"] = item.source_digest
+    if item.platforms:
+        artifact["platforms"] = item.platforms
+    return artifact
+
+
+def check_not_stale(plan: Plan, endpoints: Endpoints) -> None:
+    """A saved plan applies only to the target state it was made against."""
+    for item in plan.items:
+        if item.kind != "image" or item.action == "refuse":
+            continue
+        name, repo, tag = split_image_ref(item.target)
+        current = endpoints.registry(name).head_manifest(repo, tag)
+        now = current.digest if current else None
+        if now not in (item.target_before, item.digest):
+            raise UsageError(f"the plan is stale: {item.target} now points to {now or 'nothing'}, "
+                             f"the plan saw {item.target_before or 'nothing'}; run `regsync plan` again")
+
+
+def apply_plan(plan: Plan, endpoints: Endpoints, audit: AuditLog, jobs: int = 8,
+               on_bytes: Callable[[int], None] | None = None) -> Outcome:
+    outcome = Outcome()
+    for error in plan.errors:
+        audit.record("failed", artifact={"source": error.source}, policy_rule=error.rule, reason=error.reason)
+        logger.error("{}: {}", error.source, error.reason)
+        outcome.failed += 1
+    for item in plan.items:
+        if item.action == "skip":
+            audit.record("skipped", artifact=artifact_of(item), policy_rule=item.rule, reason=item.reason)
+            outcome.skipped += 1
+        elif item.action == "refuse":
+            _refuse(item, item.reason, audit, outcome)
+    changes = [item for item in plan.items if item.changes]
+    # Two pools: item workers wait on blob futures, so they must never occupy the blob workers.
+    with ThreadPoolExecutor(jobs, thread_name_prefix="blob") as blob_pool, \
+            ThreadPoolExecutor(jobs, thread_name_prefix="item") as item_pool:
+        blobs = BlobCopier(blob_pool, on_bytes)
+        for item, error in zip(changes, item_pool.map(lambda i: _apply_image(i, endpoints, blobs, audit), changes)):
+            if error is None:
+                outcome.pushed += 1
+                logger.info("pushed {} ({})", item.target, item.digest)
+            elif isinstance(error, VerificationError):
+                _refuse(item, error.reason, audit, outcome)
+            else:
+                audit.record("failed", artifact=artifact_of(item), policy_rule=item.rule, reason=str(error))
+                logger.error("{}: {}", item.target, error)
+                outcome.failed += 1
+        outcome.bytes = blobs.moved
+    return outcome
+
+
+def _refuse(item: PlanItem, reason: str, audit: AuditLog, outcome: Outcome) -> None:
+    audit.record("refused", artifact=artifact_of(item), policy_rule=item.rule, reason=reason)
+    logger.warning("refused {}: {}", item.source, reason)
+    outcome.refused += 1
+
+
+def _apply_image(item: PlanItem, endpoints: Endpoints, blobs: BlobCopier, audit: AuditLog) -> Exception | None:
+    src_name, src_repo, _ = split_image_ref(item.source)
+    dst_name, dst_repo, tag = split_image_ref(item.target)
+    src, dst = endpoints.registry(src_name), endpoints.registry(dst_name)
+    try:
+        # By digest, never by tag: a saved plan applies exactly what was reviewed.
+        root = src.get_manifest(src_repo, item.source_digest or item.digest)
+        if item.platforms and root.is_index:
+            root = filter_index(root, item.platforms)
+            if root.digest != item.digest:
+                raise VerificationError(f"platform-filtered index is {root.digest}, the plan says {item.digest}")
+        tree = manifest_tree(src, src_repo, root)
+        verified = {"method": "sha256", "manifests": len(tree), "blobs": len({b.digest for m in tree for b in m.blobs()})}
+        copy_tree(src, src_repo, dst, dst_repo, tree, tag, blobs,
+                  on_verified=lambda: audit.record("verified", artifact=artifact_of(item), policy_rule=item.rule,
+                                                   verification=verified))
+        audit.record("pushed", artifact=artifact_of(item), policy_rule=item.rule, verification=verified)
+        return None
+    except (VerificationError, RegistryError) as exc:
+        return exc

@@ -1,0 +1,1 @@
+from regsync.audit.log import AuditLog  # noqa: F401

@@ -1,0 +1,212 @@
+"""The command line: parse, call the library, render, exit with DESIGN.md's codes. Nothing more."""
+
+from __future__ import annotations
+
+import functools
+import sys
+import uuid
+from pathlib import Path
+
+import click
+from loguru import logger
+
+from regsync import __version__
+from regsync.errors import EXIT_CHANGES, EXIT_OK, EXIT_RUNTIME, EXIT_USAGE, RegsyncError, UsageError
+
+POLICY_HELP = "Policy YAML (see examples/quickstart/policy.yaml)."
+
+
+def run_guarded(fn):
+    """One place turns errors into one clear line and the documented exit code."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            code = fn(*args, **kwargs)
+        except RegsyncError as exc:
+            logger.remove()
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(EXIT_RUNTIME)
+        except Exception as exc:  # a bug of ours: still one line, the traceback only when asked (-vv)
+            logger.opt(exception=exc).debug("internal error")
+            click.echo(f"internal error: {type(exc).__name__}: {exc} (rerun with -vv for details)", err=True)
+            sys.exit(EXIT_RUNTIME)
+        sys.exit(code or EXIT_OK)
+    return wrapper
+
+
+def policy_option(fn):
+    return click.option("-p", "--policy", "policy_path", required=True, type=click.Path(path_type=Path),
+                        help=POLICY_HELP)(fn)
+
+
+def jobs_option(fn):
+    return click.option("-j", "--jobs", default=8, show_default=True, type=click.IntRange(1, 64),
+                        help="Parallel transfers and lookups.")(fn)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="regsync")
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+@click.option("-q", "--quiet", count=True, help="Less log output.")
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              help="json: one object per line with the run id, for ELK/Loki.")
+@click.option("--no-progress", is_flag=True, help="No progress bars (automatic when stderr is not a TTY).")
+@click.pass_context
+def cli(ctx, verbose, quiet, log_format, no_progress):
+    """Replicate container images (and Python packages) from public registries into a private
+    Harbor, Nexus or distribution registry, driven by a policy: resolve, plan, verify, push, audit.
+
+    \b
+    A typical first session:
+      regsync policy check -p policy.yaml      # is the policy valid?
+      regsync plan -p policy.yaml              # what would move (read-only)
+      regsync plan -p policy.yaml -o plan.json # save it for review
+      regsync sync -p policy.yaml --plan plan.json   # apply exactly what was reviewed
+
+    \b
+    Exit codes: 0 done, 1 runtime failure, 2 usage/policy error, 3 something was refused,
+    4 plan --detailed-exitcode found changes, 5 another run holds the lock.
+    """
+    from regsync.console import setup_logging
+
+    run_id = uuid.uuid4().hex[:16]
+    ctx.obj = {"run_id": run_id, "progress": not no_progress}
+    setup_logging(verbose - quiet, log_format, run_id)
+
+
+@cli.group("policy")
+def policy_group():
+    """Work with policy files."""
+
+
+@policy_group.command("check")
+@policy_option
+@run_guarded
+def policy_check(policy_path):
+    """Validate a policy and print a summary; exit 0 when valid, 2 with file:line when not.
+
+    \b
+    Example:
+      regsync policy check -p policies/pytorch-cuda.yaml
+    """
+    from regsync.policy import load_policy
+
+    loaded = load_policy(policy_path)
+    policy = loaded.policy
+    click.echo(f"{policy_path}: valid (sha256 {loaded.sha256[:12]})")
+    click.echo(f"  registries: {', '.join(policy.registries) or '-'}")
+    click.echo(f"  indexes:    {', '.join(policy.indexes) or '-'}")
+    click.echo(f"  trust:      {', '.join(policy.trust) or '-'}")
+    for rule in policy.images:
+        tags = ", ".join(rule.tags.include)
+        extra = f"; platforms {', '.join(rule.platforms)}" if rule.platforms else ""
+        click.echo(f"  image   {rule.source} -> {rule.target}  [{tags}]{extra}")
+    for rule in policy.packages:
+        click.echo(f"  package {rule.source} -> {rule.target}  [{', '.join(rule.requirements)}]")
+    click.echo(f"  audit:      {policy.audit.path or '(default ./regsync-audit.jsonl)'}")
+    return EXIT_OK
+
+
+def _plan(policy_path, jobs):
+    from regsync.endpoints import Endpoints
+    from regsync.policy import load_policy
+    from regsync.resolve import make_plan
+
+    loaded = load_policy(policy_path)
+    endpoints = Endpoints(loaded, jobs)
+    return loaded, endpoints, make_plan(loaded, endpoints, jobs)
+
+
+@cli.command("plan")
+@policy_option
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON instead of a table.")
+@click.option("-o", "--output", type=click.Path(path_type=Path), help="Save the plan JSON here (for sync --plan).")
+@click.option("--detailed-exitcode", is_flag=True, help="Exit 4 when there are changes to apply, 0 when none.")
+@jobs_option
+@run_guarded
+def plan_cmd(policy_path, as_json, output, detailed_exitcode, jobs):
+    """Resolve the policy and diff it against the targets, without writing anything anywhere.
+
+    \b
+    Examples:
+      regsync plan -p policy.yaml
+      regsync plan -p policy.yaml --json | jq '.items[] | select(.action != "skip")'
+      regsync plan -p policy.yaml -o plan.json && regsync sync -p policy.yaml --plan plan.json
+    """
+    from regsync.console import render_plan
+
+    _, _, plan = _plan(policy_path, jobs)
+    if output:
+        plan.save(output)
+    if as_json:
+        click.echo(plan.to_json(), nl=False)
+    else:
+        render_plan(plan)
+    if plan.errors:
+        return EXIT_RUNTIME
+    return EXIT_CHANGES if detailed_exitcode and plan.has_changes else EXIT_OK
+
+
+@cli.command("sync")
+@policy_option
+@click.option("--plan", "plan_path", type=click.Path(path_type=Path),
+              help="Apply exactly this saved plan (no re-resolving); refused if the policy or target moved.")
+@click.option("--dry-run", is_flag=True, help="Only show the plan (same as `regsync plan`).")
+@click.option("--audit-file", type=click.Path(path_type=Path),
+              help="Audit JSONL to append to (default: the policy's audit.path, else ./regsync-audit.jsonl).")
+@jobs_option
+@click.pass_context
+@run_guarded
+def sync_cmd(ctx, policy_path, plan_path, dry_run, audit_file, jobs):
+    """Copy what the policy selects to the targets: verify every digest, push children before
+    parents, tag last, and record each decision in the audit trail.
+
+    \b
+    Examples:
+      regsync sync -p policy.yaml
+      regsync sync -p policy.yaml --plan plan.json --jobs 16
+    """
+    from regsync.apply import apply_plan, check_not_stale
+    from regsync.audit import AuditLog
+    from regsync.console import byte_progress, render_plan
+    from regsync.endpoints import Endpoints
+    from regsync.plan import Plan
+    from regsync.policy import load_policy
+
+    if plan_path and dry_run:
+        raise UsageError("--plan and --dry-run do not go together")
+    if plan_path:
+        loaded = load_policy(policy_path)
+        plan = Plan.load(plan_path)
+        if plan.policy_sha256 != loaded.sha256:
+            raise UsageError(f"{plan_path} was made from another policy (sha256 {plan.policy_sha256[:12]}, "
+                             f"{policy_path} is {loaded.sha256[:12]}); run `regsync plan` again")
+        endpoints = Endpoints(loaded, jobs)
+        check_not_stale(plan, endpoints)
+    else:
+        loaded, endpoints, plan = _plan(policy_path, jobs)
+    if dry_run:
+        render_plan(plan)
+        return EXIT_OK
+    path = audit_file or loaded.policy.audit.path or Path("regsync-audit.jsonl")
+    audit = AuditLog(path, ctx.obj["run_id"])
+    try:
+        total = sum(item.bytes for item in plan.items if item.changes)
+        with byte_progress(total, ctx.obj["progress"]) as on_bytes:
+            outcome = apply_plan(plan, endpoints, audit, jobs, on_bytes)
+    finally:
+        audit.close()
+    click.echo(f"{outcome.pushed} pushed, {outcome.skipped} unchanged, {outcome.refused} refused, "
+               f"{outcome.failed} failed; {outcome.bytes} bytes moved; audit: {path}", err=True)
+    return outcome.exit_code
+
+
+def main() -> None:
+    cli(prog_name="regsync")
+
+
+if __name__ == "__main__":
+    main()

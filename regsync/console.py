@@ -1,0 +1,66 @@
+"""What people see: log setup (text or JSON), progress bars, and the plan table."""
+
+from __future__ import annotations
+
+import sys
+from contextlib import contextmanager
+
+from loguru import logger
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+from rich.table import Table
+
+from regsync.plan import Plan
+
+stdout = Console(soft_wrap=True)
+stderr = Console(stderr=True)
+
+_LEVELS = {-2: "ERROR", -1: "WARNING", 0: "WARNING", 1: "INFO", 2: "DEBUG"}
+
+
+def setup_logging(verbosity: int, log_format: str, run_id: str) -> None:
+    logger.remove()
+    level = _LEVELS[max(-2, min(2, verbosity))]
+    logger.configure(extra={"run_id": run_id})
+    if log_format == "json":
+        logger.add(sys.stderr, level=level, serialize=True)
+    else:
+        logger.add(sys.stderr, level=level, format="<level>{level: <7}</level> {message}", colorize=None)
+
+
+def human_size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def render_plan(plan: Plan) -> None:
+    table = Table(title=f"regsync plan (policy sha256 {plan.policy_sha256[:12]})", title_justify="left")
+    for column in ("source", "target", "digest", "action", "size", "reason"):
+        table.add_column(column, overflow="fold", justify="right" if column == "size" else "left")
+    styles = {"copy": "green", "update": "yellow", "skip": "dim", "refuse": "red"}
+    for item in plan.items:
+        short = item.digest.split(":", 1)[-1][:12] if item.digest else "-"
+        table.add_row(item.source, item.target, short, f"[{styles[item.action]}]{item.action}[/]",
+                      human_size(item.bytes) if item.changes else "", item.reason)
+    for error in plan.errors:
+        table.add_row(error.source, "", "-", "[red]error[/]", "", error.reason)
+    stdout.print(table)
+    counts = {a: sum(1 for i in plan.items if i.action == a) for a in ("copy", "update", "skip", "refuse")}
+    total = sum(i.bytes for i in plan.items if i.changes)
+    stdout.print(f"{counts['copy']} to copy, {counts['update']} to update, {counts['skip']} unchanged, "
+                 f"{counts['refuse']} refused, {len(plan.errors)} error(s); {human_size(total)} to move")
+
+
+@contextmanager
+def byte_progress(total: int, enabled: bool):
+    """Yields an on_bytes callback; draws a bar on a TTY only."""
+    if not enabled or not stderr.is_terminal:
+        yield None
+        return
+    columns = (TextColumn("copying"), BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=stderr, transient=True) as progress:
+        task = progress.add_task("copy", total=total or None)
+        yield lambda n: progress.advance(task, n)

@@ -1,0 +1,35 @@
+"""Registry clients built from the policy, one pooled client per registry name."""
+
+from __future__ import annotations
+
+import threading
+
+from regsync.oci.client import RegistryClient
+from regsync.oci.credentials import resolve_credentials
+from regsync.policy import LoadedPolicy
+
+
+def split_ref(ref: str) -> tuple[str, str]:
+    """'tuna/pytorch/cuda' → ('tuna', 'pytorch/cuda')."""
+    name, _, repo = ref.partition("/")
+    return name, repo
+
+
+class Endpoints:
+    def __init__(self, loaded: LoadedPolicy, jobs: int = 8):
+        self._policy = loaded.policy
+        self._pool_size = max(4, jobs * 2)
+        self._clients: dict[str, RegistryClient] = {}
+        self._lock = threading.Lock()
+
+    def registry(self, name: str) -> RegistryClient:
+        with self._lock:
+            if name not in self._clients:
+                cfg = self._policy.registries[name]
+                host = cfg.url.split("://", 1)[1].split("/", 1)[0]
+                self._clients[name] = RegistryClient(
+                    name, cfg.url, resolve_credentials(cfg.auth, host),
+                    ca_file=cfg.tls.ca_file if cfg.tls else None,
+                    monolithic_max=cfg.upload.monolithic_max, chunk_size=cfg.upload.chunk_size,
+                    pool_size=self._pool_size)
+            return self._clients[name]

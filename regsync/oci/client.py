@@ -1,0 +1,218 @@
+"""A distribution-spec (OCI v1.1) client for one registry: one pooled session, auth hidden in it."""
+
+from __future__ import annotations
+
+from urllib.parse import urljoin, urlsplit
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
+
+from regsync import __version__
+from regsync.errors import NotFound, RegistryError, VerificationError
+from regsync.oci.auth import Credentials, RegistryAuth
+from regsync.oci.manifest import ACCEPT, MAX_MANIFEST_BYTES, Descriptor, Manifest
+from regsync.transfer import SizedBody, VerifyingReader
+
+_TIMEOUT = (15, 300)  # (connect, read) seconds; a stalled mirror must not hang a cron run
+_MAX_TAG_PAGES = 10_000
+
+
+def _retry() -> Retry:
+    # Only idempotent requests are retried here; uploads are retried a level up, where the
+    # stream can be reopened from the source.
+    return Retry(total=4, connect=4, read=2, backoff_factor=0.5, status_forcelist=(429, 500, 502, 503, 504),
+                 allowed_methods=frozenset({"GET", "HEAD"}), respect_retry_after_header=True,
+                 raise_on_status=False)
+
+
+class RegistryClient:
+    def __init__(self, name: str, url: str, credentials: Credentials | None = None, ca_file: str | None = None,
+                 monolithic_max: int = 256 << 20, chunk_size: int = 64 << 20, pool_size: int = 16):
+        self.name, self.base = name, url.rstrip("/")
+        self.host = urlsplit(self.base).netloc
+        self.monolithic_max, self.chunk_size = monolithic_max, chunk_size
+        self.session = self._session(ca_file, pool_size)
+        token_session = self._session(ca_file, 4)
+        self.session.auth = RegistryAuth(credentials, token_session, name)
+        self._pinged = False
+
+    @staticmethod
+    def _session(ca_file, pool_size) -> requests.Session:
+        session = requests.Session()
+        session.verify = str(ca_file) if ca_file else True
+        session.trust_env = False  # proxies and netrc from the environment must not capture registry traffic
+        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=_retry())
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
+        session.headers["User-Agent"] = f"regsync/{__version__}"
+        return session
+
+    # -- plumbing -------------------------------------------------------------------------------
+
+    def _request(self, method: str, url: str, ref: str, ok=(200,), **kwargs) -> requests.Response:
+        if not url.startswith("http"):
+            url = self.base + url
+        try:
+            response = self.session.request(method, url, timeout=_TIMEOUT, **kwargs)
+        except requests.exceptions.SSLError:
+            raise RegistryError(ref, None, f"TLS verification failed for {self.host} (set tls.ca_file to its CA)") from None
+        except requests.exceptions.ConnectionError:
+            raise RegistryError(ref, None, f"cannot connect to {self.base}") from None
+        except requests.exceptions.Timeout:
+            raise RegistryError(ref, None, f"{self.base} timed out") from None
+        except requests.exceptions.RetryError:
+            raise RegistryError(ref, None, f"{self.base} kept failing after retries") from None
+        if response.status_code in ok:
+            return response
+        raise self._error(response, ref)
+
+    @staticmethod
+    def _error(response: requests.Response, ref: str) -> RegistryError:
+        status = response.status_code
+        detail = ""
+        try:
+            errors = response.json().get("errors") or []
+            if errors:
+                detail = f": {errors[0].get('code', '')} {errors[0].get('message', '')}".rstrip()
+        except (ValueError, AttributeError):
+            pass
+        response.close()
+        if status == 401:
+            return RegistryError(ref, status, "authentication failed (check the credentials)")
+        if status == 403:
+            return RegistryError(ref, status, "access denied")
+        if status == 404:
+            return NotFound(ref, status, "not found")
+        return RegistryError(ref, status, f"registry error{detail}")
+
+    def ref(self, repo: str, reference: str = "") -> str:
+        sep = "@" if reference.startswith("sha256:") else ":"
+        return f"{self.name}/{repo}{sep + reference if reference else ''}"
+
+    # -- API ------------------------------------------------------------------------------------
+
+    def ping(self) -> None:
+        if not self._pinged:
+            self._request("GET", "/v2/", self.name, ok=(200,))
+            self._pinged = True
+
+    def list_tags(self, repo: str) -> list[str]:
+        tags: list[str] = []
+        url = f"/v2/{repo}/tags/list?n=1000"
+        for _ in range(_MAX_TAG_PAGES):
+            response = self._request("GET", url, self.ref(repo))
+            try:
+                tags.extend(response.json().get("tags") or [])
+            except (ValueError, AttributeError):
+                raise RegistryError(self.ref(repo), None, "tag list is not JSON") from None
+            link = response.links.get("next", {}).get("url")
+            if not link:
+                return tags
+            url = urljoin(response.url, link)
+            if urlsplit(url).netloc != self.host:
+                raise RegistryError(self.ref(repo), None, "tag list pagination points to another host")
+        raise RegistryError(self.ref(repo), None, "tag list has too many pages")
+
+    def head_manifest(self, repo: str, reference: str) -> Descriptor | None:
+        """The digest a tag (or digest) resolves to, or None when absent. One HEAD, no body."""
+        response = self._request("HEAD", f"/v2/{repo}/manifests/{reference}", self.ref(repo, reference),
+                                 ok=(200, 404), headers={"Accept": ACCEPT})
+        if response.status_code == 404:
+            return None
+        digest = response.headers.get("Docker-Content-Digest")
+        if not digest:  # not promised by the spec for HEAD; fall back to the body
+            manifest = self.get_manifest(repo, reference)
+            return Descriptor(manifest.media_type, manifest.digest, len(manifest.raw))
+        media_type = response.headers.get("Content-Type", "").split(";")[0]
+        return Descriptor(media_type, digest, int(response.headers.get("Content-Length") or 0))
+
+    def get_manifest(self, repo: str, reference: str, expect: str | None = None) -> Manifest:
+        """GET a manifest; its bytes must match the digest asked for (or announced)."""
+        ref = self.ref(repo, reference)
+        response = self._request("GET", f"/v2/{repo}/manifests/{reference}", ref,
+                                 headers={"Accept": ACCEPT}, stream=True)
+        with response:
+            declared = int(response.headers.get("Content-Length") or 0)
+            if declared > MAX_MANIFEST_BYTES:
+                raise VerificationError(f"{ref}: manifest of {declared} bytes exceeds the {MAX_MANIFEST_BYTES}-byte limit")
+            raw = response.raw.read(MAX_MANIFEST_BYTES + 1, decode_content=True)
+        manifest = Manifest.parse(raw, response.headers.get("Content-Type"), ref)
+        wanted = expect or (reference if reference.startswith("sha256:") else None)
+        wanted = wanted or response.headers.get("Docker-Content-Digest")
+        if wanted and manifest.digest != wanted:
+            raise VerificationError(f"{ref}: manifest digest mismatch: content is {manifest.digest}, expected {wanted}")
+        return manifest
+
+    def put_manifest(self, repo: str, reference: str, manifest: Manifest) -> None:
+        ref = self.ref(repo, reference)
+        # bytes body: requests sends Content-Length, which Nexus's OCI repos insist on.
+        response = self._request("PUT", f"/v2/{repo}/manifests/{reference}", ref, ok=(200, 201, 202),
+                                 data=manifest.raw, headers={"Content-Type": manifest.media_type})
+        echoed = response.headers.get("Docker-Content-Digest")
+        if echoed and echoed != manifest.digest:
+            raise RegistryError(ref, response.status_code, f"registry stored {echoed}, expected {manifest.digest}")
+
+    def blob_exists(self, repo: str, digest: str) -> bool:
+        response = self._request("HEAD", f"/v2/{repo}/blobs/{digest}", self.ref(repo, digest), ok=(200, 404))
+        return response.status_code == 200
+
+    def open_blob(self, repo: str, digest: str) -> requests.Response:
+        return self._request("GET", f"/v2/{repo}/blobs/{digest}", self.ref(repo, digest), stream=True)
+
+    def mount_blob(self, repo: str, digest: str, from_repo: str) -> bool:
+        """Cross-repo mount: True when the registry linked the blob without any bytes moving."""
+        response = self._request("POST", f"/v2/{repo}/blobs/uploads/?mount={digest}&from={from_repo}",
+                                 self.ref(repo, digest), ok=(201, 202))
+        if response.status_code == 201:
+            return True
+        self._cancel(response, repo)  # 202: the registry opened an upload session instead
+        return False
+
+    def upload_blob(self, repo: str, descriptor: Descriptor, reader: VerifyingReader) -> None:
+        ref = self.ref(repo, descriptor.digest)
+        start = self._request("POST", f"/v2/{repo}/blobs/uploads/", ref, ok=(202,))
+        location = self._location(start, ref)
+        try:
+            if descriptor.size <= self.monolithic_max:
+                self._request("PUT", _with_digest(location, descriptor.digest), ref, ok=(201,),
+                              data=SizedBody(reader.chunks(), descriptor.size),
+                              headers={"Content-Type": "application/octet-stream"})
+                return
+            offset = 0
+            while offset < descriptor.size:
+                length = min(self.chunk_size, descriptor.size - offset)
+                response = self._request(
+                    "PATCH", location, ref, ok=(202,), data=SizedBody(reader.chunks(length), length),
+                    headers={"Content-Type": "application/octet-stream",
+                             "Content-Range": f"{offset}-{offset + length - 1}"})
+                location = self._location(response, ref)
+                offset += length
+            reader.read(1)  # size reached: the digest is checked here, before the commit
+            self._request("PUT", _with_digest(location, descriptor.digest), ref, ok=(201,),
+                          headers={"Content-Length": "0"})
+        except BaseException:
+            self._cancel_url(location)
+            raise
+
+    # -- helpers --------------------------------------------------------------------------------
+
+    def _location(self, response: requests.Response, ref: str) -> str:
+        location = response.headers.get("Location")
+        if not location:
+            raise RegistryError(ref, response.status_code, "upload response without a Location")
+        return urljoin(response.url, location)
+
+    def _cancel(self, response: requests.Response, repo: str) -> None:
+        if response.headers.get("Location"):
+            self._cancel_url(urljoin(response.url, response.headers["Location"]))
+
+    def _cancel_url(self, url: str) -> None:
+        try:  # best effort: an abandoned upload session is garbage-collected by the registry anyway
+            self.session.delete(url, timeout=_TIMEOUT)
+        except requests.RequestException:
+            pass
+
+
+def _with_digest(location: str, digest: str) -> str:
+    return f"{location}{'&' if '?' in location else '?'}digest={digest}"

@@ -1,0 +1,92 @@
+"""Copy one image tree between registries: blobs, then child manifests, then the root, tag last.
+
+A blob is copied at most once per target repository per run, however many tags share it; a blob
+already pushed to another repository of the same target is cross-repo mounted instead.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+
+from regsync.errors import RegistryError, VerificationError
+from regsync.oci.client import RegistryClient
+from regsync.oci.manifest import Descriptor, Manifest
+from regsync.transfer import VerifyingReader
+
+UPLOAD_ATTEMPTS = 3
+
+
+class BlobCopier:
+    def __init__(self, pool: ThreadPoolExecutor, on_bytes: Callable[[int], None] | None = None):
+        self._pool, self._on_bytes = pool, on_bytes
+        self._lock = threading.Lock()
+        self._jobs: dict[tuple[str, str, str], Future] = {}
+        self._first: dict[tuple[str, str], tuple[str, Future]] = {}
+        self.moved = 0
+
+    def copy(self, src: RegistryClient, src_repo: str, dst: RegistryClient, dst_repo: str,
+             blob: Descriptor) -> Future:
+        key = (dst.name, dst_repo, blob.digest)
+        with self._lock:
+            if key in self._jobs:
+                return self._jobs[key]
+            mount_from = self._first.get((dst.name, blob.digest))
+            job = self._pool.submit(self._copy, src, src_repo, dst, dst_repo, blob, mount_from)
+            self._jobs[key] = job
+            self._first.setdefault((dst.name, blob.digest), (dst_repo, job))
+            return job
+
+    def _copy(self, src, src_repo, dst, dst_repo, blob: Descriptor, mount_from) -> str:
+        if dst.blob_exists(dst_repo, blob.digest):
+            return "exists"
+        if mount_from is not None:
+            from_repo, job = mount_from
+            # FIFO pool: that job was queued first, so it runs before us or already has.
+            if job.exception() is None and dst.mount_blob(dst_repo, blob.digest, from_repo):
+                return "mounted"
+        for attempt in range(1, UPLOAD_ATTEMPTS + 1):
+            try:
+                self._stream(src, src_repo, dst, dst_repo, blob)
+                return "copied"
+            except RegistryError as exc:
+                transient = exc.status is None or exc.status >= 500 or exc.status == 429
+                if not transient or attempt == UPLOAD_ATTEMPTS:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _stream(self, src, src_repo, dst, dst_repo, blob: Descriptor) -> None:
+        with src.open_blob(src_repo, blob.digest) as response:
+            declared = response.headers.get("Content-Length")
+            if declared is not None and int(declared) != blob.size:
+                raise VerificationError(f"{src.ref(src_repo, blob.digest)}: server announces {declared} bytes, "
+                                        f"the manifest says {blob.size}")
+            reader = VerifyingReader(response.raw.read, blob.digest, blob.size, src.ref(src_repo, blob.digest),
+                                     on_bytes=self._count)
+            dst.upload_blob(dst_repo, blob, reader)
+
+    def _count(self, n: int) -> None:
+        with self._lock:
+            self.moved += n
+        if self._on_bytes:
+            self._on_bytes(n)
+
+
+def copy_tree(src: RegistryClient, src_repo: str, dst: RegistryClient, dst_repo: str, tree: list[Manifest],
+              tag: str, blobs: BlobCopier, on_verified: Callable[[], None] | None = None) -> None:
+    """`tree` is children-first with the root last (see resolve.images.manifest_tree).
+
+    `on_verified` runs once every blob is on the target with its digest checked, before the
+    first manifest is pushed.
+    """
+    unique = {b.digest: b for m in tree for b in m.blobs()}
+    jobs = [blobs.copy(src, src_repo, dst, dst_repo, b) for b in unique.values()]
+    wait(jobs)
+    for job in jobs:
+        job.result()  # re-raise the first failure: no manifest goes up over a missing blob
+    if on_verified:
+        on_verified()
+    for manifest in tree[:-1]:
+        dst.put_manifest(dst_repo, manifest.digest, manifest)
+    dst.put_manifest(dst_repo, tag, tree[-1])

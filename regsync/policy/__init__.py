@@ -1,0 +1,85 @@
+"""Load a policy file: YAML with line numbers → validated models → cross-references checked."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from regsync.errors import PolicyError
+from regsync.policy.models import ImageRule, PackageRule, Policy, parse_size  # noqa: F401
+from regsync.policy.yamlsource import Document, load_document
+
+
+@dataclass(frozen=True)
+class LoadedPolicy:
+    policy: Policy
+    path: Path
+    sha256: str
+    document: Document
+
+    def registry_of(self, ref: str) -> str:
+        return ref.split("/", 1)[0]
+
+
+def load_policy(path: str | Path, environ: dict[str, str] | None = None) -> LoadedPolicy:
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise PolicyError(f"cannot read policy: {exc.strerror}", str(path)) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise PolicyError("the policy is not UTF-8 text", str(path)) from None
+    doc = load_document(text, str(path), environ)
+    if not isinstance(doc.data, dict):
+        raise PolicyError("the policy must be a mapping (version:, registries:, images: …)", str(path), 1)
+    try:
+        policy = Policy.model_validate(doc.data, context={"base_dir": path.resolve().parent})
+    except ValidationError as exc:
+        raise _first_error(exc, doc) from None
+    _check_references(policy, doc)
+    return LoadedPolicy(policy, path, hashlib.sha256(raw).hexdigest(), doc)
+
+
+def _first_error(exc: ValidationError, doc: Document) -> PolicyError:
+    error = exc.errors(include_url=False)[0]
+    loc = _document_path(error["loc"])
+    if error["type"] == "extra_forbidden":
+        return doc.error(loc, f"unknown key '{loc[-1]}'")
+    if error["type"] == "missing":
+        return doc.error(loc[:-1], f"missing key '{loc[-1]}'")
+    where = ".".join(str(part) for part in loc)
+    msg = error["msg"].removeprefix("Value error, ")
+    return doc.error(loc, f"{where}: {msg}" if where else msg)
+
+
+def _document_path(loc) -> tuple:
+    # pydantic inserts union-branch and model names into loc; keep only keys present in YAML.
+    return tuple(part for part in loc if not (isinstance(part, str) and (part[:1].isupper() or "[" in part)))
+
+
+def _check_references(policy: Policy, doc: Document) -> None:
+    for i, rule in enumerate(policy.images):
+        for key, ref in (("from", rule.source), ("to", rule.target)):
+            name, _, repo = ref.partition("/")
+            if name not in policy.registries:
+                known = ", ".join(sorted(policy.registries)) or "none defined"
+                raise doc.error(("images", i, key), f"unknown registry '{name}' (registries: {known})")
+            if not repo:
+                raise doc.error(("images", i, key), f"'{ref}' must be <registry>/<repository>")
+        if rule.crosscheck and rule.crosscheck not in policy.registries:
+            raise doc.error(("images", i, "crosscheck"), f"unknown registry '{rule.crosscheck}'")
+        for name in rule.verify.trust:
+            if name not in policy.trust:
+                raise doc.error(("images", i, "verify", "trust"), f"unknown trust entry '{name}'")
+        if rule.verify.signature == "required" and not rule.verify.trust:
+            raise doc.error(("images", i, "verify"), "signature: required needs at least one trust entry")
+    for i, rule in enumerate(policy.packages):
+        for key, name in (("from", rule.source), ("to", rule.target)):
+            if name not in policy.indexes:
+                known = ", ".join(sorted(policy.indexes)) or "none defined"
+                raise doc.error(("packages", i, key), f"unknown index '{name}' (indexes: {known})")

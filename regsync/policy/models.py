@@ -1,0 +1,230 @@
+"""The policy as typed, validated data. Unknown keys are errors (extra="forbid") everywhere."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+
+from regsync.resolve.tags import compile_pattern
+from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, SecretStr,
+                      ValidationInfo, field_validator, model_validator)
+
+_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2, "g": 1000**3,
+          "gb": 1000**3, "t": 1000**4, "tb": 1000**4, "kib": 1024, "mib": 1024**2,
+          "gib": 1024**3, "tib": 1024**4}
+
+
+def parse_size(value) -> int:
+    """'12GiB' → 12884901888; plain integers are bytes."""
+    if isinstance(value, bool):
+        raise ValueError("a size is a number of bytes or a string like '12GiB'")
+    if isinstance(value, int):
+        return value
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", str(value))
+    if not match or match.group(2).lower() not in _UNITS:
+        raise ValueError(f"'{value}' is not a size (examples: 512MiB, 12GiB, 1000000)")
+    return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
+
+
+def _relative_to_policy(value: Path, info: ValidationInfo) -> Path:
+    base = (info.context or {}).get("base_dir")
+    return value if value.is_absolute() or base is None else (Path(base) / value)
+
+
+Size = Annotated[int, BeforeValidator(parse_size)]
+PolicyPath = Annotated[Path, AfterValidator(_relative_to_policy)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+
+
+class Auth(Strict):
+    username: str | None = None
+    password: SecretStr | None = None
+    docker_config: bool = False
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if self.docker_config and (self.username or self.password):
+            raise ValueError("use either username/password or docker_config: true, not both")
+        if (self.username is None) != (self.password is None):
+            raise ValueError("username and password go together")
+        return self
+
+
+class TLS(Strict):
+    ca_file: PolicyPath | None = None
+
+
+class Upload(Strict):
+    """How blobs are pushed: one PUT up to monolithic_max, else PATCH chunks of chunk_size."""
+
+    monolithic_max: Size = 256 * 1024**2
+    chunk_size: Size = 64 * 1024**2
+
+
+class Harbor(Strict):
+    create_projects: bool = False
+    public: bool = False
+    storage_limit: Size | Literal[-1] = -1
+
+
+class Registry(Strict):
+    url: str
+    kind: Literal["registry", "harbor", "nexus"] = "registry"
+    mirrors: list[str] = []
+    auth: Auth | None = None
+    tls: TLS | None = None
+    upload: Upload = Upload()
+    harbor: Harbor | None = None
+
+    @field_validator("url", "mirrors")
+    @classmethod
+    def _http_urls(cls, value):
+        for url in [value] if isinstance(value, str) else value:
+            if not re.match(r"^https?://[^/\s]+", url):
+                raise ValueError(f"'{url}' must start with https:// (or http:// for plain HTTP)")
+        return value
+
+
+class Index(Strict):
+    url: str | None = None
+    upload_url: str | None = None
+    path: PolicyPath | None = None
+    kind: Literal["simple", "pypiserver", "devpi", "nexus", "directory"] = "simple"
+    mirrors: list[str] = []
+    auth: Auth | None = None
+    tls: TLS | None = None
+
+    @model_validator(mode="after")
+    def _where(self):
+        if self.kind == "directory" and self.path is None:
+            raise ValueError("kind: directory needs a path")
+        if self.kind != "directory" and self.url is None:
+            raise ValueError("an index needs a url (or kind: directory with a path)")
+        return self
+
+
+class Keyless(Strict):
+    issuer: str
+    identity: str | None = None
+    identity_regex: str | None = None
+
+    @model_validator(mode="after")
+    def _identity(self):
+        if (self.identity is None) == (self.identity_regex is None):
+            raise ValueError("keyless needs exactly one of identity or identity_regex")
+        return self
+
+
+class Trust(Strict):
+    cosign_key: PolicyPath | None = None
+    keyless: Keyless | None = None
+    trusted_root: PolicyPath | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self):
+        if (self.cosign_key is None) == (self.keyless is None):
+            raise ValueError("a trust entry has exactly one of cosign_key or keyless")
+        return self
+
+
+class TagSelect(Strict):
+    include: list[str] = Field(min_length=1)
+    exclude: list[str] = []
+    latest: int | None = Field(default=None, ge=1)
+    pin: dict[str, str] = {}
+
+    @field_validator("include", "exclude")
+    @classmethod
+    def _patterns(cls, patterns):
+        for pattern in patterns:
+            compile_pattern(pattern)  # raises ValueError with the reason
+        return patterns
+
+    @field_validator("pin")
+    @classmethod
+    def _digests(cls, pins):
+        for tag, digest in pins.items():
+            if not re.fullmatch(r"sha256:[0-9a-f]{64}", digest):
+                raise ValueError(f"pin for '{tag}' must be a digest like sha256:<64 hex>")
+        return pins
+
+
+class ImageVerify(Strict):
+    signature: Literal["required", "optional", "off"] = "off"
+    trust: list[str] = []
+    require_all: bool = False
+
+
+class CopyExtras(Strict):
+    signatures: bool = False
+    referrers: bool = False
+
+
+class Gates(Strict):
+    max_size: Size | None = None
+    cuda_max: str | None = None
+    require_labels: dict[str, str] = {}
+    platforms_required: list[str] = []
+
+
+class ImageRule(Strict):
+    source: str = Field(alias="from")
+    target: str = Field(alias="to")
+    tags: TagSelect
+    platforms: list[str] | None = None
+    verify: ImageVerify = ImageVerify()
+    copy_extras: CopyExtras = Field(default=CopyExtras(), alias="copy")
+    gates: Gates = Gates()
+    crosscheck: str | None = None
+
+    @field_validator("platforms")
+    @classmethod
+    def _platforms(cls, value):
+        for platform in value or []:
+            if not re.fullmatch(r"[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?", platform):
+                raise ValueError(f"'{platform}' is not os/arch[/variant] (e.g. linux/amd64)")
+        return value
+
+
+class Environment(Strict):
+    python: str
+    platform: str
+    implementation: str = "cp"
+    abi: str | None = None
+
+
+class PackageVerify(Strict):
+    hashes: Literal["required", "optional", "off"] = "required"
+    attestations: Literal["required", "optional", "off"] = "off"
+    publisher: str | None = None
+
+
+class PackageRule(Strict):
+    source: str = Field(alias="from")
+    target: str = Field(alias="to")
+    requirements: list[str] = Field(min_length=1)
+    dependencies: bool = False
+    environments: list[Environment] = []
+    sdists: bool = False
+    only_binary: list[str] = []
+    constraints: list[str] = []
+    verify: PackageVerify = PackageVerify()
+
+
+class AuditConfig(Strict):
+    path: PolicyPath | None = None
+    sign_key: PolicyPath | None = None
+
+
+class Policy(Strict):
+    version: Literal[1]
+    registries: dict[str, Registry] = {}
+    indexes: dict[str, Index] = {}
+    trust: dict[str, Trust] = {}
+    images: list[ImageRule] = []
+    packages: list[PackageRule] = []
+    audit: AuditConfig = AuditConfig()
