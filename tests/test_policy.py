@@ -1,0 +1,91 @@
+"""Policy loading: every error names file:line; secrets never default to empty."""
+
+import textwrap
+
+import pytest
+from click.testing import CliRunner
+
+from regsync.cli import cli
+from regsync.errors import PolicyError
+from regsync.policy import load_policy
+
+BASE = """\
+version: 1
+registries:
+  src: {url: "http://127.0.0.1:5000"}
+  dst:
+    url: https://registry.example
+    auth: {username: sync, password: "${DST_PASSWORD}"}
+    tls: {ca_file: certs/ca.pem}
+images:
+  - from: src/pytorch/cuda
+    to: dst/ai/cuda
+    tags:
+      include: ["2.9-cuda11.8-ubuntu20.04", "glob:2.9-*"]
+"""
+
+
+def write(tmp_path, text, name="policy.yaml"):
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def error_of(path, environ=None):
+    with pytest.raises(PolicyError) as caught:
+        load_policy(path, {} if environ is None else environ)
+    return str(caught.value)
+
+
+def test_valid_policy_resolves_relative_paths_and_env(tmp_path):
+    loaded = load_policy(write(tmp_path, BASE), {"DST_PASSWORD": "s3cret"})
+    registry = loaded.policy.registries["dst"]
+    assert registry.tls.ca_file == tmp_path / "certs/ca.pem"
+    assert registry.auth.password.get_secret_value() == "s3cret"
+    assert "s3cret" not in repr(loaded.policy)
+    assert len(loaded.sha256) == 64
+
+
+def test_unknown_key_names_its_line(tmp_path):
+    path = write(tmp_path, BASE + "      tagz: [x]\n")
+    assert error_of(path, {"DST_PASSWORD": "x"}) == f"{path}:13: unknown key 'tagz'"
+
+
+def test_missing_env_var_is_an_error_not_an_empty_password(tmp_path):
+    path = write(tmp_path, BASE)
+    assert error_of(path) == f"{path}:6: environment variable 'DST_PASSWORD' is not set"
+
+
+def test_unknown_registry_reference(tmp_path):
+    path = write(tmp_path, BASE.replace("to: dst/ai/cuda", "to: harbor/ai/cuda"))
+    assert error_of(path, {"DST_PASSWORD": "x"}).startswith(f"{path}:10: unknown registry 'harbor'")
+
+
+@pytest.mark.parametrize("snippet, line, fragment", [
+    ('include: ["re:([bad"]', 12, "invalid regular expression"),
+    ('include: ["semver:>=banana"]', 12, "not a version range"),
+    ("include: []", 12, "at least 1"),
+])
+def test_bad_tag_patterns(tmp_path, snippet, line, fragment):
+    path = write(tmp_path, BASE.replace('include: ["2.9-cuda11.8-ubuntu20.04", "glob:2.9-*"]', snippet))
+    message = error_of(path, {"DST_PASSWORD": "x"})
+    assert message.startswith(f"{path}:{line}:") and fragment in message
+
+
+def test_invalid_yaml_and_duplicate_keys(tmp_path):
+    assert error_of(write(tmp_path, "version: 1\nimages: [\n")).startswith(f"{tmp_path / 'policy.yaml'}:")
+    dup = write(tmp_path, "version: 1\nversion: 1\n", "dup.yaml")
+    assert error_of(dup) == f"{dup}:2: duplicate key 'version'"
+
+
+def test_policy_check_cli(tmp_path):
+    path = write(tmp_path, BASE)
+    runner = CliRunner()
+    ok = runner.invoke(cli, ["policy", "check", "-p", str(path)], env={"DST_PASSWORD": "hunter2"})
+    assert ok.exit_code == 0, ok.output
+    assert "src/pytorch/cuda -> dst/ai/cuda" in ok.output and "hunter2" not in ok.output
+    bad = runner.invoke(cli, ["policy", "check", "-p", str(path)], env={"DST_PASSWORD": None})
+    assert bad.exit_code == 2
+    assert "DST_PASSWORD" in bad.output and "Traceback" not in bad.output
+    missing = runner.invoke(cli, ["policy", "check", "-p", str(tmp_path / "nope.yaml")])
+    assert missing.exit_code == 2 and "cannot read policy" in missing.output
