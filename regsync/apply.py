@@ -11,7 +11,7 @@ from loguru import logger
 from regsync.audit import AuditLog
 from regsync.endpoints import Endpoints, split_ref
 from regsync.errors import EXIT_OK, EXIT_REFUSED, EXIT_RUNTIME, RegistryError, UsageError, VerificationError
-from regsync.oci.copy import BlobCopier, copy_tree
+from regsync.oci.copy import BlobCopier, Interrupted, copy_tree
 from regsync.oci.manifest import filter_index
 from regsync.plan import Plan, PlanItem
 from regsync.resolve.images import manifest_tree
@@ -24,10 +24,11 @@ class Outcome:
     refused: int = 0
     failed: int = 0
     bytes: int = 0
+    interrupted: bool = False
 
     @property
     def exit_code(self) -> int:
-        if self.failed:
+        if self.failed or self.interrupted:
             return EXIT_RUNTIME
         return EXIT_REFUSED if self.refused else EXIT_OK
 
@@ -77,9 +78,10 @@ def apply_plan(plan: Plan, endpoints: Endpoints, audit: AuditLog, jobs: int = 8,
             _refuse(item, item.reason, audit, outcome)
     changes = [item for item in plan.items if item.changes]
     # Two pools: item workers wait on blob futures, so they must never occupy the blob workers.
-    with ThreadPoolExecutor(jobs, thread_name_prefix="blob") as blob_pool, \
-            ThreadPoolExecutor(jobs, thread_name_prefix="item") as item_pool:
-        blobs = BlobCopier(blob_pool, on_bytes)
+    blob_pool = ThreadPoolExecutor(jobs, thread_name_prefix="blob")
+    item_pool = ThreadPoolExecutor(jobs, thread_name_prefix="item")
+    blobs = BlobCopier(blob_pool, on_bytes)
+    try:
         for item, error in zip(changes, item_pool.map(lambda i: _apply_image(i, endpoints, blobs, audit), changes)):
             if error is None:
                 outcome.pushed += 1
@@ -90,7 +92,16 @@ def apply_plan(plan: Plan, endpoints: Endpoints, audit: AuditLog, jobs: int = 8,
                 audit.record("failed", artifact=artifact_of(item), policy_rule=item.rule, reason=str(error))
                 logger.error("{}: {}", item.target, error)
                 outcome.failed += 1
-        outcome.bytes = blobs.moved
+    except KeyboardInterrupt:
+        # SIGINT/SIGTERM: start nothing new; uploads in flight finish or are abandoned uncommitted,
+        # and no tag is written for an image whose blobs did not all land.
+        outcome.interrupted = True
+        blobs.stop()
+        logger.warning("interrupted: finishing in-flight transfers, starting no new ones")
+    finally:
+        item_pool.shutdown(wait=True, cancel_futures=True)
+        blob_pool.shutdown(wait=True, cancel_futures=True)
+    outcome.bytes = blobs.moved
     return outcome
 
 
@@ -118,5 +129,5 @@ def _apply_image(item: PlanItem, endpoints: Endpoints, blobs: BlobCopier, audit:
                                                    verification=verified))
         audit.record("pushed", artifact=artifact_of(item), policy_rule=item.rule, verification=verified)
         return None
-    except (VerificationError, RegistryError) as exc:
+    except (VerificationError, RegistryError, Interrupted) as exc:
         return exc

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import signal
 import sys
 import uuid
 from pathlib import Path
@@ -110,14 +111,14 @@ def policy_check(policy_path):
     return EXIT_OK
 
 
-def _plan(policy_path, jobs):
+def _plan(policy_path, jobs, shard=None):
     from regsync.endpoints import Endpoints
     from regsync.policy import load_policy
     from regsync.resolve import make_plan
 
     loaded = load_policy(policy_path)
     endpoints = Endpoints(loaded, jobs)
-    return loaded, endpoints, make_plan(loaded, endpoints, jobs)
+    return loaded, endpoints, make_plan(loaded, endpoints, jobs, shard)
 
 
 @cli.command("plan")
@@ -157,10 +158,14 @@ def plan_cmd(policy_path, as_json, output, detailed_exitcode, jobs):
 @click.option("--dry-run", is_flag=True, help="Only show the plan (same as `regsync plan`).")
 @click.option("--audit-file", type=click.Path(path_type=Path),
               help="Audit JSONL to append to (default: the policy's audit.path, else ./regsync-audit.jsonl).")
+@click.option("--shard", metavar="I/N", help="Do only shard I of N of the work (stable hash of the target "
+              "reference); e.g. --shard $(JOB_COMPLETION_INDEX)/4 in a Kubernetes Indexed Job.")
+@click.option("--wait-lock", type=click.FloatRange(0), default=0, metavar="SECONDS",
+              help="Wait this long for another run's lock instead of exiting 5 at once.")
 @jobs_option
 @click.pass_context
 @run_guarded
-def sync_cmd(ctx, policy_path, plan_path, dry_run, audit_file, jobs):
+def sync_cmd(ctx, policy_path, plan_path, dry_run, audit_file, shard, wait_lock, jobs):
     """Copy what the policy selects to the targets: verify every digest, push children before
     parents, tag last, and record each decision in the audit trail.
 
@@ -173,11 +178,22 @@ def sync_cmd(ctx, policy_path, plan_path, dry_run, audit_file, jobs):
     from regsync.audit import AuditLog
     from regsync.console import byte_progress, render_plan
     from regsync.endpoints import Endpoints
+    from regsync.lock import RunLock
     from regsync.plan import Plan
     from regsync.policy import load_policy
+    from regsync.shard import Shard
 
     if plan_path and dry_run:
         raise UsageError("--plan and --dry-run do not go together")
+    shard = Shard.parse(shard) if shard else None
+    if plan_path and shard:
+        raise UsageError("--shard applies when resolving; a saved plan is applied whole")
+    if not dry_run:
+        loaded = load_policy(policy_path)
+        path = audit_file or loaded.policy.audit.path or Path("regsync-audit.jsonl")
+        lock = RunLock(path.with_name(path.name + ".lock")).acquire(wait_lock)
+        ctx.call_on_close(lock.release)
+        signal.signal(signal.SIGTERM, _interrupt)
     if plan_path:
         loaded = load_policy(policy_path)
         plan = Plan.load(plan_path)
@@ -187,11 +203,10 @@ def sync_cmd(ctx, policy_path, plan_path, dry_run, audit_file, jobs):
         endpoints = Endpoints(loaded, jobs)
         check_not_stale(plan, endpoints)
     else:
-        loaded, endpoints, plan = _plan(policy_path, jobs)
+        loaded, endpoints, plan = _plan(policy_path, jobs, shard)
     if dry_run:
         render_plan(plan)
         return EXIT_OK
-    path = audit_file or loaded.policy.audit.path or Path("regsync-audit.jsonl")
     audit = AuditLog(path, ctx.obj["run_id"])
     try:
         total = sum(item.bytes for item in plan.items if item.changes)
@@ -199,9 +214,16 @@ def sync_cmd(ctx, policy_path, plan_path, dry_run, audit_file, jobs):
             outcome = apply_plan(plan, endpoints, audit, jobs, on_bytes)
     finally:
         audit.close()
+    if outcome.interrupted:
+        click.echo("interrupted: completed work stays completed; the next run finishes the rest", err=True)
     click.echo(f"{outcome.pushed} pushed, {outcome.skipped} unchanged, {outcome.refused} refused, "
                f"{outcome.failed} failed; {outcome.bytes} bytes moved; audit: {path}", err=True)
     return outcome.exit_code
+
+
+def _interrupt(signum, frame):
+    # SIGTERM (cron timeout, Kubernetes) takes the same clean path as Ctrl-C.
+    raise KeyboardInterrupt
 
 
 def main() -> None:

@@ -28,8 +28,10 @@ def _retry() -> Retry:
 
 class RegistryClient:
     def __init__(self, name: str, url: str, credentials: Credentials | None = None, ca_file: str | None = None,
-                 monolithic_max: int = 256 << 20, chunk_size: int = 64 << 20, pool_size: int = 16):
+                 monolithic_max: int = 256 << 20, chunk_size: int = 64 << 20, pool_size: int = 16,
+                 tag_page_size: int = 1000):
         self.name, self.base = name, url.rstrip("/")
+        self.tag_page_size = tag_page_size
         self.host = urlsplit(self.base).netloc
         self.monolithic_max, self.chunk_size = monolithic_max, chunk_size
         self.session = self._session(ca_file, pool_size)
@@ -99,7 +101,7 @@ class RegistryClient:
 
     def list_tags(self, repo: str) -> list[str]:
         tags: list[str] = []
-        url = f"/v2/{repo}/tags/list?n=1000"
+        url = f"/v2/{repo}/tags/list?n={self.tag_page_size}"
         for _ in range(_MAX_TAG_PAGES):
             response = self._request("GET", url, self.ref(repo))
             try:

@@ -18,6 +18,11 @@ from regsync.transfer import VerifyingReader
 UPLOAD_ATTEMPTS = 3
 
 
+class Interrupted(RegistryError):
+    def __init__(self):
+        super().__init__("run", None, "interrupted before this transfer started")
+
+
 class BlobCopier:
     def __init__(self, pool: ThreadPoolExecutor, on_bytes: Callable[[int], None] | None = None):
         self._pool, self._on_bytes = pool, on_bytes
@@ -25,6 +30,10 @@ class BlobCopier:
         self._jobs: dict[tuple[str, str, str], Future] = {}
         self._first: dict[tuple[str, str], tuple[str, Future]] = {}
         self.moved = 0
+        self._stopping = threading.Event()
+
+    def stop(self) -> None:
+        self._stopping.set()
 
     def copy(self, src: RegistryClient, src_repo: str, dst: RegistryClient, dst_repo: str,
              blob: Descriptor) -> Future:
@@ -39,6 +48,8 @@ class BlobCopier:
             return job
 
     def _copy(self, src, src_repo, dst, dst_repo, blob: Descriptor, mount_from) -> str:
+        if self._stopping.is_set():
+            raise Interrupted()
         if dst.blob_exists(dst_repo, blob.digest):
             return "exists"
         if mount_from is not None:
@@ -84,6 +95,8 @@ def copy_tree(src: RegistryClient, src_repo: str, dst: RegistryClient, dst_repo:
     jobs = [blobs.copy(src, src_repo, dst, dst_repo, b) for b in unique.values()]
     wait(jobs)
     for job in jobs:
+        if job.cancelled():
+            raise Interrupted()
         job.result()  # re-raise the first failure: no manifest goes up over a missing blob
     if on_verified:
         on_verified()

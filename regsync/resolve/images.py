@@ -19,11 +19,13 @@ from regsync.oci.manifest import Manifest, filter_index
 from regsync.plan import PlanError, PlanItem
 from regsync.policy.models import ImageRule
 from regsync.resolve.tags import is_exact, select_tags
+from regsync.shard import Shard
 
 MAX_INDEX_DEPTH = 4  # an index of indexes is legal; deeper nesting is not seen in the wild
 
 
-def plan_images(rules: list[ImageRule], endpoints: Endpoints, jobs: int) -> tuple[list[PlanItem], list[PlanError]]:
+def plan_images(rules: list[ImageRule], endpoints: Endpoints, jobs: int,
+                shard: Shard | None = None) -> tuple[list[PlanItem], list[PlanError]]:
     items: list[PlanItem] = []
     errors: list[PlanError] = []
     with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="resolve") as pool:
@@ -36,6 +38,8 @@ def plan_images(rules: list[ImageRule], endpoints: Endpoints, jobs: int) -> tupl
             except (RegistryError, VerificationError) as exc:
                 errors.append(PlanError(rule.source, str(exc), rule_name))
                 continue
+            if shard is not None:
+                tags = [tag for tag in tags if shard.owns(f"{rule.target}:{tag}")]
             logger.info("{}: {} tag(s) selected", rule.source, len(tags))
             for outcome in pool.map(lambda tag: _plan_tag(rule, rule_name, endpoints, tag), tags):
                 (errors if isinstance(outcome, PlanError) else items).append(outcome)
