@@ -15,6 +15,7 @@ from regsync.oci.copy import BlobCopier, Interrupted, copy_tree
 from regsync.oci.manifest import filter_index
 from regsync.plan import Plan, PlanItem
 from regsync.resolve.images import manifest_tree
+from regsync.verify.steps import copy_attachments, evidence_before_push
 
 
 @dataclass
@@ -124,10 +125,13 @@ def _apply_image(item: PlanItem, endpoints: Endpoints, blobs: BlobCopier, audit:
                 raise VerificationError(f"platform-filtered index is {root.digest}, the plan says {item.digest}")
         tree = manifest_tree(src, src_repo, root)
         verified = {"method": "sha256", "manifests": len(tree), "blobs": len({b.digest for m in tree for b in m.blobs()})}
+        verified.update(evidence_before_push(item, endpoints))  # a saved plan may be old: re-check now
         copy_tree(src, src_repo, dst, dst_repo, tree, tag, blobs,
                   on_verified=lambda: audit.record("verified", artifact=artifact_of(item), policy_rule=item.rule,
                                                    verification=verified))
-        audit.record("pushed", artifact=artifact_of(item), policy_rule=item.rule, verification=verified)
+        attached = copy_attachments(item, endpoints, tree, blobs)
+        audit.record("pushed", artifact=artifact_of(item), policy_rule=item.rule, verification=verified,
+                     **({"attachments": attached} if attached else {}))
         return None
     except (VerificationError, RegistryError, Interrupted) as exc:
         return exc

@@ -22,6 +22,11 @@ class Endpoints:
         self._clients: dict[str, RegistryClient] = {}
         self._lock = threading.Lock()
 
+    @property
+    def policy(self):
+        """The policy these endpoints serve (trust entries and rules are read from it at apply time)."""
+        return self._policy
+
     def registry(self, name: str) -> RegistryClient:
         with self._lock:
             if name not in self._clients:

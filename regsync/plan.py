@@ -33,6 +33,7 @@ class PlanItem:
     media_type: str = ""
     platforms: list[str] | None = None
     rule: str = ""
+    verification: dict | None = None   # signature, gate and cross-check evidence found at plan time
 
     @property
     def changes(self) -> bool:

@@ -19,6 +19,7 @@ from regsync.oci.manifest import Manifest, filter_index
 from regsync.plan import PlanError, PlanItem
 from regsync.policy.models import ImageRule
 from regsync.resolve.tags import is_exact, select_tags
+from regsync.verify.steps import check_before_plan
 from regsync.shard import Shard
 
 MAX_INDEX_DEPTH = 4  # an index of indexes is legal; deeper nesting is not seen in the wild
@@ -114,6 +115,8 @@ def _plan_tag(rule: ImageRule, rule_name: str, endpoints: Endpoints, tag: str) -
             item.action = "update"
             item.reason = f"target tag points to {existing.digest}"
         root = root or src.get_manifest(src_repo, found.digest)
+        if not check_before_plan(item, rule, endpoints, tag, root):
+            return item
         item.bytes, item.blobs_missing = _measure(src, src_repo, dst, dst_repo, root)
         return item
     except VerificationError as exc:

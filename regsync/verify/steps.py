@@ -1,0 +1,110 @@
+"""Verification as steps of the one pipeline: what `_plan_tag` and `_apply_image` call.
+
+Plan time decides (refuse with a reason, or record evidence); apply time re-checks the signature
+on the source digest before any byte is pushed, because a saved plan may be old.
+"""
+
+from __future__ import annotations
+
+from loguru import logger
+
+from regsync.endpoints import Endpoints, split_ref
+from regsync.errors import VerificationError
+from regsync.oci.manifest import Manifest
+from regsync.plan import PlanItem
+from regsync.policy.models import ImageRule
+from regsync.verify.gates import evaluate_gates, gates_set
+from regsync.verify.signatures import check_signatures
+
+
+def rule_of(endpoints: Endpoints, rule_name: str) -> ImageRule:
+    """'images[3]' → that rule of the policy the endpoints were built from."""
+    try:
+        return endpoints.policy.images[int(rule_name.removeprefix("images[").rstrip("]"))]
+    except (ValueError, IndexError):
+        raise VerificationError(f"the plan names rule '{rule_name}', which the policy does not have") from None
+
+
+def check_before_plan(item: PlanItem, rule: ImageRule, endpoints: Endpoints, tag: str, root: Manifest) -> bool:
+    """Fill item.verification, or turn the item into a refusal; False when refused."""
+    src_name, src_repo = split_ref(rule.source)
+    src = endpoints.registry(src_name)
+    source_digest = item.source_digest or item.digest
+    evidence: dict = {}
+    try:
+        if rule.crosscheck:
+            evidence["crosscheck"] = crosscheck(endpoints, rule, src_repo, tag, source_digest)
+        signature = check_signatures(src, src_repo, source_digest, rule.verify, endpoints.policy.trust)
+        if signature is not None:
+            evidence["signature"] = signature
+        if gates_set(rule.gates):
+            evidence["gates"] = evaluate_gates(rule.gates, src, src_repo, root, tag)
+    except VerificationError as exc:
+        item.action, item.reason = "refuse", exc.reason
+        item.verification = evidence or None
+        return False
+    item.verification = evidence or None
+    return True
+
+
+def crosscheck(endpoints: Endpoints, rule: ImageRule, repo: str, tag: str, digest: str) -> dict:
+    """The digest a second registry serves for the same tag must be the canonical one."""
+    other = endpoints.registry(rule.crosscheck)
+    found = other.head_manifest(repo, tag)
+    if found is None:
+        raise VerificationError(f"mirror cross-check mismatch: {rule.crosscheck} does not serve {repo}:{tag}, "
+                                f"so {digest} cannot be confirmed")
+    if found.digest != digest:
+        raise VerificationError(f"mirror cross-check mismatch: {rule.crosscheck} serves {found.digest} for "
+                                f"{repo}:{tag}, {rule.source} serves {digest}")
+    return {"registry": rule.crosscheck, "digest": found.digest}
+
+
+def check_before_push(item: PlanItem, endpoints: Endpoints) -> dict | None:
+    """Signature evidence on the source digest, now; raises VerificationError when required and absent."""
+    rule = rule_of(endpoints, item.rule)
+    src_name, src_repo = split_ref(rule.source)
+    return check_signatures(endpoints.registry(src_name), src_repo, item.source_digest or item.digest,
+                            rule.verify, endpoints.policy.trust)
+
+
+def evidence_before_push(item: PlanItem, endpoints: Endpoints) -> dict:
+    """Plan-time gate and cross-check results, with the signature checked again now."""
+    evidence = {key: value for key, value in (item.verification or {}).items() if key != "signature"}
+    signature = check_before_push(item, endpoints)
+    if signature is not None:
+        evidence["signature"] = signature
+    return evidence
+
+
+def copy_attachments(item: PlanItem, endpoints: Endpoints, tree: list[Manifest], blobs) -> list[str]:
+    """Copy `.sig`/`.att`/`.sbom` of the image and its children, bytes (so digests) unchanged.
+
+    Runs after the image is pushed, so an attachment never names a digest the target lacks.
+    """
+    from regsync.apply import split_image_ref
+    from regsync.oci.copy import copy_tree
+    from regsync.resolve.images import manifest_tree
+    from regsync.verify.cosign import ATTACHMENT_SUFFIXES, attachment_tag
+
+    rule = rule_of(endpoints, item.rule)
+    if not rule.copy_extras.signatures:
+        return []
+    if item.source_digest and item.source_digest != item.digest:
+        logger.warning("{}: signatures name the unfiltered index {}, not the platform-filtered {}; not copied",
+                       item.source, item.source_digest, item.digest)
+        return []
+    src_name, src_repo, _ = split_image_ref(item.source)
+    dst_name, dst_repo, _ = split_image_ref(item.target)
+    src, dst = endpoints.registry(src_name), endpoints.registry(dst_name)
+    copied = []
+    for manifest in tree:
+        for suffix in ATTACHMENT_SUFFIXES:
+            tag = attachment_tag(manifest.digest, suffix)
+            found = src.head_manifest(src_repo, tag)
+            if found is None:
+                continue
+            attached = src.get_manifest(src_repo, found.digest)
+            copy_tree(src, src_repo, dst, dst_repo, manifest_tree(src, src_repo, attached), tag, blobs)
+            copied.append(f"{tag}@{attached.digest}")
+    return copied
