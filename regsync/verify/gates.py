@@ -32,7 +32,8 @@ def evaluate_gates(gates: Gates, client: RegistryClient, repo: str, root: Manife
     tree = manifest_tree(client, repo, root)
     platforms = {d.digest: d.platform for m in tree for d in m.children()}
     images = [m for m in tree if not m.is_index]
-    need_config = bool(gates.cuda_max or gates.require_labels) or (gates.platforms_required and not root.is_index)
+    # A lone manifest names its platform only in its config; an index names each child's.
+    need_config = bool(gates.cuda_max or gates.require_labels) or not root.is_index
     configs = {m.digest: _config(client, repo, m) if need_config else {} for m in images}
     named = {m.digest: platforms.get(m.digest) or _config_platform(configs[m.digest]) for m in images}
     results: dict = {}
