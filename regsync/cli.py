@@ -226,6 +226,11 @@ def _interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
+from regsync.verify.commands import verify_cmd  # noqa: E402  (commands living in their own modules)
+
+cli.add_command(verify_cmd)
+
+
 def main() -> None:
     cli(prog_name="regsync")
 
