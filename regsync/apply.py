@@ -15,7 +15,7 @@ from regsync.oci.copy import BlobCopier, Interrupted, copy_tree
 from regsync.oci.manifest import filter_index
 from regsync.plan import Plan, PlanItem
 from regsync.resolve.images import manifest_tree
-from regsync.verify.steps import copy_attachments, evidence_before_push
+from regsync.verify.steps import after_push, evidence_before_push
 
 
 @dataclass
@@ -129,9 +129,8 @@ def _apply_image(item: PlanItem, endpoints: Endpoints, blobs: BlobCopier, audit:
         copy_tree(src, src_repo, dst, dst_repo, tree, tag, blobs,
                   on_verified=lambda: audit.record("verified", artifact=artifact_of(item), policy_rule=item.rule,
                                                    verification=verified))
-        attached = copy_attachments(item, endpoints, tree, blobs)
         audit.record("pushed", artifact=artifact_of(item), policy_rule=item.rule, verification=verified,
-                     **({"attachments": attached} if attached else {}))
+                     **after_push(item, endpoints, tree, blobs))
         return None
     except (VerificationError, RegistryError, Interrupted) as exc:
         return exc

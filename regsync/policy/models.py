@@ -171,6 +171,13 @@ class Gates(Strict):
     platforms_required: list[str] = []
 
 
+class SignOnImport(Strict):
+    """Sign the pushed digest with the enterprise's own key (PKCS#8 PEM), in cosign's format."""
+
+    key: PolicyPath
+    password_env: str | None = None   # name of the environment variable holding the key's password
+
+
 class ImageRule(Strict):
     source: str = Field(alias="from")
     target: str = Field(alias="to")
@@ -180,6 +187,7 @@ class ImageRule(Strict):
     copy_extras: CopyExtras = Field(default=CopyExtras(), alias="copy")
     gates: Gates = Gates()
     crosscheck: str | None = None
+    sign: SignOnImport | None = None
 
     @field_validator("platforms")
     @classmethod

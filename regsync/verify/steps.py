@@ -9,7 +9,7 @@ from __future__ import annotations
 from loguru import logger
 
 from regsync.endpoints import Endpoints, split_ref
-from regsync.errors import VerificationError
+from regsync.errors import PolicyError, RegistryError, VerificationError
 from regsync.oci.manifest import Manifest
 from regsync.plan import PlanItem
 from regsync.policy.models import ImageRule
@@ -31,6 +31,10 @@ def check_before_plan(item: PlanItem, rule: ImageRule, endpoints: Endpoints, tag
     src = endpoints.registry(src_name)
     source_digest = item.source_digest or item.digest
     evidence: dict = {}
+    if rule.sign is not None:
+        from regsync.verify.signing import load_private_key
+
+        load_private_key(rule.sign)  # a policy error: found before anything is pushed
     try:
         if rule.crosscheck:
             evidence["crosscheck"] = crosscheck(endpoints, rule, src_repo, tag, source_digest)
@@ -75,6 +79,25 @@ def evidence_before_push(item: PlanItem, endpoints: Endpoints) -> dict:
     if signature is not None:
         evidence["signature"] = signature
     return evidence
+
+
+def after_push(item: PlanItem, endpoints: Endpoints, tree: list[Manifest], blobs) -> dict:
+    """Attachments copied along, then our own signature when `sign:` is set (extra audit fields)."""
+    from regsync.apply import split_image_ref
+    from regsync.verify.signing import sign_pushed
+
+    extras: dict = {}
+    attached = copy_attachments(item, endpoints, tree, blobs)
+    if attached:
+        extras["attachments"] = attached
+    rule = rule_of(endpoints, item.rule)
+    if rule.sign is not None:
+        dst_name, dst_repo, _ = split_image_ref(item.target)
+        try:
+            extras["signed"] = sign_pushed(rule.sign, endpoints.registry(dst_name), dst_repo, item.digest)
+        except PolicyError as exc:  # pushed but unsigned: a failure of this item, not of the run
+            raise RegistryError(item.target, None, f"pushed, but not signed: {exc}") from None
+    return extras
 
 
 def copy_attachments(item: PlanItem, endpoints: Endpoints, tree: list[Manifest], blobs) -> list[str]:
