@@ -30,8 +30,10 @@ def _from_docker_config(host: str) -> Credentials | None:
         raise PolicyError(f"docker credentials for {host}: {type(exc).__name__}") from None
     if not entry:
         return None
-    if entry.get("IdentityToken"):
-        return Credentials(entry.get("Username") or "<token>", "", identity_token=entry["IdentityToken"])
-    if entry.get("Username"):
-        return Credentials(entry["Username"], entry.get("Password") or "")
+    # config.json entries come back as username/password, credential stores as Username/Password.
+    entry = {key.lower(): value for key, value in entry.items()}
+    if entry.get("identitytoken"):
+        return Credentials(entry.get("username") or "<token>", "", identity_token=entry["identitytoken"])
+    if entry.get("username"):
+        return Credentials(entry["username"], entry.get("password") or "")
     return None

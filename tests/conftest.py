@@ -1,0 +1,59 @@
+"""Session-wide real servers (one set per xdist worker) and per-test names that never collide."""
+
+import re
+import uuid
+
+import pytest
+
+from tests.fixtures.registries import start_registry
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory):
+    server = start_registry(tmp_path_factory.mktemp("registry-src"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def registry2(tmp_path_factory):
+    server = start_registry(tmp_path_factory.mktemp("registry-dst"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def registry_basic(tmp_path_factory):
+    server = start_registry(tmp_path_factory.mktemp("registry-basic"), auth="basic")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def registry_tls(tmp_path_factory):
+    server = start_registry(tmp_path_factory.mktemp("registry-tls"), auth="basic", tls=True)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def registry_token(tmp_path_factory):
+    server = start_registry(tmp_path_factory.mktemp("registry-token"), auth="token")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def token_server(registry_token):
+    return registry_token.token_server
+
+
+@pytest.fixture
+def unique_repo(request):
+    short = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower())[:30].strip("-")
+    return f"t/{short}-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def oci_dir(tmp_path):
+    return tmp_path / "layout"
