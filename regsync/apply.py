@@ -69,7 +69,7 @@ def apply_plan(plan: Plan, endpoints: Endpoints, audit: AuditLog, jobs: int = 8,
     outcome = Outcome()
     for error in plan.errors:
         audit.record("failed", artifact={"source": error.source}, policy_rule=error.rule, reason=error.reason)
-        logger.error("{}: {}", error.source, error.reason)
+        logger.error("{}", error.reason if error.source in error.reason else f"{error.source}: {error.reason}")
         outcome.failed += 1
     for item in plan.items:
         if item.action == "skip":
