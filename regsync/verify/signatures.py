@@ -17,7 +17,8 @@ from regsync.verify.cosign import SignedPayload, attachment_tag, fetch_signature
 from regsync.verify.keys import MalformedSignature, PublicKey, load_public_key
 
 # When several signatures fail differently, the most telling reason is reported.
-_SEVERITY = {"wrong key": 1, "signature invalid": 2, "payload names another digest": 3}
+_SEVERITY = {"untrusted certificate": 1, "wrong key": 1, "signature invalid": 2, "identity mismatch": 2,
+             "issuer mismatch": 2, "certificate expired at signing": 3, "payload names another digest": 3}
 
 
 @dataclass
@@ -56,8 +57,7 @@ def _verified(client, repo, digest, verify: ImageVerify, trust: dict[str, Trust]
         outcome = verify_entry(name, trust[name], payloads, digest)
         (evidence if isinstance(outcome, dict) else failures).append(outcome)
     if failures and (verify.require_all or not evidence):
-        worst = max(failures, key=lambda f: _SEVERITY.get(f.category, 4))
-        raise VerificationError(worst.reason)
+        raise VerificationError(worst(failures).reason)
     return {"status": "verified", "signature_manifest": manifest_digest, "signers": evidence}
 
 
@@ -76,7 +76,11 @@ def verify_keyed(key: PublicKey, payloads: list[SignedPayload], digest: str) -> 
             return {"method": "cosign-key", "trust": key.name, "key_fingerprint": key.fingerprint,
                     "algorithm": key.algorithm, "payload": signed.layer_digest}
         failures.append(failure)
-    return max(failures, key=lambda f: _SEVERITY[f.category])
+    return worst(failures)
+
+
+def worst(failures: list[Failure]) -> Failure:
+    return max(failures, key=lambda f: _SEVERITY.get(f.category, 0))
 
 
 def _check_one(key: PublicKey, signed: SignedPayload, digest: str) -> Failure | None:
