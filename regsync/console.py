@@ -12,7 +12,8 @@ from rich.table import Table
 
 from regsync.plan import Plan
 
-stdout = Console(soft_wrap=True)
+# Piped output (CI logs, `| less`) gets room for full references instead of rich's 80 columns.
+stdout = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200)
 stderr = Console(stderr=True)
 
 _LEVELS = {-2: "ERROR", -1: "WARNING", 0: "WARNING", 1: "INFO", 2: "DEBUG"}

@@ -222,3 +222,41 @@ def test_missing_tag_and_unreachable_registry_are_one_clear_line(tmp_path, regis
     policy.write_text(dead)
     result = run("plan", "-p", policy)
     assert result.exit_code == 1 and "cannot connect" in result.output
+
+
+def blob_upload_puts(registry, mark, digest):
+    return [uri for method, uri in registry.writes_since(mark) if method == "PUT" and f"digest={digest}" in uri]
+
+
+def test_large_blobs_go_up_in_patch_chunks(tmp_path, registry, registry2, unique_repo, oci_dir):
+    info = write_image(oci_dir, TAG, platforms=(("linux", "amd64"),), layer_size=3 * 1024 * 1024)
+    seed(registry, unique_repo, TAG, oci_dir)
+    policy = policy_file(tmp_path, registry, registry2, unique_repo, unique_repo, {"include": [TAG]},
+                         dst_auth=", upload: {monolithic_max: 1MiB, chunk_size: 1MiB}")
+    mark = registry2.mark()
+    assert run("sync", "-p", policy).exit_code == 0
+    patches = [uri for method, uri in registry2.writes_since(mark) if method == "PATCH"]
+    assert len(patches) >= 3  # the ~3 MiB layer in 1 MiB chunks
+    assert digest_of(inspect_raw(registry2, f"{unique_repo}:{TAG}")) == info.index_digest
+
+
+def test_shared_blobs_copied_once_and_mounted_across_repositories(tmp_path, registry, registry2, unique_repo,
+                                                                    oci_dir):
+    base = b"shared-cuda-base" * 4096
+    first = write_image(oci_dir, "a", shared_base=base, seed=1)
+    write_image(oci_dir, "b", shared_base=base, seed=2)
+    seed(registry, unique_repo, "a", oci_dir)
+    seed(registry, unique_repo, "b", oci_dir)
+    base_digest = first.layer_digests["linux/amd64"][0]
+    extra = f"""\
+  - from: src/{unique_repo}
+    to: dst/{unique_repo}-mirror
+    tags: {{include: [a]}}
+"""
+    policy = policy_file(tmp_path, registry, registry2, unique_repo, unique_repo, {"include": ["a", "b"]}, extra)
+    mark = registry2.mark()
+    assert run("sync", "-p", policy, "--jobs", "4").exit_code == 0
+    # Four tags x two platforms reference the base layer; its bytes travel once, the other repo mounts it.
+    assert len(blob_upload_puts(registry2, mark, base_digest)) == 1
+    mounts = [uri for method, uri in registry2.writes_since(mark) if method == "POST" and "mount=" in uri]
+    assert any(f"mount={base_digest}" in uri for uri in mounts)

@@ -41,8 +41,9 @@ def main() -> int:
         os.chdir(work)
         step("validate the policy", "policy", "check", "-p", str(POLICY))
         step("what would move (read-only)", "plan", "-p", str(POLICY))
-        code = step("copy, verify, push, audit", "sync", "-p", str(POLICY))
-        step("again: nothing changed, nothing is written", "sync", "-p", str(POLICY))
+        audit = ["--audit-file", str(work / "audit.jsonl")]
+        code = step("copy, verify, push, audit", "sync", "-p", str(POLICY), *audit)
+        step("again: nothing changed, nothing is written", "sync", "-p", str(POLICY), *audit)
         ref = "ai-base/pytorch-cuda:2.9-cuda11.8-ubuntu20.04"
         same = digest_of(inspect_raw(source, "pytorch/cuda:2.9-cuda11.8-ubuntu20.04")) == digest_of(inspect_raw(target, ref))
         print(f"\nskopeo inspect --raw: source and target digests {'match' if same else 'DIFFER'} for {ref}")
