@@ -2,6 +2,7 @@
 
 import json
 import subprocess
+import zlib
 
 import pytest
 from click.testing import CliRunner
@@ -45,7 +46,9 @@ def tag_exists(registry, repo):
 
 @pytest.mark.parametrize("victim", ["layer", "config"])
 def test_corrupted_blob_is_refused_and_nothing_tagged(tmp_path, registry, registry2, unique_repo, oci_dir, victim):
-    info = write_image(oci_dir, TAG, layer_size=3 * 1024 * 1024)
+    # Content unique to this test: the session registries are shared, and a blob another test already
+    # pushed would make "never uploaded" unprovable.
+    info = write_image(oci_dir, TAG, layer_size=3 * 1024 * 1024, seed=zlib.crc32(unique_repo.encode()))
     seed(registry, unique_repo, TAG, oci_dir)
     digest = info.layer_digests["linux/arm64"][-1] if victim == "layer" else info.config_digests["linux/arm64"]
     flip_byte(registry.blob_path(digest), 100)
@@ -63,7 +66,7 @@ def test_corrupted_blob_is_refused_and_nothing_tagged(tmp_path, registry, regist
 
 
 def test_manifest_whose_bytes_do_not_match_is_refused(tmp_path, registry, registry2, unique_repo, oci_dir):
-    info = write_image(oci_dir, TAG)
+    info = write_image(oci_dir, TAG, seed=zlib.crc32(unique_repo.encode()))
     seed(registry, unique_repo, TAG, oci_dir)
     path = registry.blob_path(info.index_digest)
     # Length-preserving and still a valid index, so the registry serves it without noticing.
