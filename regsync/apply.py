@@ -134,3 +134,6 @@ def _apply_image(item: PlanItem, endpoints: Endpoints, blobs: BlobCopier, audit:
         return None
     except (VerificationError, RegistryError, Interrupted) as exc:
         return exc
+    except Exception as exc:  # a bug or an unforeseen failure: this artifact fails, the run goes on
+        logger.opt(exception=exc).debug("unexpected error for {}", item.target)
+        return RegistryError(item.target, None, f"unexpected {type(exc).__name__}: {exc}")

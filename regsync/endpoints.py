@@ -36,5 +36,6 @@ class Endpoints:
                     name, cfg.url, resolve_credentials(cfg.auth, host),
                     ca_file=cfg.tls.ca_file if cfg.tls else None,
                     monolithic_max=cfg.upload.monolithic_max, chunk_size=cfg.upload.chunk_size,
+                    retries=cfg.retries.attempts, backoff=cfg.retries.backoff_seconds,
                     pool_size=self._pool_size)
             return self._clients[name]

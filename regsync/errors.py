@@ -32,6 +32,8 @@ class UsageError(RegsyncError):
 class RegistryError(RegsyncError):
     """A registry answered something we cannot go on from (auth, not found, server error)."""
 
+    method: str | None = None  # the HTTP method that failed, when a response said so
+
     def __init__(self, ref: str, status: int | None, msg: str):
         self.ref, self.status = ref, status
         code = f" (HTTP {status})" if status else ""

@@ -10,7 +10,21 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Iterator
 
-from regsync.errors import VerificationError
+import requests
+import urllib3
+
+from regsync.errors import RegistryError, VerificationError
+
+# What a dropped or reset source connection raises mid-read, depending on where it breaks.
+_READ_ERRORS = (OSError, urllib3.exceptions.HTTPError, requests.RequestException)
+
+
+class SourceReadError(RegistryError):
+    """The source stream broke mid-transfer: transient, retried from a fresh stream."""
+
+    def __init__(self, what: str, count: int, size: int | None, cause: Exception):
+        of = f" of {size}" if size is not None else ""
+        super().__init__(what, None, f"source connection lost after {count}{of} bytes ({type(cause).__name__})")
 
 # 1 MiB: large enough that per-chunk Python overhead is noise next to hashing and socket I/O,
 # small enough that a dozen parallel copies stay far below the memory budget.
@@ -45,7 +59,10 @@ class VerifyingReader:
             if n == 0:
                 self._check_eof()
                 return b""
-        data = self._read(n)
+        try:
+            data = self._read(n)
+        except _READ_ERRORS as exc:
+            raise SourceReadError(self.what, self.count, self.size, exc) from None
         if not data:
             self._finish()
             return b""

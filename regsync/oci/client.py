@@ -18,33 +18,37 @@ _TIMEOUT = (15, 300)  # (connect, read) seconds; a stalled mirror must not hang 
 _MAX_TAG_PAGES = 10_000
 
 
-def _retry() -> Retry:
+TRANSIENT_STATUS = (429, 500, 502, 503, 504)
+
+
+def _retry(attempts: int, backoff: float) -> Retry:
     # Only idempotent requests are retried here; uploads are retried a level up, where the
-    # stream can be reopened from the source.
-    return Retry(total=4, connect=4, read=2, backoff_factor=0.5, status_forcelist=(429, 500, 502, 503, 504),
-                 allowed_methods=frozenset({"GET", "HEAD"}), respect_retry_after_header=True,
-                 raise_on_status=False)
+    # stream can be reopened from the source. Jitter keeps N shards from retrying in lockstep.
+    return Retry(total=attempts, connect=attempts, read=attempts, backoff_factor=backoff, backoff_jitter=backoff,
+                 status_forcelist=TRANSIENT_STATUS, allowed_methods=frozenset({"GET", "HEAD"}),
+                 respect_retry_after_header=True, raise_on_status=False)
 
 
 class RegistryClient:
     def __init__(self, name: str, url: str, credentials: Credentials | None = None, ca_file: str | None = None,
                  monolithic_max: int = 256 << 20, chunk_size: int = 64 << 20, pool_size: int = 16,
-                 tag_page_size: int = 1000):
+                 tag_page_size: int = 1000, retries: int = 4, backoff: float = 0.5):
         self.name, self.base = name, url.rstrip("/")
         self.tag_page_size = tag_page_size
         self.host = urlsplit(self.base).netloc
         self.monolithic_max, self.chunk_size = monolithic_max, chunk_size
-        self.session = self._session(ca_file, pool_size)
-        token_session = self._session(ca_file, 4)
+        self._retry = _retry(retries, backoff)
+        self.session = self._session(ca_file, pool_size, self._retry)
+        token_session = self._session(ca_file, 4, self._retry)
         self.session.auth = RegistryAuth(credentials, token_session, name)
         self._pinged = False
 
     @staticmethod
-    def _session(ca_file, pool_size) -> requests.Session:
+    def _session(ca_file, pool_size, retry: Retry) -> requests.Session:
         session = requests.Session()
         session.verify = str(ca_file) if ca_file else True
         session.trust_env = False  # proxies and netrc from the environment must not capture registry traffic
-        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=_retry())
+        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=retry)
         session.mount("http://", adapter)
         session.mount("https://", adapter)
         session.headers["User-Agent"] = f"regsync/{__version__}"
@@ -80,6 +84,12 @@ class RegistryClient:
         except (ValueError, AttributeError):
             pass
         response.close()
+        error = RegistryClient._error_for(status, ref, detail)
+        error.method = response.request.method if response.request else None
+        return error
+
+    @staticmethod
+    def _error_for(status: int, ref: str, detail: str) -> RegistryError:
         if status == 401:
             return RegistryError(ref, status, "authentication failed (check the credentials)")
         if status == 403:

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 
 from regsync.errors import RegistryError, VerificationError
-from regsync.oci.client import RegistryClient
+from regsync.oci.client import TRANSIENT_STATUS, RegistryClient
 from regsync.oci.manifest import Descriptor, Manifest
 from regsync.transfer import VerifyingReader
 
@@ -62,8 +62,7 @@ class BlobCopier:
                 self._stream(src, src_repo, dst, dst_repo, blob)
                 return "copied"
             except RegistryError as exc:
-                transient = exc.status is None or exc.status >= 500 or exc.status == 429
-                if not transient or attempt == UPLOAD_ATTEMPTS:
+                if not _worth_another_stream(exc) or attempt == UPLOAD_ATTEMPTS:
                     raise
         raise AssertionError("unreachable")
 
@@ -82,6 +81,13 @@ class BlobCopier:
             self.moved += n
         if self._on_bytes:
             self._on_bytes(n)
+
+
+def _worth_another_stream(exc: RegistryError) -> bool:
+    """A broken connection, or a write the transport could not retry itself (GET/HEAD already were)."""
+    if exc.status is None:
+        return not isinstance(exc, Interrupted)
+    return exc.status in TRANSIENT_STATUS and exc.method not in ("GET", "HEAD")
 
 
 def copy_tree(src: RegistryClient, src_repo: str, dst: RegistryClient, dst_repo: str, tree: list[Manifest],

@@ -65,6 +65,13 @@ class Upload(Strict):
     chunk_size: Size = 64 * 1024**2
 
 
+class Retries(Strict):
+    """Retries of idempotent requests on connection errors, 429 (honouring Retry-After) and 5xx."""
+
+    attempts: int = Field(default=4, ge=0, le=20)
+    backoff_seconds: float = Field(default=0.5, ge=0, le=60)
+
+
 class Harbor(Strict):
     create_projects: bool = False
     public: bool = False
@@ -78,6 +85,7 @@ class Registry(Strict):
     auth: Auth | None = None
     tls: TLS | None = None
     upload: Upload = Upload()
+    retries: Retries = Retries()
     harbor: Harbor | None = None
 
     @field_validator("url", "mirrors")
