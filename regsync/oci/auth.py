@@ -51,8 +51,8 @@ def scopes_for(request: requests.PreparedRequest) -> tuple[str, ...]:
 
 
 class RegistryAuth(AuthBase):
-    def __init__(self, credentials: Credentials | None, token_session: requests.Session, name: str):
-        self.credentials, self.name = credentials, name
+    def __init__(self, credentials: Credentials | None, token_session: requests.Session, name: str, host: str):
+        self.credentials, self.name, self.host = credentials, name, host
         self._token_session = token_session
         self._scheme: str | None = None
         self._params: dict[str, str] = {}
@@ -60,6 +60,8 @@ class RegistryAuth(AuthBase):
         self._lock = threading.Lock()
 
     def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        if urlsplit(request.url).netloc != self.host:
+            return request  # credentials go to the registry's own host only
         self._authorize(request, refresh=False)
         request.register_hook("response", self._on_response)
         return request
@@ -74,6 +76,10 @@ class RegistryAuth(AuthBase):
     def _on_response(self, response: requests.Response, **kwargs) -> requests.Response:
         challenge = response.headers.get("WWW-Authenticate", "")
         if response.status_code != 401 or not challenge or getattr(response.request, "_regsync_retried", False):
+            return response
+        if urlsplit(response.url).netloc != self.host:
+            # A redirect target (blob storage, or a hostile mirror) asking for credentials gets none:
+            # requests already dropped the Authorization header when the host changed.
             return response
         scheme, params = parse_challenge(challenge)
         if scheme not in ("basic", "bearer"):

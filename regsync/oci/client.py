@@ -40,7 +40,7 @@ class RegistryClient:
         self._retry = _retry(retries, backoff)
         self.session = self._session(ca_file, pool_size, self._retry)
         token_session = self._session(ca_file, 4, self._retry)
-        self.session.auth = RegistryAuth(credentials, token_session, name)
+        self.session.auth = RegistryAuth(credentials, token_session, name, self.host)
         self._pinged = False
 
     @staticmethod
@@ -137,7 +137,7 @@ class RegistryClient:
             manifest = self.get_manifest(repo, reference)
             return Descriptor(manifest.media_type, manifest.digest, len(manifest.raw))
         media_type = response.headers.get("Content-Type", "").split(";")[0]
-        return Descriptor(media_type, digest, int(response.headers.get("Content-Length") or 0))
+        return Descriptor(media_type, digest, declared_length(response, self.ref(repo, reference)) or 0)
 
     def get_manifest(self, repo: str, reference: str, expect: str | None = None) -> Manifest:
         """GET a manifest; its bytes must match the digest asked for (or announced)."""
@@ -145,7 +145,7 @@ class RegistryClient:
         response = self._request("GET", f"/v2/{repo}/manifests/{reference}", ref,
                                  headers={"Accept": ACCEPT}, stream=True)
         with response:
-            declared = int(response.headers.get("Content-Length") or 0)
+            declared = declared_length(response, ref) or 0
             if declared > MAX_MANIFEST_BYTES:
                 raise VerificationError(f"{ref}: manifest of {declared} bytes exceeds the {MAX_MANIFEST_BYTES}-byte limit")
             raw = response.raw.read(MAX_MANIFEST_BYTES + 1, decode_content=True)
@@ -224,6 +224,16 @@ class RegistryClient:
             self.session.delete(url, timeout=_TIMEOUT)
         except requests.RequestException:
             pass
+
+
+def declared_length(response: requests.Response, ref: str) -> int | None:
+    """The Content-Length a server announced, or None; garbage (a hostile server) is a refusal."""
+    value = response.headers.get("Content-Length")
+    if value is None:
+        return None
+    if not value.strip().isdigit():
+        raise VerificationError(f"{ref}: invalid Content-Length {value[:40]!r}")
+    return int(value)
 
 
 def _with_digest(location: str, digest: str) -> str:

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 
 from regsync.errors import RegistryError, VerificationError
-from regsync.oci.client import TRANSIENT_STATUS, RegistryClient
+from regsync.oci.client import TRANSIENT_STATUS, RegistryClient, declared_length
 from regsync.oci.manifest import Descriptor, Manifest
 from regsync.transfer import VerifyingReader
 
@@ -68,8 +68,8 @@ class BlobCopier:
 
     def _stream(self, src, src_repo, dst, dst_repo, blob: Descriptor) -> None:
         with src.open_blob(src_repo, blob.digest) as response:
-            declared = response.headers.get("Content-Length")
-            if declared is not None and int(declared) != blob.size:
+            declared = declared_length(response, src.ref(src_repo, blob.digest))
+            if declared is not None and declared != blob.size:
                 raise VerificationError(f"{src.ref(src_repo, blob.digest)}: server announces {declared} bytes, "
                                         f"the manifest says {blob.size}")
             reader = VerifyingReader(response.raw.read, blob.digest, blob.size, src.ref(src_repo, blob.digest),

@@ -1,0 +1,177 @@
+"""Hostile sources: refused with a clear reason, memory bounded, credentials never forwarded.
+
+A real registry can't be made to lie, so these corner cases use a small scripted server on
+loopback (the brief allows a fake for corner cases); the fuzz test drives the parser directly.
+"""
+
+import base64
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from regsync.errors import RegistryError, VerificationError
+from regsync.oci.auth import Credentials
+from regsync.oci.client import RegistryClient
+from regsync.oci.manifest import MAX_MANIFEST_BYTES, OCI_INDEX, Manifest
+from regsync.resolve.images import manifest_tree
+from regsync.transfer import digest_of
+
+
+class Scripted:
+    """Answers each path with a scripted (status, headers, body or body generator); logs what it saw."""
+
+    def __init__(self, host="127.0.0.1", require_basic=None):
+        self.routes, self.seen = {}, []
+        scripted = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self):
+                scripted.seen.append((self.path, self.headers.get("Authorization")))
+                if require_basic and self.headers.get("Authorization") != require_basic:
+                    return self._send(401, {"WWW-Authenticate": 'Basic realm="x"'}, b"")
+                status, headers, body = scripted.routes.get(self.path, (404, {}, b""))
+                self._send(status, headers, body)
+
+            do_HEAD = do_GET
+
+            def _send(self, status, headers, body):
+                self.send_response(status)
+                for key, value in headers.items():
+                    self.send_header(key, value)
+                if isinstance(body, bytes):
+                    if "Content-Length" not in headers:
+                        self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    if self.command != "HEAD":
+                        self.wfile.write(body)
+                    return
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                try:
+                    for chunk in body():
+                        self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                    self.wfile.write(b"0\r\n\r\n")
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer((host, 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://{host}:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def scripted():
+    servers = []
+
+    def make(**kwargs):
+        servers.append(Scripted(**kwargs))
+        return servers[-1]
+    yield make
+    for server in servers:
+        server.stop()
+
+
+def test_credentials_never_follow_a_redirect_to_another_host(scripted):
+    good = "Basic " + base64.b64encode(b"sync:t0p-secret").decode()
+    elsewhere = scripted(host="127.0.0.2")
+    elsewhere.routes["/blob"] = (401, {"WWW-Authenticate": 'Basic realm="give me your password"'}, b"")
+    registry = scripted(require_basic=good)
+    registry.routes["/v2/"] = (200, {}, b"{}")
+    digest = "sha256:" + "a" * 64
+    registry.routes[f"/v2/r/blobs/{digest}"] = (307, {"Location": f"{elsewhere.url}/blob"}, b"")
+    client = RegistryClient("src", registry.url, Credentials("sync", "t0p-secret"), retries=0)
+    client.ping()
+    with pytest.raises(RegistryError):
+        client.open_blob("r", digest)
+    assert elsewhere.seen and all(auth is None for _, auth in elsewhere.seen)
+
+
+def test_oversized_manifest_without_content_length_is_refused_with_bounded_memory(scripted):
+    server = scripted()
+
+    def endless():
+        chunk = b" " * 65536
+        for _ in range(2 * MAX_MANIFEST_BYTES // len(chunk)):
+            yield chunk
+    server.routes["/v2/r/manifests/t"] = (200, {"Content-Type": OCI_INDEX}, endless)
+    with pytest.raises(VerificationError, match="larger than"):
+        RegistryClient("src", server.url, retries=0).get_manifest("r", "t")
+
+
+def test_declared_oversized_manifest_is_refused_before_reading(scripted):
+    server = scripted()
+    server.routes["/v2/r/manifests/t"] = (200, {"Content-Length": str(50 * MAX_MANIFEST_BYTES)}, b"{}")
+    with pytest.raises(VerificationError, match="exceeds"):
+        RegistryClient("src", server.url, retries=0).get_manifest("r", "t")
+
+
+def test_garbage_content_length_is_a_refusal_not_a_crash(scripted):
+    server = scripted()
+    server.routes["/v2/r/manifests/t"] = (200, {"Content-Length": "12, 12"}, b"{}")
+    with pytest.raises(VerificationError, match="invalid Content-Length"):
+        RegistryClient("src", server.url, retries=0).get_manifest("r", "t")
+
+
+def test_unexpected_media_type_is_refused(scripted):
+    server = scripted()
+    body = json.dumps({"schemaVersion": 1, "fsLayers": []}).encode()
+    server.routes["/v2/r/manifests/t"] = (200, {"Content-Type": "application/vnd.docker.distribution.manifest.v1+prettyjws"}, body)
+    with pytest.raises(VerificationError, match="unsupported manifest media type"):
+        RegistryClient("src", server.url, retries=0).get_manifest("r", "t")
+
+
+def test_nested_indexes_beyond_the_depth_limit_are_refused(scripted):
+    server = scripted()
+    leaf = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []}).encode()
+    raw = leaf
+    for _ in range(8):
+        digest = digest_of(raw)
+        server.routes[f"/v2/r/manifests/{digest}"] = (200, {"Content-Type": OCI_INDEX}, raw)
+        raw = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX,
+                          "manifests": [{"mediaType": OCI_INDEX, "digest": digest, "size": len(raw)}]}).encode()
+    root = Manifest.parse(raw, OCI_INDEX, "root")
+    with pytest.raises(VerificationError, match="nested deeper"):
+        manifest_tree(RegistryClient("src", server.url, retries=0), "r", root)
+
+
+json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+                           lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4),
+                           max_leaves=30)
+manifest_like = st.fixed_dictionaries({}, optional={
+    "mediaType": st.sampled_from([OCI_INDEX, "application/vnd.oci.image.manifest.v1+json", "x", 3]),
+    "manifests": json_values, "layers": json_values, "config": json_values, "schemaVersion": json_values})
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(manifest_like, json_values), st.sampled_from([None, OCI_INDEX, "text/plain"]))
+def test_fuzzed_manifests_never_escape_as_anything_but_a_refusal(doc, content_type):
+    raw = json.dumps(doc).encode()
+    try:
+        manifest = Manifest.parse(raw, content_type, "fuzz")
+        manifest.children()
+        manifest.blobs()
+    except VerificationError:
+        pass
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.binary(max_size=200))
+def test_fuzzed_bytes_never_escape_as_anything_but_a_refusal(raw):
+    try:
+        Manifest.parse(raw, None, "fuzz").children()
+    except VerificationError:
+        pass
