@@ -15,6 +15,7 @@ from regsync.oci.copy import BlobCopier, Interrupted, copy_tree
 from regsync.oci.manifest import filter_index
 from regsync.plan import Plan, PlanItem
 from regsync.resolve.images import manifest_tree
+from regsync.transfer import Throttle
 from regsync.verify.steps import after_push, evidence_before_push
 
 
@@ -65,8 +66,10 @@ def check_not_stale(plan: Plan, endpoints: Endpoints) -> None:
 
 
 def apply_plan(plan: Plan, endpoints: Endpoints, audit: AuditLog, jobs: int = 8,
-               on_bytes: Callable[[int], None] | None = None) -> Outcome:
+               on_bytes: Callable[[int], None] | None = None, bandwidth: int | None = None) -> Outcome:
     outcome = Outcome()
+    if bandwidth:
+        on_bytes = _throttled(on_bytes, Throttle(bandwidth))
     for error in plan.errors:
         audit.record("failed", artifact={"source": error.source}, policy_rule=error.rule, reason=error.reason)
         logger.error("{}", error.reason if error.source in error.reason else f"{error.source}: {error.reason}")
@@ -104,6 +107,14 @@ def apply_plan(plan: Plan, endpoints: Endpoints, audit: AuditLog, jobs: int = 8,
         blob_pool.shutdown(wait=True, cancel_futures=True)
     outcome.bytes = blobs.moved
     return outcome
+
+
+def _throttled(on_bytes, throttle: Throttle):
+    def count(n: int) -> None:
+        if on_bytes:
+            on_bytes(n)
+        throttle.consume(n)  # sleeping in the reader slows the stream itself: no buffering piles up
+    return count
 
 
 def _refuse(item: PlanItem, reason: str, audit: AuditLog, outcome: Outcome) -> None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import _thread
 import functools
 import signal
+import threading
 import sys
 import uuid
 from pathlib import Path
@@ -41,6 +43,21 @@ def run_guarded(fn):
 def policy_option(fn):
     return click.option("-p", "--policy", "policy_path", required=True, type=click.Path(path_type=Path),
                         help=POLICY_HELP)(fn)
+
+
+class SizeType(click.ParamType):
+    name = "size"
+
+    def convert(self, value, param, ctx):
+        from regsync.policy.models import parse_size
+
+        try:
+            return parse_size(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+SIZE = SizeType()
 
 
 def jobs_option(fn):
@@ -111,13 +128,18 @@ def policy_check(policy_path):
     return EXIT_OK
 
 
-def _plan(policy_path, jobs, shard=None):
+def rate_option(fn):
+    return click.option("--max-requests-per-second", "rps", type=click.FloatRange(min=0.1), metavar="N",
+                        help="Limit requests per registry (mirrors that rate-limit hard).")(fn)
+
+
+def _plan(policy_path, jobs, shard=None, rps=None):
     from regsync.endpoints import Endpoints
     from regsync.policy import load_policy
     from regsync.resolve import make_plan
 
     loaded = load_policy(policy_path)
-    endpoints = Endpoints(loaded, jobs)
+    endpoints = Endpoints(loaded, jobs, rps)
     return loaded, endpoints, make_plan(loaded, endpoints, jobs, shard)
 
 
@@ -127,8 +149,9 @@ def _plan(policy_path, jobs, shard=None):
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="Save the plan JSON here (for sync --plan).")
 @click.option("--detailed-exitcode", is_flag=True, help="Exit 4 when there are changes to apply, 0 when none.")
 @jobs_option
+@rate_option
 @run_guarded
-def plan_cmd(policy_path, as_json, output, detailed_exitcode, jobs):
+def plan_cmd(policy_path, as_json, output, detailed_exitcode, jobs, rps):
     """Resolve the policy and diff it against the targets, without writing anything anywhere.
 
     \b
@@ -139,7 +162,7 @@ def plan_cmd(policy_path, as_json, output, detailed_exitcode, jobs):
     """
     from regsync.console import render_plan
 
-    _, _, plan = _plan(policy_path, jobs)
+    _, _, plan = _plan(policy_path, jobs, rps=rps)
     if output:
         plan.save(output)
     if as_json:
@@ -162,10 +185,15 @@ def plan_cmd(policy_path, as_json, output, detailed_exitcode, jobs):
               "reference); e.g. --shard $(JOB_COMPLETION_INDEX)/4 in a Kubernetes Indexed Job.")
 @click.option("--wait-lock", type=click.FloatRange(0), default=0, metavar="SECONDS",
               help="Wait this long for another run's lock instead of exiting 5 at once.")
+@click.option("--max-duration", type=click.FloatRange(min=1), metavar="SECONDS",
+              help="Stop starting new work after this long (in-flight transfers finish); exit 1.")
+@click.option("--bandwidth", type=SIZE, metavar="SIZE", help="Limit bytes per second for the run (e.g. 50MiB).")
 @jobs_option
+@rate_option
 @click.pass_context
 @run_guarded
-def sync_cmd(ctx, policy_path, plan_path, dry_run, audit_file, shard, wait_lock, jobs):
+def sync_cmd(ctx, policy_path, plan_path, dry_run, audit_file, shard, wait_lock, max_duration, bandwidth, jobs,
+             rps):
     """Copy what the policy selects to the targets: verify every digest, push children before
     parents, tag last, and record each decision in the audit trail.
 
@@ -194,16 +222,21 @@ def sync_cmd(ctx, policy_path, plan_path, dry_run, audit_file, shard, wait_lock,
         lock = RunLock(path.with_name(path.name + ".lock")).acquire(wait_lock)
         ctx.call_on_close(lock.release)
         signal.signal(signal.SIGTERM, _interrupt)
+        if max_duration:
+            deadline = threading.Timer(max_duration, _thread.interrupt_main)
+            deadline.daemon = True
+            deadline.start()
+            ctx.call_on_close(deadline.cancel)
     if plan_path:
         loaded = load_policy(policy_path)
         plan = Plan.load(plan_path)
         if plan.policy_sha256 != loaded.sha256:
             raise UsageError(f"{plan_path} was made from another policy (sha256 {plan.policy_sha256[:12]}, "
                              f"{policy_path} is {loaded.sha256[:12]}); run `regsync plan` again")
-        endpoints = Endpoints(loaded, jobs)
+        endpoints = Endpoints(loaded, jobs, rps)
         check_not_stale(plan, endpoints)
     else:
-        loaded, endpoints, plan = _plan(policy_path, jobs, shard)
+        loaded, endpoints, plan = _plan(policy_path, jobs, shard, rps)
     if dry_run:
         render_plan(plan)
         return EXIT_OK
@@ -211,7 +244,7 @@ def sync_cmd(ctx, policy_path, plan_path, dry_run, audit_file, shard, wait_lock,
     try:
         total = sum(item.bytes for item in plan.items if item.changes)
         with byte_progress(total, ctx.obj["progress"]) as on_bytes:
-            outcome = apply_plan(plan, endpoints, audit, jobs, on_bytes)
+            outcome = apply_plan(plan, endpoints, audit, jobs, on_bytes, bandwidth)
     finally:
         audit.close()
     if outcome.interrupted:

@@ -16,7 +16,8 @@ def split_ref(ref: str) -> tuple[str, str]:
 
 
 class Endpoints:
-    def __init__(self, loaded: LoadedPolicy, jobs: int = 8):
+    def __init__(self, loaded: LoadedPolicy, jobs: int = 8, max_requests_per_second: float | None = None):
+        self._max_rps = max_requests_per_second
         self._policy = loaded.policy
         self._pool_size = max(4, jobs * 2)
         self._clients: dict[str, RegistryClient] = {}
@@ -37,5 +38,6 @@ class Endpoints:
                     ca_file=cfg.tls.ca_file if cfg.tls else None,
                     monolithic_max=cfg.upload.monolithic_max, chunk_size=cfg.upload.chunk_size,
                     retries=cfg.retries.attempts, backoff=cfg.retries.backoff_seconds,
+                    max_requests_per_second=self._max_rps,
                     pool_size=self._pool_size)
             return self._clients[name]

@@ -12,7 +12,7 @@ from regsync import __version__
 from regsync.errors import NotFound, RegistryError, VerificationError
 from regsync.oci.auth import Credentials, RegistryAuth
 from regsync.oci.manifest import ACCEPT, MAX_MANIFEST_BYTES, Descriptor, Manifest
-from regsync.transfer import SizedBody, VerifyingReader
+from regsync.transfer import SizedBody, Throttle, VerifyingReader
 
 _TIMEOUT = (15, 300)  # (connect, read) seconds; a stalled mirror must not hang a cron run
 _MAX_TAG_PAGES = 10_000
@@ -29,26 +29,39 @@ def _retry(attempts: int, backoff: float) -> Retry:
                  respect_retry_after_header=True, raise_on_status=False)
 
 
+class _ThrottledAdapter(HTTPAdapter):
+    def __init__(self, throttle: Throttle | None, **kwargs):
+        self._throttle = throttle
+        super().__init__(**kwargs)
+
+    def send(self, request, *args, **kwargs):
+        if self._throttle:
+            self._throttle.consume()
+        return super().send(request, *args, **kwargs)
+
+
 class RegistryClient:
     def __init__(self, name: str, url: str, credentials: Credentials | None = None, ca_file: str | None = None,
                  monolithic_max: int = 256 << 20, chunk_size: int = 64 << 20, pool_size: int = 16,
-                 tag_page_size: int = 1000, retries: int = 4, backoff: float = 0.5):
+                 tag_page_size: int = 1000, retries: int = 4, backoff: float = 0.5,
+                 max_requests_per_second: float | None = None):
         self.name, self.base = name, url.rstrip("/")
         self.tag_page_size = tag_page_size
         self.host = urlsplit(self.base).netloc
         self.monolithic_max, self.chunk_size = monolithic_max, chunk_size
-        self._retry = _retry(retries, backoff)
-        self.session = self._session(ca_file, pool_size, self._retry)
-        token_session = self._session(ca_file, 4, self._retry)
+        retry = _retry(retries, backoff)
+        throttle = Throttle(max_requests_per_second) if max_requests_per_second else None
+        self.session = self._session(ca_file, pool_size, retry, throttle)
+        token_session = self._session(ca_file, 4, retry, throttle)
         self.session.auth = RegistryAuth(credentials, token_session, name, self.host)
         self._pinged = False
 
     @staticmethod
-    def _session(ca_file, pool_size, retry: Retry) -> requests.Session:
+    def _session(ca_file, pool_size, retry: Retry, throttle: Throttle | None) -> requests.Session:
         session = requests.Session()
         session.verify = str(ca_file) if ca_file else True
         session.trust_env = False  # proxies and netrc from the environment must not capture registry traffic
-        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=retry)
+        adapter = _ThrottledAdapter(throttle, pool_connections=4, pool_maxsize=pool_size, max_retries=retry)
         session.mount("http://", adapter)
         session.mount("https://", adapter)
         session.headers["User-Agent"] = f"regsync/{__version__}"

@@ -1,0 +1,97 @@
+"""Run limits (--bandwidth, --max-requests-per-second, --max-duration) and --shard against real registries."""
+
+import json
+import subprocess
+import sys
+import time
+import zlib
+
+from click.testing import CliRunner
+
+from regsync.cli import cli
+from tests.fixtures.faultproxy import FaultProxy
+from tests.fixtures.oci_layout import digest_of, inspect_raw, seed, write_image
+
+
+def policy(tmp_path, source_url, target, repo, include):
+    path = tmp_path / "policy.yaml"
+    path.write_text(f"""\
+version: 1
+registries:
+  src: {{url: "{source_url}"}}
+  dst: {{url: "{target.url}"}}
+images:
+  - from: src/{repo}
+    to: dst/{repo}
+    tags: {{include: {json.dumps(include)}}}
+audit: {{path: audit.jsonl}}
+""")
+    return path
+
+
+def timed(*args):
+    started = time.monotonic()
+    result = CliRunner().invoke(cli, ["--no-progress", *map(str, args)])
+    assert "Traceback" not in result.output
+    return result, time.monotonic() - started
+
+
+def test_bandwidth_limit_slows_the_stream(tmp_path, registry, registry2, unique_repo, oci_dir):
+    info = write_image(oci_dir, "big", platforms=(("linux", "amd64"),), layer_size=6 * 1024 * 1024,
+                       seed=zlib.crc32(unique_repo.encode()))
+    seed(registry, unique_repo, "big", oci_dir)
+    result, elapsed = timed("sync", "-p", policy(tmp_path, registry.url, registry2, unique_repo, ["big"]),
+                            "--bandwidth", "1MiB")
+    assert result.exit_code == 0, result.output
+    # ~6 MiB at 1 MiB/s after a one-second burst: at least ~5 s; 3.5 s leaves room for a loaded machine.
+    assert elapsed >= 3.5
+    assert digest_of(inspect_raw(registry2, f"{unique_repo}:big")) == info.index_digest
+
+
+def test_request_rate_limit(tmp_path, registry, registry2, unique_repo, oci_dir):
+    write_image(oci_dir, "x", seed=zlib.crc32(unique_repo.encode()))
+    seed(registry, unique_repo, "x", oci_dir)
+    mark = registry.mark()
+    result, elapsed = timed("sync", "-p", policy(tmp_path, registry.url, registry2, unique_repo, ["x"]),
+                            "--max-requests-per-second", "5")
+    assert result.exit_code == 0, result.output
+    made = len(registry.requests_since(mark))
+    assert made >= 8 and elapsed >= (made - 5) / 5 * 0.8
+
+
+def test_max_duration_stops_new_work_and_exits_1(tmp_path, registry, registry2, unique_repo, oci_dir):
+    write_image(oci_dir, "x", seed=zlib.crc32(unique_repo.encode()))
+    seed(registry, unique_repo, "x", oci_dir)
+    proxy = FaultProxy(registry.url)
+    proxy.add(kind="stall", path="/blobs/sha256:", seconds=3.0)
+    try:
+        path = policy(tmp_path, proxy.url, registry2, unique_repo, ["x"])
+        started = time.monotonic()
+        result = subprocess.run([sys.executable, "-m", "regsync", "--no-progress", "sync", "-p", str(path),
+                                 "--max-duration", "1"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+        elapsed = time.monotonic() - started
+    finally:
+        proxy.stop()
+    assert result.returncode == 1, result.stderr
+    assert "interrupted" in result.stderr and elapsed < 20
+
+
+def test_shards_partition_the_work(tmp_path, registry, registry2, unique_repo, oci_dir):
+    tags = [f"1.{i}" for i in range(8)]
+    write_image(oci_dir, "x", platforms=(("linux", "amd64"),), seed=zlib.crc32(unique_repo.encode()))
+    for tag in tags:
+        seed(registry, unique_repo, tag, oci_dir, layout_tag="x")
+    path = policy(tmp_path, registry.url, registry2, unique_repo, ["glob:1.*"])
+    shares = []
+    for index in range(3):
+        audit = tmp_path / f"audit-{index}.jsonl"
+        result, _ = timed("sync", "-p", path, "--shard", f"{index}/3", "--audit-file", audit)
+        assert result.exit_code == 0, result.output
+        records = [json.loads(line) for line in audit.read_text().splitlines()] if audit.exists() else []
+        shares.append({r["artifact"]["target"] for r in records if r["event"] == "pushed"})
+    assert set().union(*shares) == {f"dst/{unique_repo}:{tag}" for tag in tags}
+    assert sum(len(s) for s in shares) == len(tags)  # disjoint
+    result, _ = timed("plan", "-p", path, "--detailed-exitcode")
+    assert result.exit_code == 0
+    bad, _ = timed("sync", "-p", path, "--shard", "3/3")
+    assert bad.exit_code == 2 and "0 <= I < N" in bad.output
