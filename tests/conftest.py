@@ -8,39 +8,37 @@ import pytest
 from tests.fixtures.registries import start_registry
 
 
-@pytest.fixture(scope="session")
-def registry(tmp_path_factory):
-    server = start_registry(tmp_path_factory.mktemp("registry-src"))
+def _serve(tmp_path_factory, name, **kwargs):
+    server = start_registry(tmp_path_factory.mktemp(name), **kwargs)
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory):
+    """Plain HTTP: the usual source."""
+    yield from _serve(tmp_path_factory, "registry-src")
 
 
 @pytest.fixture(scope="session")
 def registry2(tmp_path_factory):
-    server = start_registry(tmp_path_factory.mktemp("registry-dst"))
-    yield server
-    server.stop()
+    """Plain HTTP: the usual target."""
+    yield from _serve(tmp_path_factory, "registry-dst")
 
 
 @pytest.fixture(scope="session")
 def registry_basic(tmp_path_factory):
-    server = start_registry(tmp_path_factory.mktemp("registry-basic"), auth="basic")
-    yield server
-    server.stop()
+    yield from _serve(tmp_path_factory, "registry-basic", auth="basic")
 
 
 @pytest.fixture(scope="session")
 def registry_tls(tmp_path_factory):
-    server = start_registry(tmp_path_factory.mktemp("registry-tls"), auth="basic", tls=True)
-    yield server
-    server.stop()
+    yield from _serve(tmp_path_factory, "registry-tls", auth="basic", tls=True)
 
 
 @pytest.fixture(scope="session")
 def registry_token(tmp_path_factory):
-    server = start_registry(tmp_path_factory.mktemp("registry-token"), auth="token")
-    yield server
-    server.stop()
+    yield from _serve(tmp_path_factory, "registry-token", auth="token")
 
 
 @pytest.fixture(scope="session")

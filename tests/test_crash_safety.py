@@ -11,6 +11,7 @@ import pytest
 import requests
 
 from tests.fixtures.faultproxy import FaultProxy
+from tests.fixtures.policies import write_policy
 from tests.fixtures.oci_layout import digest_of, inspect_raw, seed, write_image
 
 TAGS = [f"2.9.{i}-cuda11.8" for i in range(5)]
@@ -28,20 +29,9 @@ def many_images(registry, unique_repo, oci_dir):
     return digests
 
 
-def write_policy(tmp_path, registry, registry2, repo):
-    policy = tmp_path / "policy.yaml"
-    policy.write_text(f"""\
-version: 1
-registries:
-  src: {{url: "{registry.url}"}}
-  dst: {{url: "{registry2.url}", upload: {{monolithic_max: 512KiB, chunk_size: 512KiB}}}}
-images:
-  - from: src/{repo}
-    to: dst/{repo}
-    tags: {{include: ["glob:2.9.*"]}}
-audit: {{path: audit.jsonl}}
-""")
-    return policy
+def crash_policy(tmp_path, source, registry2, repo):
+    return write_policy(tmp_path, source.url, registry2.url, repo, tags=["glob:2.9.*"],
+                        dst_options=", upload: {monolithic_max: 512KiB, chunk_size: 512KiB}")
 
 
 def target_tags(registry2, repo):
@@ -70,7 +60,7 @@ def kill_when(process, predicate, limit=20.0):
 
 
 def test_sigkill_at_many_points_then_rerun_converges(tmp_path, registry, registry2, unique_repo, many_images):
-    policy = write_policy(tmp_path, registry, registry2, unique_repo)
+    policy = crash_policy(tmp_path, registry, registry2, unique_repo)
     started_at = {"t": 0.0}
 
     def after(seconds):
@@ -105,7 +95,7 @@ def test_sigterm_stops_cleanly_with_exit_1(tmp_path, registry, registry2, unique
     try:
         # The first blob stalls, so the signal lands while a transfer is in flight.
         stall = proxy.add(kind="stall", path="/blobs/sha256:", seconds=2.0)
-        policy = write_policy(tmp_path, proxy, registry2, unique_repo)
+        policy = crash_policy(tmp_path, proxy, registry2, unique_repo)
         process = subprocess.Popen([*REGSYNC[:-1], "sync", "-p", str(policy), "--jobs", "1"], cwd=tmp_path,
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 20

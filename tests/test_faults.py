@@ -3,15 +3,12 @@
 A fault proxy sits between regsync and a real source registry; results are checked with skopeo.
 """
 
-import json
 import time
 import zlib
 
 import pytest
-from click.testing import CliRunner
-
-from regsync.cli import cli
 from tests.fixtures.faultproxy import FaultProxy
+from tests.fixtures.policies import audit_records, run_cli, write_policy
 from tests.fixtures.oci_layout import digest_of, inspect_raw, seed, write_image
 
 TAG = "2.9-cuda11.8-ubuntu20.04"
@@ -32,21 +29,8 @@ def image(registry, unique_repo, oci_dir):
 
 
 def sync(tmp_path, proxy, registry2, repo, tags=(TAG,)):
-    policy = tmp_path / "policy.yaml"
-    policy.write_text(f"""\
-version: 1
-registries:
-  src: {{url: "{proxy.url}", retries: {{attempts: 4, backoff_seconds: 0.05}}}}
-  dst: {{url: "{registry2.url}"}}
-images:
-  - from: src/{repo}
-    to: dst/{repo}
-    tags: {{include: {json.dumps(list(tags))}}}
-audit: {{path: audit.jsonl}}
-""")
-    result = CliRunner().invoke(cli, ["--no-progress", "sync", "-p", str(policy)])
-    assert "Traceback" not in result.output
-    return result
+    options = ", retries: {attempts: 4, backoff_seconds: 0.05}"
+    return run_cli("sync", "-p", write_policy(tmp_path, proxy.url, registry2.url, repo, tags=tags, src_options=options))
 
 
 def blob_path(digest):
@@ -88,8 +72,7 @@ def test_persistent_failure_fails_one_artifact_and_the_run_goes_on(tmp_path, reg
     result = sync(tmp_path, proxy, registry2, unique_repo, tags=(TAG, "other"))
     assert result.exit_code == 1, result.output
     assert digest_of(inspect_raw(registry2, f"{unique_repo}:other")) == other.index_digest
-    events = {(r["event"], r["artifact"]["target"].rsplit(":", 1)[1])
-              for r in map(json.loads, (tmp_path / "audit.jsonl").read_text().splitlines())}
+    events = {(r["event"], r["artifact"]["target"].rsplit(":", 1)[1]) for r in audit_records(tmp_path / "audit.jsonl")}
     assert ("failed", TAG) in events and ("pushed", "other") in events
     assert ("pushed", TAG) not in events
 

@@ -1,38 +1,22 @@
 """Run limits (--bandwidth, --max-requests-per-second, --max-duration) and --shard against real registries."""
 
-import json
 import subprocess
 import sys
 import time
 import zlib
 
-from click.testing import CliRunner
-
-from regsync.cli import cli
 from tests.fixtures.faultproxy import FaultProxy
+from tests.fixtures.policies import audit_records, run_cli, write_policy
 from tests.fixtures.oci_layout import digest_of, inspect_raw, seed, write_image
 
 
 def policy(tmp_path, source_url, target, repo, include):
-    path = tmp_path / "policy.yaml"
-    path.write_text(f"""\
-version: 1
-registries:
-  src: {{url: "{source_url}"}}
-  dst: {{url: "{target.url}"}}
-images:
-  - from: src/{repo}
-    to: dst/{repo}
-    tags: {{include: {json.dumps(include)}}}
-audit: {{path: audit.jsonl}}
-""")
-    return path
+    return write_policy(tmp_path, source_url, target.url, repo, tags=include)
 
 
 def timed(*args):
     started = time.monotonic()
-    result = CliRunner().invoke(cli, ["--no-progress", *map(str, args)])
-    assert "Traceback" not in result.output
+    result = run_cli(*args)
     return result, time.monotonic() - started
 
 
@@ -87,7 +71,7 @@ def test_shards_partition_the_work(tmp_path, registry, registry2, unique_repo, o
         audit = tmp_path / f"audit-{index}.jsonl"
         result, _ = timed("sync", "-p", path, "--shard", f"{index}/3", "--audit-file", audit)
         assert result.exit_code == 0, result.output
-        records = [json.loads(line) for line in audit.read_text().splitlines()] if audit.exists() else []
+        records = audit_records(audit)
         shares.append({r["artifact"]["target"] for r in records if r["event"] == "pushed"})
     assert set().union(*shares) == {f"dst/{unique_repo}:{tag}" for tag in tags}
     assert sum(len(s) for s in shares) == len(tags)  # disjoint

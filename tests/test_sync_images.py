@@ -3,41 +3,23 @@
 import json
 
 import pytest
-from click.testing import CliRunner
-
-from regsync.cli import cli
 from regsync.oci.client import RegistryClient
+from tests.fixtures.policies import audit_records, run_cli, write_policy
 from tests.fixtures.oci_layout import digest_of, inspect_raw, seed, write_image
 
 TAG = "2.9-cuda11.8-ubuntu20.04"
 
 
-def policy_file(tmp_path, source, target, src_repo, dst_repo, tags, extra="", name="policy.yaml",
-                src_auth="", dst_auth=""):
-    text = f"""\
-version: 1
-registries:
-  src: {{url: "{source.url}"{src_auth}}}
-  dst: {{url: "{target.url}"{dst_auth}}}
-images:
-  - from: src/{src_repo}
-    to: dst/{dst_repo}
-    tags: {json.dumps(tags)}
-{extra}audit: {{path: audit.jsonl}}
-"""
-    path = tmp_path / name
-    path.write_text(text)
-    return path
+def policy_file(tmp_path, source, target, src_repo, dst_repo, tags, extra="", name="policy.yaml", dst_auth=""):
+    return write_policy(tmp_path, source.url, target.url, src_repo, dst_repo, tags, dst_options=dst_auth,
+                        rule_extra=extra, name=name)
 
 
-def run(*args, env=None):
-    result = CliRunner().invoke(cli, ["--no-progress", *map(str, args)], env=env)
-    assert "Traceback" not in result.output, result.output
-    return result
+run = run_cli
 
 
 def audit_events(tmp_path):
-    return [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
+    return audit_records(tmp_path / "audit.jsonl")
 
 
 @pytest.fixture

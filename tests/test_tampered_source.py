@@ -1,13 +1,10 @@
 """A source whose bytes do not match their digests is refused, and nothing is tagged on the target."""
 
-import json
 import subprocess
 import zlib
 
 import pytest
-from click.testing import CliRunner
-
-from regsync.cli import cli
+from tests.fixtures.policies import audit_records, run_cli, write_policy
 from tests.fixtures.oci_layout import seed, write_image
 
 TAG = "2.9-cuda11.8-ubuntu20.04"
@@ -20,22 +17,8 @@ def flip_byte(path, offset):
 
 
 def sync(tmp_path, registry, registry2, repo):
-    policy = tmp_path / "policy.yaml"
-    policy.write_text(f"""\
-version: 1
-registries:
-  src: {{url: "{registry.url}"}}
-  dst: {{url: "{registry2.url}"}}
-images:
-  - from: src/{repo}
-    to: dst/{repo}
-    tags: {{include: ["{TAG}"]}}
-audit: {{path: audit.jsonl}}
-""")
-    result = CliRunner().invoke(cli, ["--no-progress", "sync", "-p", str(policy)])
-    assert "Traceback" not in result.output
-    records = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
-    return result, records
+    result = run_cli("sync", "-p", write_policy(tmp_path, registry.url, registry2.url, repo, tags=[TAG]))
+    return result, audit_records(tmp_path / "audit.jsonl")
 
 
 def tag_exists(registry, repo):
