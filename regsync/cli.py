@@ -14,7 +14,7 @@ import click
 from loguru import logger
 
 from regsync import __version__
-from regsync.errors import EXIT_CHANGES, EXIT_OK, EXIT_RUNTIME, EXIT_USAGE, RegsyncError, UsageError
+from regsync.errors import EXIT_CHANGES, EXIT_OK, EXIT_RUNTIME, RegsyncError, UsageError
 
 POLICY_HELP = "Policy YAML (see examples/quickstart/policy.yaml)."
 
