@@ -114,3 +114,27 @@ def test_docker_config_credentials(tmp_path, registry_basic, registry2, unique_r
     result = invoke(policy, "unused")
     assert result.exit_code == 0, result.output
     assert digest_of(inspect_raw(registry2, f"{unique_repo}:{TAG}")) == info.index_digest
+
+
+def test_docker_credential_helper(tmp_path, registry_basic, registry2, unique_repo, oci_dir, monkeypatch):
+    """credHelpers: docker runs `docker-credential-<name> get` with the host on stdin."""
+    info = write_image(oci_dir, TAG)
+    seed(registry_basic, unique_repo, TAG, oci_dir)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    helper = bin_dir / "docker-credential-corpvault"
+    secret = json.dumps({"ServerURL": registry_basic.host, "Username": registry_basic.username,
+                         "Secret": registry_basic.password})
+    helper.write_text(f"#!/bin/sh\n[ \"$1\" = get ] || exit 1\nread host\n"
+                      f"[ \"$host\" = \"{registry_basic.host}\" ] || {{ echo 'credentials not found'; exit 1; }}\n"
+                      f"echo '{secret}'\n")
+    helper.chmod(0o755)
+    (tmp_path / "docker").mkdir()
+    (tmp_path / "docker" / "config.json").write_text(json.dumps({"credHelpers": {registry_basic.host: "corpvault"}}))
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker"))
+    monkeypatch.setenv("PATH", f"{bin_dir}:{__import__('os').environ['PATH']}")
+    policy = policy_with(tmp_path, registry_basic, registry2, unique_repo, "    auth: {docker_config: true}\n")
+    result = invoke(policy, "unused")
+    assert result.exit_code == 0, result.output
+    assert digest_of(inspect_raw(registry2, f"{unique_repo}:{TAG}")) == info.index_digest
+    assert_no_secret(tmp_path, result, registry_basic.password)
