@@ -6,6 +6,7 @@ import threading
 
 from regsync.oci.client import RegistryClient
 from regsync.oci.credentials import resolve_credentials
+from regsync.oci.mirrors import MirroredRegistry
 from regsync.policy import LoadedPolicy
 
 
@@ -32,12 +33,23 @@ class Endpoints:
         with self._lock:
             if name not in self._clients:
                 cfg = self._policy.registries[name]
-                host = cfg.url.split("://", 1)[1].split("/", 1)[0]
-                self._clients[name] = RegistryClient(
-                    name, cfg.url, resolve_credentials(cfg.auth, host),
-                    ca_file=cfg.tls.ca_file if cfg.tls else None,
-                    monolithic_max=cfg.upload.monolithic_max, chunk_size=cfg.upload.chunk_size,
-                    retries=cfg.retries.attempts, backoff=cfg.retries.backoff_seconds,
-                    max_requests_per_second=self._max_rps,
-                    pool_size=self._pool_size)
+                primary = self._client(name, cfg, cfg.url, resolve_credentials(cfg.auth, _host(cfg.url)))
+                mirrors = [self._client(name, cfg, url, _mirror_credentials(cfg, url)) for url in cfg.mirrors]
+                self._clients[name] = MirroredRegistry([primary, *mirrors]) if mirrors else primary
             return self._clients[name]
+
+    def _client(self, name: str, cfg, url: str, credentials) -> RegistryClient:
+        return RegistryClient(
+            name, url, credentials, ca_file=cfg.tls.ca_file if cfg.tls else None,
+            monolithic_max=cfg.upload.monolithic_max, chunk_size=cfg.upload.chunk_size,
+            retries=cfg.retries.attempts, backoff=cfg.retries.backoff_seconds,
+            max_requests_per_second=self._max_rps, pool_size=self._pool_size)
+
+
+def _host(url: str) -> str:
+    return url.split("://", 1)[1].split("/", 1)[0]
+
+
+def _mirror_credentials(cfg, url: str):
+    # The policy's username/password are for the primary URL; never hand them to another host.
+    return resolve_credentials(cfg.auth, _host(url)) if cfg.auth and cfg.auth.docker_config else None

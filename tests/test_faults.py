@@ -83,3 +83,27 @@ def test_corrupted_byte_in_flight_is_refused(tmp_path, proxy, registry2, unique_
     result = sync(tmp_path, proxy, registry2, unique_repo)
     assert result.exit_code == 3, result.output
     assert "digest mismatch" in result.output
+
+
+def test_mirror_fallback_when_the_primary_fails(tmp_path, registry, proxy, registry2, unique_repo, image):
+    # The primary (through the proxy) is down for everything; the mirror is the real registry.
+    proxy.add(kind="status", method="HEAD", path="/", status=503, times=1000)
+    proxy.add(kind="status", method="GET", path="/", status=503, times=1000)
+    options = f', mirrors: ["{registry.url}"], retries: {{attempts: 1, backoff_seconds: 0.01}}'
+    policy = write_policy(tmp_path, proxy.url, registry2.url, unique_repo, tags=[TAG], src_options=options)
+    result = run_cli("-v", "sync", "-p", policy)
+    assert result.exit_code == 0, result.output
+    assert "trying the next mirror" in result.output
+    assert digest_of(inspect_raw(registry2, f"{unique_repo}:{TAG}")) == image.index_digest
+
+
+def test_mirror_serving_other_bytes_is_refused_not_skipped(tmp_path, registry, proxy, registry2, unique_repo, image):
+    # Primary down; the only mirror corrupts a layer: verification refuses, nothing is tagged.
+    dead = "http://127.0.0.1:9"
+    layer = image.layer_digests["linux/amd64"][-1]
+    proxy.add(kind="corrupt", path=blob_path(layer), after_bytes=1000, times=1000)
+    options = f', mirrors: ["{proxy.url}"], retries: {{attempts: 0, backoff_seconds: 0}}'
+    policy = write_policy(tmp_path, dead, registry2.url, unique_repo, tags=[TAG], src_options=options)
+    result = run_cli("sync", "-p", policy)
+    assert result.exit_code == 3, result.output
+    assert "digest mismatch" in result.output
