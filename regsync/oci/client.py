@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from urllib.parse import urljoin, urlsplit
 
 import requests
@@ -55,6 +57,10 @@ class RegistryClient:
         token_session = self._session(ca_file, 4, retry, throttle)
         self.session.auth = RegistryAuth(credentials, token_session, name, self.host)
         self._pinged = False
+        # Per-run memory, so plan and apply never ask twice: manifests by digest (content-addressed,
+        # verified when first fetched) and whether a repository holds a blob.
+        self._manifests = _BoundedCache(MAX_CACHED_MANIFESTS)
+        self._present = _BoundedCache(MAX_CACHED_BLOBS)
 
     @staticmethod
     def _session(ca_file, pool_size, retry: Retry, throttle: Throttle | None) -> requests.Session:
@@ -154,6 +160,15 @@ class RegistryClient:
 
     def get_manifest(self, repo: str, reference: str, expect: str | None = None) -> Manifest:
         """GET a manifest; its bytes must match the digest asked for (or announced)."""
+        by_digest = reference.startswith("sha256:")
+        cached = self._manifests.get((repo, reference)) if by_digest else None
+        if cached is not None:
+            return cached
+        manifest = self._fetch_manifest(repo, reference, expect)
+        self._manifests.put((repo, manifest.digest), manifest)
+        return manifest
+
+    def _fetch_manifest(self, repo: str, reference: str, expect: str | None) -> Manifest:
         ref = self.ref(repo, reference)
         response = self._request("GET", f"/v2/{repo}/manifests/{reference}", ref,
                                  headers={"Accept": ACCEPT}, stream=True)
@@ -179,7 +194,13 @@ class RegistryClient:
             raise RegistryError(ref, response.status_code, f"registry stored {echoed}, expected {manifest.digest}")
 
     def blob_exists(self, repo: str, digest: str) -> bool:
+        # A remembered absence is safe to trust within a run: if another writer uploads the blob
+        # meanwhile, the cost is one redundant upload, which registries accept.
+        known = self._present.get((repo, digest))
+        if known is not None:
+            return known
         response = self._request("HEAD", f"/v2/{repo}/blobs/{digest}", self.ref(repo, digest), ok=(200, 404))
+        self._present.put((repo, digest), response.status_code == 200)
         return response.status_code == 200
 
     def open_blob(self, repo: str, digest: str) -> requests.Response:
@@ -190,6 +211,7 @@ class RegistryClient:
         response = self._request("POST", f"/v2/{repo}/blobs/uploads/?mount={digest}&from={from_repo}",
                                  self.ref(repo, digest), ok=(201, 202))
         if response.status_code == 201:
+            self._present.put((repo, digest), True)
             return True
         self._cancel(response, repo)  # 202: the registry opened an upload session instead
         return False
@@ -203,6 +225,7 @@ class RegistryClient:
                 self._request("PUT", _with_digest(location, descriptor.digest), ref, ok=(201,),
                               data=SizedBody(reader.chunks(), descriptor.size),
                               headers={"Content-Type": "application/octet-stream"})
+                self._present.put((repo, descriptor.digest), True)
                 return
             offset = 0
             while offset < descriptor.size:
@@ -216,6 +239,7 @@ class RegistryClient:
             reader.read(1)  # size reached: the digest is checked here, before the commit
             self._request("PUT", _with_digest(location, descriptor.digest), ref, ok=(201,),
                           headers={"Content-Length": "0"})
+            self._present.put((repo, descriptor.digest), True)
         except BaseException:
             self._cancel_url(location)
             raise
@@ -237,6 +261,33 @@ class RegistryClient:
             self.session.delete(url, timeout=_TIMEOUT)
         except requests.RequestException:
             pass
+
+
+MAX_CACHED_MANIFESTS = 20_000  # a few KiB each: tens of MiB at worst, for a 10,000-tag plan
+MAX_CACHED_BLOBS = 200_000
+
+
+class _BoundedCache:
+    """A thread-safe LRU map; memory stays bounded however many tags a policy selects."""
+
+    def __init__(self, limit: int):
+        self._items: OrderedDict = OrderedDict()
+        self._limit = limit
+        self._lock = threading.Lock()
+
+    def get(self, key):
+        with self._lock:
+            if key not in self._items:
+                return None
+            self._items.move_to_end(key)
+            return self._items[key]
+
+    def put(self, key, value) -> None:
+        with self._lock:
+            self._items[key] = value
+            self._items.move_to_end(key)
+            while len(self._items) > self._limit:
+                self._items.popitem(last=False)
 
 
 def declared_length(response: requests.Response, ref: str) -> int | None:
