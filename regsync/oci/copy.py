@@ -31,6 +31,8 @@ class BlobCopier:
         self._first: dict[tuple[str, str], tuple[str, Future]] = {}
         self.moved = 0
         self._stopping = threading.Event()
+        self._manifest_locks: dict[tuple[str, str, str], threading.Lock] = {}
+        self._manifests_pushed: set[tuple[str, str, str]] = set()
 
     def stop(self) -> None:
         self._stopping.set()
@@ -46,6 +48,21 @@ class BlobCopier:
             self._jobs[key] = job
             self._first.setdefault((dst.name, blob.digest), (dst_repo, job))
             return job
+
+    def put_child_once(self, dst: RegistryClient, repo: str, manifest: Manifest) -> None:
+        """Push a child manifest by digest once per run and repository.
+
+        Tags sharing children (one image under many tags) would otherwise PUT the same manifest
+        concurrently; distribution rewrites its link file non-atomically, and a concurrent index
+        PUT that reads it half-written fails with DIGEST_INVALID.
+        """
+        key = (dst.name, repo, manifest.digest)
+        with self._lock:
+            lock = self._manifest_locks.setdefault(key, threading.Lock())
+        with lock:
+            if key not in self._manifests_pushed:
+                dst.put_manifest(repo, manifest.digest, manifest)
+                self._manifests_pushed.add(key)
 
     def _copy(self, src, src_repo, dst, dst_repo, blob: Descriptor, mount_from) -> str:
         if self._stopping.is_set():
@@ -107,5 +124,5 @@ def copy_tree(src: RegistryClient, src_repo: str, dst: RegistryClient, dst_repo:
     if on_verified:
         on_verified()
     for manifest in tree[:-1]:
-        dst.put_manifest(dst_repo, manifest.digest, manifest)
+        blobs.put_child_once(dst, dst_repo, manifest)
     dst.put_manifest(dst_repo, tag, tree[-1])
