@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import _thread
-import functools
 import signal
 import threading
 import sys
@@ -11,33 +10,12 @@ import uuid
 from pathlib import Path
 
 import click
-from loguru import logger
 
 from regsync import __version__
 from regsync.errors import EXIT_CHANGES, EXIT_OK, EXIT_RUNTIME, RegsyncError, UsageError
+from regsync.guard import run_guarded
 
 POLICY_HELP = "Policy YAML (see examples/quickstart/policy.yaml)."
-
-
-def run_guarded(fn):
-    """One place turns errors into one clear line and the documented exit code."""
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            code = fn(*args, **kwargs)
-        except RegsyncError as exc:
-            logger.remove()
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(exc.exit_code)
-        except KeyboardInterrupt:
-            click.echo("interrupted", err=True)
-            sys.exit(EXIT_RUNTIME)
-        except Exception as exc:  # a bug of ours: still one line, the traceback only when asked (-vv)
-            logger.opt(exception=exc).debug("internal error")
-            click.echo(f"internal error: {type(exc).__name__}: {exc} (rerun with -vv for details)", err=True)
-            sys.exit(EXIT_RUNTIME)
-        sys.exit(code or EXIT_OK)
-    return wrapper
 
 
 def policy_option(fn):
@@ -188,12 +166,16 @@ def plan_cmd(policy_path, as_json, output, detailed_exitcode, jobs, rps):
 @click.option("--max-duration", type=click.FloatRange(min=1), metavar="SECONDS",
               help="Stop starting new work after this long (in-flight transfers finish); exit 1.")
 @click.option("--bandwidth", type=SIZE, metavar="SIZE", help="Limit bytes per second for the run (e.g. 50MiB).")
+@click.option("--summary-json", type=click.Path(path_type=Path), metavar="FILE",
+              help="Write the run's result as JSON here (for cron wrappers).")
+@click.option("--metrics-file", type=click.Path(path_type=Path), metavar="FILE",
+              help="Write Prometheus metrics here (node_exporter textfile collector), atomically.")
 @jobs_option
 @rate_option
 @click.pass_context
 @run_guarded
-def sync_cmd(ctx, policy_path, plan_path, dry_run, audit_file, shard, wait_lock, max_duration, bandwidth, jobs,
-             rps):
+def sync_cmd(ctx, policy_path, plan_path, dry_run, audit_file, shard, wait_lock, max_duration, bandwidth,
+             summary_json, metrics_file, jobs, rps):
     """Copy what the policy selects to the targets: verify every digest, push children before
     parents, tag last, and record each decision in the audit trail.
 
@@ -209,49 +191,81 @@ def sync_cmd(ctx, policy_path, plan_path, dry_run, audit_file, shard, wait_lock,
     from regsync.lock import RunLock
     from regsync.plan import Plan
     from regsync.policy import load_policy
+    from regsync.resolve import make_plan
     from regsync.shard import Shard
+    from regsync.verify.signing import load_private_key
 
     if plan_path and dry_run:
         raise UsageError("--plan and --dry-run do not go together")
     shard = Shard.parse(shard) if shard else None
     if plan_path and shard:
         raise UsageError("--shard applies when resolving; a saved plan is applied whole")
-    if not dry_run:
-        loaded = load_policy(policy_path)
-        path = audit_file or loaded.policy.audit.path or Path("regsync-audit.jsonl")
-        lock = RunLock(path.with_name(path.name + ".lock")).acquire(wait_lock)
-        ctx.call_on_close(lock.release)
-        signal.signal(signal.SIGTERM, _interrupt)
-        if max_duration:
-            deadline = threading.Timer(max_duration, _thread.interrupt_main)
-            deadline.daemon = True
-            deadline.start()
-            ctx.call_on_close(deadline.cancel)
-    if plan_path:
-        loaded = load_policy(policy_path)
-        plan = Plan.load(plan_path)
-        if plan.policy_sha256 != loaded.sha256:
-            raise UsageError(f"{plan_path} was made from another policy (sha256 {plan.policy_sha256[:12]}, "
-                             f"{policy_path} is {loaded.sha256[:12]}); run `regsync plan` again")
-        endpoints = Endpoints(loaded, jobs, rps)
-        check_not_stale(plan, endpoints)
-    else:
-        loaded, endpoints, plan = _plan(policy_path, jobs, shard, rps)
     if dry_run:
+        _, _, plan = _plan(policy_path, jobs, shard, rps)
         render_plan(plan)
         return EXIT_OK
-    audit = AuditLog(path, ctx.obj["run_id"])
+    loaded = load_policy(policy_path)
+    policy = loaded.policy
+    path = audit_file or policy.audit.path or Path("regsync-audit.jsonl")
+    lock = RunLock(path.with_name(path.name + ".lock")).acquire(wait_lock)
+    ctx.call_on_close(lock.release)
+    signal.signal(signal.SIGTERM, _interrupt)
+    if max_duration:
+        deadline = threading.Timer(max_duration, _thread.interrupt_main)
+        deadline.daemon = True
+        deadline.start()
+        ctx.call_on_close(deadline.cancel)
+    sign_key = (load_private_key(policy.audit.sign_key, policy.audit.sign_key_password_env, "audit.sign_key")
+                if policy.audit.sign_key else None)
+    audit = AuditLog(path, ctx.obj["run_id"], sign_key)
+    audit.start_run(policy_sha256=loaded.sha256, policy_path=str(policy_path), command="sync",
+                    targets=sorted({rule.target.split("/", 1)[0] for rule in policy.images}
+                                   | {rule.target for rule in policy.packages}))
+    outcome, exit_code = None, EXIT_RUNTIME
     try:
+        endpoints = Endpoints(loaded, jobs, rps)
+        if plan_path:
+            plan = Plan.load(plan_path)
+            if plan.policy_sha256 != loaded.sha256:
+                raise UsageError(f"{plan_path} was made from another policy (sha256 {plan.policy_sha256[:12]}, "
+                                 f"{policy_path} is {loaded.sha256[:12]}); run `regsync plan` again")
+            check_not_stale(plan, endpoints)
+        else:
+            plan = make_plan(loaded, endpoints, jobs, shard)
         total = sum(item.bytes for item in plan.items if item.changes)
         with byte_progress(total, ctx.obj["progress"]) as on_bytes:
             outcome = apply_plan(plan, endpoints, audit, jobs, on_bytes, bandwidth)
+        exit_code = outcome.exit_code
+    except RegsyncError as exc:
+        exit_code = exc.exit_code
+        audit.record("failed", reason=str(exc))
+        raise
     finally:
+        moved = outcome.bytes if outcome else 0
+        interrupted = outcome.interrupted if outcome else sys.exc_info()[0] is KeyboardInterrupt
+        finished = audit.finish_run(exit_code=exit_code, bytes_moved=moved, interrupted=interrupted)
         audit.close()
+        _report_run(ctx.obj["run_id"], loaded, path, audit, finished, summary_json, metrics_file)
     if outcome.interrupted:
         click.echo("interrupted: completed work stays completed; the next run finishes the rest", err=True)
     click.echo(f"{outcome.pushed} pushed, {outcome.skipped} unchanged, {outcome.refused} refused, "
                f"{outcome.failed} failed; {outcome.bytes} bytes moved; audit: {path}", err=True)
-    return outcome.exit_code
+    return exit_code
+
+
+def _report_run(run_id, loaded, audit_path, audit, finished, summary_json, metrics_file) -> None:
+    from regsync.ops import write_metrics, write_summary
+
+    if summary_json:
+        write_summary(summary_json, {
+            "run_id": run_id, "policy": str(loaded.path), "policy_sha256": loaded.sha256,
+            "exit_code": finished["exit_code"], "interrupted": finished["interrupted"],
+            "counts": finished["counts"], "bytes": finished["bytes"],
+            "duration_seconds": finished["duration_seconds"], "finished": finished["ts"],
+            "audit": str(audit_path), "problems": audit.problems})
+    if metrics_file:
+        write_metrics(metrics_file, counts=finished["counts"], bytes_moved=finished["bytes"],
+                      duration=finished["duration_seconds"], exit_code=finished["exit_code"])
 
 
 def _interrupt(signum, frame):
@@ -260,8 +274,10 @@ def _interrupt(signum, frame):
 
 
 from regsync.verify.commands import verify_cmd  # noqa: E402  (commands living in their own modules)
+from regsync.audit.commands import audit_group  # noqa: E402
 
 cli.add_command(verify_cmd)
+cli.add_command(audit_group)
 
 
 def main() -> None:

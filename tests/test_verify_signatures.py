@@ -11,6 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from regsync.cli import cli
+from tests.fixtures.policies import audit_records
 from tests.fixtures.cosign import (attach, attachment_tag, get_manifest, make_key, manifest_digest, push_image,
                                    push_manifest, sign, sign_bytes, write_public_key)
 
@@ -40,7 +41,7 @@ images:
 
 
 def audit(tmp_path, event=None):
-    records = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
+    records = audit_records(tmp_path / "audit.jsonl")
     return [r for r in records if event is None or r["event"] == event]
 
 

@@ -1,73 +1,114 @@
 """The audit trail: one JSON object per line, each chained to the previous line's exact bytes.
 
-Records carry what a security reviewer needs (DESIGN.md's audit record) and never a secret:
-only references, digests, sizes, rule names, verification evidence and reasons go in.
+Every line carries `seq` and `prev` (sha256 of the previous line, newline included). A run is
+framed by `run-started` and `run-finished`; the latter can be signed, and since it carries `prev`
+its signature covers the whole trail before it. Records hold references, digests, sizes, rule
+names, verification evidence and reasons: never a secret.
 """
 
 from __future__ import annotations
 
+import base64
+import fcntl
+import getpass
 import hashlib
 import json
 import os
+import socket
 import threading
+import time
 from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
 
+from regsync import __version__
 from regsync.errors import RegsyncError
 
 GENESIS = "0" * 64
 EVENTS = ("resolved", "verified", "pushed", "skipped", "refused", "failed")
+TAIL_BLOCK = 65536
 
 
-def _tail(path: Path) -> tuple[int, str]:
-    """(seq, sha256) of the last line of an existing trail, read from its end (trails grow large)."""
-    if not path.exists() or path.stat().st_size == 0:
+def encode(entry: dict) -> bytes:
+    """The one serialisation used for writing, hashing and signing records."""
+    return (json.dumps(entry, separators=(",", ":"), ensure_ascii=True) + "\n").encode()
+
+
+def signed_bytes(entry: dict) -> bytes:
+    """What a run-finished signature covers: the record as written, minus its signature."""
+    return encode({k: v for k, v in entry.items() if k != "signature"})
+
+
+def read_tail(handle) -> tuple[int, str]:
+    """(seq, sha256) of the last line, read backwards from the end (trails grow large)."""
+    end = os.fstat(handle.fileno()).st_size
+    if end == 0:
         return 0, GENESIS
-    with path.open("rb") as handle:
-        handle.seek(0, os.SEEK_END)
-        end = handle.tell()
-        block = b""
-        pos = end
-        while pos > 0 and block.count(b"\n") < 2:
-            step = min(65536, pos)
-            pos -= step
-            handle.seek(pos)
-            block = handle.read(step) + block
+    block, pos = b"", end
+    while pos > 0 and block.rstrip(b"\n").count(b"\n") < 1:
+        step = min(TAIL_BLOCK, pos)
+        pos -= step
+        block = os.pread(handle.fileno(), step, pos) + block
     last = block.rstrip(b"\n").rsplit(b"\n", 1)[-1] + b"\n"
     try:
         seq = int(json.loads(last)["seq"])
     except (ValueError, KeyError, TypeError):
-        raise RegsyncError(f"{path}: the last line is not an audit record; refusing to extend it") from None
+        raise RegsyncError("the audit trail's last line is not an audit record; "
+                           "refusing to extend it (check it with `regsync audit verify`)") from None
     return seq, hashlib.sha256(last).hexdigest()
 
 
 class AuditLog:
-    def __init__(self, path: Path | None, run_id: str):
-        self.path, self.run_id = path, run_id
+    def __init__(self, path: Path | None, run_id: str, sign_key=None):
+        self.path, self.run_id, self._sign_key = path, run_id, sign_key
         self.counts: Counter[str] = Counter()
+        self.problems: list[dict] = []  # refused and failed artifacts, for the run summary
         self._lock = threading.Lock()
         self._handle = None
+        self._started = time.monotonic()
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
-            self._seq, self._prev = _tail(path)
-            self._handle = path.open("ab")
+            self._handle = path.open("a+b")  # read too: the tail is re-read under the lock
+
+    def start_run(self, *, policy_sha256: str, policy_path: str, targets: list[str], command: str) -> dict:
+        self._started = time.monotonic()
+        return self.record("run-started", tool=f"regsync {__version__}", policy_sha256=policy_sha256,
+                           policy_path=policy_path, host=socket.gethostname(), user=_user(), targets=targets,
+                           command=command)
+
+    def finish_run(self, *, exit_code: int, bytes_moved: int, interrupted: bool = False) -> dict:
+        counts = {event: self.counts[event] for event in EVENTS if self.counts[event]}
+        return self.record("run-finished", counts=counts, bytes=bytes_moved, exit_code=exit_code,
+                           interrupted=interrupted, duration_seconds=round(time.monotonic() - self._started, 3),
+                           sign=True)
 
     def record(self, event: str, *, artifact: dict | None = None, policy_rule: str | None = None,
-               verification: dict | None = None, reason: str | None = None, **extra) -> dict:
+               verification: dict | None = None, reason: str | None = None, sign: bool = False, **extra) -> dict:
         with self._lock:
-            self.counts[event] += 1
+            if event in EVENTS:
+                self.counts[event] += 1
+            if event in ("refused", "failed"):
+                self.problems.append({"event": event, "artifact": (artifact or {}).get("target")
+                                      or (artifact or {}).get("source"), "reason": reason})
             entry = {"ts": datetime.now(timezone.utc).isoformat(timespec="milliseconds"), "run_id": self.run_id,
-                     "seq": 0, "prev": "", "event": event, "artifact": artifact, "policy_rule": policy_rule,
-                     "verification": verification, "reason": reason, **extra}
+                     "seq": 0, "prev": GENESIS, "event": event}
+            if event not in ("run-started", "run-finished"):
+                entry.update(artifact=artifact, policy_rule=policy_rule, verification=verification, reason=reason)
+            entry.update(extra)
             if self._handle is None:
                 return entry
-            self._seq += 1
-            entry["seq"], entry["prev"] = self._seq, self._prev
-            line = (json.dumps(entry, separators=(",", ":"), sort_keys=False) + "\n").encode()
-            self._handle.write(line)
-            self._handle.flush()
-            self._prev = hashlib.sha256(line).hexdigest()
+            # Several runs (other policies, shards) may share one trail: hold an exclusive lock while
+            # reading the tail and appending, so the chain never forks.
+            fcntl.flock(self._handle.fileno(), fcntl.LOCK_EX)
+            try:
+                entry["seq"], entry["prev"] = read_tail(self._handle)
+                entry["seq"] += 1
+                if sign and self._sign_key is not None:
+                    entry["signature"] = _signature(self._sign_key, signed_bytes(entry))
+                self._handle.write(encode(entry))
+                self._handle.flush()
+            finally:
+                fcntl.flock(self._handle.fileno(), fcntl.LOCK_UN)
             return entry
 
     def close(self) -> None:
@@ -76,3 +117,18 @@ class AuditLog:
                 os.fsync(self._handle.fileno())
                 self._handle.close()
                 self._handle = None
+
+
+def _signature(key, payload: bytes) -> dict:
+    from regsync.verify.keys import fingerprint
+    from regsync.verify.signing import sign_bytes
+
+    public = key.public_key()
+    return {"key_id": fingerprint(public), "value": base64.b64encode(sign_bytes(key, payload)).decode()}
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return str(os.getuid())

@@ -233,7 +233,8 @@ class PackageRule(Strict):
 
 class AuditConfig(Strict):
     path: PolicyPath | None = None
-    sign_key: PolicyPath | None = None
+    sign_key: PolicyPath | None = None          # signs each run's run-finished record (Ed25519/ECDSA/RSA)
+    sign_key_password_env: str | None = None    # environment variable holding that key's password
 
 
 class Policy(Strict):

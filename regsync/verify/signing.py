@@ -27,26 +27,28 @@ from regsync.verify.keys import fingerprint
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 
 
-def load_private_key(config: SignOnImport):
+def load_private_key(path: Path, password_env: str | None = None, what: str = "sign.key"):
+    """A PKCS#8 PEM private key (optionally encrypted); `what` names the policy key in errors."""
     password = None
-    if config.password_env:
-        if config.password_env not in os.environ:
-            raise PolicyError(f"sign.password_env: environment variable {config.password_env} is not set")
-        password = os.environ[config.password_env].encode()
+    if password_env:
+        if password_env not in os.environ:
+            raise PolicyError(f"{what}: environment variable {password_env} (the key's password) is not set")
+        password = os.environ[password_env].encode()
     try:
-        pem = Path(config.key).read_bytes()
+        pem = Path(path).read_bytes()
         key = serialization.load_pem_private_key(pem, password)
     except OSError as exc:
-        raise PolicyError(f"sign.key: cannot read {config.key}: {exc.strerror}") from None
+        raise PolicyError(f"{what}: cannot read {path}: {exc.strerror}") from None
     except (ValueError, TypeError):
         # Never echo the password or the key; say what to check.
-        raise PolicyError(f"sign.key: {config.key} is not a PKCS#8 PEM private key, or the password is wrong") from None
+        raise PolicyError(f"{what}: {path} is not a PKCS#8 PEM private key, or the password is wrong") from None
     if not isinstance(key, (ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey, ed25519.Ed25519PrivateKey)):
-        raise PolicyError("sign.key: only ECDSA, RSA and Ed25519 keys are supported")
+        raise PolicyError(f"{what}: only ECDSA, RSA and Ed25519 keys are supported")
     return key
 
 
-def _sign(key, payload: bytes) -> bytes:
+def sign_bytes(key, payload: bytes) -> bytes:
+    """The signature scheme cosign uses for each key type (the same one keys.PublicKey.verify checks)."""
     if isinstance(key, ec.EllipticCurvePrivateKey):
         return key.sign(payload, ec.ECDSA(hashes.SHA256()))
     if isinstance(key, rsa.RSAPrivateKey):
@@ -55,14 +57,14 @@ def _sign(key, payload: bytes) -> bytes:
 
 
 def sign_pushed(config: SignOnImport, client: RegistryClient, repo: str, digest: str) -> dict:
-    key = load_private_key(config)
+    key = load_private_key(config.key, config.password_env)
     payload = json.dumps({"critical": {"identity": {"docker-reference": f"{client.host}/{repo}"},
                                        "image": {"docker-manifest-digest": digest},
                                        "type": SIGNATURE_TYPE},
                           "optional": None}, separators=(",", ":")).encode()
     layer = _push_bytes(client, repo, payload)
     layer.update(mediaType=SIMPLE_SIGNING,
-                 annotations={SIGNATURE_ANNOTATION: base64.b64encode(_sign(key, payload)).decode()})
+                 annotations={SIGNATURE_ANNOTATION: base64.b64encode(sign_bytes(key, payload)).decode()})
     tag = attachment_tag(digest)
     try:
         doc = dict(client.get_manifest(repo, tag).doc)

@@ -34,7 +34,7 @@ def check_before_plan(item: PlanItem, rule: ImageRule, endpoints: Endpoints, tag
     if rule.sign is not None:
         from regsync.verify.signing import load_private_key
 
-        load_private_key(rule.sign)  # a policy error: found before anything is pushed
+        load_private_key(rule.sign.key, rule.sign.password_env)  # a policy error: found before anything is pushed
     try:
         if rule.crosscheck:
             evidence["crosscheck"] = crosscheck(endpoints, rule, src_repo, tag, source_digest)

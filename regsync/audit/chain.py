@@ -1,0 +1,120 @@
+"""Check an audit trail: the hash chain, the sequence, run framing and run-finished signatures.
+
+Reports the first line where the trail stops being what regsync wrote, and why. Without a key,
+a rewrite of the whole chain from some line on is undetectable by construction (anyone can
+recompute sha256); with signed run-finished records and `--key`, it is not.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from regsync.audit.log import GENESIS, signed_bytes
+
+MAX_LINE_BYTES = 4 * 1024 * 1024
+
+
+@dataclass
+class ChainReport:
+    lines: int = 0
+    runs: int = 0
+    signed_runs: int = 0
+    broken_line: int | None = None
+    reason: str = ""
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.broken_line is None
+
+    def fail(self, line: int, reason: str) -> "ChainReport":
+        self.broken_line, self.reason = line, reason
+        return self
+
+
+def verify_chain(path: Path, public_key=None) -> ChainReport:
+    """`public_key`: a regsync.verify.keys.PublicKey; when given, every run-finished must carry its signature."""
+    report = ChainReport()
+    prev_hash, prev_seq = GENESIS, 0
+    open_run: tuple[str, int] | None = None  # (run_id, line of its run-started)
+    with path.open("rb") as handle:
+        lines = _with_next(handle)
+        for number, (raw, following) in enumerate(lines, start=1):
+            report.lines = number
+            if len(raw) > MAX_LINE_BYTES:
+                return report.fail(number, "line too long to be an audit record")
+            if not raw.endswith(b"\n"):
+                return report.fail(number, "truncated line (no newline): the file was cut mid-write or edited")
+            try:
+                entry = json.loads(raw)
+                seq, prev, event, run_id = int(entry["seq"]), entry["prev"], entry["event"], entry["run_id"]
+            except (ValueError, KeyError, TypeError):
+                return report.fail(number, "not an audit record (invalid JSON or missing seq/prev/event/run_id)")
+            if seq != prev_seq + 1:
+                if seq <= prev_seq or _seq_of(following) == prev_seq + 1:
+                    return report.fail(number, f"seq {seq} after {prev_seq}: lines were reordered")
+                return report.fail(number, f"seq jumps from {prev_seq} to {seq}: {seq - prev_seq - 1} line(s) deleted")
+            if prev != prev_hash:
+                what = "the previous line was edited" if number > 1 else "the first line does not start a chain"
+                return report.fail(number - 1 if number > 1 else 1,
+                                   f"{what} (its sha256 no longer matches line {number}'s prev)")
+            if event == "run-started":
+                if open_run:
+                    return report.fail(number, f"run {open_run[0]} (started line {open_run[1]}) has no run-finished: "
+                                               "truncated run")
+                open_run = (run_id, number)
+                report.runs += 1
+            elif open_run is None or run_id != open_run[0]:
+                return report.fail(number, f"record of run {run_id} outside a run-started/run-finished frame")
+            if event == "run-finished":
+                problem = _check_signature(entry, public_key, report)
+                if problem:
+                    return report.fail(number, problem)
+                open_run = None
+            prev_hash, prev_seq = hashlib.sha256(raw).hexdigest(), seq
+    if open_run:
+        return report.fail(open_run[1], f"run {open_run[0]} has no run-finished: truncated run "
+                                        "(or still running)")
+    if public_key is None and report.signed_runs:
+        report.notes.append(f"{report.signed_runs} signed run(s) not checked: pass --key to check them")
+    return report
+
+
+def _with_next(handle):
+    """Each line with the one after it (None at the end): enough lookahead to tell a swap from a gap."""
+    current = next(handle, None)
+    while current is not None:
+        following = next(handle, None)
+        yield current, following
+        current = following
+
+
+def _seq_of(raw: bytes | None) -> int | None:
+    try:
+        return int(json.loads(raw)["seq"]) if raw else None
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def _check_signature(entry: dict, public_key, report: ChainReport) -> str | None:
+    signature = entry.get("signature")
+    if signature is None:
+        return "run-finished is not signed, but a key was given: forged or unsigned tail" if public_key else None
+    report.signed_runs += 1
+    if public_key is None:
+        return None
+    try:
+        value = base64.b64decode(signature["value"], validate=True)
+    except (KeyError, TypeError, ValueError):
+        return "run-finished signature is malformed"
+    if signature.get("key_id") != public_key.fingerprint:
+        return f"run-finished signed by {signature.get('key_id')}, not by the given key {public_key.fingerprint}"
+    try:
+        valid = public_key.verify(value, signed_bytes(entry))
+    except ValueError:
+        valid = False
+    return None if valid else "run-finished signature does not verify: the record or the trail before it was forged"

@@ -1,0 +1,60 @@
+"""Machine-readable results of a run for cron wrappers and monitoring, written atomically."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from pathlib import Path
+
+from regsync.audit.log import EVENTS
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Readers (node_exporter, a wrapper script) never see a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_summary(path: Path, summary: dict) -> None:
+    write_atomically(path, json.dumps(summary, indent=2) + "\n")
+
+
+def write_metrics(path: Path, *, counts: dict[str, int], bytes_moved: int, duration: float, exit_code: int) -> None:
+    """Prometheus text format for node_exporter's textfile collector."""
+    now = time.time()
+    # The last success outlives failed runs: carry it over from the previous file.
+    last_success = now if exit_code == 0 else _previous_value(path, "regsync_last_success_timestamp_seconds")
+    lines = [
+        "# HELP regsync_artifacts_total Artifacts by decision in the last run.",
+        "# TYPE regsync_artifacts_total gauge",
+        *(f'regsync_artifacts_total{{event="{event}"}} {counts.get(event, 0)}' for event in EVENTS),
+        "# HELP regsync_bytes_total Bytes moved by the last run.",
+        "# TYPE regsync_bytes_total gauge",
+        f"regsync_bytes_total {bytes_moved}",
+        "# HELP regsync_run_duration_seconds Duration of the last run.",
+        "# TYPE regsync_run_duration_seconds gauge",
+        f"regsync_run_duration_seconds {duration:.3f}",
+        "# HELP regsync_last_run_exit_code Exit code of the last run (0 ok, 1 failure, 3 refused, ...).",
+        "# TYPE regsync_last_run_exit_code gauge",
+        f"regsync_last_run_exit_code {exit_code}",
+        "# HELP regsync_last_run_timestamp_seconds When the last run ended.",
+        "# TYPE regsync_last_run_timestamp_seconds gauge",
+        f"regsync_last_run_timestamp_seconds {now:.3f}",
+    ]
+    if last_success is not None:
+        lines += ["# HELP regsync_last_success_timestamp_seconds When a run last ended with exit code 0.",
+                  "# TYPE regsync_last_success_timestamp_seconds gauge",
+                  f"regsync_last_success_timestamp_seconds {last_success:.3f}"]
+    write_atomically(path, "\n".join(lines) + "\n")
+
+
+def _previous_value(path: Path, name: str) -> float | None:
+    try:
+        match = re.search(rf"^{name} (\S+)$", path.read_text(), re.MULTILINE)
+    except OSError:
+        return None
+    return float(match.group(1)) if match else None

@@ -1,0 +1,143 @@
+"""The audit trail of real syncs: chained, framed per run, signed; every tamper case named by line."""
+
+import hashlib
+import json
+import zlib
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
+from prometheus_client.parser import text_string_to_metric_families
+
+from regsync.audit.log import encode
+from tests.fixtures.oci_layout import seed, write_image
+from tests.fixtures.policies import audit_records, run_cli, write_policy
+
+
+@pytest.fixture
+def signed_trail(tmp_path, registry, registry2, unique_repo, oci_dir):
+    """Two runs of a real sync (one pushes, one skips), the run-finished records signed with Ed25519."""
+    key = ed25519.Ed25519PrivateKey.generate()
+    (tmp_path / "audit.key").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                          serialization.NoEncryption()))
+    (tmp_path / "audit.pub").write_bytes(key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    for n, tag in enumerate(["a", "b"]):
+        write_image(oci_dir, tag, seed=zlib.crc32(f"{unique_repo}{n}".encode()))
+        seed(registry, unique_repo, tag, oci_dir)
+    policy = write_policy(tmp_path, registry.url, registry2.url, unique_repo, tags=["a", "b"])
+    policy.write_text(policy.read_text().replace("audit: {path: audit.jsonl}", "audit: {path: audit.jsonl, sign_key: audit.key}"))
+    for _ in range(2):
+        assert run_cli("sync", "-p", policy).exit_code == 0
+    return tmp_path / "audit.jsonl"
+
+
+def verify(trail, *extra):
+    return run_cli("audit", "verify", trail, *extra)
+
+
+def lines_of(trail):
+    return trail.read_bytes().splitlines(keepends=True)
+
+
+def tampered(trail, lines, name="tampered.jsonl"):
+    path = trail.with_name(name)
+    path.write_bytes(b"".join(lines))
+    return path
+
+
+def rechain(lines):
+    """What a careful forger does: fix every seq and prev after a change."""
+    out, prev = [], "0" * 64
+    for seq, raw in enumerate(lines, start=1):
+        entry = json.loads(raw)
+        entry["seq"], entry["prev"] = seq, prev
+        line = encode(entry)
+        out.append(line)
+        prev = hashlib.sha256(line).hexdigest()
+    return out
+
+
+def test_intact_trail_of_two_runs_verifies_with_and_without_the_key(signed_trail):
+    records = audit_records(signed_trail, frame=True)
+    events = [r["event"] for r in records]
+    assert events[0] == events[6] == "run-started" and events[5] == events[9] == "run-finished"
+    assert sorted(events[1:5]) == ["pushed", "pushed", "verified", "verified"]  # two images, in parallel
+    assert events[7:9] == ["skipped", "skipped"]
+    started = records[0]
+    assert started["policy_sha256"] and started["host"] and started["user"] and started["targets"] == ["dst"]
+    assert records[5]["counts"] == {"verified": 2, "pushed": 2} and records[5]["exit_code"] == 0
+    assert "signature" in records[5] and "signature" in records[9]
+    plain = verify(signed_trail)
+    assert plain.exit_code == 0 and "intact: 10 records, 2 run(s)" in plain.output
+    keyed = verify(signed_trail, "--key", signed_trail.with_name("audit.pub"))
+    assert keyed.exit_code == 0 and "2 signed run(s) verified" in keyed.output
+
+
+def test_edited_digest_is_named(signed_trail):
+    lines = lines_of(signed_trail)
+    entry = json.loads(lines[2])
+    entry["artifact"]["digest"] = "sha256:" + "0" * 64
+    lines[2] = encode(entry)
+    result = verify(tampered(signed_trail, lines))
+    assert result.exit_code == 1 and ":3: the previous line was edited" in result.output.replace("line 4's", "")
+
+
+def test_deleted_line_is_named(signed_trail):
+    lines = lines_of(signed_trail)
+    del lines[3]
+    result = verify(tampered(signed_trail, lines))
+    assert result.exit_code == 1 and ":4: seq jumps from 3 to 5: 1 line(s) deleted" in result.output
+
+
+def test_swapped_lines_are_named(signed_trail):
+    lines = lines_of(signed_trail)
+    lines[1], lines[2] = lines[2], lines[1]
+    result = verify(tampered(signed_trail, lines))
+    assert result.exit_code == 1 and ":2: seq 3 after 1: lines were reordered" in result.output
+
+
+def test_truncated_run_is_named(signed_trail):
+    lines = lines_of(signed_trail)[:-1]  # the second run lost its run-finished
+    result = verify(tampered(signed_trail, lines))
+    assert result.exit_code == 1 and ":7: run " in result.output and "truncated run" in result.output
+
+
+def test_forged_signed_tail_is_detected_only_with_the_key(signed_trail):
+    lines = lines_of(signed_trail)
+    del lines[7]                      # hide a record of the second run...
+    forged = rechain(lines)           # ...and rebuild the chain so it hashes cleanly
+    path = tampered(signed_trail, forged)
+    assert verify(path).exit_code == 0  # a bare hash chain cannot tell: that is what the signature is for
+    result = verify(path, "--key", signed_trail.with_name("audit.pub"))
+    assert result.exit_code == 1 and ":9: run-finished signature does not verify" in result.output
+
+
+def test_unsigned_tail_fails_when_a_key_is_required(signed_trail):
+    lines = lines_of(signed_trail)
+    entry = json.loads(lines[-1])
+    entry.pop("signature")
+    lines[-1] = encode(entry)
+    result = verify(tampered(signed_trail, lines), "--key", signed_trail.with_name("audit.pub"))
+    assert result.exit_code == 1 and ":10: run-finished is not signed" in result.output
+
+
+def test_summary_metrics_and_json_logs_share_the_run_id(tmp_path, registry, registry2, unique_repo, oci_dir):
+    write_image(oci_dir, "a", seed=zlib.crc32(unique_repo.encode()))
+    seed(registry, unique_repo, "a", oci_dir)
+    policy = write_policy(tmp_path, registry.url, registry2.url, unique_repo, tags=["a", "missing"])
+    summary, metrics = tmp_path / "out/summary.json", tmp_path / "out/regsync.prom"
+    result = run_cli("-v", "--log-format", "json", "sync", "-p", policy, "--summary-json", summary,
+                     "--metrics-file", metrics)
+    assert result.exit_code == 1  # the missing tag failed; "a" was pushed
+    body = json.loads(summary.read_text())
+    assert body["exit_code"] == 1 and body["counts"]["pushed"] == 1 and body["counts"]["failed"] == 1
+    assert any("missing" in p["artifact"] for p in body["problems"])
+    families = {f.name: f for f in text_string_to_metric_families(metrics.read_text())}
+    artifacts = {s.labels["event"]: s.value for s in families["regsync_artifacts_total"].samples}
+    assert artifacts["pushed"] == 1 and artifacts["failed"] == 1
+    assert "regsync_last_success_timestamp_seconds" not in families  # never succeeded yet
+    assert families["regsync_run_duration_seconds"].samples[0].value > 0
+    log_run_ids = {json.loads(line)["record"]["extra"]["run_id"] for line in result.output.splitlines()
+                   if line.startswith("{")}
+    assert log_run_ids == {body["run_id"]} == {r["run_id"] for r in audit_records(tmp_path / "audit.jsonl", frame=True)}
