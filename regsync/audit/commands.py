@@ -6,8 +6,13 @@ from pathlib import Path
 
 import click
 
-from regsync.errors import EXIT_OK, EXIT_RUNTIME
+import json
+from datetime import datetime
+
+from regsync.audit.log import EVENTS
+from regsync.errors import EXIT_OK, EXIT_RUNTIME, UsageError
 from regsync.guard import run_guarded
+from regsync.resolve.images import parse_time
 
 
 def _trail(fn):
@@ -46,4 +51,88 @@ def verify_cmd(trail, key_path):
     click.echo(f"{trail}: intact: {report.lines} records, {report.runs} run(s){signed}")
     for note in report.notes:
         click.echo(f"note: {note}")
+    return EXIT_OK
+
+
+def _when(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        return parse_time(value if "T" in value else f"{value}T00:00:00+00:00")
+    except ValueError:
+        raise UsageError(f"'{value}' is not a date or time (examples: 2026-11-01, 2026-11-01T02:00:00Z)") from None
+
+
+@audit_group.command("list")
+@_trail
+@click.option("--since", help="Records at or after this time (2026-11-01 or an RFC 3339 time).")
+@click.option("--until", help="Records at or before this time.")
+@click.option("--event", type=click.Choice(["run-started", "run-finished", *EVENTS]), help="Only this event.")
+@click.option("--artifact", metavar="PATTERN", help="Shell-style pattern on source or target, e.g. '*pytorch*'.")
+@click.option("--run", "run_id", metavar="ID", help="Only this run.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON record per line instead of a table.")
+@run_guarded
+def list_cmd(trail, since, until, event, artifact, run_id, as_json):
+    """Query a trail through an SQLite index built next to it (rebuilt whenever the trail changed).
+
+    \b
+    Examples:
+      regsync audit list audit.jsonl --event refused --since 2026-11-01
+      regsync audit list audit.jsonl --artifact '*pytorch-cuda*' --json | jq .artifact.digest
+    """
+    from regsync.audit.index import open_index, query
+
+    bounds = [_when(since), _when(until)]
+    db = open_index(trail)
+    try:
+        records = query(db, since=bounds[0] and bounds[0].isoformat(timespec="milliseconds"),
+                        until=bounds[1] and bounds[1].isoformat(timespec="milliseconds"),
+                        event=event, artifact=artifact, run=run_id)
+    finally:
+        db.close()
+    if as_json:
+        for record in records:
+            click.echo(json.dumps(record))
+        return EXIT_OK
+    from rich.table import Table
+
+    from regsync.console import stdout
+
+    table = Table(title=f"{len(records)} record(s)", title_justify="left")
+    for column in ("seq", "time", "run", "event", "artifact", "digest", "reason"):
+        table.add_column(column, overflow="fold")
+    for r in records:
+        artifact_ref = (r.get("artifact") or {}).get("target") or (r.get("artifact") or {}).get("source") or ""
+        digest = ((r.get("artifact") or {}).get("digest") or "")[:19]
+        table.add_row(str(r["seq"]), r["ts"], r["run_id"], r["event"], artifact_ref, digest, r.get("reason") or "")
+    stdout.print(table)
+    return EXIT_OK
+
+
+@audit_group.command("report")
+@_trail
+@click.option("--html", "html_out", type=click.Path(path_type=Path), help="Write a self-contained HTML report here.")
+@click.option("--json", "json_out", type=click.Path(path_type=Path), help="Write the report as JSON here.")
+@click.option("--since", help="Only records at or after this time.")
+@run_guarded
+def report_cmd(trail, html_out, json_out, since):
+    """Per run and per artifact: what entered, from where, verified how and by whom, and what was
+    refused and why (refusals first). The HTML works offline, sorts, filters and prints.
+
+    \b
+    Example:
+      regsync audit report /var/lib/regsync/audit.jsonl --html report.html --json report.json
+    """
+    from regsync.audit.report import build_report, render_html
+    from regsync.ops import write_atomically
+
+    if not html_out and not json_out:
+        raise UsageError("say where the report goes: --html FILE and/or --json FILE")
+    report = build_report(trail, _when(since))
+    if html_out:
+        write_atomically(html_out, render_html(report))
+    if json_out:
+        write_atomically(json_out, json.dumps(report, indent=2) + "\n")
+    totals = ", ".join(f"{v} {k}" for k, v in report["totals"].items())
+    click.echo(f"{len(report['artifacts'])} artifact(s) in {len(report['runs'])} run(s): {totals}")
     return EXIT_OK

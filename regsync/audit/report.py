@@ -1,0 +1,190 @@
+"""A report built from the audit trail alone: per run and per artifact, refusals first.
+
+The HTML is one self-contained file (no CDN: it must open on an air-gapped laptop). Every value
+comes from registries and policies, i.e. from outside, so all of it is HTML-escaped; the small
+inline script only sorts and filters rows that are already on the page.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from datetime import datetime
+from pathlib import Path
+
+from regsync.resolve.images import parse_time
+
+FINAL = ("refused", "failed", "pushed", "skipped")   # decisions, in the order a reviewer reads them
+ORDER = {event: i for i, event in enumerate(FINAL)}
+
+
+def read_records(trail: Path, since: datetime | None = None, until: datetime | None = None):
+    with trail.open("rb") as handle:
+        for raw in handle:
+            try:
+                record = json.loads(raw)
+            except ValueError:
+                continue  # `audit verify` is where damage is reported; a report shows what it can
+            stamp = parse_time(record.get("ts", "1970-01-01T00:00:00+00:00"))
+            if (since and stamp < since) or (until and stamp > until):
+                continue
+            yield record
+
+
+def build_report(trail: Path, since: datetime | None = None) -> dict:
+    runs: dict[str, dict] = {}
+    artifacts: dict[tuple[str, str], dict] = {}
+    for record in read_records(trail, since):
+        run = runs.setdefault(record["run_id"], {"run_id": record["run_id"]})
+        event = record["event"]
+        if event == "run-started":
+            run.update(started=record["ts"], host=record.get("host"), user=record.get("user"),
+                       tool=record.get("tool"), policy_sha256=record.get("policy_sha256"),
+                       targets=record.get("targets"))
+        elif event == "run-finished":
+            run.update(finished=record["ts"], exit_code=record.get("exit_code"), counts=record.get("counts"),
+                       bytes=record.get("bytes"), duration_seconds=record.get("duration_seconds"),
+                       interrupted=record.get("interrupted"), signed="signature" in record)
+        elif event in FINAL or event == "verified":
+            _fold(artifacts, record)
+    rows = sorted((a for a in artifacts.values() if a["decision"]),
+                  key=lambda a: (ORDER[a["decision"]], a["ts"]))
+    totals = {event: sum(1 for a in rows if a["decision"] == event) for event in FINAL}
+    return {"trail": str(trail), "since": since.isoformat() if since else None, "runs": list(runs.values()),
+            "artifacts": rows, "totals": totals,
+            "bytes": sum(a["size"] or 0 for a in rows if a["decision"] == "pushed")}
+
+
+def _fold(artifacts: dict, record: dict) -> None:
+    """One row per artifact and run: the final decision, with the evidence gathered on the way."""
+    artifact = record.get("artifact") or {}
+    key = (record["run_id"], artifact.get("target") or artifact.get("source") or record.get("reason") or "")
+    row = artifacts.setdefault(key, {"run_id": record["run_id"], "decision": None, "kind": artifact.get("kind"),
+                                     "source": artifact.get("source"), "target": artifact.get("target"),
+                                     "digest": artifact.get("digest"), "source_digest": artifact.get("source_digest"),
+                                     "size": artifact.get("size"), "platforms": artifact.get("platforms"),
+                                     "rule": record.get("policy_rule"), "verification": None, "reason": None})
+    row["ts"] = record["ts"]
+    if record.get("verification"):
+        row["verification"] = record["verification"]
+    if record["event"] in FINAL:
+        row["decision"], row["reason"] = record["event"], record.get("reason")
+    row.update(_evidence(row["verification"]))
+
+
+def _evidence(verification: dict | None) -> dict:
+    """How the artifact was verified and by whom, in words a reviewer scans."""
+    if not verification:
+        return {"method": "", "signer": "", "gates": ""}
+    methods = [verification.get("method") or ""]
+    signature = verification.get("signature") or {}
+    signers = []
+    for signer in signature.get("signers") or []:
+        methods.append(signer.get("method", "signature"))
+        if signer.get("key_fingerprint"):
+            signers.append(f"{signer.get('trust', 'key')} ({signer['key_fingerprint'][:19]}…)")
+        elif signer.get("identity"):
+            signers.append(f"{signer['identity']} via {signer.get('issuer', '?')}")
+    if signature.get("status") == "unverified":
+        signers.append(f"unverified: {signature.get('reason', '')}")
+    gates = verification.get("gates") or {}
+    return {"method": ", ".join(m for m in dict.fromkeys(methods) if m), "signer": "; ".join(signers),
+            "gates": ", ".join(f"{name}: {value}" for name, value in gates.items()) if isinstance(gates, dict) else str(gates)}
+
+
+COLUMNS = [("decision", "Decision"), ("source", "Source"), ("target", "Target"), ("digest", "Digest"),
+           ("size", "Size"), ("platforms", "Platforms"), ("method", "Verified by"), ("signer", "Signer"),
+           ("gates", "Gates"), ("reason", "Reason"), ("run_id", "Run"), ("ts", "Time")]
+
+
+def render_html(report: dict) -> str:
+    e = html.escape
+    head = "".join(f'<th data-col="{i}" tabindex="0">{e(title)}</th>' for i, (_, title) in enumerate(COLUMNS))
+    body = "\n".join(
+        f'<tr class="{e(a["decision"])}">' + "".join(f"<td>{e(_cell(a, name))}</td>" for name, _ in COLUMNS) + "</tr>"
+        for a in report["artifacts"])
+    runs = "\n".join(
+        "<tr>" + "".join(f"<td>{e(str(v))}</td>" for v in (
+            r["run_id"], r.get("started", ""), r.get("finished", "— (no run-finished)"), r.get("host", ""),
+            r.get("user", ""), (r.get("policy_sha256") or "")[:12], r.get("exit_code", ""),
+            json.dumps(r.get("counts") or {}), r.get("bytes", ""), "yes" if r.get("signed") else "no")) + "</tr>"
+        for r in report["runs"])
+    totals = " · ".join(f'<span class="{e(k)}">{v} {e(k)}</span>' for k, v in report["totals"].items())
+    return _PAGE.format(title=e(f"regsync audit report: {Path(report['trail']).name}"), trail=e(report["trail"]),
+                        totals=totals, head=head, body=body, runs=runs, count=len(report["artifacts"]))
+
+
+def _cell(row: dict, name: str) -> str:
+    value = row.get(name)
+    if value is None:
+        return ""
+    if isinstance(value, list):
+        return ", ".join(map(str, value))
+    return str(value)
+
+
+_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<style>
+body {{ font: 14px/1.4 system-ui, sans-serif; margin: 1.5rem; color: #1b1f24; }}
+h1 {{ font-size: 1.3rem; margin: 0 0 .3rem; }} h2 {{ font-size: 1.05rem; margin: 1.5rem 0 .4rem; }}
+.meta {{ color: #57606a; }} .totals span {{ font-weight: 600; }}
+table {{ border-collapse: collapse; width: 100%; }}
+th, td {{ border-bottom: 1px solid #d0d7de; padding: .3rem .45rem; text-align: left; vertical-align: top;
+          word-break: break-all; }}
+th {{ background: #f6f8fa; cursor: pointer; position: sticky; top: 0; white-space: nowrap; }}
+tr.refused td:first-child, span.refused {{ color: #b3261e; }} tr.failed td:first-child, span.failed {{ color: #9a6700; }}
+tr.pushed td:first-child, span.pushed {{ color: #1a7f37; }} tr.skipped {{ color: #57606a; }}
+tr.refused {{ background: #fff1f0; }}
+.controls {{ margin: .6rem 0; display: flex; gap: .6rem; }} input, select {{ font: inherit; padding: .2rem .4rem; }}
+@media print {{ .controls {{ display: none; }} th {{ position: static; }} body {{ margin: 0; font-size: 10px; }}
+               tr {{ break-inside: avoid; }} }}
+</style></head><body>
+<h1>{title}</h1>
+<p class="meta">Built from <code>{trail}</code> alone. Refusals first. Check integrity with <code>regsync audit verify</code>.</p>
+<p class="totals">{totals}</p>
+<h2>Artifacts (<span id="shown">{count}</span> of {count})</h2>
+<div class="controls"><input id="filter" type="search" placeholder="filter: text in any column" aria-label="filter">
+<select id="decision" aria-label="decision"><option value="">every decision</option><option>refused</option>
+<option>failed</option><option>pushed</option><option>skipped</option></select></div>
+<table id="artifacts"><thead><tr>{head}</tr></thead><tbody>
+{body}
+</tbody></table>
+<h2>Runs</h2>
+<table id="runs"><thead><tr><th>Run</th><th>Started</th><th>Finished</th><th>Host</th><th>User</th><th>Policy</th>
+<th>Exit</th><th>Counts</th><th>Bytes</th><th>Signed</th></tr></thead><tbody>
+{runs}
+</tbody></table>
+<script>
+(function () {{
+  var table = document.getElementById("artifacts"), body = table.tBodies[0];
+  var filter = document.getElementById("filter"), decision = document.getElementById("decision");
+  function apply() {{
+    var text = filter.value.toLowerCase(), shown = 0;
+    Array.prototype.forEach.call(body.rows, function (row) {{
+      var ok = (!decision.value || row.className === decision.value) &&
+               (!text || row.textContent.toLowerCase().indexOf(text) >= 0);
+      row.style.display = ok ? "" : "none"; if (ok) shown++;
+    }});
+    document.getElementById("shown").textContent = shown;
+  }}
+  filter.addEventListener("input", apply); decision.addEventListener("change", apply);
+  Array.prototype.forEach.call(table.tHead.rows[0].cells, function (th) {{
+    function sort() {{
+      var col = +th.dataset.col, dir = th.dataset.dir === "asc" ? -1 : 1;
+      th.dataset.dir = dir === 1 ? "asc" : "desc";
+      var rows = Array.prototype.slice.call(body.rows);
+      rows.sort(function (a, b) {{
+        var x = a.cells[col].textContent, y = b.cells[col].textContent, nx = parseFloat(x), ny = parseFloat(y);
+        return dir * (!isNaN(nx) && !isNaN(ny) ? nx - ny : x.localeCompare(y));
+      }});
+      rows.forEach(function (r) {{ body.appendChild(r); }});
+    }}
+    th.addEventListener("click", sort);
+    th.addEventListener("keydown", function (ev) {{ if (ev.key === "Enter") sort(); }});
+  }});
+}})();
+</script>
+</body></html>
+"""

@@ -1,0 +1,83 @@
+"""Reports and queries from the trail alone, after a real sync; the HTML checked in headless Chromium."""
+
+import json
+import shutil
+import subprocess
+import zlib
+
+import pytest
+
+from tests.fixtures.oci_layout import seed, write_image
+from tests.fixtures.policies import run_cli, write_policy
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+WRONG_PIN = "sha256:" + "1" * 64
+
+
+@pytest.fixture
+def mixed_trail(tmp_path, registry, registry2, unique_repo, oci_dir):
+    """One pushed, one refused (pin moved), one failed (missing tag), then a run that skips."""
+    for n, tag in enumerate(["good", "pinned"]):
+        write_image(oci_dir, tag, seed=zlib.crc32(f"{unique_repo}{n}".encode()))
+        seed(registry, unique_repo, tag, oci_dir)
+    tags = {"include": ["good", "pinned", "gone"], "pin": {"pinned": WRONG_PIN}}
+    policy = write_policy(tmp_path, registry.url, registry2.url, unique_repo, tags=tags)
+    assert run_cli("sync", "-p", policy).exit_code == 1
+    assert run_cli("sync", "-p", policy).exit_code == 1
+    return tmp_path / "audit.jsonl"
+
+
+def test_report_json_has_every_artifact_refusals_first(tmp_path, mixed_trail, unique_repo):
+    out = tmp_path / "report.json"
+    result = run_cli("audit", "report", mixed_trail, "--json", out)
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    decisions = [a["decision"] for a in report["artifacts"]]
+    assert decisions == ["refused", "refused", "failed", "failed", "pushed", "skipped"]
+    refused = report["artifacts"][0]
+    assert refused["source"].endswith(f"{unique_repo}:pinned") and WRONG_PIN in refused["reason"]
+    pushed = report["artifacts"][4]
+    assert pushed["digest"].startswith("sha256:") and pushed["size"] > 0 and pushed["method"] == "sha256"
+    assert len(report["runs"]) == 2 and all(r["exit_code"] == 1 for r in report["runs"])
+    assert report["totals"] == {"refused": 2, "failed": 2, "pushed": 1, "skipped": 1}
+
+
+def test_list_queries_through_the_sqlite_index(tmp_path, mixed_trail, unique_repo):
+    refused = run_cli("audit", "list", mixed_trail, "--event", "refused", "--json")
+    rows = [json.loads(line) for line in refused.output.splitlines()]
+    assert len(rows) == 2 and {r["event"] for r in rows} == {"refused"}
+    first_run = rows[0]["run_id"]
+    in_run = run_cli("audit", "list", mixed_trail, "--run", first_run, "--json").output.splitlines()
+    assert json.loads(in_run[0])["event"] == "run-started" and json.loads(in_run[-1])["event"] == "run-finished"
+    by_artifact = run_cli("audit", "list", mixed_trail, "--artifact", "*:good", "--json").output.splitlines()
+    assert {json.loads(line)["event"] for line in by_artifact} == {"verified", "pushed", "skipped"}
+    assert run_cli("audit", "list", mixed_trail, "--since", "2999-01-01", "--json").output == ""
+    # The JSONL is the source of truth: append to it and the index follows.
+    assert run_cli("sync", "-p", mixed_trail.with_name("policy.yaml")).exit_code == 1
+    assert len(run_cli("audit", "list", mixed_trail, "--event", "refused", "--json").output.splitlines()) == 3
+    bad = run_cli("audit", "list", mixed_trail, "--since", "last tuesday")
+    assert bad.exit_code == 2 and "not a date" in bad.output
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (.ci/run installs it)")
+def test_html_report_renders_in_headless_chromium(tmp_path, mixed_trail, unique_repo):
+    html_path = tmp_path / "report.html"
+    assert run_cli("audit", "report", mixed_trail, "--html", html_path).exit_code == 0
+    text = html_path.read_text()
+    for fetch in ("<script src", "<link", "@import", "url("):  # self-contained: nothing to fetch offline
+        assert fetch not in text
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={tmp_path / 'chromium'}"]
+    dom = subprocess.run([CHROMIUM, *flags, "--dump-dom", html_path.as_uri()], capture_output=True, text=True,
+                         timeout=120).stdout
+    assert "<title>regsync audit report: audit.jsonl</title>" in dom
+    rows = dom.split('<tbody>', 1)[1].split('</tbody>', 1)[0]
+    assert rows.count("<tr") == 6
+    assert rows.index('class="refused"') < rows.index('class="pushed"') < rows.index('class="skipped"')
+    assert WRONG_PIN in rows
+    shot = tmp_path / "report.png"
+    subprocess.run([CHROMIUM, *flags, "--window-size=1400,900", f"--screenshot={shot}", html_path.as_uri()],
+                   capture_output=True, timeout=120)
+    assert shot.exists() and shot.stat().st_size > 10_000
+    shutil.copy(shot, tmp_path.parent / "last-audit-report.png")  # kept for a human to look at
