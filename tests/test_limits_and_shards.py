@@ -77,5 +77,21 @@ def test_shards_partition_the_work(tmp_path, registry, registry2, unique_repo, o
     assert sum(len(s) for s in shares) == len(tags)  # disjoint
     result, _ = timed("plan", "-p", path, "--detailed-exitcode")
     assert result.exit_code == 0
+
+    # The shards' trails join into one trail that verifies, every record kept with its origin.
+    trails = [tmp_path / f"audit-{index}.jsonl" for index in range(3)]
+    merged = tmp_path / "merged.jsonl"
+    joined, _ = timed("audit", "merge", *trails, "-o", merged)
+    assert joined.exit_code == 0, joined.output
+    records = audit_records(merged, frame=True)
+    assert len(records) == sum(len(t.read_text().splitlines()) for t in trails)
+    assert {r["origin"]["trail"] for r in records} == {t.name for t in trails}
+    verified, _ = timed("audit", "verify", merged)
+    assert verified.exit_code == 0 and "3 run(s)" in verified.output
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text("".join(trails[0].read_text().splitlines(keepends=True)[1:]))
+    refused, _ = timed("audit", "merge", trails[1], broken, "-o", tmp_path / "m2.jsonl")
+    assert refused.exit_code == 2 and "not merging a broken trail" in refused.output
+
     bad, _ = timed("sync", "-p", path, "--shard", "3/3")
     assert bad.exit_code == 2 and "0 <= I < N" in bad.output

@@ -136,3 +136,30 @@ def report_cmd(trail, html_out, json_out, since):
     totals = ", ".join(f"{v} {k}" for k, v in report["totals"].items())
     click.echo(f"{len(report['artifacts'])} artifact(s) in {len(report['runs'])} run(s): {totals}")
     return EXIT_OK
+
+
+@audit_group.command("merge")
+@click.argument("trails", nargs=-1, required=True, type=click.Path(path_type=Path, exists=True, dir_okay=False))
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="The merged trail (a new file).")
+@click.option("--key", "key_path", type=click.Path(path_type=Path, exists=True, dir_okay=False),
+              help="Check the inputs' run-finished signatures with this public key first.")
+@click.option("--sign-key", "sign_key_path", type=click.Path(path_type=Path, exists=True, dir_okay=False),
+              help="Sign the merged run-finished records with this private key (PKCS#8 PEM).")
+@run_guarded
+def merge_cmd(trails, output, key_path, sign_key_path):
+    """Join shard trails (e.g. audit-0.jsonl … audit-3.jsonl of an Indexed Job) into one trail
+    that `audit verify` accepts. Every input is verified first; runs stay whole, in start order.
+
+    \b
+    Example:
+      regsync audit merge /var/lib/regsync/audit-*.jsonl -o merged.jsonl --key audit.pub
+    """
+    from regsync.audit.merge import merge_trails
+    from regsync.verify.keys import load_public_key
+    from regsync.verify.signing import load_private_key
+
+    key = load_public_key(key_path, "--key") if key_path else None
+    sign_key = load_private_key(sign_key_path, None, "--sign-key") if sign_key_path else None
+    count = merge_trails(list(trails), output, key, sign_key)
+    click.echo(f"{output}: {count} records from {len(trails)} trail(s)")
+    return EXIT_OK

@@ -104,7 +104,7 @@ class AuditLog:
                 entry["seq"], entry["prev"] = read_tail(self._handle)
                 entry["seq"] += 1
                 if sign and self._sign_key is not None:
-                    entry["signature"] = _signature(self._sign_key, signed_bytes(entry))
+                    entry["signature"] = signature_of(self._sign_key, signed_bytes(entry))
                 self._handle.write(encode(entry))
                 self._handle.flush()
             finally:
@@ -119,7 +119,7 @@ class AuditLog:
                 self._handle = None
 
 
-def _signature(key, payload: bytes) -> dict:
+def signature_of(key, payload: bytes) -> dict:
     from regsync.verify.keys import fingerprint
     from regsync.verify.signing import sign_bytes
 

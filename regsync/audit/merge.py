@@ -1,0 +1,54 @@
+"""Join the trails of shards (or hosts) into one trail that `audit verify` accepts.
+
+Each input is verified first: a broken trail is never laundered into a clean-looking one. Runs
+stay whole (shards run at the same time, so interleaving records by time would split frames),
+ordered by their start, and are re-chained; every record keeps where it came from. Signatures of
+the inputs cannot survive re-chaining (they cover the old `prev`), so they are kept as `origin`
+evidence and the merged run-finished records can be signed anew.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from regsync.audit.chain import verify_chain
+from regsync.audit.log import GENESIS, encode, signature_of, signed_bytes
+from regsync.errors import UsageError
+
+
+def merge_trails(inputs: list[Path], output: Path, public_key=None, sign_key=None) -> int:
+    runs: list[tuple[str, list[tuple[dict, str, int]]]] = []
+    for path in inputs:
+        report = verify_chain(path, public_key)
+        if not report.ok:
+            raise UsageError(f"{path}:{report.broken_line}: {report.reason}; not merging a broken trail")
+        current: list = []
+        with path.open("rb") as handle:
+            for raw in handle:
+                entry = json.loads(raw)
+                current.append((entry, path.name, entry["seq"]))
+                if entry["event"] == "run-finished":
+                    runs.append((current[0][0]["ts"], current))
+                    current = []
+    runs.sort(key=lambda run: run[0])
+    if output.exists() and output.stat().st_size:
+        raise UsageError(f"{output} exists and is not empty; merge into a new file")
+    prev, seq = GENESIS, 0
+    tmp = output.with_name(output.name + ".tmp")
+    with tmp.open("wb") as out:
+        for _, records in runs:
+            for entry, source, old_seq in records:
+                seq += 1
+                origin = {"trail": source, "seq": old_seq}
+                if "signature" in entry:
+                    origin["signature"] = entry.pop("signature")
+                entry.update(seq=seq, prev=prev, origin=origin)
+                if sign_key is not None and entry["event"] == "run-finished":
+                    entry["signature"] = signature_of(sign_key, signed_bytes(entry))
+                line = encode(entry)
+                out.write(line)
+                prev = hashlib.sha256(line).hexdigest()
+    tmp.replace(output)
+    return seq
