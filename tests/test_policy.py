@@ -89,3 +89,29 @@ def test_policy_check_cli(tmp_path):
     assert "DST_PASSWORD" in bad.output and "Traceback" not in bad.output
     missing = runner.invoke(cli, ["policy", "check", "-p", str(tmp_path / "nope.yaml")])
     assert missing.exit_code == 2 and "cannot read policy" in missing.output
+
+
+# Property: whatever YAML a user writes, loading gives a policy or one PolicyError with a line.
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+import yaml  # noqa: E402
+
+KEYS = ["version", "registries", "images", "packages", "indexes", "trust", "audit", "url", "auth", "tls",
+        "from", "to", "tags", "include", "exclude", "latest", "pin", "platforms", "verify", "gates", "mirrors",
+        "username", "password", "kind", "path", "max_size", "src", "dst", "tagz", "x"]
+scalars = st.one_of(st.none(), st.booleans(), st.integers(-5, 5), st.sampled_from(
+    ["1", "http://127.0.0.1:1", "src/a/b", "dst/c", "glob:*", "re:(", "semver:>=1", "12GiB", "${NOPE}", "$$"]))
+documents = st.recursive(scalars, lambda inner: st.lists(inner, max_size=3) |
+                         st.dictionaries(st.sampled_from(KEYS), inner, max_size=5), max_leaves=25)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.sampled_from(KEYS), documents, max_size=6))
+def test_any_document_loads_or_fails_with_a_line(tmp_path_factory, document):
+    path = tmp_path_factory.mktemp("fuzz") / "policy.yaml"
+    path.write_text(yaml.safe_dump(document))
+    try:
+        load_policy(path, {})
+    except PolicyError as exc:
+        assert str(exc).startswith(f"{path}:")
