@@ -7,39 +7,15 @@ from collections import OrderedDict
 from urllib.parse import urljoin, urlsplit
 
 import requests
-from requests.adapters import HTTPAdapter
-from urllib3.util.retry import Retry
 
-from regsync import __version__
 from regsync.errors import NotFound, RegistryError, VerificationError
 from regsync.oci.auth import Credentials, RegistryAuth
 from regsync.oci.manifest import ACCEPT, MAX_MANIFEST_BYTES, Descriptor, Manifest
+from regsync.http import make_session, retry_policy
 from regsync.transfer import SizedBody, Throttle, VerifyingReader
 
 _TIMEOUT = (15, 300)  # (connect, read) seconds; a stalled mirror must not hang a cron run
 _MAX_TAG_PAGES = 10_000
-
-
-TRANSIENT_STATUS = (429, 500, 502, 503, 504)
-
-
-def _retry(attempts: int, backoff: float) -> Retry:
-    # Only idempotent requests are retried here; uploads are retried a level up, where the
-    # stream can be reopened from the source. Jitter keeps N shards from retrying in lockstep.
-    return Retry(total=attempts, connect=attempts, read=attempts, backoff_factor=backoff, backoff_jitter=backoff,
-                 status_forcelist=TRANSIENT_STATUS, allowed_methods=frozenset({"GET", "HEAD"}),
-                 respect_retry_after_header=True, raise_on_status=False)
-
-
-class _ThrottledAdapter(HTTPAdapter):
-    def __init__(self, throttle: Throttle | None, **kwargs):
-        self._throttle = throttle
-        super().__init__(**kwargs)
-
-    def send(self, request, *args, **kwargs):
-        if self._throttle:
-            self._throttle.consume()
-        return super().send(request, *args, **kwargs)
 
 
 class RegistryClient:
@@ -51,27 +27,16 @@ class RegistryClient:
         self.tag_page_size = tag_page_size
         self.host = urlsplit(self.base).netloc
         self.monolithic_max, self.chunk_size = monolithic_max, chunk_size
-        retry = _retry(retries, backoff)
+        retry = retry_policy(retries, backoff)
         throttle = Throttle(max_requests_per_second) if max_requests_per_second else None
-        self.session = self._session(ca_file, pool_size, retry, throttle)
-        token_session = self._session(ca_file, 4, retry, throttle)
+        self.session = make_session(ca_file, pool_size, retry, throttle)
+        token_session = make_session(ca_file, 4, retry, throttle)
         self.session.auth = RegistryAuth(credentials, token_session, name, self.host)
         self._pinged = False
         # Per-run memory, so plan and apply never ask twice: manifests by digest (content-addressed,
         # verified when first fetched) and whether a repository holds a blob.
         self._manifests = _BoundedCache(MAX_CACHED_MANIFESTS)
         self._present = _BoundedCache(MAX_CACHED_BLOBS)
-
-    @staticmethod
-    def _session(ca_file, pool_size, retry: Retry, throttle: Throttle | None) -> requests.Session:
-        session = requests.Session()
-        session.verify = str(ca_file) if ca_file else True
-        session.trust_env = False  # proxies and netrc from the environment must not capture registry traffic
-        adapter = _ThrottledAdapter(throttle, pool_connections=4, pool_maxsize=pool_size, max_retries=retry)
-        session.mount("http://", adapter)
-        session.mount("https://", adapter)
-        session.headers["User-Agent"] = f"regsync/{__version__}"
-        return session
 
     # -- plumbing -------------------------------------------------------------------------------
 

@@ -11,7 +11,8 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 
 from regsync.errors import RegistryError, VerificationError
-from regsync.oci.client import TRANSIENT_STATUS, RegistryClient, declared_length
+from regsync.http import TRANSIENT_STATUS
+from regsync.oci.client import RegistryClient, declared_length
 from regsync.oci.manifest import Descriptor, Manifest
 from regsync.transfer import VerifyingReader
 
