@@ -14,6 +14,7 @@ from regsync.errors import EXIT_OK, EXIT_REFUSED, EXIT_RUNTIME, RegistryError, U
 from regsync.oci.copy import BlobCopier, Interrupted, copy_tree
 from regsync.oci.manifest import filter_index
 from regsync.plan import Plan, PlanItem
+from regsync.pypi.push import apply_package
 from regsync.resolve.images import manifest_tree
 from regsync.transfer import Throttle
 from regsync.verify.steps import after_push, evidence_before_push
@@ -49,6 +50,8 @@ def artifact_of(item: PlanItem) -> dict:
         artifact["source_digest"] = item.source_digest
     if item.platforms:
         artifact["platforms"] = item.platforms
+    if item.environments:
+        artifact["environments"] = item.environments
     return artifact
 
 
@@ -86,7 +89,8 @@ def apply_plan(plan: Plan, endpoints: Endpoints, audit: AuditLog, jobs: int = 8,
     item_pool = ThreadPoolExecutor(jobs, thread_name_prefix="item")
     blobs = BlobCopier(blob_pool, on_bytes)
     try:
-        for item, error in zip(changes, item_pool.map(lambda i: _apply_image(i, endpoints, blobs, audit), changes)):
+        for item, error in zip(changes, item_pool.map(lambda i: _apply_item(i, endpoints, blobs, audit, on_bytes),
+                                                       changes)):
             if error is None:
                 outcome.pushed += 1
                 logger.info("pushed {} ({})", item.target, item.digest)
@@ -123,28 +127,37 @@ def _refuse(item: PlanItem, reason: str, audit: AuditLog, outcome: Outcome) -> N
     outcome.refused += 1
 
 
-def _apply_image(item: PlanItem, endpoints: Endpoints, blobs: BlobCopier, audit: AuditLog) -> Exception | None:
-    src_name, src_repo, _ = split_image_ref(item.source)
-    dst_name, dst_repo, tag = split_image_ref(item.target)
-    src, dst = endpoints.registry(src_name), endpoints.registry(dst_name)
+def _apply_item(item: PlanItem, endpoints: Endpoints, blobs: BlobCopier, audit: AuditLog, on_bytes) -> Exception | None:
     try:
-        # By digest, never by tag: a saved plan applies exactly what was reviewed.
-        root = src.get_manifest(src_repo, item.source_digest or item.digest)
-        if item.platforms and root.is_index:
-            root = filter_index(root, item.platforms)
-            if root.digest != item.digest:
-                raise VerificationError(f"platform-filtered index is {root.digest}, the plan says {item.digest}")
-        tree = manifest_tree(src, src_repo, root)
-        verified = {"method": "sha256", "manifests": len(tree), "blobs": len({b.digest for m in tree for b in m.blobs()})}
-        verified.update(evidence_before_push(item, endpoints))  # a saved plan may be old: re-check now
-        copy_tree(src, src_repo, dst, dst_repo, tree, tag, blobs,
-                  on_verified=lambda: audit.record("verified", artifact=artifact_of(item), policy_rule=item.rule,
-                                                   verification=verified))
-        audit.record("pushed", artifact=artifact_of(item), policy_rule=item.rule, verification=verified,
-                     **after_push(item, endpoints, tree, blobs))
+        if item.kind == "image":
+            _apply_image(item, endpoints, blobs, audit)
+        else:  # a wheel is one more artifact: same pool, same verification rule, same audit records
+            apply_package(item, endpoints, audit, on_bytes, artifact_of(item))
+            audit.record("pushed", artifact=artifact_of(item), policy_rule=item.rule,
+                         verification={"method": "sha256", "against": "source index"})
         return None
     except (VerificationError, RegistryError, Interrupted) as exc:
         return exc
     except Exception as exc:  # a bug or an unforeseen failure: this artifact fails, the run goes on
         logger.opt(exception=exc).debug("unexpected error for {}", item.target)
         return RegistryError(item.target, None, f"unexpected {type(exc).__name__}: {exc}")
+
+
+def _apply_image(item: PlanItem, endpoints: Endpoints, blobs: BlobCopier, audit: AuditLog) -> None:
+    src_name, src_repo, _ = split_image_ref(item.source)
+    dst_name, dst_repo, tag = split_image_ref(item.target)
+    src, dst = endpoints.registry(src_name), endpoints.registry(dst_name)
+    # By digest, never by tag: a saved plan applies exactly what was reviewed.
+    root = src.get_manifest(src_repo, item.source_digest or item.digest)
+    if item.platforms and root.is_index:
+        root = filter_index(root, item.platforms)
+        if root.digest != item.digest:
+            raise VerificationError(f"platform-filtered index is {root.digest}, the plan says {item.digest}")
+    tree = manifest_tree(src, src_repo, root)
+    verified = {"method": "sha256", "manifests": len(tree), "blobs": len({b.digest for m in tree for b in m.blobs()})}
+    verified.update(evidence_before_push(item, endpoints))  # a saved plan may be old: re-check now
+    copy_tree(src, src_repo, dst, dst_repo, tree, tag, blobs,
+              on_verified=lambda: audit.record("verified", artifact=artifact_of(item), policy_rule=item.rule,
+                                               verification=verified))
+    audit.record("pushed", artifact=artifact_of(item), policy_rule=item.rule, verification=verified,
+                 **after_push(item, endpoints, tree, blobs))

@@ -38,6 +38,31 @@ class Endpoints:
                 self._clients[name] = MirroredRegistry([primary, *mirrors]) if mirrors else primary
             return self._clients[name]
 
+    def index(self, name: str):
+        """The package index `name`, for reading (its simple pages)."""
+        from regsync.pypi.index import PackageIndex
+
+        with self._lock:
+            key = f"index:{name}"
+            if key not in self._clients:
+                cfg = self._policy.indexes[name]
+                self._clients[key] = PackageIndex(name, cfg.url, resolve_credentials(cfg.auth, _host(cfg.url)),
+                                                  cfg.tls.ca_file if cfg.tls else None, self._pool_size)
+            return self._clients[key]
+
+    def package_target(self, name: str):
+        """Where packages for index `name` go: an upload API, or a directory tree."""
+        from regsync.pypi.targets import DirectoryTarget, UploadTarget
+
+        cfg = self._policy.indexes[name]
+        key = f"target:{name}"
+        if key not in self._clients:
+            target = (DirectoryTarget(name, cfg.path) if cfg.kind == "directory"
+                      else UploadTarget(name, self.index(name), cfg.upload_url or cfg.url))
+            with self._lock:
+                self._clients.setdefault(key, target)
+        return self._clients[key]
+
     def _client(self, name: str, cfg, url: str, credentials) -> RegistryClient:
         return RegistryClient(
             name, url, credentials, ca_file=cfg.tls.ca_file if cfg.tls else None,

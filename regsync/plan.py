@@ -33,6 +33,7 @@ class PlanItem:
     media_type: str = ""
     platforms: list[str] | None = None
     rule: str = ""
+    environments: list[str] | None = None   # packages: the target environments that need this file
     verification: dict | None = None   # signature, gate and cross-check evidence found at plan time
 
     @property

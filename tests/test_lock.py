@@ -8,7 +8,6 @@ import sys
 import time
 import zlib
 
-from regsync.audit.log import AuditLog
 from tests.fixtures.oci_layout import seed, write_image
 from tests.fixtures.policies import run_cli, write_policy
 

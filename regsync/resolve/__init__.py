@@ -14,6 +14,13 @@ if TYPE_CHECKING:
 def make_plan(loaded: "LoadedPolicy", endpoints: "Endpoints", jobs: int = 8, shard: "Shard | None" = None) -> "Plan":
     from regsync.plan import Plan
     from regsync.resolve.images import plan_images
+    from regsync.resolve.packages import plan_packages
 
     items, errors = plan_images(list(loaded.policy.images), endpoints, jobs, shard)
+    if loaded.policy.packages:
+        package_items, package_errors = plan_packages(list(loaded.policy.packages), endpoints)
+        if shard is not None:
+            package_items = [item for item in package_items if shard.owns(item.target)]
+        items += package_items
+        errors += package_errors
     return Plan(loaded.sha256, items, errors)

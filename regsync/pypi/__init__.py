@@ -1,0 +1,1 @@
+"""Python packages: simple indexes in, requirement closures per target environment, uploads out."""

@@ -1,0 +1,113 @@
+"""A PEP 503/691 simple index, read with pypi-simple over regsync's own transport.
+
+pypi-simple negotiates JSON vs HTML, resolves relative URLs and parses #sha256 fragments,
+data-requires-python, yanked and PEP 658/714 metadata flags; we only add auth, CA, retries and
+a per-run cache of project pages.
+"""
+
+from __future__ import annotations
+
+import email.parser
+import threading
+import zipfile
+from pathlib import Path
+from tempfile import NamedTemporaryFile
+
+import requests
+from packaging.utils import canonicalize_name
+from pypi_simple import DistributionPackage, NoSuchProjectError, PyPISimple
+
+from regsync.errors import RegistryError, VerificationError
+from regsync.http import make_session
+from regsync.oci.auth import Credentials
+from regsync.transfer import CHUNK, VerifyingReader
+
+MAX_METADATA_BYTES = 16 * 1024 * 1024
+
+
+class PackageIndex:
+    def __init__(self, name: str, url: str, credentials: Credentials | None = None, ca_file=None, pool_size: int = 16):
+        self.name, self.url = name, url.rstrip("/") + "/"
+        self.session = make_session(ca_file, pool_size)
+        if credentials:
+            self.session.auth = (credentials.username, credentials.password)
+        self._simple = PyPISimple(self.url, session=self.session)
+        self._pages: dict[str, list[DistributionPackage]] = {}
+        self._lock = threading.Lock()
+
+    def files(self, project: str) -> list[DistributionPackage]:
+        key = canonicalize_name(project)
+        with self._lock:
+            if key in self._pages:
+                return self._pages[key]
+        try:
+            page = self._simple.get_project_page(key, timeout=(15, 120))
+            packages = list(page.packages)
+        except NoSuchProjectError:
+            packages = []
+        except requests.exceptions.SSLError:
+            raise RegistryError(f"{self.name}/{key}", None, "TLS verification failed (set tls.ca_file)") from None
+        except requests.HTTPError as exc:
+            status = exc.response.status_code if exc.response is not None else None
+            raise RegistryError(f"{self.name}/{key}", status, "index error") from None
+        except requests.RequestException:
+            raise RegistryError(f"{self.name}/{key}", None, f"cannot reach {self.url}") from None
+        with self._lock:
+            self._pages[key] = packages
+        return packages
+
+    def metadata(self, package: DistributionPackage) -> email.message.Message:
+        """Core metadata: the PEP 658 file when offered (no wheel download), else read from the file."""
+        where = f"{self.name}/{package.filename}"
+        if package.has_metadata:
+            try:
+                raw = self._simple.get_package_metadata_bytes(package, timeout=(15, 120))
+            except requests.RequestException:
+                raise RegistryError(where, None, "cannot fetch its .metadata") from None
+            except Exception as exc:  # pypi-simple's DigestMismatchError and friends
+                raise VerificationError(f"{where}.metadata: {exc}") from None
+            return _parse_metadata(raw[:MAX_METADATA_BYTES])
+        return self._metadata_from_file(package)
+
+    def _metadata_from_file(self, package: DistributionPackage) -> email.message.Message:
+        where = f"{self.name}/{package.filename}"
+        if not package.filename.endswith(".whl"):
+            return _parse_metadata(b"")  # an sdist's dependencies are only known after a build
+        with NamedTemporaryFile(suffix=".whl") as tmp:
+            self.download(package, Path(tmp.name))
+            try:
+                with zipfile.ZipFile(tmp.name) as wheel:
+                    name = next(n for n in wheel.namelist() if n.endswith(".dist-info/METADATA") and n.count("/") == 1)
+                    with wheel.open(name) as handle:
+                        return _parse_metadata(handle.read(MAX_METADATA_BYTES))
+            except (zipfile.BadZipFile, StopIteration):
+                raise VerificationError(f"{where}: not a wheel (no .dist-info/METADATA)") from None
+
+    def open(self, package: DistributionPackage, start: int = 0) -> requests.Response:
+        headers = {"Range": f"bytes={start}-"} if start else {}
+        try:
+            response = self.session.get(package.url, stream=True, timeout=(15, 300), headers=headers)
+        except requests.RequestException:
+            raise RegistryError(f"{self.name}/{package.filename}", None, f"cannot reach {self.url}") from None
+        if response.status_code not in ((206,) if start else (200,)):
+            response.close()
+            raise RegistryError(f"{self.name}/{package.filename}", response.status_code, "download failed")
+        return response
+
+    def download(self, package: DistributionPackage, path: Path, on_bytes=None) -> str:
+        """Stream to `path`, sha256 checked against the index; returns the digest."""
+        from regsync.pypi.fetch import fetch_verified
+
+        return fetch_verified(self, package, path, on_bytes)
+
+
+def sha256_of(package: DistributionPackage) -> str | None:
+    value = (package.digests or {}).get("sha256")
+    return f"sha256:{value}" if value else None
+
+
+def _parse_metadata(raw: bytes) -> email.message.Message:
+    return email.parser.BytesParser().parsebytes(raw, headersonly=True)
+
+
+__all__ = ["PackageIndex", "sha256_of", "CHUNK", "VerifyingReader"]

@@ -1,0 +1,39 @@
+"""Apply one package item: find the exact file the plan named, download it verified, then upload
+it (or place it in the tree). Nothing reaches the target before its sha256 matched the index."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from regsync.errors import RegistryError, VerificationError
+from regsync.plan import PlanItem
+from regsync.pypi.index import sha256_of
+from regsync.pypi.targets import DirectoryTarget
+
+
+def apply_package(item: PlanItem, endpoints, audit, on_bytes=None, artifact=None) -> None:
+    source_name, filename = item.source.split("/", 1)
+    target_name = item.target.split("/", 1)[0]
+    index, target = endpoints.index(source_name), endpoints.package_target(target_name)
+    project = filename.split("-", 1)[0]
+    package = next((p for p in index.files(project) if p.filename == filename), None)
+    if package is None:
+        raise RegistryError(item.source, 404, "no longer on the source index")
+    if sha256_of(package) != item.digest:
+        # A saved plan applies exactly what was reviewed: a file whose hash moved is not that file.
+        raise VerificationError(f"{item.source}: the index now gives {sha256_of(package)}, the plan says {item.digest}")
+    staging = _staging_dir(target)
+    with tempfile.TemporaryDirectory(dir=staging, prefix=".regsync-") as work:
+        path = Path(work) / filename
+        index.download(package, path, on_bytes)
+        audit.record("verified", artifact=artifact, policy_rule=item.rule,
+                     verification={"method": "sha256", "against": f"{source_name} index"})
+        target.put(path, filename, item.digest)
+
+
+def _staging_dir(target) -> str | None:
+    if isinstance(target, DirectoryTarget):  # same filesystem as the tree, so the final move is atomic
+        target.root.mkdir(parents=True, exist_ok=True)
+        return str(target.root)
+    return None

@@ -1,0 +1,153 @@
+"""The dependency closure for one target environment, with resolvelib (the resolver pip uses).
+
+Candidates are (project, version, the one file pip would install there); dependencies come from
+the file's core metadata (Requires-Dist), with markers evaluated for the target environment and
+the extras that were asked for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import resolvelib
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
+from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
+from packaging.version import InvalidVersion, Version
+from pypi_simple import DistributionPackage
+
+from regsync.errors import PolicyError, RegsyncError
+from regsync.pypi.environment import TargetEnvironment
+
+
+class ResolutionError(RegsyncError):
+    """No set of files satisfies the requirements for an environment; the message names the chain."""
+
+
+@dataclass(frozen=True)
+class Candidate:
+    name: str
+    version: Version
+    file: DistributionPackage = field(compare=False, hash=False)
+    extras: frozenset[str] = frozenset()
+
+
+@dataclass
+class Options:
+    sdists: bool = False
+    only_binary: frozenset[str] = frozenset()
+
+
+def parse_requirement(text: str, where: str) -> Requirement:
+    try:
+        return Requirement(text)
+    except InvalidRequirement as exc:
+        raise PolicyError(f"{where}: '{text}' is not a PEP 508 requirement ({exc})") from None
+
+
+def best_file(files: list[DistributionPackage], env: TargetEnvironment, options: Options, pinned: bool):
+    """The file pip would pick for `env` among one version's files, or None."""
+    ranked = []
+    for package in files:
+        if package.is_yanked and not pinned:  # PEP 592: yanked files only for an exact pin
+            continue
+        if package.requires_python and not _python_ok(package.requires_python, env):
+            continue
+        if package.filename.endswith(".whl"):
+            try:
+                _, _, _, wheel_tags = parse_wheel_filename(package.filename)
+            except InvalidWheelFilename:
+                continue
+            ranks = [env.tag_rank[t] for t in wheel_tags if t in env.tag_rank]
+            if ranks:
+                ranked.append((0, min(ranks), package))
+        elif package.package_type == "sdist" and options.sdists and canonicalize_name(package.project or "") not in options.only_binary:
+            ranked.append((1, 0 if package.filename.endswith(".tar.gz") else 1, package))
+    return min(ranked, key=lambda r: (r[0], r[1]))[2] if ranked else None
+
+
+def _python_ok(spec: str, env: TargetEnvironment) -> bool:
+    try:
+        return SpecifierSet(spec).contains(env.full_version, prereleases=True)
+    except InvalidSpecifier:
+        return True  # a broken data-requires-python is ignored, as pip does
+
+
+class Provider(resolvelib.AbstractProvider):
+    def __init__(self, index, env: TargetEnvironment, options: Options, constraints: dict[str, SpecifierSet]):
+        self.index, self.env, self.options, self.constraints = index, env, options, constraints
+
+    def identify(self, requirement_or_candidate):
+        return canonicalize_name(requirement_or_candidate.name)
+
+    def get_preference(self, identifier, resolutions, candidates, information, backtrack_causes):
+        return sum(1 for _ in candidates[identifier])
+
+    def find_matches(self, identifier, requirements, incompatibilities):
+        requirements = list(requirements[identifier])
+        bad = {c.version for c in incompatibilities[identifier]}
+        extras = frozenset(e for r in requirements for e in r.extras)
+        pinned = any(s.operator in ("==", "===") and "*" not in s.version for r in requirements for s in r.specifier)
+        by_version: dict[Version, list[DistributionPackage]] = {}
+        for package in self.index.files(identifier):
+            try:
+                by_version.setdefault(Version(package.version or ""), []).append(package)
+            except InvalidVersion:
+                continue
+        specifiers = [r.specifier for r in requirements] + [self.constraints.get(identifier, SpecifierSet())]
+        allow_pre = any(Version(s.version.rstrip(".*")).is_prerelease for spec in specifiers for s in spec
+                        if s.version.rstrip(".*")[:1].isdigit())
+        found = []
+        for version in sorted(by_version, reverse=True):
+            if version in bad or not all(spec.contains(version, prereleases=allow_pre) for spec in specifiers):
+                continue
+            chosen = best_file(by_version[version], self.env, self.options, pinned)
+            if chosen is not None:
+                found.append(Candidate(identifier, version, chosen, extras))
+        return found
+
+    def is_satisfied_by(self, requirement, candidate):
+        return (requirement.specifier.contains(candidate.version, prereleases=True)
+                and set(requirement.extras) <= candidate.extras)
+
+    def get_dependencies(self, candidate):
+        metadata = self.index.metadata(candidate.file)
+        deps = []
+        for text in metadata.get_all("Requires-Dist") or []:
+            try:
+                requirement = Requirement(text)
+            except InvalidRequirement:
+                continue
+            if requirement.marker is None or any(
+                    requirement.marker.evaluate(dict(self.env.markers, extra=extra))
+                    for extra in ({""} | set(candidate.extras))):
+                requirement.marker = None
+                deps.append(requirement)
+        return deps
+
+
+def resolve(index, requirements: Iterable[Requirement], env: TargetEnvironment, options: Options,
+            dependencies: bool, constraints: dict[str, SpecifierSet] | None = None) -> list[Candidate]:
+    provider = Provider(index, env, options, constraints or {})
+    wanted = [r for r in requirements if r.marker is None or r.marker.evaluate(dict(env.markers, extra=""))]
+    if not dependencies:
+        out = []
+        for requirement in wanted:
+            name = canonicalize_name(requirement.name)
+            matches = provider.find_matches(name, {name: iter([requirement])}, {name: iter(())})
+            if not matches:
+                raise ResolutionError(f"{env.label}: no file of {requirement} fits this environment")
+            out.append(matches[0])
+        return out
+    try:
+        result = resolvelib.Resolver(provider, resolvelib.BaseReporter()).resolve(wanted, max_rounds=2000)
+    except resolvelib.ResolutionImpossible as exc:
+        chains = []
+        for cause in exc.causes:
+            parent = f"{cause.parent.name} {cause.parent.version}" if cause.parent else "the policy"
+            chains.append(f"{cause.requirement} (required by {parent})")
+        raise ResolutionError(f"{env.label}: cannot resolve: " + "; ".join(chains)) from None
+    except resolvelib.ResolutionTooDeep:
+        raise ResolutionError(f"{env.label}: resolution too deep (over 2000 rounds)") from None
+    return sorted(result.mapping.values(), key=lambda c: c.name)

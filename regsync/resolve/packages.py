@@ -1,0 +1,64 @@
+"""Package rules → plan items: resolve each environment's closure, then diff files against the target.
+
+Read-only: only index pages and metadata are read (PEP 658 files, or a wheel where an index offers
+none); nothing is uploaded.
+"""
+
+from __future__ import annotations
+
+from loguru import logger
+from packaging.specifiers import SpecifierSet
+from packaging.utils import canonicalize_name
+
+from regsync.endpoints import Endpoints
+from regsync.errors import RegistryError, VerificationError
+from regsync.plan import PlanError, PlanItem
+from regsync.policy.models import PackageRule
+from regsync.pypi.environment import TargetEnvironment
+from regsync.pypi.index import sha256_of
+from regsync.pypi.resolver import Options, ResolutionError, parse_requirement, resolve
+
+
+def plan_packages(rules: list[PackageRule], endpoints: Endpoints) -> tuple[list[PlanItem], list[PlanError]]:
+    items: dict[tuple[str, str], PlanItem] = {}
+    errors: list[PlanError] = []
+    for number, rule in enumerate(rules):
+        rule_name = f"packages[{number}]"
+        index, target = endpoints.index(rule.source), endpoints.package_target(rule.target)
+        requirements = [parse_requirement(text, f"{rule_name}.requirements") for text in rule.requirements]
+        constraints: dict[str, SpecifierSet] = {}
+        for text in rule.constraints:
+            constraint = parse_requirement(text, f"{rule_name}.constraints")
+            constraints[canonicalize_name(constraint.name)] = constraint.specifier
+        options = Options(rule.sdists, frozenset(canonicalize_name(n) for n in rule.only_binary))
+        environments = [TargetEnvironment.of(env) for env in rule.environments] or [TargetEnvironment("3.11", "manylinux_2_28_x86_64")]
+        for env in environments:
+            try:
+                closure = resolve(index, requirements, env, options, rule.dependencies, constraints)
+            except (ResolutionError, RegistryError, VerificationError) as exc:
+                errors.append(PlanError(f"{rule.source}: {', '.join(rule.requirements)}", str(exc), rule_name))
+                continue
+            logger.info("{} for {}: {} file(s)", rule.source, env.label, len(closure))
+            for candidate in closure:
+                key = (rule.target, candidate.file.filename)
+                if key in items:
+                    items[key].environments.append(env.label)
+                    continue
+                items[key] = _item(candidate.file, rule, rule_name, env, target)
+    return list(items.values()), errors
+
+
+def _item(package, rule: PackageRule, rule_name: str, env: TargetEnvironment, target) -> PlanItem:
+    digest = sha256_of(package) or ""
+    item = PlanItem("package", f"{rule.source}/{package.filename}", f"{rule.target}/{package.filename}", digest,
+                    "copy", bytes=package.size or 0, rule=rule_name, environments=[env.label])
+    if not digest:
+        item.action, item.reason = "refuse", "the source index gives no sha256 for this file"
+        return item
+    present = target.existing(package.project or package.filename.split("-")[0]).get(package.filename, "absent")
+    if present == digest:
+        item.action, item.reason, item.bytes = "skip", "already on the target", 0
+    elif present != "absent":
+        item.action = "refuse"
+        item.reason = f"the target has {package.filename} with {present or 'an unknown hash'}; never overwritten"
+    return item
