@@ -268,6 +268,24 @@ def _report_run(run_id, loaded, audit_path, audit, finished, summary_json, metri
                       duration=finished["duration_seconds"], exit_code=finished["exit_code"])
 
 
+@cli.command("pip-config")
+@policy_option
+@run_guarded
+def pip_config_cmd(policy_path):
+    """Print the pip.conf and uv settings that point clients at the policy's internal index
+    (with its CA file; never `trusted-host`, never a password).
+
+    \b
+    Example:
+      regsync pip-config -p policy.yaml > /etc/pip.conf
+    """
+    from regsync.policy import load_policy
+    from regsync.pypi.clientconfig import pip_config
+
+    click.echo(pip_config(load_policy(policy_path).policy), nl=False)
+    return EXIT_OK
+
+
 def _interrupt(signum, frame):
     # SIGTERM (cron timeout, Kubernetes) takes the same clean path as Ctrl-C.
     raise KeyboardInterrupt

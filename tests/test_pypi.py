@@ -175,3 +175,13 @@ def test_directory_target_is_a_static_index_pip_can_use(tmp_path, index, wheels)
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+def test_pip_config_points_at_the_target_with_its_ca(tmp_path, index, pypiserver):
+    path = policy(tmp_path, index, pypiserver, '["app"]')
+    path.write_text(path.read_text().replace("kind: pypiserver,", f"kind: pypiserver, tls: {{ca_file: {tmp_path}/ca.pem}},"))
+    result = regsync("pip-config", "-p", path)
+    assert result.exit_code == 0, result.output
+    assert f"index-url = {pypiserver.simple}" in result.output and f"cert = {tmp_path}/ca.pem" in result.output
+    assert "trusted-host" not in result.output and "pkg-Pa55" not in result.output
+    assert "keyring" in result.output  # the index needs credentials: say how, without printing them
