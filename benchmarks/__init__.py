@@ -1,0 +1,1 @@
+"""regsync benchmarks: run by hand (`python -m benchmarks`), never in CI."""

@@ -1,0 +1,212 @@
+"""python -m benchmarks [--quick] [--only P1,P3] — regsync against its peers on the same local
+registries, in one run: prints a table of times, ratios and peak RSS, writes JSON (and a PNG of
+the plan-scaling run when matplotlib is installed) under benchmarks/results/."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from benchmarks.data import big_image_layout, push_many_tags, tag_manifest_many
+from tests.fixtures.registries import start_registry
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+SKOPEO_CACHE = Path.home() / ".local/share/containers/cache/blob-info-cache-v1.sqlite"
+
+
+def measure(command: list[str], cwd: Path | None = None) -> dict:
+    """Wall time and peak RSS (GNU time: the process and its children) of one command."""
+    started = time.monotonic()
+    result = subprocess.run(["/usr/bin/time", "-f", "maxrss_kb=%M", *command], cwd=cwd, capture_output=True,
+                            text=True)
+    seconds = time.monotonic() - started
+    rss = re.search(r"maxrss_kb=(\d+)", result.stderr)
+    if result.returncode not in (0,):
+        raise RuntimeError(f"{command[0]} failed ({result.returncode}): {result.stderr[-800:]}")
+    return {"seconds": round(seconds, 3), "rss_mb": round(int(rss.group(1)) / 1024, 1) if rss else None}
+
+
+def regsync(work: Path, policy: str, *args: str) -> dict:
+    path = work / f"policy-{time.monotonic_ns()}.yaml"
+    path.write_text(policy)
+    audit = ["--audit-file", str(work / "audit.jsonl")] if args[0] == "sync" else []
+    return measure([sys.executable, "-m", "regsync", "-q", "--no-progress", *args, "-p", str(path), *audit], cwd=work)
+
+
+def two_registries(src_url: str, dst_url: str, src_repo: str, dst_repo: str, include: list[str]) -> str:
+    return f"""version: 1
+registries:
+  src: {{url: "{src_url}"}}
+  dst: {{url: "{dst_url}"}}
+images:
+  - from: src/{src_repo}
+    to: dst/{dst_repo}
+    tags: {{include: {json.dumps(include)}}}
+"""
+
+
+def fresh(work: Path, name: str):
+    SKOPEO_CACHE.unlink(missing_ok=True)  # else skopeo mounts blobs it saw elsewhere: not a cold copy
+    return start_registry(work / f"{name}-{time.monotonic_ns()}")
+
+
+def p1_cold_copy(work: Path, size: int) -> dict:
+    source = start_registry(work / "p1-src")
+    layout = work / "p1-layout"
+    big_image_layout(layout, "big", size)
+    subprocess.run(["skopeo", "copy", "-q", "--all", "--preserve-digests", "--dest-tls-verify=false",
+                    f"oci:{layout}:big", f"docker://{source.host}/bench/cuda:2.9"], check=True)
+    shutil.rmtree(layout)
+    target = fresh(work, "p1-dst-rs")
+    ours = regsync(work, two_registries(source.url, target.url, "bench/cuda", "bench/cuda", ["2.9"]), "sync")
+    target.stop()
+    target = fresh(work, "p1-dst-sk")
+    peer = measure(["skopeo", "copy", "-q", "--all", "--preserve-digests", "--src-tls-verify=false",
+                    "--dest-tls-verify=false", f"docker://{source.host}/bench/cuda:2.9",
+                    f"docker://{target.host}/bench/cuda:2.9"])
+    target.stop()
+    target = fresh(work, "p1-dst-curl")
+    floor = measure(["bash", str(ROOT / "benchmarks" / "curl_floor.sh"), source.url, target.url, "bench/cuda", "2.9"])
+    target.stop()
+    source.stop()
+    return {"id": "P1", "work": f"cold copy, {size / 1e9:.2f} GB two-arch image", "regsync": ours,
+            "peers": {"skopeo copy --all": peer, "curl GET→PUT floor": floor}}
+
+
+def p2_p3_many_tags(work: Path, count: int) -> list[dict]:
+    source = start_registry(work / "p2-src")
+    push_many_tags(source.url, "bench/many", count)
+    target = fresh(work, "p2-dst-rs")
+    policy = two_registries(source.url, target.url, "bench/many", "bench/many", ["glob:*"])
+    cold = regsync(work, policy, "sync")
+    noop = regsync(work, policy, "sync")
+    target.stop()
+    target = fresh(work, "p2-dst-sk")
+    skopeo = ["skopeo", "sync", "--all", "--src", "docker", "--dest", "docker", "--src-tls-verify=false",
+              "--dest-tls-verify=false", f"{source.host}/bench/many", f"{target.host}/bench"]
+    peer_cold = measure(skopeo)
+    peer_noop = measure(skopeo)
+    target.stop()
+    source.stop()
+    return [{"id": "P2", "work": f"{count} small tags sharing a base, cold", "regsync": cold,
+             "peers": {"skopeo sync --all": peer_cold}},
+            {"id": "P3", "work": f"no-op re-sync of {count} tags", "regsync": noop,
+             "peers": {"skopeo sync --all": peer_noop}}]
+
+
+def p4_flat_memory(work: Path, sizes: list[int]) -> dict:
+    runs = {}
+    for size in sizes:
+        source = start_registry(work / f"p4-src-{size}")
+        layout = work / "p4-layout"
+        big_image_layout(layout, "one", size, layers_per_arch=1)
+        subprocess.run(["skopeo", "copy", "-q", "--all", "--preserve-digests", "--dest-tls-verify=false",
+                        f"oci:{layout}:one", f"docker://{source.host}/bench/big:1"], check=True)
+        shutil.rmtree(layout)
+        target = fresh(work, "p4-dst")
+        label = f"{size / 1e9:.1f} GB" if size >= 1e9 else f"{size / 1e6:.0f} MB"
+        runs[f"{label} image"] = regsync(
+            work, two_registries(source.url, target.url, "bench/big", "bench/big", ["1"]), "sync")
+        target.stop()
+        source.stop()
+    return {"id": "P4", "work": "peak RSS by image size", "regsync": runs, "peers": {}}
+
+
+def p6_plan_scaling(work: Path, counts: list[int]) -> dict:
+    source = start_registry(work / "p6-src")
+    target = start_registry(work / "p6-dst")
+    push_many_tags(source.url, "bench/plan", 1)
+    done, points = 0, []
+    for count in counts:
+        tag_manifest_many(source.url, "bench/plan", "1.0.0", count)  # v0 … v{count-1}
+        done = count
+        result = regsync(work, two_registries(source.url, target.url, "bench/plan", "bench/plan", ["glob:v*"]),
+                         "plan", "--json")
+        points.append({"tags": done, **result, "ms_per_tag": round(result["seconds"] * 1000 / done, 2)})
+    source.stop()
+    target.stop()
+    return {"id": "P6", "work": "plan, by tag count", "regsync": points, "peers": {}}
+
+
+def render(rows: list[dict]) -> str:
+    lines = ["| id | work | regsync | peer | ratio | regsync peak RSS |", "|---|---|---|---|---|---|"]
+    for row in rows:
+        ours = row["regsync"]
+        if isinstance(ours, dict) and "seconds" in ours:
+            for name, peer in row["peers"].items():
+                ratio = ours["seconds"] / peer["seconds"] if peer["seconds"] else float("nan")
+                lines.append(f"| {row['id']} | {row['work']} | {ours['seconds']:.2f} s | {name}: {peer['seconds']:.2f} s "
+                             f"| {ratio:.2f}× | {ours['rss_mb']} MB |")
+        elif isinstance(ours, dict):
+            cells = ", ".join(f"{k}: {v['rss_mb']} MB in {v['seconds']:.1f} s" for k, v in ours.items())
+            lines.append(f"| {row['id']} | {row['work']} | {cells} | | | |")
+        else:
+            cells = ", ".join(f"{p['tags']} tags: {p['seconds']:.2f} s ({p['ms_per_tag']} ms/tag)" for p in ours)
+            lines.append(f"| {row['id']} | {row['work']} | {cells} | | | |")
+    return "\n".join(lines)
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    scaling = next((r for r in rows if r["id"] == "P6"), None)
+    if not scaling:
+        return
+    xs = [p["tags"] for p in scaling["regsync"]]
+    ys = [p["seconds"] for p in scaling["regsync"]]
+    plt.figure(figsize=(6, 4))
+    plt.plot(xs, ys, marker="o")
+    plt.xlabel("tags")
+    plt.ylabel("regsync plan, seconds")
+    plt.title("P6: plan time by tag count")
+    plt.grid(True, alpha=0.3)
+    plt.savefig(path, dpi=100, bbox_inches="tight")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run of a few minutes")
+    parser.add_argument("--only", default="P1,P2,P4,P6", help="comma-separated ids (P2 includes P3)")
+    args = parser.parse_args()
+    only = set(args.only.upper().split(","))
+    size = 100_000_000 if args.quick else 1_050_000_000
+    work = Path(tempfile.mkdtemp(prefix="regsync-bench-"))
+    rows: list[dict] = []
+    try:
+        if "P1" in only:
+            rows.append(p1_cold_copy(work, size))
+        if "P2" in only or "P3" in only:
+            rows += p2_p3_many_tags(work, 50 if args.quick else 1000)
+        if "P4" in only:
+            rows.append(p4_flat_memory(work, [40_000_000, 400_000_000] if args.quick else [400_000_000, 4_000_000_000]))
+        if "P6" in only:
+            rows.append(p6_plan_scaling(work, [100, 300] if args.quick else [1000, 3000, 10000]))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    table = render(rows)
+    print(table)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    (RESULTS / f"{stamp}.json").write_text(json.dumps({
+        "date": stamp, "machine": {"cpus": os.cpu_count(), "platform": platform.platform()}, "rows": rows}, indent=2))
+    plot(rows, RESULTS / f"{stamp}-plan-scaling.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
