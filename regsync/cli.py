@@ -7,6 +7,7 @@ import signal
 import threading
 import sys
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
@@ -185,15 +186,11 @@ def sync_cmd(ctx, policy_path, plan_path, dry_run, audit_file, shard, wait_lock,
       regsync sync -p policy.yaml --plan plan.json --jobs 16
     """
     from regsync.apply import apply_plan, check_not_stale
-    from regsync.audit import AuditLog
     from regsync.console import byte_progress, render_plan
-    from regsync.endpoints import Endpoints
-    from regsync.lock import RunLock
     from regsync.plan import Plan
     from regsync.policy import load_policy
     from regsync.resolve import make_plan
     from regsync.shard import Shard
-    from regsync.verify.signing import load_private_key
 
     if plan_path and dry_run:
         raise UsageError("--plan and --dry-run do not go together")
@@ -205,25 +202,8 @@ def sync_cmd(ctx, policy_path, plan_path, dry_run, audit_file, shard, wait_lock,
         render_plan(plan)
         return EXIT_OK
     loaded = load_policy(policy_path)
-    policy = loaded.policy
-    path = audit_file or policy.audit.path or Path("regsync-audit.jsonl")
-    lock = RunLock(path.with_name(path.name + ".lock")).acquire(wait_lock)
-    ctx.call_on_close(lock.release)
-    signal.signal(signal.SIGTERM, _interrupt)
-    if max_duration:
-        deadline = threading.Timer(max_duration, _thread.interrupt_main)
-        deadline.daemon = True
-        deadline.start()
-        ctx.call_on_close(deadline.cancel)
-    sign_key = (load_private_key(policy.audit.sign_key, policy.audit.sign_key_password_env, "audit.sign_key")
-                if policy.audit.sign_key else None)
-    audit = AuditLog(path, ctx.obj["run_id"], sign_key)
-    audit.start_run(policy_sha256=loaded.sha256, policy_path=str(policy_path), command="sync",
-                    targets=sorted({rule.target.split("/", 1)[0] for rule in policy.images}
-                                   | {rule.target for rule in policy.packages}))
-    outcome, exit_code = None, EXIT_RUNTIME
-    try:
-        endpoints = Endpoints(loaded, jobs, rps)
+
+    def work(endpoints, audit):
         if plan_path:
             plan = Plan.load(plan_path)
             if plan.policy_sha256 != loaded.sha256:
@@ -234,7 +214,51 @@ def sync_cmd(ctx, policy_path, plan_path, dry_run, audit_file, shard, wait_lock,
             plan = make_plan(loaded, endpoints, jobs, shard)
         total = sum(item.bytes for item in plan.items if item.changes)
         with byte_progress(total, ctx.obj["progress"]) as on_bytes:
-            outcome = apply_plan(plan, endpoints, audit, jobs, on_bytes, bandwidth)
+            return apply_plan(plan, endpoints, audit, jobs, on_bytes, bandwidth)
+
+    return run_with_audit(ctx, loaded, "sync", work, RunOptions(audit_file, wait_lock, max_duration, summary_json,
+                                                                  metrics_file, jobs, rps))
+
+
+@dataclass
+class RunOptions:
+    audit_file: Path | None = None
+    wait_lock: float = 0
+    max_duration: float | None = None
+    summary_json: Path | None = None
+    metrics_file: Path | None = None
+    jobs: int = 8
+    rps: float | None = None
+    sources: dict | None = None
+
+
+def run_with_audit(ctx, loaded, command: str, work, options: RunOptions) -> int:
+    """What every writing verb shares: the run lock, the audit frame, SIGTERM and the deadline,
+    the summary and metrics files, and the closing line."""
+    from regsync.audit import AuditLog
+    from regsync.endpoints import Endpoints
+    from regsync.lock import RunLock
+    from regsync.verify.signing import load_private_key
+
+    policy = loaded.policy
+    path = options.audit_file or policy.audit.path or Path("regsync-audit.jsonl")
+    lock = RunLock(path.with_name(path.name + ".lock")).acquire(options.wait_lock)
+    ctx.call_on_close(lock.release)
+    signal.signal(signal.SIGTERM, _interrupt)
+    if options.max_duration:
+        deadline = threading.Timer(options.max_duration, _thread.interrupt_main)
+        deadline.daemon = True
+        deadline.start()
+        ctx.call_on_close(deadline.cancel)
+    sign_key = (load_private_key(policy.audit.sign_key, policy.audit.sign_key_password_env, "audit.sign_key")
+                if policy.audit.sign_key else None)
+    audit = AuditLog(path, ctx.obj["run_id"], sign_key)
+    audit.start_run(policy_sha256=loaded.sha256, policy_path=str(loaded.path), command=command,
+                    targets=sorted({rule.target.split("/", 1)[0] for rule in policy.images}
+                                   | {rule.target for rule in policy.packages}))
+    outcome, exit_code = None, EXIT_RUNTIME
+    try:
+        outcome = work(Endpoints(loaded, options.jobs, options.rps, options.sources), audit)
         exit_code = outcome.exit_code
     except RegsyncError as exc:
         exit_code = exc.exit_code
@@ -245,11 +269,12 @@ def sync_cmd(ctx, policy_path, plan_path, dry_run, audit_file, shard, wait_lock,
         interrupted = outcome.interrupted if outcome else sys.exc_info()[0] is KeyboardInterrupt
         finished = audit.finish_run(exit_code=exit_code, bytes_moved=moved, interrupted=interrupted)
         audit.close()
-        _report_run(ctx.obj["run_id"], loaded, path, audit, finished, summary_json, metrics_file)
+        _report_run(ctx.obj["run_id"], loaded, path, audit, finished, options.summary_json, options.metrics_file)
     if outcome.interrupted:
         click.echo("interrupted: completed work stays completed; the next run finishes the rest", err=True)
-    click.echo(f"{outcome.pushed} pushed, {outcome.skipped} unchanged, {outcome.refused} refused, "
-               f"{outcome.failed} failed; {outcome.bytes} bytes moved; audit: {path}", err=True)
+    click.echo(f"{outcome.pushed} {'exported' if command == 'export' else 'pushed'}, {outcome.skipped} unchanged, "
+               f"{outcome.refused} refused, {outcome.failed} failed; {outcome.bytes} bytes moved; audit: {path}",
+               err=True)
     return exit_code
 
 
@@ -266,6 +291,74 @@ def _report_run(run_id, loaded, audit_path, audit, finished, summary_json, metri
     if metrics_file:
         write_metrics(metrics_file, counts=finished["counts"], bytes_moved=finished["bytes"],
                       duration=finished["duration_seconds"], exit_code=finished["exit_code"])
+
+
+def _audit_options(fn):
+    fn = click.option("--audit-file", type=click.Path(path_type=Path), help="Audit JSONL (default: the policy's).")(fn)
+    fn = click.option("--wait-lock", type=click.FloatRange(0), default=0, metavar="SECONDS",
+                      help="Wait this long for another run's lock instead of exiting 5.")(fn)
+    return fn
+
+
+@cli.command("export")
+@policy_option
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path, file_okay=False),
+              help="Bundle directory (created; re-running completes a half-written one).")
+@_audit_options
+@jobs_option
+@click.pass_context
+@run_guarded
+def export_cmd(ctx, policy_path, output, audit_file, wait_lock, jobs):
+    """Connected side of an air gap: resolve and verify exactly as `sync` does, then write every
+    selected image (and its signatures) into one directory: an OCI image layout with blobs stored
+    once, bundle.json and SHA256SUMS (check it with `cd DIR && sha256sum -c SHA256SUMS`).
+
+    \b
+    Example:
+      regsync export -p policy.yaml -o /media/usb/bundle-2026-11-25
+    """
+    from regsync.apply import Outcome
+    from regsync.bundle import export_bundle
+    from regsync.policy import load_policy
+
+    loaded = load_policy(policy_path)
+
+    def work(endpoints, audit):
+        result = export_bundle(loaded, endpoints, output, audit, jobs)
+        return Outcome(pushed=result["exported"], refused=result["refused"], failed=result["failed"],
+                       bytes=result["bytes"])
+
+    return run_with_audit(ctx, loaded, "export", work, RunOptions(audit_file, wait_lock, jobs=jobs))
+
+
+@cli.command("import")
+@click.argument("bundle", type=click.Path(path_type=Path, exists=True, file_okay=False))
+@policy_option
+@_audit_options
+@jobs_option
+@click.pass_context
+@run_guarded
+def import_cmd(ctx, bundle, policy_path, audit_file, wait_lock, jobs):
+    """Air-gapped side: the bundle stands in for the policy's source registries, and the very
+    plan → verify → push pipeline of `sync` runs on it: every digest and signature is checked again
+    from the bundle alone before anything is pushed; refusals are audited, nothing half-tagged.
+
+    \b
+    Example:
+      regsync import /media/usb/bundle-2026-11-25 -p policy.yaml
+    """
+    from regsync.apply import apply_plan
+    from regsync.bundle import open_bundle
+    from regsync.policy import load_policy
+    from regsync.resolve import make_plan
+
+    loaded = load_policy(policy_path)
+    sources = open_bundle(bundle, loaded)
+
+    def work(endpoints, audit):
+        return apply_plan(make_plan(loaded, endpoints, jobs), endpoints, audit, jobs)
+
+    return run_with_audit(ctx, loaded, "import", work, RunOptions(audit_file, wait_lock, jobs=jobs, sources=sources))
 
 
 @cli.command("pip-config")

@@ -17,11 +17,13 @@ def split_ref(ref: str) -> tuple[str, str]:
 
 
 class Endpoints:
-    def __init__(self, loaded: LoadedPolicy, jobs: int = 8, max_requests_per_second: float | None = None):
+    def __init__(self, loaded: LoadedPolicy, jobs: int = 8, max_requests_per_second: float | None = None,
+                 sources: dict | None = None):
+        """`sources` stands in for registries by name (an air-gap bundle plays the policy's sources)."""
         self._max_rps = max_requests_per_second
         self._policy = loaded.policy
         self._pool_size = max(4, jobs * 2)
-        self._clients: dict[str, RegistryClient] = {}
+        self._clients: dict[str, RegistryClient] = dict(sources or {})
         self._lock = threading.Lock()
 
     @property

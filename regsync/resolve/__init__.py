@@ -11,12 +11,13 @@ if TYPE_CHECKING:
     from regsync.shard import Shard
 
 
-def make_plan(loaded: "LoadedPolicy", endpoints: "Endpoints", jobs: int = 8, shard: "Shard | None" = None) -> "Plan":
+def make_plan(loaded: "LoadedPolicy", endpoints: "Endpoints", jobs: int = 8, shard: "Shard | None" = None,
+              diff_target: bool = True) -> "Plan":
     from regsync.plan import Plan
     from regsync.resolve.images import plan_images
     from regsync.resolve.packages import plan_packages
 
-    items, errors = plan_images(list(loaded.policy.images), endpoints, jobs, shard)
+    items, errors = plan_images(list(loaded.policy.images), endpoints, jobs, shard, diff_target)
     if loaded.policy.packages:
         package_items, package_errors = plan_packages(list(loaded.policy.packages), endpoints)
         if shard is not None:

@@ -25,8 +25,9 @@ from regsync.shard import Shard
 MAX_INDEX_DEPTH = 4  # an index of indexes is legal; deeper nesting is not seen in the wild
 
 
-def plan_images(rules: list[ImageRule], endpoints: Endpoints, jobs: int,
-                shard: Shard | None = None) -> tuple[list[PlanItem], list[PlanError]]:
+def plan_images(rules: list[ImageRule], endpoints: Endpoints, jobs: int, shard: Shard | None = None,
+                diff_target: bool = True) -> tuple[list[PlanItem], list[PlanError]]:
+    """`diff_target=False` (export): every selected image is planned as a copy, target unseen."""
     items: list[PlanItem] = []
     errors: list[PlanError] = []
     with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="resolve") as pool:
@@ -42,7 +43,7 @@ def plan_images(rules: list[ImageRule], endpoints: Endpoints, jobs: int,
             if shard is not None:
                 tags = [tag for tag in tags if shard.owns(f"{rule.target}:{tag}")]
             logger.info("{}: {} tag(s) selected", rule.source, len(tags))
-            for outcome in pool.map(lambda tag: _plan_tag(rule, rule_name, endpoints, tag), tags):
+            for outcome in pool.map(lambda tag: _plan_tag(rule, rule_name, endpoints, tag, diff_target), tags):
                 (errors if isinstance(outcome, PlanError) else items).append(outcome)
     return items, errors
 
@@ -83,7 +84,8 @@ def parse_time(text: str) -> datetime:
     return stamp if stamp.tzinfo else stamp.replace(tzinfo=timezone.utc)
 
 
-def _plan_tag(rule: ImageRule, rule_name: str, endpoints: Endpoints, tag: str) -> PlanItem | PlanError:
+def _plan_tag(rule: ImageRule, rule_name: str, endpoints: Endpoints, tag: str,
+              diff_target: bool = True) -> PlanItem | PlanError:
     src_name, src_repo = split_ref(rule.source)
     dst_name, dst_repo = split_ref(rule.target)
     src, dst = endpoints.registry(src_name), endpoints.registry(dst_name)
@@ -105,7 +107,7 @@ def _plan_tag(rule: ImageRule, rule_name: str, endpoints: Endpoints, tag: str) -
             if root.is_index:
                 reduced = filter_index(root, rule.platforms)
                 item.source_digest, item.digest, root = found.digest, reduced.digest, reduced
-        existing = dst.head_manifest(dst_repo, tag)
+        existing = dst.head_manifest(dst_repo, tag) if diff_target else None
         if existing is not None:
             item.target_before = existing.digest
             if existing.digest == item.digest:
@@ -117,7 +119,7 @@ def _plan_tag(rule: ImageRule, rule_name: str, endpoints: Endpoints, tag: str) -
         root = root or src.get_manifest(src_repo, found.digest)
         if not check_before_plan(item, rule, endpoints, tag, root):
             return item
-        item.bytes, item.blobs_missing = _measure(src, src_repo, dst, dst_repo, root)
+        item.bytes, item.blobs_missing = _measure(src, src_repo, dst if diff_target else None, dst_repo, root)
         return item
     except VerificationError as exc:
         return PlanItem("image", source, target, "", "refuse", reason=exc.reason, rule=rule_name)
@@ -135,7 +137,7 @@ def manifest_tree(client: RegistryClient, repo: str, root: Manifest, depth: int 
     return tree + [root]
 
 
-def _measure(src: RegistryClient, src_repo: str, dst: RegistryClient, dst_repo: str, root: Manifest) -> tuple[int, int]:
+def _measure(src: RegistryClient, src_repo: str, dst: RegistryClient | None, dst_repo: str, root: Manifest) -> tuple[int, int]:
     blobs = {b.digest: b.size for m in manifest_tree(src, src_repo, root) for b in m.blobs()}
-    missing = [d for d in blobs if not dst.blob_exists(dst_repo, d)]
+    missing = [d for d in blobs if dst is None or not dst.blob_exists(dst_repo, d)]
     return sum(blobs[d] for d in missing), len(missing)

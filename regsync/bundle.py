@@ -1,0 +1,144 @@
+"""Air-gap transfer: everything a policy selects into one directory, and back out on the far side.
+
+The directory is an OCI image layout (blobs stored once across all images) whose refs are named
+"<registry>/<repository>:<tag>" as the policy names its sources, plus `bundle.json` (what was
+exported and how it was verified) and `SHA256SUMS` (checkable with `sha256sum -c`). On import the
+bundle stands in for the policy's source registries, so tag selection, signature checks, the diff
+against the target and the push are the very code `regsync sync` runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+
+from loguru import logger
+
+from regsync.apply import artifact_of, split_image_ref
+from regsync.endpoints import Endpoints, split_ref
+from regsync.errors import RegistryError, UsageError, VerificationError
+from regsync.oci.layout import REF_NAME, LayoutSource, LayoutWriter, copy_into_layout, open_regular
+from regsync.oci.manifest import filter_index
+from regsync.policy import LoadedPolicy
+from regsync.resolve import make_plan
+from regsync.resolve.images import manifest_tree
+
+BUNDLE_FORMAT = "regsync-bundle/1"
+MAX_BUNDLE_JSON = 64 * 1024 * 1024
+ATTACHMENTS = (".sig", ".att", ".sbom")
+
+
+def export_bundle(loaded: LoadedPolicy, endpoints: Endpoints, out: Path, audit, jobs: int = 8, on_bytes=None) -> dict:
+    plan = make_plan(loaded, endpoints, jobs, diff_target=False)
+    writer = LayoutWriter(out)
+    refs = _existing_refs(out)  # re-running completes a half-written bundle; present blobs are skipped
+    exported, refused, moved = [], [], 0
+    for error in plan.errors:
+        logger.error("{}", error.reason)
+        audit.record("failed", artifact={"source": error.source}, policy_rule=error.rule, reason=error.reason)
+        refused.append({"source": error.source, "reason": error.reason, "event": "failed"})
+    for item in plan.items:
+        if item.action == "refuse":
+            audit.record("refused", artifact=artifact_of(item), policy_rule=item.rule, reason=item.reason)
+            refused.append({"source": item.source, "reason": item.reason, "event": "refused"})
+            continue
+        if item.kind != "image":
+            logger.warning("{}: packages are not exported yet", item.source)
+            continue
+        src_name, src_repo, tag = split_image_ref(item.source)
+        src = endpoints.registry(src_name)
+        try:
+            original = src.get_manifest(src_repo, item.source_digest or item.digest)
+            root = filter_index(original, item.platforms) if item.platforms and original.is_index else original
+            tree = manifest_tree(src, src_repo, root)
+            moved += copy_into_layout(src, src_repo, tree, writer, on_bytes)
+            writer.write_manifest(original)  # signatures name the original digest: keep it resolvable
+            refs[f"{src_name}/{src_repo}:{tag}"] = _ref(original)
+            for suffix in ATTACHMENTS:
+                attached = f"sha256-{original.digest.split(':', 1)[1]}{suffix}"
+                found = src.head_manifest(src_repo, attached)
+                if found is not None:
+                    sig = src.get_manifest(src_repo, found.digest)
+                    moved += copy_into_layout(src, src_repo, manifest_tree(src, src_repo, sig), writer, on_bytes)
+                    refs[f"{src_name}/{src_repo}:{attached}"] = _ref(sig)
+        except (RegistryError, VerificationError) as exc:
+            event = "refused" if isinstance(exc, VerificationError) else "failed"
+            logger.error("{}: {}", item.source, exc)
+            audit.record(event, artifact=artifact_of(item), policy_rule=item.rule, reason=str(exc))
+            refused.append({"source": item.source, "reason": str(exc), "event": event})
+            continue
+        record = audit.record("verified", artifact=artifact_of(item), policy_rule=item.rule,
+                              verification=item.verification, reason="exported to bundle")
+        exported.append({**artifact_of(item), "verification": item.verification, "audit_seq": record.get("seq")})
+    writer.write_index([dict(descriptor, annotations={REF_NAME: name}) for name, descriptor in sorted(refs.items())])
+    bundle = {"format": BUNDLE_FORMAT, "policy_sha256": loaded.sha256,
+              "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "artifacts": exported,
+              "not_exported": refused}
+    _write(out / "bundle.json", json.dumps(bundle, indent=1).encode())
+    _write_checksums(out)
+    return {"exported": len(exported), "refused": sum(r["event"] == "refused" for r in refused),
+            "failed": sum(r["event"] == "failed" for r in refused), "bytes": moved}
+
+
+def open_bundle(root: Path, loaded: LoadedPolicy) -> dict[str, LayoutSource]:
+    """Check the bundle's own files and return it as the policy's source registries."""
+    if root.is_symlink() or not root.is_dir():
+        raise UsageError(f"{root} is not a bundle directory")
+    _check_sums(root)
+    with open_regular(root / "bundle.json") as handle:
+        raw = handle.read(MAX_BUNDLE_JSON + 1)
+    try:
+        bundle = json.loads(raw) if len(raw) <= MAX_BUNDLE_JSON else None
+    except ValueError:
+        bundle = None
+    if not isinstance(bundle, dict) or bundle.get("format") != BUNDLE_FORMAT:
+        raise VerificationError(f"{root}/bundle.json is not a regsync bundle")
+    if bundle.get("policy_sha256") != loaded.sha256:
+        raise UsageError(f"the bundle was exported with another policy (sha256 {str(bundle.get('policy_sha256'))[:12]},"
+                         f" {loaded.path} is {loaded.sha256[:12]}): import with the policy that made it")
+    names = {split_ref(rule.source)[0] for rule in loaded.policy.images}
+    return {name: LayoutSource(root, name) for name in names}
+
+
+def _ref(manifest) -> dict:
+    return {"mediaType": manifest.media_type, "digest": manifest.digest, "size": len(manifest.raw)}
+
+
+def _existing_refs(out: Path) -> dict[str, dict]:
+    try:
+        entries = json.loads((out / "index.json").read_text()).get("manifests") or []
+    except (OSError, ValueError):
+        return {}
+    return {e["annotations"][REF_NAME]: {k: e[k] for k in ("mediaType", "digest", "size")}
+            for e in entries if REF_NAME in (e.get("annotations") or {})}
+
+
+def _write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def _write_checksums(out: Path) -> None:
+    lines = []
+    for name in ("oci-layout", "index.json", "bundle.json"):
+        lines.append(f"{hashlib.sha256((out / name).read_bytes()).hexdigest()}  {name}")
+    for blob in sorted((out / "blobs" / "sha256").iterdir()):
+        if not blob.name.startswith("."):
+            lines.append(f"{blob.name}  blobs/sha256/{blob.name}")  # a blob is named by its verified sha256
+    _write(out / "SHA256SUMS", ("\n".join(lines) + "\n").encode())
+
+
+def _check_sums(root: Path) -> None:
+    """The bundle's small files must match SHA256SUMS (blobs are verified by digest as they stream)."""
+    with open_regular(root / "SHA256SUMS") as handle:
+        sums = dict(reversed(line.split("  ", 1)) for line in handle.read(MAX_BUNDLE_JSON).decode().splitlines()
+                    if "  " in line)
+    for name in ("oci-layout", "index.json", "bundle.json"):
+        with open_regular(root / name) as handle:
+            actual = hashlib.sha256(handle.read(MAX_BUNDLE_JSON + 1)).hexdigest()
+        if sums.get(name) != actual:
+            raise VerificationError(f"{root}/{name} does not match SHA256SUMS: the bundle was altered or damaged")

@@ -1,0 +1,174 @@
+"""An OCI image layout on disk: the sink of `regsync export` and, on the air-gapped side, a
+source with the same read methods as a registry, so `regsync import` pushes with the same engine.
+
+The layout on the import side is untrusted input: blob paths are built only from digests that
+match `sha256:<64 hex>`, files are opened without following symlinks, and every read is bounded
+and digest-checked like a registry's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import stat
+from pathlib import Path
+
+from regsync.errors import NotFound, VerificationError
+from regsync.oci.manifest import MAX_MANIFEST_BYTES, Descriptor, Manifest
+from regsync.transfer import CHUNK
+
+DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+
+
+def blob_path(root: Path, digest: str) -> Path:
+    if not DIGEST.fullmatch(digest or ""):
+        raise VerificationError(f"'{str(digest)[:80]}' is not a sha256 digest")
+    return root / "blobs" / "sha256" / digest.split(":", 1)[1]
+
+
+def open_regular(path: Path):
+    """Open a file that must be a regular file inside the layout: no symlink, no device."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        raise NotFound(str(path.name), 404, "not in the bundle") from None
+    except OSError:
+        raise VerificationError(f"{path.name}: not a regular file (a symlink is never followed)") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise VerificationError(f"{path.name}: not a regular file")
+    return os.fdopen(fd, "rb")
+
+
+class LayoutWriter:
+    def __init__(self, root: Path):
+        self.root = root
+        (root / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
+        (root / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
+
+    def has_blob(self, digest: str) -> bool:
+        return blob_path(self.root, digest).exists()
+
+    def write_blob(self, digest: str, chunks) -> None:
+        """Blobs are stored once; a blob is renamed into place only after its digest checked out."""
+        path = blob_path(self.root, digest)
+        if path.exists():
+            return
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
+        try:
+            with tmp.open("wb") as out:
+                for chunk in chunks:
+                    out.write(chunk)
+        except BaseException:
+            tmp.unlink(missing_ok=True)  # a blob that failed verification leaves nothing behind
+            raise
+        os.replace(tmp, path)
+
+    def write_manifest(self, manifest: Manifest) -> None:
+        self.write_blob(manifest.digest, [manifest.raw])
+
+    def write_index(self, refs: list[dict]) -> None:
+        body = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": refs}
+        tmp = self.root / ".index.json.tmp"
+        tmp.write_text(json.dumps(body, indent=1))
+        os.replace(tmp, self.root / "index.json")
+
+
+class _BlobResponse:
+    """What BlobCopier needs of an HTTP response: `.raw.read`, `.headers`, a context manager."""
+
+    def __init__(self, handle, size: int):
+        self.raw, self.headers = handle, {"Content-Length": str(size)}
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.raw.close()
+
+
+REF_NAME = "org.opencontainers.image.ref.name"
+MAX_INDEX_BYTES = 64 * 1024 * 1024
+
+
+class LayoutSource:
+    """Reads a layout the way RegistryClient reads registry `name`: tags come from index.json refs
+    named "<registry>/<repository>:<tag>", so tag selection, planning and copying run unchanged."""
+
+    def __init__(self, root: Path, name: str = "bundle"):
+        self.root, self.name = root, name
+        self.base = str(root)
+        self._refs = self._read_refs()
+
+    def _read_refs(self) -> dict[str, dict]:
+        with open_regular(self.root / "index.json") as handle:
+            raw = handle.read(MAX_INDEX_BYTES + 1)
+        if len(raw) > MAX_INDEX_BYTES:
+            raise VerificationError("index.json is too large to be a bundle index")
+        try:
+            entries = json.loads(raw).get("manifests") or []
+            return {e["annotations"][REF_NAME]: e for e in entries
+                    if isinstance(e, dict) and isinstance(e.get("annotations"), dict) and REF_NAME in e["annotations"]}
+        except (ValueError, AttributeError, TypeError):
+            raise VerificationError("index.json is not an OCI image index") from None
+
+    def ping(self) -> None:
+        return None
+
+    def list_tags(self, repo: str) -> list[str]:
+        prefix = f"{self.name}/{repo}:"
+        return [ref[len(prefix):] for ref in self._refs if ref.startswith(prefix)]
+
+    def head_manifest(self, repo: str, reference: str) -> Descriptor | None:
+        if DIGEST.fullmatch(reference):
+            return Descriptor("", reference, 0) if blob_path(self.root, reference).is_file() else None
+        entry = self._refs.get(f"{self.name}/{repo}:{reference}")
+        if entry is None:
+            return None
+        descriptor = Descriptor.parse(entry, f"index.json ref {self.name}/{repo}:{reference}")
+        blob_path(self.root, descriptor.digest)  # refuses anything but sha256:<64 hex> (e.g. a path)
+        return descriptor
+
+    def ref(self, repo: str, reference: str = "") -> str:
+        return f"{self.name}/{repo}@{reference}" if reference else f"{self.name}/{repo}"
+
+    def get_manifest(self, repo: str, reference: str, expect: str | None = None) -> Manifest:
+        if ":" not in reference:  # a tag; anything digest-like is checked as a digest below
+            found = self.head_manifest(repo, reference)
+            if found is None:
+                raise NotFound(self.ref(repo, reference), 404, "not in the bundle")
+            reference = found.digest
+        with open_regular(blob_path(self.root, reference)) as handle:
+            raw = handle.read(MAX_MANIFEST_BYTES + 1)
+        manifest = Manifest.parse(raw, None, self.ref(repo, reference))
+        if manifest.digest != reference:
+            raise VerificationError(f"{self.ref(repo, reference)}: manifest digest mismatch: content is {manifest.digest}")
+        return manifest
+
+    def open_blob(self, repo: str, digest: str) -> _BlobResponse:
+        handle = open_regular(blob_path(self.root, digest))
+        return _BlobResponse(handle, os.fstat(handle.fileno()).st_size)
+
+    def blob_exists(self, repo: str, digest: str) -> bool:
+        return blob_path(self.root, digest).is_file()
+
+
+def copy_into_layout(src, src_repo: str, tree: list[Manifest], writer: LayoutWriter, on_bytes=None) -> int:
+    """Blobs then manifests of one image tree into the layout; every blob verified on the way."""
+    from regsync.transfer import VerifyingReader
+
+    moved = 0
+    for blob in {b.digest: b for m in tree for b in m.blobs()}.values():
+        if writer.has_blob(blob.digest):
+            continue
+        with src.open_blob(src_repo, blob.digest) as response:
+            reader = VerifyingReader(response.raw.read, blob.digest, blob.size, src.ref(src_repo, blob.digest), on_bytes)
+            writer.write_blob(blob.digest, reader.chunks())
+            moved += blob.size
+    for manifest in tree:
+        writer.write_manifest(manifest)
+    return moved
+
+
+__all__ = ["LayoutWriter", "LayoutSource", "copy_into_layout", "blob_path", "Descriptor", "CHUNK"]
