@@ -66,21 +66,10 @@ def _rows(handle):
 
 def query(db: sqlite3.Connection, *, since: str | None = None, until: str | None = None, event: str | None = None,
           artifact: str | None = None, run: str | None = None) -> list[dict]:
-    clauses, params = [], []
-    if since:
-        clauses.append("ts >= ?")
-        params.append(since)
-    if until:
-        clauses.append("ts <= ?")
-        params.append(until)
-    if event:
-        clauses.append("event = ?")
-        params.append(event)
-    if run:
-        clauses.append("run_id = ?")
-        params.append(run)
-    if artifact:  # shell-style pattern against source or target, e.g. '*pytorch*'
-        clauses.append("(source GLOB ? OR target GLOB ?)")
-        params += [artifact, artifact]
+    filters = [("ts >= ?", since), ("ts <= ?", until), ("event = ?", event), ("run_id = ?", run),
+               # shell-style pattern against source or target, e.g. '*pytorch*'
+               ("(source GLOB ? OR target GLOB ?)", artifact)]
+    clauses = [clause for clause, value in filters if value]
+    params = [value for clause, value in filters if value for _ in range(clause.count("?"))]
     where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
     return [json.loads(line) for (line,) in db.execute(f"SELECT line FROM records {where} ORDER BY seq", params)]
