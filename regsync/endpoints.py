@@ -66,8 +66,10 @@ class Endpoints:
         return self._clients[key]
 
     def _client(self, name: str, cfg, url: str, credentials) -> RegistryClient:
-        return RegistryClient(
-            name, url, credentials, ca_file=cfg.tls.ca_file if cfg.tls else None,
+        from regsync.targets import build_client
+
+        return build_client(
+            cfg, name, url, credentials, ca_file=cfg.tls.ca_file if cfg.tls else None,
             monolithic_max=cfg.upload.monolithic_max, chunk_size=cfg.upload.chunk_size,
             retries=cfg.retries.attempts, backoff=cfg.retries.backoff_seconds,
             max_requests_per_second=self._max_rps, pool_size=self._pool_size)

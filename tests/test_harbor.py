@@ -1,0 +1,150 @@
+"""kind: harbor — projects checked and created through Harbor's API (a stand-in written from its
+published API docs) before the first push, through an nginx front shaped like Harbor (registry at
+/v2/, API at /api/v2.0/, pushes into a missing project denied) over a real docker-registry."""
+
+import uuid
+
+import pytest
+
+from regsync.errors import RegistryError
+from regsync.targets.harbor import project_of
+from tests.fixtures.harbor_api import HarborAPI
+from tests.fixtures.nginx import harbor_front
+from tests.fixtures.oci_layout import digest_of, inspect_raw, seed, write_image
+from tests.fixtures.policies import audit_records, run_cli, write_policy
+from tests.fixtures.registries import start_registry
+
+ROBOT, SECRET = "robot$regsync+sync", "robot-s3cret"
+
+
+@pytest.fixture(scope="module")
+def harbor(tmp_path_factory):
+    root = tmp_path_factory.mktemp("harbor")
+    backend = start_registry(root / "registry", auth="basic", username=ROBOT, password=SECRET)
+    api = HarborAPI(ROBOT, SECRET)
+    front = harbor_front(root / "nginx", backend, api.host)
+    yield {"front": front, "api": api, "backend": backend}
+    front.stop()
+    api.stop()
+    backend.stop()
+
+
+@pytest.fixture
+def api(harbor, monkeypatch):
+    """The module's API stand-in with this test's calls only; attribute changes undone after."""
+    harbor["api"].calls.clear()
+    harbor["api"].denied_writes.clear()
+    monkeypatch.setattr(harbor["api"], "can_create", True)
+    monkeypatch.setattr(harbor["api"], "password", SECRET)
+    return harbor["api"]
+
+
+@pytest.fixture
+def source_image(registry, unique_repo, oci_dir):
+    info = write_image(oci_dir, "1.0", layer_size=50_000, seed=hash(unique_repo) & 0xFFFF)
+    seed(registry, unique_repo, "1.0", oci_dir)
+    return unique_repo, info.index_digest
+
+
+def harbor_policy(tmp_path, registry, harbor, src_repo, project, create=True, extra=""):
+    options = (f', kind: harbor, auth: {{username: "{ROBOT}", password: "{SECRET}"}}'
+               f', harbor: {{create_projects: {str(create).lower()}, public: true, storage_limit: 10GiB{extra}}}')
+    return write_policy(tmp_path, registry.url, harbor["front"].url, src_repo, f"{project}/pytorch",
+                        tags=["1.0"], dst_options=options)
+
+
+def new_project() -> str:
+    return f"ai-{uuid.uuid4().hex[:8]}"
+
+
+def test_missing_project_is_created_then_the_image_pushed(tmp_path, registry, harbor, api, source_image):
+    repo, digest = source_image
+    project = new_project()
+    policy = harbor_policy(tmp_path, registry, harbor, repo, project)
+
+    result = run_cli("sync", "-p", policy)
+
+    assert result.exit_code == 0, result.output
+    assert api.api_calls() == [("HEAD", f"/api/v2.0/projects?project_name={project}"),
+                               ("POST", "/api/v2.0/projects")]
+    assert all(user == ROBOT for _, _, user in api.calls)
+    assert api.projects[project] == {"public": "true", "storage_limit": 10 * 1024**3, "by": "regsync"}
+    assert digest_of(inspect_raw(harbor["backend"], f"{project}/pytorch:1.0")) == digest
+    assert api.denied_writes == []
+
+    api.calls.clear()
+    again = run_cli("sync", "-p", policy)
+    assert again.exit_code == 0, again.output
+    assert api.api_calls() == []  # nothing to write, so Harbor's API is not asked
+
+
+def test_existing_project_is_checked_once_and_not_created(tmp_path, registry, harbor, api, source_image, oci_dir):
+    repo, _ = source_image
+    write_image(oci_dir, "1.1", layer_size=30_000, seed=7)
+    seed(registry, repo, "1.1", oci_dir)
+    project = new_project()
+    api.projects[project] = {"public": "false", "storage_limit": -1, "by": "admin"}
+    policy = write_policy(tmp_path, registry.url, harbor["front"].url, repo, f"{project}/pytorch", tags=["1.0", "1.1"],
+                          dst_options=f', kind: harbor, auth: {{username: "{ROBOT}", password: "{SECRET}"}}'
+                                      ', harbor: {create_projects: true}')
+
+    result = run_cli("sync", "-p", policy)
+
+    assert result.exit_code == 0, result.output
+    assert api.api_calls() == [("HEAD", f"/api/v2.0/projects?project_name={project}")]  # two tags, one check
+    assert api.projects[project]["by"] == "admin"
+
+
+def test_project_created_concurrently_409_is_success(tmp_path, registry, harbor, api, source_image):
+    repo, digest = source_image
+    project = new_project()
+    api.race_once.add(project)  # someone else creates it between our HEAD and our POST
+    result = run_cli("sync", "-p", harbor_policy(tmp_path, registry, harbor, repo, project))
+
+    assert result.exit_code == 0, result.output
+    assert [m for m, _ in api.api_calls()] == ["HEAD", "POST"]
+    assert api.projects[project]["by"] == "someone else"
+    assert digest_of(inspect_raw(harbor["backend"], f"{project}/pytorch:1.0")) == digest
+
+
+def test_robot_without_permission_403_is_a_clear_failure(tmp_path, registry, harbor, api, source_image):
+    repo, _ = source_image
+    project = new_project()
+    api.can_create = False
+    result = run_cli("sync", "-p", harbor_policy(tmp_path, registry, harbor, repo, project))
+
+    assert result.exit_code == 1, result.output
+    assert f"may not create Harbor project '{project}' (403)" in result.output
+    assert SECRET not in result.output
+    failed = [r for r in audit_records(tmp_path / "audit.jsonl") if r["event"] == "failed"]
+    assert len(failed) == 1 and "403" in failed[0]["reason"] and SECRET not in str(failed[0])
+    assert project not in api.projects
+    assert not harbor["backend"].writes_since(0) or all(project not in uri for _, uri in
+                                                        harbor["backend"].writes_since(0))
+
+
+def test_rejected_credentials_401_name_the_account_not_the_secret(tmp_path, registry, harbor, api, source_image):
+    repo, _ = source_image
+    api.password = "rotated-elsewhere"  # the registry still takes the robot's secret; the API does not
+    result = run_cli("sync", "-p", harbor_policy(tmp_path, registry, harbor, repo, new_project()))
+
+    assert result.exit_code == 1, result.output
+    assert f"Harbor rejected the credentials of '{ROBOT}' (401)" in result.output
+    assert SECRET not in result.output
+
+
+def test_without_create_projects_the_api_is_never_called(tmp_path, registry, harbor, api, source_image):
+    repo, _ = source_image
+    project = new_project()
+    result = run_cli("sync", "-p", harbor_policy(tmp_path, registry, harbor, repo, project, create=False))
+
+    assert result.exit_code == 1, result.output  # Harbor denies the push into a missing project
+    assert api.api_calls() == []
+    assert api.denied_writes and all(f"/v2/{project}/" in uri for uri in api.denied_writes)
+
+
+def test_a_harbor_repository_needs_a_project():
+    assert project_of("ai-base/pytorch/cuda") == "ai-base"
+    for bad in ("pytorch", "Upper/repo", "-x/repo"):
+        with pytest.raises(RegistryError):
+            project_of(bad)
