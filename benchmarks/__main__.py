@@ -1,4 +1,4 @@
-"""python -m benchmarks [--quick] [--only P1,P3] — regsync against its peers on the same local
+"""python -m benchmarks [--quick] [--only P1,P2] [--scale 200] — regsync against its peers on the same local
 registries, in one run: prints a table of times, ratios and peak RSS, writes JSON (and a PNG of
 the plan-scaling run when matplotlib is installed) under benchmarks/results/."""
 
@@ -17,6 +17,8 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+import psutil
+
 from benchmarks.data import big_image_layout, push_many_tags, tag_manifest_many
 from tests.fixtures.registries import start_registry
 
@@ -26,15 +28,29 @@ SKOPEO_CACHE = Path.home() / ".local/share/containers/cache/blob-info-cache-v1.s
 
 
 def measure(command: list[str], cwd: Path | None = None) -> dict:
-    """Wall time and peak RSS (GNU time: the process and its children) of one command."""
+    """Wall time, CPU and peak RSS of one command (GNU time: %M is the largest RSS of the
+    process or any of its children, which for a pipeline of curls is the largest curl)."""
     started = time.monotonic()
-    result = subprocess.run(["/usr/bin/time", "-f", "maxrss_kb=%M", *command], cwd=cwd, capture_output=True,
-                            text=True)
+    result = subprocess.run(["/usr/bin/time", "-f", "maxrss_kb=%M cpu=%U+%S", *command], cwd=cwd,
+                            capture_output=True, text=True)
     seconds = time.monotonic() - started
-    rss = re.search(r"maxrss_kb=(\d+)", result.stderr)
+    found = re.search(r"maxrss_kb=(\d+) cpu=([\d.]+)\+([\d.]+)", result.stderr)
     if result.returncode not in (0,):
         raise RuntimeError(f"{command[0]} failed ({result.returncode}): {result.stderr[-800:]}")
-    return {"seconds": round(seconds, 3), "rss_mb": round(int(rss.group(1)) / 1024, 1) if rss else None}
+    if not found:
+        return {"seconds": round(seconds, 3), "rss_mb": None, "cpu_s": None}
+    return {"seconds": round(seconds, 3), "rss_mb": round(int(found.group(1)) / 1024, 1),
+            "cpu_s": round(float(found.group(2)) + float(found.group(3)), 2)}
+
+
+def with_server_cpu(registry, run) -> dict:
+    """`run()`'s measurement plus the CPU seconds `registry` spent meanwhile (on 2 cores the
+    receiving registry competes with the client for CPU: it bounds a cold copy)."""
+    process = psutil.Process(registry.process.pid)
+    before = sum(process.cpu_times()[:2])
+    result = run()
+    result["target_cpu_s"] = round(sum(process.cpu_times()[:2]) - before, 2)
+    return result
 
 
 def regsync(work: Path, policy: str, *args: str) -> dict:
@@ -69,15 +85,17 @@ def p1_cold_copy(work: Path, size: int) -> dict:
                     f"oci:{layout}:big", f"docker://{source.host}/bench/cuda:2.9"], check=True)
     shutil.rmtree(layout)
     target = fresh(work, "p1-dst-rs")
-    ours = regsync(work, two_registries(source.url, target.url, "bench/cuda", "bench/cuda", ["2.9"]), "sync")
+    ours = with_server_cpu(target, lambda: regsync(
+        work, two_registries(source.url, target.url, "bench/cuda", "bench/cuda", ["2.9"]), "sync"))
     target.stop()
     target = fresh(work, "p1-dst-sk")
-    peer = measure(["skopeo", "copy", "-q", "--all", "--preserve-digests", "--src-tls-verify=false",
-                    "--dest-tls-verify=false", f"docker://{source.host}/bench/cuda:2.9",
-                    f"docker://{target.host}/bench/cuda:2.9"])
+    peer = with_server_cpu(target, lambda: measure([
+        "skopeo", "copy", "-q", "--all", "--preserve-digests", "--src-tls-verify=false", "--dest-tls-verify=false",
+        f"docker://{source.host}/bench/cuda:2.9", f"docker://{target.host}/bench/cuda:2.9"]))
     target.stop()
     target = fresh(work, "p1-dst-curl")
-    floor = measure(["bash", str(ROOT / "benchmarks" / "curl_floor.sh"), source.url, target.url, "bench/cuda", "2.9"])
+    floor = with_server_cpu(target, lambda: measure(
+        ["bash", str(ROOT / "benchmarks" / "curl_floor.sh"), source.url, target.url, "bench/cuda", "2.9"]))
     target.stop()
     source.stop()
     return {"id": "P1", "work": f"cold copy, {size / 1e9:.2f} GB two-arch image", "regsync": ours,
@@ -139,59 +157,82 @@ def p6_plan_scaling(work: Path, counts: list[int]) -> dict:
     return {"id": "P6", "work": "plan, by tag count", "regsync": points, "peers": {}}
 
 
+GOALS = {("P1", "skopeo copy --all"): "<= 0.8×", ("P1", "curl GET→PUT floor"): "<= 1.3×",
+         ("P2", "skopeo sync --all"): "<= 0.25×", ("P3", "skopeo sync --all"): "<= 0.1×",
+         ("P4", ""): "<= 150 MB", ("P6", ""): "linear", ("P7", ""): "<= 55% again"}
+
+
+def _cpu(result: dict) -> str:
+    server = f" ({result['target_cpu_s']})" if "target_cpu_s" in result else ""
+    return f"{result.get('cpu_s')}{server}"
+
+
 def render(rows: list[dict]) -> str:
-    lines = ["| id | work | regsync | peer | ratio | regsync peak RSS |", "|---|---|---|---|---|---|"]
+    lines = ["| id | work | regsync | peer | ratio | goal | regsync peak RSS | CPU s regsync / peer (target registry) |",
+             "|---|---|---|---|---|---|---|---|"]
     for row in rows:
         ours = row["regsync"]
         if isinstance(ours, dict) and "seconds" in ours:
             for name, peer in row["peers"].items():
                 ratio = ours["seconds"] / peer["seconds"] if peer["seconds"] else float("nan")
                 lines.append(f"| {row['id']} | {row['work']} | {ours['seconds']:.2f} s | {name}: {peer['seconds']:.2f} s "
-                             f"| {ratio:.2f}× | {ours['rss_mb']} MB |")
+                             f"| {ratio:.2f}× | {GOALS.get((row['id'], name), '')} | {ours['rss_mb']} MB "
+                             f"| {_cpu(ours)} / {_cpu(peer)} |")
         elif isinstance(ours, dict):
             cells = ", ".join(f"{k}: {v['rss_mb']} MB in {v['seconds']:.1f} s" for k, v in ours.items())
-            lines.append(f"| {row['id']} | {row['work']} | {cells} | | | |")
+            lines.append(f"| {row['id']} | {row['work']} | {cells} | | | {GOALS.get((row['id'], ''), '')} | | |")
         else:
             cells = ", ".join(f"{p['tags']} tags: {p['seconds']:.2f} s ({p['ms_per_tag']} ms/tag)" for p in ours)
-            lines.append(f"| {row['id']} | {row['work']} | {cells} | | | |")
+            lines.append(f"| {row['id']} | {row['work']} | {cells} | | | {GOALS.get((row['id'], ''), '')} | | |")
     return "\n".join(lines)
 
 
 def plot(rows: list[dict], path: Path) -> None:
+    """The scaling runs: plan time by tag count (P6) and peak RSS by image size (P4)."""
     try:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
+        print("matplotlib missing (pip install -e '.[bench]'): no plot", file=sys.stderr)
         return
     scaling = next((r for r in rows if r["id"] == "P6"), None)
-    if not scaling:
+    memory = next((r for r in rows if r["id"] == "P4"), None)
+    if not scaling and not memory:
         return
-    xs = [p["tags"] for p in scaling["regsync"]]
-    ys = [p["seconds"] for p in scaling["regsync"]]
-    plt.figure(figsize=(6, 4))
-    plt.plot(xs, ys, marker="o")
-    plt.xlabel("tags")
-    plt.ylabel("regsync plan, seconds")
-    plt.title("P6: plan time by tag count")
-    plt.grid(True, alpha=0.3)
-    plt.savefig(path, dpi=100, bbox_inches="tight")
+    figure, axes = plt.subplots(1, 2, figsize=(11, 4))
+    if scaling:
+        xs = [p["tags"] for p in scaling["regsync"]]
+        axes[0].plot(xs, [p["seconds"] for p in scaling["regsync"]], marker="o")
+        axes[0].set(xlabel="tags", ylabel="seconds", title="P6: regsync plan time by tag count")
+        axes[0].grid(True, alpha=0.3)
+    if memory:
+        labels = list(memory["regsync"])
+        axes[1].bar(labels, [memory["regsync"][k]["rss_mb"] for k in labels])
+        axes[1].axhline(150, color="red", linestyle="--", label="goal: 150 MB")
+        axes[1].set(ylabel="peak RSS, MB", title="P4: regsync peak RSS by layer size")
+        axes[1].legend()
+    figure.savefig(path, dpi=100, bbox_inches="tight")
+    print(f"plot: {path}")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run of a few minutes")
     parser.add_argument("--only", default="P1,P2,P4,P6", help="comma-separated ids (P2 includes P3)")
+    parser.add_argument("--scale", type=int, help="tags for P2/P3 (default 1000, 50 with --quick)")
+    parser.add_argument("--p1-bytes", type=float, help="P1 image size in bytes (default 1.05e9, 1e8 with --quick)")
     args = parser.parse_args()
     only = set(args.only.upper().split(","))
-    size = 100_000_000 if args.quick else 1_050_000_000
+    size = int(args.p1_bytes or (100_000_000 if args.quick else 1_050_000_000))
+    tags = args.scale or (50 if args.quick else 1000)
     work = Path(tempfile.mkdtemp(prefix="regsync-bench-"))
     rows: list[dict] = []
     try:
         if "P1" in only:
             rows.append(p1_cold_copy(work, size))
         if "P2" in only or "P3" in only:
-            rows += p2_p3_many_tags(work, 50 if args.quick else 1000)
+            rows += p2_p3_many_tags(work, tags)
         if "P4" in only:
             rows.append(p4_flat_memory(work, [40_000_000, 400_000_000] if args.quick else [400_000_000, 4_000_000_000]))
         if "P6" in only:
