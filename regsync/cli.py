@@ -386,9 +386,11 @@ def _interrupt(signum, frame):
 
 from regsync.verify.commands import verify_cmd  # noqa: E402  (commands living in their own modules)
 from regsync.audit.commands import audit_group  # noqa: E402
+from regsync.clientconfig import client_config_cmd  # noqa: E402
 
 cli.add_command(verify_cmd)
 cli.add_command(audit_group)
+cli.add_command(client_config_cmd)
 
 
 def main() -> None:

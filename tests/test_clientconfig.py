@@ -1,0 +1,135 @@
+"""regsync client-config: what it prints parses for each client, carries CA files instead of
+insecure flags, and — for registries.conf — a real client (skopeo, the containers/image library
+podman uses) asking for the upstream name is served the internal copy."""
+
+import base64
+import configparser
+import json
+import subprocess
+import tomllib
+
+from tests.fixtures.oci_layout import digest_of, seed, write_image
+from tests.fixtures.policies import run_cli
+
+
+def policy_file(tmp_path, internal_url, ca_file, copy_repo):
+    path = tmp_path / "policy.yaml"
+    path.write_text(f"""\
+version: 1
+registries:
+  hub: {{url: "https://registry-1.docker.io"}}
+  quay: {{url: "https://quay.io"}}
+  internal: {{url: "{internal_url}", tls: {{ca_file: "{ca_file}"}}, auth: {{username: u, password: "p4ss-word"}}}}
+  nexus: {{url: "https://nexus.corp.example/repository/docker-hosted", kind: nexus}}
+indexes:
+  tuna: {{url: "https://pypi.tuna.tsinghua.edu.cn/simple/"}}
+  internal-pypi: {{url: "https://nexus.corp.example/repository/pypi-internal/simple/", tls: {{ca_file: "{ca_file}"}}}}
+images:
+  - {{from: hub/pytorch/pytorch, to: "internal/{copy_repo}", tags: {{include: ["2.9"]}}}}
+  - {{from: quay/prometheus/node-exporter, to: internal/mirror/prometheus/node-exporter, tags: {{include: [v1]}}}}
+  - {{from: quay/coreos/etcd, to: nexus/coreos/etcd, tags: {{include: [v3]}}}}
+packages:
+  - {{from: tuna, to: internal-pypi, requirements: [numpy]}}
+""")
+    return path
+
+
+def config_for(policy, client):
+    result = run_cli("client-config", "-p", policy, "--for", client)
+    assert result.exit_code == 0, result.output
+    assert "p4ss-word" not in result.output
+    for flag in ("insecure-registries", "insecure =", "skip_verify", "trusted-host", "tls-verify"):
+        assert flag not in result.output
+    return result.output
+
+
+def toml_blocks(text):
+    """The hosts.toml files in the output, keyed by the path comment heading each."""
+    blocks = {}
+    for chunk in text.split("\n\n"):
+        first, _, body = chunk.partition("\n")
+        if first.startswith("# /etc/containerd/certs.d/"):
+            blocks[first[2:]] = tomllib.loads(body)
+    return blocks
+
+
+def test_podman_registries_conf_redirects_a_real_client(tmp_path, registry_tls, unique_repo, oci_dir):
+    info = write_image(oci_dir, "2.9", layer_size=10_000, seed=11)
+    seed(registry_tls, unique_repo, "2.9", oci_dir)
+    policy = policy_file(tmp_path, registry_tls.url, registry_tls.ca_file, unique_repo)
+
+    conf = config_for(policy, "podman")
+    parsed = tomllib.loads(conf)
+    assert {"prefix": "docker.io/pytorch/pytorch", "location": f"{registry_tls.host}/{unique_repo}"} in parsed["registry"]
+    assert f"/etc/containers/certs.d/{registry_tls.host}/ca.crt" in conf
+    assert "coreos/etcd" in conf and "connector port" in conf  # Nexus's API path is not a client location
+    (tmp_path / "registries.conf").write_text(conf)
+
+    # as after `podman login` to the internal registry: the credentials are for where the copy lives
+    token = base64.b64encode(f"{registry_tls.username}:{registry_tls.password}".encode()).decode()
+    (tmp_path / "auth.json").write_text(json.dumps({"auths": {registry_tls.host: {"auth": token}}}))
+    out = subprocess.run(["skopeo", "inspect", "--raw", "--registries-conf", str(tmp_path / "registries.conf"),
+                          f"--cert-dir={registry_tls.cert_dir}", "--authfile", str(tmp_path / "auth.json"),
+                          "docker://docker.io/pytorch/pytorch:2.9"], capture_output=True, timeout=60)
+    assert out.returncode == 0, out.stderr.decode()
+    assert digest_of(out.stdout) == info.index_digest
+
+
+def test_containerd_hosts_toml_per_upstream(tmp_path):
+    policy = policy_file(tmp_path, "https://harbor.corp.example", "/etc/ssl/corp-ca.pem", "dockerhub/pytorch/pytorch")
+    blocks = toml_blocks(config_for(policy, "containerd"))
+
+    hub = blocks["/etc/containerd/certs.d/docker.io/hosts.toml"]
+    assert hub["server"] == "https://registry-1.docker.io"
+    assert hub["host"] == {"https://harbor.corp.example/v2/dockerhub": {
+        "capabilities": ["pull", "resolve"], "ca": "/etc/containerd/certs.d/harbor.corp.example/ca.crt",
+        "override_path": True}}
+    # quay.io goes to two different places (a Harbor prefix and Nexus): no single redirect exists
+    assert "/etc/containerd/certs.d/quay.io/hosts.toml" not in blocks
+    text = config_for(policy, "containerd")
+    assert "quay.io/coreos/etcd" in text and "pull these directly" in text
+
+
+def test_containerd_reaches_nexus_path_routing(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text("""\
+version: 1
+registries:
+  hub: {url: "https://registry-1.docker.io"}
+  nexus: {url: "https://nexus.corp.example/repository/docker-hosted", kind: nexus}
+images:
+  - {from: hub/library/python, to: nexus/library/python, tags: {include: ["3.12"]}}
+""")
+    blocks = toml_blocks(config_for(path, "containerd"))
+    host = blocks["/etc/containerd/certs.d/docker.io/hosts.toml"]["host"]
+    assert list(host) == ["https://nexus.corp.example/repository/docker-hosted/v2"]
+    assert host["https://nexus.corp.example/repository/docker-hosted/v2"]["override_path"] is True
+
+
+def test_docker_daemon_json_only_mirrors_what_docker_can_use(tmp_path):
+    same_names = policy_file(tmp_path, "https://harbor.corp.example", "/etc/ssl/corp-ca.pem", "pytorch/pytorch")
+    text = config_for(same_names, "docker")
+    assert json.loads(text.split("\n", 1)[1].split("\n\n", 1)[0]) == {"registry-mirrors": ["https://harbor.corp.example"]}
+    assert "install -D -m 0644 /etc/ssl/corp-ca.pem /etc/docker/certs.d/harbor.corp.example/ca.crt" in text
+
+    renamed = policy_file(tmp_path, "https://harbor.corp.example", "/etc/ssl/corp-ca.pem", "ai-base/pytorch")
+    text = config_for(renamed, "docker")
+    assert json.loads(text.split("\n", 1)[1].split("\n#", 1)[0]) == {}
+    assert "docker.io/pytorch/pytorch  ->  harbor.corp.example/ai-base/pytorch" in text
+
+
+def test_pip_and_uv(tmp_path):
+    policy = policy_file(tmp_path, "https://harbor.corp.example", "/etc/ssl/corp-ca.pem", "x/y")
+    pip = configparser.ConfigParser()
+    pip.read_string(config_for(policy, "pip"))
+    assert pip["global"]["index-url"] == "https://nexus.corp.example/repository/pypi-internal/simple/"
+    assert pip["global"]["cert"] == "/etc/ssl/corp-ca.pem"
+    uv = tomllib.loads(config_for(policy, "uv"))
+    assert uv["index"] == [{"name": "internal-pypi", "url": "https://nexus.corp.example/repository/pypi-internal/simple/",
+                            "default": True}]
+
+
+def test_unknown_client_is_a_usage_error(tmp_path):
+    policy = policy_file(tmp_path, "https://harbor.corp.example", "/etc/ssl/corp-ca.pem", "x/y")
+    result = run_cli("client-config", "-p", policy, "--for", "rkt")
+    assert result.exit_code == 2
