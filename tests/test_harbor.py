@@ -148,3 +148,25 @@ def test_a_harbor_repository_needs_a_project():
     for bad in ("pytorch", "Upper/repo", "-x/repo"):
         with pytest.raises(RegistryError):
             project_of(bad)
+
+
+def test_cosign_signature_is_pushed_after_its_subject(tmp_path, registry, harbor, api, unique_repo):
+    """Harbor links `sha256-<hex>.sig` to its subject as an accessory only if the subject is there first."""
+    from tests.fixtures.cosign import attachment_tag, make_key, push_image, sign
+
+    digest, _ = push_image(registry, unique_repo, "1.0")
+    sign(registry, unique_repo, digest, make_key())
+    project = new_project()
+    policy = write_policy(tmp_path, registry.url, harbor["front"].url, unique_repo, f"{project}/signed", tags=["1.0"],
+                          dst_options=f', kind: harbor, auth: {{username: "{ROBOT}", password: "{SECRET}"}}'
+                                      ', harbor: {create_projects: true}',
+                          rule_extra="    copy: {signatures: true}\n")
+    start = len(harbor["front"].requests())
+
+    result = run_cli("sync", "-p", policy)
+
+    assert result.exit_code == 0, result.output
+    puts = [r["uri"] for r in harbor["front"].requests()[start:] if r["method"] == "PUT" and "/manifests/" in r["uri"]]
+    subject = puts.index(f"/v2/{project}/signed/manifests/1.0")
+    signature = puts.index(f"/v2/{project}/signed/manifests/{attachment_tag(digest)}")
+    assert subject < signature
