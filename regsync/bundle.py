@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from loguru import logger
 from regsync.apply import artifact_of, split_image_ref
 from regsync.endpoints import Endpoints, split_ref
 from regsync.errors import RegistryError, UsageError, VerificationError
-from regsync.oci.layout import REF_NAME, LayoutSource, LayoutWriter, copy_into_layout, open_regular
+from regsync.oci.layout import DIGEST, REF_NAME, LayoutSource, LayoutWriter, copy_into_layout, open_regular
 from regsync.oci.manifest import filter_index
 from regsync.policy import LoadedPolicy
 from regsync.resolve import make_plan
@@ -29,13 +30,18 @@ from regsync.resolve.images import manifest_tree
 BUNDLE_FORMAT = "regsync-bundle/1"
 MAX_BUNDLE_JSON = 64 * 1024 * 1024
 ATTACHMENTS = (".sig", ".att", ".sbom")
+MAX_VOLUMES = 999
 
 
-def export_bundle(loaded: LoadedPolicy, endpoints: Endpoints, out: Path, audit, jobs: int = 8, on_bytes=None) -> dict:
+def export_bundle(loaded: LoadedPolicy, endpoints: Endpoints, out: Path, audit, jobs: int = 8, on_bytes=None,
+                  since: Path | None = None, volume_size: int | None = None) -> dict:
+    base = _base_bundle(since) if since else None
+    leave_out = frozenset(base["blobs"]) if base else frozenset()
     plan = make_plan(loaded, endpoints, jobs, diff_target=False)
     writer = LayoutWriter(out)
+    _gather_volumes(out)  # a re-run resumes with what earlier volumes already hold
     refs = _existing_refs(out)  # re-running completes a half-written bundle; present blobs are skipped
-    exported, refused, moved = [], [], 0
+    exported, refused, moved, left_out = [], [], 0, set()
     for error in plan.errors:
         logger.error("{}", error.reason)
         audit.record("failed", artifact={"source": error.source}, policy_rule=error.rule, reason=error.reason)
@@ -54,7 +60,8 @@ def export_bundle(loaded: LoadedPolicy, endpoints: Endpoints, out: Path, audit, 
             original = src.get_manifest(src_repo, item.source_digest or item.digest)
             root = filter_index(original, item.platforms) if item.platforms and original.is_index else original
             tree = manifest_tree(src, src_repo, root)
-            moved += copy_into_layout(src, src_repo, tree, writer, on_bytes)
+            moved += copy_into_layout(src, src_repo, tree, writer, on_bytes, leave_out)
+            left_out |= {b.digest for m in tree for b in m.blobs()[1:]} & leave_out
             writer.write_manifest(original)  # signatures name the original digest: keep it resolvable
             refs[f"{src_name}/{src_repo}:{tag}"] = _ref(original)
             for suffix in ATTACHMENTS:
@@ -77,16 +84,27 @@ def export_bundle(loaded: LoadedPolicy, endpoints: Endpoints, out: Path, audit, 
     bundle = {"format": BUNDLE_FORMAT, "policy_sha256": loaded.sha256,
               "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "artifacts": exported,
               "not_exported": refused}
+    if base:
+        bundle["since"] = {"bundle_sha256": base["sha256"], "created": base["created"],
+                           "layers_left_out": len(left_out)}
+    volumes = _split_volumes(out, volume_size, len(json.dumps(bundle))) if volume_size else []
+    bundle["volumes"] = 1 + len(volumes)
     _write(out / "bundle.json", json.dumps(bundle, indent=1).encode())
     _write_checksums(out)
+    for volume in volumes:
+        _write_checksums(volume, small_files=())
     return {"exported": len(exported), "refused": sum(r["event"] == "refused" for r in refused),
             "failed": sum(r["event"] == "failed" for r in refused), "bytes": moved}
 
 
-def open_bundle(root: Path, loaded: LoadedPolicy) -> dict[str, LayoutSource]:
-    """Check the bundle's own files and return it as the policy's source registries."""
-    if root.is_symlink() or not root.is_dir():
-        raise UsageError(f"{root} is not a bundle directory")
+def open_bundle(root: Path, loaded: LoadedPolicy, more_blobs: tuple[Path, ...] = ()) -> dict[str, LayoutSource]:
+    """Check the bundle's own files and return it as the policy's source registries.
+
+    `more_blobs`: further directories with blobs only (the other volumes of a split bundle, or the
+    base bundle of an incremental one); their blobs are verified by digest as they stream."""
+    for directory in (root, *more_blobs):
+        if directory.is_symlink() or not directory.is_dir():
+            raise UsageError(f"{directory} is not a bundle directory")
     _check_sums(root)
     with open_regular(root / "bundle.json") as handle:
         raw = handle.read(MAX_BUNDLE_JSON + 1)
@@ -99,8 +117,30 @@ def open_bundle(root: Path, loaded: LoadedPolicy) -> dict[str, LayoutSource]:
     if bundle.get("policy_sha256") != loaded.sha256:
         raise UsageError(f"the bundle was exported with another policy (sha256 {str(bundle.get('policy_sha256'))[:12]},"
                          f" {loaded.path} is {loaded.sha256[:12]}): import with the policy that made it")
+    volumes = bundle.get("volumes", 1)
+    if isinstance(volumes, int) and 1 < volumes <= MAX_VOLUMES and len(more_blobs) < volumes - 1:
+        raise UsageError(f"this bundle was split into {volumes} volumes: name them all, e.g. "
+                         f"regsync import {root} " + " ".join(f"{root}.vol{n}" for n in range(2, volumes + 1)))
     names = {split_ref(rule.source)[0] for rule in loaded.policy.images}
-    return {name: LayoutSource(root, name) for name in names}
+    return {name: LayoutSource(root, name, tuple(more_blobs)) for name in names}
+
+
+def _base_bundle(old: Path) -> dict:
+    """What an earlier bundle carried: its blob names (a blob file is named by its verified sha256)."""
+    try:
+        with open_regular(old / "bundle.json") as handle:
+            raw = handle.read(MAX_BUNDLE_JSON + 1)
+        meta = json.loads(raw) if len(raw) <= MAX_BUNDLE_JSON else None
+    except (RegistryError, VerificationError, ValueError):
+        meta = None
+    if not isinstance(meta, dict) or meta.get("format") != BUNDLE_FORMAT:
+        raise UsageError(f"--since-bundle {old}: not a regsync bundle (no readable bundle.json)")
+    try:
+        names = [p.name for p in (old / "blobs" / "sha256").iterdir()]
+    except OSError:
+        raise UsageError(f"--since-bundle {old}: its blobs/sha256 directory cannot be read") from None
+    blobs = {f"sha256:{name}" for name in names if DIGEST.fullmatch(f"sha256:{name}")}
+    return {"sha256": hashlib.sha256(raw).hexdigest(), "created": meta.get("created"), "blobs": blobs}
 
 
 def _ref(manifest) -> dict:
@@ -122,9 +162,52 @@ def _write(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def _write_checksums(out: Path) -> None:
+def _volume(out: Path, n: int) -> Path:
+    return out.with_name(f"{out.name}.vol{n}")
+
+
+def _split_volumes(out: Path, volume_size: int, bundle_json_size: int) -> list[Path]:
+    """Move blobs that do not fit in `volume_size` into OUT.vol2, OUT.vol3… (one per medium)."""
+    blobs = sorted((p for p in (out / "blobs" / "sha256").iterdir() if not p.name.startswith(".")),
+                   key=lambda p: p.name)
+    used = sum((out / name).stat().st_size for name in ("oci-layout", "index.json")) + 2 * bundle_json_size
+    used += 100 * (len(blobs) + 3)  # SHA256SUMS lines
+    groups: list[list[Path]] = [[]]
+    for blob in blobs:
+        size = blob.stat().st_size
+        if size > volume_size:
+            raise UsageError(f"blob {blob.name[:12]}… is {size} bytes, more than --volume-size {volume_size}")
+        if used + size > volume_size:
+            groups.append([])
+            used = 100 * len(blobs)
+        groups[-1].append(blob)
+        used += size
+    if len(groups) > MAX_VOLUMES:
+        raise UsageError(f"--volume-size {volume_size} would make {len(groups)} volumes (at most {MAX_VOLUMES})")
+    volumes = []
+    for n, group in enumerate(groups[1:], start=2):
+        target = _volume(out, n) / "blobs" / "sha256"
+        target.mkdir(parents=True, exist_ok=True)
+        for blob in group:
+            os.replace(blob, target / blob.name)
+        volumes.append(_volume(out, n))
+    return volumes
+
+
+def _gather_volumes(out: Path) -> None:
+    for n in range(2, MAX_VOLUMES + 1):
+        blobs = _volume(out, n) / "blobs" / "sha256"
+        if not blobs.is_dir():
+            return
+        for blob in blobs.iterdir():
+            if not blob.name.startswith(".") and not blob.is_symlink():
+                os.replace(blob, out / "blobs" / "sha256" / blob.name)
+        shutil.rmtree(_volume(out, n))
+
+
+def _write_checksums(out: Path, small_files=("oci-layout", "index.json", "bundle.json")) -> None:
     lines = []
-    for name in ("oci-layout", "index.json", "bundle.json"):
+    for name in small_files:
         lines.append(f"{hashlib.sha256((out / name).read_bytes()).hexdigest()}  {name}")
     for blob in sorted((out / "blobs" / "sha256").iterdir()):
         if not blob.name.startswith("."):

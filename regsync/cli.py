@@ -304,11 +304,15 @@ def _audit_options(fn):
 @policy_option
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path, file_okay=False),
               help="Bundle directory (created; re-running completes a half-written one).")
+@click.option("--since-bundle", type=click.Path(path_type=Path, exists=True, file_okay=False),
+              help="An earlier bundle: layers it carried are left out (import it first, or name it after this one).")
+@click.option("--volume-size", type=SIZE, metavar="SIZE",
+              help="Split for removable media: blobs beyond SIZE go to DIR.vol2, DIR.vol3, … (e.g. 4GiB).")
 @_audit_options
 @jobs_option
 @click.pass_context
 @run_guarded
-def export_cmd(ctx, policy_path, output, audit_file, wait_lock, jobs):
+def export_cmd(ctx, policy_path, output, since_bundle, volume_size, audit_file, wait_lock, jobs):
     """Connected side of an air gap: resolve and verify exactly as `sync` does, then write every
     selected image (and its signatures) into one directory: an OCI image layout with blobs stored
     once, bundle.json and SHA256SUMS (check it with `cd DIR && sha256sum -c SHA256SUMS`).
@@ -316,6 +320,7 @@ def export_cmd(ctx, policy_path, output, audit_file, wait_lock, jobs):
     \b
     Example:
       regsync export -p policy.yaml -o /media/usb/bundle-2026-11-25
+      regsync export -p policy.yaml -o bundle-12-01 --since-bundle bundle-11-25 --volume-size 25GiB
     """
     from regsync.apply import Outcome
     from regsync.bundle import export_bundle
@@ -324,7 +329,7 @@ def export_cmd(ctx, policy_path, output, audit_file, wait_lock, jobs):
     loaded = load_policy(policy_path)
 
     def work(endpoints, audit):
-        result = export_bundle(loaded, endpoints, output, audit, jobs)
+        result = export_bundle(loaded, endpoints, output, audit, jobs, since=since_bundle, volume_size=volume_size)
         return Outcome(pushed=result["exported"], refused=result["refused"], failed=result["failed"],
                        bytes=result["bytes"])
 
@@ -333,12 +338,13 @@ def export_cmd(ctx, policy_path, output, audit_file, wait_lock, jobs):
 
 @cli.command("import")
 @click.argument("bundle", type=click.Path(path_type=Path, exists=True, file_okay=False))
+@click.argument("more_blobs", nargs=-1, type=click.Path(path_type=Path, exists=True, file_okay=False))
 @policy_option
 @_audit_options
 @jobs_option
 @click.pass_context
 @run_guarded
-def import_cmd(ctx, bundle, policy_path, audit_file, wait_lock, jobs):
+def import_cmd(ctx, bundle, more_blobs, policy_path, audit_file, wait_lock, jobs):
     """Air-gapped side: the bundle stands in for the policy's source registries, and the very
     plan → verify → push pipeline of `sync` runs on it: every digest and signature is checked again
     from the bundle alone before anything is pushed; refusals are audited, nothing half-tagged.
@@ -346,6 +352,10 @@ def import_cmd(ctx, bundle, policy_path, audit_file, wait_lock, jobs):
     \b
     Example:
       regsync import /media/usb/bundle-2026-11-25 -p policy.yaml
+      regsync import bundle-12-01 bundle-12-01.vol2 -p policy.yaml     # a split bundle: every volume
+
+    More directories after BUNDLE hold blobs only: the other volumes of a split bundle, or the
+    base bundle of an incremental one.
     """
     from regsync.apply import apply_plan
     from regsync.bundle import open_bundle
@@ -353,7 +363,7 @@ def import_cmd(ctx, bundle, policy_path, audit_file, wait_lock, jobs):
     from regsync.resolve import make_plan
 
     loaded = load_policy(policy_path)
-    sources = open_bundle(bundle, loaded)
+    sources = open_bundle(bundle, loaded, more_blobs)
 
     def work(endpoints, audit):
         return apply_plan(make_plan(loaded, endpoints, jobs), endpoints, audit, jobs)

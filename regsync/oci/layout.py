@@ -96,10 +96,17 @@ class LayoutSource:
     """Reads a layout the way RegistryClient reads registry `name`: tags come from index.json refs
     named "<registry>/<repository>:<tag>", so tag selection, planning and copying run unchanged."""
 
-    def __init__(self, root: Path, name: str = "bundle"):
+    def __init__(self, root: Path, name: str = "bundle", more_blobs: tuple[Path, ...] = ()):
+        """`more_blobs`: further directories holding blobs (other volumes, the base of an incremental
+        bundle); read as untrusted as the bundle itself, and only for blobs, never for refs."""
         self.root, self.name = root, name
         self.base = str(root)
+        self._blob_roots = (root, *more_blobs)
         self._refs = self._read_refs()
+
+    def _blob(self, digest: str) -> Path:
+        paths = [blob_path(root, digest) for root in self._blob_roots]
+        return next((path for path in paths if os.path.lexists(path)), paths[0])
 
     def _read_refs(self) -> dict[str, dict]:
         with open_regular(self.root / "index.json") as handle:
@@ -122,7 +129,7 @@ class LayoutSource:
 
     def head_manifest(self, repo: str, reference: str) -> Descriptor | None:
         if DIGEST.fullmatch(reference):
-            return Descriptor("", reference, 0) if blob_path(self.root, reference).is_file() else None
+            return Descriptor("", reference, 0) if self._blob(reference).is_file() else None
         entry = self._refs.get(f"{self.name}/{repo}:{reference}")
         if entry is None:
             return None
@@ -139,7 +146,7 @@ class LayoutSource:
             if found is None:
                 raise NotFound(self.ref(repo, reference), 404, "not in the bundle")
             reference = found.digest
-        with open_regular(blob_path(self.root, reference)) as handle:
+        with open_regular(self._blob(reference)) as handle:
             raw = handle.read(MAX_MANIFEST_BYTES + 1)
         manifest = Manifest.parse(raw, None, self.ref(repo, reference))
         if manifest.digest != reference:
@@ -147,20 +154,31 @@ class LayoutSource:
         return manifest
 
     def open_blob(self, repo: str, digest: str) -> _BlobResponse:
-        handle = open_regular(blob_path(self.root, digest))
+        try:
+            handle = open_regular(self._blob(digest))
+        except NotFound:
+            raise NotFound(self.ref(repo, digest), 404, "not in the bundle (an incremental bundle leaves out layers "
+                                                        "the base bundle had: import that first, or name its "
+                                                        "directory after this one)") from None
         return _BlobResponse(handle, os.fstat(handle.fileno()).st_size)
 
     def blob_exists(self, repo: str, digest: str) -> bool:
-        return blob_path(self.root, digest).is_file()
+        return self._blob(digest).is_file()
 
 
-def copy_into_layout(src, src_repo: str, tree: list[Manifest], writer: LayoutWriter, on_bytes=None) -> int:
-    """Blobs then manifests of one image tree into the layout; every blob verified on the way."""
+def copy_into_layout(src, src_repo: str, tree: list[Manifest], writer: LayoutWriter, on_bytes=None,
+                     leave_out: frozenset[str] = frozenset()) -> int:
+    """Blobs then manifests of one image tree into the layout; every blob verified on the way.
+
+    `leave_out`: layers an earlier bundle carried (`--since-bundle`). Manifests and configs are
+    always written: import plans, verifies and gates from them before it knows what the target holds.
+    """
     from regsync.transfer import VerifyingReader
 
     moved = 0
+    layers = {b.digest for m in tree for b in m.blobs()[1:]}
     for blob in {b.digest: b for m in tree for b in m.blobs()}.values():
-        if writer.has_blob(blob.digest):
+        if writer.has_blob(blob.digest) or (blob.digest in layers and blob.digest in leave_out):
             continue
         with src.open_blob(src_repo, blob.digest) as response:
             reader = VerifyingReader(response.raw.read, blob.digest, blob.size, src.ref(src_repo, blob.digest), on_bytes)
