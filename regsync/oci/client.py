@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from collections import OrderedDict
 from urllib.parse import urljoin, urlsplit
@@ -148,6 +149,23 @@ class RegistryClient:
         if wanted and manifest.digest != wanted:
             raise VerificationError(f"{ref}: manifest digest mismatch: content is {manifest.digest}, expected {wanted}")
         return manifest
+
+    def get_referrers(self, repo: str, digest: str) -> dict | None:
+        """The OCI 1.1 referrers index for `digest`, or None when the registry has no referrers API."""
+        ref = self.ref(repo, digest)
+        response = self._request("GET", f"/v2/{repo}/referrers/{digest}", ref, ok=(200, 404),
+                                 headers={"Accept": "application/vnd.oci.image.index.v1+json"}, stream=True)
+        with response:
+            if response.status_code == 404:  # the spec's signal to fall back to the sha256-<hex> tag
+                return None
+            raw = response.raw.read(MAX_MANIFEST_BYTES + 1, decode_content=True)
+        if len(raw) > MAX_MANIFEST_BYTES:
+            raise VerificationError(f"{ref}: referrers index exceeds {MAX_MANIFEST_BYTES} bytes")
+        try:
+            doc = json.loads(raw)
+        except ValueError:
+            raise RegistryError(ref, 200, "referrers response is not JSON") from None
+        return doc if isinstance(doc, dict) else None
 
     def put_manifest(self, repo: str, reference: str, manifest: Manifest) -> None:
         ref = self.ref(repo, reference)

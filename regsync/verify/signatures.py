@@ -17,7 +17,7 @@ from regsync.verify.cosign import SignedPayload, attachment_tag, fetch_signature
 from regsync.verify.keys import MalformedSignature, PublicKey, load_public_key
 
 # When several signatures fail differently, the most telling reason is reported.
-_SEVERITY = {"untrusted certificate": 1, "wrong key": 1, "signature invalid": 2, "identity mismatch": 2,
+_SEVERITY = {"unsigned": 0, "untrusted certificate": 1, "wrong key": 1, "signature invalid": 2, "identity mismatch": 2,
              "issuer mismatch": 2, "certificate expired at signing": 3, "payload names another digest": 3}
 
 
@@ -46,26 +46,35 @@ def check_signatures(client: RegistryClient, repo: str, digest: str, verify: Ima
 
 def _verified(client, repo, digest, verify: ImageVerify, trust: dict[str, Trust]) -> dict:
     found = fetch_signatures(client, repo, digest)
-    if found is None:
+    bundles = []
+    if any(trust[name].keyless is not None for name in verify.trust):
+        from regsync.verify.bundle import fetch_bundles
+
+        bundles = fetch_bundles(client, repo, digest)
+    if found is None and not bundles:
         raise VerificationError(f"unsigned: no cosign signature for {digest} "
-                                f"(no tag {attachment_tag(digest)} in {client.name}/{repo})")
-    manifest_digest, payloads = found
-    if not payloads:
+                                f"(no tag {attachment_tag(digest)} in {client.name}/{repo}"
+                                f"{', no sigstore bundle referrer' if any(trust[n].keyless for n in verify.trust) else ''})")
+    manifest_digest, payloads = found or (None, [])
+    if not payloads and not bundles:
         raise VerificationError(f"unsigned: {client.name}/{repo}:{attachment_tag(digest)} holds no signature")
     evidence, failures = [], []
     for name in verify.trust:
-        outcome = verify_entry(name, trust[name], payloads, digest)
+        outcome = verify_entry(name, trust[name], payloads, digest, bundles)
         (evidence if isinstance(outcome, dict) else failures).append(outcome)
     if failures and (verify.require_all or not evidence):
         raise VerificationError(worst(failures).reason)
     return {"status": "verified", "signature_manifest": manifest_digest, "signers": evidence}
 
 
-def verify_entry(name: str, entry: Trust, payloads: list[SignedPayload], digest: str) -> dict | Failure:
+def verify_entry(name: str, entry: Trust, payloads: list[SignedPayload], digest: str,
+                 bundles=()) -> dict | Failure:
     if entry.cosign_key is not None:
+        if not payloads:
+            return Failure("unsigned", f"no cosign signature for {digest} to check with trust entry '{name}'")
         return verify_keyed(load_public_key(entry.cosign_key, name), payloads, digest)
     from regsync.verify.keyless import verify_keyless
-    return verify_keyless(name, entry, payloads, digest)
+    return verify_keyless(name, entry, payloads, digest, bundles)
 
 
 def verify_keyed(key: PublicKey, payloads: list[SignedPayload], digest: str) -> dict | Failure:

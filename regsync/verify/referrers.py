@@ -1,0 +1,105 @@
+"""OCI 1.1 referrers: manifests whose `subject` is an image (sigstore bundles, attestations, SBOMs).
+
+Discovery follows the distribution spec: ask the referrers API, and when the registry answers 404
+(distribution 2.8, older Harbor/Nexus) read the fallback index tagged `sha256-<hex>` instead,
+which clients pushing to such registries maintain themselves.
+"""
+
+from __future__ import annotations
+
+import json
+
+from regsync.errors import NotFound, VerificationError
+from regsync.oci.client import RegistryClient
+from regsync.oci.manifest import OCI_INDEX, Manifest
+from regsync.transfer import VerifyingReader, digest_of
+
+MAX_REFERRERS = 200
+MAX_BUNDLE_BYTES = 1 << 20
+
+
+def referrers_tag(digest: str) -> str:
+    """'sha256:ab…' → 'sha256-ab…' (the spec's referrers tag schema)."""
+    algorithm, _, hexdigest = digest.partition(":")
+    return f"{algorithm}-{hexdigest}"
+
+
+def list_referrers(client: RegistryClient, repo: str, digest: str, artifact_type: str | None = None) -> list[dict]:
+    """Descriptors of the manifests that name `digest` as their subject (optionally of one artifactType)."""
+    index = client.get_referrers(repo, digest)
+    if index is None:
+        try:
+            index = client.get_manifest(repo, referrers_tag(digest)).doc
+        except NotFound:
+            return []
+    found = [d for d in index.get("manifests") or [] if isinstance(d, dict) and isinstance(d.get("digest"), str)]
+    if len(found) > MAX_REFERRERS:
+        raise VerificationError(f"{client.ref(repo, digest)} has {len(found)} referrers, more than the "
+                                f"{MAX_REFERRERS} accepted")
+    return [d for d in found if artifact_type is None or d.get("artifactType") == artifact_type]
+
+
+def read_artifact_layer(client: RegistryClient, repo: str, subject: str, descriptor: dict,
+                        media_type: str) -> tuple[Manifest, bytes] | None:
+    """The referrer manifest and its first `media_type` layer's bytes (digest checked); None if it has none.
+
+    The referrer must name `subject`: a fallback tag is written by clients, not the registry, so
+    an entry pointing at another image's attachment would otherwise be believed.
+    """
+    manifest = client.get_manifest(repo, descriptor["digest"])
+    named = (manifest.doc.get("subject") or {}).get("digest") if isinstance(manifest.doc.get("subject"), dict) else None
+    if named != subject:
+        raise VerificationError(f"payload names another digest: referrer {manifest.digest} has subject "
+                                f"{named or 'none'}, the image is {subject}")
+    for layer in manifest.doc.get("layers") or []:
+        if isinstance(layer, dict) and layer.get("mediaType") == media_type:
+            return manifest, _read_blob(client, repo, layer)
+    return None
+
+
+def _read_blob(client: RegistryClient, repo: str, layer: dict) -> bytes:
+    digest, size = layer.get("digest"), layer.get("size")
+    if not isinstance(digest, str) or not isinstance(size, int) or not 0 <= size <= MAX_BUNDLE_BYTES:
+        raise VerificationError(f"signature invalid: {client.ref(repo, str(digest))} is malformed or oversized")
+    with client.open_blob(repo, digest) as response:
+        reader = VerifyingReader(response.raw.read, digest, size, client.ref(repo, digest))
+        data = b"".join(reader.chunks())
+        reader.read(1)  # size reached: the digest is checked here
+    return data
+
+
+def copy_referrers(src: RegistryClient, src_repo: str, dst: RegistryClient, dst_repo: str,
+                   digests: list[str], blobs) -> list[str]:
+    """Copy every referrer of each digest, bytes unchanged, and index it on the target.
+
+    Runs after the image is pushed. On a registry without the referrers API the target's
+    `sha256-<hex>` index is extended (never replaced), so referrers already there survive.
+    """
+    from regsync.oci.copy import copy_tree
+    from regsync.resolve.images import manifest_tree
+
+    copied = []
+    for subject in digests:
+        descriptors = list_referrers(src, src_repo, subject)
+        for descriptor in descriptors:
+            manifest = src.get_manifest(src_repo, descriptor["digest"])
+            copy_tree(src, src_repo, dst, dst_repo, manifest_tree(src, src_repo, manifest), manifest.digest, blobs)
+            copied.append(f"{subject} <- {manifest.digest}")
+        if descriptors and dst.get_referrers(dst_repo, subject) is None:
+            _extend_fallback_index(dst, dst_repo, subject, descriptors)
+    return copied
+
+
+def _extend_fallback_index(client: RegistryClient, repo: str, subject: str, descriptors: list[dict]) -> None:
+    tag = referrers_tag(subject)
+    try:
+        doc = dict(client.get_manifest(repo, tag).doc)
+    except NotFound:
+        doc = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []}
+    present = {d.get("digest") for d in doc.get("manifests") or []}
+    missing = [d for d in descriptors if d["digest"] not in present]
+    if not missing:
+        return
+    doc["manifests"] = list(doc.get("manifests") or []) + missing
+    raw = json.dumps(doc, separators=(",", ":")).encode()
+    client.put_manifest(repo, tag, Manifest(raw, OCI_INDEX, digest_of(raw), doc))
