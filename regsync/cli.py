@@ -324,6 +324,7 @@ def export_cmd(ctx, policy_path, output, since_bundle, volume_size, audit_file, 
     """
     from regsync.apply import Outcome
     from regsync.bundle import export_bundle
+    from regsync.bundle.packages import export_stand_ins
     from regsync.policy import load_policy
 
     loaded = load_policy(policy_path)
@@ -333,7 +334,9 @@ def export_cmd(ctx, policy_path, output, since_bundle, volume_size, audit_file, 
         return Outcome(pushed=result["exported"], refused=result["refused"], failed=result["failed"],
                        bytes=result["bytes"])
 
-    return run_with_audit(ctx, loaded, "export", work, RunOptions(audit_file, wait_lock, jobs=jobs))
+    # package targets are across the gap: export plans every selected file as absent there
+    return run_with_audit(ctx, loaded, "export", work, RunOptions(audit_file, wait_lock, jobs=jobs,
+                                                                   sources=export_stand_ins(loaded)))
 
 
 @cli.command("import")

@@ -23,6 +23,7 @@ from regsync.endpoints import Endpoints, split_ref
 from regsync.errors import RegistryError, UsageError, VerificationError
 from regsync.oci.layout import DIGEST, REF_NAME, LayoutSource, LayoutWriter, copy_into_layout, open_regular
 from regsync.oci.manifest import filter_index
+from regsync.bundle.packages import export_package, index_stand_ins
 from regsync.policy import LoadedPolicy
 from regsync.resolve import make_plan
 from regsync.resolve.images import manifest_tree
@@ -41,7 +42,7 @@ def export_bundle(loaded: LoadedPolicy, endpoints: Endpoints, out: Path, audit, 
     writer = LayoutWriter(out)
     _gather_volumes(out)  # a re-run resumes with what earlier volumes already hold
     refs = _existing_refs(out)  # re-running completes a half-written bundle; present blobs are skipped
-    exported, refused, moved, left_out = [], [], 0, set()
+    exported, refused, moved, left_out, packages = [], [], 0, set(), []
     for error in plan.errors:
         logger.error("{}", error.reason)
         audit.record("failed", artifact={"source": error.source}, policy_rule=error.rule, reason=error.reason)
@@ -52,7 +53,7 @@ def export_bundle(loaded: LoadedPolicy, endpoints: Endpoints, out: Path, audit, 
             refused.append({"source": item.source, "reason": item.reason, "event": "refused"})
             continue
         if item.kind != "image":
-            logger.warning("{}: packages are not exported yet", item.source)
+            moved += _export_package(item, endpoints, writer, audit, on_bytes, exported, packages, refused)
             continue
         src_name, src_repo, tag = split_image_ref(item.source)
         src = endpoints.registry(src_name)
@@ -83,7 +84,7 @@ def export_bundle(loaded: LoadedPolicy, endpoints: Endpoints, out: Path, audit, 
     writer.write_index([dict(descriptor, annotations={REF_NAME: name}) for name, descriptor in sorted(refs.items())])
     bundle = {"format": BUNDLE_FORMAT, "policy_sha256": loaded.sha256,
               "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "artifacts": exported,
-              "not_exported": refused}
+              "not_exported": refused, "packages": packages}
     if base:
         bundle["since"] = {"bundle_sha256": base["sha256"], "created": base["created"],
                            "layers_left_out": len(left_out)}
@@ -122,7 +123,25 @@ def open_bundle(root: Path, loaded: LoadedPolicy, more_blobs: tuple[Path, ...] =
         raise UsageError(f"this bundle was split into {volumes} volumes: name them all, e.g. "
                          f"regsync import {root} " + " ".join(f"{root}.vol{n}" for n in range(2, volumes + 1)))
     names = {split_ref(rule.source)[0] for rule in loaded.policy.images}
-    return {name: LayoutSource(root, name, tuple(more_blobs)) for name in names}
+    sources = {name: LayoutSource(root, name, tuple(more_blobs)) for name in names}
+    sources.update(index_stand_ins(bundle.get("packages"), loaded, LayoutSource(root, "packages", tuple(more_blobs))))
+    return sources
+
+
+def _export_package(item, endpoints, writer, audit, on_bytes, exported, packages, refused) -> int:
+    try:
+        entry, moved = export_package(item, endpoints, writer, on_bytes)
+    except (RegistryError, VerificationError) as exc:
+        event = "refused" if isinstance(exc, VerificationError) else "failed"
+        audit.record(event, artifact=artifact_of(item), policy_rule=item.rule, reason=str(exc))
+        refused.append({"source": item.source, "reason": str(exc), "event": event})
+        return 0
+    verification = {"method": "sha256", "against": f"{entry['index']} index"}
+    record = audit.record("verified", artifact=artifact_of(item), policy_rule=item.rule, verification=verification,
+                          reason="exported to bundle")
+    exported.append({**artifact_of(item), "verification": verification, "audit_seq": record.get("seq")})
+    packages.append(entry)
+    return moved
 
 
 def _base_bundle(old: Path) -> dict:
