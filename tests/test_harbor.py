@@ -170,3 +170,13 @@ def test_cosign_signature_is_pushed_after_its_subject(tmp_path, registry, harbor
     subject = puts.index(f"/v2/{project}/signed/manifests/1.0")
     signature = puts.index(f"/v2/{project}/signed/manifests/{attachment_tag(digest)}")
     assert subject < signature
+
+
+def test_policy_check_names_the_missing_project(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text("version: 1\nregistries:\n  src: {url: 'https://a.example'}\n"
+                    "  harbor: {url: 'https://harbor.example', kind: harbor}\n"
+                    "images:\n  - from: src/pytorch/pytorch\n    to: harbor/pytorch\n    tags: {include: [x]}\n")
+    result = run_cli("policy", "check", "-p", path)
+    assert result.exit_code == 2
+    assert "p.yaml:7" in result.output and "harbor/<project>/<repository>" in result.output

@@ -71,6 +71,9 @@ def _check_references(policy: Policy, doc: Document) -> None:
                 raise doc.error(("images", i, key), f"unknown registry '{name}' (registries: {known})")
             if not repo:
                 raise doc.error(("images", i, key), f"'{ref}' must be <registry>/<repository>")
+            if key == "to" and policy.registries[name].kind == "harbor" and "/" not in repo:
+                raise doc.error(("images", i, key), f"'{ref}': Harbor repositories live in a project: "
+                                                    f"{name}/<project>/<repository>")
         if rule.crosscheck and rule.crosscheck not in policy.registries:
             raise doc.error(("images", i, "crosscheck"), f"unknown registry '{rule.crosscheck}'")
         for name in rule.verify.trust:
