@@ -13,6 +13,7 @@ import json
 from datetime import datetime, timedelta, timezone
 
 import pytest
+import requests
 
 from tests.fixtures.cosign import (OCI_MANIFEST, get_manifest, make_key, manifest_digest, push_blob, push_image,
                                    push_manifest, sign, sign_bytes, simple_signing_payload)
@@ -40,11 +41,19 @@ def attach_referrer(registry, repo: str, subject: str, artifact_type: str, conte
     raw = json.dumps(doc).encode()
     digest = push_manifest(registry.url, repo, "sha256:" + hashlib.sha256(raw).hexdigest(), doc)
     tag = subject.replace(":", "-")
-    index = get_manifest(registry.url, repo, tag) or {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []}
+    index = get_index(registry.url, repo, tag) or {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []}
     index["manifests"].append({"mediaType": OCI_MANIFEST, "digest": digest, "size": len(raw),
                                "artifactType": artifact_type})
     push_manifest(registry.url, repo, tag, index, OCI_INDEX)
     return digest
+
+
+def get_index(url: str, repo: str, tag: str) -> dict | None:
+    response = requests.get(f"{url}/v2/{repo}/manifests/{tag}", headers={"Accept": OCI_INDEX}, timeout=10)
+    if response.status_code == 404:
+        return None
+    response.raise_for_status()
+    return response.json()
 
 
 @pytest.fixture
@@ -167,3 +176,33 @@ def test_a_keyless_entry_without_trusted_root_is_a_policy_error(tmp_path, regist
     assert result.exit_code == 2, result.output
     assert "trusted_root" in result.output
     assert manifest_digest(registry2, unique_repo, "v1") is None
+
+
+def test_referrers_follow_the_image_with_digests_unchanged_and_verify_on_the_target(
+        tmp_path, registry, registry2, unique_repo, sigstore_instance):
+    """copy: {referrers: true} on distribution 2.8 (no referrers API): the bundle and an SBOM referrer
+    arrive byte-identical, the target's sha256-<hex> index lists them, and `regsync verify` with
+    cosign's keyless flags accepts the image on the target from the copied bundle alone."""
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    digest, _ = push_image(registry, unique_repo, "v1", salt="referrers")
+    bundle = _sign_bundle(sigstore_instance, registry, unique_repo, digest, _cases(now)["valid"], None)
+    sbom = attach_referrer(registry, unique_repo, digest, "application/spdx+json", b'{"spdxVersion": "SPDX-2.3"}')
+    policy = write_policy(tmp_path, registry, registry2, unique_repo, unique_repo, {"include": ["v1"]},
+                          REQUIRED + "    copy: {referrers: true}\n", trust=TRUST)
+    result = run("sync", "-p", policy)
+    assert result.exit_code == 0, result.output
+
+    assert manifest_digest(registry2, unique_repo, "v1") == digest
+    for referrer in (bundle, sbom):
+        assert manifest_digest(registry2, unique_repo, referrer) == referrer
+    index = get_index(registry2.url, unique_repo, digest.replace(":", "-"))
+    assert {d["digest"]: d["artifactType"] for d in index["manifests"]} == {
+        bundle: BUNDLE_V03, sbom: "application/spdx+json"}
+    [pushed] = audit(tmp_path, "pushed")
+    assert sorted(pushed["referrers"]) == sorted(f"{digest} <- {d}" for d in (bundle, sbom))
+
+    verified = run("verify", f"{registry2.host}/{unique_repo}:v1", "--allow-http-registry",
+                   "--certificate-identity", IDENTITY, "--certificate-oidc-issuer", ISSUER,
+                   "--trusted-root", tmp_path / "trusted_root.json")
+    assert verified.exit_code == 0, verified.output
+    assert '"method": "sigstore-bundle"' in verified.output

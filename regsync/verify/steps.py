@@ -90,6 +90,9 @@ def after_push(item: PlanItem, endpoints: Endpoints, tree: list[Manifest], blobs
     attached = copy_attachments(item, endpoints, tree, blobs)
     if attached:
         extras["attachments"] = attached
+    referrers = copy_image_referrers(item, endpoints, tree, blobs)
+    if referrers:
+        extras["referrers"] = referrers
     rule = rule_of(endpoints, item.rule)
     if rule.sign is not None:
         dst_name, dst_repo, _ = split_image_ref(item.target)
@@ -131,3 +134,20 @@ def copy_attachments(item: PlanItem, endpoints: Endpoints, tree: list[Manifest],
             copy_tree(src, src_repo, dst, dst_repo, manifest_tree(src, src_repo, attached), tag, blobs)
             copied.append(f"{tag}@{attached.digest}")
     return copied
+
+
+def copy_image_referrers(item: PlanItem, endpoints: Endpoints, tree: list[Manifest], blobs) -> list[str]:
+    """`copy: {referrers: true}`: OCI 1.1 referrers of the image and its children, after the image."""
+    from regsync.apply import split_image_ref
+    from regsync.verify.referrers import copy_referrers
+
+    if not rule_of(endpoints, item.rule).copy_extras.referrers:
+        return []
+    if item.source_digest and item.source_digest != item.digest:
+        logger.warning("{}: referrers name the unfiltered index {}, not the platform-filtered {}; not copied",
+                       item.source, item.source_digest, item.digest)
+        return []
+    src_name, src_repo, _ = split_image_ref(item.source)
+    dst_name, dst_repo, _ = split_image_ref(item.target)
+    return copy_referrers(endpoints.registry(src_name), src_repo, endpoints.registry(dst_name), dst_repo,
+                          [manifest.digest for manifest in tree], blobs)
