@@ -206,3 +206,44 @@ def test_referrers_follow_the_image_with_digests_unchanged_and_verify_on_the_tar
                    "--trusted-root", tmp_path / "trusted_root.json")
     assert verified.exit_code == 0, verified.output
     assert '"method": "sigstore-bundle"' in verified.output
+
+
+def test_the_referrers_api_is_preferred_when_the_registry_has_it():
+    """Corner case (distribution 2.8 has no referrers API): a minimal fake answering only
+    /v2/<repo>/referrers/<digest>; the fallback tag is never asked for."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from regsync.oci.client import RegistryClient
+    from regsync.verify.referrers import list_referrers
+
+    subject = "sha256:" + "ab" * 32
+    index = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [
+        {"mediaType": OCI_MANIFEST, "digest": "sha256:" + "01" * 32, "size": 10, "artifactType": BUNDLE_V03},
+        {"mediaType": OCI_MANIFEST, "digest": "sha256:" + "02" * 32, "size": 10, "artifactType": "application/spdx+json"}]}
+    seen = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            seen.append(self.path)
+            body = json.dumps(index).encode() if self.path == f"/v2/r/referrers/{subject}" else b"{}"
+            self.send_response(200 if self.path == f"/v2/r/referrers/{subject}" else 404)
+            self.send_header("Content-Type", OCI_INDEX)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        client = RegistryClient("fake", f"http://127.0.0.1:{server.server_port}")
+        assert [d["digest"] for d in list_referrers(client, "r", subject, BUNDLE_V03)] == ["sha256:" + "01" * 32]
+        assert len(list_referrers(client, "r", subject)) == 2
+        assert list_referrers(client, "r", "sha256:" + "cd" * 32) == []  # 404 → tag → 404: none
+    finally:
+        server.shutdown()
+    assert f"/v2/r/manifests/sha256-{'ab' * 32}" not in seen
+    assert f"/v2/r/manifests/sha256-{'cd' * 32}" in seen
