@@ -247,3 +247,26 @@ def test_the_referrers_api_is_preferred_when_the_registry_has_it():
         server.shutdown()
     assert f"/v2/r/manifests/sha256-{'ab' * 32}" not in seen
     assert f"/v2/r/manifests/sha256-{'cd' * 32}" in seen
+
+
+def test_dsse_bundles_as_cosign_v3_writes_them(tmp_path, registry, registry2, unique_repo, sigstore_instance):
+    """A DSSE envelope around an in-toto statement (cosign v3's format): accepted when the statement
+    names the image, refused when it names another one, through sigstore's verify_dsse."""
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    _, _, (start, end), _, _ = _cases(now)["valid"]
+    digests = {tag: push_image(registry, unique_repo, tag, salt=f"dsse-{tag}")[0] for tag in ("good", "replayed")}
+    for tag, digest in digests.items():
+        key = make_key("ecdsa")
+        cert = sigstore_instance.leaf(key, ISSUER, IDENTITY, start, end)
+        named = digests["good"] if tag == "replayed" else None
+        attach_referrer(registry, unique_repo, digest, BUNDLE_V03,
+                        sigstore_instance.dsse_bundle(key, cert, digest, now, subject_digest=named))
+    policy = write_policy(tmp_path, registry, registry2, unique_repo, unique_repo, {"include": sorted(digests)},
+                          REQUIRED, trust=TRUST)
+    assert run("sync", "-p", policy).exit_code == 3
+    [refused] = audit(tmp_path, "refused")
+    assert refused["artifact"]["source"].endswith(":replayed")
+    assert refused["reason"].startswith("payload names another digest: the in-toto statement in bundle ")
+    [pushed] = audit(tmp_path, "pushed")
+    assert pushed["verification"]["signature"]["signers"][0]["method"] == "sigstore-bundle"
+    assert manifest_digest(registry2, unique_repo, "good") == digests["good"]

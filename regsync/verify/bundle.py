@@ -1,8 +1,8 @@
 """Sigstore bundles attached to an image as OCI 1.1 referrers, verified by the `sigstore` package.
 
 A referrer of artifactType `application/vnd.dev.sigstore.bundle.v0.3+json` holds the bundle as
-its layer. Its message signature covers the image manifest's sha256 (the image digest itself),
-so nothing but the digest is needed to verify it. `sigstore.verify.Verifier`, built from the
+its layer. Either its message signature covers the image manifest's sha256 (the image digest
+itself), or (cosign v3) its DSSE envelope signs an in-toto statement whose subject is that digest. `sigstore.verify.Verifier`, built from the
 policy's trusted_root.json (no network), checks everything: the chain to Fulcio at the signing
 time, the SCT, the Rekor inclusion proof and signed checkpoint, the SET, the certificate's
 validity at the integrated time, our identity/issuer policy, the signature over the digest and
@@ -11,6 +11,7 @@ the log entry's consistency with all of it.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import lru_cache
@@ -73,12 +74,16 @@ def verify_bundle(name: str, wanted: Keyless, root, found: FoundBundle, digest: 
     except (SigstoreError, ValueError) as exc:
         return Failure("signature invalid", f"referrer {found.manifest_digest} is not a sigstore bundle: "
                                             f"{str(exc).splitlines()[0][:200]}")
-    if bundle._inner.message_signature is None:
-        return Failure("signature invalid", f"referrer {found.manifest_digest} carries a DSSE envelope; only "
-                                            f"message-signature bundles over the image digest are verified")
     hashed = Hashed(algorithm=HashAlgorithm.SHA2_256, digest=bytes.fromhex(digest.split(":", 1)[1]))
     try:
-        _verifier(root).verify_artifact(hashed, bundle, Constraints(name, wanted))
+        if bundle._inner.message_signature is not None:
+            _verifier(root).verify_artifact(hashed, bundle, Constraints(name, wanted))
+        else:
+            payload_type, payload = _verifier(root).verify_dsse(bundle, Constraints(name, wanted))
+            named = _statement_subject(payload_type, payload, digest)
+            if named != digest:
+                return Failure("payload names another digest", f"the in-toto statement in bundle "
+                                                               f"{found.manifest_digest} names {named}, the image is {digest}")
     except Refusal as exc:
         return Failure(exc.category, exc.detail)
     except SigstoreError as exc:
@@ -88,6 +93,18 @@ def verify_bundle(name: str, wanted: Keyless, root, found: FoundBundle, digest: 
             "issuer": fulcio_issuer(cert), "rekor_log_index": int(entry.log_index),
             "integrated_time": _time(entry.integrated_time), "bundle_manifest": found.manifest_digest,
             "verified_by": f"sigstore {_sigstore_version()} Verifier (trusted_root.json, offline)"}
+
+
+def _statement_subject(payload_type: str, payload: bytes, digest: str) -> str | None:
+    """The subject digest of a (now verified) in-toto statement: `digest` when it is among them."""
+    if payload_type != "application/vnd.in-toto+json":
+        return None
+    try:
+        subjects = json.loads(payload)["subject"]
+        named = [f"sha256:{s['digest']['sha256']}" for s in subjects if "sha256" in s.get("digest", {})]
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return digest if digest in named else (named[0] if named else None)
 
 
 def _classify(exc, bundle, found: FoundBundle, digest: str, check_validity, Failure):
