@@ -7,10 +7,16 @@ byte of content that does not match: a mismatching upload cannot be committed.
 
 from __future__ import annotations
 
+import base64
+import ctypes
+import ctypes.util
 import hashlib
+import json
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import requests
 import urllib3
@@ -48,11 +54,12 @@ class VerifyingReader:
     """Wraps `read(n)` of a source; fails before returning the last bytes of wrong content."""
 
     def __init__(self, read: Callable[[int], bytes], digest: str, size: int | None, what: str,
-                 on_bytes: Callable[[int], None] | None = None):
+                 on_bytes: Callable[[int], None] | None = None, hasher=None, count: int = 0):
+        """`hasher` and `count` resume a stream: `hasher` has already seen the first `count` bytes."""
         self._read, self.digest, self.size, self.what = read, digest, size, what
-        self._hash = new_hash(digest)
+        self._hash = hasher or new_hash(digest)
         self._on_bytes = on_bytes
-        self.count = 0
+        self.count = count
         self.verified = False
 
     def read(self, n: int = CHUNK) -> bytes:
@@ -144,3 +151,116 @@ class Throttle:
             wait = -self._tokens / self.rate if self._tokens < 0 else 0.0
         if wait:
             time.sleep(wait)
+
+
+class ResumableSha256:
+    """SHA-256 whose running state can be saved and restored, so a resumed upload still hashes
+    every byte of the blob: OpenSSL's SHA256_CTX is fixed-size and holds no pointers.
+
+    Same speed as hashlib (the same OpenSSL code; ctypes releases the GIL during each update).
+    """
+
+    _CTX_SIZE = 112  # sizeof(SHA256_CTX): h[8], Nl, Nh, data[16], num, md_len (32-bit words)
+    _lib = None
+
+    def __init__(self, state: bytes | None = None):
+        lib = self._libcrypto()
+        self._ctx = ctypes.create_string_buffer(self._CTX_SIZE)
+        if state is None:
+            lib.SHA256_Init(self._ctx)
+        elif len(state) != self._CTX_SIZE:
+            raise ValueError("not a SHA-256 state")
+        else:
+            ctypes.memmove(self._ctx, state, self._CTX_SIZE)
+
+    @classmethod
+    def available(cls) -> bool:
+        try:
+            cls._libcrypto()
+            return True
+        except OSError:
+            return False
+
+    @classmethod
+    def _libcrypto(cls):
+        if cls._lib is None:
+            name = ctypes.util.find_library("crypto")
+            if not name:
+                raise OSError("libcrypto not found")
+            lib = ctypes.CDLL(name)
+            lib.SHA256_Update.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t]
+            cls._lib = lib
+        return cls._lib
+
+    def update(self, data) -> None:
+        self._lib.SHA256_Update(self._ctx, bytes(data) if not isinstance(data, bytes) else data, len(data))
+
+    def state(self) -> bytes:
+        return self._ctx.raw
+
+    def hexdigest(self) -> str:
+        copy = ctypes.create_string_buffer(self._ctx.raw, self._CTX_SIZE)  # finalising must not end the live state
+        out = ctypes.create_string_buffer(32)
+        self._lib.SHA256_Final(out, copy)
+        return out.raw.hex()
+
+
+def state_dir() -> Path | None:
+    """Where resumable-upload checkpoints live: $REGSYNC_STATE_DIR, else ~/.local/state/regsync
+    (an empty $REGSYNC_STATE_DIR turns checkpoints off)."""
+    value = os.environ.get("REGSYNC_STATE_DIR")
+    if value == "":
+        return None
+    return Path(value) if value else Path.home() / ".local" / "state" / "regsync"
+
+
+class UploadCheckpoint:
+    """One chunked upload's session URL, offset and SHA-256 state, saved after each acknowledged
+    chunk so a killed or failed run resumes instead of starting over.
+
+    A checkpoint is only ever a shortcut: anything unusable about it means a fresh upload, and the
+    resumed hash still covers every byte, so the digest check at the end is the same as ever.
+    """
+
+    def __init__(self, directory: Path, target: str, digest: str, stop_check: Callable[[], None] | None = None):
+        key = hashlib.sha256(f"{target}@{digest}".encode()).hexdigest()[:40]
+        self.path = directory / "uploads" / f"{key}.json"
+        self.target, self.digest = target, digest
+        self._stop_check = stop_check
+        self.location: str | None = None
+        self.offset = 0
+        self.hasher = ResumableSha256()
+
+    def load(self) -> bool:
+        try:
+            doc = json.loads(self.path.read_text())
+            if doc["target"] != self.target or doc["digest"] != self.digest:
+                return False
+            hasher = ResumableSha256(base64.b64decode(doc["sha256_state"]))
+            location, offset = str(doc["location"]), int(doc["offset"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return False
+        self.location, self.offset, self.hasher = location, offset, hasher
+        return True
+
+    def reset(self) -> None:
+        self.location, self.offset, self.hasher = None, 0, ResumableSha256()
+        self.forget()
+
+    def save(self, location: str, offset: int) -> None:
+        """Called with the hasher having seen exactly `offset` bytes (the acknowledged ones)."""
+        self.location, self.offset = location, offset
+        doc = {"target": self.target, "digest": self.digest, "location": location, "offset": offset,
+               "sha256_state": base64.b64encode(self.hasher.state()).decode()}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = self.path.with_suffix(".tmp")
+        # 0600: the session URL lets its holder append to the upload.
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            json.dump(doc, handle)
+        os.replace(temporary, self.path)
+        if self._stop_check:
+            self._stop_check()  # an interrupted run stops here, at a chunk boundary it can resume from
+
+    def forget(self) -> None:
+        self.path.unlink(missing_ok=True)

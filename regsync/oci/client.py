@@ -189,6 +189,23 @@ class RegistryClient:
     def open_blob(self, repo: str, digest: str) -> requests.Response:
         return self._request("GET", f"/v2/{repo}/blobs/{digest}", self.ref(repo, digest), stream=True)
 
+    def open_blob_from(self, repo: str, digest: str, start: int) -> requests.Response:
+        """The blob from byte `start` on: 206, or 200 with the whole blob when ranges are ignored."""
+        return self._request("GET", f"/v2/{repo}/blobs/{digest}", self.ref(repo, digest), ok=(200, 206),
+                             stream=True, headers={"Range": f"bytes={start}-"})
+
+    def upload_offset(self, location: str) -> int | None:
+        """How many bytes an upload session holds (its Range), or None when the session is gone."""
+        try:
+            response = self.session.get(location, timeout=_TIMEOUT)
+        except requests.RequestException:
+            return None
+        with response:
+            held = response.headers.get("Range", "")
+            if response.status_code != 204 or not held.startswith("0-") or not held[2:].isdigit():
+                return None
+            return int(held[2:]) + 1
+
     def mount_blob(self, repo: str, digest: str, from_repo: str) -> bool:
         """Cross-repo mount: True when the registry linked the blob without any bytes moving."""
         response = self._request("POST", f"/v2/{repo}/blobs/uploads/?mount={digest}&from={from_repo}",
@@ -199,10 +216,16 @@ class RegistryClient:
         self._cancel(response, repo)  # 202: the registry opened an upload session instead
         return False
 
-    def upload_blob(self, repo: str, descriptor: Descriptor, reader: VerifyingReader) -> None:
+    def upload_blob(self, repo: str, descriptor: Descriptor, reader: VerifyingReader, checkpoint=None) -> None:
+        """`checkpoint` (chunked uploads only) resumes a session at `checkpoint.offset` and is
+        saved after every acknowledged chunk; the session then survives a failure for a rerun."""
         ref = self.ref(repo, descriptor.digest)
-        start = self._request("POST", f"/v2/{repo}/blobs/uploads/", ref, ok=(202,))
-        location = self._location(start, ref)
+        resuming = checkpoint is not None and checkpoint.location and descriptor.size > self.monolithic_max
+        if resuming:
+            location, offset = checkpoint.location, checkpoint.offset
+        else:
+            start = self._request("POST", f"/v2/{repo}/blobs/uploads/", ref, ok=(202,))
+            location, offset = self._location(start, ref), 0
         try:
             if descriptor.size <= self.monolithic_max:
                 self._request("PUT", _with_digest(location, descriptor.digest), ref, ok=(201,),
@@ -210,7 +233,6 @@ class RegistryClient:
                               headers={"Content-Type": "application/octet-stream"})
                 self._present.put((repo, descriptor.digest), True)
                 return
-            offset = 0
             while offset < descriptor.size:
                 length = min(self.chunk_size, descriptor.size - offset)
                 response = self._request(
@@ -219,12 +241,20 @@ class RegistryClient:
                              "Content-Range": f"{offset}-{offset + length - 1}"})
                 location = self._location(response, ref)
                 offset += length
+                if checkpoint is not None:
+                    checkpoint.save(location, offset)
             reader.read(1)  # size reached: the digest is checked here, before the commit
             self._request("PUT", _with_digest(location, descriptor.digest), ref, ok=(201,),
                           headers={"Content-Length": "0"})
             self._present.put((repo, descriptor.digest), True)
-        except BaseException:
-            self._cancel_url(location)
+            if checkpoint is not None:
+                checkpoint.forget()
+        except BaseException as exc:
+            # A checkpointed session is kept for the next attempt; wrong content never is.
+            if checkpoint is None or isinstance(exc, VerificationError) or descriptor.size <= self.monolithic_max:
+                self._cancel_url(location)
+                if checkpoint is not None:
+                    checkpoint.forget()
             raise
 
     # -- helpers --------------------------------------------------------------------------------

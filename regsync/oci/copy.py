@@ -14,7 +14,12 @@ from regsync.errors import RegistryError, VerificationError
 from regsync.http import TRANSIENT_STATUS
 from regsync.oci.client import RegistryClient, declared_length
 from regsync.oci.manifest import Descriptor, Manifest
-from regsync.transfer import VerifyingReader
+from regsync.transfer import (
+    ResumableSha256,
+    UploadCheckpoint,
+    VerifyingReader,
+    state_dir,
+)
 
 UPLOAD_ATTEMPTS = 3
 
@@ -85,14 +90,48 @@ class BlobCopier:
         raise AssertionError("unreachable")
 
     def _stream(self, src, src_repo, dst, dst_repo, blob: Descriptor) -> None:
-        with src.open_blob(src_repo, blob.digest) as response:
-            declared = declared_length(response, src.ref(src_repo, blob.digest))
-            if declared is not None and declared != blob.size:
-                raise VerificationError(f"{src.ref(src_repo, blob.digest)}: server announces {declared} bytes, "
-                                        f"the manifest says {blob.size}")
-            reader = VerifyingReader(response.raw.read, blob.digest, blob.size, src.ref(src_repo, blob.digest),
-                                     on_bytes=self._count)
-            dst.upload_blob(dst_repo, blob, reader)
+        checkpoint = self._checkpoint(src, dst, dst_repo, blob)
+        start = self._resume_point(dst, checkpoint) if checkpoint else 0
+        what = src.ref(src_repo, blob.digest)
+        response = src.open_blob_from(src_repo, blob.digest, start) if start else src.open_blob(src_repo, blob.digest)
+        if start and not response.headers.get("Content-Range", "").startswith(f"bytes {start}-"):
+            response.close()  # the source ignored the range: start over
+            checkpoint.reset()
+            start, response = 0, src.open_blob(src_repo, blob.digest)
+        with response:
+            declared = declared_length(response, what)
+            if declared is not None and declared != blob.size - start:
+                raise VerificationError(f"{what}: server announces {declared} bytes, the manifest says {blob.size}"
+                                        + (f" (from byte {start})" if start else ""))
+            reader = VerifyingReader(response.raw.read, blob.digest, blob.size, what, on_bytes=self._count,
+                                     hasher=checkpoint.hasher if checkpoint else None, count=start)
+            if checkpoint:
+                dst.upload_blob(dst_repo, blob, reader, checkpoint=checkpoint)
+            else:
+                dst.upload_blob(dst_repo, blob, reader)
+
+    def _checkpoint(self, src, dst, dst_repo: str, blob: Descriptor) -> UploadCheckpoint | None:
+        """Only chunked sha256 uploads between registries are resumable (and worth it)."""
+        directory = state_dir()
+        if (directory is None or not isinstance(src, RegistryClient) or not isinstance(dst, RegistryClient)
+                or blob.size <= dst.monolithic_max or not blob.digest.startswith("sha256:")
+                or not ResumableSha256.available()):
+            return None
+        return UploadCheckpoint(directory, f"{dst.host}/{dst_repo}", blob.digest, stop_check=self._stop_check)
+
+    @staticmethod
+    def _resume_point(dst: RegistryClient, checkpoint: UploadCheckpoint) -> int:
+        """The saved offset when the registry's session still holds exactly that many bytes, else 0."""
+        if not checkpoint.load():
+            return 0
+        if dst.upload_offset(checkpoint.location) != checkpoint.offset:
+            checkpoint.reset()  # gone, expired, or a chunk was cut mid-body: distribution refuses those
+            return 0
+        return checkpoint.offset
+
+    def _stop_check(self) -> None:
+        if self._stopping.is_set():
+            raise Interrupted()
 
     def _count(self, n: int) -> None:
         with self._lock:

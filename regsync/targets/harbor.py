@@ -119,9 +119,9 @@ class HarborClient(RegistryClient):
         super().__init__(name, url, credentials, ca_file, **options)
         self.projects = HarborProjects(name, self.base, credentials, ca_file, harbor)
 
-    def upload_blob(self, repo, descriptor, reader):
+    def upload_blob(self, repo, descriptor, reader, checkpoint=None):
         self.projects.ensure(project_of(repo))
-        return super().upload_blob(repo, descriptor, reader)
+        return super().upload_blob(repo, descriptor, reader, checkpoint=checkpoint)
 
     def mount_blob(self, repo, digest, from_repo):
         self.projects.ensure(project_of(repo))
