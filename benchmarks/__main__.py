@@ -10,6 +10,7 @@ import os
 import platform
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -19,7 +20,12 @@ from pathlib import Path
 
 import psutil
 
-from benchmarks.data import big_image_layout, push_many_tags, tag_manifest_many
+from benchmarks.data import (
+    big_image_layout,
+    one_layer_image_layout,
+    push_many_tags,
+    tag_manifest_many,
+)
 from tests.fixtures.registries import start_registry
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,7 +38,7 @@ def measure(command: list[str], cwd: Path | None = None) -> dict:
     process or any of its children, which for a pipeline of curls is the largest curl)."""
     started = time.monotonic()
     result = subprocess.run(["/usr/bin/time", "-f", "maxrss_kb=%M cpu=%U+%S", *command], cwd=cwd,
-                            capture_output=True, text=True)
+                            capture_output=True, text=True, check=False)
     seconds = time.monotonic() - started
     found = re.search(r"maxrss_kb=(\d+) cpu=([\d.]+)\+([\d.]+)", result.stderr)
     if result.returncode not in (0,):
@@ -158,13 +164,85 @@ def p6_plan_scaling(work: Path, counts: list[int]) -> dict:
 
 
 GOALS = {("P1", "skopeo copy --all"): "<= 0.8×", ("P1", "curl GET→PUT floor"): "<= 1.3×",
-         ("P2", "skopeo sync --all"): "<= 0.25×", ("P3", "skopeo sync --all"): "<= 0.1×",
+         ("P2", "skopeo sync --all"): "<= 0.25×", ("P5", "pip download"): "<= 0.5×", ("P3", "skopeo sync --all"): "<= 0.1×",
          ("P4", ""): "<= 150 MB", ("P6", ""): "linear", ("P7", ""): "<= 55% again"}
 
 
 def _cpu(result: dict) -> str:
     server = f" ({result['target_cpu_s']})" if "target_cpu_s" in result else ""
     return f"{result.get('cpu_s')}{server}"
+
+
+def p5_wheels(work: Path, count: int) -> dict:
+    """A closure of `count` wheels (each requires the next two) from a local PEP 503 index."""
+    from tests.fixtures.pypi import SimpleIndex, build_wheel
+
+    index = SimpleIndex()
+    names = [f"bench-pkg{n:03d}" for n in range(count)]
+    for n, name in enumerate(names):
+        index.add(build_wheel(work / "p5-wheels", name, "1.0.0", requires=tuple(names[n + 1:n + 3]),
+                              payload=256_000))
+    policy = f"""version: 1
+indexes:
+  src: {{url: "{index.url}"}}
+  dst: {{kind: directory, path: "{work / 'p5-regsync'}"}}
+packages:
+  - from: src
+    to: dst
+    requirements: ["{names[0]}"]
+    dependencies: true
+    environments: [{{python: "3.11", platform: manylinux_2_28_x86_64}}]
+"""
+    try:
+        ours = regsync(work, policy, "sync")
+        peer = measure([sys.executable, "-m", "pip", "download", "-q", "--isolated", "--no-cache-dir",
+                        "--disable-pip-version-check", "-d", str(work / "p5-pip"), "--index-url", index.url, names[0]])
+    finally:
+        index.stop()
+    got = len(list((work / "p5-pip").glob("*.whl")))
+    if got != count:
+        raise RuntimeError(f"pip downloaded {got} wheels, expected {count}")
+    return {"id": "P5", "work": f"cold closure of {count} wheels", "regsync": ours, "peers": {"pip download": peer}}
+
+
+def p7_resume(work: Path, size: int, signals: list[str]) -> dict:
+    """Stop a copy once half the blob is on the target, rerun, and count what moves again."""
+    source = start_registry(work / "p7-src")
+    layout = work / "p7-layout"
+    one_layer_image_layout(layout, "1", size)
+    subprocess.run(["skopeo", "copy", "-q", "--preserve-digests", "--dest-tls-verify=false",
+                    f"oci:{layout}:1", f"docker://{source.host}/bench/resume:1"], check=True)
+    shutil.rmtree(layout)
+    runs = {}
+    for name in signals:
+        target = fresh(work, "p7-dst")
+        policy = work / f"p7-{name}.yaml"
+        policy.write_text(two_registries(source.url, target.url, "bench/resume", "bench/resume", ["1"]))
+        env = {**os.environ, "REGSYNC_STATE_DIR": str(work / f"p7-state-{name}")}
+        command = [sys.executable, "-m", "regsync", "-q", "--no-progress", "sync", "-p", str(policy),
+                   "--audit-file", str(work / "p7-audit.jsonl")]
+        process = subprocess.Popen(command, cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        uploads = target.storage / "repositories" / "bench" / "resume" / "_uploads"
+        deadline = time.monotonic() + 300
+        while process.poll() is None and time.monotonic() < deadline:
+            held = sum(f.stat().st_size for f in uploads.glob("*/data")) if uploads.exists() else 0
+            if held >= size // 2:
+                process.send_signal(getattr(signal, name))
+                break
+            time.sleep(0.02)
+        process.communicate(timeout=300)
+        started = time.monotonic()
+        rerun = subprocess.run(command, cwd=work, env=env, capture_output=True, text=True, timeout=600,
+                               check=False)
+        seconds = time.monotonic() - started
+        moved = re.search(r"(\d+) bytes moved", rerun.stdout + rerun.stderr)
+        if rerun.returncode != 0 or not moved:
+            raise RuntimeError(f"P7 rerun failed ({rerun.returncode}): {rerun.stderr[-800:]}")
+        runs[name] = {"rerun_seconds": round(seconds, 2), "rerun_bytes": int(moved.group(1)),
+                      "fraction_again": round(int(moved.group(1)) / size, 3)}
+        target.stop()
+    source.stop()
+    return {"id": "P7", "work": f"stopped at 50% of a {size / 1e9:.1f} GB blob, rerun", "regsync": runs, "peers": {}}
 
 
 def render(rows: list[dict]) -> str:
@@ -178,6 +256,10 @@ def render(rows: list[dict]) -> str:
                 lines.append(f"| {row['id']} | {row['work']} | {ours['seconds']:.2f} s | {name}: {peer['seconds']:.2f} s "
                              f"| {ratio:.2f}× | {GOALS.get((row['id'], name), '')} | {ours['rss_mb']} MB "
                              f"| {_cpu(ours)} / {_cpu(peer)} |")
+        elif row["id"] == "P7":
+            cells = ", ".join(f"{k}: {v['fraction_again']:.0%} of the bytes again ({v['rerun_seconds']:.1f} s)"
+                              for k, v in ours.items())
+            lines.append(f"| {row['id']} | {row['work']} | {cells} | | | {GOALS['P7', '']} | | |")
         elif isinstance(ours, dict):
             cells = ", ".join(f"{k}: {v['rss_mb']} MB in {v['seconds']:.1f} s" for k, v in ours.items())
             lines.append(f"| {row['id']} | {row['work']} | {cells} | | | {GOALS.get((row['id'], ''), '')} | | |")
@@ -219,7 +301,7 @@ def plot(rows: list[dict], path: Path) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run of a few minutes")
-    parser.add_argument("--only", default="P1,P2,P4,P6", help="comma-separated ids (P2 includes P3)")
+    parser.add_argument("--only", default="P1,P2,P4,P5,P6,P7", help="comma-separated ids (P2 includes P3)")
     parser.add_argument("--scale", type=int, help="tags for P2/P3 (default 1000, 50 with --quick)")
     parser.add_argument("--p1-bytes", type=float, help="P1 image size in bytes (default 1.05e9, 1e8 with --quick)")
     args = parser.parse_args()
@@ -235,8 +317,12 @@ def main() -> int:
             rows += p2_p3_many_tags(work, tags)
         if "P4" in only:
             rows.append(p4_flat_memory(work, [40_000_000, 400_000_000] if args.quick else [400_000_000, 4_000_000_000]))
+        if "P5" in only:
+            rows.append(p5_wheels(work, 40))
         if "P6" in only:
             rows.append(p6_plan_scaling(work, [100, 300] if args.quick else [1000, 3000, 10000]))
+        if "P7" in only:
+            rows.append(p7_resume(work, 400_000_000 if args.quick else 2_000_000_000, ["SIGTERM", "SIGKILL"]))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     table = render(rows)

@@ -94,3 +94,18 @@ def tag_manifest_many(registry_url: str, repo: str, source_tag: str, count: int)
     for n in range(count):
         session.put(f"{registry_url}/v2/{repo}/manifests/v{n}", data=response.content,
                     headers={"Content-Type": OCI_INDEX}).raise_for_status()
+
+
+def one_layer_image_layout(layout: Path, tag: str, size: int) -> str:
+    """A single-platform image whose one layer is `size` random bytes; returns the layer digest."""
+    (layout / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
+    (layout / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
+    layer = _blob_file(layout, size)
+    config = _blob(layout, json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {
+        "type": "layers", "diff_ids": [layer["digest"]]}}).encode())
+    manifest = {"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+                "config": {"mediaType": "application/vnd.oci.image.config.v1+json", **config}, "layers": [layer]}
+    entry = {"mediaType": OCI_MANIFEST, **_blob(layout, json.dumps(manifest).encode()),
+             "annotations": {"org.opencontainers.image.ref.name": tag}}
+    (layout / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [entry]}))
+    return layer["digest"]
