@@ -24,6 +24,7 @@ from benchmarks.data import (
     big_image_layout,
     one_layer_image_layout,
     push_many_tags,
+    static_simple_index,
     tag_manifest_many,
 )
 from tests.fixtures.registries import start_registry
@@ -174,17 +175,28 @@ def _cpu(result: dict) -> str:
 
 
 def p5_wheels(work: Path, count: int) -> dict:
-    """A closure of `count` wheels (each requires the next two) from a local PEP 503 index."""
-    from tests.fixtures.pypi import SimpleIndex, build_wheel
+    """A closure of `count` wheels (each requires the next two), served as a static PEP 503 tree by nginx."""
+    from tests.fixtures.nginx import _start as start_nginx
+    from tests.fixtures.pypi import build_wheel
+    from tests.fixtures.registries import free_port
 
-    index = SimpleIndex()
     names = [f"bench-pkg{n:03d}" for n in range(count)]
-    for n, name in enumerate(names):
-        index.add(build_wheel(work / "p5-wheels", name, "1.0.0", requires=tuple(names[n + 1:n + 3]),
-                              payload=256_000))
+    wheels = [build_wheel(work / "p5-wheels", name, "1.0.0", requires=tuple(names[n + 1:n + 3]), payload=256_000)
+              for n, name in enumerate(names)]
+    static_simple_index(work / "p5-tree", wheels)
+    port = free_port()
+    server = start_nginx(work / "p5-nginx", f"""
+  server {{
+    listen 127.0.0.1:{port};
+    root {work / 'p5-tree'};
+    default_type application/octet-stream;
+    types {{ text/html html; }}
+    location / {{ index index.html; }}
+  }}""", {"main": port}, "main")
+    url = f"http://127.0.0.1:{port}/simple/"
     policy = f"""version: 1
 indexes:
-  src: {{url: "{index.url}"}}
+  src: {{url: "{url}"}}
   dst: {{kind: directory, path: "{work / 'p5-regsync'}"}}
 packages:
   - from: src
@@ -196,12 +208,13 @@ packages:
     try:
         ours = regsync(work, policy, "sync")
         peer = measure([sys.executable, "-m", "pip", "download", "-q", "--isolated", "--no-cache-dir",
-                        "--disable-pip-version-check", "-d", str(work / "p5-pip"), "--index-url", index.url, names[0]])
+                        "--disable-pip-version-check", "-d", str(work / "p5-pip"), "--index-url", url, names[0]])
     finally:
-        index.stop()
-    got = len(list((work / "p5-pip").glob("*.whl")))
-    if got != count:
-        raise RuntimeError(f"pip downloaded {got} wheels, expected {count}")
+        server.stop()
+    for tool in ("pip", "regsync"):
+        got = len(list((work / f"p5-{tool}").rglob("*.whl")))
+        if got != count:
+            raise RuntimeError(f"{tool} fetched {got} wheels, expected {count}")
     return {"id": "P5", "work": f"cold closure of {count} wheels", "regsync": ours, "peers": {"pip download": peer}}
 
 
