@@ -141,3 +141,75 @@ def test_summary_metrics_and_json_logs_share_the_run_id(tmp_path, registry, regi
     log_run_ids = {json.loads(line)["record"]["extra"]["run_id"] for line in result.output.splitlines()
                    if line.startswith("{")}
     assert log_run_ids == {body["run_id"]} == {r["run_id"] for r in audit_records(tmp_path / "audit.jsonl", frame=True)}
+
+
+def test_lines_swapped_far_apart_are_named_as_reordered_not_deleted(signed_trail):
+    lines = lines_of(signed_trail)
+    lines[1], lines[4] = lines[4], lines[1]
+    result = verify(tampered(signed_trail, lines))
+    assert result.exit_code == 1 and ":2: seq 5 after 1: lines were reordered (seq 2 is on line 5)" in result.output
+
+
+def test_run_cut_off_and_rechained_is_named_at_the_next_run_started(signed_trail):
+    lines = lines_of(signed_trail)
+    del lines[5]  # the first run's run-finished, then a careful rechain hides the gap in seq
+    result = verify(tampered(signed_trail, rechain(lines)))
+    assert result.exit_code == 1
+    assert ":6: run " in result.output and "(started line 1) has no run-finished before this run-started" in result.output
+    assert "found it unfinished" not in result.output  # the next run saw a finished run: the cut came later
+
+
+def test_a_crashed_run_is_flagged_and_the_next_run_says_it_found_it_unfinished(
+        tmp_path, registry, registry2, unique_repo, oci_dir):
+    from regsync.audit.log import AuditLog
+
+    write_image(oci_dir, "a", seed=zlib.crc32(unique_repo.encode()))
+    seed(registry, unique_repo, "a", oci_dir)
+    policy = write_policy(tmp_path, registry.url, registry2.url, unique_repo, tags=["a"])
+    crashed = AuditLog(tmp_path / "audit.jsonl", "crashedrun")  # killed before run-finished: no finally ran
+    crashed.start_run(policy_sha256="0" * 64, policy_path=str(policy), targets=["dst"], command="sync")
+    crashed.record("verified", artifact={"source": "src/x:a"})
+    crashed.close()
+    assert run_cli("sync", "-p", policy).exit_code == 0
+    result = verify(tmp_path / "audit.jsonl")
+    assert result.exit_code == 1
+    assert ":3: run crashedrun (started line 1) has no run-finished" in result.output
+    assert "this run-started found it unfinished" in result.output
+
+
+def test_empty_trail_is_not_intact(tmp_path):
+    empty = tmp_path / "audit.jsonl"
+    empty.write_bytes(b"")
+    result = verify(empty)
+    assert result.exit_code == 1 and ":1: empty" in result.output
+
+
+def _append_records(path, name, count):
+    from regsync.audit.log import AuditLog
+
+    log = AuditLog(path, name)
+    for n in range(count):
+        log.record("resolved", artifact={"source": f"src/{name}:{n}"})
+    log.close()
+
+
+def test_two_writers_never_fork_the_chain(tmp_path):
+    """Two processes appending at once: the lock makes each re-read the tail, so seq and prev stay one chain."""
+    import multiprocessing
+
+    path, per_writer = tmp_path / "audit.jsonl", 150
+    context = multiprocessing.get_context("fork")
+    writers = [context.Process(target=_append_records, args=(path, name, per_writer)) for name in ("one", "two")]
+    for writer in writers:
+        writer.start()
+    for writer in writers:
+        writer.join(timeout=60)
+        assert writer.exitcode == 0
+    prev = "0" * 64
+    lines = lines_of(path)
+    assert len(lines) == 2 * per_writer
+    for seq, raw in enumerate(lines, start=1):
+        entry = json.loads(raw)
+        assert (entry["seq"], entry["prev"]) == (seq, prev), f"line {seq} forks the chain"
+        prev = hashlib.sha256(raw).hexdigest()
+    assert {json.loads(raw)["run_id"] for raw in lines} == {"one", "two"}

@@ -4,6 +4,7 @@ import json
 import shutil
 import subprocess
 import zlib
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
@@ -52,6 +53,13 @@ def test_list_queries_through_the_sqlite_index(tmp_path, mixed_trail, unique_rep
     by_artifact = run_cli("audit", "list", mixed_trail, "--artifact", "*:good", "--json").output.splitlines()
     assert {json.loads(line)["event"] for line in by_artifact} == {"verified", "pushed", "skipped"}
     assert run_cli("audit", "list", mixed_trail, "--since", "2999-01-01", "--json").output == ""
+    first = json.loads(in_run[0])
+    same_day = run_cli("audit", "list", mixed_trail, "--until", first["ts"][:10], "--json").output.splitlines()
+    assert json.loads(same_day[0])["seq"] == 1  # a bare --until date takes in the whole day
+    # an offset names a moment, not text: the first record's time written in +14:00 still selects it
+    from_kiribati = datetime.fromisoformat(first["ts"]).astimezone(timezone(timedelta(hours=14))).isoformat()
+    since = run_cli("audit", "list", mixed_trail, "--since", from_kiribati, "--json").output.splitlines()
+    assert json.loads(since[0])["seq"] == 1 and len(since) == len(mixed_trail.read_bytes().splitlines())
     # The JSONL is the source of truth: append to it and the index follows.
     assert run_cli("sync", "-p", mixed_trail.with_name("policy.yaml")).exit_code == 1
     assert len(run_cli("audit", "list", mixed_trail, "--event", "refused", "--json").output.splitlines()) == 3

@@ -23,6 +23,7 @@ class ChainReport:
     lines: int = 0
     runs: int = 0
     signed_runs: int = 0
+    last_ts: str = ""   # so an operator can see whether whole runs are missing from the end
     broken_line: int | None = None
     reason: str = ""
     notes: list[str] = field(default_factory=list)
@@ -55,17 +56,17 @@ def verify_chain(path: Path, public_key=None) -> ChainReport:
             except (ValueError, KeyError, TypeError):
                 return report.fail(number, "not an audit record (invalid JSON or missing seq/prev/event/run_id)")
             if seq != prev_seq + 1:
-                if seq <= prev_seq or _seq_of(following) == prev_seq + 1:
-                    return report.fail(number, f"seq {seq} after {prev_seq}: lines were reordered")
-                return report.fail(number, f"seq jumps from {prev_seq} to {seq}: {seq - prev_seq - 1} line(s) deleted")
+                return report.fail(number, _out_of_sequence(path, number, seq, prev_seq, following))
             if prev != prev_hash:
                 what = "the previous line was edited" if number > 1 else "the first line does not start a chain"
                 return report.fail(number - 1 if number > 1 else 1,
                                    f"{what} (its sha256 no longer matches line {number}'s prev)")
             if event == "run-started":
                 if open_run:
-                    return report.fail(number, f"run {open_run[0]} (started line {open_run[1]}) has no run-finished: "
-                                               "truncated run")
+                    noticed = ("; this run-started found it unfinished, so it ended before this run began "
+                               "(a crash or kill?)" if entry.get("previous_run_unfinished") == open_run[0] else "")
+                    return report.fail(number, f"run {open_run[0]} (started line {open_run[1]}) has no "
+                                               f"run-finished before this run-started: truncated run{noticed}")
                 open_run = (run_id, number)
                 report.runs += 1
             elif open_run is None or run_id != open_run[0]:
@@ -75,7 +76,9 @@ def verify_chain(path: Path, public_key=None) -> ChainReport:
                 if problem:
                     return report.fail(number, problem)
                 open_run = None
-            prev_hash, prev_seq = hashlib.sha256(raw).hexdigest(), seq
+            prev_hash, prev_seq, report.last_ts = hashlib.sha256(raw).hexdigest(), seq, entry.get("ts", "")
+    if report.lines == 0:
+        return report.fail(1, "empty: no records at all (regsync never leaves a trail empty)")
     if open_run:
         return report.fail(open_run[1], f"run {open_run[0]} has no run-finished: truncated run "
                                         "(or still running)")
@@ -91,6 +94,20 @@ def _with_next(handle):
         following = next(handle, None)
         yield current, following
         current = following
+
+
+def _out_of_sequence(path: Path, number: int, seq: int, prev_seq: int, following: bytes | None) -> str:
+    """Tell a move from a deletion: is the seq that belongs here further down the file?"""
+    wanted = prev_seq + 1
+    if _seq_of(following) == wanted:
+        return f"seq {seq} after {prev_seq}: lines were reordered (seq {wanted} is on line {number + 1})"
+    with path.open("rb") as handle:
+        for later, raw in enumerate(handle, start=1):
+            if later > number and _seq_of(raw) == wanted:
+                return f"seq {seq} after {prev_seq}: lines were reordered (seq {wanted} is on line {later})"
+    if seq <= prev_seq:
+        return f"seq {seq} after {prev_seq}: a line was duplicated or moved here"
+    return f"seq jumps from {prev_seq} to {seq}: {seq - prev_seq - 1} line(s) deleted"
 
 
 def _seq_of(raw: bytes | None) -> int | None:

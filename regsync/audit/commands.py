@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 import json
-from datetime import datetime
+from datetime import datetime, timezone
 
 from regsync.audit.log import EVENTS
 from regsync.errors import EXIT_OK, EXIT_RUNTIME, UsageError
@@ -48,17 +48,20 @@ def verify_cmd(trail, key_path):
         click.echo(f"{trail}:{report.broken_line}: {report.reason}")
         return EXIT_RUNTIME
     signed = f", {report.signed_runs} signed run(s) verified" if key else ""
-    click.echo(f"{trail}: intact: {report.lines} records, {report.runs} run(s){signed}")
+    click.echo(f"{trail}: intact: {report.lines} records, {report.runs} run(s){signed}; last record {report.last_ts}")
     for note in report.notes:
         click.echo(f"note: {note}")
     return EXIT_OK
 
 
-def _when(value: str | None) -> datetime | None:
+def _when(value: str | None, end_of_day: bool = False) -> datetime | None:
+    """A bare date means the whole day: --until 2026-11-01 includes that day's records."""
     if value is None:
         return None
+    clock = "23:59:59.999" if end_of_day else "00:00:00"
     try:
-        return parse_time(value if "T" in value else f"{value}T00:00:00+00:00")
+        # records are stamped in UTC, and the index compares the text of the stamps
+        return parse_time(value if "T" in value else f"{value}T{clock}+00:00").astimezone(timezone.utc)
     except ValueError:
         raise UsageError(f"'{value}' is not a date or time (examples: 2026-11-01, 2026-11-01T02:00:00Z)") from None
 
@@ -82,7 +85,7 @@ def list_cmd(trail, since, until, event, artifact, run_id, as_json):
     """
     from regsync.audit.index import open_index, query
 
-    bounds = [_when(since), _when(until)]
+    bounds = [_when(since), _when(until, end_of_day=True)]
     db = open_index(trail)
     try:
         records = query(db, since=bounds[0] and bounds[0].isoformat(timespec="milliseconds"),

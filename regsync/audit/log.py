@@ -39,11 +39,11 @@ def signed_bytes(entry: dict) -> bytes:
     return encode({k: v for k, v in entry.items() if k != "signature"})
 
 
-def read_tail(handle) -> tuple[int, str]:
-    """(seq, sha256) of the last line, read backwards from the end (trails grow large)."""
+def read_tail(handle) -> tuple[int, str, dict | None]:
+    """(seq, sha256, record) of the last line, read backwards from the end (trails grow large)."""
     end = os.fstat(handle.fileno()).st_size
     if end == 0:
-        return 0, GENESIS
+        return 0, GENESIS, None
     block, pos = b"", end
     while pos > 0 and block.rstrip(b"\n").count(b"\n") < 1:
         step = min(TAIL_BLOCK, pos)
@@ -51,11 +51,12 @@ def read_tail(handle) -> tuple[int, str]:
         block = os.pread(handle.fileno(), step, pos) + block
     last = block.rstrip(b"\n").rsplit(b"\n", 1)[-1] + b"\n"
     try:
-        seq = int(json.loads(last)["seq"])
+        record = json.loads(last)
+        seq = int(record["seq"])
     except (ValueError, KeyError, TypeError):
         raise RegsyncError("the audit trail's last line is not an audit record; "
                            "refusing to extend it (check it with `regsync audit verify`)") from None
-    return seq, hashlib.sha256(last).hexdigest()
+    return seq, hashlib.sha256(last).hexdigest(), record
 
 
 class AuditLog:
@@ -101,8 +102,13 @@ class AuditLog:
             # reading the tail and appending, so the chain never forks.
             fcntl.flock(self._handle.fileno(), fcntl.LOCK_EX)
             try:
-                entry["seq"], entry["prev"] = read_tail(self._handle)
-                entry["seq"] += 1
+                seq, entry["prev"], last = read_tail(self._handle)
+                entry["seq"] = seq + 1
+                if event == "run-started" and last and last.get("event") != "run-finished":
+                    # A crash (SIGKILL, OOM, power loss) leaves a run without run-finished. Say so
+                    # now: `audit verify` still fails on it, but can tell the investigator that the
+                    # gap already existed when this run started, i.e. it was not cut out later.
+                    entry["previous_run_unfinished"] = last.get("run_id")
                 if sign and self._sign_key is not None:
                     entry["signature"] = signature_of(self._sign_key, signed_bytes(entry))
                 self._handle.write(encode(entry))

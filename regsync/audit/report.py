@@ -93,7 +93,7 @@ def _evidence(verification: dict | None) -> dict:
 
 
 COLUMNS = [("decision", "Decision"), ("source", "Source"), ("target", "Target"), ("digest", "Digest"),
-           ("size", "Size"), ("platforms", "Platforms"), ("method", "Verified by"), ("signer", "Signer"),
+           ("size", "Bytes moved"), ("platforms", "Platforms"), ("method", "Verified by"), ("signer", "Signer"),
            ("gates", "Gates"), ("reason", "Reason"), ("run_id", "Run"), ("ts", "Time")]
 
 
@@ -101,7 +101,8 @@ def render_html(report: dict) -> str:
     e = html.escape
     head = "".join(f'<th data-col="{i}" tabindex="0">{e(title)}</th>' for i, (_, title) in enumerate(COLUMNS))
     body = "\n".join(
-        f'<tr class="{e(a["decision"])}">' + "".join(f"<td>{e(_cell(a, name))}</td>" for name, _ in COLUMNS) + "</tr>"
+        f'<tr class="{e(a["decision"])}">' + "".join(f'<td class="{name}">{e(_cell(a, name))}</td>'
+                                                 for name, _ in COLUMNS) + "</tr>"
         for a in report["artifacts"])
     runs = "\n".join(
         "<tr>" + "".join(f"<td>{e(str(v))}</td>" for v in (
@@ -120,6 +121,8 @@ def _cell(row: dict, name: str) -> str:
         return ""
     if isinstance(value, list):
         return ", ".join(map(str, value))
+    if name == "ts":  # whole seconds read faster; the JSON report keeps the exact stamp
+        return str(value)[:19].replace("T", " ") + "Z"
     return str(value)
 
 
@@ -127,12 +130,15 @@ _PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{title}</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <style>
-body {{ font: 14px/1.4 system-ui, sans-serif; margin: 1.5rem; color: #1b1f24; }}
+body {{ font: 13px/1.4 system-ui, sans-serif; margin: 1.5rem; color: #1b1f24; }}
 h1 {{ font-size: 1.3rem; margin: 0 0 .3rem; }} h2 {{ font-size: 1.05rem; margin: 1.5rem 0 .4rem; }}
 .meta {{ color: #57606a; }} .totals span {{ font-weight: 600; }}
 table {{ border-collapse: collapse; width: 100%; }}
 th, td {{ border-bottom: 1px solid #d0d7de; padding: .3rem .45rem; text-align: left; vertical-align: top;
-          word-break: break-all; }}
+          overflow-wrap: anywhere; }}
+td.digest, td.run_id {{ font: 12px/1.35 ui-monospace, monospace; }} td.digest {{ min-width: 17ch; }}
+td.ts, td.decision {{ white-space: nowrap; }} td.size {{ text-align: right; }}
+td.source, td.target {{ min-width: 15ch; }} td.reason {{ min-width: 22ch; }}
 th {{ background: #f6f8fa; cursor: pointer; position: sticky; top: 0; white-space: nowrap; }}
 tr.refused td:first-child, span.refused {{ color: #b3261e; }} tr.failed td:first-child, span.failed {{ color: #9a6700; }}
 tr.pushed td:first-child, span.pushed {{ color: #1a7f37; }} tr.skipped {{ color: #57606a; }}
