@@ -122,7 +122,9 @@ def _throttled(on_bytes, throttle: Throttle):
 
 
 def _refuse(item: PlanItem, reason: str, audit: AuditLog, outcome: Outcome) -> None:
-    audit.record("refused", artifact=artifact_of(item), policy_rule=item.rule, reason=reason)
+    # what was checked before the refusal (gates passed, signers found) is evidence for the reviewer too
+    audit.record("refused", artifact=artifact_of(item), policy_rule=item.rule, verification=item.verification,
+                 reason=reason)
     logger.warning("refused {}: {}", item.source, reason)
     outcome.refused += 1
 

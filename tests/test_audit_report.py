@@ -89,3 +89,29 @@ def test_html_report_renders_in_headless_chromium(tmp_path, mixed_trail, unique_
                    capture_output=True, timeout=120)
     assert shot.exists() and shot.stat().st_size > 10_000
     shutil.copy(shot, tmp_path.parent / "last-audit-report.png")  # kept for a human to look at
+
+
+def test_report_names_the_signer_gates_and_the_unsigned_refusal(tmp_path, registry, registry2, unique_repo, oci_dir):
+    from tests.fixtures.cosign import make_key, sign, write_public_key
+
+    key = make_key("ecdsa")
+    fingerprint = write_public_key(key, tmp_path / "cosign.pub")
+    images = {tag: write_image(oci_dir, tag, seed=zlib.crc32(f"{unique_repo}{tag}".encode()))
+              for tag in ("signed", "unsigned")}
+    for tag in images:
+        seed(registry, unique_repo, tag, oci_dir)
+    sign(registry, unique_repo, images["signed"].index_digest, key)
+    policy = write_policy(tmp_path, registry.url, registry2.url, unique_repo, tags=["signed", "unsigned"],
+                          rule_extra="    verify: {signature: required, trust: [release]}\n"
+                                     "    gates: {max_size: 1MiB}\n")
+    policy.write_text(policy.read_text().replace("images:", "trust:\n  release: {cosign_key: cosign.pub}\nimages:"))
+    assert run_cli("sync", "-p", policy).exit_code == 3
+    out = tmp_path / "report.json"
+    assert run_cli("audit", "report", tmp_path / "audit.jsonl", "--json", out).exit_code == 0
+    refused, pushed = json.loads(out.read_text())["artifacts"]
+    assert refused["decision"] == "refused" and refused["source"].endswith(":unsigned")
+    assert refused["reason"].startswith("unsigned")
+    assert pushed["decision"] == "pushed" and pushed["digest"] == images["signed"].index_digest
+    assert pushed["signer"] == f"release ({fingerprint[:19]}…)" and "cosign" in pushed["method"]
+    assert "max_size linux/amd64:" in pushed["gates"] and "max_size linux/arm64:" in pushed["gates"]
+    assert pushed["platforms"] is None  # the whole index travelled: no platform filter

@@ -87,9 +87,23 @@ def _evidence(verification: dict | None) -> dict:
             signers.append(f"{signer['identity']} via {signer.get('issuer', '?')}")
     if signature.get("status") == "unverified":
         signers.append(f"unverified: {signature.get('reason', '')}")
-    gates = verification.get("gates") or {}
+    if verification.get("crosscheck"):
+        methods.append(f"cross-check with {verification['crosscheck'].get('registry', '?')}")
     return {"method": ", ".join(m for m in dict.fromkeys(methods) if m), "signer": "; ".join(signers),
-            "gates": ", ".join(f"{name}: {value}" for name, value in gates.items()) if isinstance(gates, dict) else str(gates)}
+            "gates": _gates_text(verification.get("gates"))}
+
+
+def _gates_text(gates) -> str:
+    """{"cuda": {"linux/amd64": "11.8"}} reads as "cuda linux/amd64: 11.8"."""
+    if not isinstance(gates, dict):
+        return str(gates or "")
+    parts = []
+    for name, value in gates.items():
+        if isinstance(value, dict):
+            parts += [f"{name} {where}: {result}" for where, result in value.items()]
+        else:
+            parts.append(f"{name}: {value}")
+    return "; ".join(parts)
 
 
 COLUMNS = [("decision", "Decision"), ("source", "Source"), ("target", "Target"), ("digest", "Digest"),
