@@ -41,6 +41,18 @@ def test_report_json_has_every_artifact_refusals_first(tmp_path, mixed_trail, un
     assert pushed["digest"].startswith("sha256:") and pushed["size"] > 0 and pushed["method"] == "sha256"
     assert len(report["runs"]) == 2 and all(r["exit_code"] == 1 for r in report["runs"])
     assert report["totals"] == {"refused": 2, "failed": 2, "pushed": 1, "skipped": 1}
+    assert report["integrity"] == {"intact": True, "broken_line": None, "reason": None, "records": 11, "runs": 2,
+                                   "signatures_checked": False, "signed_runs": 0}
+
+
+def test_report_of_a_damaged_trail_says_where_and_exits_1(tmp_path, mixed_trail):
+    lines = mixed_trail.read_bytes().splitlines(keepends=True)
+    damaged = tmp_path / "damaged.jsonl"
+    damaged.write_bytes(b"".join(lines[:3] + lines[4:]))
+    html_path = tmp_path / "damaged.html"
+    result = run_cli("audit", "report", damaged, "--html", html_path)
+    assert result.exit_code == 1 and "damaged.jsonl:4: seq jumps from 3 to 5" in result.output
+    assert "Chain BROKEN at line 4: seq jumps from 3 to 5" in html_path.read_text()
 
 
 def test_list_queries_through_the_sqlite_index(tmp_path, mixed_trail, unique_repo):
@@ -84,6 +96,7 @@ def test_html_report_renders_in_headless_chromium(tmp_path, mixed_trail, unique_
     assert rows.count("<tr") == 6
     assert rows.index('class="refused"') < rows.index('class="pushed"') < rows.index('class="skipped"')
     assert WRONG_PIN in rows
+    assert "Chain intact: 11 records, 2 run(s)" in dom
     shot = tmp_path / "report.png"
     subprocess.run([CHROMIUM, *flags, "--window-size=1400,900", f"--screenshot={shot}", html_path.as_uri()],
                    capture_output=True, timeout=120)

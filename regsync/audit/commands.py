@@ -117,8 +117,10 @@ def list_cmd(trail, since, until, event, artifact, run_id, as_json):
 @click.option("--html", "html_out", type=click.Path(path_type=Path), help="Write a self-contained HTML report here.")
 @click.option("--json", "json_out", type=click.Path(path_type=Path), help="Write the report as JSON here.")
 @click.option("--since", help="Only records at or after this time.")
+@click.option("--key", "key_path", type=click.Path(path_type=Path, exists=True, dir_okay=False),
+              help="Public key that signed the run-finished records; the report says whether they verify.")
 @run_guarded
-def report_cmd(trail, html_out, json_out, since):
+def report_cmd(trail, html_out, json_out, since, key_path):
     """Per run and per artifact: what entered, from where, verified how and by whom, and what was
     refused and why (refusals first). The HTML works offline, sorts, filters and prints.
 
@@ -131,13 +133,19 @@ def report_cmd(trail, html_out, json_out, since):
 
     if not html_out and not json_out:
         raise UsageError("say where the report goes: --html FILE and/or --json FILE")
-    report = build_report(trail, _when(since))
+    from regsync.verify.keys import load_public_key
+
+    report = build_report(trail, _when(since), load_public_key(key_path, "--key") if key_path else None)
     if html_out:
         write_atomically(html_out, render_html(report))
     if json_out:
         write_atomically(json_out, json.dumps(report, indent=2) + "\n")
     totals = ", ".join(f"{v} {k}" for k, v in report["totals"].items())
     click.echo(f"{len(report['artifacts'])} artifact(s) in {len(report['runs'])} run(s): {totals}")
+    if not report["integrity"]["intact"]:
+        # the report is still written (it shows what the file says), but a script must not take it as clean
+        click.echo(f"{trail}:{report['integrity']['broken_line']}: {report['integrity']['reason']}", err=True)
+        return EXIT_RUNTIME
     return EXIT_OK
 
 

@@ -31,7 +31,18 @@ def read_records(trail: Path, since: datetime | None = None, until: datetime | N
             yield record
 
 
-def build_report(trail: Path, since: datetime | None = None) -> dict:
+def integrity_of(trail: Path, public_key=None) -> dict:
+    """The chain check, so a reviewer handed only the report sees whether the trail was intact."""
+    from regsync.audit.chain import verify_chain
+
+    check = verify_chain(trail, public_key)
+    return {"intact": check.ok, "broken_line": check.broken_line, "reason": check.reason or None,
+            "records": check.lines, "runs": check.runs, "signatures_checked": public_key is not None and check.ok,
+            "signed_runs": check.signed_runs}
+
+
+def build_report(trail: Path, since: datetime | None = None, public_key=None) -> dict:
+    integrity = integrity_of(trail, public_key)
     runs: dict[str, dict] = {}
     artifacts: dict[tuple[str, str], dict] = {}
     for record in read_records(trail, since):
@@ -50,7 +61,8 @@ def build_report(trail: Path, since: datetime | None = None) -> dict:
     rows = sorted((a for a in artifacts.values() if a["decision"]),
                   key=lambda a: (ORDER[a["decision"]], a["ts"]))
     totals = {event: sum(1 for a in rows if a["decision"] == event) for event in FINAL}
-    return {"trail": str(trail), "since": since.isoformat() if since else None, "runs": list(runs.values()),
+    return {"trail": str(trail), "since": since.isoformat() if since else None, "integrity": integrity,
+            "runs": list(runs.values()),
             "artifacts": rows, "totals": totals,
             "bytes": sum(a["size"] or 0 for a in rows if a["decision"] == "pushed")}
 
@@ -126,7 +138,18 @@ def render_html(report: dict) -> str:
         for r in report["runs"])
     totals = " · ".join(f'<span class="{e(k)}">{v} {e(k)}</span>' for k, v in report["totals"].items())
     return _PAGE.format(title=e(f"regsync audit report: {Path(report['trail']).name}"), trail=e(report["trail"]),
-                        totals=totals, head=head, body=body, runs=runs, count=len(report["artifacts"]))
+                        integrity=_integrity_html(report["integrity"]), totals=totals, head=head, body=body, runs=runs, count=len(report["artifacts"]))
+
+
+def _integrity_html(check: dict) -> str:
+    e = html.escape
+    if not check["intact"]:
+        return (f'<p class="integrity broken">Chain BROKEN at line {check["broken_line"]}: {e(check["reason"])}. '
+                "Rows below show what the file says, not what happened.</p>")
+    signed = (f'{check["signed_runs"]} signed run(s) verified with the given key' if check["signatures_checked"]
+              else "signatures not checked (regsync audit report --key PUB, or audit verify --key)")
+    return (f'<p class="integrity intact">Chain intact: {check["records"]} records, {check["runs"]} run(s); '
+            f"{e(signed)}.</p>")
 
 
 def _cell(row: dict, name: str) -> str:
@@ -146,7 +169,8 @@ _PAGE = """<!doctype html>
 <style>
 body {{ font: 13px/1.4 system-ui, sans-serif; margin: 1.5rem; color: #1b1f24; }}
 h1 {{ font-size: 1.3rem; margin: 0 0 .3rem; }} h2 {{ font-size: 1.05rem; margin: 1.5rem 0 .4rem; }}
-.meta {{ color: #57606a; }} .totals span {{ font-weight: 600; }}
+.meta {{ color: #57606a; }} .integrity {{ padding: .35rem .6rem; border-radius: 4px; }}
+.integrity.intact {{ background: #dafbe1; }} .integrity.broken {{ background: #ffebe9; color: #b3261e; font-weight: 600; }} .totals span {{ font-weight: 600; }}
 table {{ border-collapse: collapse; width: 100%; }}
 th, td {{ border-bottom: 1px solid #d0d7de; padding: .3rem .45rem; text-align: left; vertical-align: top;
           overflow-wrap: anywhere; }}
@@ -159,10 +183,11 @@ tr.pushed td:first-child, span.pushed {{ color: #1a7f37; }} tr.skipped {{ color:
 tr.refused {{ background: #fff1f0; }}
 .controls {{ margin: .6rem 0; display: flex; gap: .6rem; }} input, select {{ font: inherit; padding: .2rem .4rem; }}
 @media print {{ .controls {{ display: none; }} th {{ position: static; }} body {{ margin: 0; font-size: 10px; }}
-               tr {{ break-inside: avoid; }} }}
+               tr {{ break-inside: avoid; }} .integrity, tr.refused {{ print-color-adjust: exact; }} }}
 </style></head><body>
 <h1>{title}</h1>
 <p class="meta">Built from <code>{trail}</code> alone. Refusals first. Check integrity with <code>regsync audit verify</code>.</p>
+{integrity}
 <p class="totals">{totals}</p>
 <h2>Artifacts (<span id="shown">{count}</span> of {count})</h2>
 <div class="controls"><input id="filter" type="search" placeholder="filter: text in any column" aria-label="filter">
