@@ -213,3 +213,36 @@ def test_two_writers_never_fork_the_chain(tmp_path):
         assert (entry["seq"], entry["prev"]) == (seq, prev), f"line {seq} forks the chain"
         prev = hashlib.sha256(raw).hexdigest()
     assert {json.loads(raw)["run_id"] for raw in lines} == {"one", "two"}
+
+
+def test_last_success_survives_a_failed_run_and_the_file_is_never_half_written(tmp_path):
+    from regsync.ops import write_metrics
+
+    metrics = tmp_path / "regsync.prom"
+
+    def values():
+        return {s.name: s.value for f in text_string_to_metric_families(metrics.read_text()) for s in f.samples
+                if not s.labels}
+
+    write_metrics(metrics, counts={"pushed": 3}, bytes_moved=10, duration=1.5, exit_code=0)
+    succeeded = values()["regsync_last_success_timestamp_seconds"]
+    write_metrics(metrics, counts={"failed": 1}, bytes_moved=0, duration=0.5, exit_code=1)
+    after_failure = values()
+    assert after_failure["regsync_last_success_timestamp_seconds"] == succeeded
+    assert after_failure["regsync_last_run_exit_code"] == 1
+    assert after_failure["regsync_last_run_timestamp_seconds"] >= succeeded
+    assert [p.name for p in tmp_path.iterdir()] == ["regsync.prom"]  # the temporary file was renamed away
+
+
+def test_a_trail_cut_mid_line_is_never_extended(tmp_path, registry, registry2, unique_repo, oci_dir):
+    write_image(oci_dir, "a", seed=zlib.crc32(unique_repo.encode()))
+    seed(registry, unique_repo, "a", oci_dir)
+    policy = write_policy(tmp_path, registry.url, registry2.url, unique_repo, tags=["a"])
+    assert run_cli("sync", "-p", policy).exit_code == 0
+    trail = tmp_path / "audit.jsonl"
+    whole = trail.read_bytes()
+    trail.write_bytes(whole[:-1])  # the last record lost its newline: a write cut short
+    result = run_cli("sync", "-p", policy)
+    assert result.exit_code == 1 and "last line is incomplete" in result.output
+    assert trail.read_bytes() == whole[:-1]  # nothing glued onto the damaged line
+    assert ":4: truncated line (no newline)" in verify(trail).output

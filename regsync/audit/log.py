@@ -44,6 +44,10 @@ def read_tail(handle) -> tuple[int, str, dict | None]:
     end = os.fstat(handle.fileno()).st_size
     if end == 0:
         return 0, GENESIS, None
+    if os.pread(handle.fileno(), 1, end - 1) != b"\n":
+        # a write cut short (power loss): appending would glue the next record onto that line
+        raise RegsyncError("the audit trail's last line is incomplete (no newline); refusing to extend it "
+                           "(check it with `regsync audit verify`)")
     block, pos = b"", end
     while pos > 0 and block.rstrip(b"\n").count(b"\n") < 1:
         step = min(TAIL_BLOCK, pos)
@@ -67,8 +71,10 @@ class AuditLog:
         self._lock = threading.Lock()
         self._handle = None
         self._started = time.monotonic()
+        self._new_file = False
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
+            self._new_file = not path.exists()
             self._handle = path.open("a+b")  # read too: the tail is re-read under the lock
 
     def start_run(self, *, policy_sha256: str, policy_path: str, targets: list[str], command: str) -> dict:
@@ -123,6 +129,8 @@ class AuditLog:
                 os.fsync(self._handle.fileno())
                 self._handle.close()
                 self._handle = None
+                if self._new_file:  # a new file's name lives in its directory: make that durable too
+                    _fsync_directory(self.path.parent)
 
 
 def signature_of(key, payload: bytes) -> dict:
@@ -131,6 +139,14 @@ def signature_of(key, payload: bytes) -> dict:
 
     public = key.public_key()
     return {"key_id": fingerprint(public), "value": base64.b64encode(sign_bytes(key, payload)).decode()}
+
+
+def _fsync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _user() -> str:
