@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sqlite3
 from pathlib import Path
 
@@ -19,8 +20,13 @@ CREATE INDEX records_run ON records (run_id);
 
 
 def _fingerprint(trail: Path) -> str:
-    data = trail.read_bytes()[-65536:]
-    return f"{trail.stat().st_size}:{hashlib.sha256(data).hexdigest()}"
+    """Size, inode, mtime and the last 64 KiB: any append, rewrite or replacement changes it, without
+    reading a multi-gigabyte trail (`audit verify` is the integrity check, not the index)."""
+    with trail.open("rb") as handle:
+        stat = os.fstat(handle.fileno())
+        handle.seek(max(0, stat.st_size - 65536))
+        tail = hashlib.sha256(handle.read()).hexdigest()
+    return f"{stat.st_size}:{stat.st_ino}:{stat.st_mtime_ns}:{tail}"
 
 
 def open_index(trail: Path, index_path: Path | None = None) -> sqlite3.Connection:
