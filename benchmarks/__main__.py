@@ -114,14 +114,14 @@ def p2_p3_many_tags(work: Path, count: int) -> list[dict]:
     push_many_tags(source.url, "bench/many", count)
     target = fresh(work, "p2-dst-rs")
     policy = two_registries(source.url, target.url, "bench/many", "bench/many", ["glob:*"])
-    cold = regsync(work, policy, "sync")
-    noop = regsync(work, policy, "sync")
+    cold = with_server_cpu(target, lambda: regsync(work, policy, "sync"))
+    noop = with_server_cpu(target, lambda: regsync(work, policy, "sync"))
     target.stop()
     target = fresh(work, "p2-dst-sk")
     skopeo = ["skopeo", "sync", "--all", "--src", "docker", "--dest", "docker", "--src-tls-verify=false",
               "--dest-tls-verify=false", f"{source.host}/bench/many", f"{target.host}/bench"]
-    peer_cold = measure(skopeo)
-    peer_noop = measure(skopeo)
+    peer_cold = with_server_cpu(target, lambda: measure(skopeo))
+    peer_noop = with_server_cpu(target, lambda: measure(skopeo))
     target.stop()
     source.stop()
     return [{"id": "P2", "work": f"{count} small tags sharing a base, cold", "regsync": cold,
