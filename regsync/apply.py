@@ -134,9 +134,9 @@ def _apply_item(item: PlanItem, endpoints: Endpoints, blobs: BlobCopier, audit: 
         if item.kind == "image":
             _apply_image(item, endpoints, blobs, audit)
         else:  # a wheel is one more artifact: same pool, same verification rule, same audit records
-            apply_package(item, endpoints, audit, on_bytes, artifact_of(item))
+            verification = apply_package(item, endpoints, audit, on_bytes, artifact_of(item))
             audit.record("pushed", artifact=artifact_of(item), policy_rule=item.rule,
-                         verification={"method": "sha256", "against": "source index"})
+                         verification=verification or {"method": "sha256", "against": "source index"})
         return None
     except (VerificationError, RegistryError, Interrupted) as exc:
         return exc

@@ -41,16 +41,25 @@ class Endpoints:
             return self._clients[name]
 
     def index(self, name: str):
-        """The package index `name`, for reading (its simple pages)."""
-        from regsync.pypi.index import PackageIndex
+        """The package index `name`, for reading (its simple pages), with its mirrors behind it."""
+        from regsync.pypi.mirrors import MirroredIndex
 
         with self._lock:
             key = f"index:{name}"
             if key not in self._clients:
                 cfg = self._policy.indexes[name]
-                self._clients[key] = PackageIndex(name, cfg.url, resolve_credentials(cfg.auth, _host(cfg.url)),
-                                                  cfg.tls.ca_file if cfg.tls else None, self._pool_size)
+                primary = self._package_index(name, cfg, cfg.url, resolve_credentials(cfg.auth, _host(cfg.url)),
+                                              cfg.upload_url)
+                mirrors = [self._package_index(name, cfg, url, _mirror_credentials(cfg, url)) for url in cfg.mirrors]
+                self._clients[key] = MirroredIndex([primary, *mirrors]) if mirrors else primary
             return self._clients[key]
+
+    def _package_index(self, name: str, cfg, url: str, credentials, upload_url: str | None = None):
+        from regsync.http import retry_policy
+        from regsync.pypi.index import PackageIndex
+
+        return PackageIndex(name, url, credentials, cfg.tls.ca_file if cfg.tls else None, self._pool_size,
+                            retry_policy(cfg.retries.attempts, cfg.retries.backoff_seconds), upload_url)
 
     def package_target(self, name: str):
         """Where packages for index `name` go: an upload API, or a directory tree."""
@@ -59,8 +68,10 @@ class Endpoints:
         cfg = self._policy.indexes[name]
         key = f"target:{name}"
         if key not in self._clients:
+            # what a target holds is read from the target itself, never from a mirror of it
             target = (DirectoryTarget(name, cfg.path) if cfg.kind == "directory"
-                      else UploadTarget(name, self.index(name), cfg.upload_url or cfg.url))
+                      else UploadTarget(name, getattr(self.index(name), "primary", self.index(name)),
+                                        cfg.upload_url or cfg.url))
             with self._lock:
                 self._clients.setdefault(key, target)
         return self._clients[key]

@@ -35,6 +35,7 @@ class PlanItem:
     rule: str = ""
     environments: list[str] | None = None   # packages: the target environments that need this file
     verification: dict | None = None   # signature, gate and cross-check evidence found at plan time
+    source_index: str | None = None    # packages: the index (primary or mirror) whose page gave the sha256
 
     @property
     def changes(self) -> bool:

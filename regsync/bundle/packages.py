@@ -93,8 +93,10 @@ def _valid(entry) -> bool:
 class _FileResponse:
     """What fetch_verified needs of an HTTP response: `.raw.read`, `.headers`, `.close()`."""
 
-    def __init__(self, handle, length: int):
+    def __init__(self, handle, length: int, start: int = 0):
         self.raw, self.headers = handle, {"Content-Length": str(length)}
+        if start:  # as a server that honours Range says it (fetch_verified starts over without it)
+            self.headers["Content-Range"] = f"bytes {start}-{start + length - 1}/{start + length}"
 
     def close(self) -> None:
         self.raw.close()
@@ -120,7 +122,7 @@ class BundleIndex:
             raise NotFound(f"{self.name}/{package.filename}", 404, "not in the bundle") from None
         size = os.fstat(handle.fileno()).st_size
         handle.seek(start)
-        return _FileResponse(handle, size - start)
+        return _FileResponse(handle, size - start, start)
 
     def download(self, package: DistributionPackage, path, on_bytes=None) -> str:
         from regsync.pypi.fetch import fetch_verified

@@ -102,9 +102,15 @@ class Index(Strict):
     upload_url: str | None = None
     path: PolicyPath | None = None
     kind: Literal["simple", "pypiserver", "devpi", "nexus", "directory"] = "simple"
-    mirrors: list[str] = []
+    mirrors: list[str] = []   # tried in order when the primary cannot answer; see docs/pypi.md for whose hashes count
     auth: Auth | None = None
     tls: TLS | None = None
+    retries: Retries = Retries()
+
+    @field_validator("mirrors")
+    @classmethod
+    def _mirror_urls(cls, value):
+        return Registry._http_urls(value)
 
     @model_validator(mode="after")
     def _where(self):
@@ -112,6 +118,8 @@ class Index(Strict):
             raise ValueError("kind: directory needs a path")
         if self.kind != "directory" and self.url is None:
             raise ValueError("an index needs a url (or kind: directory with a path)")
+        if self.kind == "directory" and self.mirrors:
+            raise ValueError("a directory target has no mirrors")
         return self
 
 

@@ -1,51 +1,92 @@
-"""Downloading one distribution: streamed, sha256-verified, resumed with Range after a drop.
+"""Downloading one distribution: streamed, sha256-verified, resumed with Range after a drop or a kill.
 
-The hash state lives in the one VerifyingReader for the whole file: after a broken connection we
-ask for the rest (`Range: bytes=N-`) and keep hashing where we were, so a resumed file is
-verified exactly like one that came down in one piece.
+Bytes land in a partial file kept in the state dir under the file's sha256 (see partial.py), with
+a checkpoint of the SHA-256 state. After a broken connection we ask for the rest (`Range:
+bytes=N-`) and hash on from where we were; after a killed run the next run does the same from the
+last checkpoint. Either way the digest is checked over every byte, exactly as for a file that came
+down in one piece, before the file is handed on.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
+from loguru import logger
 from pypi_simple import DistributionPackage
 
 from regsync.errors import VerificationError
+from regsync.pypi.partial import PartialFile
 from regsync.transfer import SourceReadError, VerifyingReader
 
 RESUME_ATTEMPTS = 5
 
 
 def fetch_verified(index, package: DistributionPackage, path: Path, on_bytes=None) -> str:
+    """Stream `package` to `path`, its sha256 checked against the index; returns the digest."""
     from regsync.pypi.index import sha256_of
 
     where = f"{index.name}/{package.filename}"
     digest = sha256_of(package)
     if digest is None:
         raise VerificationError(f"{where}: the index gives no sha256 for it")
-    response = index.open(package)
-    declared = response.headers.get("Content-Length")
-    size = int(declared) if declared and declared.isdigit() else package.size
-    if package.size is not None and size is not None and size != package.size:
-        response.close()
-        raise VerificationError(f"{where}: server announces {size} bytes, the index says {package.size}")
-    state = {"response": response}
+    partial = PartialFile.kept(digest) or PartialFile.plain(path, digest)
+    try:
+        _download(index, package, partial, digest, where, on_bytes)
+        partial.complete(path)
+    except VerificationError:
+        partial.discard()
+        raise
+    except BaseException:
+        partial.checkpoint()  # a failed or interrupted run keeps what it wrote for the next one
+        raise
+    finally:
+        partial.close()
+    return digest
 
-    def read(n: int) -> bytes:
-        return state["response"].raw.read(n)
 
-    reader = VerifyingReader(read, digest, size, where, on_bytes)
-    with path.open("wb") as out:
-        for attempt in range(RESUME_ATTEMPTS + 1):
+def _download(index, package, partial: PartialFile, digest: str, where: str, on_bytes) -> None:
+    start = partial.resume(package.size)
+    from_disk = start > 0
+    for attempt in range(RESUME_ATTEMPTS + 1):
+        response = index.open(package, start=start)
+        try:
+            if start and not response.headers.get("Content-Range", "").startswith(f"bytes {start}-"):
+                logger.info("{}: the server ignored Range; downloading from the start", where)
+                response.close()
+                start, from_disk = partial.restart(), False
+                response = index.open(package)
+            size = _total_size(response, start, package, where)
+            partial.size = size
+            reader = partial.reader = VerifyingReader(response.raw.read, digest, size, where, on_bytes,
+                                                      hasher=partial.hasher, count=start)
             try:
                 for chunk in reader.chunks():
-                    out.write(chunk)
-                break
+                    partial.write(chunk)
+                return
             except SourceReadError:
-                state["response"].close()
                 if attempt == RESUME_ATTEMPTS or size is None:
                     raise
-                state["response"] = index.open(package, start=reader.count)
-        state["response"].close()
-    return digest
+                start = reader.count
+            except VerificationError as exc:
+                if not from_disk or attempt == RESUME_ATTEMPTS or "digest mismatch" not in exc.reason:
+                    raise
+                # Bytes kept from an earlier run did not add up (a damaged disk, a checkpoint edited):
+                # that says nothing about the source, so fetch the whole file before judging it.
+                logger.warning("{}: the kept partial download did not verify; downloading it again", where)
+                start, from_disk = partial.restart(), False
+        finally:
+            response.close()
+
+
+def _total_size(response, start: int, package: DistributionPackage, where: str) -> int | None:
+    """The file's whole length as the server states it, checked against the index when it says one."""
+    declared = response.headers.get("Content-Length")
+    total = int(declared) + start if declared and declared.isdigit() else None
+    if start:
+        match = re.fullmatch(r"bytes \d+-\d+/(\d+)", response.headers.get("Content-Range", "").strip())
+        if match:
+            total = int(match.group(1))
+    if package.size is not None and total is not None and total != package.size:
+        raise VerificationError(f"{where}: server announces {total} bytes, the index says {package.size}")
+    return total if total is not None else package.size

@@ -12,8 +12,10 @@ import threading
 import zipfile
 from pathlib import Path
 from tempfile import NamedTemporaryFile
+from urllib.parse import urlsplit, urlunsplit
 
 import requests
+import requests.auth
 from packaging.utils import canonicalize_name
 from pypi_simple import DistributionPackage, NoSuchProjectError, PyPISimple
 
@@ -26,11 +28,12 @@ MAX_METADATA_BYTES = 16 * 1024 * 1024
 
 
 class PackageIndex:
-    def __init__(self, name: str, url: str, credentials: Credentials | None = None, ca_file=None, pool_size: int = 16):
+    def __init__(self, name: str, url: str, credentials: Credentials | None = None, ca_file=None, pool_size: int = 16,
+                 retry=None, upload_url: str | None = None):
         self.name, self.url = name, url.rstrip("/") + "/"
-        self.session = make_session(ca_file, pool_size)
+        self.session = make_session(ca_file, pool_size, retry)
         if credentials:
-            self.session.auth = (credentials.username, credentials.password)
+            self.session.auth = HostBoundBasicAuth(credentials, {_host(url), *([_host(upload_url)] if upload_url else [])})
         self._simple = PyPISimple(self.url, session=self.session)
         self._pages: dict[str, list[DistributionPackage]] = {}
         self._lock = threading.Lock()
@@ -70,26 +73,24 @@ class PackageIndex:
         return self._metadata_from_file(package)
 
     def _metadata_from_file(self, package: DistributionPackage) -> email.message.Message:
-        where = f"{self.name}/{package.filename}"
-        if not package.filename.endswith(".whl"):
-            return _parse_metadata(b"")  # an sdist's dependencies are only known after a build
-        with NamedTemporaryFile(suffix=".whl") as tmp:
-            self.download(package, Path(tmp.name))
-            try:
-                with zipfile.ZipFile(tmp.name) as wheel:
-                    name = next(n for n in wheel.namelist() if n.endswith(".dist-info/METADATA") and n.count("/") == 1)
-                    with wheel.open(name) as handle:
-                        return _parse_metadata(handle.read(MAX_METADATA_BYTES))
-            except (zipfile.BadZipFile, StopIteration):
-                raise VerificationError(f"{where}: not a wheel (no .dist-info/METADATA)") from None
+        return metadata_from_file(self, package)
+
+    def page_url(self, package: DistributionPackage) -> str:
+        """The index whose project page listed `package` (and so gave its sha256)."""
+        return public_url(self.url)
+
+    def served_by(self, package: DistributionPackage) -> str:
+        """The index that served the bytes of `package` last."""
+        return public_url(self.url)
 
     def open(self, package: DistributionPackage, start: int = 0) -> requests.Response:
+        """The file from byte `start`; a server that ignores Range answers 200 and the caller sees it."""
         headers = {"Range": f"bytes={start}-"} if start else {}
         try:
             response = self.session.get(package.url, stream=True, timeout=(15, 300), headers=headers)
         except requests.RequestException:
             raise RegistryError(f"{self.name}/{package.filename}", None, f"cannot reach {self.url}") from None
-        if response.status_code not in ((206,) if start else (200,)):
+        if response.status_code not in ((200, 206) if start else (200,)):
             response.close()
             raise RegistryError(f"{self.name}/{package.filename}", response.status_code, "download failed")
         return response
@@ -101,6 +102,44 @@ class PackageIndex:
         return fetch_verified(self, package, path, on_bytes)
 
 
+def metadata_from_file(index, package: DistributionPackage) -> email.message.Message:
+    """METADATA read out of the wheel, downloaded through `index` (so verified like any download)."""
+    where = f"{index.name}/{package.filename}"
+    if not package.filename.endswith(".whl"):
+        return _parse_metadata(b"")  # an sdist's dependencies are only known after a build
+    with NamedTemporaryFile(suffix=".whl") as tmp:
+        index.download(package, Path(tmp.name))
+        try:
+            with zipfile.ZipFile(tmp.name) as wheel:
+                name = next(n for n in wheel.namelist() if n.endswith(".dist-info/METADATA") and n.count("/") == 1)
+                with wheel.open(name) as handle:
+                    return _parse_metadata(handle.read(MAX_METADATA_BYTES))
+        except (zipfile.BadZipFile, StopIteration):
+            raise VerificationError(f"{where}: not a wheel (no .dist-info/METADATA)") from None
+
+
+class HostBoundBasicAuth(requests.auth.AuthBase):
+    """Basic auth for the index's own host(s) only: a page may link files on any host (a CDN, or
+    whatever a hostile mirror names), and those get no credentials."""
+
+    def __init__(self, credentials: Credentials, hosts: set[str]):
+        self._basic = requests.auth.HTTPBasicAuth(credentials.username, credentials.password)
+        self._hosts = hosts
+
+    def __call__(self, request):
+        return self._basic(request) if urlsplit(request.url).netloc in self._hosts else request
+
+
+def public_url(url: str) -> str:
+    """A URL fit for plans, logs and the audit trail: any user:password@ dropped."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+
+
+def _host(url: str) -> str:
+    return urlsplit(url).netloc
+
+
 def sha256_of(package: DistributionPackage) -> str | None:
     value = (package.digests or {}).get("sha256")
     return f"sha256:{value}" if value else None
@@ -110,4 +149,4 @@ def _parse_metadata(raw: bytes) -> email.message.Message:
     return email.parser.BytesParser().parsebytes(raw, headersonly=True)
 
 
-__all__ = ["PackageIndex", "sha256_of", "CHUNK", "VerifyingReader"]
+__all__ = ["PackageIndex", "sha256_of", "public_url", "CHUNK", "VerifyingReader"]

@@ -12,7 +12,8 @@ from regsync.pypi.index import sha256_of
 from regsync.pypi.targets import DirectoryTarget
 
 
-def apply_package(item: PlanItem, endpoints, audit, on_bytes=None, artifact=None) -> None:
+def apply_package(item: PlanItem, endpoints, audit, on_bytes=None, artifact=None) -> dict:
+    """Returns the verification evidence (for the `pushed` record too)."""
     source_name, filename = item.source.split("/", 1)
     target_name = item.target.split("/", 1)[0]
     index, target = endpoints.index(source_name), endpoints.package_target(target_name)
@@ -27,9 +28,17 @@ def apply_package(item: PlanItem, endpoints, audit, on_bytes=None, artifact=None
     with tempfile.TemporaryDirectory(dir=staging, prefix=".regsync-") as work:
         path = Path(work) / filename
         index.download(package, path, on_bytes)
-        audit.record("verified", artifact=artifact, policy_rule=item.rule,
-                     verification={"method": "sha256", "against": f"{source_name} index"})
+        verification = {"method": "sha256", "against": f"{source_name} index", **_where_from(index, package)}
+        audit.record("verified", artifact=artifact, policy_rule=item.rule, verification=verification)
         target.put(path, filename, item.digest)
+    return verification
+
+
+def _where_from(index, package) -> dict:
+    """Which page's sha256 was trusted and which index sent the bytes (they differ when a mirror helped)."""
+    if not hasattr(index, "served_by"):
+        return {}  # a bundle: the bytes come from the bundle, checked against the plan's sha256
+    return {"hashes_from": index.page_url(package), "downloaded_from": index.served_by(package)}
 
 
 def _staging_dir(target) -> str | None:

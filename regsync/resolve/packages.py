@@ -15,7 +15,7 @@ from regsync.errors import RegistryError, VerificationError
 from regsync.plan import PlanError, PlanItem
 from regsync.policy.models import PackageRule
 from regsync.pypi.environment import TargetEnvironment
-from regsync.pypi.index import sha256_of
+from regsync.pypi.index import public_url, sha256_of
 from regsync.pypi.resolver import Options, ResolutionError, parse_requirement, resolve
 
 
@@ -44,14 +44,18 @@ def plan_packages(rules: list[PackageRule], endpoints: Endpoints) -> tuple[list[
                 if key in items:
                     items[key].environments.append(env.label)
                     continue
-                items[key] = _item(candidate.file, rule, rule_name, env, target)
+                items[key] = _item(candidate.file, rule, rule_name, env, target, index)
     return list(items.values()), errors
 
 
-def _item(package, rule: PackageRule, rule_name: str, env: TargetEnvironment, target) -> PlanItem:
+def _item(package, rule: PackageRule, rule_name: str, env: TargetEnvironment, target, index) -> PlanItem:
     digest = sha256_of(package) or ""
     item = PlanItem("package", f"{rule.source}/{package.filename}", f"{rule.target}/{package.filename}", digest,
                     "copy", bytes=package.size or 0, rule=rule_name, environments=[env.label])
+    page_url = getattr(index, "page_url", None)  # a bundle's stand-in index has no pages
+    item.source_index = page_url(package) if page_url else None
+    if page_url and item.source_index != public_url(index.url):
+        item.reason = f"sha256 from mirror {item.source_index} (the primary did not answer)"
     if not digest:
         item.action, item.reason = "refuse", "the source index gives no sha256 for this file"
         return item
