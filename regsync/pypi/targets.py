@@ -9,6 +9,7 @@ import json
 import os
 import threading
 import zipfile
+from collections.abc import Mapping
 from pathlib import Path
 
 import requests
@@ -24,9 +25,36 @@ class UploadTarget:
 
     def __init__(self, name: str, index: PackageIndex, upload_url: str):
         self.name, self.index, self.upload_url = name, index, upload_url
+        self._read_back: dict[str, str | None] = {}
+        self._lock = threading.Lock()
 
-    def existing(self, project: str) -> dict[str, str | None]:
-        return {p.filename: sha256_of(p) for p in self.index.files(project)}
+    def existing(self, project: str) -> Mapping[str, str | None]:
+        return _Listed(self, self.index.files(project))
+
+    def sha256_read_back(self, package) -> str | None:
+        """The sha256 of a file the target lists without one (Nexus pages give only `#md5=`): read
+        back and hashed as it streams, once per run, and only for a file the plan asks about."""
+        with self._lock:
+            if package.filename in self._read_back:
+                return self._read_back[package.filename]
+        listed = {algo: value.lower() for algo, value in (package.digests or {}).items() if algo in hashlib.algorithms_guaranteed}
+        sha256, others = hashlib.sha256(), {algo: hashlib.new(algo) for algo in listed}
+        try:
+            with self.index.session.get(package.url, stream=True, timeout=(15, 300)) as response:
+                if response.status_code != 200:
+                    raise RegistryError(f"{self.name}/{package.filename}", response.status_code, "cannot read it back")
+                for chunk in response.iter_content(1 << 20):
+                    sha256.update(chunk)
+                    for digest in others.values():
+                        digest.update(chunk)
+        except requests.RequestException:
+            raise RegistryError(f"{self.name}/{package.filename}", None, f"cannot reach {self.upload_url}") from None
+        # bytes that do not match the target's own listing are not a file we can vouch for
+        agreed = all(others[algo].hexdigest() == value for algo, value in listed.items())
+        found = f"sha256:{sha256.hexdigest()}" if agreed else None
+        with self._lock:
+            self._read_back[package.filename] = found
+        return found
 
     def put(self, path: Path, filename: str, digest: str) -> None:
         fields = dict(_metadata_fields(path, filename), **{":action": "file_upload", "protocol_version": "1",
@@ -45,6 +73,23 @@ class UploadTarget:
             raise RegistryError(f"{self.name}/{filename}", response.status_code, "upload refused (check credentials)")
         if response.status_code >= 300:
             raise RegistryError(f"{self.name}/{filename}", response.status_code, "upload failed")
+
+
+class _Listed(Mapping):
+    """filename → sha256 as the target lists it; a file listed without a sha256 is read back on lookup."""
+
+    def __init__(self, target: UploadTarget, packages: list):
+        self._target, self._packages = target, {p.filename: p for p in packages}
+
+    def __getitem__(self, filename: str) -> str | None:
+        package = self._packages[filename]
+        return sha256_of(package) or (self._target.sha256_read_back(package) if package.url else None)
+
+    def __iter__(self):
+        return iter(self._packages)
+
+    def __len__(self) -> int:
+        return len(self._packages)
 
 
 class DirectoryTarget:
