@@ -166,7 +166,7 @@ def p6_plan_scaling(work: Path, counts: list[int]) -> dict:
 
 GOALS = {("P1", "skopeo copy --all"): "<= 0.8×", ("P1", "curl GET→PUT floor"): "<= 1.3×",
          ("P2", "skopeo sync --all"): "<= 0.25×", ("P5", "pip download"): "<= 0.5×", ("P3", "skopeo sync --all"): "<= 0.1×",
-         ("P4", ""): "<= 150 MB", ("P6", ""): "linear", ("P7", ""): "<= 55% again"}
+         ("P4", ""): "<= 150 MB", ("P5", ""): "flat", ("P6", ""): "linear", ("P7", ""): "<= 55% again"}
 
 
 def _cpu(result: dict) -> str:
@@ -174,48 +174,94 @@ def _cpu(result: dict) -> str:
     return f"{result.get('cpu_s')}{server}"
 
 
-def p5_wheels(work: Path, count: int) -> dict:
-    """A closure of `count` wheels (each requires the next two), served as a static PEP 503 tree by nginx."""
+def _static_server(work: Path, tree: Path, name: str):
+    """nginx serving `tree` as it is (a static PEP 503 index: no per-request Python on either side)."""
     from tests.fixtures.nginx import _start as start_nginx
-    from tests.fixtures.pypi import build_wheel
     from tests.fixtures.registries import free_port
 
-    names = [f"bench-pkg{n:03d}" for n in range(count)]
-    wheels = [build_wheel(work / "p5-wheels", name, "1.0.0", requires=tuple(names[n + 1:n + 3]), payload=256_000)
-              for n, name in enumerate(names)]
-    static_simple_index(work / "p5-tree", wheels)
     port = free_port()
-    server = start_nginx(work / "p5-nginx", f"""
+    return start_nginx(work / f"{name}-nginx", f"""
   server {{
     listen 127.0.0.1:{port};
-    root {work / 'p5-tree'};
+    root {tree};
     default_type application/octet-stream;
     types {{ text/html html; }}
     location / {{ index index.html; }}
   }}""", {"main": port}, "main")
-    url = f"http://127.0.0.1:{port}/simple/"
-    policy = f"""version: 1
+
+
+P5_PLATFORM, P5_PYTHON = "manylinux_2_17_x86_64", "3.11"
+
+
+def _p5_policy(url: str, dest: Path, root: str) -> str:
+    # kind: directory — pip download writes files into a directory, so regsync writing the same
+    # files (plus its static index pages) into a directory is the like-for-like comparison
+    return f"""version: 1
 indexes:
   src: {{url: "{url}"}}
-  dst: {{kind: directory, path: "{work / 'p5-regsync'}"}}
+  dst: {{kind: directory, path: "{dest}"}}
 packages:
   - from: src
     to: dst
-    requirements: ["{names[0]}"]
+    requirements: ["{root}"]
     dependencies: true
-    environments: [{{python: "3.11", platform: manylinux_2_28_x86_64}}]
+    environments: [{{python: "{P5_PYTHON}", platform: {P5_PLATFORM}}}]
 """
+
+
+def _pip_download(url: str, dest: Path, root: str) -> dict:
+    """pip for the same environment as the policy's, config isolated, no cache: a cold fetch."""
+    return measure(["env", "PIP_CONFIG_FILE=/dev/null", sys.executable, "-m", "pip", "download", "-q",
+                    "--no-cache-dir", "--disable-pip-version-check", "--only-binary=:all:",
+                    f"--platform={P5_PLATFORM}", f"--python-version={P5_PYTHON}", "--implementation=cp",
+                    "--abi=cp311", "-d", str(dest), "--index-url", url, root])
+
+
+def p5_wheels(work: Path, count: int, scale: float) -> dict:
+    """A closure of `count` wheels (a tree with shared leaves, 20 kB to 6 MB × scale, random bytes)
+    from nginx: regsync into a directory vs pip download into a directory."""
+    from benchmarks.wheels import closure, write_tree
+
+    built = closure(work / "p5-wheels", count, scale)
+    write_tree(work / "p5-tree", built)
+    shutil.rmtree(work / "p5-wheels")
+    wanted = sorted(b.path.name for b in built if b.picked)
+    server = _static_server(work, work / "p5-tree", "p5")
+    url = f"{server.url}/simple/"
     try:
-        ours = regsync(work, policy, "sync")
-        peer = measure([sys.executable, "-m", "pip", "download", "-q", "--isolated", "--no-cache-dir",
-                        "--disable-pip-version-check", "-d", str(work / "p5-pip"), "--index-url", url, names[0]])
+        ours = regsync(work, _p5_policy(url, work / "p5-regsync", built[0].project), "sync")
+        peer = _pip_download(url, work / "p5-pip", built[0].project)
     finally:
         server.stop()
     for tool in ("pip", "regsync"):
-        got = len(list((work / f"p5-{tool}").rglob("*.whl")))
-        if got != count:
-            raise RuntimeError(f"{tool} fetched {got} wheels, expected {count}")
-    return {"id": "P5", "work": f"cold closure of {count} wheels", "regsync": ours, "peers": {"pip download": peer}}
+        got = sorted(p.name for p in (work / f"p5-{tool}").rglob("*.whl"))
+        if got != wanted:
+            raise RuntimeError(f"{tool} fetched {len(got)} wheels, not the {len(wanted)} expected: "
+                               f"{sorted(set(got) ^ set(wanted))[:5]}")
+    total = sum((work / "p5-tree" / "files" / name).stat().st_size for name in wanted)
+    return {"id": "P5", "work": f"cold closure of {count} wheels, {total / 1e6:.0f} MB", "regsync": ours,
+            "peers": {"pip download": peer}}
+
+
+def p5_memory(work: Path, sizes: list[int]) -> dict:
+    """Peak RSS syncing one wheel of each size: flat means the file is never held in memory."""
+    from benchmarks.wheels import PLATFORM_TAG, Built, build_wheel, write_tree
+
+    runs = {}
+    for size in sizes:
+        folder = work / f"p5m-{size}"
+        wheel = build_wheel(folder / "wheels", "bench-big", "1.0.0", PLATFORM_TAG, [], size)
+        write_tree(folder / "tree", [Built(wheel, "bench-big", True)])
+        wheel.unlink()
+        server = _static_server(work, folder / "tree", f"p5m-{size}")
+        try:
+            label = f"{size / 1e9:.1f} GB" if size >= 1e9 else f"{size / 1e6:.0f} MB"
+            runs[f"{label} wheel"] = regsync(work, _p5_policy(f"{server.url}/simple/", folder / "dest", "bench-big"),
+                                             "sync")
+        finally:
+            server.stop()
+            shutil.rmtree(folder, ignore_errors=True)
+    return {"id": "P5", "work": "peak RSS by wheel size", "regsync": runs, "peers": {}}
 
 
 def p7_resume(work: Path, size: int, signals: list[str]) -> dict:
@@ -331,7 +377,8 @@ def main() -> int:
         if "P4" in only:
             rows.append(p4_flat_memory(work, [40_000_000, 400_000_000] if args.quick else [400_000_000, 4_000_000_000]))
         if "P5" in only:
-            rows.append(p5_wheels(work, 40))
+            rows.append(p5_wheels(work, 40, 0.2 if args.quick else 1.0))
+            rows.append(p5_memory(work, [20_000_000, 200_000_000] if args.quick else [200_000_000, 2_000_000_000]))
         if "P6" in only:
             rows.append(p6_plan_scaling(work, [100, 300] if args.quick else [1000, 3000, 10000]))
         if "P7" in only:
