@@ -86,3 +86,20 @@ def _check_references(policy: Policy, doc: Document) -> None:
             if name not in policy.indexes:
                 known = ", ".join(sorted(policy.indexes)) or "none defined"
                 raise doc.error(("packages", i, key), f"unknown index '{name}' (indexes: {known})")
+        _check_provenance_references(policy, rule, ("packages", i, "verify"), doc)
+
+
+def _check_provenance_references(policy: Policy, rule: PackageRule, where: tuple, doc: Document) -> None:
+    verify = rule.verify
+    if verify.provenance_from is not None and verify.provenance_from not in policy.indexes:
+        known = ", ".join(sorted(policy.indexes)) or "none defined"
+        raise doc.error((*where, "provenance_from"), f"unknown index '{verify.provenance_from}' (indexes: {known})")
+    if verify.trust is None:
+        return
+    entry = policy.trust.get(verify.trust)
+    if entry is None:
+        raise doc.error((*where, "trust"), f"unknown trust entry '{verify.trust}'")
+    if entry.keyless is None or entry.trusted_root is None:
+        # PEP 740 attestations are Sigstore bundles: only a trusted root (Fulcio, Rekor) verifies them
+        raise doc.error((*where, "trust"), f"trust entry '{verify.trust}' must be keyless with a trusted_root: "
+                                           f"attestations are verified offline against its trusted_root.json")

@@ -221,10 +221,48 @@ class Environment(Strict):
     abi: str | None = None
 
 
+class Publisher(Strict):
+    """A PyPI Trusted Publisher, as PEP 740 provenance names it: who built and uploaded the file.
+
+    github: repository (owner/name) and workflow (the file name under .github/workflows/);
+    gitlab: repository (namespace/project) and workflow (the CI file path, e.g. .gitlab-ci.yml);
+    google: email (the service account). environment is checked against the index's record.
+    """
+
+    kind: Literal["github", "gitlab", "google"]
+    repository: str | None = None
+    workflow: str | None = None
+    environment: str | None = None
+    email: str | None = None
+
+    @model_validator(mode="after")
+    def _fields_of_kind(self):
+        needed = ("email",) if self.kind == "google" else ("repository", "workflow")
+        allowed = set(needed) | ({"environment"} if self.kind != "google" else set())
+        for name in ("repository", "workflow", "environment", "email"):
+            value = getattr(self, name)
+            if value is None and name in needed:
+                raise ValueError(f"a {self.kind} publisher needs {name}")
+            if value is not None and name not in allowed:
+                raise ValueError(f"a {self.kind} publisher has no {name}")
+        if self.repository is not None and not re.fullmatch(r"[\w.-]+(/[\w.-]+)+", self.repository):
+            raise ValueError(f"repository '{self.repository}' must be owner/name")
+        return self
+
+
 class PackageVerify(Strict):
     hashes: Literal["required", "optional", "off"] = "required"
     attestations: Literal["required", "optional", "off"] = "off"
-    publisher: str | None = None
+    publisher: Publisher | None = None
+    provenance_from: str | None = None   # the index whose Integrity API serves provenance (default: from)
+    trust: str | None = None             # the trust entry whose trusted_root.json verifies it, offline
+
+    @model_validator(mode="after")
+    def _attestations_need(self):
+        if self.attestations != "off" and (self.publisher is None or self.trust is None):
+            raise ValueError(f"attestations: {self.attestations} needs a publisher and a trust entry "
+                             f"(its trusted_root.json verifies the attestation offline)")
+        return self
 
 
 class PackageRule(Strict):

@@ -10,6 +10,7 @@ from regsync.errors import RegistryError, VerificationError
 from regsync.plan import PlanItem
 from regsync.pypi.index import sha256_of
 from regsync.pypi.targets import DirectoryTarget
+from regsync.verify.attestations import check_provenance, package_rule_of
 
 
 def apply_package(item: PlanItem, endpoints, audit, on_bytes=None, artifact=None) -> dict:
@@ -24,11 +25,16 @@ def apply_package(item: PlanItem, endpoints, audit, on_bytes=None, artifact=None
     if sha256_of(package) != item.digest:
         # A saved plan applies exactly what was reviewed: a file whose hash moved is not that file.
         raise VerificationError(f"{item.source}: the index now gives {sha256_of(package)}, the plan says {item.digest}")
+    # Provenance binds name + sha256, so it is checked before the download: a refusal moves no bytes,
+    # and the download then proves the bytes are the ones attested.
+    provenance = check_provenance(package_rule_of(endpoints, item.rule), endpoints, filename, item.digest)
     staging = _staging_dir(target)
     with tempfile.TemporaryDirectory(dir=staging, prefix=".regsync-") as work:
         path = Path(work) / filename
         index.download(package, path, on_bytes)
         verification = {"method": "sha256", "against": f"{source_name} index", **_where_from(index, package)}
+        if provenance is not None:
+            verification["provenance"] = provenance
         audit.record("verified", artifact=artifact, policy_rule=item.rule, verification=verification)
         target.put(path, filename, item.digest)
     return verification

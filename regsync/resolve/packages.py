@@ -17,6 +17,7 @@ from regsync.policy.models import PackageRule
 from regsync.pypi.environment import TargetEnvironment
 from regsync.pypi.index import public_url, sha256_of
 from regsync.pypi.resolver import Options, ResolutionError, parse_requirement, resolve
+from regsync.verify.attestations import check_provenance
 
 
 def plan_packages(rules: list[PackageRule], endpoints: Endpoints) -> tuple[list[PlanItem], list[PlanError]]:
@@ -45,7 +46,25 @@ def plan_packages(rules: list[PackageRule], endpoints: Endpoints) -> tuple[list[
                     items[key].environments.append(env.label)
                     continue
                 items[key] = _item(candidate.file, rule, rule_name, env, target, index)
+                if items[key].changes:
+                    _check_provenance(items[key], rule, endpoints)
     return list(items.values()), errors
+
+
+def _check_provenance(item: PlanItem, rule: PackageRule, endpoints: Endpoints) -> None:
+    """Metadata only (one small GET, verified offline), so refusals show in the plan as image gates do;
+    apply checks again, because a saved plan may be old."""
+    filename = item.source.split("/", 1)[1]
+    try:
+        evidence = check_provenance(rule, endpoints, filename, item.digest)
+    except VerificationError as exc:
+        item.action, item.reason = "refuse", exc.reason
+        return
+    except RegistryError as exc:  # an outage is not a refusal: apply will try again (and fail if it must)
+        logger.warning("{}: provenance not checked at plan time: {}", filename, exc)
+        return
+    if evidence is not None:
+        item.verification = {"provenance": evidence}
 
 
 def _item(package, rule: PackageRule, rule_name: str, env: TargetEnvironment, target, index) -> PlanItem:

@@ -1,0 +1,239 @@
+"""PEP 740 provenance end to end: attestations signed by a private Sigstore (tests/fixtures/
+sigstore_root.py, tests/fixtures/pep740.py), served by a loopback index's Integrity API, verified
+offline against the policy's trusted_root.json, files synced into a real pypiserver.
+
+The source is a mirror without provenance (as TUNA's is); `provenance_from` names a second index
+that plays pypi.org and serves only the Integrity API.
+"""
+
+import hashlib
+import json
+
+import pytest
+
+from regsync.errors import PolicyError
+from regsync.policy import load_policy
+from tests.fixtures.pep740 import github_attestation, provenance
+from tests.fixtures.policies import audit_records, run_cli
+from tests.fixtures.pypi import SimpleIndex, build_wheel, start_pypiserver
+from tests.fixtures.sigstore_root import PrivateSigstore
+
+REPOSITORY, WORKFLOW = "acme/widget", "release.yml"
+
+
+@pytest.fixture(scope="module")
+def wheels(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("wheels")
+    return {"widget": build_wheel(folder, "widget", "1.0"), "gadget": build_wheel(folder, "gadget", "2.0")}
+
+
+@pytest.fixture
+def mirror(wheels):
+    served = SimpleIndex()
+    for path in wheels.values():
+        served.add(path)
+    yield served
+    served.stop()
+
+
+@pytest.fixture
+def canonical():
+    served = SimpleIndex()  # no files: only /integrity/…/provenance answers
+    yield served
+    served.stop()
+
+
+@pytest.fixture
+def pypiserver(tmp_path):
+    server = start_pypiserver(tmp_path / "pypiserver")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def sigstore(tmp_path):
+    instance = PrivateSigstore()
+    instance.write_trusted_root(tmp_path / "trusted_root.json")
+    return instance
+
+
+def sha256(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def attest(index, sigstore, path, repository=REPOSITORY, digest=None, environment=None):
+    """Serve a provenance for `path` from `index`, signed by `repository`'s release workflow."""
+    attestation = github_attestation(sigstore, repository, WORKFLOW, path.name, digest or sha256(path))
+    index.provenance[path.name] = provenance([attestation], repository, WORKFLOW, environment)
+
+
+def write_policy(tmp_path, mirror, canonical, target, requirement="widget", mode="required", publisher=None):
+    publisher = publisher or f"{{kind: github, repository: {REPOSITORY}, workflow: {WORKFLOW}}}"
+    path = tmp_path / "policy.yaml"
+    path.write_text(f"""\
+version: 1
+indexes:
+  mirror: {{url: "{mirror.url}"}}
+  pypi: {{url: "{canonical.url}"}}
+  internal: {{url: "{target.simple}", upload_url: "{target.url}", kind: pypiserver,
+             auth: {{username: {target.username}, password: "${{PYPI_PASSWORD}}"}}}}
+trust:
+  pypi-publishers:
+    keyless: {{issuer: "https://token.actions.githubusercontent.com", identity_regex: "^https://github.com/"}}
+    trusted_root: trusted_root.json
+packages:
+  - from: mirror
+    to: internal
+    requirements: ["{requirement}"]
+    environments: [{{python: "3.11", platform: manylinux_2_28_x86_64}}]
+    verify:
+      attestations: {mode}
+      publisher: {publisher}
+      provenance_from: pypi
+      trust: pypi-publishers
+audit: {{path: audit.jsonl}}
+""")
+    return path
+
+
+def regsync(*args):
+    return run_cli(*args, env={"PYPI_PASSWORD": "pkg-Pa55"})
+
+
+def on_target(pypiserver) -> set[str]:
+    return {p.name for p in (pypiserver.root / "packages").iterdir()}
+
+
+def records(tmp_path, event):
+    return [r for r in audit_records(tmp_path / "audit.jsonl") if r["event"] == event]
+
+
+def test_verified_attestation_from_the_canonical_index_lets_the_mirrored_file_through(
+        tmp_path, mirror, canonical, pypiserver, sigstore, wheels):
+    attest(canonical, sigstore, wheels["widget"])
+    path = write_policy(tmp_path, mirror, canonical, pypiserver)
+
+    planned = regsync("plan", "-p", path, "--json")
+    assert planned.exit_code == 0, planned.output
+    item = json.loads(planned.output)["items"][0]
+    assert item["action"] == "copy" and item["verification"]["provenance"]["verified"] is True
+
+    synced = regsync("sync", "-p", path)
+    assert synced.exit_code == 0, synced.output
+    assert on_target(pypiserver) == {wheels["widget"].name}
+    evidence = records(tmp_path, "pushed")[0]["verification"]["provenance"]
+    assert evidence["method"] == "pep740" and evidence["verified"] is True
+    assert evidence["publisher"] == {"kind": "github", "repository": REPOSITORY, "workflow": WORKFLOW}
+    assert evidence["identity"] == f"https://github.com/{REPOSITORY}/.github/workflows/{WORKFLOW}@refs/tags/v1.0"
+    assert evidence["trust"] == "pypi-publishers" and evidence["provenance_from"] == "pypi"
+    assert evidence["provenance_url"].endswith(f"/integrity/widget/1.0/{wheels['widget'].name}/provenance")
+    # provenance asked of the canonical index only; the bytes came from the mirror
+    assert not [p for p, _ in mirror.requests if p.startswith("/integrity/")]
+    assert [p for p, _ in canonical.requests if p.startswith("/integrity/")]
+    assert not [p for p, _ in canonical.requests if p.startswith("/files/")]
+
+
+def test_required_and_no_provenance_is_refused_and_not_uploaded(tmp_path, mirror, canonical, pypiserver, sigstore,
+                                                               wheels):
+    path = write_policy(tmp_path, mirror, canonical, pypiserver)
+    planned = regsync("plan", "-p", path, "--json")
+    item = json.loads(planned.output)["items"][0]
+    assert item["action"] == "refuse" and "no provenance" in item["reason"]
+
+    synced = regsync("sync", "-p", path)
+    assert synced.exit_code == 3, synced.output
+    assert on_target(pypiserver) == set()
+    refused = records(tmp_path, "refused")
+    assert len(refused) == 1 and "pep740: no provenance for widget-1.0-py3-none-any.whl" in refused[0]["reason"]
+    assert not [p for p, _ in mirror.requests if p.startswith("/files/widget")]  # refused before any download
+
+
+def test_attestation_of_another_digest_is_refused(tmp_path, mirror, canonical, pypiserver, sigstore, wheels):
+    # a genuine attestation by the right publisher, for the same file name with other bytes
+    attest(canonical, sigstore, wheels["widget"], digest=sha256(wheels["gadget"]))
+    path = write_policy(tmp_path, mirror, canonical, pypiserver)
+    synced = regsync("sync", "-p", path)
+    assert synced.exit_code == 3, synced.output
+    assert on_target(pypiserver) == set()
+    reason = records(tmp_path, "refused")[0]["reason"]
+    assert "subject mismatch" in reason and sha256(wheels["gadget"]) in reason
+
+
+def test_attestation_by_another_repository_is_refused(tmp_path, mirror, canonical, pypiserver, sigstore, wheels):
+    attest(canonical, sigstore, wheels["widget"], repository="evil/widget")
+    path = write_policy(tmp_path, mirror, canonical, pypiserver)
+    synced = regsync("sync", "-p", path)
+    assert synced.exit_code == 3, synced.output
+    assert on_target(pypiserver) == set()
+    reason = records(tmp_path, "refused")[0]["reason"]
+    assert "publisher mismatch" in reason and "acme/widget" in reason
+
+
+def test_attestation_from_another_sigstore_is_refused(tmp_path, mirror, canonical, pypiserver, sigstore, wheels):
+    attest(canonical, PrivateSigstore(), wheels["widget"])  # right publisher, but a root the policy does not trust
+    path = write_policy(tmp_path, mirror, canonical, pypiserver)
+    synced = regsync("sync", "-p", path)
+    assert synced.exit_code == 3, synced.output
+    assert on_target(pypiserver) == set()
+    assert "no attestation of widget-1.0-py3-none-any.whl verifies" in records(tmp_path, "refused")[0]["reason"]
+
+
+def test_environment_is_checked_against_the_index_record(tmp_path, mirror, canonical, pypiserver, sigstore, wheels):
+    attest(canonical, sigstore, wheels["widget"], environment="staging")
+    publisher = f"{{kind: github, repository: {REPOSITORY}, workflow: {WORKFLOW}, environment: pypi}}"
+    path = write_policy(tmp_path, mirror, canonical, pypiserver, publisher=publisher)
+    synced = regsync("sync", "-p", path)
+    assert synced.exit_code == 3, synced.output
+    assert "environment" in records(tmp_path, "refused")[0]["reason"]
+    assert on_target(pypiserver) == set()
+
+
+def test_optional_and_no_provenance_is_uploaded_and_audited_unverified(tmp_path, mirror, canonical, pypiserver,
+                                                                      sigstore, wheels):
+    path = write_policy(tmp_path, mirror, canonical, pypiserver, mode="optional")
+    synced = regsync("sync", "-p", path)
+    assert synced.exit_code == 0, synced.output
+    assert on_target(pypiserver) == {wheels["widget"].name}
+    evidence = records(tmp_path, "pushed")[0]["verification"]["provenance"]
+    assert evidence["verified"] is False and "no provenance" in evidence["reason"]
+
+
+def test_a_saved_plan_is_checked_again_at_apply(tmp_path, mirror, canonical, pypiserver, sigstore, wheels):
+    attest(canonical, sigstore, wheels["widget"])
+    path = write_policy(tmp_path, mirror, canonical, pypiserver)
+    assert regsync("plan", "-p", path, "-o", tmp_path / "plan.json").exit_code == 0
+    canonical.provenance.clear()  # withdrawn between review and apply
+    synced = regsync("sync", "-p", path, "--plan", tmp_path / "plan.json")
+    assert synced.exit_code == 3, synced.output
+    assert on_target(pypiserver) == set()
+
+
+@pytest.mark.parametrize("verify, message", [
+    ("{attestations: required, publisher: {kind: github, repository: a/b, workflow: x.yml, branch: main}, trust: t}",
+     "unknown key 'branch'"),
+    ("{attestations: required, publisher: {kind: github, repository: a/b}, trust: t}", "needs workflow"),
+    ("{attestations: required, publisher: {kind: google, email: x@y.z, repository: a/b}, trust: t}", "has no repository"),
+    ("{attestations: required, publisher: {kind: github, repository: a/b, workflow: x.yml}}", "needs a publisher and a trust"),
+    ("{attestations: optional, publisher: {kind: github, repository: a/b, workflow: x.yml}, trust: nope}",
+     "unknown trust entry 'nope'"),
+    ("{attestations: required, publisher: {kind: github, repository: a/b, workflow: x.yml}, trust: t, "
+     "provenance_from: nowhere}", "unknown index 'nowhere'"),
+])
+def test_policy_errors_name_the_line(tmp_path, verify, message):
+    path = tmp_path / "policy.yaml"
+    path.write_text(f"""\
+version: 1
+indexes:
+  src: {{url: "https://pypi.example/simple/"}}
+  dst: {{kind: directory, path: tree}}
+trust:
+  t: {{keyless: {{issuer: "https://token.actions.githubusercontent.com", identity_regex: "."}}, trusted_root: r.json}}
+packages:
+  - from: src
+    to: dst
+    requirements: [widget]
+    verify: {verify}
+""")
+    with pytest.raises(PolicyError) as raised:
+        load_policy(path)
+    assert message in str(raised.value) and raised.value.line == 11, str(raised.value)
