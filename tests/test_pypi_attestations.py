@@ -132,6 +132,11 @@ def test_verified_attestation_from_the_canonical_index_lets_the_mirrored_file_th
     assert [p for p, _ in canonical.requests if p.startswith("/integrity/")]
     assert not [p for p, _ in canonical.requests if p.startswith("/files/")]
 
+    report = tmp_path / "report.json"
+    assert regsync("audit", "report", tmp_path / "audit.jsonl", "--json", report).exit_code == 0
+    row = next(a for a in json.loads(report.read_text())["artifacts"] if a["decision"] == "pushed")
+    assert row["method"] == "sha256, pep740" and row["signer"] == f"github publisher {REPOSITORY} ({WORKFLOW})"
+
 
 def test_required_and_no_provenance_is_refused_and_not_uploaded(tmp_path, mirror, canonical, pypiserver, sigstore,
                                                                wheels):
@@ -196,6 +201,10 @@ def test_optional_and_no_provenance_is_uploaded_and_audited_unverified(tmp_path,
     assert on_target(pypiserver) == {wheels["widget"].name}
     evidence = records(tmp_path, "pushed")[0]["verification"]["provenance"]
     assert evidence["verified"] is False and "no provenance" in evidence["reason"]
+    report = tmp_path / "report.json"
+    assert regsync("audit", "report", tmp_path / "audit.jsonl", "--json", report).exit_code == 0
+    row = next(a for a in json.loads(report.read_text())["artifacts"] if a["decision"] == "pushed")
+    assert row["method"] == "sha256" and row["signer"].startswith("provenance unverified: pep740: no provenance")
 
 
 def test_a_saved_plan_is_checked_again_at_apply(tmp_path, mirror, canonical, pypiserver, sigstore, wheels):

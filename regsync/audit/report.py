@@ -101,6 +101,14 @@ def _evidence(verification: dict | None) -> dict:
         signers.append(f"unverified: {signature.get('reason', '')}")
     if verification.get("crosscheck"):
         methods.append(f"cross-check with {verification['crosscheck'].get('registry', '?')}")
+    provenance = verification.get("provenance") or {}
+    if provenance.get("verified"):
+        methods.append("pep740")
+        publisher = provenance.get("publisher") or {}
+        who = publisher.get("email") or f"{publisher.get('repository', '?')} ({publisher.get('workflow', '?')})"
+        signers.append(f"{publisher.get('kind', '?')} publisher {who}")
+    elif provenance:
+        signers.append(f"provenance unverified: {provenance.get('reason', '')}")
     return {"method": ", ".join(m for m in dict.fromkeys(methods) if m), "signer": "; ".join(signers),
             "gates": _gates_text(verification.get("gates"))}
 
