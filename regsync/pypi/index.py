@@ -17,7 +17,7 @@ from urllib.parse import urlsplit, urlunsplit
 import requests
 import requests.auth
 from packaging.utils import canonicalize_name
-from pypi_simple import DistributionPackage, NoSuchProjectError, PyPISimple
+from pypi_simple import DistributionPackage, NoMetadataError, NoSuchProjectError, PyPISimple
 
 from regsync.errors import RegistryError, VerificationError
 from regsync.http import make_session
@@ -67,6 +67,8 @@ class PackageIndex:
                 raw = self._simple.get_package_metadata_bytes(package, timeout=(15, 120))
             except requests.RequestException:
                 raise RegistryError(where, None, "cannot fetch its .metadata") from None
+            except NoMetadataError:
+                raise RegistryError(where, 404, "its .metadata is listed but not served") from None
             except Exception as exc:  # pypi-simple's DigestMismatchError and friends
                 raise VerificationError(f"{where}.metadata: {exc}") from None
             return _parse_metadata(raw[:MAX_METADATA_BYTES])

@@ -65,8 +65,9 @@ class MirroredIndex:
         return public_url(self._page_endpoint(package).url)
 
     def served_by(self, package: DistributionPackage) -> str:
+        page = self._page_endpoint(package)
         with self._lock:
-            endpoint = self._served.get(package.filename, self._page_endpoint(package))
+            endpoint = self._served.get(package.filename, page)
         return public_url(endpoint.url)
 
     def metadata(self, package: DistributionPackage):
