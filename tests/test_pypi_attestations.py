@@ -67,7 +67,7 @@ def attest(index, sigstore, path, repository=REPOSITORY, digest=None, environmen
     index.provenance[path.name] = provenance([attestation], repository, WORKFLOW, environment)
 
 
-def write_policy(tmp_path, mirror, canonical, target, requirement="widget", mode="required", publisher=None):
+def write_policy(tmp_path, mirror, canonical, target, requirements=("widget",), mode="required", publisher=None):
     publisher = publisher or f"{{kind: github, repository: {REPOSITORY}, workflow: {WORKFLOW}}}"
     path = tmp_path / "policy.yaml"
     path.write_text(f"""\
@@ -84,7 +84,7 @@ trust:
 packages:
   - from: mirror
     to: internal
-    requirements: ["{requirement}"]
+    requirements: {json.dumps(list(requirements))}
     environments: [{{python: "3.11", platform: manylinux_2_28_x86_64}}]
     verify:
       attestations: {mode}
@@ -246,3 +246,23 @@ packages:
     with pytest.raises(PolicyError) as raised:
         load_policy(path)
     assert message in str(raised.value) and raised.value.line == 11, str(raised.value)
+
+
+def test_provenance_travels_in_the_bundle_and_is_verified_offline_on_import(tmp_path, mirror, canonical, pypiserver,
+                                                                           sigstore, wheels):
+    attest(canonical, sigstore, wheels["widget"])
+    path = write_policy(tmp_path, mirror, canonical, pypiserver, requirements=("widget", "gadget"), mode="optional")
+    exported = regsync("export", "-p", path, "-o", tmp_path / "bundle")
+    assert exported.exit_code == 0, exported.output
+    mirror.stop()
+    canonical.stop()  # from here on, only the bundle and the trusted root
+
+    imported = regsync("import", tmp_path / "bundle", "-p", path)
+    assert imported.exit_code == 0, imported.output
+    assert on_target(pypiserver) == {wheels["widget"].name, wheels["gadget"].name}
+    pushed = {r["artifact"]["source"].split("/", 1)[1]: r["verification"]["provenance"]
+              for r in records(tmp_path, "pushed")}
+    widget, gadget = pushed[wheels["widget"].name], pushed[wheels["gadget"].name]
+    assert widget["verified"] is True and widget["publisher"]["repository"] == REPOSITORY
+    assert widget["provenance_url"] == f"bundle:mirror/{wheels['widget'].name}/provenance"
+    assert gadget["verified"] is False and "in the bundle (export found none)" in gadget["reason"]

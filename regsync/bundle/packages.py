@@ -10,6 +10,7 @@ the code `regsync sync` runs.
 from __future__ import annotations
 
 import email.parser
+import hashlib
 import os
 import re
 import zipfile
@@ -55,6 +56,9 @@ def export_package(item: PlanItem, endpoints, writer: LayoutWriter, on_bytes=Non
     entry = {"index": source_name, "filename": filename, "sha256": item.digest, "size": package.size,
              "project": package.project or project, "version": package.version,
              "requires_python": package.requires_python, "yanked": bool(package.is_yanked)}
+    provenance = _export_provenance(item, endpoints, writer, filename)
+    if provenance:
+        entry["provenance"] = provenance
     if writer.has_blob(item.digest):
         return entry, 0
     final = blob_path(writer.root, item.digest)
@@ -67,6 +71,24 @@ def export_package(item: PlanItem, endpoints, writer: LayoutWriter, on_bytes=Non
     os.replace(partial, final)
     entry["size"] = final.stat().st_size
     return entry, entry["size"]
+
+
+def _export_provenance(item: PlanItem, endpoints, writer: LayoutWriter, filename: str) -> str | None:
+    """The PEP 740 provenance as the index served it, stored as a blob beside the file, so the
+    air-gapped side verifies it offline with its own trusted_root.json; None when there is none."""
+    from regsync.verify.attestations import fetch_provenance, package_rule_of, provenance_index
+
+    rule = package_rule_of(endpoints, item.rule)
+    if rule.verify.attestations == "off":
+        return None
+    try:
+        _, raw = fetch_provenance(provenance_index(rule, endpoints), filename)
+    except VerificationError as exc:  # none, or too large: the import decides by its policy
+        logger.warning("{}: no provenance exported: {}", filename, exc.reason)
+        return None
+    digest = "sha256:" + hashlib.sha256(raw).hexdigest()
+    writer.write_blob(digest, [raw])
+    return digest
 
 
 def index_stand_ins(entries, loaded, layout: LayoutSource) -> dict:
@@ -87,7 +109,9 @@ def _valid(entry) -> bool:
             and bool(FILENAME.fullmatch(entry["filename"])) and isinstance(entry.get("sha256"), str)
             and bool(SHA256.fullmatch(entry["sha256"])) and isinstance(entry.get("size"), int)
             and 0 <= entry["size"] <= MAX_PACKAGE_BYTES and isinstance(entry.get("project"), str)
-            and 0 < len(entry["project"]) <= 200 and text("version", 100) and text("requires_python", 200))
+            and 0 < len(entry["project"]) <= 200 and text("version", 100) and text("requires_python", 200)
+            and (entry.get("provenance") is None
+                 or (isinstance(entry["provenance"], str) and bool(SHA256.fullmatch(entry["provenance"])))))
 
 
 class _FileResponse:
@@ -109,6 +133,7 @@ class BundleIndex:
         self.name, self.url = name, f"bundle:{name}/"
         self._layout = layout
         self._packages = [_package(e) for e in entries]
+        self._provenance = {e["filename"]: e["provenance"] for e in entries if e.get("provenance")}
 
     def files(self, project: str) -> list[DistributionPackage]:
         key = canonicalize_name(project)
@@ -128,6 +153,20 @@ class BundleIndex:
         from regsync.pypi.fetch import fetch_verified
 
         return fetch_verified(self, package, path, on_bytes)
+
+    def bundled_provenance(self, filename: str, limit: int) -> bytes | None:
+        """The provenance export stored for `filename`, checked against its sha256; None if none."""
+        digest = self._provenance.get(filename)
+        if digest is None:
+            return None
+        try:
+            with open_regular(self._layout._blob(digest)) as handle:
+                raw = handle.read(limit + 1)
+        except NotFound:
+            raise VerificationError(f"{self.name}/{filename}: its provenance {digest} is not in the bundle") from None
+        if len(raw) > limit or "sha256:" + hashlib.sha256(raw).hexdigest() != digest:
+            raise VerificationError(f"{self.name}/{filename}: its provenance in the bundle does not match {digest}")
+        return raw
 
     def metadata(self, package: DistributionPackage) -> email.message.Message:
         """From the wheel itself (read, not trusted: the file's sha256 is checked before any upload)."""

@@ -47,24 +47,32 @@ def check_provenance(rule: PackageRule, endpoints, filename: str, digest: str) -
     verify = rule.verify
     if verify.attestations == "off":
         return None
-    source = verify.provenance_from or rule.source
+    index = provenance_index(rule, endpoints)
     try:
-        return verify_provenance(endpoints, source, verify.trust, verify.publisher, filename, digest)
+        return verify_provenance(endpoints, index, verify.trust, verify.publisher, filename, digest)
     except (VerificationError, RegistryError) as exc:
         if verify.attestations == "required":
             raise
         reason = getattr(exc, "reason", None) or str(exc)
         logger.warning("{}: copied without verified provenance (attestations: optional): {}", filename, reason)
-        return {"method": "pep740", "verified": False, "provenance_from": source, "reason": reason}
+        return {"method": "pep740", "verified": False, "provenance_from": index.name, "reason": reason}
 
 
-def verify_provenance(endpoints, source: str, trust_name: str, publisher: Publisher, filename: str,
-                      digest: str) -> dict:
+def provenance_index(rule: PackageRule, endpoints):
+    """Where the provenance is read: the index `provenance_from` names, else the source; on import
+    the bundle standing in for the source, which carries what export fetched (no network there)."""
+    source = endpoints.index(rule.source)
+    if hasattr(source, "bundled_provenance"):
+        return source
+    return endpoints.index(rule.verify.provenance_from) if rule.verify.provenance_from else source
+
+
+def verify_provenance(endpoints, index, trust_name: str, publisher: Publisher, filename: str, digest: str) -> dict:
     from regsync.verify.keyless import load_trust_root
 
     entry = endpoints.policy.trust[trust_name]
     root = load_trust_root(entry, trust_name)
-    url, raw = fetch_provenance(endpoints.index(source), filename)
+    url, raw = fetch_provenance(index, filename)
     provenance = _parse(raw, filename, url)
     failures = []
     for bundle in provenance.attestation_bundles:
@@ -76,7 +84,7 @@ def verify_provenance(endpoints, source: str, trust_name: str, publisher: Publis
                 failures.append(f"attestation {number + 1}: {exc}")
                 continue
             _check_environment(publisher, bundle.publisher, filename)
-            return {**evidence, "provenance_from": source, "provenance_url": url}
+            return {**evidence, "provenance_from": index.name, "provenance_url": url}
     if not failures:
         raise VerificationError(f"pep740: the provenance of {filename} at {url} holds no attestation")
     raise VerificationError(f"pep740: no attestation of {filename} verifies: {'; '.join(failures)}")
@@ -91,10 +99,13 @@ def provenance_url(index_url: str, filename: str) -> str:
 
 
 def fetch_provenance(index, filename: str) -> tuple[str, bytes]:
-    session = getattr(index, "session", None)
-    if session is None:  # an air-gap bundle standing in for the index: it carries no provenance
-        raise VerificationError(f"pep740: no provenance for {filename}: index '{index.name}' is a bundle, "
-                                f"which does not carry provenance")
+    """(where, raw JSON) of the provenance of `filename`; VerificationError when there is none."""
+    if hasattr(index, "bundled_provenance"):
+        raw = index.bundled_provenance(filename, MAX_PROVENANCE_BYTES)
+        if raw is None:
+            raise VerificationError(f"pep740: no provenance for {filename} in the bundle (export found none)")
+        return f"bundle:{index.name}/{filename}/provenance", raw
+    session = index.session
     url = provenance_url(index.url, filename)
     try:
         with session.get(url, headers={"Accept": INTEGRITY_ACCEPT}, stream=True, timeout=(15, 60)) as response:
