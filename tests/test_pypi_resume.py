@@ -170,12 +170,16 @@ def test_kept_bytes_that_do_not_add_up_are_fetched_again_not_refused(tmp_path, i
     assert download(index, tmp_path, served) == [f"bytes={MIB}-", ""]
 
 
-def test_a_checkpoint_for_another_size_is_not_used(tmp_path, index, served):
+@pytest.mark.parametrize("index_size", [True, False], ids=["index-gives-size", "server-gives-size"])
+def test_a_checkpoint_for_another_length_is_not_used(tmp_path, index, served, index_size):
     folder = kept(tmp_path, served, MIB)
     record = next(folder.glob("*.json"))
     record.write_text(record.read_text().replace(f'"size": {SIZE}', f'"size": {SIZE + 1}'))
     client = PackageIndex("source", index.url)
     package = next(p for p in client.files("blob") if p.filename == served.name)
-    package.size = SIZE  # as a PEP 691 index states it
+    if index_size:
+        package.size = SIZE  # as a PEP 691 index states it: known before asking for any byte
     client.download(package, tmp_path / "out.whl")
-    assert [r for p, r in index.requests if p == f"/files/{served.name}"] == [""]
+    assert (tmp_path / "out.whl").read_bytes() == served.read_bytes()
+    ranges = [r for p, r in index.requests if p == f"/files/{served.name}"]
+    assert ranges == ([""] if index_size else [f"bytes={MIB}-", ""])

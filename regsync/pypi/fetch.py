@@ -49,14 +49,9 @@ def _download(index, package, partial: PartialFile, digest: str, where: str, on_
     start = partial.resume(package.size)
     from_disk = start > 0
     for attempt in range(RESUME_ATTEMPTS + 1):
-        response = index.open(package, start=start)
+        response, start, size = _open(index, package, partial, start, where)
+        from_disk = from_disk and start > 0
         try:
-            if start and not response.headers.get("Content-Range", "").startswith(f"bytes {start}-"):
-                logger.info("{}: the server ignored Range; downloading from the start", where)
-                response.close()
-                start, from_disk = partial.restart(), False
-                response = index.open(package)
-            size = _total_size(response, start, package, where)
             partial.size = size
             reader = partial.reader = VerifyingReader(response.raw.read, digest, size, where, on_bytes,
                                                       hasher=partial.hasher, count=start)
@@ -77,6 +72,23 @@ def _download(index, package, partial: PartialFile, digest: str, where: str, on_
                 start, from_disk = partial.restart(), False
         finally:
             response.close()
+
+
+def _open(index, package, partial: PartialFile, start: int, where: str):
+    """(response, start, size): from `start` when the server continues exactly the bytes kept so far,
+    else from the start (a server that ignores Range, or now gives the file another length)."""
+    response = index.open(package, start=start)
+    if not start:
+        return response, 0, _total_size(response, 0, package, where)
+    if response.headers.get("Content-Range", "").startswith(f"bytes {start}-"):
+        size = _total_size(response, start, package, where)
+        if partial.size is None or size == partial.size:
+            return response, start, size
+    logger.info("{}: the server does not continue the download at byte {}; starting over", where, start)
+    response.close()
+    partial.restart()
+    response = index.open(package)
+    return response, 0, _total_size(response, 0, package, where)
 
 
 def _total_size(response, start: int, package: DistributionPackage, where: str) -> int | None:
