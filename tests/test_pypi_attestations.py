@@ -183,6 +183,16 @@ def test_attestation_from_another_sigstore_is_refused(tmp_path, mirror, canonica
     assert "no attestation of widget-1.0-py3-none-any.whl verifies" in records(tmp_path, "refused")[0]["reason"]
 
 
+def test_a_provenance_that_is_not_pep740_is_refused(tmp_path, mirror, canonical, pypiserver, sigstore, wheels):
+    canonical.provenance[wheels["widget"].name] = json.dumps({"version": 1, "attestation_bundles": [
+        {"publisher": {"kind": "GitHub", "repository": REPOSITORY}, "attestations": []}]}).encode()
+    path = write_policy(tmp_path, mirror, canonical, pypiserver)
+    synced = regsync("sync", "-p", path)
+    assert synced.exit_code == 3, synced.output
+    assert "is not a PEP 740 provenance object" in records(tmp_path, "refused")[0]["reason"]
+    assert on_target(pypiserver) == set()
+
+
 def test_environment_is_checked_against_the_index_record(tmp_path, mirror, canonical, pypiserver, sigstore, wheels):
     attest(canonical, sigstore, wheels["widget"], environment="staging")
     publisher = f"{{kind: github, repository: {REPOSITORY}, workflow: {WORKFLOW}, environment: pypi}}"
@@ -227,6 +237,8 @@ def test_a_saved_plan_is_checked_again_at_apply(tmp_path, mirror, canonical, pyp
      "unknown trust entry 'nope'"),
     ("{attestations: required, publisher: {kind: github, repository: a/b, workflow: x.yml}, trust: t, "
      "provenance_from: nowhere}", "unknown index 'nowhere'"),
+    ("{attestations: required, publisher: {kind: github, repository: a/b, workflow: x.yml}, trust: k}",
+     "must be keyless with a trusted_root"),
 ])
 def test_policy_errors_name_the_line(tmp_path, verify, message):
     path = tmp_path / "policy.yaml"
@@ -237,6 +249,7 @@ indexes:
   dst: {{kind: directory, path: tree}}
 trust:
   t: {{keyless: {{issuer: "https://token.actions.githubusercontent.com", identity_regex: "."}}, trusted_root: r.json}}
+  k: {{cosign_key: k.pub}}
 packages:
   - from: src
     to: dst
@@ -245,7 +258,7 @@ packages:
 """)
     with pytest.raises(PolicyError) as raised:
         load_policy(path)
-    assert message in str(raised.value) and raised.value.line == 11, str(raised.value)
+    assert message in str(raised.value) and raised.value.line == 12, str(raised.value)
 
 
 def test_provenance_travels_in_the_bundle_and_is_verified_offline_on_import(tmp_path, mirror, canonical, pypiserver,

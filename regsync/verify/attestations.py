@@ -95,7 +95,7 @@ def provenance_url(index_url: str, filename: str) -> str:
     project, version = _name_and_version(filename)
     parts = urlsplit(index_url)
     path = "/integrity/" + "/".join(quote(p, safe="") for p in (project, version, filename)) + "/provenance"
-    return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], path, "", ""))
+    return urlunsplit((parts.scheme, parts.netloc, path, "", ""))
 
 
 def fetch_provenance(index, filename: str) -> tuple[str, bytes]:
@@ -105,10 +105,12 @@ def fetch_provenance(index, filename: str) -> tuple[str, bytes]:
         if raw is None:
             raise VerificationError(f"pep740: no provenance for {filename} in the bundle (export found none)")
         return f"bundle:{index.name}/{filename}/provenance", raw
-    session = index.session
-    url = provenance_url(index.url, filename)
+    from regsync.pypi.index import public_url
+
+    request_url = provenance_url(index.url, filename)
+    url = public_url(request_url)  # what messages and the audit trail show: never a user:password@
     try:
-        with session.get(url, headers={"Accept": INTEGRITY_ACCEPT}, stream=True, timeout=(15, 60)) as response:
+        with index.session.get(request_url, headers={"Accept": INTEGRITY_ACCEPT}, stream=True, timeout=(15, 60)) as response:
             # read (bounded) whatever the status: a connection closed on an unread body is reset, not reused
             raw = response.raw.read(MAX_PROVENANCE_BYTES + 1, decode_content=True)
             status = response.status_code
