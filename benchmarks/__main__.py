@@ -174,22 +174,6 @@ def _cpu(result: dict) -> str:
     return f"{result.get('cpu_s')}{server}"
 
 
-def _static_server(work: Path, tree: Path, name: str):
-    """nginx serving `tree` as it is (a static PEP 503 index: no per-request Python on either side)."""
-    from tests.fixtures.nginx import _start as start_nginx
-    from tests.fixtures.registries import free_port
-
-    port = free_port()
-    return start_nginx(work / f"{name}-nginx", f"""
-  server {{
-    listen 127.0.0.1:{port};
-    root {tree};
-    default_type application/octet-stream;
-    types {{ text/html html; }}
-    location / {{ index index.html; }}
-  }}""", {"main": port}, "main")
-
-
 P5_PLATFORM, P5_PYTHON = "manylinux_2_17_x86_64", "3.11"
 
 
@@ -217,35 +201,42 @@ def _pip_download(url: str, dest: Path, root: str) -> dict:
                     "--abi=cp311", "-d", str(dest), "--index-url", url, root])
 
 
-def p5_wheels(work: Path, count: int, scale: float) -> dict:
+def p5_wheels(work: Path, count: int, scale: float, latencies: list[int]) -> list[dict]:
     """A closure of `count` wheels (a tree with shared leaves, 20 kB to 6 MB × scale, random bytes)
-    from nginx: regsync into a directory vs pip download into a directory."""
-    from benchmarks.wheels import closure, write_tree
+    from nginx, regsync into a directory vs pip download into a directory; once per latency."""
+    from benchmarks.wheels import TreeServer, closure, write_tree
 
     built = closure(work / "p5-wheels", count, scale)
     write_tree(work / "p5-tree", built)
     shutil.rmtree(work / "p5-wheels")
     wanted = sorted(b.path.name for b in built if b.picked)
-    server = _static_server(work, work / "p5-tree", "p5")
-    url = f"{server.url}/simple/"
-    try:
-        ours = regsync(work, _p5_policy(url, work / "p5-regsync", built[0].project), "sync")
-        peer = _pip_download(url, work / "p5-pip", built[0].project)
-    finally:
-        server.stop()
-    for tool in ("pip", "regsync"):
-        got = sorted(p.name for p in (work / f"p5-{tool}").rglob("*.whl"))
-        if got != wanted:
-            raise RuntimeError(f"{tool} fetched {len(got)} wheels, not the {len(wanted)} expected: "
-                               f"{sorted(set(got) ^ set(wanted))[:5]}")
     total = sum((work / "p5-tree" / "files" / name).stat().st_size for name in wanted)
-    return {"id": "P5", "work": f"cold closure of {count} wheels, {total / 1e6:.0f} MB", "regsync": ours,
-            "peers": {"pip download": peer}}
+    rows = []
+    for latency in latencies:
+        server = TreeServer(work / f"p5-nginx-{latency}", work / "p5-tree", latency)
+        url = f"{server.url}/simple/"
+        mine, theirs = work / f"p5-regsync-{latency}", work / f"p5-pip-{latency}"
+        try:
+            ours = regsync(work, _p5_policy(url, mine, built[0].project), "sync")
+            peer = _pip_download(url, theirs, built[0].project)
+        finally:
+            server.stop()
+        for tool, folder in (("pip", theirs), ("regsync", mine)):
+            got = sorted(p.name for p in folder.rglob("*.whl"))
+            if got != wanted:
+                raise RuntimeError(f"{tool} fetched {len(got)} wheels, not the {len(wanted)} expected: "
+                                   f"{sorted(set(got) ^ set(wanted))[:5]}")
+        shutil.rmtree(mine)
+        shutil.rmtree(theirs)
+        where = "same machine" if not latency else f"index {latency} ms away"
+        rows.append({"id": "P5", "work": f"cold closure of {count} wheels, {total / 1e6:.0f} MB, {where}",
+                     "regsync": ours, "peers": {"pip download": peer}})
+    return rows
 
 
 def p5_memory(work: Path, sizes: list[int]) -> dict:
     """Peak RSS syncing one wheel of each size: flat means the file is never held in memory."""
-    from benchmarks.wheels import PLATFORM_TAG, Built, build_wheel, write_tree
+    from benchmarks.wheels import PLATFORM_TAG, Built, TreeServer, build_wheel, write_tree
 
     runs = {}
     for size in sizes:
@@ -253,7 +244,7 @@ def p5_memory(work: Path, sizes: list[int]) -> dict:
         wheel = build_wheel(folder / "wheels", "bench-big", "1.0.0", PLATFORM_TAG, [], size)
         write_tree(folder / "tree", [Built(wheel, "bench-big", True)])
         wheel.unlink()
-        server = _static_server(work, folder / "tree", f"p5m-{size}")
+        server = TreeServer(folder / "nginx", folder / "tree")
         try:
             label = f"{size / 1e9:.1f} GB" if size >= 1e9 else f"{size / 1e6:.0f} MB"
             runs[f"{label} wheel"] = regsync(work, _p5_policy(f"{server.url}/simple/", folder / "dest", "bench-big"),
@@ -363,6 +354,8 @@ def main() -> int:
     parser.add_argument("--only", default="P1,P2,P4,P5,P6,P7", help="comma-separated ids (P2 includes P3)")
     parser.add_argument("--scale", type=int, help="tags for P2/P3 (default 1000, 50 with --quick)")
     parser.add_argument("--p1-bytes", type=float, help="P1 image size in bytes (default 1.05e9, 1e8 with --quick)")
+    parser.add_argument("--p5-latency-ms", type=int, default=30,
+                        help="P5 runs twice: index on this machine, and this many ms away per request (default 30)")
     args = parser.parse_args()
     only = set(args.only.upper().split(","))
     size = int(args.p1_bytes or (100_000_000 if args.quick else 1_050_000_000))
@@ -377,7 +370,7 @@ def main() -> int:
         if "P4" in only:
             rows.append(p4_flat_memory(work, [40_000_000, 400_000_000] if args.quick else [400_000_000, 4_000_000_000]))
         if "P5" in only:
-            rows.append(p5_wheels(work, 40, 0.2 if args.quick else 1.0))
+            rows += p5_wheels(work, 40, 0.2 if args.quick else 1.0, [0, args.p5_latency_ms])
             rows.append(p5_memory(work, [20_000_000, 200_000_000] if args.quick else [200_000_000, 2_000_000_000]))
         if "P6" in only:
             rows.append(p6_plan_scaling(work, [100, 300] if args.quick else [1000, 3000, 10000]))

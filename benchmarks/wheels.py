@@ -101,3 +101,74 @@ def _sha256(path: Path) -> str:
         for piece in iter(lambda: handle.read(1 << 20), b""):
             digest.update(piece)
     return digest.hexdigest()
+
+
+ECHO_MODULE = Path("/usr/lib/nginx/modules/ngx_http_echo_module.so")  # Debian's libnginx-mod-http-echo
+
+
+class TreeServer:
+    """nginx serving a static tree, optionally `latency_ms` late on every request (the echo module's
+    `echo_sleep`, then the file as usual: Range, sendfile and keep-alive unchanged), so a run can
+    model an index a network away as well as one on the same machine."""
+
+    def __init__(self, workdir: Path, tree: Path, latency_ms: int = 0):
+        import socket
+        import subprocess
+        import time
+
+        import requests
+
+        workdir.mkdir(parents=True, exist_ok=True)
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        if latency_ms and not ECHO_MODULE.exists():
+            raise RuntimeError(f"latency needs {ECHO_MODULE} (apt-get install libnginx-mod-http-echo)")
+        first = f"echo_sleep {latency_ms / 1000:.3f}; echo_exec @file;" if latency_ms else "try_files $uri $uri/index.html =404;"
+        conf = workdir / "nginx.conf"
+        conf.write_text(f"""{f"load_module {ECHO_MODULE};" if latency_ms else ""}
+worker_processes 1;
+user root;  # workers read files under 0700 temp dirs
+pid {workdir}/nginx.pid;
+error_log {workdir}/error.log warn;
+daemon off;
+events {{ worker_connections 256; }}
+http {{
+  access_log off;
+  client_body_temp_path {workdir}/body;
+  proxy_temp_path {workdir}/proxy;
+  fastcgi_temp_path {workdir}/fastcgi;
+  uwsgi_temp_path {workdir}/uwsgi;
+  scgi_temp_path {workdir}/scgi;
+  sendfile on;
+  server {{
+    listen 127.0.0.1:{port};
+    root {tree};
+    default_type application/octet-stream;
+    types {{ text/html html; }}
+    location / {{ {first} }}
+    location @file {{ try_files $uri $uri/index.html =404; }}
+  }}
+}}
+""")
+        log = (workdir / "stderr.log").open("ab")
+        self.process = subprocess.Popen(["nginx", "-p", str(workdir), "-c", str(conf)], stdout=log, stderr=log,
+                                        stdin=subprocess.DEVNULL)
+        self.url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 15
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"nginx exited: {(workdir / 'error.log').read_text()[-1500:]}")
+            try:
+                requests.get(self.url + "/simple/", timeout=1)
+                return
+            except requests.RequestException:
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError("nginx did not answer within 15 s") from None
+                time.sleep(0.1)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
