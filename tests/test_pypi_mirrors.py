@@ -20,7 +20,8 @@ ENV = ("3.10", "manylinux_2_28_x86_64")
 @pytest.fixture(scope="module")
 def wheels(tmp_path_factory):
     folder = tmp_path_factory.mktemp("wheels")
-    return {"app": build_wheel(folder, "app", "1.0", requires=("helper",)), "helper": build_wheel(folder, "helper", "1.0")}
+    return {"app": build_wheel(folder, "app", "1.0", requires=("helper",)),
+            "helper": build_wheel(folder, "helper", "1.0")}
 
 
 @pytest.fixture

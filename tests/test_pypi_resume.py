@@ -144,7 +144,8 @@ def download(index, tmp_path, served):
     package = next(p for p in client.files("blob") if p.filename == served.name)
     out = tmp_path / "out.whl"
     digest = client.download(package, out)
-    assert out.read_bytes() == served.read_bytes() and digest == f"sha256:{hashlib.sha256(out.read_bytes()).hexdigest()}"
+    assert out.read_bytes() == served.read_bytes()
+    assert digest == f"sha256:{hashlib.sha256(out.read_bytes()).hexdigest()}"
     return [r for p, r in index.requests if p == f"/files/{served.name}"]
 
 

@@ -33,7 +33,8 @@ class PackageIndex:
         self.name, self.url = name, url.rstrip("/") + "/"
         self.session = make_session(ca_file, pool_size, retry)
         if credentials:
-            self.session.auth = HostBoundBasicAuth(credentials, {_host(url), *([_host(upload_url)] if upload_url else [])})
+            hosts = {_host(url)} | ({_host(upload_url)} if upload_url else set())
+            self.session.auth = HostBoundBasicAuth(credentials, hosts)
         self._simple = PyPISimple(self.url, session=self.session)
         self._pages: dict[str, list[DistributionPackage]] = {}
         self._lock = threading.Lock()

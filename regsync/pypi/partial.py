@@ -92,7 +92,8 @@ class PartialFile:
             return self.restart()
         self._handle.truncate(offset)  # bytes past the checkpoint may never have reached the disk
         self._handle.seek(offset)
-        self.size, self.written, self._saved_at = (int(size) if size is not None else None), offset, (offset, time.monotonic())
+        self.size = int(size) if size is not None else None
+        self.written, self._saved_at = offset, (offset, time.monotonic())
         try:
             self.hasher = _restore(doc.get("sha256_state")) or self._rehash(offset)
         except OSError:
