@@ -67,7 +67,8 @@ def attest(index, sigstore, path, repository=REPOSITORY, digest=None, environmen
     index.provenance[path.name] = provenance([attestation], repository, WORKFLOW, environment)
 
 
-def write_policy(tmp_path, mirror, canonical, target, requirements=("widget",), mode="required", publisher=None):
+def write_policy(tmp_path, mirror, canonical, target, requirements=("widget",), mode="required", publisher=None,
+                 identity_regex="^https://github.com/"):
     publisher = publisher or f"{{kind: github, repository: {REPOSITORY}, workflow: {WORKFLOW}}}"
     path = tmp_path / "policy.yaml"
     path.write_text(f"""\
@@ -79,7 +80,7 @@ indexes:
              auth: {{username: {target.username}, password: "${{PYPI_PASSWORD}}"}}}}
 trust:
   pypi-publishers:
-    keyless: {{issuer: "https://token.actions.githubusercontent.com", identity_regex: "^https://github.com/"}}
+    keyless: {{issuer: "https://token.actions.githubusercontent.com", identity_regex: "{identity_regex}"}}
     trusted_root: trusted_root.json
 packages:
   - from: mirror
@@ -164,14 +165,26 @@ def test_attestation_of_another_digest_is_refused(tmp_path, mirror, canonical, p
     assert "subject mismatch" in reason and sha256(wheels["gadget"]) in reason
 
 
-def test_attestation_by_another_repository_is_refused(tmp_path, mirror, canonical, pypiserver, sigstore, wheels):
-    attest(canonical, sigstore, wheels["widget"], repository="evil/widget")
-    path = write_policy(tmp_path, mirror, canonical, pypiserver)
+@pytest.mark.parametrize("signer, publisher, identity_regex, expected", [
+    ("evil/widget", None, "^https://github.com/", "publisher mismatch: the signing certificate is not from github "
+                                                  "publisher acme/widget (release.yml)"),
+    (REPOSITORY, f"{{kind: github, repository: {REPOSITORY}, workflow: nightly.yml}}", "^https://github.com/",
+     f"(nightly.yml): its Build Config URI is https://github.com/{REPOSITORY}/.github/workflows/release.yml@"),
+    (REPOSITORY, f"{{kind: gitlab, repository: {REPOSITORY}, workflow: .gitlab-ci.yml}}", "^https://github.com/",
+     "publisher mismatch: the signing certificate is not from gitlab publisher"),
+    (REPOSITORY, "{kind: google, email: release@acme.iam.gserviceaccount.com}", "^https://github.com/",
+     "publisher mismatch: the signing certificate is not from google publisher"),
+    # the publisher matches, but the trust entry's own identity constraint still holds
+    (REPOSITORY, None, "^https://github.com/other/", "identity mismatch"),
+])
+def test_attestation_by_another_publisher_is_refused(tmp_path, mirror, canonical, pypiserver, sigstore, wheels,
+                                                     signer, publisher, identity_regex, expected):
+    attest(canonical, sigstore, wheels["widget"], repository=signer)
+    path = write_policy(tmp_path, mirror, canonical, pypiserver, publisher=publisher, identity_regex=identity_regex)
     synced = regsync("sync", "-p", path)
     assert synced.exit_code == 3, synced.output
     assert on_target(pypiserver) == set()
-    reason = records(tmp_path, "refused")[0]["reason"]
-    assert "publisher mismatch" in reason and "acme/widget" in reason
+    assert expected in records(tmp_path, "refused")[0]["reason"]
 
 
 def test_attestation_from_another_sigstore_is_refused(tmp_path, mirror, canonical, pypiserver, sigstore, wheels):

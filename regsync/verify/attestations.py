@@ -21,6 +21,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import requests
 import urllib3
+from cryptography.x509.oid import ObjectIdentifier
 from loguru import logger
 from packaging.utils import canonicalize_name, parse_sdist_filename, parse_wheel_filename
 
@@ -30,6 +31,7 @@ from regsync.policy.models import PackageRule, Publisher
 INTEGRITY_ACCEPT = "application/vnd.pypi.integrity.v1+json"
 MAX_PROVENANCE_BYTES = 4 << 20
 IN_TOTO = "application/vnd.in-toto+json"
+BUILD_CONFIG_URI = ObjectIdentifier("1.3.6.1.4.1.57264.1.18")
 
 
 def package_rule_of(endpoints, rule_name: str) -> PackageRule:
@@ -190,9 +192,25 @@ class _PublisherPolicy:
             self._policy.verify(cert)
         except Exception as exc:  # sigstore's VerificationError, x509.ExtensionNotFound, ValueError
             detail = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+            if "Build Config URI" in detail:  # the library's message shows the extension object, not its value
+                detail = f"its Build Config URI is {_claim(cert, BUILD_CONFIG_URI) or 'absent'}"
             raise Refusal("publisher mismatch", f"the signing certificate is not from {_describe(self.publisher)}: "
                                                 f"{detail}") from None
         self._constraints.verify(cert)
+
+
+def _claim(cert, oid) -> str | None:
+    """A Fulcio claim extension's value (a DER UTF8String)."""
+    from cryptography import x509
+
+    try:
+        der = cert.extensions.get_extension_for_oid(oid).value.value
+    except x509.ExtensionNotFound:
+        return None
+    if len(der) < 2 or der[0] != 0x0C:
+        return None
+    skip = 2 if der[1] < 0x80 else 2 + (der[1] & 0x7F)
+    return der[skip:].decode("utf-8", "replace")
 
 
 def _library_publisher(publisher: Publisher):
