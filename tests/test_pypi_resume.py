@@ -184,3 +184,19 @@ def test_a_checkpoint_for_another_length_is_not_used(tmp_path, index, served, in
     assert (tmp_path / "out.whl").read_bytes() == served.read_bytes()
     ranges = [r for p, r in index.requests if p == f"/files/{served.name}"]
     assert ranges == ([""] if index_size else [f"bytes={MIB}-", ""])
+
+
+def test_partials_untouched_for_two_weeks_are_removed(tmp_path, index, served, monkeypatch):
+    import regsync.pypi.partial as partial
+
+    monkeypatch.setattr(partial, "_pruned", set())
+    folder = tmp_path / "state" / "downloads"
+    folder.mkdir(parents=True)
+    old, recent = folder / f"{'a' * 64}.part", folder / f"{'b' * 64}.part"
+    for part in (old, recent):
+        part.write_bytes(b"x" * 100)
+        part.with_suffix(".json").write_text("{}")
+    two_weeks_ago = time.time() - partial.STALE_SECONDS - 60
+    os.utime(old, (two_weeks_ago, two_weeks_ago))
+    download(index, tmp_path, served)
+    assert sorted(p.name for p in folder.iterdir()) == sorted([recent.name, recent.with_suffix(".json").name])

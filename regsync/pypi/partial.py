@@ -28,7 +28,10 @@ from regsync.transfer import CHUNK, ResumableSha256, state_dir
 # link (64 stalls for a 2 GB wheel), every second on a slow one (so a kill loses a second's bytes).
 CHECKPOINT_BYTES = 32 * 1024 * 1024
 CHECKPOINT_SECONDS = 1.0
+# A partial nobody has resumed for this long belongs to a file no policy asks for any more.
+STALE_SECONDS = 14 * 24 * 3600
 _HEX = re.compile(r"[0-9a-f]{64}")
+_pruned: set[Path] = set()
 
 
 def new_sha256():
@@ -60,6 +63,7 @@ class PartialFile:
         folder = directory / "downloads"
         try:
             folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+            _prune_once(folder)
             fd = os.open(folder / f"{hexdigest}.part", os.O_RDWR | os.O_CREAT, 0o600)
         except OSError as exc:
             logger.warning("cannot keep a partial download in {}: {}; a killed run will start this file over",
@@ -175,6 +179,25 @@ class PartialFile:
             hasher.update(data)
             left -= len(data)
         return hasher
+
+
+def _prune_once(folder: Path) -> None:
+    """Delete partials untouched for STALE_SECONDS (once per process), never one a run holds."""
+    if folder in _pruned:
+        return
+    _pruned.add(folder)
+    cutoff = time.time() - STALE_SECONDS
+    for part in folder.glob("*.part"):
+        try:
+            if part.stat().st_mtime >= cutoff:
+                continue
+            with part.open("rb") as handle:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                part.with_suffix(".json").unlink(missing_ok=True)
+                part.unlink()
+        except OSError:
+            continue  # held by a run right now, or already gone
+        logger.info("removed a partial download untouched for {} days: {}", STALE_SECONDS // 86400, part.name)
 
 
 def _restore(state) -> ResumableSha256 | None:
