@@ -182,6 +182,8 @@ class _PublisherPolicy:
         from regsync.verify.keyless import Constraints
 
         self.publisher = publisher
+        # `_as_policy` is private, but it is the library's only way to the publisher's certificate
+        # policy short of `Attestation.verify`, which cannot take our trusted root (pinned <0.1).
         self._policy = _library_publisher(publisher)._as_policy()
         self._constraints = Constraints(trust_name, keyless)
 
