@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -88,8 +89,9 @@ def apply_plan(plan: Plan, endpoints: Endpoints, audit: AuditLog, jobs: int = 8,
     blob_pool = ThreadPoolExecutor(jobs, thread_name_prefix="blob")
     item_pool = ThreadPoolExecutor(jobs, thread_name_prefix="item")
     blobs = BlobCopier(blob_pool, on_bytes)
+    package_bytes = _ByteCount(on_bytes)  # blobs count themselves; a package's bytes stream through here
     try:
-        for item, error in zip(changes, item_pool.map(lambda i: _apply_item(i, endpoints, blobs, audit, on_bytes),
+        for item, error in zip(changes, item_pool.map(lambda i: _apply_item(i, endpoints, blobs, audit, package_bytes),
                                                        changes)):
             if error is None:
                 outcome.pushed += 1
@@ -109,8 +111,21 @@ def apply_plan(plan: Plan, endpoints: Endpoints, audit: AuditLog, jobs: int = 8,
     finally:
         item_pool.shutdown(wait=True, cancel_futures=True)
         blob_pool.shutdown(wait=True, cancel_futures=True)
-    outcome.bytes = blobs.moved
+    outcome.bytes = blobs.moved + package_bytes.total
     return outcome
+
+
+class _ByteCount:
+    """Counts the bytes downloads report, and passes them on to the progress callback."""
+
+    def __init__(self, on_bytes: Callable[[int], None] | None):
+        self.total, self._on_bytes, self._lock = 0, on_bytes, threading.Lock()
+
+    def __call__(self, count: int) -> None:
+        with self._lock:
+            self.total += count
+        if self._on_bytes:
+            self._on_bytes(count)
 
 
 def _throttled(on_bytes, throttle: Throttle):

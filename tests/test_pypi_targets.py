@@ -101,6 +101,7 @@ def test_closure_lands_in_devpi_and_pip_installs_from_it(tmp_path, index, devpi,
     synced = run_cli("sync", "-p", path, env={"TARGET_PASSWORD": devpi.password})
 
     assert synced.exit_code == 0, synced.output
+    assert f"{sum(wheels[k].stat().st_size for k in CLOSURE)} bytes moved" in synced.output, synced.output
     for key in CLOSURE:
         assert on_devpi(devpi, key) == {wheels[key].name: sha256(wheels[key])}
     got = pip_download(devpi.simple, tmp_path / "dl", *LINUX, "app")
