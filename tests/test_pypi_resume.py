@@ -171,6 +171,15 @@ def test_kept_bytes_that_do_not_add_up_are_fetched_again_not_refused(tmp_path, i
     assert download(index, tmp_path, served) == [f"bytes={MIB}-", ""]
 
 
+def test_kept_bytes_damaged_on_disk_after_their_checkpoint_never_reach_the_target(tmp_path, index, served):
+    folder = kept(tmp_path, served, 2 * MIB)  # the saved hash state is right for the bytes as received
+    part = next(folder.glob("*.part"))
+    damaged = bytearray(part.read_bytes())
+    damaged[12345] ^= 0xFF  # and then the disk (or someone with access to the state dir) changed one
+    part.write_bytes(bytes(damaged))
+    assert download(index, tmp_path, served) == [f"bytes={2 * MIB}-", ""]
+
+
 @pytest.mark.parametrize("index_size", [True, False], ids=["index-gives-size", "server-gives-size"])
 def test_a_checkpoint_for_another_length_is_not_used(tmp_path, index, served, index_size):
     folder = kept(tmp_path, served, MIB)
