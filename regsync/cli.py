@@ -102,9 +102,19 @@ def policy_check(policy_path):
         extra = f"; platforms {', '.join(rule.platforms)}" if rule.platforms else ""
         click.echo(f"  image   {rule.source} -> {rule.target}  [{tags}]{extra}")
     for rule in policy.packages:
-        click.echo(f"  package {rule.source} -> {rule.target}  [{', '.join(rule.requirements)}]")
+        click.echo(f"  package {rule.source} -> {rule.target}  [{', '.join(rule.requirements)}]"
+                   f"{_provenance_summary(rule.verify)}")
     click.echo(f"  audit:      {policy.audit.path or '(default ./regsync-audit.jsonl)'}")
     return EXIT_OK
+
+
+def _provenance_summary(verify) -> str:
+    if verify.attestations == "off":
+        return ""
+    if verify.publisher is None:
+        return "; provenance optional, NOT verified (no publisher/trust entry in the policy)"
+    who = verify.publisher.repository or verify.publisher.email
+    return f"; provenance {verify.attestations}: {verify.publisher.kind} {who}, trust {verify.trust}"
 
 
 def rate_option(fn):

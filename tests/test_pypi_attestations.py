@@ -230,6 +230,22 @@ def test_optional_and_no_provenance_is_uploaded_and_audited_unverified(tmp_path,
     assert row["method"] == "sha256" and row["signer"].startswith("provenance unverified: pep740: no provenance")
 
 
+def test_optional_alone_copies_and_says_nothing_was_verified(tmp_path, mirror, canonical, pypiserver, sigstore,
+                                                             wheels):
+    """DESIGN.md's example (`attestations: optional`, no publisher): valid, honest about it."""
+    attest(canonical, sigstore, wheels["widget"])  # present, but the policy gives nothing to check it with
+    path = write_policy(tmp_path, mirror, canonical, pypiserver, mode="optional")
+    text = path.read_text()
+    path.write_text(text[:text.index("      publisher:")] + "audit: {path: audit.jsonl}\n")
+    checked = regsync("policy", "check", "-p", path)
+    assert checked.exit_code == 0 and "NOT verified" in checked.output, checked.output
+    synced = regsync("sync", "-p", path)
+    assert synced.exit_code == 0, synced.output
+    assert on_target(pypiserver) == {wheels["widget"].name}
+    evidence = records(tmp_path, "pushed")[0]["verification"]["provenance"]
+    assert evidence["verified"] is False and "no publisher" in evidence["reason"]
+
+
 def test_a_saved_plan_is_checked_again_at_apply(tmp_path, mirror, canonical, pypiserver, sigstore, wheels):
     attest(canonical, sigstore, wheels["widget"])
     path = write_policy(tmp_path, mirror, canonical, pypiserver)
@@ -245,7 +261,8 @@ def test_a_saved_plan_is_checked_again_at_apply(tmp_path, mirror, canonical, pyp
      "unknown key 'branch'"),
     ("{attestations: required, publisher: {kind: github, repository: a/b}, trust: t}", "needs workflow"),
     ("{attestations: required, publisher: {kind: google, email: x@y.z, repository: a/b}, trust: t}", "has no repository"),
-    ("{attestations: required, publisher: {kind: github, repository: a/b, workflow: x.yml}}", "needs a publisher and a trust"),
+    ("{attestations: required, publisher: {kind: github, repository: a/b, workflow: x.yml}}", "needs both a publisher and a trust"),
+    ("{attestations: optional, trust: t}", "needs both a publisher and a trust"),
     ("{attestations: optional, publisher: {kind: github, repository: a/b, workflow: x.yml}, trust: nope}",
      "unknown trust entry 'nope'"),
     ("{attestations: required, publisher: {kind: github, repository: a/b, workflow: x.yml}, trust: t, "

@@ -259,8 +259,11 @@ class PackageVerify(Strict):
 
     @model_validator(mode="after")
     def _attestations_need(self):
-        if self.attestations != "off" and (self.publisher is None or self.trust is None):
-            raise ValueError(f"attestations: {self.attestations} needs a publisher and a trust entry "
+        # `optional` alone (DESIGN.md's example) is valid: files are copied and audited as
+        # unverified, saying that the policy names nothing to verify against. Half a setup is not.
+        configured = (self.publisher is not None) + (self.trust is not None)
+        if (self.attestations == "required" and configured < 2) or configured == 1:
+            raise ValueError(f"attestations: {self.attestations} needs both a publisher and a trust entry "
                              f"(its trusted_root.json verifies the attestation offline)")
         return self
 

@@ -49,6 +49,9 @@ def check_provenance(rule: PackageRule, endpoints, filename: str, digest: str) -
     verify = rule.verify
     if verify.attestations == "off":
         return None
+    if verify.publisher is None:  # optional, with nothing to verify against (the policy check says so)
+        return {"method": "pep740", "verified": False,
+                "reason": "the policy names no publisher and trust entry to verify provenance against"}
     index = provenance_index(rule, endpoints)
     try:
         return verify_provenance(endpoints, index, verify.trust, verify.publisher, filename, digest)
