@@ -6,6 +6,8 @@ none); nothing is uploaded.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 from loguru import logger
 from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
@@ -20,9 +22,10 @@ from regsync.pypi.resolver import Options, ResolutionError, parse_requirement, r
 from regsync.verify.attestations import check_provenance
 
 
-def plan_packages(rules: list[PackageRule], endpoints: Endpoints) -> tuple[list[PlanItem], list[PlanError]]:
+def plan_packages(rules: list[PackageRule], endpoints: Endpoints, jobs: int = 8) -> tuple[list[PlanItem], list[PlanError]]:
     items: dict[tuple[str, str], PlanItem] = {}
     errors: list[PlanError] = []
+    to_check: list[tuple[PlanItem, PackageRule]] = []
     for number, rule in enumerate(rules):
         rule_name = f"packages[{number}]"
         index, target = endpoints.index(rule.source), endpoints.package_target(rule.target)
@@ -47,7 +50,9 @@ def plan_packages(rules: list[PackageRule], endpoints: Endpoints) -> tuple[list[
                     continue
                 items[key] = _item(candidate.file, rule, rule_name, env, target, index)
                 if items[key].changes:
-                    _check_provenance(items[key], rule, endpoints)
+                    to_check.append((items[key], rule))
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:  # one small GET each: latency-bound
+        list(pool.map(lambda pair: _check_provenance(pair[0], pair[1], endpoints), to_check))
     return list(items.values()), errors
 
 
