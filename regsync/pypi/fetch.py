@@ -32,12 +32,7 @@ def fetch_verified(index, package: DistributionPackage, path: Path, on_bytes=Non
         raise VerificationError(f"{where}: the index gives no sha256 for it")
     partial = PartialFile.kept(digest) or PartialFile.plain(path, digest)
     try:
-        if _download(index, package, partial, digest, where, on_bytes) and not partial.matches(digest):
-            # The saved hash state vouches for the bytes as they arrived, not as the disk kept them
-            # since: read them back once, and if they changed, the file is fetched again whole.
-            logger.warning("{}: the kept part of the download changed on disk; downloading it again", where)
-            partial.restart()
-            _download(index, package, partial, digest, where, on_bytes)
+        _download(index, package, partial, digest, where, on_bytes)
         partial.complete(path)
     except VerificationError:
         partial.discard()
@@ -50,8 +45,7 @@ def fetch_verified(index, package: DistributionPackage, path: Path, on_bytes=Non
     return digest
 
 
-def _download(index, package, partial: PartialFile, digest: str, where: str, on_bytes) -> bool:
-    """True when the file was completed from bytes an earlier run kept, with its saved hash state."""
+def _download(index, package, partial: PartialFile, digest: str, where: str, on_bytes) -> None:
     start = partial.resume(package.size)
     from_disk = start > 0
     for attempt in range(RESUME_ATTEMPTS + 1):
@@ -64,7 +58,7 @@ def _download(index, package, partial: PartialFile, digest: str, where: str, on_
             try:
                 for chunk in reader.chunks():
                     partial.write(chunk)
-                return from_disk and partial.restored
+                return
             except SourceReadError:
                 if attempt == RESUME_ATTEMPTS or size is None:
                     raise

@@ -50,7 +50,6 @@ class PartialFile:
         self.written = 0
         self.hasher = None                 # has seen exactly the bytes written so far
         self.reader = None                 # the VerifyingReader feeding it, when one is running
-        self.restored = False              # the hasher is a saved state, not a hash of what is on disk
         self._saved_at = (0, time.monotonic())
 
     @classmethod
@@ -101,11 +100,15 @@ class PartialFile:
         self._handle.seek(offset)
         self.size = int(size) if size is not None else None
         self.written, self._saved_at = offset, (offset, time.monotonic())
-        self.hasher = _restore(doc.get("sha256_state"))
-        self.restored = self.hasher is not None  # trusted as saved, so read back once at the end
         try:
-            self.hasher = self.hasher or self._rehash(offset)
+            self.hasher = self._rehash(offset)
         except OSError:
+            return self.restart()
+        saved = _restore(doc.get("sha256_state"))
+        if saved is not None and saved.hexdigest() != self.hasher.hexdigest():
+            # The saved state is the hash of the bytes as they arrived; the disk no longer has them.
+            logger.warning("{}: the kept bytes changed since their checkpoint; downloading from the start",
+                           self.digest)
             return self.restart()
         logger.info("{}: resuming a kept download at byte {}", self.digest, offset)
         return offset
@@ -116,7 +119,6 @@ class PartialFile:
         self._handle.seek(0)
         self._handle.truncate(0)
         self.written, self._saved_at, self.hasher, self.reader = 0, (0, time.monotonic()), new_sha256(), None
-        self.restored = False
         return 0
 
     def write(self, data: bytes) -> None:
@@ -145,15 +147,6 @@ class PartialFile:
             json.dump(doc, handle)
         os.replace(temporary, self.record)
         self._saved_at = (self.written, time.monotonic())
-
-    def matches(self, digest: str) -> bool:
-        """Whether the file as it is on disk now has `digest`."""
-        self._handle.flush()
-        self._handle.seek(0)
-        hasher = hashlib.sha256()
-        for data in iter(lambda: self._handle.read(CHUNK), b""):
-            hasher.update(data)
-        return f"sha256:{hasher.hexdigest()}" == digest
 
     def complete(self, path: Path) -> None:
         """The verified file goes to `path` (a rename on one filesystem, a copy across two)."""
