@@ -100,7 +100,8 @@ def apply_plan(plan: Plan, endpoints: Endpoints, audit: AuditLog, jobs: int = 8,
                 _refuse(item, error.reason, audit, outcome)
             else:
                 audit.record("failed", artifact=artifact_of(item), policy_rule=item.rule, reason=str(error))
-                logger.error("{}: {}", item.target, error)
+                message = str(error)  # most errors already start with the reference they concern
+                logger.error("{}", message if message.startswith(item.target) else f"{item.target}: {message}")
                 outcome.failed += 1
     except KeyboardInterrupt:
         # SIGINT/SIGTERM: start nothing new; uploads in flight finish or are abandoned uncommitted,
