@@ -169,3 +169,13 @@ def test_policy_credentials_go_to_the_primary_only(tmp_path, primary, mirror, py
     assert primary.authorization and all(a.startswith("Basic ") for a in primary.authorization)
     assert mirror.requests and not any(mirror.authorization)
     assert "upstream-S3cret" not in (tmp_path / "audit.jsonl").read_text() + result.output
+
+
+def test_index_credentials_stay_on_the_index_host(primary, mirror):
+    from regsync.oci.auth import Credentials
+    from regsync.pypi.index import PackageIndex
+
+    client = PackageIndex("upstream", primary.url, Credentials("sync", "upstream-S3cret"))
+    client.session.get(primary.url + "app/", timeout=10)
+    client.session.get(mirror.url + "app/", timeout=10)  # as if a page linked a file on another host
+    assert primary.authorization[-1].startswith("Basic ") and mirror.authorization == [""]
