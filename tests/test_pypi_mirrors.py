@@ -97,6 +97,8 @@ def test_primary_unavailable_the_mirror_serves_and_says_so(tmp_path, primary, mi
     got = pip_download(pypiserver.simple, tmp_path / "dl", *ENV, "app")
     assert got.returncode == 0, got.stdout + got.stderr
     assert sorted(p.name for p in (tmp_path / "dl").iterdir()) == sorted(w.name for w in wheels.values())
+    if outage == "503":  # failed after its retries, the primary rests: not asked per page and per file
+        assert {p for p, _ in primary.requests} == {"/simple/app/"}
 
 
 def test_a_file_missing_on_the_primary_comes_from_the_mirror_checked_by_the_primary_page(

@@ -38,7 +38,10 @@ def fetch_verified(index, package: DistributionPackage, path: Path, on_bytes=Non
         partial.discard()
         raise
     except BaseException:
-        partial.checkpoint()  # a failed or interrupted run keeps what it wrote for the next one
+        try:
+            partial.checkpoint()  # a failed or interrupted run keeps what it wrote for the next one
+        except OSError as exc:  # (a full disk, say) the original failure is the one to report
+            logger.debug("{}: no checkpoint kept: {}", where, exc)
         raise
     finally:
         partial.close()

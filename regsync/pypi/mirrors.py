@@ -16,6 +16,7 @@ mirror gets only docker's stored credentials for its own host (see endpoints.py)
 from __future__ import annotations
 
 import threading
+import time
 
 from loguru import logger
 from packaging.utils import canonicalize_name
@@ -25,6 +26,9 @@ from regsync.errors import RegistryError, VerificationError
 from regsync.pypi.index import PackageIndex, metadata_from_file, public_url, sha256_of
 
 _FALL_THROUGH = (None, 429, 500, 502, 503, 504)   # unreachable, or a server error left after retries
+# An index that failed after its retries is skipped this long, so a primary that is down costs its
+# retries once a minute instead of once per project page and per file.
+COOL_DOWN_SECONDS = 60.0
 
 
 class MirroredIndex:
@@ -34,6 +38,7 @@ class MirroredIndex:
         self.name, self.url = self.primary.name, self.primary.url
         self._page_of: dict[str, PackageIndex] = {}     # project -> the endpoint whose page is trusted
         self._served: dict[str, PackageIndex] = {}      # filename -> the endpoint that served its bytes
+        self._down_until: dict[int, float] = {}         # id(endpoint) -> monotonic time to try it again
         self._lock = threading.Lock()
 
     def __getattr__(self, name):
@@ -42,14 +47,14 @@ class MirroredIndex:
     def files(self, project: str) -> list[DistributionPackage]:
         key = canonicalize_name(project)
         last_error: RegistryError | None = None
-        for endpoint in self.endpoints:
+        for endpoint in self._available(self.endpoints):
             try:
                 packages = endpoint.files(key)
             except RegistryError as exc:
                 if exc.status not in _FALL_THROUGH:
                     raise  # 401/403 and the like: a configuration to fix, not an outage to route around
                 last_error = exc
-                logger.warning("{} ({}): {}; trying the next mirror", endpoint.name, public_url(endpoint.url), exc)
+                self._failed(endpoint, exc)
                 continue
             with self._lock:
                 first = self._page_of.setdefault(key, endpoint)
@@ -90,7 +95,7 @@ class MirroredIndex:
         trusted = sha256_of(package)
         page = self._page_endpoint(package)
         last_error: RegistryError | None = None
-        for endpoint in [page, *(e for e in self.endpoints if e is not page)]:
+        for endpoint in self._available([page, *(e for e in self.endpoints if e is not page)]):
             try:
                 candidate = package if endpoint is page else self._listed_by(endpoint, package, trusted)
                 if candidate is None:
@@ -100,12 +105,28 @@ class MirroredIndex:
                 if exc.status not in (*_FALL_THROUGH, 404):
                     raise
                 last_error = exc
-                logger.warning("{} ({}): {}; trying the next mirror", endpoint.name, public_url(endpoint.url), exc)
+                if exc.status == 404:  # this file is missing there; the index itself is fine
+                    logger.warning("{} ({}): {}; trying the next mirror", endpoint.name, public_url(endpoint.url), exc)
+                else:
+                    self._failed(endpoint, exc)
                 continue
             with self._lock:
                 self._served[package.filename] = endpoint
             return response
         raise last_error or RegistryError(f"{self.name}/{package.filename}", 404, "no index or mirror serves it")
+
+    def _available(self, endpoints: list[PackageIndex]) -> list[PackageIndex]:
+        """`endpoints` without those cooling down, unless that leaves none (then all, in order)."""
+        now = time.monotonic()
+        with self._lock:
+            up = [e for e in endpoints if self._down_until.get(id(e), 0.0) <= now]
+        return up or endpoints
+
+    def _failed(self, endpoint: PackageIndex, exc: RegistryError) -> None:
+        with self._lock:
+            self._down_until[id(endpoint)] = time.monotonic() + COOL_DOWN_SECONDS
+        logger.warning("{} ({}): {}; trying the next mirror (this one again in {:.0f} s)", endpoint.name,
+                       public_url(endpoint.url), exc, COOL_DOWN_SECONDS)
 
     def _listed_by(self, endpoint: PackageIndex, package: DistributionPackage, trusted: str | None):
         """`endpoint`'s own link for the same file name (its URLs are its own), if it lists one."""
