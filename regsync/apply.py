@@ -108,6 +108,7 @@ def apply_plan(plan: Plan, endpoints: Endpoints, audit: AuditLog, jobs: int = 8,
         # and no tag is written for an image whose blobs did not all land.
         outcome.interrupted = True
         blobs.stop()
+        package_bytes.stopping.set()
         logger.warning("interrupted: finishing in-flight transfers, starting no new ones")
     finally:
         item_pool.shutdown(wait=True, cancel_futures=True)
@@ -121,12 +122,17 @@ class _ByteCount:
 
     def __init__(self, on_bytes: Callable[[int], None] | None):
         self.total, self._on_bytes, self._lock = 0, on_bytes, threading.Lock()
+        self.stopping = threading.Event()
 
     def __call__(self, count: int) -> None:
         with self._lock:
             self.total += count
         if self._on_bytes:
             self._on_bytes(count)
+        if self.stopping.is_set():
+            # SIGTERM: a package download stops within a chunk instead of running to the end of a
+            # 2 GB wheel; its partial and checkpoint (at most a second old) stay for the next run.
+            raise Interrupted()
 
 
 def _throttled(on_bytes, throttle: Throttle):

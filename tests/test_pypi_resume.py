@@ -107,6 +107,36 @@ def test_sigkill_halfway_then_rerun_moves_only_the_rest(tmp_path, index, pypiser
     assert hashlib.sha256((tmp_path / "dl" / wheel.name).read_bytes()).hexdigest() == sha
 
 
+def test_sigterm_stops_a_large_download_at_once_and_the_rerun_resumes(tmp_path, index, pypiserver):
+    wheel = big_wheel(tmp_path / "wheels", "bigcuda", 32 * MIB)
+    size, sha = wheel.stat().st_size, hashlib.sha256(wheel.read_bytes()).hexdigest()
+    index.add(wheel)
+    policy = write_policy(tmp_path, index, pypiserver)
+    env = dict(os.environ, REGSYNC_STATE_DIR=str(tmp_path / "state"), PYPI_PASSWORD=pypiserver.password)
+    checkpoint = tmp_path / "state" / "downloads" / f"{sha}.json"
+
+    first = subprocess.Popen([*REGSYNC, "sync", "-p", str(policy), "--bandwidth", "2MiB"], cwd=tmp_path, env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and first.poll() is None and not checkpoint.exists():
+        time.sleep(0.02)
+    first.send_signal(signal.SIGTERM)
+    signalled = time.monotonic()
+    _, err = first.communicate(timeout=60)
+    # at 2 MiB/s the rest would take ~14 s more; stopping takes one chunk
+    assert first.returncode == 1 and time.monotonic() - signalled < 5, err
+    assert "interrupted" in err and "Traceback" not in err
+    offset = json.loads(checkpoint.read_text())["offset"]
+    assert 0 < offset < size and not any((pypiserver.root / "packages").iterdir())
+
+    mark = len(index.requests)
+    again = subprocess.run([*REGSYNC, "sync", "-p", str(policy)], cwd=tmp_path, env=env, capture_output=True,
+                           text=True, timeout=120)
+    assert again.returncode == 0, again.stderr
+    assert [r for p, r in index.requests[mark:] if p == f"/files/{wheel.name}"] == [f"bytes={offset}-"]
+    assert hashlib.sha256((pypiserver.root / "packages" / wheel.name).read_bytes()).hexdigest() == sha
+
+
 # The cases below seed the state dir as a killed run leaves it and download in-process.
 
 SIZE = 3 * MIB + 4321
