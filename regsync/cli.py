@@ -175,7 +175,7 @@ def plan_cmd(policy_path, as_json, output, detailed_exitcode, jobs, rps):
 @click.option("--wait-lock", type=click.FloatRange(0), default=0, metavar="SECONDS",
               help="Wait this long for another run's lock instead of exiting 5 at once.")
 @click.option("--max-duration", type=click.FloatRange(min=1), metavar="SECONDS",
-              help="Stop starting new work after this long (in-flight transfers finish); exit 1.")
+              help="After this long, stop as SIGTERM does: nothing new starts, small transfers finish, large uploads and downloads stop at a chunk boundary and resume on the next run; exit 1.")
 @click.option("--bandwidth", type=SIZE, metavar="SIZE", help="Limit bytes per second for the run (e.g. 50MiB).")
 @click.option("--summary-json", type=click.Path(path_type=Path), metavar="FILE",
               help="Write the run's result as JSON here (for cron wrappers).")
