@@ -24,7 +24,6 @@ from benchmarks.data import (
     big_image_layout,
     one_layer_image_layout,
     push_many_tags,
-    static_simple_index,
     tag_manifest_many,
 )
 from tests.fixtures.registries import start_registry

@@ -109,28 +109,3 @@ def one_layer_image_layout(layout: Path, tag: str, size: int) -> str:
              "annotations": {"org.opencontainers.image.ref.name": tag}}
     (layout / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [entry]}))
     return layer["digest"]
-
-
-def static_simple_index(tree: Path, wheels: list[Path]) -> None:
-    """A PEP 503 tree with PEP 658/714 metadata files, for a real web server to serve (the tests'
-    Python index answers each request ~40 ms late, Nagle against delayed ACK: it would measure itself)."""
-    import re
-    import shutil
-    import zipfile
-
-    files = tree / "files"
-    files.mkdir(parents=True, exist_ok=True)
-    for wheel in wheels:
-        project = re.sub(r"[-_.]+", "-", wheel.name.split("-")[0]).lower()
-        shutil.copy(wheel, files / wheel.name)
-        with zipfile.ZipFile(wheel) as archive:
-            metadata = archive.read(next(n for n in archive.namelist() if n.endswith(".dist-info/METADATA")))
-        (files / f"{wheel.name}.metadata").write_bytes(metadata)
-        wheel_sha = hashlib.sha256(wheel.read_bytes()).hexdigest()
-        meta_sha = hashlib.sha256(metadata).hexdigest()
-        page = tree / "simple" / project
-        page.mkdir(parents=True, exist_ok=True)
-        (page / "index.html").write_text(
-            f'<!DOCTYPE html><html><body><a href="../../files/{wheel.name}#sha256={wheel_sha}" '
-            f'data-dist-info-metadata="sha256={meta_sha}" data-core-metadata="sha256={meta_sha}">'
-            f"{wheel.name}</a></body></html>\n")

@@ -5,6 +5,7 @@ import uuid
 
 import pytest
 
+from tests.fixtures.pypi import start_pypiserver
 from tests.fixtures.registries import start_registry
 
 
@@ -55,3 +56,11 @@ def unique_repo(request):
 @pytest.fixture
 def oci_dir(tmp_path):
     return tmp_path / "layout"
+
+
+@pytest.fixture
+def pypiserver(tmp_path):
+    """A real pypiserver with htpasswd upload auth, fresh for each test (package targets are per test)."""
+    server = start_pypiserver(tmp_path / "pypiserver")
+    yield server
+    server.stop()

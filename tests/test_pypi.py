@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from tests.fixtures.policies import audit_records, run_cli
-from tests.fixtures.pypi import SimpleIndex, build_sdist, build_wheel, start_pypiserver
+from tests.fixtures.pypi import SimpleIndex, build_sdist, build_wheel
 
 ENVS = [("3.10", "manylinux_2_28_x86_64"), ("3.12", "win_amd64")]
 
@@ -41,13 +41,6 @@ def index(wheels):
                    metadata=key != "numpyish")  # numpyish: no PEP 658 file, metadata read from the wheel
     yield served
     served.stop()
-
-
-@pytest.fixture
-def pypiserver(tmp_path):
-    server = start_pypiserver(tmp_path / "pypiserver")
-    yield server
-    server.stop()
 
 
 def policy(tmp_path, index, target, requirements, dependencies=True, envs=ENVS, extra=""):

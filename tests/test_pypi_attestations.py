@@ -15,7 +15,7 @@ from regsync.errors import PolicyError
 from regsync.policy import load_policy
 from tests.fixtures.pep740 import github_attestation, provenance
 from tests.fixtures.policies import audit_records, run_cli
-from tests.fixtures.pypi import SimpleIndex, build_wheel, start_pypiserver
+from tests.fixtures.pypi import SimpleIndex, build_wheel
 from tests.fixtures.sigstore_root import PrivateSigstore
 
 REPOSITORY, WORKFLOW = "acme/widget", "release.yml"
@@ -41,13 +41,6 @@ def canonical():
     served = SimpleIndex()  # no files: only /integrity/…/provenance answers
     yield served
     served.stop()
-
-
-@pytest.fixture
-def pypiserver(tmp_path):
-    server = start_pypiserver(tmp_path / "pypiserver")
-    yield server
-    server.stop()
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import json
 import pytest
 
 from tests.fixtures.policies import audit_records, run_cli
-from tests.fixtures.pypi import SimpleIndex, build_wheel, start_pypiserver
+from tests.fixtures.pypi import SimpleIndex, build_wheel
 from tests.fixtures.registries import free_port
 from tests.test_pypi import pip_download
 
@@ -40,13 +40,6 @@ def mirror(wheels):
         index.add(path)
     yield index
     index.stop()
-
-
-@pytest.fixture
-def pypiserver(tmp_path):
-    server = start_pypiserver(tmp_path / "pypiserver")
-    yield server
-    server.stop()
 
 
 def policy(tmp_path, primary_url, mirror, target, auth=""):

@@ -19,7 +19,7 @@ import pytest
 
 from regsync.pypi.index import PackageIndex
 from regsync.transfer import ResumableSha256
-from tests.fixtures.pypi import SimpleIndex, build_wheel, start_pypiserver
+from tests.fixtures.pypi import SimpleIndex, build_wheel
 from tests.test_pypi import pip_download
 
 MIB = 1 << 20
@@ -39,13 +39,6 @@ def index():
     served = SimpleIndex()
     yield served
     served.stop()
-
-
-@pytest.fixture
-def pypiserver(tmp_path):
-    server = start_pypiserver(tmp_path / "pypiserver")
-    yield server
-    server.stop()
 
 
 def write_policy(tmp_path, index, target) -> Path:

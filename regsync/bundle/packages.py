@@ -19,7 +19,7 @@ from loguru import logger
 from packaging.utils import canonicalize_name
 from pypi_simple import DistributionPackage
 
-from regsync.errors import NotFound, RegistryError, VerificationError
+from regsync.errors import NotFound, VerificationError
 from regsync.oci.layout import LayoutSource, LayoutWriter, blob_path, open_regular
 from regsync.plan import PlanItem
 from regsync.pypi.index import MAX_METADATA_BYTES, sha256_of
@@ -45,14 +45,11 @@ def export_stand_ins(loaded) -> dict:
 
 def export_package(item: PlanItem, endpoints, writer: LayoutWriter, on_bytes=None) -> tuple[dict, int]:
     """One planned file into the blob store (verified); returns its bundle.json entry and bytes moved."""
-    source_name, filename = item.source.split("/", 1)
-    index = endpoints.index(source_name)
+    from regsync.pypi.push import planned_file
+
+    index, package = planned_file(item, endpoints)
+    source_name, filename = item.source.split("/", 1)[0], package.filename
     project = filename.split("-", 1)[0]
-    package = next((p for p in index.files(project) if p.filename == filename), None)
-    if package is None:
-        raise RegistryError(item.source, 404, "no longer on the source index")
-    if sha256_of(package) != item.digest:
-        raise VerificationError(f"{item.source}: the index now gives {sha256_of(package)}, the plan says {item.digest}")
     entry = {"index": source_name, "filename": filename, "sha256": item.digest, "size": package.size,
              "project": package.project or project, "version": package.version,
              "requires_python": package.requires_python, "yanked": bool(package.is_yanked)}

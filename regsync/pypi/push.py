@@ -13,11 +13,10 @@ from regsync.pypi.targets import DirectoryTarget
 from regsync.verify.attestations import check_provenance, package_rule_of
 
 
-def apply_package(item: PlanItem, endpoints, audit, on_bytes=None, artifact=None) -> dict:
-    """Returns the verification evidence (for the `pushed` record too)."""
+def planned_file(item: PlanItem, endpoints):
+    """(index, package) for the exact file a plan item names, as the source lists it now."""
     source_name, filename = item.source.split("/", 1)
-    target_name = item.target.split("/", 1)[0]
-    index, target = endpoints.index(source_name), endpoints.package_target(target_name)
+    index = endpoints.index(source_name)
     project = filename.split("-", 1)[0]
     package = next((p for p in index.files(project) if p.filename == filename), None)
     if package is None:
@@ -25,6 +24,14 @@ def apply_package(item: PlanItem, endpoints, audit, on_bytes=None, artifact=None
     if sha256_of(package) != item.digest:
         # A saved plan applies exactly what was reviewed: a file whose hash moved is not that file.
         raise VerificationError(f"{item.source}: the index now gives {sha256_of(package)}, the plan says {item.digest}")
+    return index, package
+
+
+def apply_package(item: PlanItem, endpoints, audit, on_bytes=None, artifact=None) -> dict:
+    """Returns the verification evidence (for the `pushed` record too)."""
+    index, package = planned_file(item, endpoints)
+    source_name, filename = item.source.split("/", 1)[0], package.filename
+    target = endpoints.package_target(item.target.split("/", 1)[0])
     # Provenance binds name + sha256, so it is checked before the download: a refusal moves no bytes,
     # and the download then proves the bytes are the ones attested.
     provenance = check_provenance(package_rule_of(endpoints, item.rule), endpoints, filename, item.digest)
