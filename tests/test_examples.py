@@ -56,3 +56,13 @@ def test_ready_policies_validate(monkeypatch):
     monkeypatch.setenv("NEXUS_PASSWORD", "x")
     for policy in sorted((ROOT / "policies").glob("*.yaml")):
         load_policy(policy)
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "policies").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_policies_are_valid(path, monkeypatch):
+    from regsync.policy import load_policy
+
+    for name in ("HARBOR_TOKEN", "NEXUS_PASSWORD"):
+        monkeypatch.setenv(name, "not-a-real-secret")
+    loaded = load_policy(path)
+    assert loaded.policy.images or loaded.policy.packages
