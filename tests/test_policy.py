@@ -115,3 +115,14 @@ def test_any_document_loads_or_fails_with_a_line(tmp_path_factory, document):
         load_policy(path, {})
     except PolicyError as exc:
         assert str(exc).startswith(f"{path}:")
+
+
+@pytest.mark.parametrize("where", ["registries", "indexes"])
+def test_credentials_in_a_url_are_refused_without_echoing_them(tmp_path, where):
+    """A URL is printed in plans, logs and audit records: a password in it would leak there."""
+    key = "registries: {r: {url: 'https://sync:${TOKEN}@registry.example'}}" if where == "registries" else \
+        "indexes: {r: {url: 'https://pypi.example/simple/', upload_url: 'https://sync:${TOKEN}@pypi.example/'}}"
+    path = write(tmp_path, f"version: 1\n{key}\n")
+    message = error_of(path, {"TOKEN": "hunter2-secret"})
+    assert "policy.yaml:2" in message and "use auth:" in message, message
+    assert "hunter2-secret" not in message

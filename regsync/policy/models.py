@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from urllib.parse import urlsplit
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -78,6 +79,18 @@ class Harbor(Strict):
     storage_limit: Size | Literal[-1] = -1
 
 
+def http_urls(value):
+    """http(s) URLs without credentials in them: a URL is printed in plans, logs and the audit trail,
+    so a password there would leak; credentials go in `auth:`."""
+    for url in [] if value is None else [value] if isinstance(value, str) else value:
+        if not re.match(r"^https?://[^/\s]+", url):
+            raise ValueError(f"'{url.rpartition('@')[2]}' must start with https:// (or http:// for plain HTTP)")
+        if "@" in urlsplit(url).netloc:
+            raise ValueError("credentials do not belong in a URL (it is printed in plans, logs and the audit "
+                             "trail): use auth: {username: …, password: \"${ENV_VAR}\"}")
+    return value
+
+
 class Registry(Strict):
     url: str
     kind: Literal["registry", "harbor", "nexus"] = "registry"
@@ -91,10 +104,7 @@ class Registry(Strict):
     @field_validator("url", "mirrors")
     @classmethod
     def _http_urls(cls, value):
-        for url in [value] if isinstance(value, str) else value:
-            if not re.match(r"^https?://[^/\s]+", url):
-                raise ValueError(f"'{url}' must start with https:// (or http:// for plain HTTP)")
-        return value
+        return http_urls(value)
 
 
 class Index(Strict):
@@ -107,10 +117,10 @@ class Index(Strict):
     tls: TLS | None = None
     retries: Retries = Retries()
 
-    @field_validator("mirrors")
+    @field_validator("url", "upload_url", "mirrors")
     @classmethod
-    def _mirror_urls(cls, value):
-        return Registry._http_urls(value)
+    def _http_urls(cls, value):
+        return http_urls(value)
 
     @model_validator(mode="after")
     def _where(self):
