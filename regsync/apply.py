@@ -27,7 +27,8 @@ class Outcome:
     skipped: int = 0
     refused: int = 0
     failed: int = 0
-    bytes: int = 0
+    bytes: int = 0          # fetched from sources
+    reused: int = 0         # sent again from partial downloads an earlier (killed) run kept on disk
     interrupted: bool = False
 
     @property
@@ -114,6 +115,7 @@ def apply_plan(plan: Plan, endpoints: Endpoints, audit: AuditLog, jobs: int = 8,
         item_pool.shutdown(wait=True, cancel_futures=True)
         blob_pool.shutdown(wait=True, cancel_futures=True)
     outcome.bytes = blobs.moved + package_bytes.total
+    outcome.reused = blobs.reused
     return outcome
 
 

@@ -283,8 +283,9 @@ def run_with_audit(ctx, loaded, command: str, work, options: RunOptions) -> int:
     if outcome.interrupted:
         click.echo("interrupted: completed work stays completed; the next run finishes the rest", err=True)
     click.echo(f"{outcome.pushed} {'exported' if command == 'export' else 'pushed'}, {outcome.skipped} unchanged, "
-               f"{outcome.refused} refused, {outcome.failed} failed; {outcome.bytes} bytes moved; audit: {path}",
-               err=True)
+               f"{outcome.refused} refused, {outcome.failed} failed; {outcome.bytes} bytes moved"
+               f"{f' (+{outcome.reused} re-sent from partial downloads a killed run kept)' if outcome.reused else ''}"
+               f"; audit: {path}", err=True)
     return exit_code
 
 

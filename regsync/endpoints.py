@@ -81,7 +81,7 @@ class Endpoints:
 
         return build_client(
             cfg, name, url, credentials, ca_file=cfg.tls.ca_file if cfg.tls else None,
-            monolithic_max=cfg.upload.monolithic_max, chunk_size=cfg.upload.chunk_size,
+            monolithic_max=cfg.upload.monolithic_max, chunk_size=cfg.upload.chunk_size, spool_min=cfg.upload.spool_min,
             retries=cfg.retries.attempts, backoff=cfg.retries.backoff_seconds,
             max_requests_per_second=self._max_rps, pool_size=self._pool_size)
 

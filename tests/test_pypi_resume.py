@@ -222,7 +222,7 @@ def test_a_checkpoint_for_another_length_is_not_used(tmp_path, index, served, in
 
 
 def test_partials_untouched_for_two_weeks_are_removed(tmp_path, index, served, monkeypatch):
-    import regsync.pypi.partial as partial
+    import regsync.partial as partial
 
     monkeypatch.setattr(partial, "_pruned", set())
     folder = tmp_path / "state" / "downloads"

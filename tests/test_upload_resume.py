@@ -117,3 +117,68 @@ def test_a_corrupted_checkpoint_is_caught_by_the_digest(registry, registry2, uni
         BlobCopier(pool).copy(src, unique_repo, dst, unique_repo, big_blob).result(timeout=60)
     assert requests.head(f"{registry2.url}/v2/{unique_repo}/blobs/{big_blob.digest}").status_code == 404
     assert not path.exists()
+
+
+# -- SIGKILL: distribution cancels the upload session, the source bytes kept on disk are reused ----
+
+def _killed_then_rerun(tmp_path, registry, registry2, repo, oci_dir, damage=False, upload="monolithic_max: 64MiB"):
+    import re
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.fixtures.oci_layout import seed, write_image
+    from tests.fixtures.policies import write_policy
+
+    write_image(oci_dir, "big", platforms=(("linux", "amd64"),), single=True, layer_size=24 * MIB, seed=7)
+    seed(registry, repo, "big", oci_dir)
+    policy = write_policy(tmp_path, registry.url, registry2.url, repo, tags=["big"],
+                          dst_options=f", upload: {{{upload}, spool_min: 4MiB}}")
+    env = {**os.environ, "REGSYNC_STATE_DIR": str(tmp_path / "state")}
+    command = [sys.executable, "-m", "regsync", "--no-progress", "sync", "-p", str(policy)]
+    spool = tmp_path / "state" / "downloads"
+    process = subprocess.Popen([*command, "--bandwidth", "6MiB"], cwd=tmp_path, env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while process.poll() is None and time.monotonic() < deadline:
+        checkpoints = [json.loads(p.read_text()) for p in spool.glob("*.json")] if spool.exists() else []
+        if any(c["offset"] >= 12 * MIB for c in checkpoints):
+            break
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=10)
+    [part] = spool.glob("*.part")
+    if damage:
+        with part.open("r+b") as handle:
+            handle.seek(MIB)
+            byte = handle.read(1)
+            handle.seek(MIB)
+            handle.write(bytes([byte[0] ^ 0xFF]))
+    rerun = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert rerun.returncode == 0, rerun.stderr
+    moved = re.search(r"(\d+) bytes moved( \(\+(\d+) re-sent)?", rerun.stderr)
+    pulled = subprocess.run(["skopeo", "copy", "-q", "--src-tls-verify=false", f"docker://{registry2.host}/{repo}:big",
+                             f"oci:{tmp_path / 'pulled'}:big"], capture_output=True, text=True, timeout=120)
+    assert pulled.returncode == 0, pulled.stderr  # complete, and skopeo checked every digest
+    assert not list(spool.iterdir())  # nothing kept once the blob is on the target
+    return int(moved.group(1)), int(moved.group(3) or 0)
+
+
+def test_after_sigkill_the_source_sends_only_the_rest(tmp_path, registry, registry2, unique_repo, oci_dir):
+    """One PUT per blob (as for Nexus): the upload cannot resume, the kept source bytes are sent again."""
+    fetched, resent = _killed_then_rerun(tmp_path, registry, registry2, unique_repo, oci_dir)
+    assert resent >= 12 * MIB and fetched <= 24 * MIB - 12 * MIB + 64 * 1024, (fetched, resent)
+
+
+def test_after_sigkill_a_chunked_upload_fetches_only_the_rest(tmp_path, registry, registry2, unique_repo, oci_dir):
+    """Chunked: the session resumes when the kill fell between chunks, else distribution cancels it
+    (a PATCH cut mid-body) and the kept source bytes are used; either way only the rest is fetched."""
+    fetched, resent = _killed_then_rerun(tmp_path, registry, registry2, unique_repo, oci_dir,
+                                         upload="monolithic_max: 1MiB, chunk_size: 2MiB")
+    assert fetched <= 24 * MIB - 12 * MIB + 2 * MIB + 64 * 1024, (fetched, resent)
+
+
+def test_damaged_kept_bytes_mean_fetching_again_never_a_bad_blob(tmp_path, registry, registry2, unique_repo, oci_dir):
+    fetched, resent = _killed_then_rerun(tmp_path, registry, registry2, unique_repo, oci_dir, damage=True)
+    assert resent == 0 and fetched >= 24 * MIB, (fetched, resent)

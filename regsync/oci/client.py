@@ -23,11 +23,11 @@ class RegistryClient:
     def __init__(self, name: str, url: str, credentials: Credentials | None = None, ca_file: str | None = None,
                  monolithic_max: int = 256 << 20, chunk_size: int = 64 << 20, pool_size: int = 16,
                  tag_page_size: int = 1000, retries: int = 4, backoff: float = 0.5,
-                 max_requests_per_second: float | None = None):
+                 max_requests_per_second: float | None = None, spool_min: int = 1 << 30):
         self.name, self.base = name, url.rstrip("/")
         self.tag_page_size = tag_page_size
         self.host = urlsplit(self.base).netloc
-        self.monolithic_max, self.chunk_size = monolithic_max, chunk_size
+        self.monolithic_max, self.chunk_size, self.spool_min = monolithic_max, chunk_size, spool_min
         retry = retry_policy(retries, backoff)
         throttle = Throttle(max_requests_per_second) if max_requests_per_second else None
         self.session = make_session(ca_file, pool_size, retry, throttle)

@@ -10,11 +10,15 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 
+from loguru import logger
+
 from regsync.errors import RegistryError, VerificationError
 from regsync.http import TRANSIENT_STATUS
 from regsync.oci.client import RegistryClient, declared_length
 from regsync.oci.manifest import Descriptor, Manifest
+from regsync.partial import PartialFile
 from regsync.transfer import (
+    CHUNK,
     ResumableSha256,
     UploadCheckpoint,
     VerifyingReader,
@@ -35,7 +39,8 @@ class BlobCopier:
         self._lock = threading.Lock()
         self._jobs: dict[tuple[str, str, str], Future] = {}
         self._first: dict[tuple[str, str], tuple[str, Future]] = {}
-        self.moved = 0
+        self.moved = 0      # bytes fetched from sources
+        self.reused = 0     # bytes sent again from partial downloads a killed run kept
         self._stopping = threading.Event()
         self._manifest_locks: dict[tuple[str, str, str], threading.Lock] = {}
         self._manifests_pushed: set[tuple[str, str, str]] = set()
@@ -89,26 +94,73 @@ class BlobCopier:
                     raise
         raise AssertionError("unreachable")
 
-    def _stream(self, src, src_repo, dst, dst_repo, blob: Descriptor) -> None:
+    def _stream(self, src, src_repo, dst, dst_repo, blob: Descriptor, spooling: bool = True) -> None:
         checkpoint = self._checkpoint(src, dst, dst_repo, blob)
         start = self._resume_point(dst, checkpoint) if checkpoint else 0
+        # The upload session resumes at `start` (a clean stop), or the target starts afresh and the
+        # bytes a killed run kept on disk (`kept`) are sent again without fetching them again.
+        # (After a clean stop the spool is only cleared once the resumed upload is done.)
+        spool = self._spool(src, dst, blob) if spooling else None
+        kept = spool.resume(blob.size) if spool and start == 0 else 0
+        appending = spool is not None and start == 0
         what = src.ref(src_repo, blob.digest)
-        response = src.open_blob_from(src_repo, blob.digest, start) if start else src.open_blob(src_repo, blob.digest)
-        if start and not response.headers.get("Content-Range", "").startswith(f"bytes {start}-"):
-            response.close()  # the source ignored the range: start over
-            checkpoint.reset()
-            start, response = 0, src.open_blob(src_repo, blob.digest)
-        with response:
-            declared = declared_length(response, what)
-            if declared is not None and declared != blob.size - start:
-                raise VerificationError(f"{what}: server announces {declared} bytes, the manifest says {blob.size}"
-                                        + (f" (from byte {start})" if start else ""))
-            reader = VerifyingReader(response.raw.read, blob.digest, blob.size, what, on_bytes=self._count,
-                                     hasher=checkpoint.hasher if checkpoint else None, count=start)
-            if checkpoint:
-                dst.upload_blob(dst_repo, blob, reader, checkpoint=checkpoint)
-            else:
-                dst.upload_blob(dst_repo, blob, reader)
+        try:
+            response = self._open_source(src, src_repo, blob, start or kept)
+            if (start or kept) and not response.headers.get("Content-Range", "").startswith(f"bytes {start or kept}-"):
+                response.close()  # the source ignored the range: start over
+                if checkpoint:
+                    checkpoint.reset()
+                kept = spool.restart() if appending else 0
+                start, response = 0, src.open_blob(src_repo, blob.digest)
+            with response:
+                declared = declared_length(response, what)
+                if declared is not None and declared != blob.size - (start or kept):
+                    raise VerificationError(f"{what}: server announces {declared} bytes, the manifest says {blob.size}"
+                                            + (f" (from byte {start or kept})" if start or kept else ""))
+                hasher = checkpoint.hasher if checkpoint else None
+                if appending:
+                    reader = _spooling_reader(spool, kept, response.raw.read, blob, what, hasher, self._count)
+                else:
+                    reader = VerifyingReader(response.raw.read, blob.digest, blob.size, what, on_bytes=self._count,
+                                             hasher=hasher, count=start)
+                if checkpoint:
+                    dst.upload_blob(dst_repo, blob, reader, checkpoint=checkpoint)
+                else:
+                    dst.upload_blob(dst_repo, blob, reader)
+            if spool:
+                spool.discard()  # on the target now: the kept copy has done its job
+            with self._lock:
+                self.reused += kept
+        except VerificationError:
+            if spool:
+                spool.discard()
+            if not kept:
+                raise
+            # The kept bytes did not add up (a damaged disk): that says nothing about the source.
+            logger.warning("{}: the bytes kept from an earlier run did not verify; fetching the blob again", what)
+            self._stream(src, src_repo, dst, dst_repo, blob, spooling=False)
+        except BaseException:
+            if appending:
+                try:
+                    spool.checkpoint()  # a failed or killed run keeps what it fetched for the next one
+                except OSError:
+                    pass
+            raise
+        finally:
+            if spool:
+                spool.close()
+
+    @staticmethod
+    def _open_source(src, src_repo: str, blob: Descriptor, offset: int):
+        return src.open_blob_from(src_repo, blob.digest, offset) if offset else src.open_blob(src_repo, blob.digest)
+
+    @staticmethod
+    def _spool(src, dst, blob: Descriptor) -> PartialFile | None:
+        """Big blobs between registries keep their source bytes in the state dir as they stream."""
+        if (not isinstance(src, RegistryClient) or not isinstance(dst, RegistryClient)
+                or blob.size < dst.spool_min):
+            return None
+        return PartialFile.kept(blob.digest)
 
     def _checkpoint(self, src, dst, dst_repo: str, blob: Descriptor) -> UploadCheckpoint | None:
         """Only chunked sha256 uploads between registries are resumable (and worth it)."""
@@ -138,6 +190,39 @@ class BlobCopier:
             self.moved += n
         if self._on_bytes:
             self._on_bytes(n)
+
+
+def _spooling_reader(spool: PartialFile, kept: int, read_source, blob: Descriptor, what: str, hasher, on_bytes):
+    """A VerifyingReader over the `kept` bytes on disk, then the source from there on; every byte the
+    source sends is appended to the spool, and only those count as fetched."""
+    disk = spool.part.open("rb")
+    position = {"at": 0}
+
+    def read(n: int) -> bytes:
+        if position["at"] < kept:  # never a read across the seam: disk bytes, then source bytes
+            data = disk.read(min(n, kept - position["at"]))
+            if not data:
+                raise OSError(f"the kept partial of {blob.digest} is shorter than its checkpoint")
+            position["at"] += len(data)
+            if position["at"] == kept:
+                disk.close()
+            return data
+        return read_source(n)
+
+    reader = _SpoolingReader(read, blob.digest, blob.size, what, hasher=hasher)
+    reader.spool, reader.kept, reader.fetched = spool, kept, on_bytes
+    spool.hasher, spool.reader, spool.size = reader._hash, reader, blob.size
+    return reader
+
+
+class _SpoolingReader(VerifyingReader):
+    def read(self, n: int = CHUNK) -> bytes:
+        data = super().read(n)
+        if data and self.count > self.kept:  # hashed already, so the spool's checkpoint state covers it
+            self.spool.write(data)
+            if self.fetched:
+                self.fetched(len(data))
+        return data
 
 
 def _worth_another_stream(exc: RegistryError) -> bool:

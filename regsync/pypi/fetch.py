@@ -16,7 +16,7 @@ from loguru import logger
 from pypi_simple import DistributionPackage
 
 from regsync.errors import VerificationError
-from regsync.pypi.partial import PartialFile
+from regsync.partial import PartialFile
 from regsync.transfer import SourceReadError, VerifyingReader
 
 RESUME_ATTEMPTS = 5
