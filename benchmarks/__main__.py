@@ -284,11 +284,12 @@ def p7_resume(work: Path, size: int, signals: list[str]) -> dict:
         rerun = subprocess.run(command, cwd=work, env=env, capture_output=True, text=True, timeout=600,
                                check=False)
         seconds = time.monotonic() - started
-        moved = re.search(r"(\d+) bytes moved", rerun.stdout + rerun.stderr)
+        moved = re.search(r"(\d+) bytes moved( \(\+(\d+) re-sent)?", rerun.stdout + rerun.stderr)
         if rerun.returncode != 0 or not moved:
             raise RuntimeError(f"P7 rerun failed ({rerun.returncode}): {rerun.stderr[-800:]}")
+        resent = int(moved.group(3) or 0)  # kept on disk by the killed run: sent to the target, not fetched
         runs[name] = {"rerun_seconds": round(seconds, 2), "rerun_bytes": int(moved.group(1)),
-                      "fraction_again": round(int(moved.group(1)) / size, 3)}
+                      "fraction_again": round(int(moved.group(1)) / size, 3), "resent_from_disk": resent}
         target.stop()
     source.stop()
     return {"id": "P7", "work": f"stopped at 50% of a {size / 1e9:.1f} GB blob, rerun", "regsync": runs, "peers": {}}
@@ -306,7 +307,9 @@ def render(rows: list[dict]) -> str:
                              f"| {ratio:.2f}× | {GOALS.get((row['id'], name), '')} | {ours['rss_mb']} MB "
                              f"| {_cpu(ours)} / {_cpu(peer)} |")
         elif row["id"] == "P7":
-            cells = ", ".join(f"{k}: {v['fraction_again']:.0%} of the bytes again ({v['rerun_seconds']:.1f} s)"
+            cells = ", ".join(f"{k}: {v['fraction_again']:.0%} of the bytes fetched again"
+                              + (f", {v['resent_from_disk'] / 1e9:.2f} GB re-sent from disk"
+                                 if v.get("resent_from_disk") else "") + f" ({v['rerun_seconds']:.1f} s)"
                               for k, v in ours.items())
             lines.append(f"| {row['id']} | {row['work']} | {cells} | | | {GOALS['P7', '']} | | |")
         elif isinstance(ours, dict):
