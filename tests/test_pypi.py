@@ -129,6 +129,29 @@ def test_corrupted_file_is_refused_and_never_uploaded(tmp_path, index, pypiserve
     assert not any((pypiserver.root / "packages").iterdir())
 
 
+def test_a_file_corrupted_where_plan_reads_its_metadata_is_refused_and_resolution_goes_on(tmp_path, pypiserver):
+    """No PEP 658 file: plan downloads the wheel for its metadata, finds the hash wrong, refuses that
+    file (exit 3, audited) and resolves with the next version, as apply-time refusals do."""
+    folder = tmp_path / "wheels"
+    good, bad = build_wheel(folder, "tool", "1.0"), build_wheel(folder, "tool", "2.0")
+    served = SimpleIndex()
+    try:
+        served.add(good, metadata=False)
+        served.add(bad, metadata=False)
+        served.projects["tool"][-1].advertised_sha256 = "0" * 64
+        path = policy(tmp_path, served, pypiserver, '["tool"]', envs=ENVS[:1])
+        planned = regsync("plan", "-p", path, "--json")
+        actions = {item["source"].rsplit("/", 1)[1]: item["action"] for item in json.loads(planned.output)["items"]}
+        assert actions == {bad.name: "refuse", good.name: "copy"}, planned.output
+        result = regsync("sync", "-p", path)
+    finally:
+        served.stop()
+    assert result.exit_code == 3, result.output
+    refused = [r for r in audit_records(tmp_path / "audit.jsonl") if r["event"] == "refused"]
+    assert len(refused) == 1 and "digest mismatch" in refused[0]["reason"], refused
+    assert sorted(p.name for p in (pypiserver.root / "packages").iterdir()) == [good.name]
+
+
 def test_download_resumes_with_range_after_the_connection_drops(tmp_path, index, pypiserver, wheels):
     name = wheels["numpyish"].name
     index.cut_after[name] = 100_000

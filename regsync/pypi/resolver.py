@@ -26,7 +26,7 @@ from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel
 from packaging.version import InvalidVersion, Version
 from pypi_simple import DistributionPackage
 
-from regsync.errors import PolicyError, RegsyncError
+from regsync.errors import PolicyError, RegsyncError, VerificationError
 from regsync.pypi.environment import TargetEnvironment
 
 
@@ -96,6 +96,7 @@ class Provider(resolvelib.AbstractProvider):
         self._metadata: dict[str, Future] = {}
         self._ahead: set[str] = set()
         self._lock = threading.Lock()
+        self.refused: dict[str, tuple[DistributionPackage, str]] = {}  # filename → (file, why), met while resolving
 
     def _once(self, table: dict, key: str, fetch) -> Future:
         """The one fetch of `key`: whoever asks first runs it, everyone else waits on its result
@@ -165,7 +166,7 @@ class Provider(resolvelib.AbstractProvider):
             if version in bad or not all(spec.contains(version, prereleases=allow_pre) for spec in specifiers):
                 continue
             chosen = best_file(by_version[version], self.env, self.options, pinned)
-            if chosen is not None:
+            if chosen is not None and chosen.filename not in self.refused:
                 found.append(Candidate(identifier, version, chosen, extras))
         return found
 
@@ -174,7 +175,15 @@ class Provider(resolvelib.AbstractProvider):
                 and set(requirement.extras) <= candidate.extras)
 
     def get_dependencies(self, candidate):
-        deps = self._requirements(self._core_metadata(candidate.file), candidate.extras)
+        try:
+            metadata = self._core_metadata(candidate.file)
+        except VerificationError as exc:
+            # A file that fails its index hash (read whole for its metadata) is refused like at apply
+            # time; the resolver then rules this version out (a dependency it can never meet) and
+            # goes on with the others.
+            self.refused[candidate.file.filename] = (candidate.file, exc.reason)
+            return [Requirement(f"{candidate.name}!={candidate.version}")]
+        deps = self._requirements(metadata, candidate.extras)
         for requirement in deps:
             self.look_ahead(requirement)
         return deps
@@ -195,7 +204,10 @@ class Provider(resolvelib.AbstractProvider):
 
 
 def resolve(index, requirements: Iterable[Requirement], env: TargetEnvironment, options: Options,
-            dependencies: bool, constraints: dict[str, SpecifierSet] | None = None) -> list[Candidate]:
+            dependencies: bool, constraints: dict[str, SpecifierSet] | None = None,
+            refused: dict | None = None) -> list[Candidate]:
+    """The files of the closure; `refused` (when given) receives the files ruled out on the way
+    because they failed their hash, filename → (file, reason), even when resolution then fails."""
     provider = Provider(index, env, options, constraints or {})
     wanted = [r for r in requirements if r.marker is None or r.marker.evaluate(dict(env.markers, extra=""))]
     if not dependencies:
@@ -216,12 +228,17 @@ def resolve(index, requirements: Iterable[Requirement], env: TargetEnvironment, 
     except resolvelib.ResolutionImpossible as exc:
         chains = []
         for cause in exc.causes:
+            if cause.parent is not None and cause.parent.file.filename in provider.refused:
+                continue  # the stand-in dependency of a refused file, named below
             parent = f"{cause.parent.name} {cause.parent.version}" if cause.parent else "the policy"
             chains.append(f"{cause.requirement} (required by {parent})")
+        chains += [f"{name} refused: {why}" for name, (_, why) in provider.refused.items()]
         raise ResolutionError(f"{env.label}: cannot resolve: " + "; ".join(chains)) from None
     except resolvelib.ResolutionTooDeep:
         raise ResolutionError(f"{env.label}: resolution too deep (over 2000 rounds)") from None
     finally:
         # what is still in flight was a guess the resolver did not need: let it finish, start nothing new
         pool.shutdown(wait=True, cancel_futures=True)
+        if refused is not None:
+            refused.update(provider.refused)
     return sorted(result.mapping.values(), key=lambda c: c.name)

@@ -37,10 +37,18 @@ def plan_packages(rules: list[PackageRule], endpoints: Endpoints, jobs: int = 8)
         options = Options(rule.sdists, frozenset(canonicalize_name(n) for n in rule.only_binary))
         environments = [TargetEnvironment.of(env) for env in rule.environments] or [TargetEnvironment("3.11", "manylinux_2_28_x86_64")]
         for env in environments:
+            refused: dict = {}
             try:
-                closure = resolve(index, requirements, env, options, rule.dependencies, constraints)
+                closure = resolve(index, requirements, env, options, rule.dependencies, constraints, refused)
             except (ResolutionError, RegistryError, VerificationError) as exc:
                 errors.append(PlanError(f"{rule.source}: {', '.join(rule.requirements)}", str(exc), rule_name))
+                closure = []
+            for package, why in refused.values():  # failed its hash while read for metadata
+                key = (rule.target, package.filename)
+                if key not in items:
+                    items[key] = _item(package, rule, rule_name, env, target, index)
+                    items[key].action, items[key].reason = "refuse", why
+            if not closure:
                 continue
             logger.info("{} for {}: {} file(s)", rule.source, env.label, len(closure))
             for candidate in closure:
