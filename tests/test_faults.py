@@ -47,7 +47,7 @@ def test_connection_dropped_mid_blob_is_retried(tmp_path, proxy, registry2, uniq
 
 
 def test_429_with_retry_after_is_honoured(tmp_path, proxy, registry2, unique_repo, image):
-    fault = proxy.add(kind="status", method="HEAD", path=f"/manifests/{TAG}", status=429, retry_after=1, times=1)
+    fault = proxy.add(kind="status", path=f"/manifests/{TAG}", status=429, retry_after=1, times=1)
     started = time.monotonic()
     result = sync(tmp_path, proxy, registry2, unique_repo)
     assert result.exit_code == 0, result.output

@@ -60,6 +60,20 @@ def test_plan_is_read_only_then_sync_copies_exactly_and_resync_writes_nothing(
     assert nothing.exit_code == 0
 
 
+def test_a_cold_plan_lists_the_target_once_instead_of_asking_tag_by_tag(tmp_path, registry, registry2, unique_repo,
+                                                                       seeded):
+    policy = policy_file(tmp_path, registry, registry2, unique_repo, unique_repo, {"include": [TAG]})
+    source_mark, target_mark = registry.mark(), registry2.mark()
+    assert run("plan", "-p", policy, "--detailed-exitcode").exit_code == 4
+    target = registry2.requests_since(target_mark)
+    assert [m for m, uri in target if "/tags/list" in uri] == ["GET"]
+    assert not [uri for m, uri in target if "/manifests/" in uri]  # no HEAD per tag on an empty target
+    source = registry.requests_since(source_mark)
+    # the root manifest is fetched once by tag (no HEAD first), its children once by digest
+    assert [m for m, uri in source if uri.split("?")[0].endswith(f"/manifests/{TAG}")] == ["GET"]
+    assert not [uri for m, uri in source if m == "HEAD" and "/manifests/" in uri]
+
+
 def test_children_before_parents_and_tag_last(tmp_path, registry, registry2, unique_repo, seeded):
     policy = policy_file(tmp_path, registry, registry2, unique_repo, unique_repo, {"include": [TAG]})
     mark = registry2.mark()

@@ -38,6 +38,8 @@ class RegistryClient:
         # verified when first fetched) and whether a repository holds a blob.
         self._manifests = _BoundedCache(MAX_CACHED_MANIFESTS)
         self._present = _BoundedCache(MAX_CACHED_BLOBS)
+        self._tag_sets: dict[str, frozenset[str] | None] = {}   # repo → its tags when the run began
+        self._tag_lock = threading.Lock()
 
     # -- plumbing -------------------------------------------------------------------------------
 
@@ -110,6 +112,20 @@ class RegistryClient:
             if urlsplit(url).netloc != self.host:
                 raise RegistryError(self.ref(repo), None, "tag list pagination points to another host")
         raise RegistryError(self.ref(repo), None, "tag list has too many pages")
+
+    def may_have_tag(self, repo: str, tag: str) -> bool:
+        """False only when this run's one listing of `repo` shows `tag` absent (one GET per page
+        instead of one HEAD per tag on a new or sparse target); True when the listing failed."""
+        with self._tag_lock:
+            if repo not in self._tag_sets:
+                try:
+                    self._tag_sets[repo] = frozenset(self.list_tags(repo))
+                except NotFound:  # no such repository yet: no tags
+                    self._tag_sets[repo] = frozenset()
+                except RegistryError:  # not allowed to list, say: ask tag by tag
+                    self._tag_sets[repo] = None
+            tags = self._tag_sets[repo]
+        return tags is None or tag in tags
 
     def head_manifest(self, repo: str, reference: str) -> Descriptor | None:
         """The digest a tag (or digest) resolves to, or None when absent. One HEAD, no body."""

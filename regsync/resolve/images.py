@@ -13,9 +13,9 @@ from datetime import datetime, timezone
 from loguru import logger
 
 from regsync.endpoints import Endpoints, split_ref
-from regsync.errors import RegistryError, VerificationError
+from regsync.errors import NotFound, RegistryError, VerificationError
 from regsync.oci.client import RegistryClient
-from regsync.oci.manifest import Manifest, filter_index
+from regsync.oci.manifest import Descriptor, Manifest, filter_index
 from regsync.plan import PlanError, PlanItem
 from regsync.policy.models import ImageRule
 from regsync.resolve.tags import is_exact, select_tags
@@ -91,7 +91,10 @@ def _plan_tag(rule: ImageRule, rule_name: str, endpoints: Endpoints, tag: str,
     src, dst = endpoints.registry(src_name), endpoints.registry(dst_name)
     source, target = f"{rule.source}:{tag}", f"{rule.target}:{tag}"
     try:
-        found = src.head_manifest(src_repo, tag)
+        # When the target cannot have this tag (this run's listing of it) there is nothing to compare
+        # and the manifest is needed anyway: one GET by tag instead of HEAD, then GET by digest.
+        target_may_have = diff_target and _may_have_tag(dst, dst_repo, tag)
+        found = src.head_manifest(src_repo, tag) if target_may_have else _get_by_tag(src, src_repo, tag)
         if found is None:
             return PlanError(source, "tag not found on the source", rule_name)
         item = PlanItem("image", source, target, found.digest, "copy", media_type=found.media_type,
@@ -107,7 +110,7 @@ def _plan_tag(rule: ImageRule, rule_name: str, endpoints: Endpoints, tag: str,
             if root.is_index:
                 reduced = filter_index(root, rule.platforms)
                 item.source_digest, item.digest, root = found.digest, reduced.digest, reduced
-        existing = dst.head_manifest(dst_repo, tag) if diff_target else None
+        existing = dst.head_manifest(dst_repo, tag) if target_may_have else None
         if existing is not None:
             item.target_before = existing.digest
             if existing.digest == item.digest:
@@ -125,6 +128,20 @@ def _plan_tag(rule: ImageRule, rule_name: str, endpoints: Endpoints, tag: str,
         return PlanItem("image", source, target, "", "refuse", reason=exc.reason, rule=rule_name)
     except RegistryError as exc:
         return PlanError(source, str(exc), rule_name)
+
+
+def _may_have_tag(client, repo: str, tag: str) -> bool:
+    may_have = getattr(client, "may_have_tag", None)  # a mirrored or stand-in client asks tag by tag
+    return may_have(repo, tag) if may_have else True
+
+
+def _get_by_tag(client, repo: str, tag: str) -> Descriptor | None:
+    """The tag's manifest, fetched and remembered by digest (so the later GET by digest is free)."""
+    try:
+        manifest = client.get_manifest(repo, tag)
+    except NotFound:
+        return None
+    return Descriptor(manifest.media_type, manifest.digest, len(manifest.raw))
 
 
 def manifest_tree(client: RegistryClient, repo: str, root: Manifest, depth: int = 0) -> list[Manifest]:
