@@ -29,9 +29,7 @@ def wheels(tmp_path_factory):
 
 @pytest.fixture
 def mirror(wheels):
-    served = SimpleIndex()
-    for path in wheels.values():
-        served.add(path)
+    served = SimpleIndex.serving(wheels.values())
     yield served
     served.stop()
 

@@ -26,18 +26,14 @@ def wheels(tmp_path_factory):
 
 @pytest.fixture
 def primary(wheels):
-    index = SimpleIndex()
-    for path in wheels.values():
-        index.add(path)
+    index = SimpleIndex.serving(wheels.values())
     yield index
     index.stop()
 
 
 @pytest.fixture
 def mirror(wheels):
-    index = SimpleIndex()
-    for path in wheels.values():
-        index.add(path)
+    index = SimpleIndex.serving(wheels.values())
     yield index
     index.stop()
 
