@@ -66,3 +66,18 @@ def test_shipped_policies_are_valid(path, monkeypatch):
         monkeypatch.setenv(name, "not-a-real-secret")
     loaded = load_policy(path)
     assert loaded.policy.images or loaded.policy.packages
+
+
+def test_the_policy_in_readme_is_valid(tmp_path, monkeypatch):
+    import re
+
+    from regsync.policy import load_policy
+
+    blocks = [b for b in re.findall(r"```yaml\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+              if b.startswith("version: 1")]
+    assert blocks
+    monkeypatch.setenv("HARBOR_TOKEN", "not-a-real-secret")
+    for number, block in enumerate(blocks):
+        path = tmp_path / f"readme-{number}.yaml"
+        path.write_text(block)
+        load_policy(path)
