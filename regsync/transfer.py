@@ -20,6 +20,7 @@ from pathlib import Path
 
 import requests
 import urllib3
+from loguru import logger
 
 from regsync.errors import RegistryError, VerificationError
 
@@ -214,6 +215,9 @@ def state_dir() -> Path | None:
     return Path(value) if value else Path.home() / ".local" / "state" / "regsync"
 
 
+_warned_unwritable = threading.Event()  # one warning per run about an unwritable state dir
+
+
 class UploadCheckpoint:
     """One chunked upload's session URL, offset and SHA-256 state, saved after each acknowledged
     chunk so a killed or failed run resumes instead of starting over.
@@ -230,6 +234,7 @@ class UploadCheckpoint:
         self.location: str | None = None
         self.offset = 0
         self.hasher = ResumableSha256()
+        self._unwritable = False
 
     def load(self) -> bool:
         try:
@@ -250,17 +255,32 @@ class UploadCheckpoint:
     def save(self, location: str, offset: int) -> None:
         """Called with the hasher having seen exactly `offset` bytes (the acknowledged ones)."""
         self.location, self.offset = location, offset
-        doc = {"target": self.target, "digest": self.digest, "location": location, "offset": offset,
-               "sha256_state": base64.b64encode(self.hasher.state()).decode()}
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = self.path.with_suffix(".tmp")
-        # 0600: the session URL lets its holder append to the upload.
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            json.dump(doc, handle)
-        os.replace(temporary, self.path)
+        if not self._unwritable:
+            doc = {"target": self.target, "digest": self.digest, "location": location, "offset": offset,
+                   "sha256_state": base64.b64encode(self.hasher.state()).decode()}
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                temporary = self.path.with_suffix(".tmp")
+                # 0600: the session URL lets its holder append to the upload.
+                fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                with os.fdopen(fd, "w") as handle:
+                    json.dump(doc, handle)
+                os.replace(temporary, self.path)
+            except OSError as exc:
+                # A read-only home (a locked-down container) costs resumability, never the copy.
+                self._unwritable = True
+                if not _warned_unwritable.is_set():
+                    _warned_unwritable.set()
+                    logger.warning("cannot keep upload checkpoints in {} ({}); set REGSYNC_STATE_DIR to a "
+                                   "writable directory to resume interrupted uploads", self.path.parent, exc.strerror)
+        self._stop()
+
+    def _stop(self) -> None:
         if self._stop_check:
             self._stop_check()  # an interrupted run stops here, at a chunk boundary it can resume from
 
     def forget(self) -> None:
-        self.path.unlink(missing_ok=True)
+        try:
+            self.path.unlink(missing_ok=True)
+        except OSError:  # an unwritable state dir holds no checkpoint of ours
+            pass

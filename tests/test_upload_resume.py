@@ -182,3 +182,22 @@ def test_after_sigkill_a_chunked_upload_fetches_only_the_rest(tmp_path, registry
 def test_damaged_kept_bytes_mean_fetching_again_never_a_bad_blob(tmp_path, registry, registry2, unique_repo, oci_dir):
     fetched, resent = _killed_then_rerun(tmp_path, registry, registry2, unique_repo, oci_dir, damage=True)
     assert resent == 0 and fetched >= 24 * MIB, (fetched, resent)
+
+
+def test_an_unwritable_state_dir_costs_resumability_never_the_copy(tmp_path, registry, registry2, unique_repo,
+                                                                    oci_dir, monkeypatch):
+    """A locked-down container (read-only home): big blobs still copy; regsync says why it cannot resume."""
+    from tests.fixtures.oci_layout import digest_of, inspect_raw, seed, write_image
+    from tests.fixtures.policies import run_cli, write_policy
+
+    info = write_image(oci_dir, "big", platforms=(("linux", "amd64"),), single=True, layer_size=6 * MIB, seed=11)
+    seed(registry, unique_repo, "big", oci_dir)
+    policy = write_policy(tmp_path, registry.url, registry2.url, unique_repo, tags=["big"],
+                          dst_options=", upload: {monolithic_max: 1MiB, chunk_size: 2MiB, spool_min: 4MiB}")
+    not_a_directory = tmp_path / "state-is-a-file"
+    not_a_directory.write_text("")
+    monkeypatch.setenv("REGSYNC_STATE_DIR", str(not_a_directory))
+    result = run_cli("sync", "-p", str(policy))
+    assert result.exit_code == 0, result.output
+    assert "cannot keep" in result.output  # says why a killed run would start over
+    assert digest_of(inspect_raw(registry2, f"{unique_repo}:big")) == info.index_digest
