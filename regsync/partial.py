@@ -36,6 +36,7 @@ CHECKPOINT_SECONDS = 1.0
 STALE_SECONDS = 14 * 24 * 3600
 _HEX = re.compile(r"[0-9a-f]{64}")
 _pruned: set[Path] = set()
+_warned: set[Path] = set()
 
 
 def new_sha256():
@@ -70,8 +71,10 @@ class PartialFile:
             _prune_once(folder)
             fd = os.open(folder / f"{hexdigest}.part", os.O_RDWR | os.O_CREAT, 0o600)
         except OSError as exc:
-            logger.warning("cannot keep a partial download in {}: {}; a killed run will start this file over",
-                           folder, exc.strerror)
+            if folder not in _warned:  # once per run, not once per file
+                _warned.add(folder)
+                logger.warning("cannot keep partial downloads in {}: {}; a killed run will start its files over "
+                               "(set REGSYNC_STATE_DIR to a writable directory)", folder, exc.strerror)
             return None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
