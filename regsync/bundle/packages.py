@@ -13,7 +13,6 @@ import email.parser
 import hashlib
 import os
 import re
-import zipfile
 
 from loguru import logger
 from packaging.utils import canonicalize_name
@@ -22,7 +21,7 @@ from pypi_simple import DistributionPackage
 from regsync.errors import NotFound, VerificationError
 from regsync.oci.layout import LayoutSource, LayoutWriter, blob_path, open_regular
 from regsync.plan import PlanItem
-from regsync.pypi.index import MAX_METADATA_BYTES, sha256_of
+from regsync.pypi.index import sha256_of, wheel_metadata
 
 FILENAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+!-]{0,250}\.(?:whl|tar\.gz|zip)")
 SHA256 = re.compile(r"sha256:[0-9a-f]{64}")
@@ -172,12 +171,7 @@ class BundleIndex:
             return email.parser.BytesParser().parsebytes(b"", headersonly=True)
         response = self.open(package)
         try:
-            with zipfile.ZipFile(response.raw) as wheel:
-                name = next(n for n in wheel.namelist() if n.endswith(".dist-info/METADATA") and n.count("/") == 1)
-                with wheel.open(name) as handle:
-                    raw = handle.read(MAX_METADATA_BYTES)
-        except (zipfile.BadZipFile, StopIteration, OSError, ValueError):
-            raise VerificationError(f"{where}: not a wheel (no readable .dist-info/METADATA)") from None
+            raw = wheel_metadata(response.raw, where)
         finally:
             response.close()
         return email.parser.BytesParser().parsebytes(raw, headersonly=True)

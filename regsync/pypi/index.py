@@ -73,9 +73,6 @@ class PackageIndex:
             except Exception as exc:  # pypi-simple's DigestMismatchError and friends
                 raise VerificationError(f"{where}.metadata: {exc}") from None
             return _parse_metadata(raw[:MAX_METADATA_BYTES])
-        return self._metadata_from_file(package)
-
-    def _metadata_from_file(self, package: DistributionPackage) -> email.message.Message:
         return metadata_from_file(self, package)
 
     def page_url(self, package: DistributionPackage) -> str:
@@ -112,13 +109,19 @@ def metadata_from_file(index, package: DistributionPackage) -> email.message.Mes
         return _parse_metadata(b"")  # an sdist's dependencies are only known after a build
     with NamedTemporaryFile(suffix=".whl") as tmp:
         index.download(package, Path(tmp.name))
-        try:
-            with zipfile.ZipFile(tmp.name) as wheel:
-                name = next(n for n in wheel.namelist() if n.endswith(".dist-info/METADATA") and n.count("/") == 1)
-                with wheel.open(name) as handle:
-                    return _parse_metadata(handle.read(MAX_METADATA_BYTES))
-        except (zipfile.BadZipFile, StopIteration):
-            raise VerificationError(f"{where}: not a wheel (no .dist-info/METADATA)") from None
+        return _parse_metadata(wheel_metadata(tmp.name, where))
+
+
+def wheel_metadata(wheel_file, where: str) -> bytes:
+    """The raw `<name>.dist-info/METADATA` of a wheel (a path or a file object), at most
+    MAX_METADATA_BYTES; a file that is not a readable wheel is refused."""
+    try:
+        with zipfile.ZipFile(wheel_file) as wheel:
+            name = next(n for n in wheel.namelist() if n.endswith(".dist-info/METADATA") and n.count("/") == 1)
+            with wheel.open(name) as handle:
+                return handle.read(MAX_METADATA_BYTES)
+    except (zipfile.BadZipFile, StopIteration, OSError, ValueError):
+        raise VerificationError(f"{where}: not a wheel (no readable .dist-info/METADATA)") from None
 
 
 class HostBoundBasicAuth(requests.auth.AuthBase):

@@ -8,7 +8,6 @@ import html
 import json
 import os
 import threading
-import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from packaging.utils import canonicalize_name, parse_sdist_filename, parse_wheel
 from requests_toolbelt.multipart.encoder import MultipartEncoder
 
 from regsync.errors import RegistryError, VerificationError
-from regsync.pypi.index import PackageIndex, sha256_of
+from regsync.pypi.index import PackageIndex, sha256_of, wheel_metadata
 
 
 class UploadTarget:
@@ -152,9 +151,7 @@ def _metadata_fields(path: Path, filename: str) -> dict[str, str]:
         name, version, _, wheel_tags = parse_wheel_filename(filename)
         pyversion = sorted({t.interpreter for t in wheel_tags})[0]
         fields = {"filetype": "bdist_wheel", "pyversion": pyversion}
-        with zipfile.ZipFile(path) as wheel:
-            meta_name = next(n for n in wheel.namelist() if n.endswith(".dist-info/METADATA") and n.count("/") == 1)
-            metadata = wheel.read(meta_name).decode("utf-8", "replace")
+        metadata = wheel_metadata(path, filename).decode("utf-8", "replace")
     else:
         name, version = parse_sdist_filename(filename)
         fields = {"filetype": "sdist", "pyversion": "source"}
