@@ -111,6 +111,12 @@ class VerifyingReader:
         self.verified = True
 
 
+def continues_at(response: requests.Response, offset: int) -> bool:
+    """Whether a ranged GET (`Range: bytes=offset-`) was answered from exactly that byte; a server
+    that ignores Range sends the whole file with 200, and the caller starts over."""
+    return response.headers.get("Content-Range", "").startswith(f"bytes {offset}-")
+
+
 class SizedBody:
     """An iterable with a length: requests sends it as a Content-Length body without buffering.
 

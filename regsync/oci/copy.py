@@ -22,6 +22,7 @@ from regsync.transfer import (
     ResumableSha256,
     UploadCheckpoint,
     VerifyingReader,
+    continues_at,
     state_dir,
 )
 
@@ -104,19 +105,20 @@ class BlobCopier:
         kept = spool.resume(blob.size) if spool and start == 0 else 0
         appending = spool is not None and start == 0
         what = src.ref(src_repo, blob.digest)
+        offset = start or kept  # where the source is read from
         try:
-            response = self._open_source(src, src_repo, blob, start or kept)
-            if (start or kept) and not response.headers.get("Content-Range", "").startswith(f"bytes {start or kept}-"):
+            response = src.open_blob_from(src_repo, blob.digest, offset) if offset else src.open_blob(src_repo, blob.digest)
+            if offset and not continues_at(response, offset):
                 response.close()  # the source ignored the range: start over
                 if checkpoint:
                     checkpoint.reset()
                 kept = spool.restart() if appending else 0
-                start, response = 0, src.open_blob(src_repo, blob.digest)
+                start, offset, response = 0, 0, src.open_blob(src_repo, blob.digest)
             with response:
                 declared = declared_length(response, what)
-                if declared is not None and declared != blob.size - (start or kept):
+                if declared is not None and declared != blob.size - offset:
                     raise VerificationError(f"{what}: server announces {declared} bytes, the manifest says {blob.size}"
-                                            + (f" (from byte {start or kept})" if start or kept else ""))
+                                            + (f" (from byte {offset})" if offset else ""))
                 hasher = checkpoint.hasher if checkpoint else None
                 if appending:
                     reader = _spooling_reader(spool, kept, response.raw.read, blob, what, hasher, self._count)
@@ -149,10 +151,6 @@ class BlobCopier:
         finally:
             if spool:
                 spool.close()
-
-    @staticmethod
-    def _open_source(src, src_repo: str, blob: Descriptor, offset: int):
-        return src.open_blob_from(src_repo, blob.digest, offset) if offset else src.open_blob(src_repo, blob.digest)
 
     @staticmethod
     def _spool(src, dst, blob: Descriptor) -> PartialFile | None:

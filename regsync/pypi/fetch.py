@@ -17,7 +17,7 @@ from pypi_simple import DistributionPackage
 
 from regsync.errors import VerificationError
 from regsync.partial import PartialFile
-from regsync.transfer import SourceReadError, VerifyingReader
+from regsync.transfer import SourceReadError, VerifyingReader, continues_at
 
 RESUME_ATTEMPTS = 5
 
@@ -83,7 +83,7 @@ def _open(index, package, partial: PartialFile, start: int, where: str):
     response = index.open(package, start=start)
     if not start:
         return response, 0, _total_size(response, 0, package, where)
-    if response.headers.get("Content-Range", "").startswith(f"bytes {start}-"):
+    if continues_at(response, start):
         size = _total_size(response, start, package, where)
         if partial.size is None or size == partial.size:
             return response, start, size

@@ -23,9 +23,10 @@ from packaging.utils import canonicalize_name
 from pypi_simple import DistributionPackage
 
 from regsync.errors import RegistryError, VerificationError
+from regsync.http import TRANSIENT_STATUS
 from regsync.pypi.index import PackageIndex, metadata_from_file, public_url, sha256_of
 
-_FALL_THROUGH = (None, 429, 500, 502, 503, 504)   # unreachable, or a server error left after retries
+_FALL_THROUGH = (None, *TRANSIENT_STATUS)   # unreachable, or a server error left after retries
 # An index that failed after its retries is skipped this long, so a primary that is down costs its
 # retries once a minute instead of once per project page and per file.
 COOL_DOWN_SECONDS = 60.0
