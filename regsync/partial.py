@@ -26,7 +26,7 @@ from pathlib import Path
 
 from loguru import logger
 
-from regsync.transfer import CHUNK, ResumableSha256, state_dir
+from regsync.transfer import CHUNK, ResumableSha256, state_dir, write_private_json
 
 # fsync is what makes a checkpoint honest, and it stalls the stream: at most every 32 MiB on a fast
 # link (64 stalls for a 2 GB wheel), every second on a slow one (so a kill loses a second's bytes).
@@ -148,11 +148,7 @@ class PartialFile:
         state = hasher.state() if isinstance(hasher, ResumableSha256) else None
         doc = {"digest": self.digest, "size": self.size, "offset": self.written,
                "sha256_state": base64.b64encode(state).decode() if state else None}
-        temporary = self.record.with_suffix(".tmp")
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            json.dump(doc, handle)
-        os.replace(temporary, self.record)
+        write_private_json(self.record, doc)
         self._saved_at = (self.written, time.monotonic())
 
     def complete(self, path: Path) -> None:

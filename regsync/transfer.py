@@ -221,6 +221,16 @@ def state_dir() -> Path | None:
     return Path(value) if value else Path.home() / ".local" / "state" / "regsync"
 
 
+def write_private_json(path: Path, doc: dict) -> None:
+    """Replace `path` with `doc` in one step, readable by this user only (a checkpoint is read back
+    only after it is whole: a crash leaves the old one or the new one)."""
+    temporary = path.with_suffix(".tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(doc, handle)
+    os.replace(temporary, path)
+
+
 _warned_unwritable = threading.Event()  # one warning per run about an unwritable state dir
 
 
@@ -266,12 +276,7 @@ class UploadCheckpoint:
                    "sha256_state": base64.b64encode(self.hasher.state()).decode()}
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-                temporary = self.path.with_suffix(".tmp")
-                # 0600: the session URL lets its holder append to the upload.
-                fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-                with os.fdopen(fd, "w") as handle:
-                    json.dump(doc, handle)
-                os.replace(temporary, self.path)
+                write_private_json(self.path, doc)  # 0600: the session URL lets its holder append to the upload
             except OSError as exc:
                 # A read-only home (a locked-down container) costs resumability, never the copy.
                 self._unwritable = True
