@@ -17,6 +17,7 @@ from requests_toolbelt.multipart.encoder import MultipartEncoder
 
 from regsync.errors import RegistryError, VerificationError
 from regsync.pypi.index import PackageIndex, sha256_of, wheel_metadata
+from regsync.transfer import CHUNK
 
 
 class UploadTarget:
@@ -39,15 +40,13 @@ class UploadTarget:
         listed = {algo: value.lower() for algo, value in (package.digests or {}).items() if algo in hashlib.algorithms_guaranteed}
         sha256, others = hashlib.sha256(), {algo: hashlib.new(algo) for algo in listed}
         try:
-            with self.index.session.get(package.url, stream=True, timeout=(15, 300)) as response:
-                if response.status_code != 200:
-                    raise RegistryError(f"{self.name}/{package.filename}", response.status_code, "cannot read it back")
-                for chunk in response.iter_content(1 << 20):
+            with self.index.open(package) as response:
+                for chunk in response.iter_content(CHUNK):
                     sha256.update(chunk)
                     for digest in others.values():
                         digest.update(chunk)
-        except requests.RequestException:
-            raise RegistryError(f"{self.name}/{package.filename}", None, f"cannot reach {self.upload_url}") from None
+        except requests.RequestException:  # the connection broke mid-file
+            raise RegistryError(f"{self.name}/{package.filename}", None, "cannot read it back") from None
         # bytes that do not match the target's own listing are not a file we can vouch for
         agreed = all(others[algo].hexdigest() == value for algo, value in listed.items())
         found = f"sha256:{sha256.hexdigest()}" if agreed else None
