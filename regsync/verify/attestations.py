@@ -153,8 +153,8 @@ def _verify_attestation(attestation, root, trust_name: str, keyless, publisher: 
     from pypi_attestations import ConversionError
     from sigstore.errors import Error as SigstoreError
 
-    from regsync.verify.bundle import _verifier, _time
-    from regsync.verify.keyless import Refusal, fulcio_issuer, identities_of
+    from regsync.verify.bundle import _verifier, signed_by
+    from regsync.verify.keyless import Refusal
 
     try:
         bundle = attestation.to_bundle()
@@ -168,11 +168,8 @@ def _verify_attestation(attestation, root, trust_name: str, keyless, publisher: 
     except SigstoreError as exc:
         raise _Failed(f"signature or log entry invalid: {str(exc).splitlines()[0][:300]}") from None
     predicate_type = _check_subject(payload_type, payload, filename, digest)
-    cert, entry = bundle.signing_certificate, bundle.log_entry._inner
     return {"method": "pep740", "verified": True, "trust": trust_name, "publisher": _evidence_of(publisher),
-            "identity": (identities_of(cert) or [None])[0], "issuer": fulcio_issuer(cert),
-            "predicate_type": predicate_type, "rekor_log_index": int(entry.log_index),
-            "integrated_time": _time(entry.integrated_time),
+            **signed_by(bundle), "predicate_type": predicate_type,
             "verified_by": "sigstore Verifier (trusted_root.json, offline) with pypi-attestations' publisher policy"}
 
 

@@ -63,7 +63,7 @@ def verify_bundle(name: str, wanted: Keyless, root, found: FoundBundle, digest: 
     from sigstore.models import Bundle
     from sigstore_models.common.v1 import HashAlgorithm
 
-    from regsync.verify.keyless import Constraints, Refusal, check_validity, fulcio_issuer, identities_of
+    from regsync.verify.keyless import Constraints, Refusal, check_validity
     from regsync.verify.signatures import Failure
 
     if found.problem:
@@ -88,11 +88,17 @@ def verify_bundle(name: str, wanted: Keyless, root, found: FoundBundle, digest: 
         return Failure(exc.category, exc.detail)
     except SigstoreError as exc:
         return _classify(exc, bundle, found, digest, check_validity, Failure)
-    cert, entry = bundle.signing_certificate, bundle.log_entry._inner
-    return {"method": "sigstore-bundle", "trust": name, "identity": identities_of(cert)[0],
-            "issuer": fulcio_issuer(cert), "rekor_log_index": int(entry.log_index),
-            "integrated_time": _time(entry.integrated_time), "bundle_manifest": found.manifest_digest,
+    return {"method": "sigstore-bundle", "trust": name, **signed_by(bundle), "bundle_manifest": found.manifest_digest,
             "verified_by": f"sigstore {_sigstore_version()} Verifier (trusted_root.json, offline)"}
+
+
+def signed_by(bundle) -> dict:
+    """Who signed a verified sigstore bundle, and when Rekor logged it: the audit's evidence."""
+    from regsync.verify.keyless import fulcio_issuer, signer_identity
+
+    cert, entry = bundle.signing_certificate, bundle.log_entry._inner
+    return {"identity": signer_identity(cert), "issuer": fulcio_issuer(cert),
+            "rekor_log_index": int(entry.log_index), "integrated_time": _time(entry.integrated_time)}
 
 
 def _statement_subject(payload_type: str, payload: bytes, digest: str) -> str | None:

@@ -117,6 +117,12 @@ def fulcio_issuer(cert: x509.Certificate) -> str | None:
     return None
 
 
+def signer_identity(cert: x509.Certificate) -> str | None:
+    """The identity the audit names: the first URI or e-mail SAN (None for a certificate whose
+    identity is only an otherName, which the `identity:` check accepts like sigstore does)."""
+    return (identities_of(cert) or [None])[0]
+
+
 def identities_of(cert: x509.Certificate) -> list[str]:
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
@@ -196,7 +202,7 @@ def _verify_legacy(name: str, wanted: Keyless, root: TrustRoot, signed: SignedPa
         raise Refusal("signature invalid", f"payload {signed.layer_digest} is not a cosign simple-signing payload")
     if named != digest:
         raise Refusal("payload names another digest", f"the signed payload names {named}, the image is {digest}")
-    return {"method": "cosign-keyless", "trust": name, "identity": identities_of(cert)[0],
+    return {"method": "cosign-keyless", "trust": name, "identity": signer_identity(cert),
             "issuer": fulcio_issuer(cert), "rekor_log_index": rekor["logIndex"],
             "integrated_time": signed_at.isoformat(), "payload": signed.layer_digest,
             "verified_by": "regsync (cryptography): chain, SCT, Rekor SET, log entry, signature"}
