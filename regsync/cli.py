@@ -396,10 +396,12 @@ def pip_config_cmd(policy_path):
     Example:
       regsync pip-config -p policy.yaml > /etc/pip.conf
     """
+    from regsync.clientconfig import client_config
     from regsync.policy import load_policy
-    from regsync.pypi.clientconfig import pip_config
 
-    click.echo(pip_config(load_policy(policy_path).policy), nl=False)
+    policy = load_policy(policy_path).policy
+    uv = "\n" + client_config(policy, "uv") if policy.packages else ""  # (no packages: said once)
+    click.echo(client_config(policy, "pip") + uv, nl=False)
     return EXIT_OK
 
 

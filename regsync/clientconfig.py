@@ -177,6 +177,7 @@ def _podman(policy: Policy) -> str:
 
 
 def _package_index(policy: Policy):
+    """(name, url, ca, closing comment lines) of the first package target, or Nones."""
     targets = list(dict.fromkeys(rule.target for rule in policy.packages))
     if not targets:
         return None, None, None, []
@@ -184,7 +185,13 @@ def _package_index(policy: Policy):
     index = policy.indexes[name]
     url = index.url if index.kind != "directory" else f"https://<the web server serving {index.path}>/simple/"
     ca = str(index.tls.ca_file) if index.tls and index.tls.ca_file else None
-    return name, url, ca, targets[1:]
+    notes = []
+    if index.auth and index.auth.username:
+        notes += ["# The index needs credentials to read: give them to the client through keyring or ~/.netrc,",
+                  "# not in this file (they would end up in images and logs)."]
+    if targets[1:]:
+        notes.append(f"# other package targets in this policy: {', '.join(targets[1:])}")
+    return name, url, ca, notes
 
 
 def _no_packages() -> str:
@@ -192,26 +199,24 @@ def _no_packages() -> str:
 
 
 def _pip(policy: Policy) -> str:
-    name, url, ca, others = _package_index(policy)
+    name, url, ca, notes = _package_index(policy)
     if name is None:
         return _no_packages()
     lines = [f"# /etc/pip.conf (or ~/.config/pip/pip.conf) for index '{name}'", "[global]", f"index-url = {url}"]
     if ca:
         lines.append(f"cert = {ca}")
-    lines += [f"# other package targets in this policy: {', '.join(others)}"] if others else []
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + notes) + "\n"
 
 
 def _uv(policy: Policy) -> str:
-    name, url, ca, others = _package_index(policy)
+    name, url, ca, notes = _package_index(policy)
     if name is None:
         return _no_packages()
     lines = [f"# uv.toml (~/.config/uv/uv.toml, or [tool.uv] in pyproject.toml) for index '{name}'",
              "[[index]]", f'name = "{name}"', f'url = "{url}"', "default = true"]
     if ca:
         lines.append(f"# uv takes the CA from the environment: export SSL_CERT_FILE={ca}")
-    lines += [f"# other package targets in this policy: {', '.join(others)}"] if others else []
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + notes) + "\n"
 
 
 
