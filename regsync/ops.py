@@ -3,20 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 from pathlib import Path
 
 from regsync.audit.log import EVENTS
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """Readers (node_exporter, a wrapper script) never see a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+from regsync.transfer import write_atomically
 
 
 def write_summary(path: Path, summary: dict) -> None:

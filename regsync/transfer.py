@@ -221,6 +221,15 @@ def state_dir() -> Path | None:
     return Path(value) if value else Path.home() / ".local" / "state" / "regsync"
 
 
+def write_atomically(path: Path, data: str | bytes) -> None:
+    """Replace `path` in one step: readers (node_exporter, a web server, a wrapper script, pip)
+    never see a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data.encode() if isinstance(data, str) else data)
+    os.replace(tmp, path)
+
+
 def write_private_json(path: Path, doc: dict) -> None:
     """Replace `path` with `doc` in one step, readable by this user only (a checkpoint is read back
     only after it is whole: a crash leaves the old one or the new one)."""

@@ -129,7 +129,7 @@ def report_cmd(trail, html_out, json_out, since, key_path):
       regsync audit report /var/lib/regsync/audit.jsonl --html report.html --json report.json
     """
     from regsync.audit.report import build_report, render_html
-    from regsync.ops import write_atomically
+    from regsync.ops import write_atomically, write_summary
 
     if not html_out and not json_out:
         raise UsageError("say where the report goes: --html FILE and/or --json FILE")
@@ -139,7 +139,7 @@ def report_cmd(trail, html_out, json_out, since, key_path):
     if html_out:
         write_atomically(html_out, render_html(report))
     if json_out:
-        write_atomically(json_out, json.dumps(report, indent=2) + "\n")
+        write_summary(json_out, report)
     totals = ", ".join(f"{v} {k}" for k, v in report["totals"].items())
     click.echo(f"{len(report['artifacts'])} artifact(s) in {len(report['runs'])} run(s): {totals}")
     if not report["integrity"]["intact"]:

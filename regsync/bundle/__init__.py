@@ -27,6 +27,7 @@ from regsync.bundle.packages import export_package, index_stand_ins
 from regsync.policy import LoadedPolicy
 from regsync.resolve import make_plan
 from regsync.resolve.images import manifest_tree
+from regsync.transfer import write_atomically
 
 BUNDLE_FORMAT = "regsync-bundle/1"
 MAX_BUNDLE_JSON = 64 * 1024 * 1024
@@ -90,7 +91,7 @@ def export_bundle(loaded: LoadedPolicy, endpoints: Endpoints, out: Path, audit, 
                            "layers_left_out": len(left_out)}
     volumes = _split_volumes(out, volume_size, len(json.dumps(bundle))) if volume_size else []
     bundle["volumes"] = 1 + len(volumes)
-    _write(out / "bundle.json", json.dumps(bundle, indent=1).encode())
+    write_atomically(out / "bundle.json", json.dumps(bundle, indent=1).encode())
     _write_checksums(out)
     for volume in volumes:
         _write_checksums(volume, small_files=())
@@ -175,12 +176,6 @@ def _existing_refs(out: Path) -> dict[str, dict]:
             for e in entries if REF_NAME in (e.get("annotations") or {})}
 
 
-def _write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def _volume(out: Path, n: int) -> Path:
     return out.with_name(f"{out.name}.vol{n}")
 
@@ -231,7 +226,7 @@ def _write_checksums(out: Path, small_files=("oci-layout", "index.json", "bundle
     for blob in sorted((out / "blobs" / "sha256").iterdir()):
         if not blob.name.startswith("."):
             lines.append(f"{blob.name}  blobs/sha256/{blob.name}")  # a blob is named by its verified sha256
-    _write(out / "SHA256SUMS", ("\n".join(lines) + "\n").encode())
+    write_atomically(out / "SHA256SUMS", ("\n".join(lines) + "\n").encode())
 
 
 def _check_sums(root: Path) -> None:

@@ -17,7 +17,7 @@ from requests_toolbelt.multipart.encoder import MultipartEncoder
 
 from regsync.errors import RegistryError, VerificationError
 from regsync.pypi.index import PackageIndex, sha256_of, wheel_metadata
-from regsync.transfer import CHUNK
+from regsync.transfer import CHUNK, write_atomically
 
 
 class UploadTarget:
@@ -125,17 +125,11 @@ class DirectoryTarget:
         body = {"meta": {"api-version": "1.1"}, "name": project, "files": files}
         links = "\n".join(f'<a href="{html.escape(f["url"])}#sha256={f["hashes"]["sha256"]}">{html.escape(f["filename"])}</a><br>'
                           for f in files)
-        _atomic_write(folder / "index.json", json.dumps(body, indent=1))
-        _atomic_write(folder / "index.html", f"<!DOCTYPE html>\n<html><body>\n<h1>{html.escape(project)}</h1>\n{links}\n</body></html>\n")
+        write_atomically(folder / "index.json", json.dumps(body, indent=1))
+        write_atomically(folder / "index.html", f"<!DOCTYPE html>\n<html><body>\n<h1>{html.escape(project)}</h1>\n{links}\n</body></html>\n")
         projects = sorted(p.name for p in (self.root / "simple").iterdir() if p.is_dir())
-        _atomic_write(self.root / "simple" / "index.html", "<!DOCTYPE html>\n<html><body>\n" + "\n".join(
+        write_atomically(self.root / "simple" / "index.html", "<!DOCTYPE html>\n<html><body>\n" + "\n".join(
             f'<a href="{p}/">{p}</a><br>' for p in projects) + "\n</body></html>\n")
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _project_of(filename: str) -> str:
