@@ -19,9 +19,7 @@ def make_plan(loaded: "LoadedPolicy", endpoints: "Endpoints", jobs: int = 8, sha
 
     items, errors = plan_images(list(loaded.policy.images), endpoints, jobs, shard, diff_target)
     if loaded.policy.packages:
-        package_items, package_errors = plan_packages(list(loaded.policy.packages), endpoints, jobs)
-        if shard is not None:
-            package_items = [item for item in package_items if shard.owns(item.target)]
+        package_items, package_errors = plan_packages(list(loaded.policy.packages), endpoints, jobs, shard)
         items += package_items
         errors += package_errors
     return Plan(loaded.sha256, items, errors)

@@ -19,10 +19,14 @@ from regsync.policy.models import PackageRule
 from regsync.pypi.environment import TargetEnvironment
 from regsync.pypi.index import public_url, sha256_of
 from regsync.pypi.resolver import Options, ResolutionError, parse_requirement, resolve
+from regsync.shard import Shard
 from regsync.verify.attestations import check_provenance
 
 
-def plan_packages(rules: list[PackageRule], endpoints: Endpoints, jobs: int = 8) -> tuple[list[PlanItem], list[PlanError]]:
+def plan_packages(rules: list[PackageRule], endpoints: Endpoints, jobs: int = 8,
+                  shard: Shard | None = None) -> tuple[list[PlanItem], list[PlanError]]:
+    """Resolution runs whole on every shard (a closure cannot be split); per-file work, such as
+    provenance checks, only for the files this shard owns."""
     items: dict[tuple[str, str], PlanItem] = {}
     errors: list[PlanError] = []
     to_check: list[tuple[PlanItem, PackageRule]] = []
@@ -59,9 +63,13 @@ def plan_packages(rules: list[PackageRule], endpoints: Endpoints, jobs: int = 8)
                 items[key] = _item(candidate.file, rule, rule_name, env, target, index)
                 if items[key].changes:
                     to_check.append((items[key], rule))
+    def owned(item: PlanItem) -> bool:
+        return shard is None or shard.owns(item.target)
+
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:  # one small GET each: latency-bound
-        list(pool.map(lambda pair: _check_provenance(pair[0], pair[1], endpoints), to_check))
-    return list(items.values()), errors
+        list(pool.map(lambda pair: _check_provenance(pair[0], pair[1], endpoints),
+                      [pair for pair in to_check if owned(pair[0])]))
+    return [item for item in items.values() if owned(item)], errors
 
 
 def _check_provenance(item: PlanItem, rule: PackageRule, endpoints: Endpoints) -> None:
