@@ -201,3 +201,18 @@ def test_pip_config_points_at_the_target_with_its_ca(tmp_path, index, pypiserver
     assert f"index-url = {pypiserver.simple}" in result.output and f"cert = {tmp_path}/ca.pem" in result.output
     assert "trusted-host" not in result.output and "pkg-Pa55" not in result.output
     assert "keyring" in result.output  # the index needs credentials: say how, without printing them
+
+
+def test_shards_split_package_files_disjointly(tmp_path, index):
+    from regsync.endpoints import Endpoints
+    from regsync.policy import load_policy
+    from regsync.resolve import make_plan
+    from regsync.shard import Shard
+
+    loaded = load_policy(policy(tmp_path, index, "directory", '["app"]'))
+
+    def planned(shard=None):
+        return {item.target for item in make_plan(loaded, Endpoints(loaded), shard=shard).items}
+
+    whole, first, second = planned(), planned(Shard(0, 2)), planned(Shard(1, 2))
+    assert len(whole) >= 4 and first | second == whole and not first & second
