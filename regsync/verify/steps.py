@@ -87,13 +87,16 @@ def after_push(item: PlanItem, endpoints: Endpoints, tree: list[Manifest], blobs
     from regsync.verify.signing import sign_pushed
 
     extras: dict = {}
-    attached = copy_attachments(item, endpoints, tree, blobs)
-    if attached:
-        extras["attachments"] = attached
-    referrers = copy_image_referrers(item, endpoints, tree, blobs)
-    if referrers:
-        extras["referrers"] = referrers
     rule = rule_of(endpoints, item.rule)
+    route = _extras_route(item, endpoints) if rule.copy_extras.signatures or rule.copy_extras.referrers else None
+    if route and rule.copy_extras.signatures:
+        attached = copy_attachments(*route, tree, blobs)
+        if attached:
+            extras["attachments"] = attached
+    if route and rule.copy_extras.referrers:
+        referrers = copy_image_referrers(*route, tree, blobs)
+        if referrers:
+            extras["referrers"] = referrers
     if rule.sign is not None:
         dst_name, dst_repo, _ = split_image_ref(item.target)
         try:
@@ -103,26 +106,29 @@ def after_push(item: PlanItem, endpoints: Endpoints, tree: list[Manifest], blobs
     return extras
 
 
-def copy_attachments(item: PlanItem, endpoints: Endpoints, tree: list[Manifest], blobs) -> list[str]:
+def _extras_route(item: PlanItem, endpoints: Endpoints):
+    """(src, src_repo, dst, dst_repo) for copying what names the image, or None when it names the
+    unfiltered index and the target holds a platform-filtered one."""
+    from regsync.apply import split_image_ref
+
+    if item.source_digest and item.source_digest != item.digest:
+        logger.warning("{}: signatures and referrers name the unfiltered index {}, not the platform-filtered {}; "
+                       "not copied", item.source, item.source_digest, item.digest)
+        return None
+    src_name, src_repo, _ = split_image_ref(item.source)
+    dst_name, dst_repo, _ = split_image_ref(item.target)
+    return endpoints.registry(src_name), src_repo, endpoints.registry(dst_name), dst_repo
+
+
+def copy_attachments(src, src_repo: str, dst, dst_repo: str, tree: list[Manifest], blobs) -> list[str]:
     """Copy `.sig`/`.att`/`.sbom` of the image and its children, bytes (so digests) unchanged.
 
     Runs after the image is pushed, so an attachment never names a digest the target lacks.
     """
-    from regsync.apply import split_image_ref
     from regsync.oci.copy import copy_tree
     from regsync.resolve.images import manifest_tree
     from regsync.verify.cosign import ATTACHMENT_SUFFIXES, attachment_tag
 
-    rule = rule_of(endpoints, item.rule)
-    if not rule.copy_extras.signatures:
-        return []
-    if item.source_digest and item.source_digest != item.digest:
-        logger.warning("{}: signatures name the unfiltered index {}, not the platform-filtered {}; not copied",
-                       item.source, item.source_digest, item.digest)
-        return []
-    src_name, src_repo, _ = split_image_ref(item.source)
-    dst_name, dst_repo, _ = split_image_ref(item.target)
-    src, dst = endpoints.registry(src_name), endpoints.registry(dst_name)
     copied = []
     for manifest in tree:
         for suffix in ATTACHMENT_SUFFIXES:
@@ -136,18 +142,8 @@ def copy_attachments(item: PlanItem, endpoints: Endpoints, tree: list[Manifest],
     return copied
 
 
-def copy_image_referrers(item: PlanItem, endpoints: Endpoints, tree: list[Manifest], blobs) -> list[str]:
+def copy_image_referrers(src, src_repo: str, dst, dst_repo: str, tree: list[Manifest], blobs) -> list[str]:
     """`copy: {referrers: true}`: OCI 1.1 referrers of the image and its children, after the image."""
-    from regsync.apply import split_image_ref
     from regsync.verify.referrers import copy_referrers
 
-    if not rule_of(endpoints, item.rule).copy_extras.referrers:
-        return []
-    if item.source_digest and item.source_digest != item.digest:
-        logger.warning("{}: referrers name the unfiltered index {}, not the platform-filtered {}; not copied",
-                       item.source, item.source_digest, item.digest)
-        return []
-    src_name, src_repo, _ = split_image_ref(item.source)
-    dst_name, dst_repo, _ = split_image_ref(item.target)
-    return copy_referrers(endpoints.registry(src_name), src_repo, endpoints.registry(dst_name), dst_repo,
-                          [manifest.digest for manifest in tree], blobs)
+    return copy_referrers(src, src_repo, dst, dst_repo, [manifest.digest for manifest in tree], blobs)
