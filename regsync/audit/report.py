@@ -18,15 +18,14 @@ FINAL = ("refused", "failed", "pushed", "skipped")   # decisions, in the order a
 ORDER = {event: i for i, event in enumerate(FINAL)}
 
 
-def read_records(trail: Path, since: datetime | None = None, until: datetime | None = None):
+def read_records(trail: Path, since: datetime | None = None):
     with trail.open("rb") as handle:
         for raw in handle:
             try:
                 record = json.loads(raw)
             except ValueError:
                 continue  # `audit verify` is where damage is reported; a report shows what it can
-            stamp = parse_time(record.get("ts", "1970-01-01T00:00:00+00:00"))
-            if (since and stamp < since) or (until and stamp > until):
+            if since and parse_time(record.get("ts", "1970-01-01T00:00:00+00:00")) < since:
                 continue
             yield record
 

@@ -82,18 +82,18 @@ def _check_references(policy: Policy, doc: Document) -> None:
         if rule.verify.signature == "required" and not rule.verify.trust:
             raise doc.error(("images", i, "verify"), "signature: required needs at least one trust entry")
     for i, rule in enumerate(policy.packages):
-        for key, name in (("from", rule.source), ("to", rule.target)):
+        named = [(("packages", i, "from"), rule.source), (("packages", i, "to"), rule.target)]
+        if rule.verify.provenance_from is not None:
+            named.append((("packages", i, "verify", "provenance_from"), rule.verify.provenance_from))
+        for where, name in named:
             if name not in policy.indexes:
                 known = ", ".join(sorted(policy.indexes)) or "none defined"
-                raise doc.error(("packages", i, key), f"unknown index '{name}' (indexes: {known})")
+                raise doc.error(where, f"unknown index '{name}' (indexes: {known})")
         _check_provenance_references(policy, rule, ("packages", i, "verify"), doc)
 
 
 def _check_provenance_references(policy: Policy, rule: PackageRule, where: tuple, doc: Document) -> None:
     verify = rule.verify
-    if verify.provenance_from is not None and verify.provenance_from not in policy.indexes:
-        known = ", ".join(sorted(policy.indexes)) or "none defined"
-        raise doc.error((*where, "provenance_from"), f"unknown index '{verify.provenance_from}' (indexes: {known})")
     if verify.trust is None:
         return
     entry = policy.trust.get(verify.trust)

@@ -48,7 +48,7 @@ def verify_cmd(image_ref, key, certificate_identity, certificate_identity_regexp
       regsync verify registry.corp/ai/pytorch@sha256:… --certificate-identity-regexp '^https://github.com/pytorch/' \\
           --certificate-oidc-issuer https://token.actions.githubusercontent.com --trusted-root trusted_root.json
     """
-    from regsync.cli import run_guarded
+    from regsync.guard import run_guarded
 
     run_guarded(_verify)(image_ref, key, certificate_identity, certificate_identity_regexp,
                          certificate_oidc_issuer, trusted_root, allow_http_registry, registry_cacert)
