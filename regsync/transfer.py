@@ -111,6 +111,16 @@ class VerifyingReader:
         self.verified = True
 
 
+def read_small_blob(client, repo: str, digest: str, size: int) -> bytes:
+    """A small blob (signature payload, bundle, image config) whole in memory, its digest and size
+    checked; the caller bounds `size` first."""
+    with client.open_blob(repo, digest) as response:
+        reader = VerifyingReader(response.raw.read, digest, size, client.ref(repo, digest))
+        data = b"".join(reader.chunks())
+        reader.read(1)  # size reached: the digest is checked here
+    return data
+
+
 def continues_at(response: requests.Response, offset: int) -> bool:
     """Whether a ranged GET (`Range: bytes=offset-`) was answered from exactly that byte; a server
     that ignores Range sends the whole file with 200, and the caller starts over."""

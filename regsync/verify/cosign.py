@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from regsync.errors import NotFound, VerificationError
 from regsync.oci.client import RegistryClient
 from regsync.oci.manifest import Manifest
-from regsync.transfer import VerifyingReader
+from regsync.transfer import read_small_blob
 
 SIMPLE_SIGNING = "application/vnd.dev.cosign.simplesigning.v1+json"
 SIGNATURE_ANNOTATION = "dev.cosignproject.cosign/signature"
@@ -80,10 +80,7 @@ def _read_payload(client: RegistryClient, repo: str, manifest: Manifest, layer: 
     digest, size = layer.get("digest"), layer.get("size")
     if not isinstance(digest, str) or not isinstance(size, int) or not 0 <= size <= MAX_PAYLOAD_BYTES:
         raise VerificationError(f"signature invalid: {where} has a malformed or oversized descriptor")
-    with client.open_blob(repo, digest) as response:
-        reader = VerifyingReader(response.raw.read, digest, size, f"{where} {digest}")
-        payload = b"".join(reader.chunks())
-        reader.read(1)  # size reached: the payload's digest is checked here
+    payload = read_small_blob(client, repo, digest, size)
     annotations = layer.get("annotations") if isinstance(layer.get("annotations"), dict) else {}
     return SignedPayload(digest, payload, _b64(annotations.get(SIGNATURE_ANNOTATION)), annotations)
 

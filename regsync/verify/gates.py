@@ -15,7 +15,7 @@ from regsync.errors import RegistryError, VerificationError
 from regsync.oci.client import RegistryClient
 from regsync.oci.manifest import Manifest, _platform_matches
 from regsync.policy.models import Gates
-from regsync.transfer import VerifyingReader
+from regsync.transfer import read_small_blob
 
 MAX_CONFIG_BYTES = 4 << 20
 _CUDA_IN_TAG = re.compile(r"cuda[-_]?v?(\d+(?:\.\d+)*)", re.IGNORECASE)
@@ -56,12 +56,7 @@ def _config(client: RegistryClient, repo: str, manifest: Manifest) -> dict:
     if descriptor.size > MAX_CONFIG_BYTES:
         raise VerificationError(f"{manifest.digest}: image config of {descriptor.size} bytes is too large")
     try:
-        with client.open_blob(repo, descriptor.digest) as response:
-            reader = VerifyingReader(response.raw.read, descriptor.digest, descriptor.size,
-                                     client.ref(repo, descriptor.digest))
-            raw = b"".join(reader.chunks())
-            reader.read(1)
-        config = json.loads(raw)
+        config = json.loads(read_small_blob(client, repo, descriptor.digest, descriptor.size))
     except ValueError:
         raise VerificationError(f"{manifest.digest}: image config is not JSON") from None
     except RegistryError:

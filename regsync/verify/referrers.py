@@ -12,7 +12,7 @@ import json
 from regsync.errors import NotFound, VerificationError
 from regsync.oci.client import RegistryClient
 from regsync.oci.manifest import OCI_INDEX, Manifest
-from regsync.transfer import VerifyingReader, digest_of
+from regsync.transfer import digest_of, read_small_blob
 
 MAX_REFERRERS = 200
 MAX_BUNDLE_BYTES = 1 << 20
@@ -61,11 +61,7 @@ def _read_blob(client: RegistryClient, repo: str, layer: dict) -> bytes:
     digest, size = layer.get("digest"), layer.get("size")
     if not isinstance(digest, str) or not isinstance(size, int) or not 0 <= size <= MAX_BUNDLE_BYTES:
         raise VerificationError(f"signature invalid: {client.ref(repo, str(digest))} is malformed or oversized")
-    with client.open_blob(repo, digest) as response:
-        reader = VerifyingReader(response.raw.read, digest, size, client.ref(repo, digest))
-        data = b"".join(reader.chunks())
-        reader.read(1)  # size reached: the digest is checked here
-    return data
+    return read_small_blob(client, repo, digest, size)
 
 
 def copy_referrers(src: RegistryClient, src_repo: str, dst: RegistryClient, dst_repo: str,
