@@ -188,31 +188,17 @@ class _PublisherPolicy:
         self._constraints = Constraints(trust_name, keyless)
 
     def verify(self, cert) -> None:
-        from regsync.verify.keyless import Refusal
+        from regsync.verify.keyless import Refusal, fulcio_claim
 
         try:
             self._policy.verify(cert)
         except Exception as exc:  # sigstore's VerificationError, x509.ExtensionNotFound, ValueError
             detail = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
             if "Build Config URI" in detail:  # the library's message shows the extension object, not its value
-                detail = f"its Build Config URI is {_claim(cert, BUILD_CONFIG_URI) or 'absent'}"
+                detail = f"its Build Config URI is {fulcio_claim(cert, BUILD_CONFIG_URI) or 'absent'}"
             raise Refusal("publisher mismatch", f"the signing certificate is not from {_describe(self.publisher)}: "
                                                 f"{detail}") from None
         self._constraints.verify(cert)
-
-
-def _claim(cert, oid) -> str | None:
-    """A Fulcio claim extension's value (a DER UTF8String)."""
-    from cryptography import x509
-
-    try:
-        der = cert.extensions.get_extension_for_oid(oid).value.value
-    except x509.ExtensionNotFound:
-        return None
-    if len(der) < 2 or der[0] != 0x0C:
-        return None
-    skip = 2 if der[1] < 0x80 else 2 + (der[1] & 0x7F)
-    return der[skip:].decode("utf-8", "replace")
 
 
 def _library_publisher(publisher: Publisher):

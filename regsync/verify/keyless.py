@@ -111,10 +111,24 @@ def fulcio_issuer(cert: x509.Certificate) -> str | None:
             value = cert.extensions.get_extension_for_oid(oid).value.value
         except x509.ExtensionNotFound:
             continue
-        if oid == FULCIO_ISSUER_V2 and len(value) >= 2 and value[0] == 0x0C:
-            value = value[2:] if value[1] < 0x80 else value[2 + (value[1] & 0x7F):]  # DER UTF8String
-        return value.decode("utf-8", "replace")
+        text = der_utf8(value) if oid == FULCIO_ISSUER_V2 else None
+        return text if text is not None else value.decode("utf-8", "replace")
     return None
+
+
+def fulcio_claim(cert: x509.Certificate, oid: ObjectIdentifier) -> str | None:
+    """A Fulcio claim extension (1.3.6.1.4.1.57264.1.8 and later): a DER UTF8String."""
+    try:
+        return der_utf8(cert.extensions.get_extension_for_oid(oid).value.value)
+    except x509.ExtensionNotFound:
+        return None
+
+
+def der_utf8(der: bytes) -> str | None:
+    """The text of a DER UTF8String, or None when `der` is not one."""
+    if len(der) < 2 or der[0] != 0x0C:
+        return None
+    return der[2 if der[1] < 0x80 else 2 + (der[1] & 0x7F):].decode("utf-8", "replace")
 
 
 def signer_identity(cert: x509.Certificate) -> str | None:
