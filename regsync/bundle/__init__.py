@@ -107,14 +107,8 @@ def open_bundle(root: Path, loaded: LoadedPolicy, more_blobs: tuple[Path, ...] =
     for directory in (root, *more_blobs):
         if directory.is_symlink() or not directory.is_dir():
             raise UsageError(f"{directory} is not a bundle directory")
-    _check_sums(root)
-    with open_regular(root / "bundle.json") as handle:
-        raw = handle.read(MAX_BUNDLE_JSON + 1)
-    try:
-        bundle = json.loads(raw) if len(raw) <= MAX_BUNDLE_JSON else None
-    except ValueError:
-        bundle = None
-    if not isinstance(bundle, dict) or bundle.get("format") != BUNDLE_FORMAT:
+    bundle = _bundle_meta(_check_sums(root)["bundle.json"])  # the very bytes SHA256SUMS vouched for
+    if bundle is None:
         raise VerificationError(f"{root}/bundle.json is not a regsync bundle")
     if bundle.get("policy_sha256") != loaded.sha256:
         raise UsageError(f"the bundle was exported with another policy (sha256 {str(bundle.get('policy_sha256'))[:12]},"
@@ -148,12 +142,11 @@ def _export_package(item, endpoints, writer, audit, on_bytes, exported, packages
 def _base_bundle(old: Path) -> dict:
     """What an earlier bundle carried: its blob names (a blob file is named by its verified sha256)."""
     try:
-        with open_regular(old / "bundle.json") as handle:
-            raw = handle.read(MAX_BUNDLE_JSON + 1)
-        meta = json.loads(raw) if len(raw) <= MAX_BUNDLE_JSON else None
-    except (RegistryError, VerificationError, ValueError):
-        meta = None
-    if not isinstance(meta, dict) or meta.get("format") != BUNDLE_FORMAT:
+        raw = _read_small(old / "bundle.json")
+    except (RegistryError, VerificationError):
+        raw = b""
+    meta = _bundle_meta(raw)
+    if meta is None:
         raise UsageError(f"--since-bundle {old}: not a regsync bundle (no readable bundle.json)")
     try:
         names = [p.name for p in (old / "blobs" / "sha256").iterdir()]
@@ -229,13 +222,30 @@ def _write_checksums(out: Path, small_files=("oci-layout", "index.json", "bundle
     write_atomically(out / "SHA256SUMS", ("\n".join(lines) + "\n").encode())
 
 
-def _check_sums(root: Path) -> None:
-    """The bundle's small files must match SHA256SUMS (blobs are verified by digest as they stream)."""
+def _check_sums(root: Path) -> dict[str, bytes]:
+    """The bundle's small files must match SHA256SUMS (blobs are verified by digest as they stream);
+    returns their checked bytes, so nothing is read a second time after the check."""
     with open_regular(root / "SHA256SUMS") as handle:
         sums = dict(reversed(line.split("  ", 1)) for line in handle.read(MAX_BUNDLE_JSON).decode().splitlines()
                     if "  " in line)
+    checked = {}
     for name in ("oci-layout", "index.json", "bundle.json"):
-        with open_regular(root / name) as handle:
-            actual = hashlib.sha256(handle.read(MAX_BUNDLE_JSON + 1)).hexdigest()
-        if sums.get(name) != actual:
+        checked[name] = _read_small(root / name)
+        if sums.get(name) != hashlib.sha256(checked[name]).hexdigest():
             raise VerificationError(f"{root}/{name} does not match SHA256SUMS: the bundle was altered or damaged")
+    return checked
+
+
+def _read_small(path: Path) -> bytes:
+    """At most one byte past MAX_BUNDLE_JSON of a regular file (never through a symlink)."""
+    with open_regular(path) as handle:
+        return handle.read(MAX_BUNDLE_JSON + 1)
+
+
+def _bundle_meta(raw: bytes) -> dict | None:
+    """bundle.json's content when it is one (within bounds, JSON, this format), else None."""
+    try:
+        meta = json.loads(raw) if len(raw) <= MAX_BUNDLE_JSON else None
+    except ValueError:
+        return None
+    return meta if isinstance(meta, dict) and meta.get("format") == BUNDLE_FORMAT else None
