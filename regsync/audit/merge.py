@@ -19,6 +19,8 @@ from regsync.errors import UsageError
 
 
 def merge_trails(inputs: list[Path], output: Path, public_key=None, sign_key=None) -> int:
+    if output.exists() and output.stat().st_size:  # before reading gigabytes of input
+        raise UsageError(f"{output} exists and is not empty; merge into a new file")
     runs: list[tuple[str, list[tuple[dict, str, int]]]] = []
     for path in inputs:
         report = verify_chain(path, public_key)
@@ -33,8 +35,6 @@ def merge_trails(inputs: list[Path], output: Path, public_key=None, sign_key=Non
                     runs.append((current[0][0]["ts"], current))
                     current = []
     runs.sort(key=lambda run: run[0])
-    if output.exists() and output.stat().st_size:
-        raise UsageError(f"{output} exists and is not empty; merge into a new file")
     prev, seq = GENESIS, 0
     tmp = output.with_name(output.name + ".tmp")
     with tmp.open("wb") as out:
