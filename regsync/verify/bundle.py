@@ -63,7 +63,7 @@ def verify_bundle(name: str, wanted: Keyless, root, found: FoundBundle, digest: 
     from sigstore.models import Bundle
     from sigstore_models.common.v1 import HashAlgorithm
 
-    from regsync.verify.keyless import Constraints, Refusal, check_validity
+    from regsync.verify.keyless import Constraints, Refusal
     from regsync.verify.signatures import Failure
 
     if found.problem:
@@ -87,7 +87,7 @@ def verify_bundle(name: str, wanted: Keyless, root, found: FoundBundle, digest: 
     except Refusal as exc:
         return Failure(exc.category, exc.detail)
     except SigstoreError as exc:
-        return _classify(exc, bundle, found, digest, check_validity, Failure)
+        return _classify(exc, bundle, found, digest)
     return {"method": "sigstore-bundle", "trust": name, **signed_by(bundle), "bundle_manifest": found.manifest_digest,
             "verified_by": f"sigstore {_sigstore_version()} Verifier (trusted_root.json, offline)"}
 
@@ -113,9 +113,10 @@ def _statement_subject(payload_type: str, payload: bytes, digest: str) -> str | 
     return digest if digest in named else (named[0] if named else None)
 
 
-def _classify(exc, bundle, found: FoundBundle, digest: str, check_validity, Failure):
+def _classify(exc, bundle, found: FoundBundle, digest: str):
     """Name sigstore's refusal in our categories; the message is kept as the detail."""
-    from regsync.verify.keyless import Refusal
+    from regsync.verify.keyless import Refusal, check_validity
+    from regsync.verify.signatures import Failure
 
     message = str(exc).splitlines()[0][:300]
     signed_at = bundle.log_entry._inner.integrated_time
