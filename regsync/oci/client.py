@@ -96,6 +96,10 @@ class RegistryClient:
             self._request("GET", "/v2/", self.name, ok=(200,))
             self._pinged = True
 
+    def check_target(self, repo: str) -> None:
+        """Raise RegistryError when `repo` cannot be written here at all (a dialect's precondition,
+        such as Harbor's project); checked once per rule at plan time. A plain registry has none."""
+
     def list_tags(self, repo: str) -> list[str]:
         tags: list[str] = []
         url = f"/v2/{repo}/tags/list?n={self.tag_page_size}"

@@ -36,6 +36,9 @@ def plan_images(rules: list[ImageRule], endpoints: Endpoints, jobs: int, shard: 
             src_name, src_repo = split_ref(rule.source)
             src = endpoints.registry(src_name)
             try:
+                if diff_target:  # a dialect's precondition (Harbor: the project) fails this rule only
+                    dst_name, dst_repo = split_ref(rule.target)
+                    endpoints.registry(dst_name).check_target(dst_repo)
                 tags = _tags_for(rule, src, src_repo)
             except (RegistryError, VerificationError) as exc:
                 errors.append(PlanError(rule.source, str(exc), rule_name))
