@@ -389,20 +389,18 @@ def import_cmd(ctx, bundle, more_blobs, policy_path, audit_file, wait_lock, jobs
 @policy_option
 @run_guarded
 def pip_config_cmd(policy_path):
-    """Print the pip.conf and uv settings that point clients at the policy's internal index
-    (with its CA file; never `trusted-host`, never a password).
+    """Print the pip.conf that points pip at the policy's internal index (with its CA file;
+    never `trusted-host`, never a password). Only the file goes to stdout; notes go to stderr.
+    The same as `client-config --for pip`; `client-config --for uv` prints uv.toml.
 
     \b
     Example:
       regsync pip-config -p policy.yaml > /etc/pip.conf
     """
-    from regsync.clientconfig import client_config
+    from regsync.clientconfig import print_config
     from regsync.policy import load_policy
 
-    policy = load_policy(policy_path).policy
-    uv = "\n" + client_config(policy, "uv") if policy.packages else ""  # (no packages: said once)
-    click.echo(client_config(policy, "pip") + uv, nl=False)
-    return EXIT_OK
+    return print_config(load_policy(policy_path).policy, "pip")
 
 
 def _interrupt(signum, frame):
