@@ -18,7 +18,7 @@ from regsync.oci.client import RegistryClient
 from regsync.oci.manifest import Descriptor, Manifest, filter_index
 from regsync.plan import PlanError, PlanItem
 from regsync.policy.models import ImageRule
-from regsync.resolve.tags import is_exact, select_tags
+from regsync.resolve.tags import is_exact, select_tags_ordered
 from regsync.verify.steps import check_before_plan
 from regsync.shard import Shard
 
@@ -57,8 +57,14 @@ def _tags_for(rule: ImageRule, src: RegistryClient, repo: str) -> list[str]:
         available = select.include  # no listing needed: each exact tag is resolved (or reported missing)
     else:
         available = src.list_tags(repo)
-    return select_tags(available, select.include, select.exclude, select.latest,
-                       created=lambda tag: image_created(src, repo, tag))
+    tags, ordering = select_tags_ordered(available, select.include, select.exclude, select.latest,
+                                         created=lambda tag: image_created(src, repo, tag),
+                                         prereleases=select.prereleases)
+    if ordering:
+        logger.info("{}: latest {} by {}{}", rule.source, select.latest,
+                    "version" if ordering == "version" else "image creation time",
+                    "" if select.prereleases or ordering != "version" else " (pre-releases left out)")
+    return tags
 
 
 def image_created(client: RegistryClient, repo: str, tag: str) -> datetime | None:
