@@ -7,7 +7,8 @@ from urllib.parse import urlsplit
 from pathlib import Path
 from typing import Annotated, Literal
 
-from regsync.resolve.tags import compile_pattern
+from regsync.oci.names import check_tag
+from regsync.resolve.tags import compile_pattern, is_exact
 from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, SecretStr,
                       ValidationInfo, field_validator, model_validator)
 
@@ -161,18 +162,22 @@ class Trust(Strict):
         return self
 
 
-class TagSelect(Strict):
-    include: list[str] = Field(min_length=1)
-    exclude: list[str] = []
-    latest: int | None = Field(default=None, ge=1)
-    pin: dict[str, str] = {}
+def _tag_pattern(pattern: str) -> str:
+    compile_pattern(pattern)  # raises ValueError with the reason
+    # An exact entry outside the tag grammar can never name a real tag: a typo, or a name that would
+    # change meaning in a URL. Either way the policy does not say what its author meant.
+    return check_tag(pattern) if is_exact(pattern) else pattern
 
-    @field_validator("include", "exclude")
-    @classmethod
-    def _patterns(cls, patterns):
-        for pattern in patterns:
-            compile_pattern(pattern)  # raises ValueError with the reason
-        return patterns
+
+TagPattern = Annotated[str, AfterValidator(_tag_pattern)]   # per entry, so an error names its line
+ExactTag = Annotated[str, AfterValidator(check_tag)]
+
+
+class TagSelect(Strict):
+    include: list[TagPattern] = Field(min_length=1)
+    exclude: list[TagPattern] = []
+    latest: int | None = Field(default=None, ge=1)
+    pin: dict[ExactTag, str] = {}
 
     @field_validator("pin")
     @classmethod
