@@ -10,6 +10,8 @@ import json
 import zlib
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from regsync.errors import PolicyError, VerificationError
 from regsync.oci.client import RegistryClient
@@ -219,3 +221,12 @@ def test_the_valid_policy_still_loads(tmp_path):
     path = tmp_path / "policy.yaml"
     path.write_text(POLICY)
     assert load_policy(path, {}).policy.images[0].tags.include == ["glob:2.9-*", "2.9.1"]
+
+
+@pytest.mark.parametrize("ref", ["127.0.0.1:1/t/../victim:1.0", "127.0.0.1:1/t/x:2.9\u00e9", "127.0.0.1:1/T/x:1"])
+def test_verify_refuses_an_invalid_name_before_any_request(tmp_path, ref):
+    key = tmp_path / "cosign.pub"
+    public = ec.generate_private_key(ec.SECP256R1()).public_key()
+    key.write_bytes(public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    result = run_cli("verify", ref, "--key", key)
+    assert result.exit_code == 2 and "invalid" in result.output, result.output
