@@ -7,7 +7,8 @@ from urllib.parse import urlsplit
 from pathlib import Path
 from typing import Annotated, Literal
 
-from regsync.resolve.tags import compile_pattern
+from regsync.oci.names import check_tag
+from regsync.resolve.tags import compile_pattern, is_exact
 from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, SecretStr,
                       ValidationInfo, field_validator, model_validator)
 
@@ -164,12 +165,23 @@ class Trust(Strict):
         return self
 
 
+def _tag_pattern(pattern: str) -> str:
+    compile_pattern(pattern)  # raises ValueError with the reason
+    # An exact entry outside the tag grammar can never name a real tag: a typo, or a name that would
+    # change meaning in a URL. Either way the policy does not say what its author meant.
+    return check_tag(pattern) if is_exact(pattern) else pattern
+
+
+TagPattern = Annotated[str, AfterValidator(_tag_pattern)]   # per entry, so an error names its line
+ExactTag = Annotated[str, AfterValidator(check_tag)]
+
+
 class TagSelect(Strict):
-    include: list[str] = []
-    exclude: list[str] = []
+    include: list[TagPattern] = []
+    exclude: list[TagPattern] = []
     latest: int | None = Field(default=None, ge=1)
     prereleases: bool = False   # may `latest: N` pick a pre-release (3.12.6rc1)?
-    pin: dict[str, str] = {}
+    pin: dict[ExactTag, str] = {}
 
     @model_validator(mode="before")
     @classmethod
@@ -185,13 +197,11 @@ class TagSelect(Strict):
             raise ValueError("tags needs include: [...] (or latest: N for the newest N tags)")
         return self
 
-    @field_validator("include", "exclude")
+    @field_validator("include")
     @classmethod
-    def _patterns(cls, patterns, info: ValidationInfo):
-        if info.field_name == "include" and not patterns:
+    def _not_empty(cls, patterns):
+        if not patterns:
             raise ValueError("an empty include selects nothing (latest: N alone means the newest N tags)")
-        for pattern in patterns:
-            compile_pattern(pattern)  # raises ValueError with the reason
         return patterns
 
     @field_validator("pin")
