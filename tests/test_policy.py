@@ -207,3 +207,12 @@ def test_latest_alone_means_the_newest_n_of_every_tag(tmp_path):
     assert (tags.include, tags.latest) == (["glob:*"], 2)
     missing = write(tmp_path, BASE.replace('include: ["2.9-cuda11.8-ubuntu20.04", "glob:2.9-*"]', "exclude: [x]"))
     assert "tags needs include" in error_of(missing, {"DST_PASSWORD": "x"})
+
+
+def test_a_mistyped_pattern_prefix_is_named(tmp_path):
+    """`semvr:>=3.11` was taken as an exact tag and selected nothing, silently."""
+    path = write(tmp_path, BASE.replace('include: ["2.9-cuda11.8-ubuntu20.04", "glob:2.9-*"]',
+                                        'include: ["semvr:>=3.11"]'))
+    message = error_of(path, {"DST_PASSWORD": "x"})
+    assert message.startswith(f"{path}:12: ") and "unknown pattern prefix 'semvr:'" in message
+    assert "did you mean semver:?" in message

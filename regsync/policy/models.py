@@ -167,6 +167,14 @@ class Trust(Strict):
 
 def _tag_pattern(pattern: str) -> str:
     compile_pattern(pattern)  # raises ValueError with the reason
+    prefix, colon, _ = pattern.partition(":")
+    if colon and is_exact(pattern):  # a colon is never in a tag: a mistyped `semver:` is the usual cause
+        import difflib
+
+        near = difflib.get_close_matches(prefix, ["glob", "re", "semver"], n=1, cutoff=0.5)
+        raise ValueError(f"unknown pattern prefix '{prefix}:' in '{pattern}'"
+                         f"{f' (did you mean {near[0]}:?)' if near else ''}; the prefixes are glob:, re: "
+                         "and semver:, and a bare string is an exact tag")
     # An exact entry outside the tag grammar can never name a real tag: a typo, or a name that would
     # change meaning in a URL. Either way the policy does not say what its author meant.
     return check_tag(pattern) if is_exact(pattern) else pattern

@@ -71,6 +71,9 @@ def _tags_for(rule: ImageRule, src: RegistryClient, repo: str) -> tuple[list[str
         logger.info("{}: latest {} by {}{}", rule.source, select.latest,
                     "version" if ordering == "version" else "image creation time",
                     "" if select.prereleases or ordering != "version" else " (pre-releases left out)")
+    if not tags and not invalid and available is not select.include:
+        # a typo'd pattern or a wrong repository must not look like "nothing to do"
+        logger.warning("{}: 0 of {} tags matched [{}]", rule.source, len(available), ", ".join(select.include))
     return tags, invalid
 
 
