@@ -74,7 +74,9 @@ def verify_bundle(name: str, wanted: Keyless, root, found: FoundBundle, digest: 
     except (SigstoreError, ValueError) as exc:
         return Failure("signature invalid", f"referrer {found.manifest_digest} is not a sigstore bundle: "
                                             f"{str(exc).splitlines()[0][:200]}")
-    hashed = Hashed(algorithm=HashAlgorithm.SHA2_256, digest=bytes.fromhex(digest.split(":", 1)[1]))
+    algorithm, _, hexdigest = digest.partition(":")
+    hashed = Hashed(algorithm={"sha512": HashAlgorithm.SHA2_512}.get(algorithm, HashAlgorithm.SHA2_256),
+                    digest=bytes.fromhex(hexdigest))
     try:
         if bundle._inner.message_signature is not None:
             _verifier(root).verify_artifact(hashed, bundle, Constraints(name, wanted))
@@ -107,7 +109,8 @@ def _statement_subject(payload_type: str, payload: bytes, digest: str) -> str | 
         return None
     try:
         subjects = json.loads(payload)["subject"]
-        named = [f"sha256:{s['digest']['sha256']}" for s in subjects if "sha256" in s.get("digest", {})]
+        algorithm = digest.partition(":")[0]
+        named = [f"{algorithm}:{s['digest'][algorithm]}" for s in subjects if algorithm in s.get("digest", {})]
     except (ValueError, KeyError, TypeError, AttributeError):
         return None
     return digest if digest in named else (named[0] if named else None)
