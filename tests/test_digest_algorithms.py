@@ -98,6 +98,9 @@ def test_manifests_addressed_by_sha512_or_md5_are_checked_with_their_own_algorit
     assert "does not accept a manifest addressed by sha512" in failed["index-right"]["reason"], failed
     for tag in ("index-wrong", "index-md5"):
         assert requests.head(f"{registry2.url}/v2/{unique_repo}/manifests/{tag}", timeout=10).status_code == 404
+    alone = write_policy(tmp_path, front, registry2, unique_repo, unique_repo, {"include": ["index-md5"]})
+    assert run("sync", "-p", alone).exit_code == 3  # a refusal, not a failure
+
     target_head = requests.head(f"{registry2.url}/v2/{unique_repo}/manifests/head-sha512",
                                 headers={"Accept": OCI_MANIFEST}, timeout=10)
     assert target_head.headers["Docker-Content-Digest"] != evil_digest
@@ -143,3 +146,13 @@ def test_a_stream_under_an_unknown_or_malformed_digest_is_refused_before_reading
     with pytest.raises(VerificationError, match=reason):
         VerifyingReader(lambda n: reads.append(n) or b"", digest, 0, "blob")
     assert reads == []
+
+
+def test_a_bundle_refuses_sha512_content_by_name(tmp_path, registry, registry2, unique_repo):
+    """A bundle's blob store and SHA256SUMS are sha256-addressed: export refuses, and says why."""
+    _, layer = push_sha512_image(registry, unique_repo, "v1", b"a sha512 layer for a bundle " + unique_repo.encode())
+    policy = write_policy(tmp_path, registry, registry2, unique_repo, unique_repo, {"include": ["v1"]})
+    result = run("export", "-p", policy, "-o", tmp_path / "bundle")
+    assert result.exit_code == 3, result.output
+    [refused] = audit(tmp_path, "refused")
+    assert refused["reason"] == f"'{layer[:80]}' is not a sha256 digest (a bundle holds sha256-addressed content only)"
