@@ -99,10 +99,23 @@ def copy_referrers(src: RegistryClient, src_repo: str, dst: RegistryClient, dst_
                 continue
             copy_tree(src, src_repo, dst, dst_repo, manifest_tree(src, src_repo, manifest), manifest.digest, blobs)
             copied.append(f"{subject} <- {manifest.digest}")
-            kept.append(descriptor)
+            kept.append(referrer_descriptor(manifest))
         if kept and dst.get_referrers(dst_repo, subject) is None:
             _extend_fallback_index(dst, dst_repo, subject, kept)
     return copied, refused
+
+
+def referrer_descriptor(manifest: Manifest) -> dict:
+    """The index entry for a referrer, built from its verified manifest as the spec's referrers API
+    builds it (the source's client-written entry could misstate its type or size)."""
+    config = manifest.doc.get("config") if isinstance(manifest.doc.get("config"), dict) else {}
+    descriptor = {"mediaType": manifest.media_type, "digest": manifest.digest, "size": len(manifest.raw)}
+    artifact_type = manifest.doc.get("artifactType") or config.get("mediaType")
+    if isinstance(artifact_type, str):
+        descriptor["artifactType"] = artifact_type
+    if isinstance(manifest.doc.get("annotations"), dict):
+        descriptor["annotations"] = manifest.doc["annotations"]
+    return descriptor
 
 
 def _extend_fallback_index(client: RegistryClient, repo: str, subject: str, descriptors: list[dict]) -> None:
