@@ -186,4 +186,4 @@ def _apply_image(item: PlanItem, endpoints: Endpoints, blobs: BlobCopier, audit:
               on_verified=lambda: audit.record("verified", artifact=artifact_of(item), policy_rule=item.rule,
                                                verification=verified))
     audit.record("pushed", artifact=artifact_of(item), policy_rule=item.rule, verification=verified,
-                 **after_push(item, endpoints, tree, blobs))
+                 **after_push(item, endpoints, tree, blobs, verified))

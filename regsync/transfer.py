@@ -22,6 +22,7 @@ import requests
 import urllib3
 from loguru import logger
 
+from regsync.digest import Digest, digest_of  # noqa: F401 (digest_of: re-exported for older imports)
 from regsync.errors import RegistryError, VerificationError
 
 # What a dropped or reset source connection raises mid-read, depending on where it breaks.
@@ -41,14 +42,8 @@ CHUNK = 1 << 20
 
 
 def new_hash(digest: str):
-    algorithm, _, hexdigest = digest.partition(":")
-    if algorithm not in ("sha256", "sha512") or not hexdigest:
-        raise VerificationError(f"unsupported digest '{digest}'")
-    return hashlib.new(algorithm)
-
-
-def digest_of(data: bytes, algorithm: str = "sha256") -> str:
-    return f"{algorithm}:{hashlib.new(algorithm, data).hexdigest()}"
+    """A hasher of `digest`'s own algorithm; an unknown algorithm or malformed digest is refused."""
+    return Digest.parse(digest).hasher()
 
 
 class VerifyingReader:

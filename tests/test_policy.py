@@ -167,7 +167,8 @@ def test_policy_check_opens_the_ca_file(tmp_path, content, fragment):
 def test_policy_check_parses_trust_keys(tmp_path):
     write_ca(tmp_path / "certs/ca.pem")
     (tmp_path / "release.pub").write_text("-----BEGIN PUBLIC KEY-----\nnot base64\n-----END PUBLIC KEY-----\n")
-    path = write(tmp_path, BASE.replace("images:", "trust:\n  release: {cosign_key: release.pub}\nimages:"))
+    path = write(tmp_path, BASE.replace("images:", "trust:\n  release: {cosign_key: release.pub}\nimages:")
+                 + "    verify: {signature: required, trust: [release]}\n")
     result = CliRunner().invoke(cli, ["policy", "check", "-p", str(path)], env={"DST_PASSWORD": "x"})
     assert result.exit_code == 2
     assert f"{path}:9: " in result.output and "not a PEM public key" in result.output

@@ -28,6 +28,7 @@ from regsync.policy import LoadedPolicy
 from regsync.resolve import make_plan
 from regsync.resolve.images import manifest_tree
 from regsync.transfer import write_atomically
+from regsync.verify.steps import verified_signature_manifest
 
 BUNDLE_FORMAT = "regsync-bundle/1"
 MAX_BUNDLE_JSON = 64 * 1024 * 1024
@@ -66,11 +67,13 @@ def export_bundle(loaded: LoadedPolicy, endpoints: Endpoints, out: Path, audit, 
             left_out |= {b.digest for m in tree for b in m.blobs()[1:]} & leave_out
             writer.write_manifest(original)  # signatures name the original digest: keep it resolvable
             refs[f"{src_name}/{src_repo}:{tag}"] = _ref(original)
+            pinned = verified_signature_manifest(item.verification)  # not what the tag says by now
             for suffix in ATTACHMENTS:
                 attached = f"sha256-{original.digest.split(':', 1)[1]}{suffix}"
-                found = src.head_manifest(src_repo, attached)
-                if found is not None:
-                    sig = src.get_manifest(src_repo, found.digest)
+                known = pinned if suffix == ".sig" else None
+                found = None if known else src.head_manifest(src_repo, attached)
+                if known or found is not None:
+                    sig = src.get_manifest(src_repo, known or found.digest)
                     moved += copy_into_layout(src, src_repo, manifest_tree(src, src_repo, sig), writer, on_bytes)
                     refs[f"{src_name}/{src_repo}:{attached}"] = _ref(sig)
         except (RegistryError, VerificationError) as exc:

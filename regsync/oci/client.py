@@ -9,6 +9,7 @@ from urllib.parse import quote, urljoin, urlsplit
 
 import requests
 
+from regsync.digest import Digest, is_digest, matches
 from regsync.errors import NotFound, RegistryError, VerificationError
 from regsync.oci.auth import Credentials, RegistryAuth
 from regsync.oci.manifest import ACCEPT, MAX_MANIFEST_BYTES, Descriptor, Manifest
@@ -87,7 +88,7 @@ class RegistryClient:
         return RegistryError(ref, status, f"registry error{detail}")
 
     def ref(self, repo: str, reference: str = "") -> str:
-        sep = "@" if reference.startswith("sha256:") else ":"
+        sep = "@" if is_digest(reference) else ":"
         return f"{self.name}/{repo}{sep + reference if reference else ''}"
 
     # -- API ------------------------------------------------------------------------------------
@@ -141,16 +142,19 @@ class RegistryClient:
                                  ok=(200, 404), headers={"Accept": ACCEPT})
         if response.status_code == 404:
             return None
-        digest = response.headers.get("Docker-Content-Digest")
+        # Asked by digest, the answer is that digest (a server's header never replaces what the
+        # caller knows); by tag, the announced digest must be one we can verify when it is fetched.
+        digest = reference if is_digest(reference) else response.headers.get("Docker-Content-Digest")
         if not digest:  # not promised by the spec for HEAD; fall back to the body
             manifest = self.get_manifest(repo, reference)
             return Descriptor(manifest.media_type, manifest.digest, len(manifest.raw))
+        Digest.parse(digest, self.ref(repo, reference))
         media_type = response.headers.get("Content-Type", "").split(";")[0]
         return Descriptor(media_type, digest, declared_length(response, self.ref(repo, reference)) or 0)
 
     def get_manifest(self, repo: str, reference: str, expect: str | None = None) -> Manifest:
         """GET a manifest; its bytes must match the digest asked for (or announced)."""
-        by_digest = reference.startswith("sha256:")
+        by_digest = is_digest(reference)
         cached = self._manifests.get((repo, reference)) if by_digest else None
         if cached is not None:
             return cached
@@ -160,6 +164,11 @@ class RegistryClient:
 
     def _fetch_manifest(self, repo: str, reference: str, expect: str | None) -> Manifest:
         ref = self.ref(repo, reference)
+        # What the caller knows (the digest asked for) is the expectation; the server's
+        # Docker-Content-Digest is one only for a tag, and each is checked with its own algorithm.
+        known = expect or (reference if is_digest(reference) else None)
+        if known is not None:
+            Digest.parse(known, ref)  # refused before anything is fetched
         response = self._request("GET", registry_path(repo, "manifests", reference), ref,
                                  headers={"Accept": ACCEPT}, stream=True)
         with response:
@@ -167,9 +176,9 @@ class RegistryClient:
             if declared > MAX_MANIFEST_BYTES:
                 raise VerificationError(f"{ref}: manifest of {declared} bytes exceeds the {MAX_MANIFEST_BYTES}-byte limit")
             raw = response.raw.read(MAX_MANIFEST_BYTES + 1, decode_content=True)
-        manifest = Manifest.parse(raw, response.headers.get("Content-Type"), ref)
-        wanted = expect or (reference if reference.startswith("sha256:") else None)
-        wanted = wanted or response.headers.get("Docker-Content-Digest")
+        wanted = known or response.headers.get("Docker-Content-Digest")
+        algorithm = Digest.parse(wanted, ref).algorithm if wanted else "sha256"
+        manifest = Manifest.parse(raw, response.headers.get("Content-Type"), ref, algorithm)
         if wanted and manifest.digest != wanted:
             raise VerificationError(f"{ref}: manifest digest mismatch: content is {manifest.digest}, expected {wanted}")
         return manifest
@@ -194,10 +203,18 @@ class RegistryClient:
     def put_manifest(self, repo: str, reference: str, manifest: Manifest) -> None:
         ref = self.ref(repo, reference)
         # bytes body: requests sends Content-Length, which Nexus's OCI repos insist on.
-        response = self._request("PUT", registry_path(repo, "manifests", reference), ref, ok=(200, 201, 202),
-                                 data=manifest.raw, headers={"Content-Type": manifest.media_type})
+        try:
+            response = self._request("PUT", registry_path(repo, "manifests", reference), ref, ok=(200, 201, 202),
+                                     data=manifest.raw, headers={"Content-Type": manifest.media_type})
+        except RegistryError as exc:
+            algorithm = reference.partition(":")[0]
+            if exc.status == 400 and "DIGEST_INVALID" in str(exc) and is_digest(reference) and algorithm != "sha256":
+                # distribution 2.8 stores manifests by sha256 only
+                raise RegistryError(ref, 400, f"the registry does not accept a manifest addressed by "
+                                              f"{algorithm} (it stores manifests by sha256 only)") from None
+            raise
         echoed = response.headers.get("Docker-Content-Digest")
-        if echoed and echoed != manifest.digest:
+        if echoed and echoed != manifest.digest and not matches(manifest.raw, echoed):
             raise RegistryError(ref, response.status_code, f"registry stored {echoed}, expected {manifest.digest}")
 
     def blob_exists(self, repo: str, digest: str) -> bool:

@@ -24,7 +24,9 @@ DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 
 def blob_path(root: Path, digest: str) -> Path:
     if not DIGEST.fullmatch(digest or ""):
-        raise VerificationError(f"'{str(digest)[:80]}' is not a sha256 digest")
+        # A bundle's blob store and its SHA256SUMS are sha256-addressed: other content is refused.
+        raise VerificationError(f"'{str(digest)[:80]}' is not a sha256 digest (a bundle holds sha256-addressed "
+                                f"content only)")
     return root / "blobs" / "sha256" / digest.split(":", 1)[1]
 
 

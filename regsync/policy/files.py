@@ -26,7 +26,11 @@ def check_files(loaded: LoadedPolicy) -> None:
         for name, endpoint in endpoints.items():
             if endpoint.tls and endpoint.tls.ca_file:
                 _guard(doc, (kind, name, "tls", "ca_file"), lambda path=endpoint.tls.ca_file: _ca_bundle(path))
+    used = {name for rule in policy.images for name in rule.verify.trust}
+    used |= {rule.verify.trust for rule in policy.packages if rule.verify.trust}
     for name, entry in policy.trust.items():
+        if name not in used:
+            continue  # an entry no rule uses is never opened
         if entry.cosign_key:
             _guard(doc, ("trust", name, "cosign_key"), lambda e=entry, n=name: load_public_key(e.cosign_key, n))
         if entry.trusted_root:

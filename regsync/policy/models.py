@@ -153,15 +153,24 @@ class Keyless(Strict):
         return self
 
 
+# The in-toto predicate cosign v3 puts in a DSSE bundle that *is* a signature; any other predicate
+# (SLSA provenance, SBOM, vulnerability scan) attests something else about the image.
+COSIGN_SIGNATURE_PREDICATES = ("https://sigstore.dev/cosign/sign/v1",)
+
+
 class Trust(Strict):
     cosign_key: PolicyPath | None = None
     keyless: Keyless | None = None
     trusted_root: PolicyPath | None = None
+    # Which DSSE (in-toto) sigstore bundles count as an image signature for this entry.
+    predicate_types: list[str] = Field(default=list(COSIGN_SIGNATURE_PREDICATES), min_length=1)
 
     @model_validator(mode="after")
     def _one_kind(self):
         if (self.cosign_key is None) == (self.keyless is None):
             raise ValueError("a trust entry has exactly one of cosign_key or keyless")
+        if "predicate_types" in self.model_fields_set and self.keyless is None:
+            raise ValueError("predicate_types applies to keyless entries (sigstore bundles) only")
         return self
 
 

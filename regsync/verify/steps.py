@@ -81,8 +81,10 @@ def evidence_before_push(item: PlanItem, endpoints: Endpoints) -> dict:
     return evidence
 
 
-def after_push(item: PlanItem, endpoints: Endpoints, tree: list[Manifest], blobs) -> dict:
-    """Attachments copied along, then our own signature when `sign:` is set (extra audit fields)."""
+def after_push(item: PlanItem, endpoints: Endpoints, tree: list[Manifest], blobs, evidence: dict | None = None) -> dict:
+    """Attachments copied along, then our own signature when `sign:` is set (extra audit fields).
+
+    `evidence`: what was verified before the push; the `.sig` it names is the one copied."""
     from regsync.apply import split_image_ref
     from regsync.verify.signing import sign_pushed
 
@@ -90,13 +92,16 @@ def after_push(item: PlanItem, endpoints: Endpoints, tree: list[Manifest], blobs
     rule = rule_of(endpoints, item.rule)
     route = _extras_route(item, endpoints) if rule.copy_extras.signatures or rule.copy_extras.referrers else None
     if route and rule.copy_extras.signatures:
-        attached = copy_attachments(*route, tree, blobs)
+        pinned = verified_signature_manifest(evidence)
+        attached = copy_attachments(*route, tree, blobs, {item.digest: pinned} if pinned else {})
         if attached:
             extras["attachments"] = attached
     if route and rule.copy_extras.referrers:
-        referrers = copy_image_referrers(*route, tree, blobs)
+        referrers, refused = copy_image_referrers(*route, tree, blobs)
         if referrers:
             extras["referrers"] = referrers
+        if refused:
+            extras["referrers_refused"] = refused
     if rule.sign is not None:
         dst_name, dst_repo, _ = split_image_ref(item.target)
         try:
@@ -120,9 +125,18 @@ def _extras_route(item: PlanItem, endpoints: Endpoints):
     return endpoints.registry(src_name), src_repo, endpoints.registry(dst_name), dst_repo
 
 
-def copy_attachments(src, src_repo: str, dst, dst_repo: str, tree: list[Manifest], blobs) -> list[str]:
+def verified_signature_manifest(evidence: dict | None) -> str | None:
+    """The `.sig` manifest digest a verification accepted, when it accepted one."""
+    signature = (evidence or {}).get("signature") or {}
+    return signature.get("signature_manifest") if signature.get("status") == "verified" else None
+
+
+def copy_attachments(src, src_repo: str, dst, dst_repo: str, tree: list[Manifest], blobs,
+                     verified: dict[str, str] | None = None) -> list[str]:
     """Copy `.sig`/`.att`/`.sbom` of the image and its children, bytes (so digests) unchanged.
 
+    `verified` maps an image digest to the `.sig` manifest its verification accepted: that one is
+    fetched by digest, whatever the tag points to now (the source could have moved it since).
     Runs after the image is pushed, so an attachment never names a digest the target lacks.
     """
     from regsync.oci.copy import copy_tree
@@ -133,17 +147,20 @@ def copy_attachments(src, src_repo: str, dst, dst_repo: str, tree: list[Manifest
     for manifest in tree:
         for suffix in ATTACHMENT_SUFFIXES:
             tag = attachment_tag(manifest.digest, suffix)
-            found = src.head_manifest(src_repo, tag)
-            if found is None:
+            pinned = (verified or {}).get(manifest.digest) if suffix == "sig" else None
+            found = None if pinned else src.head_manifest(src_repo, tag)
+            if pinned is None and found is None:
                 continue
-            attached = src.get_manifest(src_repo, found.digest)
+            attached = src.get_manifest(src_repo, pinned or found.digest)
             copy_tree(src, src_repo, dst, dst_repo, manifest_tree(src, src_repo, attached), tag, blobs)
             copied.append(f"{tag}@{attached.digest}")
     return copied
 
 
-def copy_image_referrers(src, src_repo: str, dst, dst_repo: str, tree: list[Manifest], blobs) -> list[str]:
-    """`copy: {referrers: true}`: OCI 1.1 referrers of the image and its children, after the image."""
+def copy_image_referrers(src, src_repo: str, dst, dst_repo: str, tree: list[Manifest],
+                         blobs) -> tuple[list[str], list[str]]:
+    """`copy: {referrers: true}`: OCI 1.1 referrers of the image and its children, after the image;
+    (copied, refused)."""
     from regsync.verify.referrers import copy_referrers
 
     return copy_referrers(src, src_repo, dst, dst_repo, [manifest.digest for manifest in tree], blobs)
