@@ -6,10 +6,13 @@ exactly: applying a saved plan never re-resolves a tag.
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
+
+from pydantic import TypeAdapter, ValidationError
 
 from regsync.errors import UsageError
 from regsync.oci.names import InvalidName, check_digest, check_image_ref, shown
@@ -116,9 +119,17 @@ def _check_names(item: PlanItem, where: str) -> None:
         raise UsageError(f"{where}: item {shown(item.source)} -> {shown(item.target)}: {exc.reason}") from None
 
 
+@functools.cache
+def _adapter(cls) -> TypeAdapter:
+    return TypeAdapter(cls)
+
+
 def _build(cls, raw: dict):
     names = {f.name for f in fields(cls)}
     unknown = set(raw) - names
     if unknown:
         raise KeyError(unknown)
-    return cls(**raw)
+    try:  # a plan file is input like any other: a digest that is a number is refused here, not deep in apply
+        return _adapter(cls).validate_python(raw)
+    except ValidationError as exc:
+        raise ValueError(str(exc)) from None
