@@ -124,7 +124,8 @@ def test_a_target_page_redirecting_on_its_own_origin_is_followed(scripted):
     good = "Basic " + base64.b64encode(b"sync:t0p-secret").decode()
     target = scripted(require_basic=good)
     target.routes["/simple/tool/"] = (301, {"Location": "/repository/pypi/simple/tool/"}, b"")
-    target.routes["/repository/pypi/simple/tool/"] = (200, {"Content-Type": "text/html"}, _page("tool-1.0-py3-none-any.whl"))
+    target.routes["/repository/pypi/simple/tool/"] = (200, {"Content-Type": "text/html"},
+                                                      _page("tool-1.0-py3-none-any.whl"))
     index = PackageIndex("internal", f"{target.url}/simple/", Credentials("sync", "t0p-secret"), retry=Retry(0))
 
     assert dict(UploadTarget("internal", index, f"{target.url}/").existing("tool")) == {
