@@ -132,6 +132,13 @@ def test_a_target_page_redirecting_on_its_own_origin_is_followed(scripted):
         "tool-1.0-py3-none-any.whl": "sha256:" + "a" * 64}
 
 
+def test_a_target_page_redirecting_to_a_garbled_location_means_absent(scripted):
+    target = scripted()
+    target.routes["/simple/tool/"] = (302, {"Location": "http://127.0.0.1:no-port/simple/tool/"}, b"")
+    index = PackageIndex("internal", f"{target.url}/simple/", retry=Retry(0))
+    assert dict(UploadTarget("internal", index, f"{target.url}/").existing("tool")) == {}
+
+
 def test_a_target_page_redirecting_in_a_loop_is_a_clear_error(scripted):
     target = scripted()
     target.routes["/simple/tool/"] = (302, {"Location": "/simple/tool/"}, b"")

@@ -39,7 +39,7 @@ class PackageIndex:
             hosts = {_host(url)} | ({_host(upload_url)} if upload_url else set())
             self.session.auth = HostBoundBasicAuth(credentials, hosts)
         self._simple = PyPISimple(self.url, session=self.session)
-        self._pages: dict[str, list[DistributionPackage]] = {}
+        self._pages: dict[tuple[str, bool], list[DistributionPackage]] = {}   # (project, same_origin)
         self._lock = threading.Lock()
 
     def files(self, project: str, *, same_origin: bool = False) -> list[DistributionPackage]:
@@ -80,7 +80,7 @@ class PackageIndex:
                 break
             location = urljoin(url, response.headers["Location"])
             response.close()
-            if _origin(location) != _origin(url):
+            if _origin(location) is None or _origin(location) != _origin(url):
                 logger.info("{}: {} redirects to {}: not on this target", self.name, key, public_url(location))
                 return None
             url = location
@@ -179,10 +179,14 @@ def _host(url: str) -> str:
     return urlsplit(url).netloc
 
 
-def _origin(url: str) -> tuple[str, str | None, int | None]:
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    return scheme, parts.hostname, parts.port or {"http": 80, "https": 443}.get(scheme)
+def _origin(url: str) -> tuple[str, str | None, int | None] | None:
+    """(scheme, host, port) with the scheme's default port filled in; None when unparseable."""
+    try:
+        parts = urlsplit(url)
+        scheme = parts.scheme.lower()
+        return scheme, parts.hostname, parts.port or {"http": 80, "https": 443}.get(scheme)
+    except ValueError:  # a port that is no number: no origin anyone could match
+        return None
 
 
 def sha256_of(package: DistributionPackage) -> str | None:
