@@ -155,7 +155,8 @@ def report_cmd(trail, html_out, json_out, since, key_path):
 @click.option("--key", "key_path", type=click.Path(path_type=Path, exists=True, dir_okay=False),
               help="Check the inputs' run-finished signatures with this public key first.")
 @click.option("--sign-key", "sign_key_path", type=click.Path(path_type=Path, exists=True, dir_okay=False),
-              help="Sign the merged run-finished records with this private key (PKCS#8 PEM).")
+              help="Sign the merged run-finished records with this private key (PKCS#8 PEM, or a cosign.key "
+                   "with its password in COSIGN_PASSWORD).")
 @run_guarded
 def merge_cmd(trails, output, key_path, sign_key_path):
     """Join shard trails (e.g. audit-0.jsonl … audit-3.jsonl of an Indexed Job) into one trail

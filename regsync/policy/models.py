@@ -249,10 +249,11 @@ class Gates(Strict):
 
 
 class SignOnImport(Strict):
-    """Sign the pushed digest with the enterprise's own key (PKCS#8 PEM), in cosign's format."""
+    """Sign the pushed digest with the enterprise's own key (PKCS#8 PEM, or cosign's cosign.key), in
+    cosign's format."""
 
     key: PolicyPath
-    password_env: str | None = None   # name of the environment variable holding the key's password
+    password_env: str | None = None   # the variable holding the key's password (a cosign.key: COSIGN_PASSWORD)
 
 
 class ImageRule(Strict):

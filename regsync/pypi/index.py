@@ -12,12 +12,13 @@ import threading
 import zipfile
 from pathlib import Path
 from tempfile import NamedTemporaryFile
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import requests
 import requests.auth
+from loguru import logger
 from packaging.utils import canonicalize_name
-from pypi_simple import DistributionPackage, NoMetadataError, NoSuchProjectError, PyPISimple
+from pypi_simple import DistributionPackage, NoMetadataError, NoSuchProjectError, ProjectPage, PyPISimple
 
 from regsync.errors import RegistryError, VerificationError
 from regsync.http import make_session
@@ -25,6 +26,8 @@ from regsync.oci.auth import Credentials
 from regsync.transfer import CHUNK, VerifyingReader
 
 MAX_METADATA_BYTES = 16 * 1024 * 1024
+MAX_PAGE_REDIRECTS = 5
+PAGE_TIMEOUT = (15, 120)
 
 
 class PackageIndex:
@@ -36,17 +39,19 @@ class PackageIndex:
             hosts = {_host(url)} | ({_host(upload_url)} if upload_url else set())
             self.session.auth = HostBoundBasicAuth(credentials, hosts)
         self._simple = PyPISimple(self.url, session=self.session)
-        self._pages: dict[str, list[DistributionPackage]] = {}
+        self._pages: dict[tuple[str, bool], list[DistributionPackage]] = {}   # (project, same_origin)
         self._lock = threading.Lock()
 
-    def files(self, project: str) -> list[DistributionPackage]:
+    def files(self, project: str, *, same_origin: bool = False) -> list[DistributionPackage]:
+        """The files the project page lists. With `same_origin` (reading a target), a page that
+        redirects to another scheme, host or port means the project is not on this index."""
         key = canonicalize_name(project)
         with self._lock:
-            if key in self._pages:
-                return self._pages[key]
+            if (key, same_origin) in self._pages:
+                return self._pages[key, same_origin]
         try:
-            page = self._simple.get_project_page(key, timeout=(15, 120))
-            packages = list(page.packages)
+            page = self._own_page(key) if same_origin else self._simple.get_project_page(key, timeout=PAGE_TIMEOUT)
+            packages = list(page.packages) if page else []
         except NoSuchProjectError:
             packages = []
         except requests.exceptions.SSLError:
@@ -57,8 +62,36 @@ class PackageIndex:
         except requests.RequestException:
             raise RegistryError(f"{self.name}/{key}", None, f"cannot reach {self.url}") from None
         with self._lock:
-            self._pages[key] = packages
+            self._pages[key, same_origin] = packages
         return packages
+
+    def _own_page(self, key: str) -> ProjectPage | None:
+        """The project page as this index itself serves it, or None when it sends us elsewhere.
+
+        pypiserver, by default, answers a project it lacks with `303` to https://pypi.org/simple/<p>/:
+        followed, PyPI's listing would pass for the target's (files it lacks skipped as present) and,
+        air-gapped, every new project would fail the run. Redirects on the same origin (a trailing
+        slash, a normalised name) are followed; nothing, credentials least of all, goes elsewhere."""
+        url = self._simple.get_project_url(key)
+        for _ in range(MAX_PAGE_REDIRECTS + 1):
+            response = self.session.get(url, timeout=PAGE_TIMEOUT, allow_redirects=False,
+                                        headers={"Accept": self._simple.accept})
+            if not response.is_redirect:
+                break
+            location = urljoin(url, response.headers["Location"])
+            response.close()
+            if _origin(location) is None or _origin(location) != _origin(url):
+                logger.info("{}: {} redirects to {}: not on this target", self.name, key, public_url(location))
+                return None
+            url = location
+        else:
+            raise RegistryError(f"{self.name}/{key}", None, f"more than {MAX_PAGE_REDIRECTS} redirects")
+        if response.status_code == 404:
+            return None
+        response.raise_for_status()
+        if response.status_code != 200:
+            raise RegistryError(f"{self.name}/{key}", response.status_code, "index error")
+        return ProjectPage.from_response(response, key)
 
     def metadata(self, package: DistributionPackage) -> email.message.Message:
         """Core metadata: the PEP 658 file when offered (no wheel download), else read from the file."""
@@ -144,6 +177,16 @@ def public_url(url: str) -> str:
 
 def _host(url: str) -> str:
     return urlsplit(url).netloc
+
+
+def _origin(url: str) -> tuple[str, str | None, int | None] | None:
+    """(scheme, host, port) with the scheme's default port filled in; None when unparseable."""
+    try:
+        parts = urlsplit(url)
+        scheme = parts.scheme.lower()
+        return scheme, parts.hostname, parts.port or {"http": 80, "https": 443}.get(scheme)
+    except ValueError:  # a port that is no number: no origin anyone could match
+        return None
 
 
 def sha256_of(package: DistributionPackage) -> str | None:
