@@ -249,6 +249,8 @@ def private_dir(path: Path, follow: bool = False) -> Path:
         raise OSError(errno.ENOTDIR, f"{path} is not a directory (a symlink is not followed)")
     if info.st_uid != os.getuid():
         raise OSError(errno.EPERM, f"{path} belongs to uid {info.st_uid}, not to this user")
+    if info.st_mode & stat.S_ISVTX:  # /tmp and its like are shared by design: never ours to tighten
+        raise OSError(errno.EPERM, f"{path} is a shared directory (sticky bit); give regsync one of its own")
     if stat.S_IMODE(info.st_mode) & 0o077:
         os.chmod(path, 0o700)
         logger.info("{}: tightened to 0700 (state files of this user only)", path)

@@ -19,7 +19,7 @@ from regsync.oci.copy import BlobCopier
 from tests.fixtures.pypi import SimpleIndex
 from tests.fixtures.policies import run_cli
 from tests.test_pypi_resume import big_wheel, write_policy
-from tests.test_upload_resume import MIB, SIZE, _clients, _interrupted_copy, _target_bytes, big_blob  # noqa: F401
+from tests.test_upload_resume import MIB, _clients, _interrupted_copy, _target_bytes, big_blob  # noqa: F401
 from regsync.transfer import ResumableSha256
 
 VICTIM = b"a file of this user that no regsync run may touch\n"
@@ -156,3 +156,16 @@ def test_a_forged_upload_checkpoint_never_commits_wrong_bytes(registry, registry
         assert BlobCopier(pool).copy(src, unique_repo, dst, unique_repo, big_blob).result(timeout=60) == "copied"
     assert hashlib.sha256(_target_bytes(registry2, unique_repo, big_blob.digest)).hexdigest() == big_blob.digest[7:]
     assert not record.exists()
+
+
+def test_a_shared_directory_is_not_used_for_state_and_the_copy_goes_on(tmp_path, index, pypiserver, monkeypatch):
+    wheel, policy = wheel_sync(tmp_path, index, pypiserver, monkeypatch)
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chmod(shared, 0o1777)  # as /tmp is: anyone may plant files there
+    monkeypatch.setenv("REGSYNC_STATE_DIR", str(shared))
+    result = run_cli("sync", "-p", policy)
+    assert result.exit_code == 0, result.output
+    assert "cannot keep partial downloads" in result.output and "sticky" in result.output
+    assert mode(shared) == 0o1777 and not any(shared.iterdir())  # neither changed nor used
+    assert uploaded(pypiserver, wheel) == wheel.read_bytes()

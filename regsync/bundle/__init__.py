@@ -111,7 +111,8 @@ def export_bundle(loaded: LoadedPolicy, endpoints: Endpoints, out: Path, audit, 
             "failed": sum(r["event"] == "failed" for r in refused), "bytes": moved}
 
 
-def open_bundle(root: Path, loaded: LoadedPolicy, more_blobs: tuple[Path, ...] = (), audit=None) -> dict[str, LayoutSource]:
+def open_bundle(root: Path, loaded: LoadedPolicy, more_blobs: tuple[Path, ...] = (),
+                audit=None) -> dict[str, LayoutSource]:
     """Check the bundle's own files and return it as the policy's source registries.
 
     `more_blobs`: further directories with blobs only (the other volumes of a split bundle, or the
@@ -137,9 +138,9 @@ def open_bundle(root: Path, loaded: LoadedPolicy, more_blobs: tuple[Path, ...] =
         raise UsageError(f"this bundle was split into {volumes} volumes: name them all, e.g. "
                          f"regsync import {root} " + " ".join(f"{root}.vol{n}" for n in range(2, volumes + 1)))
     names = {split_ref(rule.source)[0] for rule in loaded.policy.images}
-    index = checked["index.json"]
-    sources = {name: LayoutSource(root, name, tuple(more_blobs), index) for name in names}
-    sources.update(index_stand_ins(bundle.get("packages"), loaded, LayoutSource(root, "packages", tuple(more_blobs), index)))
+    index, more = checked["index.json"], tuple(more_blobs)
+    sources = {name: LayoutSource(root, name, more, index) for name in names}
+    sources.update(index_stand_ins(bundle.get("packages"), loaded, LayoutSource(root, "packages", more, index)))
     return sources
 
 
