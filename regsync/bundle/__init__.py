@@ -89,6 +89,12 @@ def export_bundle(loaded: LoadedPolicy, endpoints: Endpoints, out: Path, audit, 
         record = audit.record("verified", artifact=artifact_of(item), policy_rule=item.rule,
                               verification=item.verification, reason="exported to bundle")
         exported.append({**artifact_of(item), "verification": item.verification, "audit_seq": record.get("seq")})
+    result = {"exported": len(exported), "refused": sum(r["event"] == "refused" for r in refused),
+              "failed": sum(r["event"] == "failed" for r in refused), "bytes": moved}
+    if refused and not exported and (out / "bundle.json").exists():
+        # nothing verified this time (a source gone, say): an earlier, finished bundle stays as it was
+        logger.error("nothing exported: the bundle files in {} are left as they were", out)
+        return result
     writer.write_index([dict(descriptor, annotations={REF_NAME: name}) for name, descriptor in sorted(refs.items())])
     bundle = {"format": BUNDLE_FORMAT, "policy_sha256": loaded.sha256,
               "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "artifacts": exported,
@@ -107,8 +113,7 @@ def export_bundle(loaded: LoadedPolicy, endpoints: Endpoints, out: Path, audit, 
         sign_file(out, "SHA256SUMS", sums, sign_key)
     for volume in volumes:
         _write_checksums(volume, small_files=())
-    return {"exported": len(exported), "refused": sum(r["event"] == "refused" for r in refused),
-            "failed": sum(r["event"] == "failed" for r in refused), "bytes": moved}
+    return result
 
 
 def open_bundle(root: Path, loaded: LoadedPolicy, more_blobs: tuple[Path, ...] = (),
