@@ -286,8 +286,18 @@ class RegistryClient:
                 if checkpoint is not None:
                     checkpoint.save(location, offset)
             reader.read(1)  # size reached: the digest is checked here, before the commit
-            self._request("PUT", _with_digest(location, descriptor.digest), ref, ok=(201,),
-                          headers={"Content-Length": "0"})
+            try:
+                self._request("PUT", _with_digest(location, descriptor.digest), ref, ok=(201,),
+                              headers={"Content-Length": "0"})
+            except RegistryError as exc:
+                if not resuming or exc.status != 400:
+                    raise
+                # The checkpoint's hash state vouched for bytes the session does not hold (a forged or
+                # stale checkpoint): the registry's own digest check caught it. Start afresh next try.
+                self._cancel_url(location)
+                checkpoint.forget()
+                raise RegistryError(ref, None, "the target refused the resumed upload's digest (its checkpoint "
+                                               "did not match the session); uploading afresh") from None
             self._present.put((repo, descriptor.digest), True)
             if checkpoint is not None:
                 checkpoint.forget()

@@ -93,6 +93,21 @@ def _check_references(policy: Policy, doc: Document) -> None:
                 known = ", ".join(sorted(policy.indexes)) or "none defined"
                 raise doc.error(where, f"unknown index '{name}' (indexes: {known})")
         _check_provenance_references(policy, rule, ("packages", i, "verify"), doc)
+    _check_bundle_references(policy, doc)
+
+
+def _check_bundle_references(policy: Policy, doc: Document) -> None:
+    bundle = policy.bundle
+    for name in bundle.trust:
+        entry = policy.trust.get(name)
+        if entry is None:
+            raise doc.error(("bundle", "trust"), f"unknown trust entry '{name}'")
+        if entry.cosign_key is None:
+            raise doc.error(("bundle", "trust"), f"trust entry '{name}' must be a cosign_key: a bundle is signed "
+                                                 f"with a key (regsync export --sign-key)")
+    if bundle.signature != "off" and not bundle.trust:
+        raise doc.error(("bundle",), f"signature: {bundle.signature} needs at least one trust entry "
+                                     f"(the public key that signs the bundles)")
 
 
 def _check_provenance_references(policy: Policy, rule: PackageRule, where: tuple, doc: Document) -> None:

@@ -28,6 +28,7 @@ def check_files(loaded: LoadedPolicy) -> None:
                 _guard(doc, (kind, name, "tls", "ca_file"), lambda path=endpoint.tls.ca_file: _ca_bundle(path))
     used = {name for rule in policy.images for name in rule.verify.trust}
     used |= {rule.verify.trust for rule in policy.packages if rule.verify.trust}
+    used |= set(policy.bundle.trust)
     for name, entry in policy.trust.items():
         if name not in used:
             continue  # an entry no rule uses is never opened

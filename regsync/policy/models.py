@@ -384,6 +384,14 @@ class AuditConfig(Strict):
     sign_key_password_env: str | None = None    # environment variable holding that key's password
 
 
+class BundleConfig(Strict):
+    """What import demands of an air-gap bundle: `signature: required` refuses one whose SHA256SUMS
+    is not signed by a key of `trust` (cosign_key entries); `optional` checks a signature when present."""
+
+    signature: Literal["required", "optional", "off"] = "off"
+    trust: list[str] = []
+
+
 class Policy(Strict):
     version: Literal[1]
     registries: dict[str, Registry] = {}
@@ -392,3 +400,4 @@ class Policy(Strict):
     images: list[ImageRule] = []
     packages: list[PackageRule] = []
     audit: AuditConfig = AuditConfig()
+    bundle: BundleConfig = BundleConfig()
