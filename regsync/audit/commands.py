@@ -153,17 +153,19 @@ def report_cmd(trail, html_out, json_out, since, key_path):
 @click.argument("trails", nargs=-1, required=True, type=click.Path(path_type=Path, exists=True, dir_okay=False))
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="The merged trail (a new file).")
 @click.option("--key", "key_path", type=click.Path(path_type=Path, exists=True, dir_okay=False),
-              help="Check the inputs' run-finished signatures with this public key first.")
+              help="Check the inputs' run-finished signatures with this public key first (every run must be signed).")
 @click.option("--sign-key", "sign_key_path", type=click.Path(path_type=Path, exists=True, dir_okay=False),
-              help="Sign the merged run-finished records with this private key (PKCS#8 PEM).")
+              help="Sign the merged run-finished records with this private key (PKCS#8 PEM); needs --key.")
 @run_guarded
 def merge_cmd(trails, output, key_path, sign_key_path):
     """Join shard trails (e.g. audit-0.jsonl … audit-3.jsonl of an Indexed Job) into one trail
     that `audit verify` accepts. Every input is verified first; runs stay whole, in start order.
+    --sign-key signs only what verified under --key.
 
     \b
     Example:
-      regsync audit merge /var/lib/regsync/audit-*.jsonl -o merged.jsonl --key audit.pub
+      regsync audit merge /var/lib/regsync/audit-*.jsonl -o merged.jsonl --key audit.pub --sign-key audit.key
+    Exit 0 when merged, 1 when an input does not verify (named by file, line and run), 2 on usage errors.
     """
     from regsync.audit.merge import merge_trails
     from regsync.verify.keys import load_public_key
