@@ -281,3 +281,34 @@ def test_merge_signs_only_inputs_it_verified_with_the_key(signed_trail):
     assert joined.exit_code == 0, joined.output
     assert verify(merged, "--key", pub).exit_code == 0
 
+
+def test_whole_runs_cut_from_the_end_fail_against_the_anchor_a_run_wrote(signed_trail):
+    """Removing the last run leaves a valid, still signed trail: only an anchor kept outside the file
+    (the summary JSON, the metrics file, or the head `audit verify` printed) tells."""
+    pub, lines = signed_trail.with_name("audit.pub"), lines_of(signed_trail)
+    head = hashlib.sha256(lines[-1]).hexdigest()
+    first, second = (json.loads(signed_trail.with_name(f"summary-{n}.json").read_text()) for n in range(2))
+    assert second["audit_head"] == {"sha256": head, "seq": 10}
+    assert first["audit_head"] == {"sha256": hashlib.sha256(lines[5]).hexdigest(), "seq": 6}
+    families = {f.name: f for f in text_string_to_metric_families(signed_trail.with_name("regsync.prom").read_text())}
+    [sample] = families["regsync_audit_head_info"].samples
+    assert sample.labels == {"sha256": head, "seq": "10"} and sample.value == 1
+
+    intact = verify(signed_trail, "--key", pub, "--anchor", signed_trail.with_name("summary-1.json"))
+    assert intact.exit_code == 0 and f"head sha256 {head} (seq 10)" in intact.output
+    # an older anchor still holds: the runs after it were appended, not cut
+    older = verify(signed_trail, "--anchor", signed_trail.with_name("summary-0.json"))
+    assert older.exit_code == 0 and "anchor found at line 6; 4 record(s) after it" in older.output
+
+    cut = tampered(signed_trail, lines[:6])  # the second run removed whole
+    assert verify(cut, "--key", pub).exit_code == 0  # what the chain and the signatures alone cannot see
+    by_file = verify(cut, "--key", pub, "--anchor", signed_trail.with_name("summary-1.json"))
+    assert by_file.exit_code == 1
+    assert "the trail ends at seq 6, before the anchor (seq 10): truncated" in by_file.output
+    by_hash = verify(cut, "--expect-head", head)
+    assert by_hash.exit_code == 1 and f"{head} is not the hash of any record" in by_hash.output
+
+    rewritten = tampered(signed_trail, rechain(lines[:3] + lines[4:]), "rewritten.jsonl")
+    by_seq = verify(rewritten, "--anchor", signed_trail.with_name("summary-0.json"))
+    assert by_seq.exit_code == 1 and "record seq 6 is not the anchored one" in by_seq.output
+    assert verify(signed_trail, "--expect-head", "abc").exit_code == 2

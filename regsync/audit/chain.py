@@ -102,14 +102,14 @@ def anchor_problem(report: ChainReport, anchor: str, anchor_seq: int | None = No
     trail must still contain that record; runs appended after it are normal."""
     if report.anchor_line is not None:
         return None
-    ends = f"the trail ends at seq {report.last_seq} (sha256 {report.head})"
     if anchor_seq is not None and report.last_seq < anchor_seq:
-        return f"{ends}, before the anchor (seq {anchor_seq}): truncated, whole records cut from the end"
+        return (f"the trail ends at seq {report.last_seq}, before the anchor (seq {anchor_seq}): truncated, "
+                f"{anchor_seq - report.last_seq} record(s) cut from the end")
     if anchor_seq is not None:
         return (f"record seq {anchor_seq} is not the anchored one (sha256 {anchor}): "
                 f"the trail was rewritten at or before it")
-    return (f"{anchor} is not the hash of any record: the trail was truncated before it or rewritten; "
-            f"{ends}")
+    return (f"{anchor} is not the hash of any record: the trail was truncated before it or rewritten "
+            f"(it ends at seq {report.last_seq}, sha256 {report.head})")
 
 
 def _with_next(handle):
