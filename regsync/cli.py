@@ -89,9 +89,7 @@ def policy_check(policy_path):
     Example:
       regsync policy check -p policies/pytorch-cuda.yaml
     """
-    from regsync.policy import load_policy
-
-    loaded = load_policy(policy_path)
+    loaded = load_checked(policy_path)
     policy = loaded.policy
     click.echo(f"{policy_path}: valid (sha256 {loaded.sha256[:12]})")
     click.echo(f"  registries: {', '.join(policy.registries) or '-'}")
@@ -122,12 +120,21 @@ def rate_option(fn):
                         help="Limit requests per registry (mirrors that rate-limit hard).")(fn)
 
 
-def _plan(policy_path, jobs, shard=None, rps=None):
-    from regsync.endpoints import Endpoints
+def load_checked(policy_path):
+    """The policy, validated, with the files it names (CA bundles, keys, roots) opened and parsed."""
     from regsync.policy import load_policy
-    from regsync.resolve import make_plan
+    from regsync.policy.files import check_files
 
     loaded = load_policy(policy_path)
+    check_files(loaded)
+    return loaded
+
+
+def _plan(policy_path, jobs, shard=None, rps=None):
+    from regsync.endpoints import Endpoints
+    from regsync.resolve import make_plan
+
+    loaded = load_checked(policy_path)
     endpoints = Endpoints(loaded, jobs, rps)
     return loaded, endpoints, make_plan(loaded, endpoints, jobs, shard)
 
@@ -198,7 +205,6 @@ def sync_cmd(ctx, policy_path, plan_path, dry_run, audit_file, shard, wait_lock,
     from regsync.apply import apply_plan, check_not_stale
     from regsync.console import byte_progress, render_plan
     from regsync.plan import Plan
-    from regsync.policy import load_policy
     from regsync.resolve import make_plan
     from regsync.shard import Shard
 
@@ -211,7 +217,7 @@ def sync_cmd(ctx, policy_path, plan_path, dry_run, audit_file, shard, wait_lock,
         _, _, plan = _plan(policy_path, jobs, shard, rps)
         render_plan(plan)
         return EXIT_OK
-    loaded = load_policy(policy_path)
+    loaded = load_checked(policy_path)
 
     def work(endpoints, audit):
         if plan_path:
@@ -337,9 +343,7 @@ def export_cmd(ctx, policy_path, output, since_bundle, volume_size, audit_file, 
     from regsync.apply import Outcome
     from regsync.bundle import export_bundle
     from regsync.bundle.packages import export_stand_ins
-    from regsync.policy import load_policy
-
-    loaded = load_policy(policy_path)
+    loaded = load_checked(policy_path)
 
     def work(endpoints, audit):
         result = export_bundle(loaded, endpoints, output, audit, jobs, since=since_bundle, volume_size=volume_size)
@@ -374,10 +378,9 @@ def import_cmd(ctx, bundle, more_blobs, policy_path, audit_file, wait_lock, jobs
     """
     from regsync.apply import apply_plan
     from regsync.bundle import open_bundle
-    from regsync.policy import load_policy
     from regsync.resolve import make_plan
 
-    loaded = load_policy(policy_path)
+    loaded = load_checked(policy_path)
     sources = open_bundle(bundle, loaded, more_blobs)
 
     def work(endpoints, audit):
@@ -390,20 +393,18 @@ def import_cmd(ctx, bundle, more_blobs, policy_path, audit_file, wait_lock, jobs
 @policy_option
 @run_guarded
 def pip_config_cmd(policy_path):
-    """Print the pip.conf and uv settings that point clients at the policy's internal index
-    (with its CA file; never `trusted-host`, never a password).
+    """Print the pip.conf that points pip at the policy's internal index (with its CA file;
+    never `trusted-host`, never a password). Only the file goes to stdout; notes go to stderr.
+    The same as `client-config --for pip`; `client-config --for uv` prints uv.toml.
 
     \b
     Example:
       regsync pip-config -p policy.yaml > /etc/pip.conf
     """
-    from regsync.clientconfig import client_config
+    from regsync.clientconfig import print_config
     from regsync.policy import load_policy
 
-    policy = load_policy(policy_path).policy
-    uv = "\n" + client_config(policy, "uv") if policy.packages else ""  # (no packages: said once)
-    click.echo(client_config(policy, "pip") + uv, nl=False)
-    return EXIT_OK
+    return print_config(load_policy(policy_path).policy, "pip")
 
 
 def _interrupt(signum, frame):

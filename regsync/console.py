@@ -7,6 +7,7 @@ from contextlib import contextmanager
 
 from loguru import logger
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 from rich.table import Table
 
@@ -47,10 +48,11 @@ def render_plan(plan: Plan) -> None:
     styles = {"copy": "green", "update": "yellow", "skip": "dim", "refuse": "red"}
     for item in plan.items:
         short = item.digest.split(":", 1)[-1][:12] if item.digest else "-"
-        table.add_row(item.source, item.target, short, f"[{styles[item.action]}]{item.action}[/]",
-                      human_size(item.bytes) if item.changes else "", item.reason)
+        # names and reasons come from servers (a refused tag is shown as listed): never read as markup
+        table.add_row(escape(item.source), escape(item.target), short, f"[{styles[item.action]}]{item.action}[/]",
+                      human_size(item.bytes) if item.changes else "", escape(item.reason))
     for error in plan.errors:
-        table.add_row(error.source, "", "-", "[red]error[/]", "", error.reason)
+        table.add_row(escape(error.source), "", "-", "[red]error[/]", "", escape(error.reason))
     stdout.print(table)
     counts = {a: sum(1 for i in plan.items if i.action == a) for a in ("copy", "update", "skip", "refuse")}
     total = sum(i.bytes for i in plan.items if i.changes)

@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from regsync.errors import UsageError
+from regsync.oci.names import InvalidName, check_digest, check_image_ref, shown
 
 PLAN_VERSION = 1
 ACTIONS = ("copy", "update", "skip", "refuse")
@@ -81,7 +82,8 @@ class Plan:
             raise UsageError(f"{where}: not a regsync plan (malformed JSON or missing fields)") from None
         for item in plan.items:
             if item.action not in ACTIONS:
-                raise UsageError(f"{where}: unknown action '{item.action}' for {item.source}")
+                raise UsageError(f"{where}: unknown action '{shown(item.action)}' for {shown(item.source)}")
+            _check_names(item, where)
         return plan
 
     def save(self, path: Path) -> None:
@@ -97,6 +99,21 @@ class Plan:
             return cls.from_json(path.read_text(), str(path))
         except OSError as exc:
             raise UsageError(f"{path}: cannot read plan: {exc.strerror}") from None
+
+
+def _check_names(item: PlanItem, where: str) -> None:
+    """Every name apply turns into a URL. A refuse row is only recorded, never acted on: it may name
+    the very tag it refused."""
+    if item.kind != "image" or item.action == "refuse":
+        return
+    try:
+        check_image_ref(item.source)
+        check_image_ref(item.target)
+        for digest in (item.digest, item.source_digest, item.target_before):
+            if digest is not None:
+                check_digest(digest)
+    except InvalidName as exc:
+        raise UsageError(f"{where}: item {shown(item.source)} -> {shown(item.target)}: {exc.reason}") from None
 
 
 def _build(cls, raw: dict):

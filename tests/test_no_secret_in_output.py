@@ -78,7 +78,9 @@ def test_the_password_reaches_no_output_at_any_verbosity(verbosity, tmp_path, re
     garbage = tmp_path / "garbage"
     garbage.mkdir()
     proxy = FaultProxy(target.url)
-    proxy.add(kind="replace", path="/tags/list", body=b'{"tags": 5}', times=100)  # after the login, nonsense
+    # after the login, a tag list whose next page is no URL at all (urljoin raises ValueError)
+    proxy.add(kind="replace", path="/tags/list", body=b'{"tags": []}', headers={"Link": '<http://[/next>; rel="next"'},
+              times=100)
     try:
         write_policy(garbage, registry.url, proxy.url, unique_repo, dst_repo=f"{unique_repo}-new", tags=["a"],
                      dst_options=AUTH)

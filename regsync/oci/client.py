@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import threading
 from collections import OrderedDict
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import quote, urljoin, urlsplit
 
 import requests
 
 from regsync.errors import NotFound, RegistryError, VerificationError
 from regsync.oci.auth import Credentials, RegistryAuth
 from regsync.oci.manifest import ACCEPT, MAX_MANIFEST_BYTES, Descriptor, Manifest
+from regsync.oci.names import check_digest, quoted_repository, registry_path
 from regsync.http import make_session, retry_policy
 from regsync.transfer import SizedBody, Throttle, VerifyingReader
 
@@ -96,15 +97,22 @@ class RegistryClient:
             self._request("GET", "/v2/", self.name, ok=(200,))
             self._pinged = True
 
+    def check_target(self, repo: str) -> None:
+        """Raise RegistryError when `repo` cannot be written here at all (a dialect's precondition,
+        such as Harbor's project); checked once per rule at plan time. A plain registry has none."""
+
     def list_tags(self, repo: str) -> list[str]:
         tags: list[str] = []
-        url = f"/v2/{repo}/tags/list?n={self.tag_page_size}"
+        url = f"{registry_path(repo, 'tags/list')}?n={self.tag_page_size}"
         for _ in range(_MAX_TAG_PAGES):
             response = self._request("GET", url, self.ref(repo))
             try:
-                tags.extend(response.json().get("tags") or [])
+                page = response.json().get("tags") or []
             except (ValueError, AttributeError):
                 raise RegistryError(self.ref(repo), None, "tag list is not JSON") from None
+            if not isinstance(page, list) or not all(isinstance(tag, str) for tag in page):
+                raise RegistryError(self.ref(repo), None, "tag list is not a list of strings")
+            tags.extend(page)  # as listed: the planner checks each name and refuses the invalid ones
             link = response.links.get("next", {}).get("url")
             if not link:
                 return tags
@@ -129,7 +137,7 @@ class RegistryClient:
 
     def head_manifest(self, repo: str, reference: str) -> Descriptor | None:
         """The digest a tag (or digest) resolves to, or None when absent. One HEAD, no body."""
-        response = self._request("HEAD", f"/v2/{repo}/manifests/{reference}", self.ref(repo, reference),
+        response = self._request("HEAD", registry_path(repo, "manifests", reference), self.ref(repo, reference),
                                  ok=(200, 404), headers={"Accept": ACCEPT})
         if response.status_code == 404:
             return None
@@ -152,7 +160,7 @@ class RegistryClient:
 
     def _fetch_manifest(self, repo: str, reference: str, expect: str | None) -> Manifest:
         ref = self.ref(repo, reference)
-        response = self._request("GET", f"/v2/{repo}/manifests/{reference}", ref,
+        response = self._request("GET", registry_path(repo, "manifests", reference), ref,
                                  headers={"Accept": ACCEPT}, stream=True)
         with response:
             declared = declared_length(response, ref) or 0
@@ -169,7 +177,7 @@ class RegistryClient:
     def get_referrers(self, repo: str, digest: str) -> dict | None:
         """The OCI 1.1 referrers index for `digest`, or None when the registry has no referrers API."""
         ref = self.ref(repo, digest)
-        response = self._request("GET", f"/v2/{repo}/referrers/{digest}", ref, ok=(200, 404),
+        response = self._request("GET", registry_path(repo, "referrers", check_digest(digest)), ref, ok=(200, 404),
                                  headers={"Accept": "application/vnd.oci.image.index.v1+json"}, stream=True)
         with response:
             if response.status_code == 404:  # the spec's signal to fall back to the sha256-<hex> tag
@@ -186,7 +194,7 @@ class RegistryClient:
     def put_manifest(self, repo: str, reference: str, manifest: Manifest) -> None:
         ref = self.ref(repo, reference)
         # bytes body: requests sends Content-Length, which Nexus's OCI repos insist on.
-        response = self._request("PUT", f"/v2/{repo}/manifests/{reference}", ref, ok=(200, 201, 202),
+        response = self._request("PUT", registry_path(repo, "manifests", reference), ref, ok=(200, 201, 202),
                                  data=manifest.raw, headers={"Content-Type": manifest.media_type})
         echoed = response.headers.get("Docker-Content-Digest")
         if echoed and echoed != manifest.digest:
@@ -198,16 +206,16 @@ class RegistryClient:
         known = self._present.get((repo, digest))
         if known is not None:
             return known
-        response = self._request("HEAD", f"/v2/{repo}/blobs/{digest}", self.ref(repo, digest), ok=(200, 404))
+        response = self._request("HEAD", _blob_path(repo, digest), self.ref(repo, digest), ok=(200, 404))
         self._present.put((repo, digest), response.status_code == 200)
         return response.status_code == 200
 
     def open_blob(self, repo: str, digest: str) -> requests.Response:
-        return self._request("GET", f"/v2/{repo}/blobs/{digest}", self.ref(repo, digest), stream=True)
+        return self._request("GET", _blob_path(repo, digest), self.ref(repo, digest), stream=True)
 
     def open_blob_from(self, repo: str, digest: str, start: int) -> requests.Response:
         """The blob from byte `start` on: 206, or 200 with the whole blob when ranges are ignored."""
-        return self._request("GET", f"/v2/{repo}/blobs/{digest}", self.ref(repo, digest), ok=(200, 206),
+        return self._request("GET", _blob_path(repo, digest), self.ref(repo, digest), ok=(200, 206),
                              stream=True, headers={"Range": f"bytes={start}-"})
 
     def upload_offset(self, location: str) -> int | None:
@@ -224,7 +232,8 @@ class RegistryClient:
 
     def mount_blob(self, repo: str, digest: str, from_repo: str) -> bool:
         """Cross-repo mount: True when the registry linked the blob without any bytes moving."""
-        response = self._request("POST", f"/v2/{repo}/blobs/uploads/?mount={digest}&from={from_repo}",
+        query = f"mount={quote(check_digest(digest), safe=':')}&from={quoted_repository(from_repo)}"
+        response = self._request("POST", f"{registry_path(repo, 'blobs/uploads/')}?{query}",
                                  self.ref(repo, digest), ok=(201, 202))
         if response.status_code == 201:
             self._present.put((repo, digest), True)
@@ -240,7 +249,7 @@ class RegistryClient:
         if resuming:
             location, offset = checkpoint.location, checkpoint.offset
         else:
-            start = self._request("POST", f"/v2/{repo}/blobs/uploads/", ref, ok=(202,))
+            start = self._request("POST", registry_path(repo, "blobs/uploads/"), ref, ok=(202,))
             location, offset = self._location(start, ref), 0
         try:
             if descriptor.size <= self.monolithic_max:
@@ -329,5 +338,9 @@ def declared_length(response: requests.Response, ref: str) -> int | None:
     return int(value)
 
 
+def _blob_path(repo: str, digest: str) -> str:
+    return registry_path(repo, "blobs", check_digest(digest))
+
+
 def _with_digest(location: str, digest: str) -> str:
-    return f"{location}{'&' if '?' in location else '?'}digest={digest}"
+    return f"{location}{'&' if '?' in location else '?'}digest={quote(check_digest(digest), safe=':')}"

@@ -14,8 +14,9 @@ import re
 import stat
 from pathlib import Path
 
-from regsync.errors import NotFound, VerificationError
+from regsync.errors import NotFound, UsageError, VerificationError
 from regsync.oci.manifest import MAX_MANIFEST_BYTES, Descriptor, Manifest
+from regsync.oci.names import InvalidName, check_image_ref, shown
 from regsync.transfer import CHUNK
 
 DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
@@ -115,10 +116,17 @@ class LayoutSource:
             raise VerificationError("index.json is too large to be a bundle index")
         try:
             entries = json.loads(raw).get("manifests") or []
-            return {e["annotations"][REF_NAME]: e for e in entries
+            refs = {e["annotations"][REF_NAME]: e for e in entries
                     if isinstance(e, dict) and isinstance(e.get("annotations"), dict) and REF_NAME in e["annotations"]}
         except (ValueError, AttributeError, TypeError):
             raise VerificationError("index.json is not an OCI image index") from None
+        for name in refs:
+            try:
+                check_image_ref(name)
+            except InvalidName as exc:
+                raise UsageError(f"{self.root}/index.json: the bundle is refused: ref '{shown(name, 300)}': "
+                                 f"{exc.reason}") from None
+        return refs
 
     def ping(self) -> None:
         return None

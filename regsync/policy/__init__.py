@@ -9,6 +9,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from regsync.errors import PolicyError
+from regsync.oci.names import invalid_repository, is_repository
 from regsync.policy.models import ImageRule, PackageRule, Policy, parse_size  # noqa: F401
 from regsync.policy.yamlsource import Document, load_document
 
@@ -71,6 +72,8 @@ def _check_references(policy: Policy, doc: Document) -> None:
                 raise doc.error(("images", i, key), f"unknown registry '{name}' (registries: {known})")
             if not repo:
                 raise doc.error(("images", i, key), f"'{ref}' must be <registry>/<repository>")
+            if not is_repository(repo):
+                raise doc.error(("images", i, key), f"'{ref}': {invalid_repository(repo)}")
             if key == "to" and policy.registries[name].kind == "harbor" and "/" not in repo:
                 raise doc.error(("images", i, key), f"'{ref}': Harbor repositories live in a project: "
                                                     f"{name}/<project>/<repository>")

@@ -7,7 +7,8 @@ from urllib.parse import urlsplit
 from pathlib import Path
 from typing import Annotated, Literal
 
-from regsync.resolve.tags import compile_pattern
+from regsync.oci.names import check_tag
+from regsync.resolve.tags import compile_pattern, is_exact
 from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, SecretStr,
                       ValidationInfo, field_validator, model_validator)
 
@@ -52,6 +53,9 @@ class Auth(Strict):
             raise ValueError("use either username/password or docker_config: true, not both")
         if (self.username is None) != (self.password is None):
             raise ValueError("username and password go together")
+        if self.password is not None and not self.password.get_secret_value():
+            # sent as is, an empty password only ends in a 401 far from its cause
+            raise ValueError("the password is empty (is its environment variable set to an empty value?)")
         return self
 
 
@@ -161,17 +165,43 @@ class Trust(Strict):
         return self
 
 
-class TagSelect(Strict):
-    include: list[str] = Field(min_length=1)
-    exclude: list[str] = []
-    latest: int | None = Field(default=None, ge=1)
-    pin: dict[str, str] = {}
+def _tag_pattern(pattern: str) -> str:
+    compile_pattern(pattern)  # raises ValueError with the reason
+    # An exact entry outside the tag grammar can never name a real tag: a typo, or a name that would
+    # change meaning in a URL. Either way the policy does not say what its author meant.
+    return check_tag(pattern) if is_exact(pattern) else pattern
 
-    @field_validator("include", "exclude")
+
+TagPattern = Annotated[str, AfterValidator(_tag_pattern)]   # per entry, so an error names its line
+ExactTag = Annotated[str, AfterValidator(check_tag)]
+
+
+class TagSelect(Strict):
+    include: list[TagPattern] = []
+    exclude: list[TagPattern] = []
+    latest: int | None = Field(default=None, ge=1)
+    prereleases: bool = False   # may `latest: N` pick a pre-release (3.12.6rc1)?
+    pin: dict[ExactTag, str] = {}
+
+    @model_validator(mode="before")
     @classmethod
-    def _patterns(cls, patterns):
-        for pattern in patterns:
-            compile_pattern(pattern)  # raises ValueError with the reason
+    def _latest_alone(cls, data):
+        # `latest: 2` with no include means "the newest two", of every tag
+        if isinstance(data, dict) and not data.get("include") and data.get("latest") is not None:
+            return {**data, "include": ["glob:*"]}
+        return data
+
+    @model_validator(mode="after")
+    def _selects_something(self):
+        if not self.include:
+            raise ValueError("tags needs include: [...] (or latest: N for the newest N tags)")
+        return self
+
+    @field_validator("include")
+    @classmethod
+    def _not_empty(cls, patterns):
+        if not patterns:
+            raise ValueError("an empty include selects nothing (latest: N alone means the newest N tags)")
         return patterns
 
     @field_validator("pin")
@@ -233,6 +263,42 @@ class Environment(Strict):
     platform: str
     implementation: str = "cp"
     abi: str | None = None
+
+    @field_validator("python", mode="before")
+    @classmethod
+    def _python(cls, value):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            raise ValueError(f"python {value} is a number in YAML, not a Python version: quote it, "
+                             "e.g. \"3.10\" (unquoted, 3.10 is the number 3.1)")
+        if not isinstance(value, str) or not re.fullmatch(r"[23]\.\d{1,2}", value):
+            raise ValueError(f"python '{value}' is not a Python version like \"3.11\"")
+        return value
+
+    @field_validator("platform")
+    @classmethod
+    def _platform(cls, value):
+        return check_platform_tag(value)
+
+
+# The wheel platform tags pip knows (packaging.tags), for a "did you mean" on a near miss.
+_WHEEL_ARCHES = ("x86_64", "aarch64", "i686", "ppc64le", "s390x", "armv7l", "riscv64")
+_PLATFORM_TAG = re.compile(
+    r"any|(many|musl)linux_\d+_\d+_(%s)|manylinux(1|2010|2014)_(%s)|linux_(%s)"
+    r"|macosx_\d+_\d+_(x86_64|arm64|universal2|intel)|win32|win_amd64|win_arm64" % (("|".join(_WHEEL_ARCHES),) * 3))
+_COMMON_PLATFORMS = ("manylinux_2_17_x86_64", "manylinux_2_28_x86_64", "manylinux_2_17_aarch64",
+                     "manylinux_2_28_aarch64", "manylinux2014_x86_64", "manylinux2014_aarch64",
+                     "musllinux_1_2_x86_64", "macosx_11_0_arm64", "macosx_10_9_x86_64", "win_amd64", "any")
+
+
+def check_platform_tag(value: str) -> str:
+    if _PLATFORM_TAG.fullmatch(value):
+        return value
+    import difflib
+
+    near = difflib.get_close_matches(value, [*_COMMON_PLATFORMS, value.replace("-", "_")], n=1, cutoff=0.8)
+    hint = f" (did you mean '{near[0]}'?)" if near and near[0] != value and _PLATFORM_TAG.fullmatch(near[0]) else ""
+    raise ValueError(f"platform '{value}' is not a wheel platform tag{hint}; "
+                     "examples: manylinux_2_28_x86_64, musllinux_1_2_aarch64, macosx_11_0_arm64, win_amd64")
 
 
 class Publisher(Strict):
