@@ -310,10 +310,11 @@ def _report_run(run_id, loaded, audit_path, audit, finished, summary_json, metri
             "exit_code": finished["exit_code"], "interrupted": finished["interrupted"],
             "counts": finished["counts"], "bytes": finished["bytes"],
             "duration_seconds": finished["duration_seconds"], "finished": finished["ts"],
-            "audit": str(audit_path), "problems": audit.problems})
+            "audit": str(audit_path), "audit_head": audit.head, "problems": audit.problems})
     if metrics_file:
         write_metrics(metrics_file, counts=finished["counts"], bytes_moved=finished["bytes"],
-                      duration=finished["duration_seconds"], exit_code=finished["exit_code"])
+                      duration=finished["duration_seconds"], exit_code=finished["exit_code"],
+                      audit_head=audit.head)
 
 
 def _audit_options(fn):

@@ -24,10 +24,13 @@ def setup_logging(verbosity: int, log_format: str, run_id: str) -> None:
     logger.remove()
     level = _LEVELS[max(-2, min(2, verbosity))]
     logger.configure(extra={"run_id": run_id})
+    # diagnose would print every variable of every frame in a traceback (a password three times in
+    # one, issue 11); backtrace only adds frames above the handler. A plain traceback names the bug.
+    safe = {"level": level, "diagnose": False, "backtrace": False}
     if log_format == "json":
-        logger.add(sys.stderr, level=level, serialize=True)
+        logger.add(sys.stderr, serialize=True, **safe)
     else:
-        logger.add(sys.stderr, level=level, format="<level>{level: <7}</level> {message}", colorize=None)
+        logger.add(sys.stderr, format="<level>{level: <7}</level> {message}", colorize=None, **safe)
 
 
 def human_size(n: int) -> str:
