@@ -17,7 +17,9 @@ from urllib.parse import urljoin, urlsplit, urlunsplit
 import requests
 import requests.auth
 from loguru import logger
-from packaging.utils import canonicalize_name
+from packaging.utils import (InvalidSdistFilename, InvalidWheelFilename, canonicalize_name, parse_sdist_filename,
+                             parse_wheel_filename)
+from packaging.version import Version
 from pypi_simple import DistributionPackage, NoMetadataError, NoSuchProjectError, ProjectPage, PyPISimple
 
 from regsync.errors import RegistryError, VerificationError
@@ -187,6 +189,29 @@ def _origin(url: str) -> tuple[str, str | None, int | None] | None:
         return scheme, parts.hostname, parts.port or {"http": 80, "https": 443}.get(scheme)
     except ValueError:  # a port that is no number: no origin anyone could match
         return None
+
+
+def parse_file_name(filename: str) -> tuple[str, Version]:
+    """(normalised project, version) of a wheel or sdist file name; ValueError for anything else.
+    An sdist's project may hold dashes (`python-dateutil-2.8.2.tar.gz`): never cut at the first one."""
+    try:
+        if filename.endswith(".whl"):
+            name, version, _, _ = parse_wheel_filename(filename)
+        else:
+            name, version = parse_sdist_filename(filename)
+    except (InvalidWheelFilename, InvalidSdistFilename):
+        raise ValueError(f"{filename} is not a wheel or sdist file name") from None
+    return canonicalize_name(name), version
+
+
+def project_of(package: DistributionPackage) -> str:
+    """The project a listed file belongs to: the page's own name when it gave one, else its file name's."""
+    if package.project:
+        return canonicalize_name(package.project)
+    try:
+        return parse_file_name(package.filename)[0]
+    except ValueError:
+        return canonicalize_name(package.filename.split("-", 1)[0])
 
 
 def sha256_of(package: DistributionPackage) -> str | None:
