@@ -85,9 +85,13 @@ def apply_plan(plan: Plan, endpoints: Endpoints, audit: AuditLog, jobs: int = 8,
     if bandwidth:
         on_bytes = _throttled(on_bytes, Throttle(bandwidth))
     for error in plan.errors:
-        audit.record("failed", artifact={"source": error.source}, policy_rule=error.rule, reason=error.reason)
+        audit.record("refused" if error.refused else "failed", artifact={"source": error.source},
+                     policy_rule=error.rule, reason=error.reason)
         logger.error("{}", error.reason if error.source in error.reason else f"{error.source}: {error.reason}")
-        outcome.failed += 1
+        if error.refused:
+            outcome.refused += 1
+        else:
+            outcome.failed += 1
     for item in plan.items:
         _authorize(item, endpoints)
         if item.action == "skip":

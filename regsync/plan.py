@@ -52,6 +52,7 @@ class PlanError:
     source: str
     reason: str
     rule: str = ""
+    refused: bool = False   # it failed only because verification refused what it needed: exit 3, not 1
 
 
 @dataclass

@@ -264,3 +264,26 @@ def test_sdists_whose_names_hold_dashes_or_legacy_spellings_sync(tmp_path, pypis
         assert again.exit_code == 0 and "0 pushed, 3 unchanged" in again.output, again.output
     finally:
         served.stop()
+
+
+def test_a_requirement_every_candidate_of_which_was_refused_is_a_refusal_not_a_failure(tmp_path, pypiserver):
+    """Tampered bytes that leave nothing to resolve with are a security refusal (exit 3) naming the
+    refused files, not a runtime failure; a network failure stays exit 1."""
+    folder = tmp_path / "wheels"
+    only = build_wheel(folder, "tool", "2.0")
+    served = SimpleIndex()
+    try:
+        served.add(only, metadata=False)
+        served.projects["tool"][-1].advertised_sha256 = "0" * 64
+        path = policy(tmp_path, served, pypiserver, '["tool"]', envs=ENVS[:1])
+        result = regsync("sync", "-p", path)
+        assert result.exit_code == 3, result.output
+        refused = [r for r in audit_records(tmp_path / "audit.jsonl") if r["event"] == "refused"]
+        assert any(only.name in r["reason"] and "refused by verification" in r["reason"] for r in refused), refused
+        assert not [r for r in audit_records(tmp_path / "audit.jsonl") if r["event"] == "failed"]
+        served.fail_with = 503
+        down = regsync("sync", "-p", path)
+        assert down.exit_code == 1, down.output
+    finally:
+        served.stop()
+    assert list((pypiserver.root / "packages").iterdir()) == []

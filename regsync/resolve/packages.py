@@ -45,7 +45,7 @@ def plan_packages(rules: list[PackageRule], endpoints: Endpoints, jobs: int = 8,
             try:
                 closure = resolve(index, requirements, env, options, rule.dependencies, constraints, refused)
             except (ResolutionError, RegistryError, VerificationError) as exc:
-                errors.append(PlanError(f"{rule.source}: {', '.join(rule.requirements)}", str(exc), rule_name))
+                errors.append(_resolution_error(rule, rule_name, exc, refused))
                 closure = []
             for package, why in refused.values():  # failed its hash while read for metadata
                 key = (rule.target, package.filename)
@@ -70,6 +70,15 @@ def plan_packages(rules: list[PackageRule], endpoints: Endpoints, jobs: int = 8,
         list(pool.map(lambda pair: _check_provenance(pair[0], pair[1], endpoints),
                       [pair for pair in to_check if owned(pair[0])]))
     return [item for item in items.values() if owned(item)], errors
+
+
+def _resolution_error(rule: PackageRule, rule_name: str, exc: Exception, refused: dict) -> PlanError:
+    """A closure that cannot be resolved because verification refused candidates (tampered bytes) is
+    a security refusal (exit 3) naming them; without refusals it is a runtime failure (exit 1)."""
+    source = f"{rule.source}: {', '.join(rule.requirements)}"
+    if isinstance(exc, ResolutionError) and refused:  # the resolver's message names the refused files
+        return PlanError(source, f"refused by verification: {exc}", rule_name, refused=True)
+    return PlanError(source, str(exc), rule_name)
 
 
 def _check_provenance(item: PlanItem, rule: PackageRule, endpoints: Endpoints) -> None:
