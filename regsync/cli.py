@@ -220,7 +220,11 @@ def sync_cmd(ctx, policy_path, plan_path, dry_run, audit_file, shard, wait_lock,
         _, _, plan = _plan(policy_path, jobs, shard, rps)
         render_plan(plan)
         return EXIT_OK
-    loaded = load_checked(policy_path)
+    try:
+        loaded = load_checked(policy_path)
+    except RegsyncError as exc:
+        _report_early_exit(ctx.obj["run_id"], policy_path, exc, summary_json, metrics_file)
+        raise
 
     def work(endpoints, audit):
         if plan_path:
@@ -235,8 +239,28 @@ def sync_cmd(ctx, policy_path, plan_path, dry_run, audit_file, shard, wait_lock,
         with byte_progress(total, ctx.obj["progress"]) as on_bytes:
             return apply_plan(plan, endpoints, audit, jobs, on_bytes, bandwidth)
 
-    return run_with_audit(ctx, loaded, "sync", work, RunOptions(audit_file, wait_lock, max_duration, summary_json,
-                                                                  metrics_file, jobs, rps))
+    try:
+        return run_with_audit(ctx, loaded, "sync", work, RunOptions(audit_file, wait_lock, max_duration,
+                                                                      summary_json, metrics_file, jobs, rps))
+    except RegsyncError as exc:
+        if not ctx.obj.get("reported"):  # ended before the audit frame (the lock held, say)
+            _report_early_exit(ctx.obj["run_id"], policy_path, exc, summary_json, metrics_file)
+        raise
+
+
+def _report_early_exit(run_id, policy_path, exc, summary_json, metrics_file) -> None:
+    """A run that ends before its audit frame still replaces the summary and metrics files, with its
+    own exit code: a cron wrapper must never read the previous run's `exit_code: 0`."""
+    from datetime import datetime, timezone
+
+    from regsync.ops import write_metrics, write_summary
+
+    if summary_json:
+        write_summary(summary_json, {"run_id": run_id, "policy": str(policy_path), "exit_code": exc.exit_code,
+                                     "error": str(exc), "counts": {}, "bytes": 0,
+                                     "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+    if metrics_file:
+        write_metrics(metrics_file, counts={}, bytes_moved=0, duration=0.0, exit_code=exc.exit_code)
 
 
 @dataclass
@@ -257,6 +281,7 @@ def run_with_audit(ctx, loaded, command: str, work, options: RunOptions) -> int:
     """What every writing verb shares: the run lock, the audit frame, SIGTERM and the deadline,
     the summary and metrics files, and the closing line."""
     from regsync.audit import AuditLog
+    from regsync.console import human_size, say
     from regsync.endpoints import Endpoints
     from regsync.lock import RunLock
     from regsync.verify.signing import load_private_key
@@ -293,16 +318,21 @@ def run_with_audit(ctx, loaded, command: str, work, options: RunOptions) -> int:
         audit.close()
         _report_run(ctx.obj["run_id"], loaded, path, audit, finished, options.summary_json, options.metrics_file)
     if outcome.interrupted:
-        click.echo("interrupted: completed work stays completed; the next run finishes the rest", err=True)
-    click.echo(f"{outcome.pushed} {'exported' if command == 'export' else 'pushed'}, {outcome.skipped} unchanged, "
-               f"{outcome.refused} refused, {outcome.failed} failed; {outcome.bytes} bytes moved"
-               f"{f' (+{outcome.reused} re-sent from partial downloads a killed run kept)' if outcome.reused else ''}"
-               f"; audit: {path}", err=True)
+        say("interrupted: completed work stays completed; the next run finishes the rest", needs_a_human=True)
+    verb = "exported" if command == "export" else "pushed"
+    reused = f" (+{human_size(outcome.reused)} re-sent from partial downloads a killed run kept)" if outcome.reused else ""
+    say(f"{outcome.pushed} {verb}, {outcome.skipped} unchanged, {outcome.refused} refused, {outcome.failed} failed; "
+        f"{human_size(outcome.bytes)} moved{reused}; audit: {path}", needs_a_human=exit_code != EXIT_OK,
+        event="summary", exit_code=exit_code, pushed=outcome.pushed, unchanged=outcome.skipped,
+        refused=outcome.refused, failed=outcome.failed, bytes=outcome.bytes, reused_bytes=outcome.reused,
+        audit=str(path))
     return exit_code
 
 
 def _report_run(run_id, loaded, audit_path, audit, finished, summary_json, metrics_file) -> None:
     from regsync.ops import write_metrics, write_summary
+
+    click.get_current_context().obj["reported"] = True
 
     if summary_json:
         write_summary(summary_json, {

@@ -18,19 +18,53 @@ stdout = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200)
 stderr = Console(stderr=True)
 
 _LEVELS = {-2: "ERROR", -1: "WARNING", 0: "WARNING", 1: "INFO", 2: "DEBUG"}
+# The run's closing line: above WARNING so it shows by default, and dropped under -q when the run
+# needed no human (cron mails whatever a job prints, so a quiet success prints nothing).
+NOTICE = "NOTICE"
+_mode = {"json": False, "quiet": False}
 
 
 def setup_logging(verbosity: int, log_format: str, run_id: str) -> None:
     logger.remove()
     level = _LEVELS[max(-2, min(2, verbosity))]
     logger.configure(extra={"run_id": run_id})
+    try:
+        logger.level(NOTICE)
+    except ValueError:
+        logger.level(NOTICE, no=35)
+    _mode.update(json=log_format == "json", quiet=verbosity < 0)
     # diagnose would print every variable of every frame in a traceback (a password three times in
     # one, issue 11); backtrace only adds frames above the handler. A plain traceback names the bug.
-    safe = {"level": level, "diagnose": False, "backtrace": False}
+    safe = {"level": level, "diagnose": False, "backtrace": False, "filter": _not_quiet_notice}
     if log_format == "json":
         logger.add(sys.stderr, serialize=True, **safe)
     else:
-        logger.add(sys.stderr, format="<level>{level: <7}</level> {message}", colorize=None, **safe)
+        logger.add(sys.stderr, format=_text_format, colorize=None, **safe)
+
+
+def _not_quiet_notice(record) -> bool:
+    return not (_mode["quiet"] and record["level"].name == NOTICE)
+
+
+def _text_format(record) -> str:
+    # a closing line or an error reads as a sentence, as it did before there were JSON logs
+    return "{message}\n{exception}" if record["level"].name == NOTICE else "<level>{level: <7}</level> {message}\n{exception}"
+
+
+def say(message: str, *, needs_a_human: bool = False, **fields) -> None:
+    """A line for the person running regsync: the run's summary, a closing note. Plain text on stderr,
+    one JSON object under --log-format json (`fields` ride along), nothing under -q unless it needs
+    a human (a failure, a refusal)."""
+    logger.opt(depth=1).bind(**fields).log("ERROR" if needs_a_human and _mode["quiet"] else NOTICE, message)
+
+
+def fail(message: str) -> None:
+    """An error line that ends the command (usage, policy, runtime): plain `error: …`, or JSON."""
+    if _mode["json"]:
+        logger.opt(depth=1).error(message)
+    else:
+        logger.remove()  # nothing after the one line
+        print(message, file=sys.stderr, flush=True)
 
 
 def human_size(n: int) -> str:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import sys
 
-import click
 from loguru import logger
 
 from regsync.errors import EXIT_OK, EXIT_RUNTIME, RegsyncError
@@ -15,18 +14,19 @@ def run_guarded(fn):
     """One place turns errors into one clear line and the documented exit code."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        from regsync.console import fail
+
         try:
             code = fn(*args, **kwargs)
         except RegsyncError as exc:
-            logger.remove()
-            click.echo(f"error: {exc}", err=True)
+            fail(f"error: {exc}")
             sys.exit(exc.exit_code)
         except KeyboardInterrupt:
-            click.echo("interrupted", err=True)
+            fail("interrupted")
             sys.exit(EXIT_RUNTIME)
         except Exception as exc:  # a bug of ours: still one line, the traceback only when asked (-vv)
             logger.opt(exception=exc).debug("internal error")
-            click.echo(f"internal error: {type(exc).__name__}: {exc} (rerun with -vv for details)", err=True)
+            fail(f"internal error: {type(exc).__name__}: {exc} (rerun with -vv for details)")
             sys.exit(EXIT_RUNTIME)
         sys.exit(code or EXIT_OK)
     return wrapper

@@ -100,7 +100,7 @@ def test_volumes_fit_the_medium_check_alone_and_import_together(tmp_path, regist
 
     # a re-run gathers the volumes back and fetches nothing again
     again = run_cli("export", "-p", policy, "-o", bundle, "--volume-size", size)
-    assert again.exit_code == 0 and " 0 bytes moved" in again.output, again.output
+    assert again.exit_code == 0 and " 0 B moved" in again.output, again.output
     assert [bundle, *sorted(tmp_path.glob("bundle.vol*"))] == volumes
 
     short = run_cli("import", bundle, "-p", policy)

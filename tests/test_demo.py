@@ -14,7 +14,7 @@ def test_quickstart_demo_runs_and_digests_match():
     output = result.stderr + result.stdout
     # 4 images, the signed vendor image and a 3-wheel closure land; the unsigned image is refused
     assert "8 pushed, 0 unchanged, 1 refused, 0 failed" in output
-    assert "0 pushed, 8 unchanged, 1 refused, 0 failed; 0 bytes moved" in output
+    assert "0 pushed, 8 unchanged, 1 refused, 0 failed; 0 B moved" in output
     assert "refused tuna/vendor/inference:1.1: unsigned" in output
     assert "digests match" in result.stdout
     report = Path(result.stdout.split("audit report: ", 1)[1].split()[0])

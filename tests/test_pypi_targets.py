@@ -101,10 +101,12 @@ def sha256(path) -> str:
 def test_closure_lands_in_devpi_and_pip_installs_from_it(tmp_path, index, devpi, wheels):
     path = devpi_policy(tmp_path, index, devpi, ["app"])
 
-    synced = run_cli("sync", "-p", path, env={"TARGET_PASSWORD": devpi.password})
+    synced = run_cli("sync", "-p", path, "--summary-json", tmp_path / "summary.json",
+                     env={"TARGET_PASSWORD": devpi.password})
 
     assert synced.exit_code == 0, synced.output
-    assert f"{sum(wheels[k].stat().st_size for k in CLOSURE)} bytes moved" in synced.output, synced.output
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["bytes"] == sum(wheels[k].stat().st_size for k in CLOSURE), synced.output
     for key in CLOSURE:
         assert on_devpi(devpi, wheels[key].name.split("-")[0]) == {wheels[key].name: sha256(wheels[key])}
     got = pip_download(devpi.simple, tmp_path / "dl", *LINUX, "app")

@@ -122,7 +122,6 @@ def test_a_corrupted_checkpoint_is_caught_by_the_digest(registry, registry2, uni
 # -- SIGKILL: distribution cancels the upload session, the source bytes kept on disk are reused ----
 
 def _killed_then_rerun(tmp_path, registry, registry2, repo, oci_dir, damage=False, upload="monolithic_max: 64MiB"):
-    import re
     import signal
     import subprocess
     import sys
@@ -155,14 +154,16 @@ def _killed_then_rerun(tmp_path, registry, registry2, repo, oci_dir, damage=Fals
             byte = handle.read(1)
             handle.seek(MIB)
             handle.write(bytes([byte[0] ^ 0xFF]))
-    rerun = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    rerun = subprocess.run([*command[:3], "--log-format", "json", *command[3:]], cwd=tmp_path, env=env,
+                           capture_output=True, text=True, timeout=120)
     assert rerun.returncode == 0, rerun.stderr
-    moved = re.search(r"(\d+) bytes moved( \(\+(\d+) re-sent)?", rerun.stderr)
+    [summary] = [json.loads(line)["record"]["extra"] for line in rerun.stderr.splitlines()
+                 if '"event": "summary"' in line]
     pulled = subprocess.run(["skopeo", "copy", "-q", "--src-tls-verify=false", f"docker://{registry2.host}/{repo}:big",
                              f"oci:{tmp_path / 'pulled'}:big"], capture_output=True, text=True, timeout=120)
     assert pulled.returncode == 0, pulled.stderr  # complete, and skopeo checked every digest
     assert not list(spool.iterdir())  # nothing kept once the blob is on the target
-    return int(moved.group(1)), int(moved.group(3) or 0)
+    return summary["bytes"], summary["reused_bytes"]
 
 
 def test_after_sigkill_the_source_sends_only_the_rest(tmp_path, registry, registry2, unique_repo, oci_dir):
