@@ -152,3 +152,14 @@ def test_default_ports_are_the_same_origin():
     assert origin("https://registry.example:8443") != origin("https://registry.example")
     assert origin("https://user:secret@registry.example/") == "https://registry.example:443"
     assert origin("https://registry.example:port/") == ""
+
+
+def test_index_credentials_stay_on_the_index_origin(registry_tls, front_of):
+    """A package index's Basic credentials go to its own scheme, host and port: a file linked on the
+    same host over plain http (as a page may link it) gets none."""
+    from regsync.pypi.index import PackageIndex
+
+    front = front_of()
+    index = PackageIndex("pypi", f"{front.url}/simple/", Credentials("sync", "t0p-secret"), ca_file=registry_tls.ca_file)
+    index.session.get(f"http://{front.host}/packages/x-1.0.tar.gz", timeout=10)
+    assert [auth for _, _, auth in front.plain] == [None]
