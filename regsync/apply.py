@@ -18,6 +18,7 @@ from regsync.plan import Plan, PlanItem
 from regsync.pypi.push import apply_package
 from regsync.resolve.images import manifest_tree
 from regsync.transfer import Throttle
+from regsync.verify.authority import authorize, image_rule_for
 from regsync.verify.steps import after_push, evidence_before_push
 
 
@@ -60,7 +61,7 @@ def artifact_of(item: PlanItem) -> dict:
 def check_not_stale(plan: Plan, endpoints: Endpoints) -> None:
     """A saved plan applies only to the target state it was made against."""
     for item in plan.items:
-        if item.kind != "image" or item.action == "refuse":
+        if item.kind != "image" or item.action == "refuse" or not _policy_maps(item, endpoints):
             continue
         name, repo, tag = split_image_ref(item.target)
         current = endpoints.registry(name).head_manifest(repo, tag)
@@ -68,6 +69,14 @@ def check_not_stale(plan: Plan, endpoints: Endpoints) -> None:
         if now not in (item.target_before, item.digest):
             raise UsageError(f"the plan is stale: {item.target} now points to {now or 'nothing'}, "
                              f"the plan saw {item.target_before or 'nothing'}; run `regsync plan` again")
+
+
+def _policy_maps(item: PlanItem, endpoints: Endpoints) -> bool:
+    try:
+        image_rule_for(endpoints.policy, item.source, item.target)
+        return True
+    except VerificationError:  # apply_plan refuses it; its target is never even looked at
+        return False
 
 
 def apply_plan(plan: Plan, endpoints: Endpoints, audit: AuditLog, jobs: int = 8,
@@ -80,6 +89,7 @@ def apply_plan(plan: Plan, endpoints: Endpoints, audit: AuditLog, jobs: int = 8,
         logger.error("{}", error.reason if error.source in error.reason else f"{error.source}: {error.reason}")
         outcome.failed += 1
     for item in plan.items:
+        _authorize(item, endpoints)
         if item.action == "skip":
             audit.record("skipped", artifact=artifact_of(item), policy_rule=item.rule, reason=item.reason)
             outcome.skipped += 1
@@ -145,6 +155,16 @@ def _throttled(on_bytes, throttle: Throttle):
     return count
 
 
+def _authorize(item: PlanItem, endpoints: Endpoints) -> None:
+    """The item's rule from the policy, not from the plan; a copy or update the policy would not plan
+    becomes a refusal. A skip or refusal stays what it is: neither pushes anything."""
+    try:
+        authorize(item, endpoints.policy)
+    except VerificationError as exc:
+        if item.changes:
+            item.action, item.reason, item.verification = "refuse", exc.reason, None
+
+
 def _refuse(item: PlanItem, reason: str, audit: AuditLog, outcome: Outcome) -> None:
     # what was checked before the refusal (gates passed, signers found) is evidence for the reviewer too
     audit.record("refused", artifact=artifact_of(item), policy_rule=item.rule, verification=item.verification,
@@ -175,15 +195,18 @@ def _apply_image(item: PlanItem, endpoints: Endpoints, blobs: BlobCopier, audit:
     src, dst = endpoints.registry(src_name), endpoints.registry(dst_name)
     # By digest, never by tag: a saved plan applies exactly what was reviewed.
     root = src.get_manifest(src_repo, item.source_digest or item.digest)
-    if item.platforms and root.is_index:
+    if item.platforms and root.is_index:  # authorize made sure these are the policy's platforms
         root = filter_index(root, item.platforms)
         if root.digest != item.digest:
             raise VerificationError(f"platform-filtered index is {root.digest}, the plan says {item.digest}")
+    elif root.digest != item.digest:
+        raise VerificationError(f"the plan names source {item.source_digest} and digest {item.digest}, and no "
+                                f"platform filter makes one from the other")
     tree = manifest_tree(src, src_repo, root)
     verified = {"method": "sha256", "manifests": len(tree), "blobs": len({b.digest for m in tree for b in m.blobs()})}
-    verified.update(evidence_before_push(item, endpoints))  # a saved plan may be old: re-check now
+    verified.update(evidence_before_push(item, endpoints, root))  # a saved plan may be old or edited: check now
     copy_tree(src, src_repo, dst, dst_repo, tree, tag, blobs,
               on_verified=lambda: audit.record("verified", artifact=artifact_of(item), policy_rule=item.rule,
                                                verification=verified))
     audit.record("pushed", artifact=artifact_of(item), policy_rule=item.rule, verification=verified,
-                 **after_push(item, endpoints, tree, blobs))
+                 **after_push(item, endpoints, tree, blobs, verified))

@@ -7,13 +7,14 @@ import signal
 import threading
 import sys
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import click
 
 from regsync import __version__
-from regsync.errors import EXIT_CHANGES, EXIT_OK, EXIT_RUNTIME, RegsyncError, UsageError
+from regsync.errors import EXIT_CHANGES, EXIT_OK, EXIT_RUNTIME, RegsyncError, UsageError, VerificationError
 from regsync.guard import run_guarded
 
 POLICY_HELP = "Policy YAML (see examples/quickstart/policy.yaml)."
@@ -89,9 +90,7 @@ def policy_check(policy_path):
     Example:
       regsync policy check -p policies/pytorch-cuda.yaml
     """
-    from regsync.policy import load_policy
-
-    loaded = load_policy(policy_path)
+    loaded = load_checked(policy_path)
     policy = loaded.policy
     click.echo(f"{policy_path}: valid (sha256 {loaded.sha256[:12]})")
     click.echo(f"  registries: {', '.join(policy.registries) or '-'}")
@@ -105,6 +104,8 @@ def policy_check(policy_path):
         click.echo(f"  package {rule.source} -> {rule.target}  [{', '.join(rule.requirements)}]"
                    f"{_provenance_summary(rule.verify)}")
     click.echo(f"  audit:      {policy.audit.path or '(default ./regsync-audit.jsonl)'}")
+    if policy.bundle.signature != "off":
+        click.echo(f"  bundles:    signature {policy.bundle.signature}, trust {', '.join(policy.bundle.trust)}")
     return EXIT_OK
 
 
@@ -122,12 +123,21 @@ def rate_option(fn):
                         help="Limit requests per registry (mirrors that rate-limit hard).")(fn)
 
 
-def _plan(policy_path, jobs, shard=None, rps=None):
-    from regsync.endpoints import Endpoints
+def load_checked(policy_path):
+    """The policy, validated, with the files it names (CA bundles, keys, roots) opened and parsed."""
     from regsync.policy import load_policy
-    from regsync.resolve import make_plan
+    from regsync.policy.files import check_files
 
     loaded = load_policy(policy_path)
+    check_files(loaded)
+    return loaded
+
+
+def _plan(policy_path, jobs, shard=None, rps=None):
+    from regsync.endpoints import Endpoints
+    from regsync.resolve import make_plan
+
+    loaded = load_checked(policy_path)
     endpoints = Endpoints(loaded, jobs, rps)
     return loaded, endpoints, make_plan(loaded, endpoints, jobs, shard)
 
@@ -198,7 +208,6 @@ def sync_cmd(ctx, policy_path, plan_path, dry_run, audit_file, shard, wait_lock,
     from regsync.apply import apply_plan, check_not_stale
     from regsync.console import byte_progress, render_plan
     from regsync.plan import Plan
-    from regsync.policy import load_policy
     from regsync.resolve import make_plan
     from regsync.shard import Shard
 
@@ -211,7 +220,7 @@ def sync_cmd(ctx, policy_path, plan_path, dry_run, audit_file, shard, wait_lock,
         _, _, plan = _plan(policy_path, jobs, shard, rps)
         render_plan(plan)
         return EXIT_OK
-    loaded = load_policy(policy_path)
+    loaded = load_checked(policy_path)
 
     def work(endpoints, audit):
         if plan_path:
@@ -239,7 +248,9 @@ class RunOptions:
     metrics_file: Path | None = None
     jobs: int = 8
     rps: float | None = None
-    sources: dict | None = None
+    # Stand-ins for source registries, made inside the audited run (an import's bundle is checked
+    # there, so a refused bundle is an audit record); given the run's AuditLog.
+    sources: Callable[[object], dict] | None = None
 
 
 def run_with_audit(ctx, loaded, command: str, work, options: RunOptions) -> int:
@@ -268,11 +279,12 @@ def run_with_audit(ctx, loaded, command: str, work, options: RunOptions) -> int:
                                    | {rule.target for rule in policy.packages}))
     outcome, exit_code = None, EXIT_RUNTIME
     try:
-        outcome = work(Endpoints(loaded, options.jobs, options.rps, options.sources), audit)
+        sources = options.sources(audit) if options.sources else None
+        outcome = work(Endpoints(loaded, options.jobs, options.rps, sources), audit)
         exit_code = outcome.exit_code
     except RegsyncError as exc:
         exit_code = exc.exit_code
-        audit.record("failed", reason=str(exc))
+        audit.record("refused" if isinstance(exc, VerificationError) else "failed", reason=str(exc))
         raise
     finally:
         moved = outcome.bytes if outcome else 0
@@ -298,10 +310,11 @@ def _report_run(run_id, loaded, audit_path, audit, finished, summary_json, metri
             "exit_code": finished["exit_code"], "interrupted": finished["interrupted"],
             "counts": finished["counts"], "bytes": finished["bytes"],
             "duration_seconds": finished["duration_seconds"], "finished": finished["ts"],
-            "audit": str(audit_path), "problems": audit.problems})
+            "audit": str(audit_path), "audit_head": audit.head, "problems": audit.problems})
     if metrics_file:
         write_metrics(metrics_file, counts=finished["counts"], bytes_moved=finished["bytes"],
-                      duration=finished["duration_seconds"], exit_code=finished["exit_code"])
+                      duration=finished["duration_seconds"], exit_code=finished["exit_code"],
+                      audit_head=audit.head)
 
 
 def _audit_options(fn):
@@ -319,11 +332,16 @@ def _audit_options(fn):
               help="An earlier bundle: layers it carried are left out (import it first, or name it after this one).")
 @click.option("--volume-size", type=SIZE, metavar="SIZE",
               help="Split for removable media: blobs beyond SIZE go to DIR.vol2, DIR.vol3, … (e.g. 4GiB).")
+@click.option("--sign-key", type=click.Path(path_type=Path, dir_okay=False), metavar="KEY",
+              help="PKCS#8 PEM private key: sign SHA256SUMS and bundle.json as `cosign sign-blob` does "
+                   "(SHA256SUMS.sig, bundle.json.sig); the policy's bundle: section can require it on import.")
+@click.option("--sign-key-password-env", metavar="VAR", help="Environment variable holding KEY's password.")
 @_audit_options
 @jobs_option
 @click.pass_context
 @run_guarded
-def export_cmd(ctx, policy_path, output, since_bundle, volume_size, audit_file, wait_lock, jobs):
+def export_cmd(ctx, policy_path, output, since_bundle, volume_size, sign_key, sign_key_password_env, audit_file,
+               wait_lock, jobs):
     """Connected side of an air gap: resolve and verify exactly as `sync` does, then write every
     selected image (and its signatures) into one directory: an OCI image layout with blobs stored
     once, bundle.json and SHA256SUMS (check it with `cd DIR && sha256sum -c SHA256SUMS`).
@@ -332,22 +350,27 @@ def export_cmd(ctx, policy_path, output, since_bundle, volume_size, audit_file, 
     Example:
       regsync export -p policy.yaml -o /media/usb/bundle-2026-11-25
       regsync export -p policy.yaml -o bundle-12-01 --since-bundle bundle-11-25 --volume-size 25GiB
+      regsync export -p policy.yaml -o /media/usb/bundle --sign-key /etc/regsync/bundle.key
     """
     from regsync.apply import Outcome
     from regsync.bundle import export_bundle
     from regsync.bundle.packages import export_stand_ins
-    from regsync.policy import load_policy
+    from regsync.bundle.signature import signing_key_for
+    from regsync.verify.signing import load_private_key
 
-    loaded = load_policy(policy_path)
+    loaded = load_checked(policy_path)
+    key = load_private_key(sign_key, sign_key_password_env, "--sign-key") if sign_key else None
+    key = signing_key_for(loaded, key)  # a bundle the far side would refuse is refused here, before any fetch
 
     def work(endpoints, audit):
-        result = export_bundle(loaded, endpoints, output, audit, jobs, since=since_bundle, volume_size=volume_size)
+        result = export_bundle(loaded, endpoints, output, audit, jobs, since=since_bundle, volume_size=volume_size,
+                               sign_key=key)
         return Outcome(pushed=result["exported"], refused=result["refused"], failed=result["failed"],
                        bytes=result["bytes"])
 
     # package targets are across the gap: export plans every selected file as absent there
     return run_with_audit(ctx, loaded, "export", work, RunOptions(audit_file, wait_lock, jobs=jobs,
-                                                                   sources=export_stand_ins(loaded)))
+                                                                   sources=lambda audit: export_stand_ins(loaded)))
 
 
 @cli.command("import")
@@ -373,36 +396,34 @@ def import_cmd(ctx, bundle, more_blobs, policy_path, audit_file, wait_lock, jobs
     """
     from regsync.apply import apply_plan
     from regsync.bundle import open_bundle
-    from regsync.policy import load_policy
     from regsync.resolve import make_plan
 
-    loaded = load_policy(policy_path)
-    sources = open_bundle(bundle, loaded, more_blobs)
+    loaded = load_checked(policy_path)
 
     def work(endpoints, audit):
         return apply_plan(make_plan(loaded, endpoints, jobs), endpoints, audit, jobs)
 
-    return run_with_audit(ctx, loaded, "import", work, RunOptions(audit_file, wait_lock, jobs=jobs, sources=sources))
+    # the bundle is opened (its signature checked first) inside the audited run: a refusal is recorded
+    return run_with_audit(ctx, loaded, "import", work, RunOptions(
+        audit_file, wait_lock, jobs=jobs, sources=lambda audit: open_bundle(bundle, loaded, more_blobs, audit)))
 
 
 @cli.command("pip-config")
 @policy_option
 @run_guarded
 def pip_config_cmd(policy_path):
-    """Print the pip.conf and uv settings that point clients at the policy's internal index
-    (with its CA file; never `trusted-host`, never a password).
+    """Print the pip.conf that points pip at the policy's internal index (with its CA file;
+    never `trusted-host`, never a password). Only the file goes to stdout; notes go to stderr.
+    The same as `client-config --for pip`; `client-config --for uv` prints uv.toml.
 
     \b
     Example:
       regsync pip-config -p policy.yaml > /etc/pip.conf
     """
-    from regsync.clientconfig import client_config
+    from regsync.clientconfig import print_config
     from regsync.policy import load_policy
 
-    policy = load_policy(policy_path).policy
-    uv = "\n" + client_config(policy, "uv") if policy.packages else ""  # (no packages: said once)
-    click.echo(client_config(policy, "pip") + uv, nl=False)
-    return EXIT_OK
+    return print_config(load_policy(policy_path).policy, "pip")
 
 
 def _interrupt(signum, frame):

@@ -8,12 +8,17 @@ What each client can express differs, and the output says so instead of pretendi
 - podman/skopeo `registries.conf` remaps repository by repository;
 - docker's `registry-mirrors` applies to Docker Hub only and needs identical names at the
   mirror's root; anything else is pulled by its internal name.
+
+One invocation prints one file, valid for its format, so `> /etc/pip.conf` or `> daemon.json` is
+safe; what the file cannot carry (CA files to install, copies to pull by their internal names)
+goes to stderr. Nothing to configure is a usage error (exit 2) with an empty stdout, so a redirect
+never replaces a working file with a comment.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 import click
@@ -24,6 +29,12 @@ from regsync.policy.models import Policy
 
 CLIENTS = ("docker", "containerd", "podman", "pip", "uv")
 DOCKER_HUB_HOSTS = {"docker.io", "registry-1.docker.io", "index.docker.io", "registry.hub.docker.com"}
+
+
+@dataclass
+class Rendered:
+    text: str                                       # the file itself
+    notes: list[str] = field(default_factory=list)  # for the human, on stderr
 
 
 @dataclass(frozen=True)
@@ -54,10 +65,12 @@ class Route:
         return None
 
 
-def client_config(policy: Policy, client: str) -> str:
+def client_config(policy: Policy, client: str, upstream: str | None = None) -> Rendered:
     renderers = {"docker": _docker, "containerd": _containerd, "podman": _podman, "pip": _pip, "uv": _uv}
     if client not in renderers:
         raise UsageError(f"--for must be one of {', '.join(CLIENTS)}")
+    if client == "containerd":
+        return _containerd(policy, upstream)
     return renderers[client](policy)
 
 
@@ -80,17 +93,17 @@ def _upstream(registry) -> str:
 def _ca_lines(routes_: list[Route], directory: str) -> list[str]:
     lines = []
     for host, ca in sorted({(r.target_host, r.ca_file) for r in routes_ if r.ca_file}):
-        lines.append(f"#   install -D -m 0644 {ca} {directory}/{host}/ca.crt")
-    return ["# CA certificates (instead of any insecure setting):", *lines] if lines else []
+        lines.append(f"  install -D -m 0644 {ca} {directory}/{host}/ca.crt")
+    return ["CA certificates to install (instead of any insecure setting):", *lines] if lines else []
 
 
 def _plain_http_warning(routes_: list[Route]) -> list[str]:
     plain = sorted({r.target_host for r in routes_ if r.target_url.startswith("http://")})
-    return [f"# {host} is plain HTTP: give it TLS; this file does not switch off verification" for host in plain]
+    return [f"{host} is plain HTTP: give it TLS; this file does not switch off verification" for host in plain]
 
 
 def _pull_lines(routes_: list[Route]) -> list[str]:
-    return [f"#   {r.upstream}/{r.source_repo}  ->  {_client_ref(r)}" for r in routes_]
+    return [f"  {r.upstream}/{r.source_repo}  ->  {_client_ref(r)}" for r in routes_]
 
 
 def _client_ref(route: Route) -> str:
@@ -99,47 +112,55 @@ def _client_ref(route: Route) -> str:
     return f"{route.target_host}/{route.target_repo}"
 
 
-def _no_images() -> str:
-    return "# this policy has no images: rules, so there is no internal registry to point clients at\n"
+def _image_routes(policy: Policy) -> list[Route]:
+    found = routes(policy)
+    if not found:
+        raise UsageError("this policy has no images: rules, so there is no internal registry to point clients at")
+    return found
 
 
-def _docker(policy: Policy) -> str:
-    all_routes = routes(policy)
-    if not all_routes:
-        return _no_images()
+def _docker(policy: Policy) -> Rendered:
+    all_routes = _image_routes(policy)
     mirrors = sorted({f"{'https' if r.target_url.startswith('https') else 'http'}://{r.target_host}"
                       for r in all_routes if r.upstream == "docker.io" and r.prefix == "" and not r.target_path})
-    lines = ["# /etc/docker/daemon.json", json.dumps({"registry-mirrors": mirrors}, indent=2) if mirrors else "{}"]
+    pull = ["Pull the internal copies by their internal names:", *_pull_lines(all_routes)]
     if not mirrors:
-        lines.append("# (no rule keeps Docker Hub names unchanged at a registry root, which registry-mirrors needs)")
-    lines += ["", "# Pull the internal copies by their internal names:", *_pull_lines(all_routes)]
-    lines += _ca_lines(all_routes, "/etc/docker/certs.d") + _plain_http_warning(all_routes)
-    return "\n".join(lines) + "\n"
+        raise UsageError("nothing for daemon.json: registry-mirrors needs a rule that keeps Docker Hub names "
+                         "unchanged at a registry root.\n" + "\n".join(pull))
+    notes = ["for /etc/docker/daemon.json (merge into an existing one)", *pull,
+             *_ca_lines(all_routes, "/etc/docker/certs.d"), *_plain_http_warning(all_routes)]
+    return Rendered(json.dumps({"registry-mirrors": mirrors}, indent=2) + "\n", notes)
 
 
-def _containerd(policy: Policy) -> str:
-    all_routes = routes(policy)
-    if not all_routes:
-        return _no_images()
-    blocks, unmapped = [], []
+def _containerd(policy: Policy, upstream: str | None = None) -> Rendered:
+    all_routes = _image_routes(policy)
+    files, unmapped = {}, []
     by_upstream: dict[str, list[Route]] = {}
     for route in all_routes:
         by_upstream.setdefault(route.upstream, []).append(route)
-    for upstream, group in sorted(by_upstream.items()):
+    for host, group in sorted(by_upstream.items()):
         homes = {(r.target_url, r.prefix, r.ca_file) for r in group}
         if len(homes) != 1 or None in {r.prefix for r in group}:
             unmapped += group  # one upstream host can be redirected to one place only
             continue
         url, prefix, ca = homes.pop()
-        blocks.append(_hosts_toml(upstream, url, prefix, ca))
-    lines = [block for block in blocks]
+        files[host] = _hosts_toml(host, url, prefix, ca)
+    notes = []
     if unmapped:
-        lines.append("# Not expressible as a host redirect (names change per repository); pull these directly:\n"
-                     + "\n".join(_pull_lines(unmapped)))
-    lines.append("\n".join(["# Set config_path = \"/etc/containerd/certs.d\" under "
-                            "[plugins.\"io.containerd.grpc.v1.cri\".registry] in /etc/containerd/config.toml.",
-                            *_ca_lines(all_routes, "/etc/containerd/certs.d"), *_plain_http_warning(all_routes)]))
-    return "\n\n".join(lines) + "\n"
+        notes += ["Not expressible as a host redirect (names change per repository); pull these directly:",
+                  *_pull_lines(unmapped)]
+    if not files:
+        raise UsageError("no upstream host can be redirected as a whole.\n" + "\n".join(notes))
+    if upstream is None and len(files) > 1:
+        raise UsageError(f"one hosts.toml per upstream host: choose one with --upstream ({', '.join(files)})")
+    host = upstream or next(iter(files))
+    if host not in files:
+        raise UsageError(f"--upstream {host}: no hosts.toml for it; choose one of {', '.join(files)}")
+    notes = [f"for /etc/containerd/certs.d/{host}/hosts.toml",
+             'with config_path = "/etc/containerd/certs.d" under '
+             '[plugins."io.containerd.grpc.v1.cri".registry] in /etc/containerd/config.toml', *notes,
+             *_ca_lines(all_routes, "/etc/containerd/certs.d"), *_plain_http_warning(all_routes)]
+    return Rendered(files[host], notes)
 
 
 def _hosts_toml(upstream: str, url: str, prefix: str, ca: str | None) -> str:
@@ -157,84 +178,90 @@ def _hosts_toml(upstream: str, url: str, prefix: str, ca: str | None) -> str:
         lines.append(f'  ca = "/etc/containerd/certs.d/{split.netloc}/ca.crt"')
     if path or prefix:
         lines.append("  override_path = true")
-    return "\n".join(lines)
+    return "\n".join(lines) + "\n"
 
 
-def _podman(policy: Policy) -> str:
-    all_routes = routes(policy)
-    if not all_routes:
-        return _no_images()
+def _podman(policy: Policy) -> Rendered:
+    all_routes = _image_routes(policy)
     lines = ["# /etc/containers/registries.conf.d/50-regsync.conf (podman, buildah, skopeo, cri-o)"]
+    notes = []
     for route in all_routes:
         if route.target_path:
-            lines.append(f"# {route.upstream}/{route.source_repo}: its copy is behind an API path "
+            notes.append(f"{route.upstream}/{route.source_repo}: its copy is behind an API path "
                          f"({route.target_url}); give clients a connector port")
             continue
         lines += ["", "[[registry]]", f'prefix = "{route.upstream}/{route.source_repo}"',
                   f'location = "{route.target_host}/{route.target_repo}"']
-    lines += [""] + _ca_lines(all_routes, "/etc/containers/certs.d") + _plain_http_warning(all_routes)
-    return "\n".join(lines).rstrip("\n") + "\n"
+    if len(lines) == 1:
+        raise UsageError("no copy can be a registries.conf location.\n" + "\n".join(notes))
+    notes += _ca_lines(all_routes, "/etc/containers/certs.d") + _plain_http_warning(all_routes)
+    return Rendered("\n".join(lines) + "\n", notes)
 
 
 def _package_index(policy: Policy):
-    """(name, url, ca, closing comment lines) of the first package target, or Nones."""
+    """(name, url, ca, notes) of the first package target; a usage error when there is none."""
     targets = list(dict.fromkeys(rule.target for rule in policy.packages))
     if not targets:
-        return None, None, None, []
+        raise UsageError("this policy has no packages: rules, so there is no internal index to point clients at")
     name = targets[0]
     index = policy.indexes[name]
-    url = index.url if index.kind != "directory" else f"https://<the web server serving {index.path}>/simple/"
+    url = index.url or f"https://<the web server serving {index.path}>/simple/"
     ca = str(index.tls.ca_file) if index.tls and index.tls.ca_file else None
     notes = []
+    if not index.url:
+        notes.append(f"index '{name}' is a directory without a url: set `url:` on it to where clients read it")
     if index.auth and index.auth.username:
-        notes += ["# The index needs credentials to read: give them to the client through keyring or ~/.netrc,",
-                  "# not in this file (they would end up in images and logs)."]
+        notes += ["The index needs credentials to read: give them to the client through keyring or ~/.netrc,",
+                  "not in this file (they would end up in images and logs)."]
     if targets[1:]:
-        notes.append(f"# other package targets in this policy: {', '.join(targets[1:])}")
+        notes.append(f"other package targets in this policy: {', '.join(targets[1:])}")
     return name, url, ca, notes
 
 
-def _no_packages() -> str:
-    return "# this policy has no packages: rules, so there is no internal index to point clients at\n"
-
-
-def _pip(policy: Policy) -> str:
+def _pip(policy: Policy) -> Rendered:
     name, url, ca, notes = _package_index(policy)
-    if name is None:
-        return _no_packages()
     lines = [f"# /etc/pip.conf (or ~/.config/pip/pip.conf) for index '{name}'", "[global]", f"index-url = {url}"]
     if ca:
         lines.append(f"cert = {ca}")
-    return "\n".join(lines + notes) + "\n"
+    return Rendered("\n".join(lines) + "\n", notes)
 
 
-def _uv(policy: Policy) -> str:
+def _uv(policy: Policy) -> Rendered:
     name, url, ca, notes = _package_index(policy)
-    if name is None:
-        return _no_packages()
     lines = [f"# uv.toml (~/.config/uv/uv.toml, or [tool.uv] in pyproject.toml) for index '{name}'",
              "[[index]]", f'name = "{name}"', f'url = "{url}"', "default = true"]
     if ca:
-        lines.append(f"# uv takes the CA from the environment: export SSL_CERT_FILE={ca}")
-    return "\n".join(lines + notes) + "\n"
+        notes.append(f"uv takes the CA from the environment: export SSL_CERT_FILE={ca}")
+    return Rendered("\n".join(lines) + "\n", notes)
 
+
+def print_config(policy: Policy, client: str, upstream: str | None = None) -> int:
+    rendered = client_config(policy, client, upstream)
+    click.echo(rendered.text, nl=False)
+    for note in rendered.notes:
+        click.echo(f"# {note}", err=True)
+    return EXIT_OK
 
 
 @click.command("client-config")
 @click.option("-p", "--policy", "policy_path", required=True, type=click.Path(), help="Policy YAML file.")
 @click.option("--for", "client", required=True, type=click.Choice(CLIENTS), help="Which client to configure.")
+@click.option("--upstream", help="containerd: the upstream host whose hosts.toml to print, when there are several.")
 @run_guarded
-def client_config_cmd(policy_path, client):
-    """Print the configuration that points a client at the policy's internal copies: docker's
-    daemon.json, containerd's hosts.toml, podman's registries.conf, pip.conf or uv.toml, with
-    the CA files to install (never an insecure flag, never a password).
+def client_config_cmd(policy_path, client, upstream):
+    """Print one configuration file that points a client at the policy's internal copies:
+    docker's daemon.json, containerd's hosts.toml, podman's registries.conf, pip.conf or
+    uv.toml. Only the file goes to stdout, so redirecting it is safe; CA files to install and
+    copies the file cannot express go to stderr. Never an insecure flag, never a password.
+    Exit 2 when the policy gives the client nothing to configure.
 
     \b
     Examples:
-      regsync client-config -p policy.yaml --for containerd
       regsync client-config -p policy.yaml --for pip > /etc/pip.conf
+      regsync client-config -p policy.yaml --for docker > /etc/docker/daemon.json
+      regsync client-config -p policy.yaml --for containerd --upstream docker.io \\
+          > /etc/containerd/certs.d/docker.io/hosts.toml
     """
     from regsync.policy import load_policy
 
-    click.echo(client_config(load_policy(policy_path).policy, client), nl=False)
-    return EXIT_OK
+    return print_config(load_policy(policy_path).policy, client, upstream)

@@ -7,6 +7,7 @@ from contextlib import contextmanager
 
 from loguru import logger
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 from rich.table import Table
 
@@ -23,10 +24,13 @@ def setup_logging(verbosity: int, log_format: str, run_id: str) -> None:
     logger.remove()
     level = _LEVELS[max(-2, min(2, verbosity))]
     logger.configure(extra={"run_id": run_id})
+    # diagnose would print every variable of every frame in a traceback (a password three times in
+    # one, issue 11); backtrace only adds frames above the handler. A plain traceback names the bug.
+    safe = {"level": level, "diagnose": False, "backtrace": False}
     if log_format == "json":
-        logger.add(sys.stderr, level=level, serialize=True)
+        logger.add(sys.stderr, serialize=True, **safe)
     else:
-        logger.add(sys.stderr, level=level, format="<level>{level: <7}</level> {message}", colorize=None)
+        logger.add(sys.stderr, format="<level>{level: <7}</level> {message}", colorize=None, **safe)
 
 
 def human_size(n: int) -> str:
@@ -44,10 +48,11 @@ def render_plan(plan: Plan) -> None:
     styles = {"copy": "green", "update": "yellow", "skip": "dim", "refuse": "red"}
     for item in plan.items:
         short = item.digest.split(":", 1)[-1][:12] if item.digest else "-"
-        table.add_row(item.source, item.target, short, f"[{styles[item.action]}]{item.action}[/]",
-                      human_size(item.bytes) if item.changes else "", item.reason)
+        # names and reasons come from servers (a refused tag is shown as listed): never read as markup
+        table.add_row(escape(item.source), escape(item.target), short, f"[{styles[item.action]}]{item.action}[/]",
+                      human_size(item.bytes) if item.changes else "", escape(item.reason))
     for error in plan.errors:
-        table.add_row(error.source, "", "-", "[red]error[/]", "", error.reason)
+        table.add_row(escape(error.source), "", "-", "[red]error[/]", "", escape(error.reason))
     stdout.print(table)
     counts = {a: sum(1 for i in plan.items if i.action == a) for a in ("copy", "update", "skip", "refuse")}
     total = sum(i.bytes for i in plan.items if i.changes)

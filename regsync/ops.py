@@ -15,8 +15,11 @@ def write_summary(path: Path, summary: dict) -> None:
     write_atomically(path, json.dumps(summary, indent=2) + "\n")
 
 
-def write_metrics(path: Path, *, counts: dict[str, int], bytes_moved: int, duration: float, exit_code: int) -> None:
-    """Prometheus text format for node_exporter's textfile collector."""
+def write_metrics(path: Path, *, counts: dict[str, int], bytes_moved: int, duration: float, exit_code: int,
+                  audit_head: dict | None = None) -> None:
+    """Prometheus text format for node_exporter's textfile collector. `audit_head` ({"sha256", "seq"}
+    of the run's last audit record) is an anchor for `audit verify --expect-head`: a label, as a
+    hash is not a number."""
     now = time.time()
     # The last success outlives failed runs: carry it over from the previous file.
     last_success = now if exit_code == 0 else _previous_value(path, "regsync_last_success_timestamp_seconds")
@@ -41,6 +44,10 @@ def write_metrics(path: Path, *, counts: dict[str, int], bytes_moved: int, durat
         lines += ["# HELP regsync_last_success_timestamp_seconds When a run last ended with exit code 0.",
                   "# TYPE regsync_last_success_timestamp_seconds gauge",
                   f"regsync_last_success_timestamp_seconds {last_success:.3f}"]
+    if audit_head is not None:
+        lines += ["# HELP regsync_audit_head_info The last audit record the last run wrote (for audit verify --expect-head).",
+                  "# TYPE regsync_audit_head_info gauge",
+                  f'regsync_audit_head_info{{sha256="{audit_head["sha256"]}",seq="{audit_head["seq"]}"}} 1']
     write_atomically(path, "\n".join(lines) + "\n")
 
 

@@ -17,16 +17,17 @@ import base64
 import errno
 import fcntl
 import hashlib
-import json
 import os
 import re
 import shutil
+import stat
 import time
 from pathlib import Path
 
 from loguru import logger
 
-from regsync.transfer import CHUNK, ResumableSha256, state_dir, write_private_json
+from regsync.transfer import (CHUNK, ResumableSha256, create_new, private_subdir, read_private_json, state_dir,
+                              write_private_json)
 
 # fsync is what makes a checkpoint honest, and it stalls the stream: at most every 32 MiB on a fast
 # link (64 stalls for a 2 GB wheel), every second on a slow one (so a kill loses a second's bytes).
@@ -65,16 +66,24 @@ class PartialFile:
         algorithm, _, hexdigest = digest.partition(":")
         if directory is None or algorithm != "sha256" or not _HEX.fullmatch(hexdigest):
             return None
-        folder = directory / "downloads"
+        folder, part = directory / "downloads", directory / "downloads" / f"{hexdigest}.part"
         try:
-            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+            private_subdir(directory, "downloads")
             _prune_once(folder)
-            fd = os.open(folder / f"{hexdigest}.part", os.O_RDWR | os.O_CREAT, 0o600)
+            fd = os.open(part, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o600)
         except OSError as exc:
-            if folder not in _warned:  # once per run, not once per file
+            if exc.errno == errno.ELOOP:
+                logger.warning("{} is a symlink: not followed, nothing written through it; this file downloads "
+                               "without resume (someone else can write to the state dir?)", part)
+            elif folder not in _warned:  # once per run, not once per file
                 _warned.add(folder)
                 logger.warning("cannot keep partial downloads in {}: {}; a killed run will start its files over "
-                               "(set REGSYNC_STATE_DIR to a writable directory)", folder, exc.strerror)
+                               "(set REGSYNC_STATE_DIR to a writable directory of this user)", folder, exc.strerror)
+            return None
+        if not _own_regular_file(fd):
+            os.close(fd)
+            logger.warning("{} is not a regular file of this user with one link: not used; this file downloads "
+                           "without resume", part)
             return None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -87,14 +96,24 @@ class PartialFile:
 
     @classmethod
     def plain(cls, path: Path, digest: str) -> PartialFile:
-        return cls(path, None, digest, path.open("w+b"))
+        return cls(path, None, digest, os.fdopen(create_new(path, 0o666, os.O_RDWR), "w+b"))
+
+    def open_for_reading(self):
+        """The kept bytes read by a second handle, which must be this very file (never a link, nor a
+        file put in its place since we locked it)."""
+        handle = open(os.open(self.part, os.O_RDONLY | os.O_NOFOLLOW), "rb")
+        ours, theirs = os.fstat(self._handle.fileno()), os.fstat(handle.fileno())
+        if (ours.st_dev, ours.st_ino) != (theirs.st_dev, theirs.st_ino):
+            handle.close()
+            raise OSError(errno.ESTALE, f"{self.part.name} was replaced while this run held it")
+        return handle
 
     def resume(self, expected_size: int | None) -> int:
         """The offset to continue from (the checkpointed bytes, `hasher` set to match), or 0."""
         if self.record is None:
             return self.restart()
         try:
-            doc = json.loads(self.record.read_text())
+            doc = read_private_json(self.record)
             offset, size = int(doc["offset"]), doc.get("size")
             usable = (doc["digest"] == self.digest and 0 < offset and (size is None or offset < int(size))
                       and (expected_size is None or size is None or int(size) == expected_size)
@@ -200,15 +219,27 @@ def _prune_once(folder: Path) -> None:
     cutoff = time.time() - STALE_SECONDS
     for part in folder.glob("*.part"):
         try:
-            if part.stat().st_mtime >= cutoff:
+            info = part.lstat()
+            if stat.S_ISLNK(info.st_mode):
+                part.unlink()  # the link, never its target
+                logger.warning("{} was a symlink where a partial download goes: removed, not followed "
+                               "(someone else can write to the state dir?)", part)
                 continue
-            with part.open("rb") as handle:
+            if info.st_mtime >= cutoff:
+                continue
+            with open(os.open(part, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK), "rb") as handle:
                 fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
                 part.with_suffix(".json").unlink(missing_ok=True)
                 part.unlink()
         except OSError:
             continue  # held by a run right now, or already gone
         logger.info("removed a partial download untouched for {} days: {}", STALE_SECONDS // 86400, part.name)
+
+
+def _own_regular_file(fd: int) -> bool:
+    """A hard link to someone else's file would let a run truncate it: only a file of ours, alone."""
+    info = os.fstat(fd)
+    return stat.S_ISREG(info.st_mode) and info.st_uid == os.getuid() and info.st_nlink == 1
 
 
 def _restore(state) -> ResumableSha256 | None:

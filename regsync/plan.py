@@ -6,12 +6,16 @@ exactly: applying a saved plan never re-resolves a tag.
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
 
+from pydantic import TypeAdapter, ValidationError
+
 from regsync.errors import UsageError
+from regsync.oci.names import InvalidName, check_digest, check_image_ref, shown
 
 PLAN_VERSION = 1
 ACTIONS = ("copy", "update", "skip", "refuse")
@@ -81,7 +85,8 @@ class Plan:
             raise UsageError(f"{where}: not a regsync plan (malformed JSON or missing fields)") from None
         for item in plan.items:
             if item.action not in ACTIONS:
-                raise UsageError(f"{where}: unknown action '{item.action}' for {item.source}")
+                raise UsageError(f"{where}: unknown action '{shown(item.action)}' for {shown(item.source)}")
+            _check_names(item, where)
         return plan
 
     def save(self, path: Path) -> None:
@@ -99,9 +104,32 @@ class Plan:
             raise UsageError(f"{path}: cannot read plan: {exc.strerror}") from None
 
 
+def _check_names(item: PlanItem, where: str) -> None:
+    """Every name apply turns into a URL. A refuse row is only recorded, never acted on: it may name
+    the very tag it refused."""
+    if item.kind != "image" or item.action == "refuse":
+        return
+    try:
+        check_image_ref(item.source)
+        check_image_ref(item.target)
+        for digest in (item.digest, item.source_digest, item.target_before):
+            if digest is not None:
+                check_digest(digest)
+    except InvalidName as exc:
+        raise UsageError(f"{where}: item {shown(item.source)} -> {shown(item.target)}: {exc.reason}") from None
+
+
+@functools.cache
+def _adapter(cls) -> TypeAdapter:
+    return TypeAdapter(cls)
+
+
 def _build(cls, raw: dict):
     names = {f.name for f in fields(cls)}
     unknown = set(raw) - names
     if unknown:
         raise KeyError(unknown)
-    return cls(**raw)
+    try:  # a plan file is input like any other: a digest that is a number is refused here, not deep in apply
+        return _adapter(cls).validate_python(raw)
+    except ValidationError as exc:
+        raise ValueError(str(exc)) from None

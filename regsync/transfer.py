@@ -10,9 +10,11 @@ from __future__ import annotations
 import base64
 import ctypes
 import ctypes.util
+import errno
 import hashlib
 import json
 import os
+import stat
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -22,6 +24,7 @@ import requests
 import urllib3
 from loguru import logger
 
+from regsync.digest import Digest, digest_of  # noqa: F401 (digest_of: re-exported for older imports)
 from regsync.errors import RegistryError, VerificationError
 
 # What a dropped or reset source connection raises mid-read, depending on where it breaks.
@@ -41,14 +44,8 @@ CHUNK = 1 << 20
 
 
 def new_hash(digest: str):
-    algorithm, _, hexdigest = digest.partition(":")
-    if algorithm not in ("sha256", "sha512") or not hexdigest:
-        raise VerificationError(f"unsupported digest '{digest}'")
-    return hashlib.new(algorithm)
-
-
-def digest_of(data: bytes, algorithm: str = "sha256") -> str:
-    return f"{algorithm}:{hashlib.new(algorithm, data).hexdigest()}"
+    """A hasher of `digest`'s own algorithm; an unknown algorithm or malformed digest is refused."""
+    return Digest.parse(digest).hasher()
 
 
 class VerifyingReader:
@@ -262,12 +259,57 @@ def state_dir() -> Path | None:
     return Path(value) if value else Path.home() / ".local" / "state" / "regsync"
 
 
+def private_subdir(root: Path, name: str) -> Path:
+    """`root/name`, both private to this user (see private_dir); OSError when either cannot be."""
+    private_dir(root, follow=True)  # the state dir itself is the user's choice, a symlink included
+    return private_dir(root / name)
+
+
+def private_dir(path: Path, follow: bool = False) -> Path:
+    """`path` as a directory only this user can enter: created 0700, and one of ours that is looser
+    is tightened to 0700. Checkpoints and partial files there are trusted to be ours, so a directory
+    of another user, or one others can write to and we cannot tighten, is refused (OSError)."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    info = os.stat(path) if follow else os.lstat(path)
+    if not stat.S_ISDIR(info.st_mode):
+        raise OSError(errno.ENOTDIR, f"{path} is not a directory (a symlink is not followed)")
+    if info.st_uid != os.getuid():
+        raise OSError(errno.EPERM, f"{path} belongs to uid {info.st_uid}, not to this user")
+    if info.st_mode & stat.S_ISVTX:  # /tmp and its like are shared by design: never ours to tighten
+        raise OSError(errno.EPERM, f"{path} is a shared directory (sticky bit); give regsync one of its own")
+    if stat.S_IMODE(info.st_mode) & 0o077:
+        os.chmod(path, 0o700)
+        logger.info("{}: tightened to 0700 (state files of this user only)", path)
+    return path
+
+
+def create_new(path: Path, mode: int, flags: int = os.O_WRONLY) -> int:
+    """A new file at `path`, never through a symlink: whatever is there (a killed run's leftover,
+    a planted link) is unlinked first (the link, not its target), and O_EXCL fails should
+    anything reappear in between."""
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
+    return os.open(path, flags | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+
+
+def read_private_json(path: Path, limit: int = 64 * 1024):
+    """A small JSON state file, never through a symlink (OSError: ELOOP) and bounded."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, f"{path.name} is not a regular file")
+        return json.loads(handle.read(limit))
+
+
 def write_atomically(path: Path, data: str | bytes) -> None:
     """Replace `path` in one step: readers (node_exporter, a web server, a wrapper script, pip)
     never see a half-written file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data.encode() if isinstance(data, str) else data)
+    with os.fdopen(create_new(tmp, 0o666), "wb") as handle:
+        handle.write(data.encode() if isinstance(data, str) else data)
     os.replace(tmp, path)
 
 
@@ -275,8 +317,7 @@ def write_private_json(path: Path, doc: dict) -> None:
     """Replace `path` with `doc` in one step, readable by this user only (a checkpoint is read back
     only after it is whole: a crash leaves the old one or the new one)."""
     temporary = path.with_suffix(".tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
+    with os.fdopen(create_new(temporary, 0o600), "w") as handle:
         json.dump(doc, handle)
     os.replace(temporary, path)
 
@@ -294,22 +335,28 @@ class UploadCheckpoint:
 
     def __init__(self, directory: Path, target: str, digest: str, stop_check: Callable[[], None] | None = None):
         key = hashlib.sha256(f"{target}@{digest}".encode()).hexdigest()[:40]
-        self.path = directory / "uploads" / f"{key}.json"
+        self.root, self.path = directory, directory / "uploads" / f"{key}.json"
         self.target, self.digest = target, digest
         self._stop_check = stop_check
         self.location: str | None = None
         self.offset = 0
         self.hasher = ResumableSha256()
-        self._unwritable = False
+        self._unwritable = self._checked = False
 
     def load(self) -> bool:
+        if not self._usable():
+            return False
         try:
-            doc = json.loads(self.path.read_text())
+            doc = read_private_json(self.path)
             if doc["target"] != self.target or doc["digest"] != self.digest:
                 return False
             hasher = ResumableSha256(base64.b64decode(doc["sha256_state"]))
             location, offset = str(doc["location"]), int(doc["offset"])
-        except (OSError, ValueError, KeyError, TypeError):
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                logger.warning("{} is a symlink: not followed; this upload starts afresh", self.path)
+            return False
+        except (ValueError, KeyError, TypeError):
             return False
         self.location, self.offset, self.hasher = location, offset, hasher
         return True
@@ -321,20 +368,33 @@ class UploadCheckpoint:
     def save(self, location: str, offset: int) -> None:
         """Called with the hasher having seen exactly `offset` bytes (the acknowledged ones)."""
         self.location, self.offset = location, offset
-        if not self._unwritable:
+        if self._usable():
             doc = {"target": self.target, "digest": self.digest, "location": location, "offset": offset,
                    "sha256_state": base64.b64encode(self.hasher.state()).decode()}
             try:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
                 write_private_json(self.path, doc)  # 0600: the session URL lets its holder append to the upload
             except OSError as exc:
-                # A read-only home (a locked-down container) costs resumability, never the copy.
-                self._unwritable = True
-                if not _warned_unwritable.is_set():
-                    _warned_unwritable.set()
-                    logger.warning("cannot keep upload checkpoints in {} ({}); set REGSYNC_STATE_DIR to a "
-                                   "writable directory to resume interrupted uploads", self.path.parent, exc.strerror)
+                self._cannot_keep(exc)
         self._stop()
+
+    def _usable(self) -> bool:
+        """Whether checkpoints can live in the state dir: ours, 0700 (made so on first use)."""
+        if not self._unwritable and not self._checked:
+            try:
+                private_subdir(self.root, "uploads")
+                self._checked = True
+            except OSError as exc:
+                self._cannot_keep(exc)
+        return not self._unwritable
+
+    def _cannot_keep(self, exc: OSError) -> None:
+        # A read-only home (a locked-down container) costs resumability, never the copy.
+        self._unwritable = True
+        if not _warned_unwritable.is_set():
+            _warned_unwritable.set()
+            logger.warning("cannot keep upload checkpoints in {} ({}); set REGSYNC_STATE_DIR to a "
+                           "writable directory of this user to resume interrupted uploads", self.path.parent,
+                           exc.strerror)
 
     def _stop(self) -> None:
         if self._stop_check:

@@ -16,7 +16,8 @@ from tests.fixtures.policies import audit_records, run_cli, write_policy
 
 @pytest.fixture
 def signed_trail(tmp_path, registry, registry2, unique_repo, oci_dir):
-    """Two runs of a real sync (one pushes, one skips), the run-finished records signed with Ed25519."""
+    """Two runs of a real sync (one pushes, one skips), the run-finished records signed with Ed25519;
+    each run also writes summary-N.json and regsync.prom (the second run's)."""
     key = ed25519.Ed25519PrivateKey.generate()
     (tmp_path / "audit.key").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                                           serialization.NoEncryption()))
@@ -27,8 +28,9 @@ def signed_trail(tmp_path, registry, registry2, unique_repo, oci_dir):
         seed(registry, unique_repo, tag, oci_dir)
     policy = write_policy(tmp_path, registry.url, registry2.url, unique_repo, tags=["a", "b"])
     policy.write_text(policy.read_text().replace("audit: {path: audit.jsonl}", "audit: {path: audit.jsonl, sign_key: audit.key}"))
-    for _ in range(2):
-        assert run_cli("sync", "-p", policy).exit_code == 0
+    for n in range(2):
+        assert run_cli("sync", "-p", policy, "--summary-json", tmp_path / f"summary-{n}.json",
+                       "--metrics-file", tmp_path / "regsync.prom").exit_code == 0
     return tmp_path / "audit.jsonl"
 
 
@@ -246,3 +248,67 @@ def test_a_trail_cut_mid_line_is_never_extended(tmp_path, registry, registry2, u
     assert result.exit_code == 1 and "last line is incomplete" in result.output
     assert trail.read_bytes() == whole[:-1]  # nothing glued onto the damaged line
     assert ":4: truncated line (no newline)" in verify(trail).output
+
+
+def test_merge_signs_only_inputs_it_verified_with_the_key(signed_trail):
+    """A forged shard trail (an edited digest, signatures stripped, chain recomputed) must not come
+    out of `audit merge --sign-key` signed: signing needs --key, and every input is checked with it."""
+    pub, sign_key = signed_trail.with_name("audit.pub"), signed_trail.with_name("audit.key")
+    lines = lines_of(signed_trail)
+    forged_records = []
+    for raw in lines[:6]:  # the first run, a pushed digest swapped for another
+        entry = json.loads(raw)
+        entry.pop("signature", None)
+        if entry["event"] == "pushed":
+            entry["artifact"]["digest"] = "sha256:" + "e" * 64
+        forged_records.append(encode(entry))
+    forged = tampered(signed_trail, rechain(forged_records), "shard-forged.jsonl")
+    forged_run = json.loads(lines[0])["run_id"]
+
+    unchecked = run_cli("audit", "merge", signed_trail, forged, "-o", signed_trail.with_name("m1.jsonl"),
+                        "--sign-key", sign_key)
+    assert unchecked.exit_code == 2 and "--sign-key needs --key" in unchecked.output
+    assert not signed_trail.with_name("m1.jsonl").exists()
+
+    refused = run_cli("audit", "merge", signed_trail, forged, "-o", signed_trail.with_name("m2.jsonl"),
+                      "--key", pub, "--sign-key", sign_key)
+    assert refused.exit_code == 1, refused.output
+    assert f"shard-forged.jsonl:6: run {forged_run}: run-finished is not signed" in refused.output
+    assert "not merging" in refused.output and not signed_trail.with_name("m2.jsonl").exists()
+
+    merged = signed_trail.with_name("m3.jsonl")
+    joined = run_cli("audit", "merge", signed_trail, "-o", merged, "--key", pub, "--sign-key", sign_key)
+    assert joined.exit_code == 0, joined.output
+    assert verify(merged, "--key", pub).exit_code == 0
+
+
+def test_whole_runs_cut_from_the_end_fail_against_the_anchor_a_run_wrote(signed_trail):
+    """Removing the last run leaves a valid, still signed trail: only an anchor kept outside the file
+    (the summary JSON, the metrics file, or the head `audit verify` printed) tells."""
+    pub, lines = signed_trail.with_name("audit.pub"), lines_of(signed_trail)
+    head = hashlib.sha256(lines[-1]).hexdigest()
+    first, second = (json.loads(signed_trail.with_name(f"summary-{n}.json").read_text()) for n in range(2))
+    assert second["audit_head"] == {"sha256": head, "seq": 10}
+    assert first["audit_head"] == {"sha256": hashlib.sha256(lines[5]).hexdigest(), "seq": 6}
+    families = {f.name: f for f in text_string_to_metric_families(signed_trail.with_name("regsync.prom").read_text())}
+    [sample] = families["regsync_audit_head_info"].samples
+    assert sample.labels == {"sha256": head, "seq": "10"} and sample.value == 1
+
+    intact = verify(signed_trail, "--key", pub, "--anchor", signed_trail.with_name("summary-1.json"))
+    assert intact.exit_code == 0 and f"head sha256 {head} (seq 10)" in intact.output
+    # an older anchor still holds: the runs after it were appended, not cut
+    older = verify(signed_trail, "--anchor", signed_trail.with_name("summary-0.json"))
+    assert older.exit_code == 0 and "anchor found at line 6; 4 record(s) after it" in older.output
+
+    cut = tampered(signed_trail, lines[:6])  # the second run removed whole
+    assert verify(cut, "--key", pub).exit_code == 0  # what the chain and the signatures alone cannot see
+    by_file = verify(cut, "--key", pub, "--anchor", signed_trail.with_name("summary-1.json"))
+    assert by_file.exit_code == 1
+    assert "the trail ends at seq 6, before the anchor (seq 10): truncated" in by_file.output
+    by_hash = verify(cut, "--expect-head", head)
+    assert by_hash.exit_code == 1 and f"{head} is not the hash of any record" in by_hash.output
+
+    rewritten = tampered(signed_trail, rechain(lines[:3] + lines[4:]), "rewritten.jsonl")
+    by_seq = verify(rewritten, "--anchor", signed_trail.with_name("summary-0.json"))
+    assert by_seq.exit_code == 1 and "record seq 6 is not the anchored one" in by_seq.output
+    assert verify(signed_trail, "--expect-head", "abc").exit_code == 2

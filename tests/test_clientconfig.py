@@ -34,23 +34,14 @@ packages:
     return path
 
 
-def config_for(policy, client):
-    result = run_cli("client-config", "-p", policy, "--for", client)
+def config_for(policy, client, *extra):
+    """(the file on stdout, the notes on stderr) of one successful invocation."""
+    result = run_cli("client-config", "-p", policy, "--for", client, *extra)
     assert result.exit_code == 0, result.output
     assert "p4ss-word" not in result.output
     for flag in ("insecure-registries", "insecure =", "skip_verify", "trusted-host", "tls-verify"):
         assert flag not in result.output
-    return result.output
-
-
-def toml_blocks(text):
-    """The hosts.toml files in the output, keyed by the path comment heading each."""
-    blocks = {}
-    for chunk in text.split("\n\n"):
-        first, _, body = chunk.partition("\n")
-        if first.startswith("# /etc/containerd/certs.d/"):
-            blocks[first[2:]] = tomllib.loads(body)
-    return blocks
+    return result.stdout, result.stderr
 
 
 def test_podman_registries_conf_redirects_a_real_client(tmp_path, registry_tls, unique_repo, oci_dir):
@@ -58,11 +49,11 @@ def test_podman_registries_conf_redirects_a_real_client(tmp_path, registry_tls, 
     seed(registry_tls, unique_repo, "2.9", oci_dir)
     policy = policy_file(tmp_path, registry_tls.url, registry_tls.ca_file, unique_repo)
 
-    conf = config_for(policy, "podman")
+    conf, notes = config_for(policy, "podman")
     parsed = tomllib.loads(conf)
     assert {"prefix": "docker.io/pytorch/pytorch", "location": f"{registry_tls.host}/{unique_repo}"} in parsed["registry"]
-    assert f"/etc/containers/certs.d/{registry_tls.host}/ca.crt" in conf
-    assert "coreos/etcd" in conf and "connector port" in conf  # Nexus's API path is not a client location
+    assert f"/etc/containers/certs.d/{registry_tls.host}/ca.crt" in notes
+    assert "coreos/etcd" in notes and "connector port" in notes  # Nexus's API path is not a client location
     (tmp_path / "registries.conf").write_text(conf)
 
     # as after `podman login` to the internal registry: the credentials are for where the copy lives
@@ -77,17 +68,38 @@ def test_podman_registries_conf_redirects_a_real_client(tmp_path, registry_tls, 
 
 def test_containerd_hosts_toml_per_upstream(tmp_path):
     policy = policy_file(tmp_path, "https://harbor.corp.example", "/etc/ssl/corp-ca.pem", "dockerhub/pytorch/pytorch")
-    blocks = toml_blocks(config_for(policy, "containerd"))
+    text, notes = config_for(policy, "containerd")
 
-    hub = blocks["/etc/containerd/certs.d/docker.io/hosts.toml"]
+    hub = tomllib.loads(text)  # the one host that can be redirected as a whole: no --upstream needed
+    assert "for /etc/containerd/certs.d/docker.io/hosts.toml" in notes
     assert hub["server"] == "https://registry-1.docker.io"
     assert hub["host"] == {"https://harbor.corp.example/v2/dockerhub": {
         "capabilities": ["pull", "resolve"], "ca": "/etc/containerd/certs.d/harbor.corp.example/ca.crt",
         "override_path": True}}
     # quay.io goes to two different places (a Harbor prefix and Nexus): no single redirect exists
-    assert "/etc/containerd/certs.d/quay.io/hosts.toml" not in blocks
-    text = config_for(policy, "containerd")
-    assert "quay.io/coreos/etcd" in text and "pull these directly" in text
+    assert "quay.io/coreos/etcd" in notes and "pull these directly" in notes
+    refused = run_cli("client-config", "-p", policy, "--for", "containerd", "--upstream", "quay.io")
+    assert refused.exit_code == 2 and refused.stdout == "" and "choose one of docker.io" in refused.stderr
+
+
+def test_containerd_with_several_upstreams_prints_one_file_per_invocation(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text("""\
+version: 1
+registries:
+  hub: {url: "https://registry-1.docker.io"}
+  quay: {url: "https://quay.io"}
+  harbor: {url: "https://harbor.corp.example"}
+images:
+  - {from: hub/library/python, to: harbor/hub/library/python, tags: {include: ["3.12"]}}
+  - {from: quay/coreos/etcd, to: harbor/quay/coreos/etcd, tags: {include: [v3]}}
+""")
+    ambiguous = run_cli("client-config", "-p", path, "--for", "containerd")
+    assert ambiguous.exit_code == 2 and ambiguous.stdout == ""
+    assert "--upstream (docker.io, quay.io)" in ambiguous.stderr
+    for upstream, prefix in (("docker.io", "hub"), ("quay.io", "quay")):
+        text, _ = config_for(path, "containerd", "--upstream", upstream)
+        assert list(tomllib.loads(text)["host"]) == [f"https://harbor.corp.example/v2/{prefix}"]
 
 
 def test_containerd_reaches_nexus_path_routing(tmp_path):
@@ -100,31 +112,30 @@ registries:
 images:
   - {from: hub/library/python, to: nexus/library/python, tags: {include: ["3.12"]}}
 """)
-    blocks = toml_blocks(config_for(path, "containerd"))
-    host = blocks["/etc/containerd/certs.d/docker.io/hosts.toml"]["host"]
+    host = tomllib.loads(config_for(path, "containerd")[0])["host"]
     assert list(host) == ["https://nexus.corp.example/repository/docker-hosted/v2"]
     assert host["https://nexus.corp.example/repository/docker-hosted/v2"]["override_path"] is True
 
 
 def test_docker_daemon_json_only_mirrors_what_docker_can_use(tmp_path):
     same_names = policy_file(tmp_path, "https://harbor.corp.example", "/etc/ssl/corp-ca.pem", "pytorch/pytorch")
-    text = config_for(same_names, "docker")
-    assert json.loads(text.split("\n", 1)[1].split("\n\n", 1)[0]) == {"registry-mirrors": ["https://harbor.corp.example"]}
-    assert "install -D -m 0644 /etc/ssl/corp-ca.pem /etc/docker/certs.d/harbor.corp.example/ca.crt" in text
+    text, notes = config_for(same_names, "docker")
+    assert json.loads(text) == {"registry-mirrors": ["https://harbor.corp.example"]}  # the whole stdout is daemon.json
+    assert "install -D -m 0644 /etc/ssl/corp-ca.pem /etc/docker/certs.d/harbor.corp.example/ca.crt" in notes
 
     renamed = policy_file(tmp_path, "https://harbor.corp.example", "/etc/ssl/corp-ca.pem", "ai-base/pytorch")
-    text = config_for(renamed, "docker")
-    assert json.loads(text.split("\n", 1)[1].split("\n#", 1)[0]) == {}
-    assert "docker.io/pytorch/pytorch  ->  harbor.corp.example/ai-base/pytorch" in text
+    result = run_cli("client-config", "-p", renamed, "--for", "docker")
+    assert result.exit_code == 2 and result.stdout == ""  # nothing for daemon.json: never an empty {} over it
+    assert "docker.io/pytorch/pytorch  ->  harbor.corp.example/ai-base/pytorch" in result.stderr
 
 
 def test_pip_and_uv(tmp_path):
     policy = policy_file(tmp_path, "https://harbor.corp.example", "/etc/ssl/corp-ca.pem", "x/y")
     pip = configparser.ConfigParser()
-    pip.read_string(config_for(policy, "pip"))
+    pip.read_string(config_for(policy, "pip")[0])
     assert pip["global"]["index-url"] == "https://nexus.corp.example/repository/pypi-internal/simple/"
     assert pip["global"]["cert"] == "/etc/ssl/corp-ca.pem"
-    uv = tomllib.loads(config_for(policy, "uv"))
+    uv = tomllib.loads(config_for(policy, "uv")[0])
     assert uv["index"] == [{"name": "internal-pypi", "url": "https://nexus.corp.example/repository/pypi-internal/simple/",
                             "default": True}]
 
@@ -133,3 +144,44 @@ def test_unknown_client_is_a_usage_error(tmp_path):
     policy = policy_file(tmp_path, "https://harbor.corp.example", "/etc/ssl/corp-ca.pem", "x/y")
     result = run_cli("client-config", "-p", policy, "--for", "rkt")
     assert result.exit_code == 2
+
+
+def test_pip_config_prints_pip_conf_only(tmp_path):
+    """`regsync pip-config > /etc/pip.conf` (its own --help example) must leave a valid pip.conf."""
+    policy = policy_file(tmp_path, "https://harbor.corp.example", "/etc/ssl/corp-ca.pem", "x/y")
+    result = run_cli("pip-config", "-p", policy)
+    assert result.exit_code == 0, result.output
+    pip = configparser.ConfigParser()
+    pip.read_string(result.stdout)
+    assert pip.sections() == ["global"] and "[[index]]" not in result.stdout
+
+
+def test_nothing_to_configure_is_exit_2_with_an_empty_stdout(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text("""\
+version: 1
+registries:
+  hub: {url: "https://registry-1.docker.io"}
+  harbor: {url: "https://harbor.corp.example"}
+images:
+  - {from: hub/library/python, to: harbor/library/python, tags: {include: ["3.12"]}}
+""")
+    for args in (("pip-config",), ("client-config", "--for", "pip"), ("client-config", "--for", "uv")):
+        result = run_cli(*args, "-p", path)
+        assert result.exit_code == 2, result.output
+        assert result.stdout == "" and "no packages: rules" in result.stderr
+
+
+def test_a_directory_index_with_a_url_is_configured_by_that_url(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text(f"""\
+version: 1
+indexes:
+  tuna: {{url: "https://pypi.tuna.tsinghua.edu.cn/simple/"}}
+  wheelhouse: {{kind: directory, path: {tmp_path}/tree, url: "https://wheels.corp.example/simple/"}}
+packages:
+  - {{from: tuna, to: wheelhouse, requirements: [numpy]}}
+""")
+    pip = configparser.ConfigParser()
+    pip.read_string(config_for(path, "pip")[0])
+    assert pip["global"]["index-url"] == "https://wheels.corp.example/simple/"

@@ -11,7 +11,13 @@ def test_quickstart_demo_runs_and_digests_match():
     result = subprocess.run([sys.executable, "-m", "examples.quickstart.demo"], cwd=ROOT, capture_output=True,
                             text=True, timeout=240)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "4 pushed" in result.stderr + result.stdout
-    assert "0 pushed, 4 unchanged" in result.stderr + result.stdout
+    output = result.stderr + result.stdout
+    # 4 images, the signed vendor image and a 3-wheel closure land; the unsigned image is refused
+    assert "8 pushed, 0 unchanged, 1 refused, 0 failed" in output
+    assert "0 pushed, 8 unchanged, 1 refused, 0 failed; 0 bytes moved" in output
+    assert "refused tuna/vendor/inference:1.1: unsigned" in output
     assert "digests match" in result.stdout
+    report = Path(result.stdout.split("audit report: ", 1)[1].split()[0])
+    html = report.read_text()
+    assert "demo_trainer-2.0-py3-none-any.whl" in html and "vendor/inference:1.1" in html
     assert "Traceback" not in result.stderr

@@ -81,3 +81,54 @@ def test_the_policy_in_readme_is_valid(tmp_path, monkeypatch):
         path = tmp_path / f"readme-{number}.yaml"
         path.write_text(block)
         load_policy(path)
+
+
+def doc_example(doc: str, test_name: str) -> str:
+    """The ```sh block right after a `<!-- run by tests/test_examples.py::NAME -->` marker."""
+    import re
+
+    marker = f"<!-- run by tests/test_examples.py::{test_name} -->\n```sh\n"
+    text = (ROOT / doc).read_text()
+    assert marker in text, f"{doc} lost the example {test_name} runs"
+    return re.match(r"(.*?)```", text[text.index(marker) + len(marker):], re.S).group(1)
+
+
+def run_shell(script: str, cwd: Path):
+    """bash -e in `cwd`, `regsync` on PATH being this checkout's (the one under test)."""
+    import os
+    import subprocess
+    import sys
+
+    bin_dir = cwd / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    (bin_dir / "regsync").write_text(f'#!/bin/sh\nexec "{sys.executable}" -m regsync "$@"\n')
+    (bin_dir / "regsync").chmod(0o755)
+    env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}",
+               PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+    return subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_the_anchor_example_in_docs_audit_md_runs(tmp_path, registry, registry2, unique_repo, oci_dir):
+    import zlib
+
+    from tests.fixtures.oci_layout import seed, write_image
+    from tests.fixtures.policies import write_policy
+
+    script = doc_example("docs/audit.md", "test_the_anchor_example_in_docs_audit_md_runs")
+    for n, tag in enumerate(["a", "b"]):
+        write_image(oci_dir, tag, seed=zlib.crc32(f"{unique_repo}{n}".encode()))
+        seed(registry, unique_repo, tag, oci_dir)
+    write_policy(tmp_path, registry.url, registry2.url, unique_repo, tags=["a", "b"])
+    for _ in range(2):  # the second run skips what the first pushed; its anchor replaces the first's
+        done = run_shell(script, tmp_path)
+        assert done.returncode == 0, done.stderr
+    assert "; head sha256 " in done.stdout and "anchor is the last record" in done.stdout
+
+    trail = tmp_path / "audit.jsonl"
+    lines = trail.read_bytes().splitlines(keepends=True)
+    trail.write_bytes(b"".join(lines[:6]))  # the second run cut off the end: still a valid chain
+    verify_line = [line for line in script.splitlines() if line.startswith("regsync audit verify")]
+    cut = run_shell("\n".join(verify_line), tmp_path)
+    assert cut.returncode == 1
+    assert f"before the anchor (seq {len(lines)}): truncated" in cut.stdout

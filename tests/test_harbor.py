@@ -1,10 +1,13 @@
-"""kind: harbor — projects checked and created through Harbor's API (a stand-in written from its
-published API docs) before the first push, through an nginx front shaped like Harbor (registry at
-/v2/, API at /api/v2.0/, pushes into a missing project denied) over a real docker-registry."""
+"""kind: harbor — projects checked through Harbor's API at plan time and created before the first
+push, through an nginx front shaped like Harbor (registry at /v2/ with bearer tokens from
+/service/token, API at /api/v2.0/, every request into a missing project answered 401 as Harbor's
+v2auth middleware does: tests/fixtures/harbor_api.py cites the source) over a real docker-registry."""
 
+import json
 import uuid
 
 import pytest
+import requests
 
 from regsync.errors import RegistryError
 from regsync.targets.harbor import project_of
@@ -12,7 +15,7 @@ from tests.fixtures.harbor_api import HarborAPI
 from tests.fixtures.nginx import harbor_front
 from tests.fixtures.oci_layout import digest_of, inspect_raw, seed, write_image
 from tests.fixtures.policies import audit_records, run_cli, write_policy
-from tests.fixtures.registries import start_registry
+from tests.fixtures.registries import free_port, start_registry
 
 ROBOT, SECRET = "robot$regsync+sync", "robot-s3cret"
 
@@ -20,9 +23,11 @@ ROBOT, SECRET = "robot$regsync+sync", "robot-s3cret"
 @pytest.fixture(scope="module")
 def harbor(tmp_path_factory):
     root = tmp_path_factory.mktemp("harbor")
-    backend = start_registry(root / "registry", auth="basic", username=ROBOT, password=SECRET)
+    port = free_port()
+    backend = start_registry(root / "registry", auth="token", username=ROBOT, password=SECRET,
+                             token_realm=f"http://127.0.0.1:{port}/service/token")
     api = HarborAPI(ROBOT, SECRET)
-    front = harbor_front(root / "nginx", backend, api.host)
+    front = harbor_front(root / "nginx", backend, api.host, port)
     yield {"front": front, "api": api, "backend": backend}
     front.stop()
     api.stop()
@@ -33,7 +38,7 @@ def harbor(tmp_path_factory):
 def api(harbor, monkeypatch):
     """The module's API stand-in with this test's calls only; attribute changes undone after."""
     harbor["api"].calls.clear()
-    harbor["api"].denied_writes.clear()
+    harbor["api"].denied.clear()
     monkeypatch.setattr(harbor["api"], "can_create", True)
     monkeypatch.setattr(harbor["api"], "password", SECRET)
     return harbor["api"]
@@ -70,12 +75,42 @@ def test_missing_project_is_created_then_the_image_pushed(tmp_path, registry, ha
     assert all(user == ROBOT for _, _, user in api.calls)
     assert api.projects[project] == {"public": "true", "storage_limit": 10 * 1024**3, "by": "regsync"}
     assert digest_of(inspect_raw(harbor["backend"], f"{project}/pytorch:1.0")) == digest
-    assert api.denied_writes == []
+    assert api.denied == []  # the plan never asked the registry inside the missing project
 
     api.calls.clear()
     again = run_cli("sync", "-p", policy)
     assert again.exit_code == 0, again.output
-    assert api.api_calls() == []  # nothing to write, so Harbor's API is not asked
+    assert "0 pushed, 1 unchanged" in again.output
+    assert api.api_calls() == [("HEAD", f"/api/v2.0/projects?project_name={project}")]  # read-only: no POST
+
+
+def test_plan_into_a_missing_project_is_read_only_and_plans_copies(tmp_path, registry, harbor, api, source_image):
+    """Harbor answers 401 to a read inside a missing project; the plan asks the project API instead."""
+    repo, digest = source_image
+    project = new_project()
+    start = len(harbor["front"].requests())
+
+    result = run_cli("plan", "--json", "-p", harbor_policy(tmp_path, registry, harbor, repo, project))
+
+    assert result.exit_code == 0, result.output
+    item = json.loads(result.stdout)["items"][0]
+    assert (item["action"], item["digest"], item["target"]) == ("copy", digest, f"dst/{project}/pytorch:1.0")
+    assert item["bytes"] > 50_000
+    assert api.api_calls() == [("HEAD", f"/api/v2.0/projects?project_name={project}")]
+    assert project not in api.projects
+    assert all(r["method"] in ("GET", "HEAD") for r in harbor["front"].requests()[start:])
+
+
+def test_the_stand_in_answers_a_read_in_a_missing_project_as_harbor_does(harbor, api):
+    """Guards the stand-in itself: valid credentials, a GET into a missing project → Harbor's 401."""
+    token = requests.get(f"{harbor['front'].url}/service/token", auth=(ROBOT, SECRET),
+                         params={"service": "test-registry", "scope": "repository:nowhere/x:pull"}, timeout=10)
+    assert token.status_code == 200
+    answer = requests.get(f"{harbor['front'].url}/v2/nowhere/x/tags/list", timeout=10,
+                          headers={"Authorization": f"Bearer {token.json()['token']}"})
+    assert answer.status_code == 401
+    assert answer.json() == {"errors": [{"code": "UNAUTHORIZED", "message": "project nowhere not found"}]}
+    assert ("GET", "/v2/nowhere/x/tags/list") in api.denied
 
 
 def test_existing_project_is_checked_once_and_not_created(tmp_path, registry, harbor, api, source_image, oci_dir):
@@ -133,14 +168,29 @@ def test_rejected_credentials_401_name_the_account_not_the_secret(tmp_path, regi
     assert SECRET not in result.output
 
 
-def test_without_create_projects_the_api_is_never_called(tmp_path, registry, harbor, api, source_image):
-    repo, _ = source_image
-    project = new_project()
-    result = run_cli("sync", "-p", harbor_policy(tmp_path, registry, harbor, repo, project, create=False))
+def test_without_create_projects_a_missing_project_fails_its_rule_by_name(tmp_path, registry, harbor, api,
+                                                                          source_image, oci_dir):
+    repo, digest = source_image
+    project, existing = new_project(), new_project()
+    api.projects[existing] = {"public": "false", "storage_limit": -1, "by": "admin"}
+    second_rule = f"  - from: src/{repo}\n    to: dst/{existing}/pytorch\n    tags: {{include: ['1.0']}}\n"
+    policy = write_policy(tmp_path, registry.url, harbor["front"].url, repo, f"{project}/pytorch", tags=["1.0"],
+                          dst_options=f', kind: harbor, auth: {{username: "{ROBOT}", password: "{SECRET}"}}',
+                          rule_extra=second_rule)  # a second rule, into a project that exists, still syncs
 
-    assert result.exit_code == 1, result.output  # Harbor denies the push into a missing project
-    assert api.api_calls() == []
-    assert api.denied_writes and all(f"/v2/{project}/" in uri for uri in api.denied_writes)
+    result = run_cli("sync", "-p", policy)
+
+    assert result.exit_code == 1, result.output
+    assert f"Harbor project '{project}' does not exist" in result.output
+    assert "create_projects: true" in result.output
+    assert "check the credentials" not in result.output
+    assert "1 pushed" in result.output
+    assert digest_of(inspect_raw(harbor["backend"], f"{existing}/pytorch:1.0")) == digest
+    assert [m for m, _ in api.api_calls()] == ["HEAD", "HEAD"]  # one check per project, no POST
+    assert project not in api.projects
+    assert not any(project in uri for _, uri in api.denied)  # never asked the registry inside it
+    failed = [r for r in audit_records(tmp_path / "audit.jsonl") if r["event"] == "failed"]
+    assert len(failed) == 1 and "create_projects" in failed[0]["reason"]
 
 
 def test_a_harbor_repository_needs_a_project():

@@ -10,11 +10,14 @@ import json
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from urllib3.util.retry import Retry
 
 from regsync.errors import RegistryError, VerificationError
 from regsync.oci.auth import Credentials
 from regsync.oci.client import RegistryClient
 from regsync.oci.manifest import MAX_MANIFEST_BYTES, OCI_INDEX, Manifest
+from regsync.pypi.index import PackageIndex
+from regsync.pypi.targets import UploadTarget
 from regsync.resolve.images import manifest_tree
 from regsync.transfer import digest_of
 from tests.fixtures.scripted import scripted  # noqa: F401  (the fixture)
@@ -33,6 +36,50 @@ def test_credentials_never_follow_a_redirect_to_another_host(scripted):
     with pytest.raises(RegistryError):
         client.open_blob("r", digest)
     assert elsewhere.seen and all(auth is None for _, auth in elsewhere.seen)
+
+
+def _page(*filenames):
+    return b"".join(b'<a href="/files/%s#sha256=%s">%s</a>' % (f.encode(), b"a" * 64, f.encode()) for f in filenames)
+
+
+@pytest.mark.parametrize("elsewhere_host", ["127.0.0.1", "127.0.0.2"])  # another port; another host
+def test_a_target_page_redirecting_to_another_origin_means_absent_and_nothing_goes_there(scripted, elsewhere_host):
+    good = "Basic " + base64.b64encode(b"sync:t0p-secret").decode()
+    elsewhere = scripted(host=elsewhere_host)
+    elsewhere.routes["/simple/tool/"] = (200, {"Content-Type": "text/html"}, _page("tool-1.0-py3-none-any.whl"))
+    target = scripted(require_basic=good)
+    target.routes["/simple/tool/"] = (303, {"Location": f"{elsewhere.url}/simple/tool/"}, b"")
+    index = PackageIndex("internal", f"{target.url}/simple/", Credentials("sync", "t0p-secret"), retry=Retry(0))
+
+    assert dict(UploadTarget("internal", index, f"{target.url}/").existing("tool")) == {}
+    assert elsewhere.seen == []
+
+
+def test_a_target_page_redirecting_on_its_own_origin_is_followed(scripted):
+    good = "Basic " + base64.b64encode(b"sync:t0p-secret").decode()
+    target = scripted(require_basic=good)
+    target.routes["/simple/tool/"] = (301, {"Location": "/repository/pypi/simple/tool/"}, b"")
+    target.routes["/repository/pypi/simple/tool/"] = (200, {"Content-Type": "text/html"},
+                                                      _page("tool-1.0-py3-none-any.whl"))
+    index = PackageIndex("internal", f"{target.url}/simple/", Credentials("sync", "t0p-secret"), retry=Retry(0))
+
+    assert dict(UploadTarget("internal", index, f"{target.url}/").existing("tool")) == {
+        "tool-1.0-py3-none-any.whl": "sha256:" + "a" * 64}
+
+
+def test_a_target_page_redirecting_to_a_garbled_location_means_absent(scripted):
+    target = scripted()
+    target.routes["/simple/tool/"] = (302, {"Location": "http://127.0.0.1:no-port/simple/tool/"}, b"")
+    index = PackageIndex("internal", f"{target.url}/simple/", retry=Retry(0))
+    assert dict(UploadTarget("internal", index, f"{target.url}/").existing("tool")) == {}
+
+
+def test_a_target_page_redirecting_in_a_loop_is_a_clear_error(scripted):
+    target = scripted()
+    target.routes["/simple/tool/"] = (302, {"Location": "/simple/tool/"}, b"")
+    index = PackageIndex("internal", f"{target.url}/simple/", retry=Retry(0))
+    with pytest.raises(RegistryError, match="more than 5 redirects"):
+        UploadTarget("internal", index, f"{target.url}/").existing("tool")
 
 
 def test_oversized_manifest_without_content_length_is_refused_with_bounded_memory(scripted):

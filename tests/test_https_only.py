@@ -1,7 +1,7 @@
 """An https registry never moves regsync to plain http, and its credentials never cross in clear.
 
 A real TLS registry (htpasswd auth, test CA) sits behind an https front (tests/fixtures/faultproxy)
-that rewrites what the registry says (an upload Location, a tag-list Link, a bearer realm) or
+that edits what the registry says (an upload Location, a tag-list Link, a bearer realm) or
 redirects to `http://<the front's own host and port>/…`. That port answers plain http too and
 records every request: in each case the run fails with a clear error (or, for a saved upload
 session, starts afresh) and the plain listener sees nothing at all.
@@ -62,7 +62,7 @@ def _refused(registry_tls, front, excinfo, what: str) -> None:
 
 def test_an_upload_location_on_plain_http_is_refused(registry_tls, front_of, unique_repo):
     front = front_of()
-    front.add(kind="rewrite", method="POST", path=r"/blobs/uploads/$", header="Location", old="https://",
+    front.add(kind="edit", method="POST", path=r"/blobs/uploads/$", header="Location", old="https://",
               new="http://", times=5)
     client = _client(front, registry_tls)
     client.ping()  # the registry's 401 teaches Basic: from here on credentials go with every request
@@ -89,7 +89,7 @@ def test_a_tag_list_next_page_on_plain_http_is_refused(registry_tls, front_of, u
     client = _client(front, registry_tls, tag_page_size=1)
     client.ping()
     # distribution 2.8 answers every tag in one page: the front adds the next-page link
-    front.add(kind="header", path=r"/tags/list", header="Link",
+    front.add(kind="edit", path=r"/tags/list", header="Link",
               new=f'<http://{front.host}/v2/{unique_repo}/tags/list?last=b&n=1>; rel="next"')
     with pytest.raises(RegistryError) as excinfo:
         client.list_tags(unique_repo)
@@ -103,7 +103,7 @@ def test_a_redirect_to_plain_http_is_refused(registry_tls, front_of, unique_repo
     client = _client(front, registry_tls)
     client.ping()
     digest = "sha256:" + "ab" * 32
-    front.add(kind="redirect", path=f"/blobs/{digest}", status=307, location=f"http://{front.host}/elsewhere")
+    front.add(kind="serve", path=f"/blobs/{digest}", status=307, headers={"Location": f"http://{front.host}/elsewhere"})
     with pytest.raises(RegistryError) as excinfo:
         client.open_blob(unique_repo, digest)
     _refused(registry_tls, front, excinfo, "redirect")
@@ -112,7 +112,7 @@ def test_a_redirect_to_plain_http_is_refused(registry_tls, front_of, unique_repo
 def test_a_bearer_realm_on_plain_http_is_refused_for_an_https_registry(registry_tls, registry_token, front_of):
     front = front_of(registry_token)
     realm_origin = registry_token.token_server.url.rsplit("/", 1)[0]
-    front.add(kind="rewrite", path=r"^/v2/$", header="WWW-Authenticate", old=realm_origin,
+    front.add(kind="edit", path=r"^/v2/$", header="WWW-Authenticate", old=realm_origin,
               new=f"http://{front.host}", times=5)
     client = RegistryClient("src", front.url, Credentials(registry_token.username, registry_token.password),
                             ca_file=registry_tls.ca_file, retries=0)

@@ -91,7 +91,7 @@ def test_shards_partition_the_work(tmp_path, registry, registry2, unique_repo, o
     broken = tmp_path / "broken.jsonl"
     broken.write_text("".join(trails[0].read_text().splitlines(keepends=True)[1:]))
     refused, _ = timed("audit", "merge", trails[1], broken, "-o", tmp_path / "m2.jsonl")
-    assert refused.exit_code == 2 and "not merging a broken trail" in refused.output
+    assert refused.exit_code == 1 and "not merging a broken trail" in refused.output  # as `audit verify` exits
 
     bad, _ = timed("sync", "-p", path, "--shard", "3/3")
     assert bad.exit_code == 2 and "0 <= I < N" in bad.output

@@ -64,7 +64,7 @@ def test_unknown_registry_reference(tmp_path):
 @pytest.mark.parametrize("snippet, line, fragment", [
     ('include: ["re:([bad"]', 12, "invalid regular expression"),
     ('include: ["semver:>=banana"]', 12, "not a version range"),
-    ("include: []", 12, "at least 1"),
+    ("include: []", 12, "an empty include selects nothing"),
 ])
 def test_bad_tag_patterns(tmp_path, snippet, line, fragment):
     path = write(tmp_path, BASE.replace('include: ["2.9-cuda11.8-ubuntu20.04", "glob:2.9-*"]', snippet))
@@ -78,8 +78,27 @@ def test_invalid_yaml_and_duplicate_keys(tmp_path):
     assert error_of(dup) == f"{dup}:2: duplicate key 'version'"
 
 
+def write_ca(path):
+    """A real self-signed CA certificate (PEM), as a tls.ca_file must be."""
+    from datetime import datetime, timedelta, timezone
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "policy test CA")])
+    now = datetime.now(timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(1).not_valid_before(now).not_valid_after(now + timedelta(days=1)).sign(key, hashes.SHA256()))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+
+
 def test_policy_check_cli(tmp_path):
     path = write(tmp_path, BASE)
+    write_ca(tmp_path / "certs/ca.pem")
     runner = CliRunner()
     ok = runner.invoke(cli, ["policy", "check", "-p", str(path)], env={"DST_PASSWORD": "hunter2"})
     assert ok.exit_code == 0, ok.output
@@ -126,3 +145,75 @@ def test_credentials_in_a_url_are_refused_without_echoing_them(tmp_path, where):
     message = error_of(path, {"TOKEN": "hunter2-secret"})
     assert "policy.yaml:2" in message and "use auth:" in message, message
     assert "hunter2-secret" not in message
+
+
+@pytest.mark.parametrize("content, fragment", [
+    (None, "cannot read"),
+    (b"not a certificate\n", "holds no PEM certificate"),
+])
+def test_policy_check_opens_the_ca_file(tmp_path, content, fragment):
+    """A CA file that plan would fail on (`internal error: OSError …` before) fails policy check with file:line."""
+    path = write(tmp_path, BASE)
+    if content is not None:
+        (tmp_path / "certs").mkdir()
+        (tmp_path / "certs/ca.pem").write_bytes(content)
+    for verb in (["policy", "check"], ["plan"]):
+        result = CliRunner().invoke(cli, [*verb, "-p", str(path)], env={"DST_PASSWORD": "x"})
+        assert result.exit_code == 2, result.output
+        assert f"{path}:7: " in result.output and fragment in result.output
+        assert "internal error" not in result.output and "Traceback" not in result.output
+
+
+def test_policy_check_parses_trust_keys(tmp_path):
+    write_ca(tmp_path / "certs/ca.pem")
+    (tmp_path / "release.pub").write_text("-----BEGIN PUBLIC KEY-----\nnot base64\n-----END PUBLIC KEY-----\n")
+    path = write(tmp_path, BASE.replace("images:", "trust:\n  release: {cosign_key: release.pub}\nimages:")
+                 + "    verify: {signature: required, trust: [release]}\n")
+    result = CliRunner().invoke(cli, ["policy", "check", "-p", str(path)], env={"DST_PASSWORD": "x"})
+    assert result.exit_code == 2
+    assert f"{path}:9: " in result.output and "not a PEM public key" in result.output
+
+
+@pytest.mark.parametrize("python, platform, fragment", [
+    ('"3.1l"', "manylinux_2_28_x86_64", "python '3.1l' is not a Python version"),
+    ("3.10", "manylinux_2_28_x86_64", "is a number in YAML"),   # unquoted: YAML reads the number 3.1
+    ('"3.11"', "manylinux_2_28_x86-64", "did you mean 'manylinux_2_28_x86_64'?"),
+    ('"3.11"', "linux-64", "not a wheel platform tag"),
+])
+def test_environments_are_validated_at_load(tmp_path, python, platform, fragment):
+    path = write(tmp_path, f"""\
+        version: 1
+        indexes:
+          a: {{url: "https://pypi.example/simple/"}}
+          b: {{kind: directory, path: tree}}
+        packages:
+          - from: a
+            to: b
+            requirements: [numpy]
+            environments: [{{python: {python}, platform: {platform}}}]
+        """)
+    message = error_of(path)
+    assert message.startswith(f"{path}:9: ") and fragment in message
+
+
+def test_an_empty_password_from_the_environment_is_refused_at_load(tmp_path):
+    path = write(tmp_path, BASE)
+    message = error_of(path, {"DST_PASSWORD": ""})
+    assert message.startswith(f"{path}:6: ") and "the password is empty" in message
+
+
+def test_latest_alone_means_the_newest_n_of_every_tag(tmp_path):
+    path = write(tmp_path, BASE.replace('include: ["2.9-cuda11.8-ubuntu20.04", "glob:2.9-*"]', "latest: 2"))
+    tags = load_policy(path, {"DST_PASSWORD": "x"}).policy.images[0].tags
+    assert (tags.include, tags.latest) == (["glob:*"], 2)
+    missing = write(tmp_path, BASE.replace('include: ["2.9-cuda11.8-ubuntu20.04", "glob:2.9-*"]', "exclude: [x]"))
+    assert "tags needs include" in error_of(missing, {"DST_PASSWORD": "x"})
+
+
+def test_a_mistyped_pattern_prefix_is_named(tmp_path):
+    """`semvr:>=3.11` was taken as an exact tag and selected nothing, silently."""
+    path = write(tmp_path, BASE.replace('include: ["2.9-cuda11.8-ubuntu20.04", "glob:2.9-*"]',
+                                        'include: ["semvr:>=3.11"]'))
+    message = error_of(path, {"DST_PASSWORD": "x"})
+    assert message.startswith(f"{path}:12: ") and "unknown pattern prefix 'semvr:'" in message
+    assert "did you mean semver:?" in message

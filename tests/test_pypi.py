@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+import requests
 
 from tests.fixtures.policies import audit_records, run_cli
 from tests.fixtures.pypi import SimpleIndex, build_sdist, build_wheel
@@ -108,6 +109,21 @@ def test_closure_for_two_environments_lands_complete_in_pypiserver(tmp_path, ind
     assert again.exit_code == 0 and "0 pushed, 6 unchanged" in again.output
     pushed = [r for r in audit_records(tmp_path / "audit.jsonl") if r["event"] == "pushed"]
     assert {r["artifact"]["kind"] for r in pushed} == {"package"} and len(pushed) == 6
+
+
+def test_a_project_pypiserver_sends_to_pypi_org_is_not_on_the_target_and_v_says_why(tmp_path, index, pypiserver,
+                                                                                    wheels):
+    # pypiserver as users run it: what it lacks is a redirect to the public PyPI, not a 404
+    answer = requests.get(pypiserver.simple + "winhelper/", allow_redirects=False, timeout=10)
+    assert (answer.status_code, answer.headers["Location"]) == (303, "https://pypi.org/simple/winhelper/")
+
+    result = run_cli("-v", "sync", "-p", policy(tmp_path, index, pypiserver, '["winhelper"]', dependencies=False,
+                                                envs=ENVS[:1]), env={"PYPI_PASSWORD": "pkg-Pa55"})
+
+    # no network here: the run succeeding is the proof nothing followed the redirect off loopback
+    assert result.exit_code == 0, result.output
+    assert "internal: winhelper redirects to https://pypi.org/simple/winhelper/: not on this target" in result.output
+    assert {p.name for p in (pypiserver.root / "packages").iterdir()} == {wheels["winhelper"].name}
 
 
 def test_yanked_skipped_unless_pinned_and_requires_python_respected(tmp_path, index, pypiserver, wheels):

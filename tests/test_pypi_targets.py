@@ -55,7 +55,8 @@ def devpi(tmp_path_factory):
 def nexus(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("nexus-pypi")
     # Nexus pypi-hosted pages carry #md5= fragments only
-    backend = start_pypiserver(workdir / "pypiserver", username="nexus-sync", password="nexus-Pa55", hash_algo="md5")
+    backend = start_pypiserver(workdir / "pypiserver", username="nexus-sync", password="nexus-Pa55", hash_algo="md5",
+                               base_path="/repository/pypi-internal/")
     front = nexus_pypi_front(workdir / "nginx", backend.url, "pypi-internal")
     front.backend = backend
     yield front
@@ -175,12 +176,17 @@ def test_nexus_pypi_hosted_round_trip_through_its_url_shape(tmp_path, index, nex
     assert len(uploads) == 4 and all(r["uri"] == "/repository/pypi-internal/" and r["status"] == 200 for r in uploads)
     listing = requests.get(repo + "simple/libcore/", timeout=10).text
     assert "#md5=" in listing and "sha256" not in listing  # the shape regsync has to cope with
+    assert 'href="/repository/pypi-internal/packages/' in listing  # files linked inside the repository
     got = pip_download(repo + "simple/", tmp_path / "dl", *LINUX, "app")
     assert got.returncode == 0, got.stdout + got.stderr
 
     # an md5-only listing: regsync reads the present files back to compare sha256, then skips them
     again = run_cli("sync", "-p", path, env={"TARGET_PASSWORD": nexus.backend.password})
     assert again.exit_code == 0 and "0 pushed, 4 unchanged" in again.output, again.output
+    seen = [r for r in nexus.requests() if r["uri"] != "/"]  # "/": the fixture's start-up probe
+    assert all(r["uri"].startswith("/repository/pypi-internal/") for r in seen), seen
+    # the first sync met pypiserver's redirect of what it lacked to pypi.org, through the front, and stayed here
+    assert any(r["status"] == 303 and r["uri"].endswith("/simple/app/") for r in seen), seen
 
 
 def test_nexus_md5_listing_still_refuses_an_impostor(tmp_path, index, nexus, wheels):

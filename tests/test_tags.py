@@ -56,3 +56,11 @@ def test_selection_is_a_subset_and_excludes_win(tags, pattern, latest):
     assert all(compile_pattern(pattern)(t) for t in picked)
     limited = select_tags(tags, [pattern], latest=latest, created=lambda t: None)
     assert len(limited) <= latest and set(limited) <= set(picked)
+
+
+def test_latest_ignores_a_non_version_tag_and_pre_releases():
+    """One `latest` tag beside versions no longer switches the rule to creation-time order, and a
+    pre-release does not win unless the rule asks for pre-releases."""
+    tags = ["3.11.9", "3.12.5", "3.12.6rc1", "latest", "nightly"]
+    assert select_tags(tags, ["glob:*"], latest=2, created=lambda t: None) == ["3.12.5", "3.11.9"]
+    assert select_tags(tags, ["glob:*"], latest=1, created=lambda t: None, prereleases=True) == ["3.12.6rc1"]

@@ -23,7 +23,11 @@ class ChainReport:
     lines: int = 0
     runs: int = 0
     signed_runs: int = 0
-    last_ts: str = ""   # so an operator can see whether whole runs are missing from the end
+    last_ts: str = ""
+    last_seq: int = 0
+    head: str = ""      # sha256 of the last line: the anchor an operator keeps outside the file
+    run_id: str = ""    # the run of the last record read (the one a failure is in)
+    anchor_line: int | None = None  # where the sha256 asked for by `anchor` was found
     broken_line: int | None = None
     reason: str = ""
     notes: list[str] = field(default_factory=list)
@@ -37,15 +41,16 @@ class ChainReport:
         return self
 
 
-def verify_chain(path: Path, public_key=None) -> ChainReport:
-    """`public_key`: a regsync.verify.keys.PublicKey; when given, every run-finished must carry its signature."""
+def verify_chain(path: Path, public_key=None, anchor: str | None = None) -> ChainReport:
+    """`public_key`: a regsync.verify.keys.PublicKey; when given, every run-finished must carry its signature.
+    `anchor`: a line's sha256 to look for (see anchor_problem)."""
     report = ChainReport()
     prev_hash, prev_seq = GENESIS, 0
     open_run: tuple[str, int] | None = None  # (run_id, line of its run-started)
     with path.open("rb") as handle:
         lines = _with_next(handle)
         for number, (raw, following) in enumerate(lines, start=1):
-            report.lines = number
+            report.lines, report.run_id = number, ""
             if len(raw) > MAX_LINE_BYTES:
                 return report.fail(number, "line too long to be an audit record")
             if not raw.endswith(b"\n"):
@@ -55,6 +60,7 @@ def verify_chain(path: Path, public_key=None) -> ChainReport:
                 seq, prev, event, run_id = int(entry["seq"]), entry["prev"], entry["event"], entry["run_id"]
             except (ValueError, KeyError, TypeError):
                 return report.fail(number, "not an audit record (invalid JSON or missing seq/prev/event/run_id)")
+            report.run_id = run_id
             if seq != prev_seq + 1:
                 return report.fail(number, _out_of_sequence(path, number, seq, prev_seq, following))
             if prev != prev_hash:
@@ -77,6 +83,9 @@ def verify_chain(path: Path, public_key=None) -> ChainReport:
                     return report.fail(number, problem)
                 open_run = None
             prev_hash, prev_seq, report.last_ts = hashlib.sha256(raw).hexdigest(), seq, entry.get("ts", "")
+            if prev_hash == anchor:
+                report.anchor_line = number
+    report.head, report.last_seq = prev_hash, prev_seq
     if report.lines == 0:
         return report.fail(1, "empty: no records at all (regsync never leaves a trail empty)")
     if open_run:
@@ -85,6 +94,22 @@ def verify_chain(path: Path, public_key=None) -> ChainReport:
     if public_key is None and report.signed_runs:
         report.notes.append(f"{report.signed_runs} signed run(s) not checked: pass --key to check them")
     return report
+
+
+def anchor_problem(report: ChainReport, anchor: str, anchor_seq: int | None = None) -> str | None:
+    """Whole runs cut from the end leave a shorter trail that is still valid, and still signed: only
+    a record's sha256 kept outside the file (a run's summary JSON or metrics) shows the cut. The
+    trail must still contain that record; runs appended after it are normal."""
+    if report.anchor_line is not None:
+        return None
+    if anchor_seq is not None and report.last_seq < anchor_seq:
+        return (f"the trail ends at seq {report.last_seq}, before the anchor (seq {anchor_seq}): truncated, "
+                f"{anchor_seq - report.last_seq} record(s) cut from the end")
+    if anchor_seq is not None:
+        return (f"record seq {anchor_seq} is not the anchored one (sha256 {anchor}): "
+                f"the trail was rewritten at or before it")
+    return (f"{anchor} is not the hash of any record: the trail was truncated before it or rewritten "
+            f"(it ends at seq {report.last_seq}, sha256 {report.head})")
 
 
 def _with_next(handle):

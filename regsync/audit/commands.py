@@ -28,30 +28,65 @@ def audit_group():
 @_trail
 @click.option("--key", "key_path", type=click.Path(path_type=Path, exists=True, dir_okay=False),
               help="Public key (PEM) that signed the run-finished records; then every run must be signed by it.")
+@click.option("--expect-head", metavar="SHA256",
+              help="A record's sha256 kept outside the trail (a head printed earlier, or the metrics' "
+                   "regsync_audit_head_info): the trail must still contain it, so cutting runs from the end shows.")
+@click.option("--anchor", "anchor_path", type=click.Path(path_type=Path, exists=True, dir_okay=False),
+              help="A run's --summary-json file: its audit_head is checked as --expect-head is, with its seq.")
 @run_guarded
-def verify_cmd(trail, key_path):
+def verify_cmd(trail, key_path, expect_head, anchor_path):
     """Recompute the hash chain and name the first line that is not what regsync wrote:
-    edited, deleted, reordered, a truncated run, or (with --key) a forged tail.
+    edited, deleted, reordered, a truncated run, (with --key) a forged tail, or (with
+    --expect-head/--anchor) whole runs cut from the end.
 
     \b
     Examples:
       regsync audit verify /var/lib/regsync/audit.jsonl
-      regsync audit verify audit.jsonl --key audit-signing.pub
-    Exit 0 when intact, 1 when broken.
+      regsync audit verify audit.jsonl --key audit-signing.pub --anchor last-run.json
+    Exit 0 when intact (printing the head sha256 to keep as the next anchor), 1 when broken.
     """
-    from regsync.audit.chain import verify_chain
+    from regsync.audit.chain import anchor_problem, verify_chain
     from regsync.verify.keys import load_public_key
 
+    if expect_head and anchor_path:
+        raise UsageError("give --expect-head or --anchor, not both")
+    anchor, anchor_seq = _anchor_of(anchor_path) if anchor_path else (_sha256_arg(expect_head), None)
     key = load_public_key(key_path, "--key") if key_path else None
-    report = verify_chain(trail, key)
-    if not report.ok:
-        click.echo(f"{trail}:{report.broken_line}: {report.reason}")
+    report = verify_chain(trail, key, anchor)
+    problem = anchor_problem(report, anchor, anchor_seq) if report.ok and anchor else None
+    if not report.ok or problem:
+        click.echo(f"{trail}:{report.broken_line}: {report.reason}" if not report.ok else f"{trail}: {problem}")
         return EXIT_RUNTIME
     signed = f", {report.signed_runs} signed run(s) verified" if key else ""
-    click.echo(f"{trail}: intact: {report.lines} records, {report.runs} run(s){signed}; last record {report.last_ts}")
+    click.echo(f"{trail}: intact: {report.lines} records, {report.runs} run(s){signed}; last record {report.last_ts}; "
+               f"head sha256 {report.head} (seq {report.last_seq})")
+    if anchor:
+        after = report.lines - report.anchor_line
+        click.echo(f"anchor found at line {report.anchor_line}; {after} record(s) after it" if after
+                   else "anchor is the last record")
     for note in report.notes:
         click.echo(f"note: {note}")
     return EXIT_OK
+
+
+def _sha256_arg(value: str | None) -> str | None:
+    if value is None:
+        return None
+    digest = value.lower().removeprefix("sha256:")
+    if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+        raise UsageError(f"--expect-head: '{value}' is not a sha256 (64 hex digits)")
+    return digest
+
+
+def _anchor_of(path: Path) -> tuple[str, int]:
+    """(sha256, seq) from a summary JSON that `sync --summary-json` wrote."""
+    try:
+        with path.open("rb") as handle:
+            head = json.loads(handle.read(1 << 20))["audit_head"]
+        return _sha256_arg(head["sha256"]), int(head["seq"])
+    except (OSError, ValueError, KeyError, TypeError, UsageError):
+        raise UsageError(f"--anchor: {path} is not a summary JSON with an audit_head "
+                         "(as `regsync sync --summary-json` writes)") from None
 
 
 def _when(value: str | None, end_of_day: bool = False) -> datetime | None:
@@ -153,17 +188,20 @@ def report_cmd(trail, html_out, json_out, since, key_path):
 @click.argument("trails", nargs=-1, required=True, type=click.Path(path_type=Path, exists=True, dir_okay=False))
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="The merged trail (a new file).")
 @click.option("--key", "key_path", type=click.Path(path_type=Path, exists=True, dir_okay=False),
-              help="Check the inputs' run-finished signatures with this public key first.")
+              help="Check the inputs' run-finished signatures with this public key first (every run must be signed).")
 @click.option("--sign-key", "sign_key_path", type=click.Path(path_type=Path, exists=True, dir_okay=False),
-              help="Sign the merged run-finished records with this private key (PKCS#8 PEM).")
+              help="Sign the merged run-finished records with this private key (PKCS#8 PEM, or a cosign.key "
+                   "with its password in COSIGN_PASSWORD); needs --key.")
 @run_guarded
 def merge_cmd(trails, output, key_path, sign_key_path):
     """Join shard trails (e.g. audit-0.jsonl … audit-3.jsonl of an Indexed Job) into one trail
     that `audit verify` accepts. Every input is verified first; runs stay whole, in start order.
+    --sign-key signs only what verified under --key.
 
     \b
     Example:
-      regsync audit merge /var/lib/regsync/audit-*.jsonl -o merged.jsonl --key audit.pub
+      regsync audit merge /var/lib/regsync/audit-*.jsonl -o merged.jsonl --key audit.pub --sign-key audit.key
+    Exit 0 when merged, 1 when an input does not verify (named by file, line and run), 2 on usage errors.
     """
     from regsync.audit.merge import merge_trails
     from regsync.verify.keys import load_public_key

@@ -72,6 +72,7 @@ class AuditLog:
         self._handle = None
         self._started = time.monotonic()
         self._new_file = False
+        self.head: dict | None = None  # {"seq", "sha256"} of the last record this log wrote
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._new_file = not path.exists()
@@ -117,8 +118,10 @@ class AuditLog:
                     entry["previous_run_unfinished"] = last.get("run_id")
                 if sign and self._sign_key is not None:
                     entry["signature"] = signature_of(self._sign_key, signed_bytes(entry))
-                self._handle.write(encode(entry))
+                line = encode(entry)
+                self._handle.write(line)
                 self._handle.flush()
+                self.head = {"sha256": hashlib.sha256(line).hexdigest(), "seq": entry["seq"]}
             finally:
                 fcntl.flock(self._handle.fileno(), fcntl.LOCK_UN)
             return entry

@@ -4,7 +4,9 @@ Each input is verified first: a broken trail is never laundered into a clean-loo
 stay whole (shards run at the same time, so interleaving records by time would split frames),
 ordered by their start, and are re-chained; every record keeps where it came from. Signatures of
 the inputs cannot survive re-chaining (they cover the old `prev`), so they are kept as `origin`
-evidence and the merged run-finished records can be signed anew.
+evidence and the merged run-finished records can be signed anew, but only after every input's
+run signatures verified under the given public key: a signature on the merged trail vouches for
+what went in, so nothing unchecked may be signed.
 """
 
 from __future__ import annotations
@@ -15,17 +17,22 @@ from pathlib import Path
 
 from regsync.audit.chain import verify_chain
 from regsync.audit.log import GENESIS, encode, signature_of, signed_bytes
-from regsync.errors import UsageError
+from regsync.errors import RegsyncError, UsageError
 
 
 def merge_trails(inputs: list[Path], output: Path, public_key=None, sign_key=None) -> int:
+    if sign_key is not None and public_key is None:
+        raise UsageError("--sign-key needs --key (the public key the inputs' runs were signed with): "
+                         "the merged trail is only signed after every input verified under it")
     if output.exists() and output.stat().st_size:  # before reading gigabytes of input
         raise UsageError(f"{output} exists and is not empty; merge into a new file")
     runs: list[tuple[str, list[tuple[dict, str, int]]]] = []
     for path in inputs:
         report = verify_chain(path, public_key)
         if not report.ok:
-            raise UsageError(f"{path}:{report.broken_line}: {report.reason}; not merging a broken trail")
+            run = f"run {report.run_id}: " if report.run_id else ""
+            # exit 1, as `audit verify` exits for the same trail
+            raise RegsyncError(f"{path}:{report.broken_line}: {run}{report.reason}; not merging a broken trail")
         current: list = []
         with path.open("rb") as handle:
             for raw in handle:

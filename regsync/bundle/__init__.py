@@ -24,25 +24,33 @@ from regsync.errors import RegistryError, UsageError, VerificationError
 from regsync.oci.layout import DIGEST, REF_NAME, LayoutSource, LayoutWriter, copy_into_layout, open_regular
 from regsync.oci.manifest import filter_index
 from regsync.bundle.packages import export_package, index_stand_ins
+from regsync.bundle.signature import check_signatures, forget_signatures, sign_file
 from regsync.policy import LoadedPolicy
 from regsync.resolve import make_plan
 from regsync.resolve.images import manifest_tree
 from regsync.transfer import write_atomically
+from regsync.verify.steps import verified_signature_manifest
 
 BUNDLE_FORMAT = "regsync-bundle/1"
 MAX_BUNDLE_JSON = 64 * 1024 * 1024
 ATTACHMENTS = (".sig", ".att", ".sbom")
 MAX_VOLUMES = 999
+SMALL_FILES = ("oci-layout", "index.json", "bundle.json")
 
 
 def export_bundle(loaded: LoadedPolicy, endpoints: Endpoints, out: Path, audit, jobs: int = 8, on_bytes=None,
-                  since: Path | None = None, volume_size: int | None = None) -> dict:
+                  since: Path | None = None, volume_size: int | None = None, sign_key=None) -> dict:
+    """`sign_key`: a private key (signing.load_private_key) that signs SHA256SUMS and bundle.json."""
     base = _base_bundle(since) if since else None
     leave_out = frozenset(base["blobs"]) if base else frozenset()
     plan = make_plan(loaded, endpoints, jobs, diff_target=False)
     writer = LayoutWriter(out)
     _gather_volumes(out)  # a re-run resumes with what earlier volumes already hold
-    refs = _existing_refs(out)  # re-running completes a half-written bundle; present blobs are skipped
+    # Re-running completes a half-written bundle: blobs already there are kept once their bytes hash
+    # to their names (what SHA256SUMS, and a signature over it, will say of them). Refs are not:
+    # index.json names only what this run verified.
+    writer.drop_unverified_blobs(jobs)
+    refs: dict[str, dict] = {}
     exported, refused, moved, left_out, packages = [], [], 0, set(), []
     for error in plan.errors:
         logger.error("{}", error.reason)
@@ -66,11 +74,13 @@ def export_bundle(loaded: LoadedPolicy, endpoints: Endpoints, out: Path, audit, 
             left_out |= {b.digest for m in tree for b in m.blobs()[1:]} & leave_out
             writer.write_manifest(original)  # signatures name the original digest: keep it resolvable
             refs[f"{src_name}/{src_repo}:{tag}"] = _ref(original)
+            pinned = verified_signature_manifest(item.verification)  # not what the tag says by now
             for suffix in ATTACHMENTS:
                 attached = f"sha256-{original.digest.split(':', 1)[1]}{suffix}"
-                found = src.head_manifest(src_repo, attached)
-                if found is not None:
-                    sig = src.get_manifest(src_repo, found.digest)
+                known = pinned if suffix == ".sig" else None
+                found = None if known else src.head_manifest(src_repo, attached)
+                if known or found is not None:
+                    sig = src.get_manifest(src_repo, known or found.digest)
                     moved += copy_into_layout(src, src_repo, manifest_tree(src, src_repo, sig), writer, on_bytes)
                     refs[f"{src_name}/{src_repo}:{attached}"] = _ref(sig)
         except (RegistryError, VerificationError) as exc:
@@ -82,6 +92,12 @@ def export_bundle(loaded: LoadedPolicy, endpoints: Endpoints, out: Path, audit, 
         record = audit.record("verified", artifact=artifact_of(item), policy_rule=item.rule,
                               verification=item.verification, reason="exported to bundle")
         exported.append({**artifact_of(item), "verification": item.verification, "audit_seq": record.get("seq")})
+    result = {"exported": len(exported), "refused": sum(r["event"] == "refused" for r in refused),
+              "failed": sum(r["event"] == "failed" for r in refused), "bytes": moved}
+    if refused and not exported and (out / "bundle.json").exists():
+        # nothing verified this time (a source gone, say): an earlier, finished bundle stays as it was
+        logger.error("nothing exported: the bundle files in {} are left as they were", out)
+        return result
     writer.write_index([dict(descriptor, annotations={REF_NAME: name}) for name, descriptor in sorted(refs.items())])
     bundle = {"format": BUNDLE_FORMAT, "policy_sha256": loaded.sha256,
               "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "artifacts": exported,
@@ -91,23 +107,35 @@ def export_bundle(loaded: LoadedPolicy, endpoints: Endpoints, out: Path, audit, 
                            "layers_left_out": len(left_out)}
     volumes = _split_volumes(out, volume_size, len(json.dumps(bundle))) if volume_size else []
     bundle["volumes"] = 1 + len(volumes)
-    write_atomically(out / "bundle.json", json.dumps(bundle, indent=1).encode())
-    _write_checksums(out)
+    forget_signatures(out)
+    raw = json.dumps(bundle, indent=1).encode()
+    write_atomically(out / "bundle.json", raw)
+    sums = _write_checksums(out)
+    if sign_key is not None:
+        sign_file(out, "bundle.json", raw, sign_key)
+        sign_file(out, "SHA256SUMS", sums, sign_key)
     for volume in volumes:
         _write_checksums(volume, small_files=())
-    return {"exported": len(exported), "refused": sum(r["event"] == "refused" for r in refused),
-            "failed": sum(r["event"] == "failed" for r in refused), "bytes": moved}
+    return result
 
 
-def open_bundle(root: Path, loaded: LoadedPolicy, more_blobs: tuple[Path, ...] = ()) -> dict[str, LayoutSource]:
+def open_bundle(root: Path, loaded: LoadedPolicy, more_blobs: tuple[Path, ...] = (),
+                audit=None) -> dict[str, LayoutSource]:
     """Check the bundle's own files and return it as the policy's source registries.
 
     `more_blobs`: further directories with blobs only (the other volumes of a split bundle, or the
-    base bundle of an incremental one); their blobs are verified by digest as they stream."""
+    base bundle of an incremental one); their blobs are verified by digest as they stream.
+    Each small file is read once: its signature, its sum and its content are of the same bytes."""
     for directory in (root, *more_blobs):
         if directory.is_symlink() or not directory.is_dir():
             raise UsageError(f"{directory} is not a bundle directory")
-    bundle = _bundle_meta(_check_sums(root)["bundle.json"])  # the very bytes SHA256SUMS vouched for
+    checked = {name: _read_small(root / name) for name in ("SHA256SUMS", *SMALL_FILES)}
+    evidence = check_signatures(root, loaded, checked)  # before any of it is read as authority
+    if evidence and audit is not None:
+        audit.record("verified", artifact={"bundle": str(root)}, verification=evidence,
+                     reason="bundle signature verified")
+    _check_sums(root, checked)
+    bundle = _bundle_meta(checked["bundle.json"])
     if bundle is None:
         raise VerificationError(f"{root}/bundle.json is not a regsync bundle")
     if bundle.get("policy_sha256") != loaded.sha256:
@@ -118,8 +146,9 @@ def open_bundle(root: Path, loaded: LoadedPolicy, more_blobs: tuple[Path, ...] =
         raise UsageError(f"this bundle was split into {volumes} volumes: name them all, e.g. "
                          f"regsync import {root} " + " ".join(f"{root}.vol{n}" for n in range(2, volumes + 1)))
     names = {split_ref(rule.source)[0] for rule in loaded.policy.images}
-    sources = {name: LayoutSource(root, name, tuple(more_blobs)) for name in names}
-    sources.update(index_stand_ins(bundle.get("packages"), loaded, LayoutSource(root, "packages", tuple(more_blobs))))
+    index, more = checked["index.json"], tuple(more_blobs)
+    sources = {name: LayoutSource(root, name, more, index) for name in names}
+    sources.update(index_stand_ins(bundle.get("packages"), loaded, LayoutSource(root, "packages", more, index)))
     return sources
 
 
@@ -158,15 +187,6 @@ def _base_bundle(old: Path) -> dict:
 
 def _ref(manifest) -> dict:
     return {"mediaType": manifest.media_type, "digest": manifest.digest, "size": len(manifest.raw)}
-
-
-def _existing_refs(out: Path) -> dict[str, dict]:
-    try:
-        entries = json.loads((out / "index.json").read_text()).get("manifests") or []
-    except (OSError, ValueError):
-        return {}
-    return {e["annotations"][REF_NAME]: {k: e[k] for k in ("mediaType", "digest", "size")}
-            for e in entries if REF_NAME in (e.get("annotations") or {})}
 
 
 def _volume(out: Path, n: int) -> Path:
@@ -212,34 +232,39 @@ def _gather_volumes(out: Path) -> None:
         shutil.rmtree(_volume(out, n))
 
 
-def _write_checksums(out: Path, small_files=("oci-layout", "index.json", "bundle.json")) -> None:
+def _write_checksums(out: Path, small_files=SMALL_FILES) -> bytes:
+    """Returns what it wrote (the bytes a signature covers)."""
     lines = []
     for name in small_files:
         lines.append(f"{hashlib.sha256((out / name).read_bytes()).hexdigest()}  {name}")
     for blob in sorted((out / "blobs" / "sha256").iterdir()):
         if not blob.name.startswith("."):
             lines.append(f"{blob.name}  blobs/sha256/{blob.name}")  # a blob is named by its verified sha256
-    write_atomically(out / "SHA256SUMS", ("\n".join(lines) + "\n").encode())
+    data = ("\n".join(lines) + "\n").encode()
+    write_atomically(out / "SHA256SUMS", data)
+    return data
 
 
-def _check_sums(root: Path) -> dict[str, bytes]:
+def _check_sums(root: Path, checked: dict[str, bytes]) -> None:
     """The bundle's small files must match SHA256SUMS (blobs are verified by digest as they stream);
-    returns their checked bytes, so nothing is read a second time after the check."""
-    with open_regular(root / "SHA256SUMS") as handle:
-        sums = dict(reversed(line.split("  ", 1)) for line in handle.read(MAX_BUNDLE_JSON).decode().splitlines()
+    `checked` holds the bytes of each as read once, the ones import goes on to use."""
+    try:
+        sums = dict(reversed(line.split("  ", 1)) for line in checked["SHA256SUMS"].decode().splitlines()
                     if "  " in line)
-    checked = {}
-    for name in ("oci-layout", "index.json", "bundle.json"):
-        checked[name] = _read_small(root / name)
+    except UnicodeDecodeError:
+        raise VerificationError(f"{root}/SHA256SUMS is not a checksum list") from None
+    for name in SMALL_FILES:
         if sums.get(name) != hashlib.sha256(checked[name]).hexdigest():
             raise VerificationError(f"{root}/{name} does not match SHA256SUMS: the bundle was altered or damaged")
-    return checked
 
 
 def _read_small(path: Path) -> bytes:
-    """At most one byte past MAX_BUNDLE_JSON of a regular file (never through a symlink)."""
+    """A regular file of at most MAX_BUNDLE_JSON bytes (never through a symlink)."""
     with open_regular(path) as handle:
-        return handle.read(MAX_BUNDLE_JSON + 1)
+        data = handle.read(MAX_BUNDLE_JSON + 1)
+    if len(data) > MAX_BUNDLE_JSON:
+        raise VerificationError(f"{path.name} is larger than a bundle's {MAX_BUNDLE_JSON >> 20} MiB limit")
+    return data
 
 
 def _bundle_meta(raw: bytes) -> dict | None:

@@ -5,15 +5,17 @@ from __future__ import annotations
 import json
 import threading
 from collections import OrderedDict
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import quote, urljoin, urlsplit
 
 import requests
 import urllib3
 from loguru import logger
 
+from regsync.digest import Digest, is_digest, matches
 from regsync.errors import NotFound, RegistryError, VerificationError
 from regsync.oci.auth import MAX_TOKEN_BYTES, Credentials, RegistryAuth
 from regsync.oci.manifest import ACCEPT, MAX_MANIFEST_BYTES, Descriptor, Manifest
+from regsync.oci.names import check_digest, quoted_repository, registry_path
 from regsync.http import downgrades, make_session, origin, require_https, retry_policy
 from regsync.transfer import IDENTITY, SizedBody, Throttle, VerifyingReader, read_bounded, read_document
 
@@ -90,7 +92,7 @@ class RegistryClient:
         return RegistryError(ref, status, f"registry error{detail}")
 
     def ref(self, repo: str, reference: str = "") -> str:
-        sep = "@" if reference.startswith("sha256:") else ":"
+        sep = "@" if is_digest(reference) else ":"
         return f"{self.name}/{repo}{sep + reference if reference else ''}"
 
     # -- API ------------------------------------------------------------------------------------
@@ -100,15 +102,22 @@ class RegistryClient:
             self._request("GET", "/v2/", self.name, ok=(200,))
             self._pinged = True
 
+    def check_target(self, repo: str) -> None:
+        """Raise RegistryError when `repo` cannot be written here at all (a dialect's precondition,
+        such as Harbor's project); checked once per rule at plan time. A plain registry has none."""
+
     def list_tags(self, repo: str) -> list[str]:
         tags: list[str] = []
-        url = f"/v2/{repo}/tags/list?n={self.tag_page_size}"
+        url = f"{registry_path(repo, 'tags/list')}?n={self.tag_page_size}"
         for _ in range(_MAX_TAG_PAGES):
             response = self._request("GET", url, self.ref(repo))
             try:
-                tags.extend(response.json().get("tags") or [])
+                page = response.json().get("tags") or []
             except (ValueError, AttributeError):
                 raise RegistryError(self.ref(repo), None, "tag list is not JSON") from None
+            if not isinstance(page, list) or not all(isinstance(tag, str) for tag in page):
+                raise RegistryError(self.ref(repo), None, "tag list is not a list of strings")
+            tags.extend(page)  # as listed: the planner checks each name and refuses the invalid ones
             link = response.links.get("next", {}).get("url")
             if not link:
                 return tags
@@ -134,20 +143,23 @@ class RegistryClient:
 
     def head_manifest(self, repo: str, reference: str) -> Descriptor | None:
         """The digest a tag (or digest) resolves to, or None when absent. One HEAD, no body."""
-        response = self._request("HEAD", f"/v2/{repo}/manifests/{reference}", self.ref(repo, reference),
+        response = self._request("HEAD", registry_path(repo, "manifests", reference), self.ref(repo, reference),
                                  ok=(200, 404), headers={"Accept": ACCEPT})
         if response.status_code == 404:
             return None
-        digest = response.headers.get("Docker-Content-Digest")
+        # Asked by digest, the answer is that digest (a server's header never replaces what the
+        # caller knows); by tag, the announced digest must be one we can verify when it is fetched.
+        digest = reference if is_digest(reference) else response.headers.get("Docker-Content-Digest")
         if not digest:  # not promised by the spec for HEAD; fall back to the body
             manifest = self.get_manifest(repo, reference)
             return Descriptor(manifest.media_type, manifest.digest, len(manifest.raw))
+        Digest.parse(digest, self.ref(repo, reference))
         media_type = response.headers.get("Content-Type", "").split(";")[0]
         return Descriptor(media_type, digest, declared_length(response, self.ref(repo, reference)) or 0)
 
     def get_manifest(self, repo: str, reference: str, expect: str | None = None) -> Manifest:
         """GET a manifest; its bytes must match the digest asked for (or announced)."""
-        by_digest = reference.startswith("sha256:")
+        by_digest = is_digest(reference)
         cached = self._manifests.get((repo, reference)) if by_digest else None
         if cached is not None:
             return cached
@@ -157,7 +169,12 @@ class RegistryClient:
 
     def _fetch_manifest(self, repo: str, reference: str, expect: str | None) -> Manifest:
         ref = self.ref(repo, reference)
-        response = self._request("GET", f"/v2/{repo}/manifests/{reference}", ref,
+        # What the caller knows (the digest asked for) is the expectation; the server's
+        # Docker-Content-Digest is one only for a tag, and each is checked with its own algorithm.
+        known = expect or (reference if is_digest(reference) else None)
+        if known is not None:
+            Digest.parse(known, ref)  # refused before anything is fetched
+        response = self._request("GET", registry_path(repo, "manifests", reference), ref,
                                  headers={"Accept": ACCEPT, **IDENTITY}, stream=True)
         with response:
             declared = declared_length(response, ref) or 0
@@ -166,9 +183,9 @@ class RegistryClient:
             raw = read_document(response, MAX_MANIFEST_BYTES, ref)
         if raw is None:
             raise VerificationError(f"{ref}: manifest larger than {MAX_MANIFEST_BYTES} bytes")
-        manifest = Manifest.parse(raw, response.headers.get("Content-Type"), ref)
-        wanted = expect or (reference if reference.startswith("sha256:") else None)
-        wanted = wanted or response.headers.get("Docker-Content-Digest")
+        wanted = known or response.headers.get("Docker-Content-Digest")
+        algorithm = Digest.parse(wanted, ref).algorithm if wanted else "sha256"
+        manifest = Manifest.parse(raw, response.headers.get("Content-Type"), ref, algorithm)
         if wanted and manifest.digest != wanted:
             raise VerificationError(f"{ref}: manifest digest mismatch: content is {manifest.digest}, expected {wanted}")
         return manifest
@@ -176,7 +193,7 @@ class RegistryClient:
     def get_referrers(self, repo: str, digest: str) -> dict | None:
         """The OCI 1.1 referrers index for `digest`, or None when the registry has no referrers API."""
         ref = self.ref(repo, digest)
-        response = self._request("GET", f"/v2/{repo}/referrers/{digest}", ref, ok=(200, 404),
+        response = self._request("GET", registry_path(repo, "referrers", check_digest(digest)), ref, ok=(200, 404),
                                  headers={"Accept": "application/vnd.oci.image.index.v1+json", **IDENTITY}, stream=True)
         with response:
             if response.status_code == 404:  # the spec's signal to fall back to the sha256-<hex> tag
@@ -193,10 +210,18 @@ class RegistryClient:
     def put_manifest(self, repo: str, reference: str, manifest: Manifest) -> None:
         ref = self.ref(repo, reference)
         # bytes body: requests sends Content-Length, which Nexus's OCI repos insist on.
-        response = self._request("PUT", f"/v2/{repo}/manifests/{reference}", ref, ok=(200, 201, 202),
-                                 data=manifest.raw, headers={"Content-Type": manifest.media_type})
+        try:
+            response = self._request("PUT", registry_path(repo, "manifests", reference), ref, ok=(200, 201, 202),
+                                     data=manifest.raw, headers={"Content-Type": manifest.media_type})
+        except RegistryError as exc:
+            algorithm = reference.partition(":")[0]
+            if exc.status == 400 and "DIGEST_INVALID" in str(exc) and is_digest(reference) and algorithm != "sha256":
+                # distribution 2.8 stores manifests by sha256 only
+                raise RegistryError(ref, 400, f"the registry does not accept a manifest addressed by "
+                                              f"{algorithm} (it stores manifests by sha256 only)") from None
+            raise
         echoed = response.headers.get("Docker-Content-Digest")
-        if echoed and echoed != manifest.digest:
+        if echoed and echoed != manifest.digest and not matches(manifest.raw, echoed):
             raise RegistryError(ref, response.status_code, f"registry stored {echoed}, expected {manifest.digest}")
 
     def blob_exists(self, repo: str, digest: str) -> bool:
@@ -205,16 +230,16 @@ class RegistryClient:
         known = self._present.get((repo, digest))
         if known is not None:
             return known
-        response = self._request("HEAD", f"/v2/{repo}/blobs/{digest}", self.ref(repo, digest), ok=(200, 404))
+        response = self._request("HEAD", _blob_path(repo, digest), self.ref(repo, digest), ok=(200, 404))
         self._present.put((repo, digest), response.status_code == 200)
         return response.status_code == 200
 
     def open_blob(self, repo: str, digest: str) -> requests.Response:
-        return self._request("GET", f"/v2/{repo}/blobs/{digest}", self.ref(repo, digest), stream=True)
+        return self._request("GET", _blob_path(repo, digest), self.ref(repo, digest), stream=True)
 
     def open_blob_from(self, repo: str, digest: str, start: int) -> requests.Response:
         """The blob from byte `start` on: 206, or 200 with the whole blob when ranges are ignored."""
-        return self._request("GET", f"/v2/{repo}/blobs/{digest}", self.ref(repo, digest), ok=(200, 206),
+        return self._request("GET", _blob_path(repo, digest), self.ref(repo, digest), ok=(200, 206),
                              stream=True, headers={"Range": f"bytes={start}-"})
 
     def upload_offset(self, location: str) -> int | None:
@@ -225,7 +250,7 @@ class RegistryClient:
             return None
         try:
             response = self.session.get(location, timeout=_TIMEOUT)
-        except requests.RequestException:
+        except (requests.RequestException, RegistryError):  # unusable, whatever the reason: a fresh upload
             return None
         with response:
             held = response.headers.get("Range", "")
@@ -235,7 +260,8 @@ class RegistryClient:
 
     def mount_blob(self, repo: str, digest: str, from_repo: str) -> bool:
         """Cross-repo mount: True when the registry linked the blob without any bytes moving."""
-        response = self._request("POST", f"/v2/{repo}/blobs/uploads/?mount={digest}&from={from_repo}",
+        query = f"mount={quote(check_digest(digest), safe=':')}&from={quoted_repository(from_repo)}"
+        response = self._request("POST", f"{registry_path(repo, 'blobs/uploads/')}?{query}",
                                  self.ref(repo, digest), ok=(201, 202))
         if response.status_code == 201:
             self._present.put((repo, digest), True)
@@ -251,7 +277,7 @@ class RegistryClient:
         if resuming:
             location, offset = checkpoint.location, checkpoint.offset
         else:
-            start = self._request("POST", f"/v2/{repo}/blobs/uploads/", ref, ok=(202,))
+            start = self._request("POST", registry_path(repo, "blobs/uploads/"), ref, ok=(202,))
             location, offset = self._location(start, ref), 0
         try:
             if descriptor.size <= self.monolithic_max:
@@ -271,8 +297,18 @@ class RegistryClient:
                 if checkpoint is not None:
                     checkpoint.save(location, offset)
             reader.read(1)  # size reached: the digest is checked here, before the commit
-            self._request("PUT", _with_digest(location, descriptor.digest), ref, ok=(201,),
-                          headers={"Content-Length": "0"})
+            try:
+                self._request("PUT", _with_digest(location, descriptor.digest), ref, ok=(201,),
+                              headers={"Content-Length": "0"})
+            except RegistryError as exc:
+                if not resuming or exc.status != 400:
+                    raise
+                # The checkpoint's hash state vouched for bytes the session does not hold (a forged or
+                # stale checkpoint): the registry's own digest check caught it. Start afresh next try.
+                self._cancel_url(location)
+                checkpoint.forget()
+                raise RegistryError(ref, None, "the target refused the resumed upload's digest (its checkpoint "
+                                               "did not match the session); uploading afresh") from None
             self._present.put((repo, descriptor.digest), True)
             if checkpoint is not None:
                 checkpoint.forget()
@@ -344,5 +380,9 @@ def declared_length(response: requests.Response, ref: str) -> int | None:
     return int(value)
 
 
+def _blob_path(repo: str, digest: str) -> str:
+    return registry_path(repo, "blobs", check_digest(digest))
+
+
 def _with_digest(location: str, digest: str) -> str:
-    return f"{location}{'&' if '?' in location else '?'}digest={digest}"
+    return f"{location}{'&' if '?' in location else '?'}digest={quote(check_digest(digest), safe=':')}"

@@ -193,7 +193,7 @@ class BlobCopier:
 def _spooling_reader(spool: PartialFile, kept: int, read_source, blob: Descriptor, what: str, hasher, on_bytes):
     """A VerifyingReader over the `kept` bytes on disk, then the source from there on; every byte the
     source sends is appended to the spool, and only those count as fetched."""
-    disk = spool.part.open("rb")
+    disk = spool.open_for_reading()
     position = {"at": 0}
 
     def read(n: int) -> bytes:

@@ -8,22 +8,29 @@ and digest-checked like a registry's.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
 import stat
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from regsync.errors import NotFound, VerificationError
+from loguru import logger
+
+from regsync.errors import NotFound, UsageError, VerificationError
 from regsync.oci.manifest import MAX_MANIFEST_BYTES, Descriptor, Manifest
-from regsync.transfer import CHUNK
+from regsync.oci.names import InvalidName, check_image_ref, shown
+from regsync.transfer import CHUNK, create_new, write_atomically
 
 DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 
 
 def blob_path(root: Path, digest: str) -> Path:
     if not DIGEST.fullmatch(digest or ""):
-        raise VerificationError(f"'{str(digest)[:80]}' is not a sha256 digest")
+        # A bundle's blob store and its SHA256SUMS are sha256-addressed: other content is refused.
+        raise VerificationError(f"'{str(digest)[:80]}' is not a sha256 digest (a bundle holds sha256-addressed "
+                                f"content only)")
     return root / "blobs" / "sha256" / digest.split(":", 1)[1]
 
 
@@ -45,7 +52,7 @@ class LayoutWriter:
     def __init__(self, root: Path):
         self.root = root
         (root / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
-        (root / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
+        write_atomically(root / "oci-layout", '{"imageLayoutVersion": "1.0.0"}')
 
     def has_blob(self, digest: str) -> bool:
         return blob_path(self.root, digest).exists()
@@ -57,7 +64,7 @@ class LayoutWriter:
             return
         tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
         try:
-            with tmp.open("wb") as out:
+            with os.fdopen(create_new(tmp, 0o666), "wb") as out:
                 for chunk in chunks:
                     out.write(chunk)
         except BaseException:
@@ -65,14 +72,39 @@ class LayoutWriter:
             raise
         os.replace(tmp, path)
 
+    def drop_unverified_blobs(self, jobs: int = 4) -> int:
+        """Remove every blob already here whose bytes do not hash to its name (or that is no regular
+        file): a directory written to before is trusted for nothing, so what is kept is exactly what
+        SHA256SUMS will claim. Returns how many were removed (they are fetched again)."""
+        folder = self.root / "blobs" / "sha256"
+        names = [entry.name for entry in os.scandir(folder) if not entry.name.startswith(".")]
+        with ThreadPoolExecutor(max(1, jobs)) as pool:  # hashlib releases the GIL: disks, not threads, bound it
+            bad = [name for name, ok in zip(names, pool.map(lambda n: _holds_its_digest(folder / n), names)) if not ok]
+        for name in bad:
+            logger.warning("{}: an existing blob does not match its name (altered or damaged); fetching it again",
+                           name[:80])
+            (folder / name).unlink(missing_ok=True)
+        return len(bad)
+
     def write_manifest(self, manifest: Manifest) -> None:
         self.write_blob(manifest.digest, [manifest.raw])
 
     def write_index(self, refs: list[dict]) -> None:
         body = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": refs}
-        tmp = self.root / ".index.json.tmp"
-        tmp.write_text(json.dumps(body, indent=1))
-        os.replace(tmp, self.root / "index.json")
+        write_atomically(self.root / "index.json", json.dumps(body, indent=1))
+
+
+def _holds_its_digest(path: Path) -> bool:
+    if not DIGEST.fullmatch(f"sha256:{path.name}"):
+        return False
+    try:
+        with open_regular(path) as handle:
+            hasher = hashlib.sha256()
+            while chunk := handle.read(CHUNK):
+                hasher.update(chunk)
+    except (NotFound, VerificationError):
+        return False
+    return hasher.hexdigest() == path.name
 
 
 class _BlobResponse:
@@ -96,29 +128,40 @@ class LayoutSource:
     """Reads a layout the way RegistryClient reads registry `name`: tags come from index.json refs
     named "<registry>/<repository>:<tag>", so tag selection, planning and copying run unchanged."""
 
-    def __init__(self, root: Path, name: str = "bundle", more_blobs: tuple[Path, ...] = ()):
+    def __init__(self, root: Path, name: str = "bundle", more_blobs: tuple[Path, ...] = (),
+                 index: bytes | None = None):
         """`more_blobs`: further directories holding blobs (other volumes, the base of an incremental
-        bundle); read as untrusted as the bundle itself, and only for blobs, never for refs."""
+        bundle); read as untrusted as the bundle itself, and only for blobs, never for refs.
+        `index`: index.json's bytes as already checked (against SHA256SUMS and its signature), so
+        the refs come from exactly those bytes; read from the file when not given."""
         self.root, self.name = root, name
         self.base = str(root)
         self._blob_roots = (root, *more_blobs)
-        self._refs = self._read_refs()
+        self._refs = self._read_refs(index)
 
     def _blob(self, digest: str) -> Path:
         paths = [blob_path(root, digest) for root in self._blob_roots]
         return next((path for path in paths if os.path.lexists(path)), paths[0])
 
-    def _read_refs(self) -> dict[str, dict]:
-        with open_regular(self.root / "index.json") as handle:
-            raw = handle.read(MAX_INDEX_BYTES + 1)
+    def _read_refs(self, raw: bytes | None) -> dict[str, dict]:
+        if raw is None:
+            with open_regular(self.root / "index.json") as handle:
+                raw = handle.read(MAX_INDEX_BYTES + 1)
         if len(raw) > MAX_INDEX_BYTES:
             raise VerificationError("index.json is too large to be a bundle index")
         try:
             entries = json.loads(raw).get("manifests") or []
-            return {e["annotations"][REF_NAME]: e for e in entries
+            refs = {e["annotations"][REF_NAME]: e for e in entries
                     if isinstance(e, dict) and isinstance(e.get("annotations"), dict) and REF_NAME in e["annotations"]}
         except (ValueError, AttributeError, TypeError):
             raise VerificationError("index.json is not an OCI image index") from None
+        for name in refs:
+            try:
+                check_image_ref(name)
+            except InvalidName as exc:
+                raise UsageError(f"{self.root}/index.json: the bundle is refused: ref '{shown(name, 300)}': "
+                                 f"{exc.reason}") from None
+        return refs
 
     def ping(self) -> None:
         return None

@@ -1,7 +1,7 @@
 """Manifests and indexes of every media type regsync moves, as immutable data with their bytes.
 
-The raw bytes are kept untouched: a manifest's digest is the sha256 of exactly those bytes, so
-re-serialising one would change its identity.
+The raw bytes are kept untouched: a manifest's digest is the hash of exactly those bytes (sha256,
+or the algorithm it was addressed by), so re-serialising one would change its identity.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass, field
 
 from regsync.errors import VerificationError
-from regsync.transfer import digest_of
+from regsync.digest import Digest, digest_of
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -39,8 +39,9 @@ class Descriptor:
             media_type = obj.get("mediaType", "")
         except (KeyError, TypeError, ValueError):
             raise VerificationError(f"{where}: malformed descriptor") from None
-        if not isinstance(digest, str) or ":" not in digest or size < 0:
+        if not isinstance(digest, str) or size < 0:
             raise VerificationError(f"{where}: malformed descriptor")
+        Digest.parse(digest, where)  # an algorithm we cannot verify is refused here, before any fetch
         platform = obj.get("platform")
         return cls(media_type, digest, size, format_platform(platform) if isinstance(platform, dict) else None)
 
@@ -60,7 +61,8 @@ class Manifest:
     doc: dict = field(repr=False, compare=False)
 
     @classmethod
-    def parse(cls, raw: bytes, content_type: str | None, where: str) -> "Manifest":
+    def parse(cls, raw: bytes, content_type: str | None, where: str, algorithm: str = "sha256") -> "Manifest":
+        """`algorithm`: the one the manifest is addressed by (its digest is computed with it)."""
         if len(raw) > MAX_MANIFEST_BYTES:
             raise VerificationError(f"{where}: manifest larger than {MAX_MANIFEST_BYTES} bytes")
         try:
@@ -75,7 +77,7 @@ class Manifest:
             media_type = OCI_INDEX if "manifests" in doc else OCI_MANIFEST if "layers" in doc else media_type
         if media_type not in MANIFEST_TYPES:
             raise VerificationError(f"{where}: unsupported manifest media type '{media_type or 'unknown'}'")
-        return cls(raw, media_type, digest_of(raw), doc)
+        return cls(raw, media_type, digest_of(raw, algorithm), doc)
 
     @property
     def is_index(self) -> bool:

@@ -9,6 +9,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from regsync.errors import PolicyError
+from regsync.oci.names import invalid_repository, is_repository
 from regsync.policy.models import ImageRule, PackageRule, Policy, parse_size  # noqa: F401
 from regsync.policy.yamlsource import Document, load_document
 
@@ -71,6 +72,8 @@ def _check_references(policy: Policy, doc: Document) -> None:
                 raise doc.error(("images", i, key), f"unknown registry '{name}' (registries: {known})")
             if not repo:
                 raise doc.error(("images", i, key), f"'{ref}' must be <registry>/<repository>")
+            if not is_repository(repo):
+                raise doc.error(("images", i, key), f"'{ref}': {invalid_repository(repo)}")
             if key == "to" and policy.registries[name].kind == "harbor" and "/" not in repo:
                 raise doc.error(("images", i, key), f"'{ref}': Harbor repositories live in a project: "
                                                     f"{name}/<project>/<repository>")
@@ -90,6 +93,21 @@ def _check_references(policy: Policy, doc: Document) -> None:
                 known = ", ".join(sorted(policy.indexes)) or "none defined"
                 raise doc.error(where, f"unknown index '{name}' (indexes: {known})")
         _check_provenance_references(policy, rule, ("packages", i, "verify"), doc)
+    _check_bundle_references(policy, doc)
+
+
+def _check_bundle_references(policy: Policy, doc: Document) -> None:
+    bundle = policy.bundle
+    for name in bundle.trust:
+        entry = policy.trust.get(name)
+        if entry is None:
+            raise doc.error(("bundle", "trust"), f"unknown trust entry '{name}'")
+        if entry.cosign_key is None:
+            raise doc.error(("bundle", "trust"), f"trust entry '{name}' must be a cosign_key: a bundle is signed "
+                                                 f"with a key (regsync export --sign-key)")
+    if bundle.signature != "off" and not bundle.trust:
+        raise doc.error(("bundle",), f"signature: {bundle.signature} needs at least one trust entry "
+                                     f"(the public key that signs the bundles)")
 
 
 def _check_provenance_references(policy: Policy, rule: PackageRule, where: tuple, doc: Document) -> None:

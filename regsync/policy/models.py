@@ -7,7 +7,8 @@ from urllib.parse import urlsplit
 from pathlib import Path
 from typing import Annotated, Literal
 
-from regsync.resolve.tags import compile_pattern
+from regsync.oci.names import check_tag
+from regsync.resolve.tags import compile_pattern, is_exact
 from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, SecretStr,
                       ValidationInfo, field_validator, model_validator)
 
@@ -52,6 +53,9 @@ class Auth(Strict):
             raise ValueError("use either username/password or docker_config: true, not both")
         if (self.username is None) != (self.password is None):
             raise ValueError("username and password go together")
+        if self.password is not None and not self.password.get_secret_value():
+            # sent as is, an empty password only ends in a 401 far from its cause
+            raise ValueError("the password is empty (is its environment variable set to an empty value?)")
         return self
 
 
@@ -149,29 +153,72 @@ class Keyless(Strict):
         return self
 
 
+# The in-toto predicate cosign v3 puts in a DSSE bundle that *is* a signature; any other predicate
+# (SLSA provenance, SBOM, vulnerability scan) attests something else about the image.
+COSIGN_SIGNATURE_PREDICATES = ("https://sigstore.dev/cosign/sign/v1",)
+
+
 class Trust(Strict):
     cosign_key: PolicyPath | None = None
     keyless: Keyless | None = None
     trusted_root: PolicyPath | None = None
+    # Which DSSE (in-toto) sigstore bundles count as an image signature for this entry.
+    predicate_types: list[str] = Field(default=list(COSIGN_SIGNATURE_PREDICATES), min_length=1)
 
     @model_validator(mode="after")
     def _one_kind(self):
         if (self.cosign_key is None) == (self.keyless is None):
             raise ValueError("a trust entry has exactly one of cosign_key or keyless")
+        if "predicate_types" in self.model_fields_set and self.keyless is None:
+            raise ValueError("predicate_types applies to keyless entries (sigstore bundles) only")
         return self
 
 
-class TagSelect(Strict):
-    include: list[str] = Field(min_length=1)
-    exclude: list[str] = []
-    latest: int | None = Field(default=None, ge=1)
-    pin: dict[str, str] = {}
+def _tag_pattern(pattern: str) -> str:
+    compile_pattern(pattern)  # raises ValueError with the reason
+    prefix, colon, _ = pattern.partition(":")
+    if colon and is_exact(pattern):  # a colon is never in a tag: a mistyped `semver:` is the usual cause
+        import difflib
 
-    @field_validator("include", "exclude")
+        near = difflib.get_close_matches(prefix, ["glob", "re", "semver"], n=1, cutoff=0.5)
+        raise ValueError(f"unknown pattern prefix '{prefix}:' in '{pattern}'"
+                         f"{f' (did you mean {near[0]}:?)' if near else ''}; the prefixes are glob:, re: "
+                         "and semver:, and a bare string is an exact tag")
+    # An exact entry outside the tag grammar can never name a real tag: a typo, or a name that would
+    # change meaning in a URL. Either way the policy does not say what its author meant.
+    return check_tag(pattern) if is_exact(pattern) else pattern
+
+
+TagPattern = Annotated[str, AfterValidator(_tag_pattern)]   # per entry, so an error names its line
+ExactTag = Annotated[str, AfterValidator(check_tag)]
+
+
+class TagSelect(Strict):
+    include: list[TagPattern] = []
+    exclude: list[TagPattern] = []
+    latest: int | None = Field(default=None, ge=1)
+    prereleases: bool = False   # may `latest: N` pick a pre-release (3.12.6rc1)?
+    pin: dict[ExactTag, str] = {}
+
+    @model_validator(mode="before")
     @classmethod
-    def _patterns(cls, patterns):
-        for pattern in patterns:
-            compile_pattern(pattern)  # raises ValueError with the reason
+    def _latest_alone(cls, data):
+        # `latest: 2` with no include means "the newest two", of every tag
+        if isinstance(data, dict) and not data.get("include") and data.get("latest") is not None:
+            return {**data, "include": ["glob:*"]}
+        return data
+
+    @model_validator(mode="after")
+    def _selects_something(self):
+        if not self.include:
+            raise ValueError("tags needs include: [...] (or latest: N for the newest N tags)")
+        return self
+
+    @field_validator("include")
+    @classmethod
+    def _not_empty(cls, patterns):
+        if not patterns:
+            raise ValueError("an empty include selects nothing (latest: N alone means the newest N tags)")
         return patterns
 
     @field_validator("pin")
@@ -202,10 +249,11 @@ class Gates(Strict):
 
 
 class SignOnImport(Strict):
-    """Sign the pushed digest with the enterprise's own key (PKCS#8 PEM), in cosign's format."""
+    """Sign the pushed digest with the enterprise's own key (PKCS#8 PEM, or cosign's cosign.key), in
+    cosign's format."""
 
     key: PolicyPath
-    password_env: str | None = None   # name of the environment variable holding the key's password
+    password_env: str | None = None   # the variable holding the key's password (a cosign.key: COSIGN_PASSWORD)
 
 
 class ImageRule(Strict):
@@ -233,6 +281,42 @@ class Environment(Strict):
     platform: str
     implementation: str = "cp"
     abi: str | None = None
+
+    @field_validator("python", mode="before")
+    @classmethod
+    def _python(cls, value):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            raise ValueError(f"python {value} is a number in YAML, not a Python version: quote it, "
+                             "e.g. \"3.10\" (unquoted, 3.10 is the number 3.1)")
+        if not isinstance(value, str) or not re.fullmatch(r"[23]\.\d{1,2}", value):
+            raise ValueError(f"python '{value}' is not a Python version like \"3.11\"")
+        return value
+
+    @field_validator("platform")
+    @classmethod
+    def _platform(cls, value):
+        return check_platform_tag(value)
+
+
+# The wheel platform tags pip knows (packaging.tags), for a "did you mean" on a near miss.
+_WHEEL_ARCHES = ("x86_64", "aarch64", "i686", "ppc64le", "s390x", "armv7l", "riscv64")
+_PLATFORM_TAG = re.compile(
+    r"any|(many|musl)linux_\d+_\d+_(%s)|manylinux(1|2010|2014)_(%s)|linux_(%s)"
+    r"|macosx_\d+_\d+_(x86_64|arm64|universal2|intel)|win32|win_amd64|win_arm64" % (("|".join(_WHEEL_ARCHES),) * 3))
+_COMMON_PLATFORMS = ("manylinux_2_17_x86_64", "manylinux_2_28_x86_64", "manylinux_2_17_aarch64",
+                     "manylinux_2_28_aarch64", "manylinux2014_x86_64", "manylinux2014_aarch64",
+                     "musllinux_1_2_x86_64", "macosx_11_0_arm64", "macosx_10_9_x86_64", "win_amd64", "any")
+
+
+def check_platform_tag(value: str) -> str:
+    if _PLATFORM_TAG.fullmatch(value):
+        return value
+    import difflib
+
+    near = difflib.get_close_matches(value, [*_COMMON_PLATFORMS, value.replace("-", "_")], n=1, cutoff=0.8)
+    hint = f" (did you mean '{near[0]}'?)" if near and near[0] != value and _PLATFORM_TAG.fullmatch(near[0]) else ""
+    raise ValueError(f"platform '{value}' is not a wheel platform tag{hint}; "
+                     "examples: manylinux_2_28_x86_64, musllinux_1_2_aarch64, macosx_11_0_arm64, win_amd64")
 
 
 class Publisher(Strict):
@@ -300,6 +384,14 @@ class AuditConfig(Strict):
     sign_key_password_env: str | None = None    # environment variable holding that key's password
 
 
+class BundleConfig(Strict):
+    """What import demands of an air-gap bundle: `signature: required` refuses one whose SHA256SUMS
+    is not signed by a key of `trust` (cosign_key entries); `optional` checks a signature when present."""
+
+    signature: Literal["required", "optional", "off"] = "off"
+    trust: list[str] = []
+
+
 class Policy(Strict):
     version: Literal[1]
     registries: dict[str, Registry] = {}
@@ -308,3 +400,4 @@ class Policy(Strict):
     images: list[ImageRule] = []
     packages: list[PackageRule] = []
     audit: AuditConfig = AuditConfig()
+    bundle: BundleConfig = BundleConfig()

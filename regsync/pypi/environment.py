@@ -10,7 +10,7 @@ from functools import cached_property
 
 from packaging import tags
 
-from regsync.policy.models import Environment
+from regsync.policy.models import Environment, PackageRule
 
 _ARCH_MACHINE = {"x86_64": "x86_64", "aarch64": "aarch64", "amd64": "AMD64", "arm64": "arm64", "win32": "x86",
                  "universal2": "arm64", "i686": "i686", "ppc64le": "ppc64le", "s390x": "s390x"}
@@ -89,3 +89,11 @@ class TargetEnvironment:
             "platform_system": system, "platform_machine": _ARCH_MACHINE.get(arch, arch),
             "platform_release": "", "platform_version": "",
         }
+
+
+DEFAULT_ENVIRONMENT = ("3.11", "manylinux_2_28_x86_64")
+
+
+def rule_environments(rule: PackageRule) -> list[TargetEnvironment]:
+    """The environments a package rule resolves for (one default when it names none)."""
+    return [TargetEnvironment.of(env) for env in rule.environments] or [TargetEnvironment(*DEFAULT_ENVIRONMENT)]

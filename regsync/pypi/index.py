@@ -14,13 +14,14 @@ import threading
 import zipfile
 from pathlib import Path
 from tempfile import NamedTemporaryFile
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import requests
 import requests.auth
 import urllib3
+from loguru import logger
 from packaging.utils import canonicalize_name
-from pypi_simple import DistributionPackage, NoSuchProjectError, PyPISimple
+from pypi_simple import DistributionPackage, NoSuchProjectError, ProjectPage, PyPISimple
 
 from regsync.errors import RegistryError, VerificationError
 from regsync.http import make_session, origin, require_https
@@ -31,6 +32,8 @@ MAX_METADATA_BYTES = 16 * 1024 * 1024
 # A project page read whole: the largest on pypi.org (nightly builds with tens of thousands of
 # files) are tens of MiB of JSON.
 MAX_PAGE_BYTES = 64 << 20
+MAX_PAGE_REDIRECTS = 5
+PAGE_TIMEOUT = (15, 120)
 
 
 class PackageIndex:
@@ -42,17 +45,19 @@ class PackageIndex:
             origins = {origin(url)} | ({origin(upload_url)} if upload_url else set())
             self.session.auth = OriginBoundBasicAuth(credentials, origins)
         self._simple = PyPISimple(self.url, session=self.session)
-        self._pages: dict[str, list[DistributionPackage]] = {}
+        self._pages: dict[tuple[str, bool], list[DistributionPackage]] = {}   # (project, same_origin)
         self._lock = threading.Lock()
 
-    def files(self, project: str) -> list[DistributionPackage]:
+    def files(self, project: str, *, same_origin: bool = False) -> list[DistributionPackage]:
+        """The files the project page lists. With `same_origin` (reading a target), a page that
+        redirects to another scheme, host or port means the project is not on this index."""
         key = canonicalize_name(project)
         with self._lock:
-            if key in self._pages:
-                return self._pages[key]
+            if (key, same_origin) in self._pages:
+                return self._pages[key, same_origin]
         try:
-            page = self._simple.get_project_page(key, timeout=(15, 120))
-            packages = list(page.packages)
+            page = self._own_page(key) if same_origin else self._simple.get_project_page(key, timeout=PAGE_TIMEOUT)
+            packages = list(page.packages) if page else []
         except NoSuchProjectError:
             packages = []
         except requests.exceptions.SSLError:
@@ -63,8 +68,36 @@ class PackageIndex:
         except requests.RequestException:
             raise RegistryError(f"{self.name}/{key}", None, f"cannot reach {self.url}") from None
         with self._lock:
-            self._pages[key] = packages
+            self._pages[key, same_origin] = packages
         return packages
+
+    def _own_page(self, key: str) -> ProjectPage | None:
+        """The project page as this index itself serves it, or None when it sends us elsewhere.
+
+        pypiserver, by default, answers a project it lacks with `303` to https://pypi.org/simple/<p>/:
+        followed, PyPI's listing would pass for the target's (files it lacks skipped as present) and,
+        air-gapped, every new project would fail the run. Redirects on the same origin (a trailing
+        slash, a normalised name) are followed; nothing, credentials least of all, goes elsewhere."""
+        url = self._simple.get_project_url(key)
+        for _ in range(MAX_PAGE_REDIRECTS + 1):
+            response = self.session.get(url, timeout=PAGE_TIMEOUT, allow_redirects=False,
+                                        headers={"Accept": self._simple.accept})
+            if not response.is_redirect:
+                break
+            location = urljoin(url, response.headers["Location"])
+            response.close()
+            if not origin(location) or origin(location) != origin(url):
+                logger.info("{}: {} redirects to {}: not on this target", self.name, key, public_url(location))
+                return None
+            url = location
+        else:
+            raise RegistryError(f"{self.name}/{key}", None, f"more than {MAX_PAGE_REDIRECTS} redirects")
+        if response.status_code == 404:
+            return None
+        response.raise_for_status()
+        if response.status_code != 200:
+            raise RegistryError(f"{self.name}/{key}", response.status_code, "index error")
+        return ProjectPage.from_response(response, key)
 
     def metadata(self, package: DistributionPackage) -> email.message.Message:
         """Core metadata: the PEP 658 file when offered (no wheel download), else read from the file."""
@@ -83,7 +116,7 @@ class PackageIndex:
         url = package.metadata_url
         require_https(self.url, url, where, "its .metadata link")
         try:
-            with self.session.get(url, stream=True, timeout=(15, 120), headers=IDENTITY) as response:
+            with self.session.get(url, stream=True, timeout=PAGE_TIMEOUT, headers=IDENTITY) as response:
                 if response.status_code == 404:
                     raise RegistryError(where, 404, "its .metadata is listed but not served")
                 if response.status_code != 200:

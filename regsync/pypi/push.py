@@ -10,7 +10,8 @@ from regsync.errors import RegistryError, VerificationError
 from regsync.plan import PlanItem
 from regsync.pypi.index import sha256_of
 from regsync.pypi.targets import DirectoryTarget
-from regsync.verify.attestations import check_provenance, package_rule_of
+from regsync.verify.attestations import check_provenance
+from regsync.verify.authority import admit_package, authorize
 
 
 def planned_file(item: PlanItem, endpoints):
@@ -28,18 +29,25 @@ def planned_file(item: PlanItem, endpoints):
 
 
 def apply_package(item: PlanItem, endpoints, audit, on_bytes=None, artifact=None) -> dict:
-    """Returns the verification evidence (for the `pushed` record too)."""
+    """Returns the verification evidence (for the `pushed` record too).
+
+    Everything is checked against the rule the policy gives for the item's source and target index,
+    as if the plan had not been seen: the file must be one that rule admits, with the sha256 its
+    index lists now, and its provenance is verified again."""
+    rule = authorize(item, endpoints.policy)
     index, package = planned_file(item, endpoints)
+    admit_package(rule, package)
     source_name, filename = item.source.split("/", 1)[0], package.filename
     target = endpoints.package_target(item.target.split("/", 1)[0])
     # Provenance binds name + sha256, so it is checked before the download: a refusal moves no bytes,
     # and the download then proves the bytes are the ones attested.
-    provenance = check_provenance(package_rule_of(endpoints, item.rule), endpoints, filename, item.digest)
+    provenance = check_provenance(rule, endpoints, filename, item.digest)
     staging = _staging_dir(target)
     with tempfile.TemporaryDirectory(dir=staging, prefix=".regsync-") as work:
         path = Path(work) / filename
         index.download(package, path, on_bytes)
-        verification = {"method": "sha256", "against": f"{source_name} index", **_where_from(index, package)}
+        verification = {"method": "sha256", "against": f"{source_name} index", "rechecked": True,
+                        **_where_from(index, package)}
         if provenance is not None:
             verification["provenance"] = provenance
         audit.record("verified", artifact=artifact, policy_rule=item.rule, verification=verification)

@@ -55,6 +55,16 @@ def parse_requirement(text: str, where: str) -> Requirement:
         raise PolicyError(f"{where}: '{text}' is not a PEP 508 requirement ({exc})") from None
 
 
+def exactly_pinned(requirements: Iterable[Requirement]) -> bool:
+    return any(s.operator in ("==", "===") and "*" not in s.version for r in requirements for s in r.specifier)
+
+
+def allows_prereleases(specifiers: Iterable[SpecifierSet]) -> bool:
+    """pip's rule: a pre-release is a candidate only when a specifier itself names one."""
+    return any(Version(s.version.rstrip(".*")).is_prerelease for spec in specifiers for s in spec
+               if s.version.rstrip(".*")[:1].isdigit())
+
+
 def best_file(files: list[DistributionPackage], env: TargetEnvironment, options: Options, pinned: bool):
     """The file pip would pick for `env` among one version's files, or None."""
     ranked = []
@@ -151,7 +161,7 @@ class Provider(resolvelib.AbstractProvider):
 
     def _candidates(self, identifier: str, requirements: list[Requirement], bad: set[Version]) -> list[Candidate]:
         extras = frozenset(e for r in requirements for e in r.extras)
-        pinned = any(s.operator in ("==", "===") and "*" not in s.version for r in requirements for s in r.specifier)
+        pinned = exactly_pinned(requirements)
         by_version: dict[Version, list[DistributionPackage]] = {}
         for package in self._files(identifier):
             try:
@@ -159,8 +169,7 @@ class Provider(resolvelib.AbstractProvider):
             except InvalidVersion:
                 continue
         specifiers = [r.specifier for r in requirements] + [self.constraints.get(identifier, SpecifierSet())]
-        allow_pre = any(Version(s.version.rstrip(".*")).is_prerelease for spec in specifiers for s in spec
-                        if s.version.rstrip(".*")[:1].isdigit())
+        allow_pre = allows_prereleases(specifiers)
         found = []
         for version in sorted(by_version, reverse=True):
             if version in bad or not all(spec.contains(version, prereleases=allow_pre) for spec in specifiers):

@@ -29,7 +29,7 @@ class UploadTarget:
         self._lock = threading.Lock()
 
     def existing(self, project: str) -> Mapping[str, str | None]:
-        return _Listed(self, self.index.files(project))
+        return _Listed(self, self.index.files(project, same_origin=True))
 
     def sha256_read_back(self, package) -> str | None:
         """The sha256 of a file the target lists without one (Nexus pages give only `#md5=`): read

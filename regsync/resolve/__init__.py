@@ -22,4 +22,19 @@ def make_plan(loaded: "LoadedPolicy", endpoints: "Endpoints", jobs: int = 8, sha
         package_items, package_errors = plan_packages(list(loaded.policy.packages), endpoints, jobs, shard)
         items += package_items
         errors += package_errors
+    for item in items:
+        _authorize(item, loaded.policy)
     return Plan(loaded.sha256, items, errors)
+
+
+def _authorize(item, policy) -> None:
+    """What apply would refuse for want of one rule (two rules mapping the same repositories) shows
+    as a refusal in the plan already."""
+    from regsync.errors import VerificationError
+    from regsync.verify.authority import authorize
+
+    if item.changes:
+        try:
+            authorize(item, policy)
+        except VerificationError as exc:
+            item.action, item.reason = "refuse", exc.reason

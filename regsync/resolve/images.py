@@ -16,9 +16,10 @@ from regsync.endpoints import Endpoints, split_ref
 from regsync.errors import NotFound, RegistryError, VerificationError
 from regsync.oci.client import RegistryClient
 from regsync.oci.manifest import Descriptor, Manifest, filter_index
+from regsync.oci.names import invalid_tag, is_tag, shown
 from regsync.plan import PlanError, PlanItem
 from regsync.policy.models import ImageRule
-from regsync.resolve.tags import is_exact, select_tags
+from regsync.resolve.tags import is_exact, select_tags, select_tags_ordered
 from regsync.verify.steps import check_before_plan
 from regsync.shard import Shard
 from regsync.transfer import read_small_blob
@@ -41,26 +42,50 @@ def plan_images(rules: list[ImageRule], endpoints: Endpoints, jobs: int, shard: 
             src_name, src_repo = split_ref(rule.source)
             src = endpoints.registry(src_name)
             try:
-                tags = _tags_for(rule, src, src_repo)
+                if diff_target:  # a dialect's precondition (Harbor: the project) fails this rule only
+                    dst_name, dst_repo = split_ref(rule.target)
+                    endpoints.registry(dst_name).check_target(dst_repo)
+                tags, invalid = _tags_for(rule, src, src_repo)
             except (RegistryError, VerificationError) as exc:
                 errors.append(PlanError(rule.source, str(exc), rule_name))
                 continue
             if shard is not None:
                 tags = [tag for tag in tags if shard.owns(f"{rule.target}:{tag}")]
+                invalid = [tag for tag in invalid if shard.owns(f"{rule.target}:{tag}")]
             logger.info("{}: {} tag(s) selected", rule.source, len(tags))
+            items += [_refuse_invalid(rule, rule_name, tag) for tag in invalid]
             for outcome in pool.map(lambda tag: _plan_tag(rule, rule_name, endpoints, tag, diff_target), tags):
                 (errors if isinstance(outcome, PlanError) else items).append(outcome)
     return items, errors
 
 
-def _tags_for(rule: ImageRule, src: RegistryClient, repo: str) -> list[str]:
+def _tags_for(rule: ImageRule, src: RegistryClient, repo: str) -> tuple[list[str], list[str]]:
+    """The valid tags to plan, and the listed tags the rule's patterns select that break the tag
+    grammar (a source listing `2.9.1?x` beside `2.9.1`): those are refused, never requested."""
     select = rule.tags
     if all(is_exact(p) for p in select.include) and select.latest is None:
         available = select.include  # no listing needed: each exact tag is resolved (or reported missing)
     else:
         available = src.list_tags(repo)
-    return select_tags(available, select.include, select.exclude, select.latest,
-                       created=lambda tag: image_created(src, repo, tag))
+    valid = [tag for tag in available if is_tag(tag)]
+    invalid = select_tags([tag for tag in available if not is_tag(tag)], select.include, select.exclude)
+    tags, ordering = select_tags_ordered(valid, select.include, select.exclude, select.latest,
+                                         created=lambda tag: image_created(src, repo, tag),
+                                         prereleases=select.prereleases)
+    if ordering:
+        logger.info("{}: latest {} by {}{}", rule.source, select.latest,
+                    "version" if ordering == "version" else "image creation time",
+                    "" if select.prereleases or ordering != "version" else " (pre-releases left out)")
+    if not tags and not invalid and available is not select.include:
+        # a typo'd pattern or a wrong repository must not look like "nothing to do"
+        logger.warning("{}: 0 of {} tags matched [{}]", rule.source, len(available), ", ".join(select.include))
+    return tags, invalid
+
+
+def _refuse_invalid(rule: ImageRule, rule_name: str, tag: str) -> PlanItem:
+    name = shown(tag)
+    return PlanItem("image", f"{rule.source}:{name}", f"{rule.target}:{name}", "", "refuse", rule=rule_name,
+                    reason=f"{invalid_tag(tag)}, listed by the source: refused, never requested")
 
 
 def image_created(client: RegistryClient, repo: str, tag: str) -> datetime | None:

@@ -16,7 +16,7 @@ from regsync.endpoints import Endpoints
 from regsync.errors import RegistryError, VerificationError
 from regsync.plan import PlanError, PlanItem
 from regsync.policy.models import PackageRule
-from regsync.pypi.environment import TargetEnvironment
+from regsync.pypi.environment import TargetEnvironment, rule_environments
 from regsync.pypi.index import public_url, sha256_of
 from regsync.pypi.resolver import Options, ResolutionError, parse_requirement, resolve
 from regsync.shard import Shard
@@ -39,8 +39,7 @@ def plan_packages(rules: list[PackageRule], endpoints: Endpoints, jobs: int = 8,
             constraint = parse_requirement(text, f"{rule_name}.constraints")
             constraints[canonicalize_name(constraint.name)] = constraint.specifier
         options = Options(rule.sdists, frozenset(canonicalize_name(n) for n in rule.only_binary))
-        environments = [TargetEnvironment.of(env) for env in rule.environments] or [TargetEnvironment("3.11", "manylinux_2_28_x86_64")]
-        for env in environments:
+        for env in rule_environments(rule):
             refused: dict = {}
             try:
                 closure = resolve(index, requirements, env, options, rule.dependencies, constraints, refused)

@@ -1,9 +1,14 @@
-"""Harbor: a repository lives in a project, and a push into a missing project is denied.
+"""Harbor: a repository lives in a project, and Harbor answers 401 inside a project that does not exist.
 
-With `harbor: {create_projects: true}` the project is checked (`HEAD /api/v2.0/projects?project_name=`)
-and created (`POST /api/v2.0/projects`) before the first write into it, once per run, with the
-policy's visibility and storage quota, as the policy's (robot) account. Nothing is written to
-Harbor's API during `plan`: the first write is a blob upload, a mount or a manifest PUT at apply time.
+Harbor core's v2 auth middleware (goharbor/harbor `src/server/middleware/v2auth/auth.go`) looks the
+project up before anything else: every request into a missing project, GET and HEAD included, is
+answered `401 UNAUTHORIZED` ("project … not found") however good the credentials. So the project
+API is asked first (`HEAD /api/v2.0/projects?project_name=`, once per project per run, read-only,
+at plan time too): a missing project's repositories are empty. With `harbor: {create_projects: true}`
+the project is created (`POST /api/v2.0/projects`) before the first write into it, with the
+policy's visibility and storage quota, as the policy's (robot) account; without it, every read or
+write into the missing project fails with a message that names the project and the setting.
+Nothing is written to Harbor's API during `plan`.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import threading
 import requests
 from requests.auth import HTTPBasicAuth
 
-from regsync.errors import RegistryError
+from regsync.errors import NotFound, RegistryError
 from regsync.http import make_session, retry_policy
 from regsync.oci.client import RegistryClient
 from regsync.policy.models import Harbor
@@ -45,18 +50,34 @@ class HarborProjects:
         if credentials is not None:
             self.session.auth = HTTPBasicAuth(credentials.username, credentials.password)
         self._username = credentials.username if credentials else None
-        self._ready: set[str] = set()
+        self._known: dict[str, bool] = {}   # project → exists, for this run
         self._lock = threading.Lock()
 
+    def present(self, project: str) -> bool:
+        """Whether `project` exists, asked once per run (and known after we create it)."""
+        with self._lock:
+            if project in self._known:
+                return self._known[project]
+        exists = self.exists(project)
+        with self._lock:
+            return self._known.setdefault(project, exists)
+
     def ensure(self, project: str) -> None:
+        """Make sure `project` exists before a write into it (at most one creation per run)."""
+        if self.present(project):
+            return
         if not self.settings.create_projects:
-            return  # the project is the operator's business; Harbor's own denial names it
-        with self._lock:  # one check (and at most one creation) per project per run
-            if project in self._ready:
+            raise self.missing(project)
+        with self._lock:
+            if self._known.get(project):
                 return
-            if not self.exists(project):
-                self.create(project)
-            self._ready.add(project)
+            self.create(project)
+            self._known[project] = True
+
+    def missing(self, project: str) -> RegistryError:
+        return RegistryError(self._ref(project), None,
+                             f"Harbor project '{project}' does not exist: create it, or set "
+                             f"`harbor: {{create_projects: true}}` on registry '{self.name}' to let regsync create it")
 
     def exists(self, project: str) -> bool:
         response = self._call("HEAD", f"{API}/projects", project, params={"project_name": project})
@@ -112,12 +133,42 @@ def _harbor_message(response: requests.Response) -> str:
 
 
 class HarborClient(RegistryClient):
-    """A registry client whose first write into a project makes sure the project exists."""
+    """A registry client that asks Harbor's project API before it reads or writes into a project."""
 
     def __init__(self, name: str, url: str, credentials=None, ca_file=None, *, harbor: Harbor | None = None,
                  **options):
         super().__init__(name, url, credentials, ca_file, **options)
         self.projects = HarborProjects(name, self.base, credentials, ca_file, harbor)
+
+    def check_target(self, repo: str) -> None:
+        project = project_of(repo)
+        if not self.projects.present(project) and not self.projects.settings.create_projects:
+            raise self.projects.missing(project)
+
+    def _project_missing(self, repo: str) -> bool:
+        """True when `repo`'s project does not exist yet (to be created): its repositories are empty.
+        Asking the registry would only get Harbor's 401 for a missing project."""
+        self.check_target(repo)
+        return not self.projects.present(project_of(repo))
+
+    def list_tags(self, repo):
+        if self._project_missing(repo):
+            raise NotFound(self.ref(repo), None, "no such repository (its Harbor project does not exist yet)")
+        return super().list_tags(repo)
+
+    def head_manifest(self, repo, reference):
+        return None if self._project_missing(repo) else super().head_manifest(repo, reference)
+
+    def get_manifest(self, repo, reference, expect=None):
+        if self._project_missing(repo):
+            raise NotFound(self.ref(repo, reference), None, "not found (its Harbor project does not exist yet)")
+        return super().get_manifest(repo, reference, expect)
+
+    def get_referrers(self, repo, digest):
+        return None if self._project_missing(repo) else super().get_referrers(repo, digest)
+
+    def blob_exists(self, repo, digest):
+        return False if self._project_missing(repo) else super().blob_exists(repo, digest)
 
     def upload_blob(self, repo, descriptor, reader, checkpoint=None):
         self.projects.ensure(project_of(repo))

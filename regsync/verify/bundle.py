@@ -18,7 +18,7 @@ from functools import lru_cache
 
 from regsync.errors import RegistryError, VerificationError
 from regsync.oci.client import RegistryClient
-from regsync.policy.models import Keyless
+from regsync.policy.models import COSIGN_SIGNATURE_PREDICATES, Keyless
 
 BUNDLE_ARTIFACT_TYPES = ("application/vnd.dev.sigstore.bundle.v0.3+json",
                          "application/vnd.dev.sigstore.bundle+json;version=0.3")
@@ -56,8 +56,13 @@ def _verifier(trust_root):
     return Verifier(trusted_root=trust_root.sigstore_root)
 
 
-def verify_bundle(name: str, wanted: Keyless, root, found: FoundBundle, digest: str):
-    """Evidence for the audit record, or a Failure with a documented category."""
+def verify_bundle(name: str, wanted: Keyless, root, found: FoundBundle, digest: str,
+                  predicate_types: tuple[str, ...] = COSIGN_SIGNATURE_PREDICATES):
+    """Evidence for the audit record, or a Failure with a documented category.
+
+    A DSSE bundle is a signature only when its in-toto predicate type is one of `predicate_types`:
+    a verified SLSA provenance or SBOM attestation says something about the image, not that the
+    signer vouches for it."""
     from sigstore.errors import Error as SigstoreError
     from sigstore.hashes import Hashed
     from sigstore.models import Bundle
@@ -74,13 +79,22 @@ def verify_bundle(name: str, wanted: Keyless, root, found: FoundBundle, digest: 
     except (SigstoreError, ValueError) as exc:
         return Failure("signature invalid", f"referrer {found.manifest_digest} is not a sigstore bundle: "
                                             f"{str(exc).splitlines()[0][:200]}")
-    hashed = Hashed(algorithm=HashAlgorithm.SHA2_256, digest=bytes.fromhex(digest.split(":", 1)[1]))
+    algorithm, _, hexdigest = digest.partition(":")
+    hashed = Hashed(algorithm={"sha512": HashAlgorithm.SHA2_512}.get(algorithm, HashAlgorithm.SHA2_256),
+                    digest=bytes.fromhex(hexdigest))
+    predicate = None
     try:
         if bundle._inner.message_signature is not None:
             _verifier(root).verify_artifact(hashed, bundle, Constraints(name, wanted))
         else:
             payload_type, payload = _verifier(root).verify_dsse(bundle, Constraints(name, wanted))
-            named = _statement_subject(payload_type, payload, digest)
+            statement = _statement(payload_type, payload)
+            predicate = statement.get("predicateType")
+            if statement and predicate not in predicate_types:
+                return Failure("unsigned", f"bundle {found.manifest_digest} is an attestation of predicate type "
+                                           f"{str(predicate)[:200]}, which trust entry '{name}' does not count as "
+                                           f"a signature (predicate_types: {', '.join(predicate_types)})")
+            named = _statement_subject(statement, digest)
             if named != digest:
                 return Failure("payload names another digest", f"the in-toto statement in bundle "
                                                                f"{found.manifest_digest} names {named}, the image is {digest}")
@@ -88,8 +102,11 @@ def verify_bundle(name: str, wanted: Keyless, root, found: FoundBundle, digest: 
         return Failure(exc.category, exc.detail)
     except SigstoreError as exc:
         return _classify(exc, bundle, found, digest)
-    return {"method": "sigstore-bundle", "trust": name, **signed_by(bundle), "bundle_manifest": found.manifest_digest,
-            "verified_by": f"sigstore {_sigstore_version()} Verifier (trusted_root.json, offline)"}
+    evidence = {"method": "sigstore-bundle", "trust": name, **signed_by(bundle), "bundle_manifest": found.manifest_digest,
+                "verified_by": f"sigstore {_sigstore_version()} Verifier (trusted_root.json, offline)"}
+    if predicate is not None:
+        evidence["predicate_type"] = predicate
+    return evidence
 
 
 def signed_by(bundle) -> dict:
@@ -101,13 +118,23 @@ def signed_by(bundle) -> dict:
             "rekor_log_index": int(entry.log_index), "integrated_time": _time(entry.integrated_time)}
 
 
-def _statement_subject(payload_type: str, payload: bytes, digest: str) -> str | None:
-    """The subject digest of a (now verified) in-toto statement: `digest` when it is among them."""
+def _statement(payload_type: str, payload: bytes) -> dict:
+    """A (now verified) in-toto statement; empty when the payload is not one."""
     if payload_type != "application/vnd.in-toto+json":
-        return None
+        return {}
     try:
-        subjects = json.loads(payload)["subject"]
-        named = [f"sha256:{s['digest']['sha256']}" for s in subjects if "sha256" in s.get("digest", {})]
+        statement = json.loads(payload)
+    except ValueError:
+        return {}
+    return statement if isinstance(statement, dict) else {}
+
+
+def _statement_subject(statement: dict, digest: str) -> str | None:
+    """The subject digest of an in-toto statement: `digest` when it is among them."""
+    try:
+        subjects = statement["subject"]
+        algorithm = digest.partition(":")[0]
+        named = [f"{algorithm}:{s['digest'][algorithm]}" for s in subjects if algorithm in s.get("digest", {})]
     except (ValueError, KeyError, TypeError, AttributeError):
         return None
     return digest if digest in named else (named[0] if named else None)

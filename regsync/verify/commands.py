@@ -13,6 +13,7 @@ from pathlib import Path
 import click
 
 from regsync.errors import UsageError
+from regsync.oci.names import invalid_repository, invalid_tag, is_repository, is_tag, shown
 
 _REF = re.compile(r"^(?P<host>[^/]+)/(?P<repo>[^@:]+(?:/[^@:]+)*)(?::(?P<tag>[\w][\w.-]{0,127}))?"
                   r"(?:@(?P<digest>sha256:[0-9a-f]{64}))?$")
@@ -23,6 +24,10 @@ def parse_image_ref(ref: str) -> tuple[str, str, str]:
     match = _REF.match(ref)
     if not match or not ("." in match["host"] or ":" in match["host"] or match["host"] == "localhost"):
         raise UsageError(f"'{ref}' is not HOST[:PORT]/REPOSITORY[:TAG|@DIGEST] (e.g. registry.corp/ai/torch:2.9)")
+    if not is_repository(match["repo"]):
+        raise UsageError(f"'{shown(ref)}': {invalid_repository(match['repo'])}")
+    if match["tag"] and not is_tag(match["tag"]):
+        raise UsageError(f"'{shown(ref)}': {invalid_tag(match['tag'])}")
     return match["host"], match["repo"], match["digest"] or match["tag"] or "latest"
 
 

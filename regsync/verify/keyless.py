@@ -55,7 +55,7 @@ def verify_keyless(name: str, entry: Trust, payloads: list[SignedPayload], diges
     root = load_trust_root(entry, name)
     failures = []
     for found in bundles:
-        outcome = verify_bundle(name, entry.keyless, root, found, digest)
+        outcome = verify_bundle(name, entry.keyless, root, found, digest, tuple(entry.predicate_types))
         if isinstance(outcome, dict):
             return outcome
         failures.append(outcome)

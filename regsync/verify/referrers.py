@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 
+from loguru import logger
+
 from regsync.errors import NotFound, VerificationError
 from regsync.oci.client import RegistryClient
 from regsync.oci.manifest import OCI_INDEX, Manifest
@@ -47,7 +49,7 @@ def read_artifact_layer(client: RegistryClient, repo: str, subject: str, descrip
     an entry pointing at another image's attachment would otherwise be believed.
     """
     manifest = client.get_manifest(repo, descriptor["digest"])
-    named = (manifest.doc.get("subject") or {}).get("digest") if isinstance(manifest.doc.get("subject"), dict) else None
+    named = subject_of(manifest)
     if named != subject:
         raise VerificationError(f"payload names another digest: referrer {manifest.digest} has subject "
                                 f"{named or 'none'}, the image is {subject}")
@@ -55,6 +57,13 @@ def read_artifact_layer(client: RegistryClient, repo: str, subject: str, descrip
         if isinstance(layer, dict) and layer.get("mediaType") == media_type:
             return manifest, _read_blob(client, repo, layer)
     return None
+
+
+def subject_of(manifest: Manifest) -> str | None:
+    """The digest a referrer manifest names as its `subject` (None when it names none)."""
+    subject = manifest.doc.get("subject")
+    named = subject.get("digest") if isinstance(subject, dict) else None
+    return named if isinstance(named, str) else None
 
 
 def _read_blob(client: RegistryClient, repo: str, layer: dict) -> bytes:
@@ -65,25 +74,48 @@ def _read_blob(client: RegistryClient, repo: str, layer: dict) -> bytes:
 
 
 def copy_referrers(src: RegistryClient, src_repo: str, dst: RegistryClient, dst_repo: str,
-                   digests: list[str], blobs) -> list[str]:
-    """Copy every referrer of each digest, bytes unchanged, and index it on the target.
+                   digests: list[str], blobs) -> tuple[list[str], list[str]]:
+    """Copy every referrer of each digest, bytes unchanged, and index it on the target; returns
+    (copied, refused).
 
-    Runs after the image is pushed. On a registry without the referrers API the target's
-    `sha256-<hex>` index is extended (never replaced), so referrers already there survive.
+    Runs after the image is pushed. A referrer whose manifest names another subject is refused:
+    the fallback index is written by clients, not the registry, so it can list anything. On a
+    registry without the referrers API the target's `sha256-<hex>` index is extended (never
+    replaced), so referrers already there survive.
     """
     from regsync.oci.copy import copy_tree
     from regsync.resolve.images import manifest_tree
 
-    copied = []
+    copied, refused = [], []
     for subject in digests:
-        descriptors = list_referrers(src, src_repo, subject)
-        for descriptor in descriptors:
+        kept = []
+        for descriptor in list_referrers(src, src_repo, subject):
             manifest = src.get_manifest(src_repo, descriptor["digest"])
+            named = subject_of(manifest)
+            if named != subject:
+                logger.warning("{}: referrer {} names {} as its subject, not this image; not copied",
+                               src.ref(src_repo, subject), manifest.digest, named or "nothing")
+                refused.append(f"{subject} <- {manifest.digest}: its subject is {named or 'none'}, not the image")
+                continue
             copy_tree(src, src_repo, dst, dst_repo, manifest_tree(src, src_repo, manifest), manifest.digest, blobs)
             copied.append(f"{subject} <- {manifest.digest}")
-        if descriptors and dst.get_referrers(dst_repo, subject) is None:
-            _extend_fallback_index(dst, dst_repo, subject, descriptors)
-    return copied
+            kept.append(referrer_descriptor(manifest))
+        if kept and dst.get_referrers(dst_repo, subject) is None:
+            _extend_fallback_index(dst, dst_repo, subject, kept)
+    return copied, refused
+
+
+def referrer_descriptor(manifest: Manifest) -> dict:
+    """The index entry for a referrer, built from its verified manifest as the spec's referrers API
+    builds it (the source's client-written entry could misstate its type or size)."""
+    config = manifest.doc.get("config") if isinstance(manifest.doc.get("config"), dict) else {}
+    descriptor = {"mediaType": manifest.media_type, "digest": manifest.digest, "size": len(manifest.raw)}
+    artifact_type = manifest.doc.get("artifactType") or config.get("mediaType")
+    if isinstance(artifact_type, str):
+        descriptor["artifactType"] = artifact_type
+    if isinstance(manifest.doc.get("annotations"), dict):
+        descriptor["annotations"] = manifest.doc["annotations"]
+    return descriptor
 
 
 def _extend_fallback_index(client: RegistryClient, repo: str, subject: str, descriptors: list[dict]) -> None:

@@ -1,0 +1,78 @@
+"""The files a policy names (CA bundles, keys, trusted roots), opened and parsed before any run.
+
+Loading a policy checks its shape; the files it points at are checked here, by `policy check` and
+by every verb that runs, so a missing or unparsable CA file is a policy error with its file:line
+(exit 2) instead of a TLS failure deep inside the first request.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from cryptography import x509
+
+from regsync.errors import PolicyError
+from regsync.policy import LoadedPolicy
+from regsync.verify.keys import load_public_key
+from regsync.verify.signing import load_private_key
+
+MAX_FILE_BYTES = 16 * 1024 * 1024  # a CA bundle or a trusted_root.json is kilobytes; this is generous
+
+
+def check_files(loaded: LoadedPolicy) -> None:
+    policy, doc = loaded.policy, loaded.document
+    for kind, endpoints in (("registries", policy.registries), ("indexes", policy.indexes)):
+        for name, endpoint in endpoints.items():
+            if endpoint.tls and endpoint.tls.ca_file:
+                _guard(doc, (kind, name, "tls", "ca_file"), lambda path=endpoint.tls.ca_file: _ca_bundle(path))
+    used = {name for rule in policy.images for name in rule.verify.trust}
+    used |= {rule.verify.trust for rule in policy.packages if rule.verify.trust}
+    used |= set(policy.bundle.trust)
+    for name, entry in policy.trust.items():
+        if name not in used:
+            continue  # an entry no rule uses is never opened
+        if entry.cosign_key:
+            _guard(doc, ("trust", name, "cosign_key"), lambda e=entry, n=name: load_public_key(e.cosign_key, n))
+        if entry.trusted_root:
+            _guard(doc, ("trust", name, "trusted_root"), lambda path=entry.trusted_root: _json_file(path))
+    for i, rule in enumerate(policy.images):
+        if rule.sign:
+            _guard(doc, ("images", i, "sign", "key"),
+                   lambda s=rule.sign: load_private_key(s.key, s.password_env, "sign.key"))
+    if policy.audit.sign_key:
+        _guard(doc, ("audit", "sign_key"), lambda: load_private_key(
+            policy.audit.sign_key, policy.audit.sign_key_password_env, "audit.sign_key"))
+
+
+def _guard(doc, where: tuple, check) -> None:
+    try:
+        check()
+    except PolicyError as exc:
+        raise doc.error(where, exc.msg) from None
+
+
+def _read(path: Path) -> bytes:
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_FILE_BYTES + 1)
+    except OSError as exc:
+        raise PolicyError(f"cannot read {path}: {exc.strerror}") from None
+    if len(data) > MAX_FILE_BYTES:
+        raise PolicyError(f"{path} is larger than {MAX_FILE_BYTES} bytes")
+    return data
+
+
+def _ca_bundle(path: Path) -> None:
+    try:
+        x509.load_pem_x509_certificates(_read(path))
+    except ValueError:
+        raise PolicyError(f"{path} holds no PEM certificate (a CA bundle is one or more "
+                          "-----BEGIN CERTIFICATE----- blocks)") from None
+
+
+def _json_file(path: Path) -> None:
+    try:
+        json.loads(_read(path))
+    except ValueError:
+        raise PolicyError(f"{path} is not JSON (a trusted_root.json is)") from None

@@ -1,0 +1,322 @@
+"""A saved plan only narrows what the policy allows: `sync --plan` re-derives each item's rule from
+the policy and re-checks it, whatever the plan file says (DESIGN.md, "Security principles").
+
+Each test edits a real plan the way someone with write access to plan.json could, then applies it
+against real docker-registry servers (or a real PEP 503 index and pypiserver for packages).
+"""
+
+import json
+
+import pytest
+
+from tests.fixtures.cosign import make_key, manifest_digest, push_image, sign, write_public_key
+from tests.fixtures.policies import audit_records, run_cli
+from tests.fixtures.pypi import SimpleIndex, build_wheel
+
+REQUIRED = "    verify: {signature: required, trust: [release]}\n"
+
+
+def write_policy(tmp_path, source, target, rules):
+    """`rules`: (from repo, to repo, tags mapping, extra YAML lines of the rule)."""
+    body = "".join(f"  - from: src/{src}\n    to: dst/{dst}\n    tags: {json.dumps(tags)}\n{extra}"
+                   for src, dst, tags, extra in rules)
+    path = tmp_path / "policy.yaml"
+    path.write_text(f"""\
+version: 1
+registries:
+  src: {{url: "{source.url}"}}
+  dst: {{url: "{target.url}"}}
+trust:
+  release: {{cosign_key: cosign.pub}}
+images:
+{body}audit: {{path: audit.jsonl}}
+""")
+    return path
+
+
+def saved_plan(tmp_path, policy):
+    path = tmp_path / "plan.json"
+    assert run_cli("plan", "-p", policy, "-o", path).exit_code == 0
+    return path, json.loads(path.read_text())
+
+
+def edit(path, plan, **changes_by_source_suffix):
+    """Rewrite the items whose source ends with a key, as an attacker with the file would."""
+    for item in plan["items"]:
+        for suffix, changes in changes_by_source_suffix.items():
+            if item["source"].endswith(suffix):
+                item.update(changes)
+    path.write_text(json.dumps(plan))
+
+
+def audit(tmp_path, event):
+    return [r for r in audit_records(tmp_path / "audit.jsonl") if r["event"] == event]
+
+
+@pytest.fixture
+def release_key(tmp_path):
+    key = make_key("ecdsa")
+    write_public_key(key, tmp_path / "cosign.pub")
+    return key
+
+
+def test_a_refused_unsigned_image_cannot_be_pointed_at_a_rule_without_signature_checks(
+        tmp_path, registry, registry2, unique_repo, release_key):
+    push_image(registry, unique_repo, "v1", salt="unsigned")
+    lax, _ = push_image(registry, unique_repo + "-lax", "v1", salt="lax")
+    policy = write_policy(tmp_path, registry, registry2, [
+        (unique_repo, unique_repo, {"include": ["v1"]}, REQUIRED),
+        (unique_repo + "-lax", unique_repo + "-lax", {"include": ["v1"]}, "")])
+    path, plan = saved_plan(tmp_path, policy)
+    [guarded] = [i for i in plan["items"] if i["rule"] == "images[0]"]
+    assert guarded["action"] == "refuse" and guarded["reason"].startswith("unsigned: ")
+
+    edit(path, plan, **{f"{unique_repo}:v1": {"action": "copy", "reason": "", "rule": "images[1]",
+                                              "verification": None}})
+    result = run_cli("sync", "-p", policy, "--plan", path)
+    assert result.exit_code == 3, result.output
+    assert manifest_digest(registry2, unique_repo, "v1") is None
+    [refused] = audit(tmp_path, "refused")
+    assert refused["reason"].startswith("unsigned: ") and refused["policy_rule"] == "images[0]"
+    assert manifest_digest(registry2, unique_repo + "-lax", "v1") == lax  # everything else still synced
+
+
+def test_a_refusal_edited_to_copy_has_its_gates_run_again(tmp_path, registry, registry2, unique_repo):
+    push_image(registry, unique_repo, "big", layer_size=50_000)
+    policy = write_policy(tmp_path, registry, registry2, [
+        (unique_repo, unique_repo, {"include": ["big"]}, "    gates: {max_size: 10000}\n")])
+    path, plan = saved_plan(tmp_path, policy)
+    assert plan["items"][0]["action"] == "refuse"
+
+    edit(path, plan, big={"action": "copy", "reason": "", "verification": None})
+    result = run_cli("sync", "-p", policy, "--plan", path)
+    assert result.exit_code == 3, result.output
+    assert manifest_digest(registry2, unique_repo, "big") is None
+    [refused] = audit(tmp_path, "refused")
+    assert "max_size" in refused["reason"] or "larger" in refused["reason"], refused["reason"]
+
+
+def test_a_plan_cannot_add_a_destination(tmp_path, registry, registry2, unique_repo):
+    push_image(registry, unique_repo, "v1", salt="one")
+    two, _ = push_image(registry, unique_repo, "v2", salt="two")
+    policy = write_policy(tmp_path, registry, registry2, [(unique_repo, unique_repo, {"include": ["v1", "v2"]}, "")])
+    path, plan = saved_plan(tmp_path, policy)
+
+    edit(path, plan, **{":v1": {"target": f"dst/{unique_repo}-elsewhere:v1"}})
+    result = run_cli("sync", "-p", policy, "--plan", path)
+    assert result.exit_code == 3, result.output
+    assert manifest_digest(registry2, unique_repo + "-elsewhere", "v1") is None
+    assert manifest_digest(registry2, unique_repo, "v1") is None
+    [refused] = audit(tmp_path, "refused")
+    assert "not allowed by the policy" in refused["reason"], refused["reason"]
+    assert manifest_digest(registry2, unique_repo, "v2") == two
+
+
+def test_a_plan_cannot_add_a_tag_the_policy_does_not_select(tmp_path, registry, registry2, unique_repo):
+    push_image(registry, unique_repo, "v1", salt="one")
+    push_image(registry, unique_repo, "v1-rc", salt="rc")
+    policy = write_policy(tmp_path, registry, registry2, [
+        (unique_repo, unique_repo, {"include": ["glob:v1*"], "exclude": ["glob:*-rc"]}, "")])
+    path, plan = saved_plan(tmp_path, policy)
+    [item] = plan["items"]
+    rc = dict(item, source=item["source"] + "-rc", target=item["target"] + "-rc",
+              digest=manifest_digest(registry, unique_repo, "v1-rc"))
+    plan["items"].append(rc)
+    path.write_text(json.dumps(plan))
+
+    result = run_cli("sync", "-p", policy, "--plan", path)
+    assert result.exit_code == 3, result.output
+    assert manifest_digest(registry2, unique_repo, "v1-rc") is None
+    [refused] = audit(tmp_path, "refused")
+    assert "tag selection" in refused["reason"], refused["reason"]
+
+
+def test_a_digest_edited_past_a_pin_is_refused(tmp_path, registry, registry2, unique_repo):
+    pinned, _ = push_image(registry, unique_repo, "2.9", salt="reviewed")
+    other, _ = push_image(registry, unique_repo, "evil", salt="other")
+    policy = write_policy(tmp_path, registry, registry2, [
+        (unique_repo, unique_repo, {"include": ["2.9"], "pin": {"2.9": pinned}}, "")])
+    path, plan = saved_plan(tmp_path, policy)
+
+    edit(path, plan, **{":2.9": {"digest": other}})
+    result = run_cli("sync", "-p", policy, "--plan", path)
+    assert result.exit_code == 3, result.output
+    assert manifest_digest(registry2, unique_repo, "2.9") is None
+    [refused] = audit(tmp_path, "refused")
+    assert refused["reason"] == f"pinned to {pinned} but the plan says {other}"
+
+
+def test_a_platform_filter_edited_in_the_plan_is_refused(tmp_path, registry, registry2, unique_repo):
+    push_image(registry, unique_repo, "multi", platforms=("linux/amd64", "linux/arm64"))
+    policy = write_policy(tmp_path, registry, registry2, [
+        (unique_repo, unique_repo, {"include": ["multi"]}, "    platforms: [linux/amd64]\n")])
+    path, plan = saved_plan(tmp_path, policy)
+
+    edit(path, plan, multi={"platforms": None, "digest": plan["items"][0]["source_digest"], "source_digest": None})
+    result = run_cli("sync", "-p", policy, "--plan", path)
+    assert result.exit_code == 3, result.output
+    assert manifest_digest(registry2, unique_repo, "multi") is None
+    [refused] = audit(tmp_path, "refused")
+    assert "platforms" in refused["reason"], refused["reason"]
+
+
+def test_a_plan_field_of_the_wrong_type_is_a_usage_error(tmp_path, registry, registry2, unique_repo):
+    push_image(registry, unique_repo, "v1")
+    policy = write_policy(tmp_path, registry, registry2, [(unique_repo, unique_repo, {"include": ["v1"]}, "")])
+    path, plan = saved_plan(tmp_path, policy)
+    edit(path, plan, v1={"platforms": "linux/amd64", "digest": 5})
+
+    result = run_cli("sync", "-p", policy, "--plan", path)
+    assert result.exit_code == 2, result.output
+    assert "not a regsync plan" in result.output
+    assert manifest_digest(registry2, unique_repo, "v1") is None
+
+
+def test_two_rules_for_the_same_repositories_make_an_item_ambiguous(tmp_path, registry, registry2, unique_repo,
+                                                                   release_key):
+    push_image(registry, unique_repo, "v1", salt="one")
+    push_image(registry, unique_repo, "v2", salt="two")
+    policy = write_policy(tmp_path, registry, registry2, [
+        (unique_repo, unique_repo, {"include": ["v1"]}, REQUIRED),
+        (unique_repo, unique_repo, {"include": ["v2"]}, "")])
+    path, plan = saved_plan(tmp_path, policy)
+    [v2] = [item for item in plan["items"] if item["source"].endswith(":v2")]  # the plan says what sync will do
+    assert v2["action"] == "refuse" and "2 rules map" in v2["reason"], v2
+    edit(path, plan, **{":v1": {"action": "copy", "reason": "", "rule": "images[1]", "verification": None},
+                        ":v2": {"action": "copy", "reason": ""}})
+
+    assert run_cli("sync", "-p", policy, "--plan", path).exit_code == 3
+    assert manifest_digest(registry2, unique_repo, "v1") is None
+    assert manifest_digest(registry2, unique_repo, "v2") is None
+    refused = audit(tmp_path, "refused")
+    assert len(refused) == 2
+    for record in refused:
+        assert record["reason"].startswith("not allowed by the policy: 2 rules map"), record["reason"]
+
+
+def test_a_saved_plan_is_audited_as_rechecked_with_the_policys_rule(tmp_path, registry, registry2, unique_repo,
+                                                                    release_key):
+    digest, _ = push_image(registry, unique_repo, "v1")
+    sign(registry, unique_repo, digest, release_key)
+    policy = write_policy(tmp_path, registry, registry2, [(unique_repo, unique_repo, {"include": ["v1"]}, REQUIRED)])
+    path, plan = saved_plan(tmp_path, policy)
+    edit(path, plan, v1={"rule": "images[7]"})  # the plan's rule name is not what decides
+
+    result = run_cli("sync", "-p", policy, "--plan", path)
+    assert result.exit_code == 0, result.output
+    assert manifest_digest(registry2, unique_repo, "v1") == digest
+    for record in audit(tmp_path, "verified") + audit(tmp_path, "pushed"):
+        assert record["policy_rule"] == "images[0]"
+        assert record["verification"]["rechecked"] is True
+        assert record["verification"]["signature"]["status"] == "verified"
+
+
+# --- packages ---------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def package_index(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("authority-wheels")
+    served = SimpleIndex()
+    for name, version, tag in (("app", "1.0", "py3-none-any"), ("app", "2.0", "py3-none-any"),
+                               ("tool", "1.0", "py3-none-any"), ("winonly", "1.0", "cp312-cp312-win_amd64")):
+        served.add(build_wheel(folder, name, version, tag))
+    yield served
+    served.stop()
+
+
+def package_policy(tmp_path, index, target, requirements, dependencies=False):
+    path = tmp_path / "policy.yaml"
+    path.write_text(f"""\
+version: 1
+indexes:
+  mirror: {{url: "{index.url}"}}
+  internal: {{url: "{target.simple}", upload_url: "{target.url}", kind: pypiserver,
+             auth: {{username: {target.username}, password: "${{PYPI_PASSWORD}}"}}}}
+packages:
+  - from: mirror
+    to: internal
+    requirements: {json.dumps(requirements)}
+    dependencies: {str(dependencies).lower()}
+    environments: [{{python: "3.11", platform: manylinux_2_28_x86_64}}]
+audit: {{path: audit.jsonl}}
+""")
+    return path
+
+
+def served(index, filename):
+    return next(s for files in index.projects.values() for s in files if s.path.name == filename)
+
+
+def pypi(*args):
+    return run_cli(*args, env={"PYPI_PASSWORD": "pkg-Pa55"})
+
+
+# With dependencies the closure is not resolved again, so another project's file (tool) is not
+# refused on that ground; the rule's own requirement on a project and the environments still hold.
+@pytest.mark.parametrize("dependencies, swap_to", [
+    (False, "app-2.0-py3-none-any.whl"), (False, "tool-1.0-py3-none-any.whl"),
+    (False, "winonly-1.0-cp312-cp312-win_amd64.whl"),
+    (True, "app-2.0-py3-none-any.whl"), (True, "winonly-1.0-cp312-cp312-win_amd64.whl")])
+def test_a_package_item_edited_to_another_file_is_refused(tmp_path, package_index, pypiserver, dependencies, swap_to):
+    # winonly is named, but only for Windows: no file of it is for this policy's Linux environment
+    policy = package_policy(tmp_path, package_index, pypiserver, ["app==1.0", 'winonly; sys_platform == "win32"'],
+                            dependencies)
+    path = tmp_path / "plan.json"
+    assert pypi("plan", "-p", policy, "-o", path).exit_code == 0
+    plan = json.loads(path.read_text())
+    assert [i["source"] for i in plan["items"]] == ["mirror/app-1.0-py3-none-any.whl"]
+    swapped = served(package_index, swap_to)
+    plan["items"][0].update(source=f"mirror/{swap_to}", target=f"internal/{swap_to}", digest="sha256:" + swapped.sha256)
+    path.write_text(json.dumps(plan))
+
+    result = pypi("sync", "-p", policy, "--plan", path)
+    assert result.exit_code == 3, result.output
+    assert list((pypiserver.root / "packages").iterdir()) == []
+    [refused] = audit(tmp_path, "refused")
+    assert swap_to in refused["artifact"]["source"]
+    assert "not allowed by the policy" in refused["reason"], refused["reason"]
+    assert audit(tmp_path, "pushed") == []
+
+
+def test_a_package_item_sent_to_another_index_is_refused(tmp_path, package_index, pypiserver):
+    policy = package_policy(tmp_path, package_index, pypiserver, ["app==1.0"])
+    path = tmp_path / "plan.json"
+    assert pypi("plan", "-p", policy, "-o", path).exit_code == 0
+    plan = json.loads(path.read_text())
+    plan["items"][0]["target"] = "mirror/app-1.0-py3-none-any.whl"
+    path.write_text(json.dumps(plan))
+
+    result = pypi("sync", "-p", policy, "--plan", path)
+    assert result.exit_code == 3, result.output
+    [refused] = audit(tmp_path, "refused")
+    assert "not allowed by the policy" in refused["reason"], refused["reason"]
+
+
+def test_a_package_sha256_edited_in_the_plan_is_refused(tmp_path, package_index, pypiserver):
+    policy = package_policy(tmp_path, package_index, pypiserver, ["app==1.0"])
+    path = tmp_path / "plan.json"
+    assert pypi("plan", "-p", policy, "-o", path).exit_code == 0
+    plan = json.loads(path.read_text())
+    plan["items"][0]["digest"] = "sha256:" + served(package_index, "tool-1.0-py3-none-any.whl").sha256
+    path.write_text(json.dumps(plan))
+
+    assert pypi("sync", "-p", policy, "--plan", path).exit_code == 3
+    [refused] = audit(tmp_path, "refused")
+    assert "the index now gives" in refused["reason"], refused["reason"]
+
+
+def test_a_saved_package_plan_is_audited_as_rechecked(tmp_path, package_index, pypiserver):
+    policy = package_policy(tmp_path, package_index, pypiserver, ["app==1.0"])
+    path = tmp_path / "plan.json"
+    assert pypi("plan", "-p", policy, "-o", path).exit_code == 0
+    plan = json.loads(path.read_text())
+    plan["items"][0]["rule"] = "packages[3]"
+    path.write_text(json.dumps(plan))
+
+    result = pypi("sync", "-p", policy, "--plan", path)
+    assert result.exit_code == 0, result.output
+    records = audit(tmp_path, "verified") + audit(tmp_path, "pushed")
+    assert len(records) == 2
+    for record in records:
+        assert record["policy_rule"] == "packages[0]"
+        assert record["verification"]["rechecked"] is True
