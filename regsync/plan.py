@@ -40,6 +40,7 @@ class PlanItem:
     environments: list[str] | None = None   # packages: the target environments that need this file
     verification: dict | None = None   # signature, gate and cross-check evidence found at plan time
     source_index: str | None = None    # packages: the index (primary or mirror) whose page gave the sha256
+    project: str | None = None         # packages: the project the file belongs to, as its index page names it
 
     @property
     def changes(self) -> bool:

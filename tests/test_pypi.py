@@ -232,3 +232,28 @@ def test_shards_split_package_files_disjointly(tmp_path, index):
 
     whole, first, second = planned(), planned(Shard(0, 2)), planned(Shard(1, 2))
     assert len(whole) >= 4 and first | second == whole and not first & second
+
+
+def test_sdists_whose_names_hold_dashes_or_legacy_spellings_sync(tmp_path, pypiserver):
+    """`python-dateutil-2.8.2.tar.gz` was looked up as project `python` ("no longer on the source
+    index"): the project comes from the index page, carried in the plan item."""
+    folder = tmp_path / "sdists"
+    files = {"python-dateutil": build_sdist(folder, "python-dateutil", "2.8.2", dist="python-dateutil"),
+             "zope.interface": build_sdist(folder, "zope.interface", "5.0", dist="zope.interface"),
+             "PyYAML": build_sdist(folder, "PyYAML", "6.0", dist="PyYAML")}
+    served = SimpleIndex()
+    for project, path in files.items():
+        served.add(path, project=project)
+    try:
+        requirements = json.dumps(["python-dateutil==2.8.2", "zope-interface==5.0", "pyyaml==6.0"])
+        path = policy(tmp_path, served, pypiserver, requirements, dependencies=False, envs=ENVS[:1],
+                      extra="    sdists: true\n")
+        synced = regsync("sync", "-p", path)
+        assert synced.exit_code == 0, synced.output
+        planned = json.loads(regsync("plan", "-p", path, "--json").stdout)
+        assert {i.get("project") for i in planned["items"]} == {"python-dateutil", "zope-interface", "pyyaml"}
+        assert {p.name for p in (pypiserver.root / "packages").iterdir()} >= {f.name for f in files.values()}
+        again = regsync("sync", "-p", path)
+        assert again.exit_code == 0 and "0 pushed, 3 unchanged" in again.output, again.output
+    finally:
+        served.stop()

@@ -21,7 +21,7 @@ from pypi_simple import DistributionPackage
 from regsync.errors import NotFound, VerificationError
 from regsync.oci.layout import LayoutSource, LayoutWriter, blob_path, open_regular
 from regsync.plan import PlanItem
-from regsync.pypi.index import sha256_of, wheel_metadata
+from regsync.pypi.index import project_of, sha256_of, wheel_metadata
 
 FILENAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+!-]{0,250}\.(?:whl|tar\.gz|zip)")
 SHA256 = re.compile(r"sha256:[0-9a-f]{64}")
@@ -48,9 +48,8 @@ def export_package(item: PlanItem, endpoints, writer: LayoutWriter, on_bytes=Non
 
     index, package = planned_file(item, endpoints)
     source_name, filename = item.source.split("/", 1)[0], package.filename
-    project = filename.split("-", 1)[0]
     entry = {"index": source_name, "filename": filename, "sha256": item.digest, "size": package.size,
-             "project": package.project or project, "version": package.version,
+             "project": project_of(package), "version": package.version,
              "requires_python": package.requires_python, "yanked": bool(package.is_yanked)}
     provenance = _export_provenance(item, endpoints, writer, filename)
     if provenance:

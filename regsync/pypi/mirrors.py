@@ -24,7 +24,7 @@ from pypi_simple import DistributionPackage
 
 from regsync.errors import RegistryError, VerificationError
 from regsync.http import TRANSIENT_STATUS
-from regsync.pypi.index import PackageIndex, metadata_from_file, public_url, sha256_of
+from regsync.pypi.index import PackageIndex, metadata_from_file, project_of, public_url, sha256_of
 
 _FALL_THROUGH = (None, *TRANSIENT_STATUS)   # unreachable, or a server error left after retries
 # An index that failed after its retries is skipped this long, so a primary that is down costs its
@@ -131,7 +131,7 @@ class MirroredIndex:
 
     def _listed_by(self, endpoint: PackageIndex, package: DistributionPackage, trusted: str | None):
         """`endpoint`'s own link for the same file name (its URLs are its own), if it lists one."""
-        project = canonicalize_name(package.project or package.filename.split("-", 1)[0])
+        project = project_of(package)
         found = next((p for p in endpoint.files(project) if p.filename == package.filename), None)
         if found is not None and sha256_of(found) not in (None, trusted):
             raise VerificationError(f"{self.name}/{package.filename}: mirror {public_url(endpoint.url)} lists "
@@ -139,6 +139,6 @@ class MirroredIndex:
         return found
 
     def _page_endpoint(self, package: DistributionPackage) -> PackageIndex:
-        project = canonicalize_name(package.project or package.filename.split("-", 1)[0])
+        project = project_of(package)
         with self._lock:
             return self._page_of.get(project, self.primary)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from regsync.errors import RegistryError, VerificationError
 from regsync.plan import PlanItem
-from regsync.pypi.index import sha256_of
+from regsync.pypi.index import parse_file_name, sha256_of
 from regsync.pypi.targets import DirectoryTarget
 from regsync.verify.attestations import check_provenance
 from regsync.verify.authority import admit_package, authorize
@@ -18,7 +18,7 @@ def planned_file(item: PlanItem, endpoints):
     """(index, package) for the exact file a plan item names, as the source lists it now."""
     source_name, filename = item.source.split("/", 1)
     index = endpoints.index(source_name)
-    project = filename.split("-", 1)[0]
+    project = _project_of_file(filename, item.project)
     package = next((p for p in index.files(project) if p.filename == filename), None)
     if package is None:
         raise RegistryError(item.source, 404, "no longer on the source index")
@@ -26,6 +26,17 @@ def planned_file(item: PlanItem, endpoints):
         # A saved plan applies exactly what was reviewed: a file whose hash moved is not that file.
         raise VerificationError(f"{item.source}: the index now gives {sha256_of(package)}, the plan says {item.digest}")
     return index, package
+
+
+def _project_of_file(filename: str, listed: str | None) -> str:
+    """The file name decides (a plan's `project` field is what the page said, and an edited plan
+    could say anything); `listed` only for a name no parser reads (a legacy `.zip` sdist, say)."""
+    try:
+        return parse_file_name(filename)[0]
+    except ValueError:
+        if listed:
+            return listed
+        raise VerificationError(f"{filename} is not a wheel or sdist file name") from None
 
 
 def apply_package(item: PlanItem, endpoints, audit, on_bytes=None, artifact=None) -> dict:

@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import re
 
-from packaging.utils import InvalidSdistFilename, InvalidWheelFilename, canonicalize_name, parse_sdist_filename, \
-    parse_wheel_filename
+from packaging.utils import canonicalize_name
 from packaging.version import Version
 
 from regsync.endpoints import split_ref
 from regsync.errors import VerificationError
 from regsync.plan import PlanItem
 from regsync.policy.models import ImageRule, PackageRule, Policy
+from regsync.pypi.index import parse_file_name
 from regsync.resolve.tags import select_tags
 
 NOT_ALLOWED = "not allowed by the policy"
@@ -136,10 +136,6 @@ def admit_package(rule: PackageRule, package) -> None:
 
 def _name_and_version(filename: str) -> tuple[str, Version]:
     try:
-        if filename.endswith(".whl"):
-            name, version, _, _ = parse_wheel_filename(filename)
-        else:
-            name, version = parse_sdist_filename(filename)
-    except (InvalidWheelFilename, InvalidSdistFilename):
-        raise VerificationError(f"{NOT_ALLOWED}: {filename} is not a wheel or sdist file name") from None
-    return canonicalize_name(name), version
+        return parse_file_name(filename)
+    except ValueError as exc:
+        raise VerificationError(f"{NOT_ALLOWED}: {exc}") from None
