@@ -95,8 +95,15 @@ def test_closure_for_two_environments_lands_complete_in_pypiserver(tmp_path, ind
     fetched = {p for p, _ in index.requests[mark:] if p.startswith("/files/") and not p.endswith(".metadata")}
     assert fetched == {f"/files/{wheels['numpyish'].name}"}
 
+    sizes = {i["source"].split("/", 1)[1]: i["bytes"] for i in json.loads(planned.stdout)["items"]}
+    assert sizes[wheels["numpyish"].name] == wheels["numpyish"].stat().st_size  # read at plan time: its size is known
+
+    mark = len(index.requests)
     synced = regsync("sync", "-p", path)
     assert synced.exit_code == 0, synced.output
+    # the one wheel planning must download (no PEP 658 file) crosses the network once per run
+    downloads = [p for p, _ in index.requests[mark:] if p.startswith("/files/") and not p.endswith(".metadata")]
+    assert sorted(downloads) == sorted(set(downloads)), downloads
     on_target = {p.name for p in (pypiserver.root / "packages").iterdir()}
     assert on_target == {wheels[k].name for k in ("app", "libcore-linux", "libcore-win", "numpyish", "winhelper",
                                                   "speedups")}

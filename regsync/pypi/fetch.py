@@ -9,7 +9,11 @@ down in one piece, before the file is handed on.
 
 from __future__ import annotations
 
+import os
 import re
+import tempfile
+import threading
+import weakref
 from pathlib import Path
 
 from loguru import logger
@@ -22,6 +26,52 @@ from regsync.transfer import SourceReadError, VerifyingReader, continues_at
 RESUME_ATTEMPTS = 5
 
 
+class _Kept:
+    """Files one run already downloaded and verified (a wheel read for its METADATA at plan time),
+    by sha256, in a private temporary directory that goes with the run's index object: apply then
+    pushes those bytes instead of downloading a multi-GB wheel a second time."""
+
+    def __init__(self):
+        self.directory = tempfile.TemporaryDirectory(prefix="regsync-kept-")  # 0700, removed with the run
+        self.files: dict[str, Path] = {}
+        self.lock = threading.Lock()
+
+
+_KEPT: "weakref.WeakKeyDictionary[object, _Kept]" = weakref.WeakKeyDictionary()
+_KEPT_LOCK = threading.Lock()
+
+
+def _kept_for(index) -> _Kept:
+    with _KEPT_LOCK:
+        if index not in _KEPT:
+            _KEPT[index] = _Kept()
+        return _KEPT[index]
+
+
+def fetch_and_keep(index, package: DistributionPackage) -> Path:
+    """The verified file, downloaded once per run through `index` and kept for the run."""
+    from regsync.pypi.index import sha256_of
+
+    kept, digest = _kept_for(index), sha256_of(package)
+    with kept.lock:
+        path = kept.files.get(digest) if digest else None
+    if path is None:
+        path = Path(kept.directory.name) / package.filename
+        fetch_verified(index, package, path)
+        with kept.lock:
+            kept.files[digest] = path
+    return path
+
+
+def kept_size(index, package: DistributionPackage) -> int | None:
+    """The size of `package` when this run already holds it, else None."""
+    from regsync.pypi.index import sha256_of
+
+    kept = _KEPT.get(index)
+    path = kept.files.get(sha256_of(package)) if kept else None
+    return path.stat().st_size if path else None
+
+
 def fetch_verified(index, package: DistributionPackage, path: Path, on_bytes=None) -> str:
     """Stream `package` to `path`, its sha256 checked against the index; returns the digest."""
     from regsync.pypi.index import sha256_of
@@ -30,6 +80,13 @@ def fetch_verified(index, package: DistributionPackage, path: Path, on_bytes=Non
     digest = sha256_of(package)
     if digest is None:
         raise VerificationError(f"{where}: the index gives no sha256 for it")
+    kept = _KEPT.get(index)
+    earlier = kept.files.get(digest) if kept else None
+    if earlier is not None and earlier != path:
+        # planning downloaded it in this run: no second download. Its bytes still count as moved
+        # (they crossed the network once in this run), so the summary matches the wire.
+        _copy_verified(earlier, path, digest, where, on_bytes)
+        return digest
     partial = PartialFile.kept(digest) or PartialFile.plain(path, digest)
     try:
         _download(index, package, partial, digest, where, on_bytes)
@@ -105,3 +162,15 @@ def _total_size(response, start: int, package: DistributionPackage, where: str) 
     if package.size is not None and total is not None and total != package.size:
         raise VerificationError(f"{where}: server announces {total} bytes, the index says {package.size}")
     return total if total is not None else package.size
+
+
+def _copy_verified(source: Path, path: Path, digest: str, where: str, on_bytes=None) -> None:
+    """A kept file copied to `path`, hashed again on the way: what was verified at plan time is a
+    local file since, and the final check still covers every byte that is handed on."""
+    size = source.stat().st_size
+    with open(source, "rb") as src, open(path, "wb") as dst:
+        reader = VerifyingReader(src.read, digest, size, where, on_bytes)
+        for chunk in reader.chunks():
+            dst.write(chunk)
+        dst.flush()
+        os.fsync(dst.fileno())

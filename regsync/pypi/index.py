@@ -13,7 +13,6 @@ import hashlib
 import threading
 import zipfile
 from pathlib import Path
-from tempfile import NamedTemporaryFile
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import requests
@@ -166,9 +165,9 @@ def metadata_from_file(index, package: DistributionPackage) -> email.message.Mes
     where = f"{index.name}/{package.filename}"
     if not package.filename.endswith(".whl"):
         return _parse_metadata(b"")  # an sdist's dependencies are only known after a build
-    with NamedTemporaryFile(suffix=".whl") as tmp:
-        index.download(package, Path(tmp.name))
-        return _parse_metadata(wheel_metadata(tmp.name, where))
+    from regsync.pypi.fetch import fetch_and_keep
+
+    return _parse_metadata(wheel_metadata(fetch_and_keep(index, package), where))
 
 
 def wheel_metadata(wheel_file, where: str) -> bytes:

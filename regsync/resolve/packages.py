@@ -17,6 +17,7 @@ from regsync.errors import RegistryError, VerificationError
 from regsync.plan import PlanError, PlanItem
 from regsync.policy.models import PackageRule
 from regsync.pypi.environment import TargetEnvironment, rule_environments
+from regsync.pypi.fetch import kept_size
 from regsync.pypi.index import project_of, public_url, sha256_of
 from regsync.pypi.resolver import Options, ResolutionError, parse_requirement, resolve
 from regsync.shard import Shard
@@ -90,7 +91,8 @@ def _check_provenance(item: PlanItem, rule: PackageRule, endpoints: Endpoints) -
 def _item(package, rule: PackageRule, rule_name: str, env: TargetEnvironment, target, index) -> PlanItem:
     digest = sha256_of(package) or ""
     item = PlanItem("package", f"{rule.source}/{package.filename}", f"{rule.target}/{package.filename}", digest,
-                    "copy", bytes=package.size or 0, rule=rule_name, environments=[env.label],
+                    "copy", bytes=package.size or kept_size(index, package) or 0, rule=rule_name,
+                    environments=[env.label],
                     project=project_of(package))
     page_url = getattr(index, "page_url", None)  # a bundle's stand-in index has no pages
     item.source_index = page_url(package) if page_url else None
