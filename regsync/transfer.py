@@ -118,6 +118,37 @@ def read_small_blob(client, repo: str, digest: str, size: int) -> bytes:
     return data
 
 
+def read_bounded(response: requests.Response, limit: int, decode: bool = True) -> bytes | None:
+    """A response body whole when it is at most `limit` bytes (decoded, when `decode`), else None
+    with the response closed: memory stays within `limit` whatever a server sends. (urllib3 >= 2.8
+    decompresses only as much as each read asks for; see pyproject.toml.)"""
+    if getattr(response, "_content_consumed", False):
+        body = response.content  # read already, within the transport's own bound (regsync.http)
+    else:
+        body = response.raw.read(limit + 1, decode_content=decode)
+    if len(body) > limit:
+        response.close()
+        return None
+    return body
+
+
+# Asked for digest-checked documents (manifests, PEP 658 metadata): their digest covers the stored
+# bytes, a few MiB at most never need compressing, and so data a server compressed is never
+# decompressed on their path (read_document refuses it).
+IDENTITY = {"Accept-Encoding": "identity"}
+
+
+def read_document(response: requests.Response, limit: int, what: str) -> bytes | None:
+    """The raw body of a response to a request sent with IDENTITY, as `read_bounded`; an encoded
+    answer is refused."""
+    encoding = response.headers.get("Content-Encoding", "").strip().lower()
+    if encoding not in ("", "identity"):
+        response.close()
+        raise VerificationError(f"{what}: served with Content-Encoding {encoding[:40]!r} although "
+                                "identity was asked; refused")
+    return read_bounded(response, limit, decode=False)
+
+
 def continues_at(response: requests.Response, offset: int) -> bool:
     """Whether a ranged GET (`Range: bytes=offset-`) was answered from exactly that byte; a server
     that ignores Range sends the whole file with 200, and the caller starts over."""

@@ -6,8 +6,6 @@ loopback (the brief allows a fake for corner cases); the fuzz test drives the pa
 
 import base64
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from hypothesis import given, settings
@@ -22,70 +20,7 @@ from regsync.pypi.index import PackageIndex
 from regsync.pypi.targets import UploadTarget
 from regsync.resolve.images import manifest_tree
 from regsync.transfer import digest_of
-
-
-class Scripted:
-    """Answers each path with a scripted (status, headers, body or body generator); logs what it saw."""
-
-    def __init__(self, host="127.0.0.1", require_basic=None):
-        self.routes, self.seen = {}, []
-        scripted = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_GET(self):
-                scripted.seen.append((self.path, self.headers.get("Authorization")))
-                if require_basic and self.headers.get("Authorization") != require_basic:
-                    return self._send(401, {"WWW-Authenticate": 'Basic realm="x"'}, b"")
-                status, headers, body = scripted.routes.get(self.path, (404, {}, b""))
-                self._send(status, headers, body)
-
-            do_HEAD = do_GET
-
-            def _send(self, status, headers, body):
-                self.send_response(status)
-                for key, value in headers.items():
-                    self.send_header(key, value)
-                if isinstance(body, bytes):
-                    if "Content-Length" not in headers:
-                        self.send_header("Content-Length", str(len(body)))
-                    self.end_headers()
-                    if self.command != "HEAD":
-                        self.wfile.write(body)
-                    return
-                self.send_header("Transfer-Encoding", "chunked")
-                self.end_headers()
-                try:
-                    for chunk in body():
-                        self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
-                    self.wfile.write(b"0\r\n\r\n")
-                except (BrokenPipeError, ConnectionResetError):
-                    pass
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer((host, 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://{host}:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def stop(self):
-        self.server.shutdown()
-        self.server.server_close()
-
-
-@pytest.fixture
-def scripted():
-    servers = []
-
-    def make(**kwargs):
-        servers.append(Scripted(**kwargs))
-        return servers[-1]
-    yield make
-    for server in servers:
-        server.stop()
+from tests.fixtures.scripted import scripted  # noqa: F401  (the fixture)
 
 
 def test_credentials_never_follow_a_redirect_to_another_host(scripted):

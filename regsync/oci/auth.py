@@ -3,6 +3,10 @@
 The first 401 (usually the /v2/ ping) teaches the scheme. Basic credentials are then sent up
 front; bearer tokens are fetched per scope (derived from each request's path and method),
 cached until shortly before they expire, and refreshed when a registry answers 401 anyway.
+
+Credentials are bound to the registry's origin (scheme, host and port): a URL on the same host
+over plain http, or on another port, gets none, and a bearer realm must be https whenever the
+registry is.
 """
 
 from __future__ import annotations
@@ -17,9 +21,13 @@ import requests
 from requests.auth import AuthBase, HTTPBasicAuth
 
 from regsync.errors import RegistryError
+from regsync.http import origin, require_https
+from regsync.transfer import read_bounded
 
 _CHALLENGE_PARAM = re.compile(r'(\w+)="([^"]*)"')
 _REPO_PATH = re.compile(r"^/v2/(.+?)/(manifests|blobs|tags|referrers)/")
+MAX_TOKEN_BYTES = 1 << 20  # a token response is a few KiB (a JWT, perhaps with its certificate chain)
+_DRAIN_BYTES = 64 << 10
 
 
 @dataclass(frozen=True)
@@ -51,8 +59,8 @@ def scopes_for(request: requests.PreparedRequest) -> tuple[str, ...]:
 
 
 class RegistryAuth(AuthBase):
-    def __init__(self, credentials: Credentials | None, token_session: requests.Session, name: str, host: str):
-        self.credentials, self.name, self.host = credentials, name, host
+    def __init__(self, credentials: Credentials | None, token_session: requests.Session, name: str, url: str):
+        self.credentials, self.name, self.url, self.origin = credentials, name, url, origin(url)
         self._token_session = token_session
         self._scheme: str | None = None
         self._params: dict[str, str] = {}
@@ -60,8 +68,8 @@ class RegistryAuth(AuthBase):
         self._lock = threading.Lock()
 
     def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
-        if urlsplit(request.url).netloc != self.host:
-            return request  # credentials go to the registry's own host only
+        if origin(request.url) != self.origin:
+            return request  # credentials go to the registry's own origin only
         self._authorize(request, refresh=False)
         request.register_hook("response", self._on_response)
         return request
@@ -77,9 +85,10 @@ class RegistryAuth(AuthBase):
         challenge = response.headers.get("WWW-Authenticate", "")
         if response.status_code != 401 or not challenge or getattr(response.request, "_regsync_retried", False):
             return response
-        if urlsplit(response.url).netloc != self.host:
+        if origin(response.url) != self.origin:
             # A redirect target (blob storage, or a hostile mirror) asking for credentials gets none:
-            # requests already dropped the Authorization header when the host changed.
+            # requests already dropped the Authorization header when the origin changed, and this
+            # hook, which rides along on the redirected request, must not put it back.
             return response
         scheme, params = parse_challenge(challenge)
         if scheme not in ("basic", "bearer"):
@@ -99,7 +108,7 @@ class RegistryAuth(AuthBase):
             scopes = tuple(dict.fromkeys(scopes_for(retry) + tuple(params.get("scope", "").split())))
             retry.headers["Authorization"] = f"Bearer {self._token(scopes, refresh=True)}"
         retry._regsync_retried = True
-        response.content  # drain so the connection goes back to the pool
+        read_bounded(response, _DRAIN_BYTES, decode=False)  # drain so the connection goes back to the pool
         response.close()
         new = response.connection.send(retry, **kwargs)
         new.history.append(response)
@@ -123,6 +132,7 @@ class RegistryAuth(AuthBase):
         realm = self._params.get("realm")
         if not realm:
             raise RegistryError(self.name, 401, "bearer challenge without a realm")
+        require_https(self.url, realm, self.name, "the bearer token realm")
         query = {"service": self._params.get("service", "")} if self._params.get("service") else {}
         query_list = list(query.items()) + [("scope", s) for s in scopes]
         auth = None

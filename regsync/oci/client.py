@@ -8,17 +8,20 @@ from collections import OrderedDict
 from urllib.parse import quote, urljoin, urlsplit
 
 import requests
+import urllib3
+from loguru import logger
 
 from regsync.digest import Digest, is_digest, matches
 from regsync.errors import NotFound, RegistryError, VerificationError
-from regsync.oci.auth import Credentials, RegistryAuth
+from regsync.oci.auth import MAX_TOKEN_BYTES, Credentials, RegistryAuth
 from regsync.oci.manifest import ACCEPT, MAX_MANIFEST_BYTES, Descriptor, Manifest
 from regsync.oci.names import check_digest, quoted_repository, registry_path
-from regsync.http import make_session, retry_policy
-from regsync.transfer import SizedBody, Throttle, VerifyingReader
+from regsync.http import downgrades, make_session, origin, require_https, retry_policy
+from regsync.transfer import IDENTITY, SizedBody, Throttle, VerifyingReader, read_bounded, read_document
 
 _TIMEOUT = (15, 300)  # (connect, read) seconds; a stalled mirror must not hang a cron run
 _MAX_TAG_PAGES = 10_000
+_MAX_ERROR_BODY = 64 << 10  # only the first error's code and message are shown
 
 
 class RegistryClient:
@@ -33,8 +36,8 @@ class RegistryClient:
         retry = retry_policy(retries, backoff)
         throttle = Throttle(max_requests_per_second) if max_requests_per_second else None
         self.session = make_session(ca_file, pool_size, retry, throttle)
-        token_session = make_session(ca_file, 4, retry, throttle)
-        self.session.auth = RegistryAuth(credentials, token_session, name, self.host)
+        token_session = make_session(ca_file, 4, retry, throttle, max_body=MAX_TOKEN_BYTES)
+        self.session.auth = RegistryAuth(credentials, token_session, name, self.base)
         self._pinged = False
         # Per-run memory, so plan and apply never ask twice: manifests by digest (content-addressed,
         # verified when first fetched) and whether a repository holds a blob.
@@ -48,6 +51,7 @@ class RegistryClient:
     def _request(self, method: str, url: str, ref: str, ok=(200,), **kwargs) -> requests.Response:
         if not url.startswith("http"):
             url = self.base + url
+        require_https(self.base, url, ref, "a URL the registry gave")
         try:
             response = self.session.request(method, url, timeout=_TIMEOUT, **kwargs)
         except requests.exceptions.SSLError:
@@ -67,10 +71,10 @@ class RegistryClient:
         status = response.status_code
         detail = ""
         try:
-            errors = response.json().get("errors") or []
+            errors = json.loads(read_bounded(response, _MAX_ERROR_BODY) or b"").get("errors") or []
             if errors:
-                detail = f": {errors[0].get('code', '')} {errors[0].get('message', '')}".rstrip()
-        except (ValueError, AttributeError):
+                detail = f": {str(errors[0].get('code', ''))[:100]} {str(errors[0].get('message', ''))[:300]}".rstrip()
+        except (ValueError, AttributeError, TypeError, urllib3.exceptions.HTTPError, OSError):
             pass
         response.close()
         error = RegistryClient._error_for(status, ref, detail)
@@ -118,8 +122,9 @@ class RegistryClient:
             if not link:
                 return tags
             url = urljoin(response.url, link)
-            if urlsplit(url).netloc != self.host:
-                raise RegistryError(self.ref(repo), None, "tag list pagination points to another host")
+            require_https(self.base, url, self.ref(repo), "the tag list's next page")
+            if origin(url) != origin(self.base):
+                raise RegistryError(self.ref(repo), None, f"tag list pagination points to another origin ({origin(url)})")
         raise RegistryError(self.ref(repo), None, "tag list has too many pages")
 
     def may_have_tag(self, repo: str, tag: str) -> bool:
@@ -170,12 +175,14 @@ class RegistryClient:
         if known is not None:
             Digest.parse(known, ref)  # refused before anything is fetched
         response = self._request("GET", registry_path(repo, "manifests", reference), ref,
-                                 headers={"Accept": ACCEPT}, stream=True)
+                                 headers={"Accept": ACCEPT, **IDENTITY}, stream=True)
         with response:
             declared = declared_length(response, ref) or 0
             if declared > MAX_MANIFEST_BYTES:
                 raise VerificationError(f"{ref}: manifest of {declared} bytes exceeds the {MAX_MANIFEST_BYTES}-byte limit")
-            raw = response.raw.read(MAX_MANIFEST_BYTES + 1, decode_content=True)
+            raw = read_document(response, MAX_MANIFEST_BYTES, ref)
+        if raw is None:
+            raise VerificationError(f"{ref}: manifest larger than {MAX_MANIFEST_BYTES} bytes")
         wanted = known or response.headers.get("Docker-Content-Digest")
         algorithm = Digest.parse(wanted, ref).algorithm if wanted else "sha256"
         manifest = Manifest.parse(raw, response.headers.get("Content-Type"), ref, algorithm)
@@ -187,12 +194,12 @@ class RegistryClient:
         """The OCI 1.1 referrers index for `digest`, or None when the registry has no referrers API."""
         ref = self.ref(repo, digest)
         response = self._request("GET", registry_path(repo, "referrers", check_digest(digest)), ref, ok=(200, 404),
-                                 headers={"Accept": "application/vnd.oci.image.index.v1+json"}, stream=True)
+                                 headers={"Accept": "application/vnd.oci.image.index.v1+json", **IDENTITY}, stream=True)
         with response:
             if response.status_code == 404:  # the spec's signal to fall back to the sha256-<hex> tag
                 return None
-            raw = response.raw.read(MAX_MANIFEST_BYTES + 1, decode_content=True)
-        if len(raw) > MAX_MANIFEST_BYTES:
+            raw = read_document(response, MAX_MANIFEST_BYTES, ref)
+        if raw is None:
             raise VerificationError(f"{ref}: referrers index exceeds {MAX_MANIFEST_BYTES} bytes")
         try:
             doc = json.loads(raw)
@@ -237,9 +244,13 @@ class RegistryClient:
 
     def upload_offset(self, location: str) -> int | None:
         """How many bytes an upload session holds (its Range), or None when the session is gone."""
+        if downgrades(self.base, location):  # saved when the registry was plain http, or tampered with
+            logger.warning("{}: a saved upload session points to {}, not https; starting that upload afresh",
+                           self.name, origin(location))
+            return None
         try:
             response = self.session.get(location, timeout=_TIMEOUT)
-        except requests.RequestException:
+        except (requests.RequestException, RegistryError):  # unusable, whatever the reason: a fresh upload
             return None
         with response:
             held = response.headers.get("Range", "")
@@ -315,13 +326,17 @@ class RegistryClient:
         location = response.headers.get("Location")
         if not location:
             raise RegistryError(ref, response.status_code, "upload response without a Location")
-        return urljoin(response.url, location)
+        location = urljoin(response.url, location)
+        require_https(self.base, location, ref, "the upload Location")
+        return location
 
     def _cancel(self, response: requests.Response, repo: str) -> None:
         if response.headers.get("Location"):
             self._cancel_url(urljoin(response.url, response.headers["Location"]))
 
     def _cancel_url(self, url: str) -> None:
+        if downgrades(self.base, url):
+            return
         try:  # best effort: an abandoned upload session is garbage-collected by the registry anyway
             self.session.delete(url, timeout=_TIMEOUT)
         except requests.RequestException:

@@ -2,12 +2,14 @@
 
 pypi-simple negotiates JSON vs HTML, resolves relative URLs and parses #sha256 fragments,
 data-requires-python, yanked and PEP 658/714 metadata flags; we only add auth, CA, retries and
-a per-run cache of project pages.
+a per-run cache of project pages. Every read is bounded (see regsync.http), and credentials go to
+the index's own origin (scheme, host and port) and its upload URL's, nowhere else.
 """
 
 from __future__ import annotations
 
 import email.parser
+import hashlib
 import threading
 import zipfile
 from pathlib import Path
@@ -15,18 +17,22 @@ from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import requests
 import requests.auth
+import urllib3
 from loguru import logger
 from packaging.utils import (InvalidSdistFilename, InvalidWheelFilename, canonicalize_name, parse_sdist_filename,
                              parse_wheel_filename)
 from packaging.version import Version
-from pypi_simple import DistributionPackage, NoMetadataError, NoSuchProjectError, ProjectPage, PyPISimple
+from pypi_simple import DistributionPackage, NoSuchProjectError, ProjectPage, PyPISimple
 
 from regsync.errors import RegistryError, VerificationError
-from regsync.http import make_session
+from regsync.http import make_session, origin, require_https
 from regsync.oci.auth import Credentials
-from regsync.transfer import CHUNK, VerifyingReader
+from regsync.transfer import CHUNK, IDENTITY, VerifyingReader, read_document
 
 MAX_METADATA_BYTES = 16 * 1024 * 1024
+# A project page read whole: the largest on pypi.org (nightly builds with tens of thousands of
+# files) are tens of MiB of JSON.
+MAX_PAGE_BYTES = 64 << 20
 MAX_PAGE_REDIRECTS = 5
 PAGE_TIMEOUT = (15, 120)
 
@@ -35,10 +41,10 @@ class PackageIndex:
     def __init__(self, name: str, url: str, credentials: Credentials | None = None, ca_file=None, pool_size: int = 16,
                  retry=None, upload_url: str | None = None):
         self.name, self.url = name, url.rstrip("/") + "/"
-        self.session = make_session(ca_file, pool_size, retry)
+        self.session = make_session(ca_file, pool_size, retry, max_body=MAX_PAGE_BYTES)
         if credentials:
-            hosts = {_host(url)} | ({_host(upload_url)} if upload_url else set())
-            self.session.auth = HostBoundBasicAuth(credentials, hosts)
+            origins = {origin(url)} | ({origin(upload_url)} if upload_url else set())
+            self.session.auth = OriginBoundBasicAuth(credentials, origins)
         self._simple = PyPISimple(self.url, session=self.session)
         self._pages: dict[tuple[str, bool], list[DistributionPackage]] = {}   # (project, same_origin)
         self._lock = threading.Lock()
@@ -81,7 +87,7 @@ class PackageIndex:
                 break
             location = urljoin(url, response.headers["Location"])
             response.close()
-            if _origin(location) is None or _origin(location) != _origin(url):
+            if not origin(location) or origin(location) != origin(url):
                 logger.info("{}: {} redirects to {}: not on this target", self.name, key, public_url(location))
                 return None
             url = location
@@ -98,16 +104,33 @@ class PackageIndex:
         """Core metadata: the PEP 658 file when offered (no wheel download), else read from the file."""
         where = f"{self.name}/{package.filename}"
         if package.has_metadata:
-            try:
-                raw = self._simple.get_package_metadata_bytes(package, timeout=(15, 120))
-            except requests.RequestException:
-                raise RegistryError(where, None, "cannot fetch its .metadata") from None
-            except NoMetadataError:
-                raise RegistryError(where, 404, "its .metadata is listed but not served") from None
-            except Exception as exc:  # pypi-simple's DigestMismatchError and friends
-                raise VerificationError(f"{where}.metadata: {exc}") from None
-            return _parse_metadata(raw[:MAX_METADATA_BYTES])
+            return _parse_metadata(self._metadata_bytes(package, where))
         return metadata_from_file(self, package)
+
+    def _metadata_bytes(self, package: DistributionPackage, where: str) -> bytes:
+        """The PEP 658 file, at most MAX_METADATA_BYTES and unencoded, checked against every digest
+        the page gives for it (read here rather than by pypi-simple, which reads it whole)."""
+        expected = {alg: value.lower() for alg, value in (package.metadata_digests or {}).items()
+                    if alg in hashlib.algorithms_guaranteed}
+        if not expected:
+            raise VerificationError(f"{where}.metadata: the index gives no digest for it")
+        url = package.metadata_url
+        require_https(self.url, url, where, "its .metadata link")
+        try:
+            with self.session.get(url, stream=True, timeout=PAGE_TIMEOUT, headers=IDENTITY) as response:
+                if response.status_code == 404:
+                    raise RegistryError(where, 404, "its .metadata is listed but not served")
+                if response.status_code != 200:
+                    raise RegistryError(where, response.status_code, "cannot fetch its .metadata")
+                raw = read_document(response, MAX_METADATA_BYTES, f"{where}.metadata")
+        except (requests.RequestException, urllib3.exceptions.HTTPError, OSError):
+            raise RegistryError(where, None, "cannot fetch its .metadata") from None
+        if raw is None:
+            raise VerificationError(f"{where}.metadata: larger than {MAX_METADATA_BYTES} bytes")
+        for alg, value in expected.items():
+            if hashlib.new(alg, raw).hexdigest() != value:
+                raise VerificationError(f"{where}.metadata: {alg} digest mismatch")
+        return raw
 
     def page_url(self, package: DistributionPackage) -> str:
         """The index whose project page listed `package` (and so gave its sha256)."""
@@ -120,6 +143,7 @@ class PackageIndex:
     def open(self, package: DistributionPackage, start: int = 0) -> requests.Response:
         """The file from byte `start`; a server that ignores Range answers 200 and the caller sees it."""
         headers = {"Range": f"bytes={start}-"} if start else {}
+        require_https(self.url, package.url, f"{self.name}/{package.filename}", "its file link")
         try:
             response = self.session.get(package.url, stream=True, timeout=(15, 300), headers=headers)
         except requests.RequestException:
@@ -158,36 +182,22 @@ def wheel_metadata(wheel_file, where: str) -> bytes:
         raise VerificationError(f"{where}: not a wheel (no readable .dist-info/METADATA)") from None
 
 
-class HostBoundBasicAuth(requests.auth.AuthBase):
-    """Basic auth for the index's own host(s) only: a page may link files on any host (a CDN, or
-    whatever a hostile mirror names), and those get no credentials."""
+class OriginBoundBasicAuth(requests.auth.AuthBase):
+    """Basic auth for the index's own origin(s) only: a page may link files anywhere (a CDN, the
+    same host over plain http, whatever a hostile mirror names), and those get no credentials."""
 
-    def __init__(self, credentials: Credentials, hosts: set[str]):
+    def __init__(self, credentials: Credentials, origins: set[str]):
         self._basic = requests.auth.HTTPBasicAuth(credentials.username, credentials.password)
-        self._hosts = hosts
+        self._origins = origins
 
     def __call__(self, request):
-        return self._basic(request) if urlsplit(request.url).netloc in self._hosts else request
+        return self._basic(request) if origin(request.url) in self._origins else request
 
 
 def public_url(url: str) -> str:
     """A URL fit for plans, logs and the audit trail: any user:password@ dropped."""
     parts = urlsplit(url)
     return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
-
-
-def _host(url: str) -> str:
-    return urlsplit(url).netloc
-
-
-def _origin(url: str) -> tuple[str, str | None, int | None] | None:
-    """(scheme, host, port) with the scheme's default port filled in; None when unparseable."""
-    try:
-        parts = urlsplit(url)
-        scheme = parts.scheme.lower()
-        return scheme, parts.hostname, parts.port or {"http": 80, "https": 443}.get(scheme)
-    except ValueError:  # a port that is no number: no origin anyone could match
-        return None
 
 
 def parse_file_name(filename: str) -> tuple[str, Version]:

@@ -22,8 +22,13 @@ from regsync.policy.models import ImageRule
 from regsync.resolve.tags import is_exact, select_tags, select_tags_ordered
 from regsync.verify.steps import check_before_plan
 from regsync.shard import Shard
+from regsync.transfer import read_small_blob
 
 MAX_INDEX_DEPTH = 4  # an index of indexes is legal; deeper nesting is not seen in the wild
+# Distinct manifests under one root: a multi-arch image with attestations has dozens; a source
+# that names more is not an image to copy but work for us to do.
+MAX_TREE_MANIFESTS = 10_000
+MAX_CONFIG_BYTES = 1 << 20
 
 
 def plan_images(rules: list[ImageRule], endpoints: Endpoints, jobs: int, shard: Shard | None = None,
@@ -95,8 +100,9 @@ def image_created(client: RegistryClient, repo: str, tag: str) -> datetime | Non
                 return None
             manifest = client.get_manifest(repo, children[0].digest)
         config = manifest.config
-        with client.open_blob(repo, config.digest) as response:
-            body = json.loads(response.raw.read(1 << 20, decode_content=True))
+        if config.size > MAX_CONFIG_BYTES:
+            return None
+        body = json.loads(read_small_blob(client, repo, config.digest, config.size))
         return parse_time(body["created"])
     except (RegistryError, VerificationError, ValueError, KeyError, TypeError, AttributeError):
         return None
@@ -169,14 +175,29 @@ def _get_by_tag(client, repo: str, tag: str) -> Descriptor | None:
     return Descriptor(manifest.media_type, manifest.digest, len(manifest.raw))
 
 
-def manifest_tree(client: RegistryClient, repo: str, root: Manifest, depth: int = 0) -> list[Manifest]:
-    """Every manifest under `root`, children before parents, `root` last; each digest-checked."""
-    if depth > MAX_INDEX_DEPTH:
-        raise VerificationError(f"{root.digest}: indexes nested deeper than {MAX_INDEX_DEPTH}")
+def manifest_tree(client: RegistryClient, repo: str, root: Manifest) -> list[Manifest]:
+    """Every distinct manifest under `root`, children before parents, `root` last; each digest-checked.
+
+    Each digest is fetched and listed once, however often indexes repeat it: an index naming one
+    child 20 times at each of 4 levels is 5 manifests, not 168,421.
+    """
     tree: list[Manifest] = []
-    for child in root.children():
-        tree += manifest_tree(client, repo, client.get_manifest(repo, child.digest), depth + 1)
-    return tree + [root]
+    _walk(client, repo, root, 0, {root.digest}, tree)
+    return tree
+
+
+def _walk(client: RegistryClient, repo: str, manifest: Manifest, depth: int, seen: set[str],
+          tree: list[Manifest]) -> None:
+    if depth > MAX_INDEX_DEPTH:
+        raise VerificationError(f"{manifest.digest}: indexes nested deeper than {MAX_INDEX_DEPTH}")
+    for child in manifest.children():
+        if child.digest in seen:
+            continue
+        if len(seen) >= MAX_TREE_MANIFESTS:
+            raise VerificationError(f"{manifest.digest}: more than {MAX_TREE_MANIFESTS} manifests under one image")
+        seen.add(child.digest)
+        _walk(client, repo, client.get_manifest(repo, child.digest), depth + 1, seen, tree)
+    tree.append(manifest)
 
 
 def _measure(src: RegistryClient, src_repo: str, dst: RegistryClient | None, dst_repo: str, root: Manifest) -> tuple[int, int]:
