@@ -18,18 +18,18 @@ from pathlib import Path
 
 from loguru import logger
 
-from regsync.apply import artifact_of, split_image_ref
+from regsync.pipeline.apply import artifact_of, split_image_ref
 from regsync.endpoints import Endpoints, split_ref
 from regsync.errors import RegistryError, UsageError, VerificationError
-from regsync.oci.layout import DIGEST, REF_NAME, LayoutSource, LayoutWriter, copy_into_layout, open_regular
-from regsync.oci.manifest import filter_index
-from regsync.bundle.packages import export_package, index_stand_ins
+from regsync.kinds.oci.layout import DIGEST, REF_NAME, LayoutSource, LayoutWriter, copy_into_layout, open_regular
+from regsync.kinds.oci.manifest import filter_index
+from regsync.kinds.pypi.bundle import export_package, index_stand_ins
 from regsync.bundle.signature import check_signatures, forget_signatures, sign_file
 from regsync.policy import LoadedPolicy
-from regsync.resolve import make_plan
-from regsync.resolve.images import manifest_tree
-from regsync.transfer import write_atomically
-from regsync.verify.steps import verified_signature_manifest
+from regsync.pipeline.make import make_plan
+from regsync.kinds.oci.plan import manifest_tree
+from regsync.content.transfer import write_atomically
+from regsync.kinds.oci.verify import verified_signature_manifest
 
 BUNDLE_FORMAT = "regsync-bundle/1"
 MAX_BUNDLE_JSON = 64 * 1024 * 1024

@@ -1,0 +1,206 @@
+"""Image rules → plan items: select tags, resolve each to a digest, diff against the target.
+
+Read-only by construction: only GET and HEAD reach any registry from here.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
+
+from loguru import logger
+
+from regsync.endpoints import Endpoints, split_ref
+from regsync.errors import NotFound, RegistryError, VerificationError
+from regsync.kinds.oci.client import RegistryClient
+from regsync.kinds.oci.manifest import Descriptor, Manifest, filter_index
+from regsync.kinds.oci.names import invalid_tag, is_tag, shown
+from regsync.pipeline.plan import PlanError, PlanItem
+from regsync.policy.models import ImageRule
+from regsync.kinds.oci.tags import is_exact, select_tags, select_tags_ordered
+from regsync.kinds.oci.verify import check_before_plan
+from regsync.pipeline.shard import Shard
+from regsync.content.transfer import read_small_blob
+
+MAX_INDEX_DEPTH = 4  # an index of indexes is legal; deeper nesting is not seen in the wild
+# Distinct manifests under one root: a multi-arch image with attestations has dozens; a source
+# that names more is not an image to copy but work for us to do.
+MAX_TREE_MANIFESTS = 10_000
+MAX_CONFIG_BYTES = 1 << 20
+
+
+def plan_images(rules: list[ImageRule], endpoints: Endpoints, jobs: int, shard: Shard | None = None,
+                diff_target: bool = True) -> tuple[list[PlanItem], list[PlanError]]:
+    """`diff_target=False` (export): every selected image is planned as a copy, target unseen."""
+    items: list[PlanItem] = []
+    errors: list[PlanError] = []
+    with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="resolve") as pool:
+        for index, rule in enumerate(rules):
+            rule_name = f"images[{index}]"
+            src_name, src_repo = split_ref(rule.source)
+            src = endpoints.registry(src_name)
+            try:
+                if diff_target:  # a dialect's precondition (Harbor: the project) fails this rule only
+                    dst_name, dst_repo = split_ref(rule.target)
+                    endpoints.registry(dst_name).check_target(dst_repo)
+                tags, invalid = _tags_for(rule, src, src_repo)
+            except (RegistryError, VerificationError) as exc:
+                errors.append(PlanError(rule.source, str(exc), rule_name))
+                continue
+            if shard is not None:
+                tags = [tag for tag in tags if shard.owns(f"{rule.target}:{tag}")]
+                invalid = [tag for tag in invalid if shard.owns(f"{rule.target}:{tag}")]
+            logger.info("{}: {} tag(s) selected", rule.source, len(tags))
+            items += [_refuse_invalid(rule, rule_name, tag) for tag in invalid]
+            for outcome in pool.map(lambda tag: _plan_tag(rule, rule_name, endpoints, tag, diff_target), tags):
+                (errors if isinstance(outcome, PlanError) else items).append(outcome)
+    return items, errors
+
+
+def _tags_for(rule: ImageRule, src: RegistryClient, repo: str) -> tuple[list[str], list[str]]:
+    """The valid tags to plan, and the listed tags the rule's patterns select that break the tag
+    grammar (a source listing `2.9.1?x` beside `2.9.1`): those are refused, never requested."""
+    select = rule.tags
+    if all(is_exact(p) for p in select.include) and select.latest is None:
+        available = select.include  # no listing needed: each exact tag is resolved (or reported missing)
+    else:
+        available = src.list_tags(repo)
+    valid = [tag for tag in available if is_tag(tag)]
+    invalid = select_tags([tag for tag in available if not is_tag(tag)], select.include, select.exclude)
+    tags, ordering = select_tags_ordered(valid, select.include, select.exclude, select.latest,
+                                         created=lambda tag: image_created(src, repo, tag),
+                                         prereleases=select.prereleases)
+    if ordering:
+        logger.info("{}: latest {} by {}{}", rule.source, select.latest,
+                    "version" if ordering == "version" else "image creation time",
+                    "" if select.prereleases or ordering != "version" else " (pre-releases left out)")
+    if not tags and not invalid and available is not select.include:
+        # a typo'd pattern or a wrong repository must not look like "nothing to do"
+        logger.warning("{}: 0 of {} tags matched [{}]", rule.source, len(available), ", ".join(select.include))
+    return tags, invalid
+
+
+def _refuse_invalid(rule: ImageRule, rule_name: str, tag: str) -> PlanItem:
+    name = shown(tag)
+    return PlanItem("image", f"{rule.source}:{name}", f"{rule.target}:{name}", "", "refuse", rule=rule_name,
+                    reason=f"{invalid_tag(tag)}, listed by the source: refused, never requested")
+
+
+def image_created(client: RegistryClient, repo: str, tag: str) -> datetime | None:
+    """The image config's `created` time (the first platform's, for an index)."""
+    try:
+        manifest = client.get_manifest(repo, tag)
+        for _ in range(MAX_INDEX_DEPTH):
+            if not manifest.is_index:
+                break
+            children = manifest.children()
+            if not children:
+                return None
+            manifest = client.get_manifest(repo, children[0].digest)
+        config = manifest.config
+        if config.size > MAX_CONFIG_BYTES:
+            return None
+        body = json.loads(read_small_blob(client, repo, config.digest, config.size))
+        return parse_time(body["created"])
+    except (RegistryError, VerificationError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def parse_time(text: str) -> datetime:
+    """RFC 3339 as Go writes it (nanoseconds, 'Z'), which datetime.fromisoformat rejects before 3.11."""
+    text = re.sub(r"(\.\d{6})\d+", r"\1", text.strip()).replace("Z", "+00:00")
+    stamp = datetime.fromisoformat(text)
+    return stamp if stamp.tzinfo else stamp.replace(tzinfo=timezone.utc)
+
+
+def _plan_tag(rule: ImageRule, rule_name: str, endpoints: Endpoints, tag: str,
+              diff_target: bool = True) -> PlanItem | PlanError:
+    src_name, src_repo = split_ref(rule.source)
+    dst_name, dst_repo = split_ref(rule.target)
+    src, dst = endpoints.registry(src_name), endpoints.registry(dst_name)
+    source, target = f"{rule.source}:{tag}", f"{rule.target}:{tag}"
+    try:
+        # When the target cannot have this tag (this run's listing of it) there is nothing to compare
+        # and the manifest is needed anyway: one GET by tag instead of HEAD, then GET by digest.
+        target_may_have = diff_target and _may_have_tag(dst, dst_repo, tag)
+        found = src.head_manifest(src_repo, tag) if target_may_have else _get_by_tag(src, src_repo, tag)
+        if found is None:
+            return PlanError(source, "tag not found on the source", rule_name)
+        item = PlanItem("image", source, target, found.digest, "copy", media_type=found.media_type,
+                        platforms=rule.platforms, rule=rule_name)
+        pinned = rule.tags.pin.get(tag)
+        if pinned and pinned != found.digest:
+            item.action = "refuse"
+            item.reason = f"pinned to {pinned} but the source now serves {found.digest}"
+            return item
+        root = None
+        if rule.platforms:
+            root = src.get_manifest(src_repo, found.digest)
+            if root.is_index:
+                reduced = filter_index(root, rule.platforms)
+                item.source_digest, item.digest, root = found.digest, reduced.digest, reduced
+        existing = dst.head_manifest(dst_repo, tag) if target_may_have else None
+        if existing is not None:
+            item.target_before = existing.digest
+            if existing.digest == item.digest:
+                item.action = "skip"
+                item.reason = "already on the target"
+                return item
+            item.action = "update"
+            item.reason = f"target tag points to {existing.digest}"
+        root = root or src.get_manifest(src_repo, found.digest)
+        if not check_before_plan(item, rule, endpoints, tag, root):
+            return item
+        item.bytes, item.blobs_missing = _measure(src, src_repo, dst if diff_target else None, dst_repo, root)
+        return item
+    except VerificationError as exc:
+        return PlanItem("image", source, target, "", "refuse", reason=exc.reason, rule=rule_name)
+    except RegistryError as exc:
+        return PlanError(source, str(exc), rule_name)
+
+
+def _may_have_tag(client, repo: str, tag: str) -> bool:
+    may_have = getattr(client, "may_have_tag", None)  # a mirrored or stand-in client asks tag by tag
+    return may_have(repo, tag) if may_have else True
+
+
+def _get_by_tag(client, repo: str, tag: str) -> Descriptor | None:
+    """The tag's manifest, fetched and remembered by digest (so the later GET by digest is free)."""
+    try:
+        manifest = client.get_manifest(repo, tag)
+    except NotFound:
+        return None
+    return Descriptor(manifest.media_type, manifest.digest, len(manifest.raw))
+
+
+def manifest_tree(client: RegistryClient, repo: str, root: Manifest) -> list[Manifest]:
+    """Every distinct manifest under `root`, children before parents, `root` last; each digest-checked.
+
+    Each digest is fetched and listed once, however often indexes repeat it: an index naming one
+    child 20 times at each of 4 levels is 5 manifests, not 168,421.
+    """
+    tree: list[Manifest] = []
+    _walk(client, repo, root, 0, {root.digest}, tree)
+    return tree
+
+
+def _walk(client: RegistryClient, repo: str, manifest: Manifest, depth: int, seen: set[str],
+          tree: list[Manifest]) -> None:
+    if depth > MAX_INDEX_DEPTH:
+        raise VerificationError(f"{manifest.digest}: indexes nested deeper than {MAX_INDEX_DEPTH}")
+    for child in manifest.children():
+        if child.digest in seen:
+            continue
+        if len(seen) >= MAX_TREE_MANIFESTS:
+            raise VerificationError(f"{manifest.digest}: more than {MAX_TREE_MANIFESTS} manifests under one image")
+        seen.add(child.digest)
+        _walk(client, repo, client.get_manifest(repo, child.digest), depth + 1, seen, tree)
+    tree.append(manifest)
+
+
+def _measure(src: RegistryClient, src_repo: str, dst: RegistryClient | None, dst_repo: str, root: Manifest) -> tuple[int, int]:
+    blobs = {b.digest: b.size for m in manifest_tree(src, src_repo, root) for b in m.blobs()}
+    missing = [d for d in blobs if dst is None or not dst.blob_exists(dst_repo, d)]
+    return sum(blobs[d] for d in missing), len(missing)

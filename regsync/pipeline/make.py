@@ -1,0 +1,40 @@
+"""policy → desired artifacts → a plan diffed against the targets (read-only)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from regsync.endpoints import Endpoints
+    from regsync.pipeline.plan import Plan
+    from regsync.policy import LoadedPolicy
+    from regsync.pipeline.shard import Shard
+
+
+def make_plan(loaded: "LoadedPolicy", endpoints: "Endpoints", jobs: int = 8, shard: "Shard | None" = None,
+              diff_target: bool = True) -> "Plan":
+    from regsync.pipeline.plan import Plan
+    from regsync.kinds.oci.plan import plan_images
+    from regsync.kinds.pypi.plan import plan_packages
+
+    items, errors = plan_images(list(loaded.policy.images), endpoints, jobs, shard, diff_target)
+    if loaded.policy.packages:
+        package_items, package_errors = plan_packages(list(loaded.policy.packages), endpoints, jobs, shard)
+        items += package_items
+        errors += package_errors
+    for item in items:
+        _authorize(item, loaded.policy)
+    return Plan(loaded.sha256, items, errors)
+
+
+def _authorize(item, policy) -> None:
+    """What apply would refuse for want of one rule (two rules mapping the same repositories) shows
+    as a refusal in the plan already."""
+    from regsync.errors import VerificationError
+    from regsync.pipeline.authority import authorize
+
+    if item.changes:
+        try:
+            authorize(item, policy)
+        except VerificationError as exc:
+            item.action, item.reason = "refuse", exc.reason
