@@ -10,12 +10,6 @@ from regsync.kinds.oci.mirrors import MirroredRegistry
 from regsync.policy import LoadedPolicy
 
 
-def split_ref(ref: str) -> tuple[str, str]:
-    """'tuna/pytorch/cuda' → ('tuna', 'pytorch/cuda')."""
-    name, _, repo = ref.partition("/")
-    return name, repo
-
-
 class Endpoints:
     def __init__(self, loaded: LoadedPolicy, jobs: int = 8, max_requests_per_second: float | None = None,
                  sources: dict | None = None):

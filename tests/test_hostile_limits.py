@@ -20,7 +20,7 @@ from regsync.errors import NotFound, RegistryError, VerificationError
 from regsync.kinds.oci.client import RegistryClient
 from regsync.kinds.oci.manifest import OCI_INDEX, Manifest
 from regsync.kinds.pypi.index import PackageIndex
-from regsync.kinds.oci.plan import manifest_tree
+from regsync.kinds.oci.tree import manifest_tree
 from regsync.content.transfer import digest_of
 from tests.fixtures.scripted import scripted  # noqa: F401  (the fixture)
 
@@ -78,7 +78,7 @@ def test_an_index_repeating_its_children_is_walked_once_per_digest(scripted):
 
 
 def test_an_image_of_too_many_distinct_manifests_is_refused(scripted, monkeypatch):
-    monkeypatch.setattr("regsync.kinds.oci.plan.MAX_TREE_MANIFESTS", 10, raising=False)
+    monkeypatch.setattr("regsync.kinds.oci.tree.MAX_TREE_MANIFESTS", 10, raising=False)
     server = scripted()
     children = []
     for n in range(12):

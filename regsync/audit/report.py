@@ -12,7 +12,7 @@ import json
 from datetime import datetime
 from pathlib import Path
 
-from regsync.kinds.oci.plan import parse_time
+from regsync.times import parse_time
 
 FINAL = ("refused", "failed", "pushed", "skipped")   # decisions, in the order a reviewer reads them
 ORDER = {event: i for i, event in enumerate(FINAL)}

@@ -18,8 +18,10 @@ from pathlib import Path
 
 from loguru import logger
 
-from regsync.pipeline.apply import artifact_of, split_image_ref
-from regsync.endpoints import Endpoints, split_ref
+from regsync.pipeline.apply import artifact_of
+from regsync.kinds.oci.names import split_image_ref
+from regsync.endpoints import Endpoints
+from regsync.kinds.oci.names import split_ref
 from regsync.errors import RegistryError, UsageError, VerificationError
 from regsync.kinds.oci.layout import DIGEST, REF_NAME, LayoutSource, LayoutWriter, copy_into_layout, open_regular
 from regsync.kinds.oci.manifest import filter_index
@@ -27,9 +29,9 @@ from regsync.kinds.pypi.bundle import export_package, index_stand_ins
 from regsync.bundle.signature import check_signatures, forget_signatures, sign_file
 from regsync.policy import LoadedPolicy
 from regsync.pipeline.make import make_plan
-from regsync.kinds.oci.plan import manifest_tree
+from regsync.kinds.oci.tree import manifest_tree
 from regsync.content.transfer import write_atomically
-from regsync.kinds.oci.verify import verified_signature_manifest
+from regsync.kinds.oci.attachments import verified_signature_manifest
 
 BUNDLE_FORMAT = "regsync-bundle/1"
 MAX_BUNDLE_JSON = 64 * 1024 * 1024

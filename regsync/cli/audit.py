@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 from regsync.audit.log import EVENTS
 from regsync.errors import EXIT_OK, EXIT_RUNTIME, UsageError
 from regsync.cli.guard import run_guarded
-from regsync.kinds.oci.plan import parse_time
+from regsync.times import parse_time
 
 
 def _trail(fn):

@@ -10,16 +10,18 @@ from dataclasses import dataclass
 from loguru import logger
 
 from regsync.audit import AuditLog
-from regsync.endpoints import Endpoints, split_ref
+from regsync.endpoints import Endpoints
+from regsync.kinds.oci.names import split_image_ref
 from regsync.errors import EXIT_OK, EXIT_REFUSED, EXIT_RUNTIME, RegistryError, UsageError, VerificationError
 from regsync.kinds.oci.copy import BlobCopier, Interrupted, copy_tree
 from regsync.kinds.oci.manifest import filter_index
 from regsync.pipeline.plan import Plan, PlanItem
 from regsync.kinds.pypi.transfer import apply_package
-from regsync.kinds.oci.plan import manifest_tree
+from regsync.kinds.oci.tree import manifest_tree
 from regsync.content.transfer import Throttle
 from regsync.pipeline.authority import authorize, image_rule_for
-from regsync.kinds.oci.verify import after_push, evidence_before_push
+from regsync.kinds.oci.attachments import after_push
+from regsync.kinds.oci.verify import evidence_before_push
 
 
 @dataclass
@@ -37,13 +39,6 @@ class Outcome:
         if self.failed or self.interrupted:
             return EXIT_RUNTIME
         return EXIT_REFUSED if self.refused else EXIT_OK
-
-
-def split_image_ref(ref: str) -> tuple[str, str, str]:
-    """'src/pytorch/cuda:2.9' → ('src', 'pytorch/cuda', '2.9')."""
-    path, _, tag = ref.rpartition(":")
-    name, repo = split_ref(path)
-    return name, repo, tag
 
 
 def artifact_of(item: PlanItem) -> dict:

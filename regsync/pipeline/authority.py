@@ -15,11 +15,10 @@ import re
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
-from regsync.endpoints import split_ref
 from regsync.errors import VerificationError
 from regsync.pipeline.plan import PlanItem
 from regsync.policy.models import ImageRule, PackageRule, Policy
-from regsync.kinds.pypi.index import parse_file_name
+from regsync.kinds.pypi.ref import parse_file_name
 from regsync.kinds.oci.tags import select_tags
 
 NOT_ALLOWED = "not allowed by the policy"

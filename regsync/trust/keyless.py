@@ -47,28 +47,6 @@ FULCIO_ISSUER_V1 = ObjectIdentifier("1.3.6.1.4.1.57264.1.1")   # raw bytes (depr
 MAX_TRUSTED_ROOT_BYTES = 4 << 20
 
 
-def verify_keyless(name: str, entry: Trust, payloads: list[SignedPayload], digest: str, bundles=()):
-    """Evidence (dict) for the first signature that satisfies the entry, else the worst Failure."""
-    from regsync.trust.sigstore import verify_bundle
-    from regsync.kinds.oci.signatures import Failure, worst
-
-    root = load_trust_root(entry, name)
-    failures = []
-    for found in bundles:
-        outcome = verify_bundle(name, entry.keyless, root, found, digest, tuple(entry.predicate_types))
-        if isinstance(outcome, dict):
-            return outcome
-        failures.append(outcome)
-    for signed in payloads:
-        try:
-            return _verify_legacy(name, entry.keyless, root, signed, digest)
-        except Refusal as exc:
-            failures.append(Failure(exc.category, exc.detail))
-    if not failures:
-        return Failure("unsigned", f"no keyless signature (cosign certificate or sigstore bundle) on {digest}")
-    return worst(failures)
-
-
 class Refusal(SigstoreError):
     """A reason with its documented category; a sigstore error so the verifier lets it through."""
 
@@ -200,7 +178,7 @@ def _log_keys(logs) -> dict:
 
 # -- legacy cosign annotations, checked with cryptography ----------------------------------------
 
-def _verify_legacy(name: str, wanted: Keyless, root: TrustRoot, signed: SignedPayload, digest: str) -> dict:
+def verify_legacy(name: str, wanted: Keyless, root: TrustRoot, signed: SignedPayload, digest: str) -> dict:
     cert, chain = _certificates(signed)
     rekor = _rekor_bundle(signed)
     signed_at = datetime.fromtimestamp(rekor["integratedTime"], timezone.utc)

@@ -16,12 +16,10 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import lru_cache
 
-from regsync.errors import RegistryError, VerificationError
-from regsync.kinds.oci.client import RegistryClient
 from regsync.policy.models import COSIGN_SIGNATURE_PREDICATES, Keyless
+from regsync.trust.failures import Failure
+from regsync.trust.keyless import Constraints, Refusal, check_validity, fulcio_issuer, signer_identity
 
-BUNDLE_ARTIFACT_TYPES = ("application/vnd.dev.sigstore.bundle.v0.3+json",
-                         "application/vnd.dev.sigstore.bundle+json;version=0.3")
 
 
 @dataclass(frozen=True)
@@ -31,26 +29,8 @@ class FoundBundle:
     problem: str | None = None   # a referrer that could not be read: a refusal reason, not a crash
 
 
-def fetch_bundles(client: RegistryClient, repo: str, digest: str) -> list[FoundBundle]:
-    from regsync.kinds.oci.referrers import list_referrers, read_artifact_layer
-
-    found = []
-    for descriptor in list_referrers(client, repo, digest):
-        media_type = descriptor.get("artifactType")
-        if media_type not in BUNDLE_ARTIFACT_TYPES:
-            continue
-        try:
-            read = read_artifact_layer(client, repo, digest, descriptor, media_type)
-        except (VerificationError, RegistryError) as exc:
-            found.append(FoundBundle(descriptor["digest"], None, getattr(exc, "reason", None) or str(exc)))
-            continue
-        if read is not None:
-            found.append(FoundBundle(read[0].digest, read[1]))
-    return found
-
-
 @lru_cache(maxsize=16)
-def _verifier(trust_root):
+def verifier(trust_root):
     from sigstore.verify import Verifier
 
     return Verifier(trusted_root=trust_root.sigstore_root)
@@ -68,8 +48,6 @@ def verify_bundle(name: str, wanted: Keyless, root, found: FoundBundle, digest: 
     from sigstore.models import Bundle
     from sigstore_models.common.v1 import HashAlgorithm
 
-    from regsync.trust.keyless import Constraints, Refusal
-    from regsync.kinds.oci.signatures import Failure
 
     if found.problem:
         category, _, detail = found.problem.partition(": ")
@@ -85,9 +63,9 @@ def verify_bundle(name: str, wanted: Keyless, root, found: FoundBundle, digest: 
     predicate = None
     try:
         if bundle._inner.message_signature is not None:
-            _verifier(root).verify_artifact(hashed, bundle, Constraints(name, wanted))
+            verifier(root).verify_artifact(hashed, bundle, Constraints(name, wanted))
         else:
-            payload_type, payload = _verifier(root).verify_dsse(bundle, Constraints(name, wanted))
+            payload_type, payload = verifier(root).verify_dsse(bundle, Constraints(name, wanted))
             statement = _statement(payload_type, payload)
             predicate = statement.get("predicateType")
             if statement and predicate not in predicate_types:
@@ -111,7 +89,6 @@ def verify_bundle(name: str, wanted: Keyless, root, found: FoundBundle, digest: 
 
 def signed_by(bundle) -> dict:
     """Who signed a verified sigstore bundle, and when Rekor logged it: the audit's evidence."""
-    from regsync.trust.keyless import fulcio_issuer, signer_identity
 
     cert, entry = bundle.signing_certificate, bundle.log_entry._inner
     return {"identity": signer_identity(cert), "issuer": fulcio_issuer(cert),
@@ -142,8 +119,6 @@ def _statement_subject(statement: dict, digest: str) -> str | None:
 
 def _classify(exc, bundle, found: FoundBundle, digest: str):
     """Name sigstore's refusal in our categories; the message is kept as the detail."""
-    from regsync.trust.keyless import Refusal, check_validity
-    from regsync.kinds.oci.signatures import Failure
 
     message = str(exc).splitlines()[0][:300]
     signed_at = bundle.log_entry._inner.integrated_time

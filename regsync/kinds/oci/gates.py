@@ -27,7 +27,7 @@ def gates_set(gates: Gates) -> bool:
 
 def evaluate_gates(gates: Gates, client: RegistryClient, repo: str, root: Manifest, tag: str) -> dict:
     """What each gate saw (for plan and audit); raises VerificationError naming the first gate failed."""
-    from regsync.kinds.oci.plan import manifest_tree  # resolve imports verify: break the cycle here
+    from regsync.kinds.oci.tree import manifest_tree
 
     tree = manifest_tree(client, repo, root)
     platforms = {d.digest: d.platform for m in tree for d in m.children()}

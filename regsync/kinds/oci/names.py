@@ -110,3 +110,16 @@ def registry_path(repo: str, endpoint: str, reference: str | None = None) -> str
 def quoted_repository(repo: str) -> str:
     """A checked repository name, quoted segment by segment (its '/' separate path segments)."""
     return "/".join(quote(part, safe="") for part in check_repository(repo).split("/"))
+
+
+def split_ref(ref: str) -> tuple[str, str]:
+    """'tuna/pytorch/cuda' → ('tuna', 'pytorch/cuda'): a policy's registry name and repository."""
+    name, _, repo = ref.partition("/")
+    return name, repo
+
+
+def split_image_ref(ref: str) -> tuple[str, str, str]:
+    """'src/pytorch/cuda:2.9' → ('src', 'pytorch/cuda', '2.9')."""
+    path, _, tag = ref.rpartition(":")
+    name, repo = split_ref(path)
+    return name, repo, tag

@@ -6,16 +6,17 @@ Read-only by construction: only GET and HEAD reach any registry from here.
 from __future__ import annotations
 
 import json
-import re
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
+from datetime import datetime
 
 from loguru import logger
 
-from regsync.endpoints import Endpoints, split_ref
+from regsync.endpoints import Endpoints
+from regsync.kinds.oci.names import split_ref
 from regsync.errors import NotFound, RegistryError, VerificationError
 from regsync.kinds.oci.client import RegistryClient
 from regsync.kinds.oci.manifest import Descriptor, Manifest, filter_index
+from regsync.kinds.oci.tree import MAX_INDEX_DEPTH, manifest_tree
 from regsync.kinds.oci.names import invalid_tag, is_tag, shown
 from regsync.pipeline.plan import PlanError, PlanItem
 from regsync.policy.models import ImageRule
@@ -23,11 +24,8 @@ from regsync.kinds.oci.tags import is_exact, select_tags, select_tags_ordered
 from regsync.kinds.oci.verify import check_before_plan
 from regsync.pipeline.shard import Shard
 from regsync.content.transfer import read_small_blob
+from regsync.times import parse_time
 
-MAX_INDEX_DEPTH = 4  # an index of indexes is legal; deeper nesting is not seen in the wild
-# Distinct manifests under one root: a multi-arch image with attestations has dozens; a source
-# that names more is not an image to copy but work for us to do.
-MAX_TREE_MANIFESTS = 10_000
 MAX_CONFIG_BYTES = 1 << 20
 
 
@@ -108,13 +106,6 @@ def image_created(client: RegistryClient, repo: str, tag: str) -> datetime | Non
         return None
 
 
-def parse_time(text: str) -> datetime:
-    """RFC 3339 as Go writes it (nanoseconds, 'Z'), which datetime.fromisoformat rejects before 3.11."""
-    text = re.sub(r"(\.\d{6})\d+", r"\1", text.strip()).replace("Z", "+00:00")
-    stamp = datetime.fromisoformat(text)
-    return stamp if stamp.tzinfo else stamp.replace(tzinfo=timezone.utc)
-
-
 def _plan_tag(rule: ImageRule, rule_name: str, endpoints: Endpoints, tag: str,
               diff_target: bool = True) -> PlanItem | PlanError:
     src_name, src_repo = split_ref(rule.source)
@@ -173,31 +164,6 @@ def _get_by_tag(client, repo: str, tag: str) -> Descriptor | None:
     except NotFound:
         return None
     return Descriptor(manifest.media_type, manifest.digest, len(manifest.raw))
-
-
-def manifest_tree(client: RegistryClient, repo: str, root: Manifest) -> list[Manifest]:
-    """Every distinct manifest under `root`, children before parents, `root` last; each digest-checked.
-
-    Each digest is fetched and listed once, however often indexes repeat it: an index naming one
-    child 20 times at each of 4 levels is 5 manifests, not 168,421.
-    """
-    tree: list[Manifest] = []
-    _walk(client, repo, root, 0, {root.digest}, tree)
-    return tree
-
-
-def _walk(client: RegistryClient, repo: str, manifest: Manifest, depth: int, seen: set[str],
-          tree: list[Manifest]) -> None:
-    if depth > MAX_INDEX_DEPTH:
-        raise VerificationError(f"{manifest.digest}: indexes nested deeper than {MAX_INDEX_DEPTH}")
-    for child in manifest.children():
-        if child.digest in seen:
-            continue
-        if len(seen) >= MAX_TREE_MANIFESTS:
-            raise VerificationError(f"{manifest.digest}: more than {MAX_TREE_MANIFESTS} manifests under one image")
-        seen.add(child.digest)
-        _walk(client, repo, client.get_manifest(repo, child.digest), depth + 1, seen, tree)
-    tree.append(manifest)
 
 
 def _measure(src: RegistryClient, src_repo: str, dst: RegistryClient | None, dst_repo: str, root: Manifest) -> tuple[int, int]:

@@ -84,7 +84,7 @@ def copy_referrers(src: RegistryClient, src_repo: str, dst: RegistryClient, dst_
     replaced), so referrers already there survive.
     """
     from regsync.kinds.oci.copy import copy_tree
-    from regsync.kinds.oci.plan import manifest_tree
+    from regsync.kinds.oci.tree import manifest_tree
 
     copied, refused = [], []
     for subject in digests:

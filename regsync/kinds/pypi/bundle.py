@@ -21,7 +21,8 @@ from pypi_simple import DistributionPackage
 from regsync.errors import NotFound, VerificationError
 from regsync.kinds.oci.layout import LayoutSource, LayoutWriter, blob_path, open_regular
 from regsync.pipeline.plan import PlanItem
-from regsync.kinds.pypi.index import project_of, sha256_of, wheel_metadata
+from regsync.kinds.pypi.index import wheel_metadata
+from regsync.kinds.pypi.ref import project_of, sha256_of
 
 FILENAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+!-]{0,250}\.(?:whl|tar\.gz|zip)")
 SHA256 = re.compile(r"sha256:[0-9a-f]{64}")

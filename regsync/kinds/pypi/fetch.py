@@ -20,6 +20,7 @@ from loguru import logger
 from pypi_simple import DistributionPackage
 
 from regsync.errors import VerificationError
+from regsync.kinds.pypi.ref import sha256_of
 from regsync.content.partial import PartialFile
 from regsync.content.transfer import SourceReadError, VerifyingReader, continues_at
 
@@ -50,8 +51,6 @@ def _kept_for(index) -> _Kept:
 
 def fetch_and_keep(index, package: DistributionPackage) -> Path:
     """The verified file, downloaded once per run through `index` and kept for the run."""
-    from regsync.kinds.pypi.index import sha256_of
-
     kept, digest = _kept_for(index), sha256_of(package)
     with kept.lock:
         path = kept.files.get(digest) if digest else None
@@ -65,8 +64,6 @@ def fetch_and_keep(index, package: DistributionPackage) -> Path:
 
 def kept_size(index, package: DistributionPackage) -> int | None:
     """The size of `package` when this run already holds it, else None."""
-    from regsync.kinds.pypi.index import sha256_of
-
     kept = _KEPT.get(index)
     path = kept.files.get(sha256_of(package)) if kept else None
     return path.stat().st_size if path else None
@@ -74,8 +71,6 @@ def kept_size(index, package: DistributionPackage) -> int | None:
 
 def fetch_verified(index, package: DistributionPackage, path: Path, on_bytes=None) -> str:
     """Stream `package` to `path`, its sha256 checked against the index; returns the digest."""
-    from regsync.kinds.pypi.index import sha256_of
-
     where = f"{index.name}/{package.filename}"
     digest = sha256_of(package)
     if digest is None:

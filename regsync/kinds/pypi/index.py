@@ -13,21 +13,21 @@ import hashlib
 import threading
 import zipfile
 from pathlib import Path
-from urllib.parse import urljoin, urlsplit, urlunsplit
+from urllib.parse import urljoin
 
 import requests
 import requests.auth
 import urllib3
 from loguru import logger
-from packaging.utils import (InvalidSdistFilename, InvalidWheelFilename, canonicalize_name, parse_sdist_filename,
-                             parse_wheel_filename)
-from packaging.version import Version
+from packaging.utils import canonicalize_name
 from pypi_simple import DistributionPackage, NoSuchProjectError, ProjectPage, PyPISimple
 
 from regsync.errors import RegistryError, VerificationError
 from regsync.net.http import make_session, origin, require_https
 from regsync.kinds.oci.auth import Credentials
-from regsync.content.transfer import CHUNK, IDENTITY, VerifyingReader, read_document
+from regsync.content.transfer import IDENTITY, read_document
+from regsync.kinds.pypi.fetch import fetch_and_keep, fetch_verified
+from regsync.kinds.pypi.ref import public_url
 
 MAX_METADATA_BYTES = 16 * 1024 * 1024
 # A project page read whole: the largest on pypi.org (nightly builds with tens of thousands of
@@ -155,8 +155,6 @@ class PackageIndex:
 
     def download(self, package: DistributionPackage, path: Path, on_bytes=None) -> str:
         """Stream to `path`, sha256 checked against the index; returns the digest."""
-        from regsync.kinds.pypi.fetch import fetch_verified
-
         return fetch_verified(self, package, path, on_bytes)
 
 
@@ -165,8 +163,6 @@ def metadata_from_file(index, package: DistributionPackage) -> email.message.Mes
     where = f"{index.name}/{package.filename}"
     if not package.filename.endswith(".whl"):
         return _parse_metadata(b"")  # an sdist's dependencies are only known after a build
-    from regsync.kinds.pypi.fetch import fetch_and_keep
-
     return _parse_metadata(wheel_metadata(fetch_and_keep(index, package), where))
 
 
@@ -194,42 +190,5 @@ class OriginBoundBasicAuth(requests.auth.AuthBase):
         return self._basic(request) if origin(request.url) in self._origins else request
 
 
-def public_url(url: str) -> str:
-    """A URL fit for plans, logs and the audit trail: any user:password@ dropped."""
-    parts = urlsplit(url)
-    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
-
-
-def parse_file_name(filename: str) -> tuple[str, Version]:
-    """(normalised project, version) of a wheel or sdist file name; ValueError for anything else.
-    An sdist's project may hold dashes (`python-dateutil-2.8.2.tar.gz`): never cut at the first one."""
-    try:
-        if filename.endswith(".whl"):
-            name, version, _, _ = parse_wheel_filename(filename)
-        else:
-            name, version = parse_sdist_filename(filename)
-    except (InvalidWheelFilename, InvalidSdistFilename):
-        raise ValueError(f"{filename} is not a wheel or sdist file name") from None
-    return canonicalize_name(name), version
-
-
-def project_of(package: DistributionPackage) -> str:
-    """The project a listed file belongs to: the page's own name when it gave one, else its file name's."""
-    if package.project:
-        return canonicalize_name(package.project)
-    try:
-        return parse_file_name(package.filename)[0]
-    except ValueError:
-        return canonicalize_name(package.filename.split("-", 1)[0])
-
-
-def sha256_of(package: DistributionPackage) -> str | None:
-    value = (package.digests or {}).get("sha256")
-    return f"sha256:{value}" if value else None
-
-
 def _parse_metadata(raw: bytes) -> email.message.Message:
     return email.parser.BytesParser().parsebytes(raw, headersonly=True)
-
-
-__all__ = ["PackageIndex", "sha256_of", "public_url", "CHUNK", "VerifyingReader"]

@@ -24,7 +24,8 @@ from pypi_simple import DistributionPackage
 
 from regsync.errors import RegistryError, VerificationError
 from regsync.net.http import TRANSIENT_STATUS
-from regsync.kinds.pypi.index import PackageIndex, metadata_from_file, project_of, public_url, sha256_of
+from regsync.kinds.pypi.index import PackageIndex, metadata_from_file
+from regsync.kinds.pypi.ref import project_of, public_url, sha256_of
 
 _FALL_THROUGH = (None, *TRANSIENT_STATUS)   # unreachable, or a server error left after retries
 # An index that failed after its retries is skipped this long, so a primary that is down costs its

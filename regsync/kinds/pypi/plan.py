@@ -18,7 +18,7 @@ from regsync.pipeline.plan import PlanError, PlanItem
 from regsync.policy.models import PackageRule
 from regsync.kinds.pypi.environment import TargetEnvironment, rule_environments
 from regsync.kinds.pypi.fetch import kept_size
-from regsync.kinds.pypi.index import project_of, public_url, sha256_of
+from regsync.kinds.pypi.ref import project_of, public_url, sha256_of
 from regsync.kinds.pypi.resolver import Options, ResolutionError, parse_requirement, resolve
 from regsync.pipeline.shard import Shard
 from regsync.kinds.pypi.provenance import check_provenance

@@ -110,7 +110,7 @@ def fetch_provenance(index, filename: str) -> tuple[str, bytes]:
         if raw is None:
             raise VerificationError(f"pep740: no provenance for {filename} in the bundle (export found none)")
         return f"bundle:{index.name}/{filename}/provenance", raw
-    from regsync.kinds.pypi.index import public_url
+    from regsync.kinds.pypi.ref import public_url
 
     request_url = provenance_url(index.url, filename)
     url = public_url(request_url)  # what messages and the audit trail show: never a user:password@
@@ -153,7 +153,7 @@ def _verify_attestation(attestation, root, trust_name: str, keyless, publisher: 
     from pypi_attestations import ConversionError
     from sigstore.errors import Error as SigstoreError
 
-    from regsync.trust.sigstore import _verifier, signed_by
+    from regsync.trust.sigstore import signed_by, verifier
     from regsync.trust.keyless import Refusal
 
     try:
@@ -162,7 +162,7 @@ def _verify_attestation(attestation, root, trust_name: str, keyless, publisher: 
         raise _Failed(f"not convertible to a sigstore bundle: {exc}") from None
     policy = _PublisherPolicy(publisher, trust_name, keyless)
     try:
-        payload_type, payload = _verifier(root).verify_dsse(bundle, policy)
+        payload_type, payload = verifier(root).verify_dsse(bundle, policy)
     except Refusal as exc:
         raise _Failed(f"{exc.category}: {exc.detail}") from None
     except SigstoreError as exc:

@@ -16,7 +16,8 @@ from packaging.utils import canonicalize_name, parse_sdist_filename, parse_wheel
 from requests_toolbelt.multipart.encoder import MultipartEncoder
 
 from regsync.errors import RegistryError, VerificationError
-from regsync.kinds.pypi.index import PackageIndex, sha256_of, wheel_metadata
+from regsync.kinds.pypi.index import PackageIndex, wheel_metadata
+from regsync.kinds.pypi.ref import sha256_of
 from regsync.content.transfer import CHUNK, write_atomically
 
 

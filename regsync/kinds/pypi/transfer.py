@@ -8,7 +8,7 @@ from pathlib import Path
 
 from regsync.errors import RegistryError, VerificationError
 from regsync.pipeline.plan import PlanItem
-from regsync.kinds.pypi.index import parse_file_name, sha256_of
+from regsync.kinds.pypi.ref import parse_file_name, sha256_of
 from regsync.kinds.pypi.sinks import DirectoryTarget
 from regsync.kinds.pypi.provenance import check_provenance
 from regsync.pipeline.authority import admit_package, authorize
