@@ -1,4 +1,4 @@
-"""The error hierarchy, and the one place that maps errors to exit codes (DESIGN.md contract)."""
+"""The error hierarchy, and the one place that maps errors to exit codes (README, "Exit codes"; docs/architecture.md)."""
 
 from __future__ import annotations
 
@@ -56,3 +56,10 @@ class VerificationError(RegsyncError):
 
 class LockedError(RegsyncError):
     exit_code = EXIT_LOCKED
+
+
+class Interrupted(RegistryError):
+    """SIGTERM or the deadline reached a transfer: it stops here and resumes on the next run."""
+
+    def __init__(self):
+        super().__init__("run", None, "interrupted before this transfer started")

@@ -21,7 +21,7 @@ from regsync.kinds.oci.client import RegistryClient
 from regsync.kinds.oci.manifest import OCI_INDEX, Manifest
 from regsync.kinds.pypi.index import PackageIndex
 from regsync.kinds.oci.tree import manifest_tree
-from regsync.content.transfer import digest_of
+from regsync.content.digest import digest_of
 from tests.fixtures.scripted import scripted  # noqa: F401  (the fixture)
 
 MIB = 1 << 20

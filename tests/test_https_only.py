@@ -23,7 +23,8 @@ from regsync.kinds.oci.auth import Credentials
 from regsync.kinds.oci.client import RegistryClient
 from regsync.kinds.oci.copy import BlobCopier
 from regsync.kinds.oci.manifest import Descriptor
-from regsync.content.transfer import UploadCheckpoint, VerifyingReader
+from regsync.content.checkpoint import UploadCheckpoint
+from regsync.content.reader import VerifyingReader
 from tests.fixtures.faultproxy import FaultProxy
 
 MIB = 1 << 20

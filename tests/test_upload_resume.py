@@ -16,7 +16,7 @@ from regsync.errors import VerificationError
 from regsync.kinds.oci.client import RegistryClient
 from regsync.kinds.oci.copy import BlobCopier, Interrupted
 from regsync.kinds.oci.manifest import Descriptor
-from regsync.content.transfer import ResumableSha256
+from regsync.content.sha256 import ResumableSha256
 
 MIB = 1 << 20
 SIZE = 6 * MIB + 12345  # six full chunks and a short one

@@ -16,7 +16,7 @@ from pathlib import Path
 from regsync.errors import NotFound, UsageError, VerificationError
 from regsync.kinds.oci.layout import open_regular
 from regsync.policy import LoadedPolicy
-from regsync.content.transfer import write_atomically
+from regsync.content.files import write_atomically
 from regsync.trust.keys import MalformedSignature, PublicKey, fingerprint, load_public_key
 from regsync.trust.signing import sign_bytes
 

@@ -1,4 +1,4 @@
-"""One place turns errors into one clear line and DESIGN.md's exit code, for every command."""
+"""One place turns errors into one clear line and the documented exit code (README, "Exit codes"), for every command."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """`regsync verify IMAGE-REF`: check one image by hand, with `cosign verify`'s flag names.
 
 The same code as the sync pipeline decides; only the trust entry comes from flags instead of a
-policy. Exit 0 when verified, 3 with the refusal reason when not (DESIGN.md's codes).
+policy. Exit 0 when verified, 3 with the refusal reason when not (README, "Exit codes").
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """A download that outlives its process: `<state>/downloads/<sha256>.part` and a checkpoint.
 
 Package files land here while they download; the source bytes of multi-GB image blobs are kept
-here as they stream to the target (see oci/copy.py). Keyed by sha256, the same bytes are the same
+here as they stream to the target (see kinds/oci/copy.py). Keyed by sha256, the same bytes are the same
 partial whichever path fetched them.
 
 The checkpoint (offset, total size, SHA-256 state) is written only after the bytes it counts were
@@ -26,8 +26,9 @@ from pathlib import Path
 
 from loguru import logger
 
-from regsync.content.transfer import (CHUNK, ResumableSha256, create_new, private_subdir, read_private_json, state_dir,
-                              write_private_json)
+from regsync.content.reader import CHUNK
+from regsync.content.sha256 import ResumableSha256
+from regsync.content.files import create_new, private_subdir, read_private_json, state_dir, write_private_json
 
 # fsync is what makes a checkpoint honest, and it stalls the stream: at most every 32 MiB on a fast
 # link (64 stalls for a 2 GB wheel), every second on a slow one (so a kill loses a second's bytes).

@@ -17,7 +17,8 @@ from urllib3.util.retry import Retry
 
 from regsync import __version__
 from regsync.errors import RegistryError
-from regsync.content.transfer import Throttle, read_bounded
+from regsync.net.throttle import Throttle
+from regsync.content.reader import read_bounded
 
 TRANSIENT_STATUS = (429, 500, 502, 503, 504)
 # The largest body read whole (a tag-list page, a token, an error): anything longer is refused.

@@ -1,40 +1,34 @@
-"""policy → desired artifacts → a plan diffed against the targets (read-only)."""
+"""policy → desired artifacts → a plan diffed against the targets (read-only), every kind alike."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from regsync.endpoints import Endpoints
+from regsync.errors import VerificationError
+from regsync.kinds.registry import KINDS, kind_of
+from regsync.pipeline.plan import Plan, PlanItem
+from regsync.pipeline.shard import Shard
+from regsync.policy import LoadedPolicy
+from regsync.policy.models import Policy
 
-if TYPE_CHECKING:
-    from regsync.endpoints import Endpoints
-    from regsync.pipeline.plan import Plan
-    from regsync.policy import LoadedPolicy
-    from regsync.pipeline.shard import Shard
 
-
-def make_plan(loaded: "LoadedPolicy", endpoints: "Endpoints", jobs: int = 8, shard: "Shard | None" = None,
-              diff_target: bool = True) -> "Plan":
-    from regsync.pipeline.plan import Plan
-    from regsync.kinds.oci.plan import plan_images
-    from regsync.kinds.pypi.plan import plan_packages
-
-    items, errors = plan_images(list(loaded.policy.images), endpoints, jobs, shard, diff_target)
-    if loaded.policy.packages:
-        package_items, package_errors = plan_packages(list(loaded.policy.packages), endpoints, jobs, shard)
-        items += package_items
-        errors += package_errors
+def make_plan(loaded: LoadedPolicy, endpoints: Endpoints, jobs: int = 8, shard: Shard | None = None,
+              diff_target: bool = True) -> Plan:
+    """`diff_target=False` (export): every selected artifact is planned as a copy, the target unseen."""
+    items, errors = [], []
+    for kind in KINDS.values():
+        kind_items, kind_errors = kind.plan(loaded.policy, endpoints, jobs, shard, diff_target)
+        items += kind_items
+        errors += kind_errors
     for item in items:
         _authorize(item, loaded.policy)
     return Plan(loaded.sha256, items, errors)
 
 
-def _authorize(item, policy) -> None:
+def _authorize(item: PlanItem, policy: Policy) -> None:
     """What apply would refuse for want of one rule (two rules mapping the same repositories) shows
     as a refusal in the plan already."""
-    from regsync.errors import VerificationError
-    from regsync.pipeline.authority import authorize
-
     if item.changes:
         try:
-            authorize(item, policy)
+            kind_of(item).authorize(item, policy)
         except VerificationError as exc:
             item.action, item.reason = "refuse", exc.reason

@@ -1,6 +1,6 @@
 """A plan is plain data: what will move, from where to where, at which digest, and why.
 
-It round-trips through JSON (DESIGN.md's contract) so it can be saved, reviewed and applied
+It round-trips through JSON (docs/architecture.md, "The plan") so it can be saved, reviewed and applied
 exactly: applying a saved plan never re-resolves a tag.
 """
 
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
@@ -15,7 +16,7 @@ from pathlib import Path
 from pydantic import TypeAdapter, ValidationError
 
 from regsync.errors import UsageError
-from regsync.kinds.oci.names import InvalidName, check_digest, check_image_ref, shown
+from regsync.kinds.oci.names import InvalidName, shown
 
 PLAN_VERSION = 1
 ACTIONS = ("copy", "update", "skip", "refuse")
@@ -24,7 +25,7 @@ MAX_PLAN_BYTES = 256 * 1024 * 1024
 
 @dataclass
 class PlanItem:
-    kind: str          # image | package
+    kind: str          # a Kind's name (regsync/kinds/registry.py): image | package
     source: str        # "registry/repo:tag"
     target: str
     digest: str        # what the target will hold (the reduced index when platforms are filtered)
@@ -45,6 +46,18 @@ class PlanItem:
     @property
     def changes(self) -> bool:
         return self.action in ("copy", "update")
+
+    def artifact(self) -> dict:
+        """The item as the audit trail's `artifact` field names it."""
+        artifact = {"kind": self.kind, "source": self.source, "target": self.target, "digest": self.digest,
+                    "size": self.bytes}
+        if self.source_digest:
+            artifact["source_digest"] = self.source_digest
+        if self.platforms:
+            artifact["platforms"] = self.platforms
+        if self.environments:
+            artifact["environments"] = self.environments
+        return artifact
 
 
 @dataclass
@@ -73,7 +86,10 @@ class Plan:
         return json.dumps(body, indent=2) + "\n"
 
     @classmethod
-    def from_json(cls, text: str, where: str = "plan") -> "Plan":
+    def from_json(cls, text: str, where: str = "plan",
+                  check_names: Callable[[PlanItem], None] | None = None) -> "Plan":
+        """`check_names`: the item's kind checks every name apply turns into a URL or a path
+        (raises InvalidName); a refuse row is only recorded, never acted on, and is not checked."""
         try:
             body = json.loads(text)
             if body.get("version") != PLAN_VERSION:
@@ -88,7 +104,12 @@ class Plan:
         for item in plan.items:
             if item.action not in ACTIONS:
                 raise UsageError(f"{where}: unknown action '{shown(item.action)}' for {shown(item.source)}")
-            _check_names(item, where)
+            if check_names is not None and item.action != "refuse":
+                try:
+                    check_names(item)
+                except InvalidName as exc:
+                    raise UsageError(f"{where}: item {shown(item.source)} -> {shown(item.target)}: "
+                                     f"{exc.reason}") from None
         return plan
 
     def save(self, path: Path) -> None:
@@ -97,28 +118,13 @@ class Plan:
         tmp.replace(path)  # never a half-written plan
 
     @classmethod
-    def load(cls, path: Path) -> "Plan":
+    def load(cls, path: Path, check_names: Callable[[PlanItem], None] | None = None) -> "Plan":
         try:
             if path.stat().st_size > MAX_PLAN_BYTES:
                 raise UsageError(f"{path}: too large to be a plan")
-            return cls.from_json(path.read_text(), str(path))
+            return cls.from_json(path.read_text(), str(path), check_names)
         except OSError as exc:
             raise UsageError(f"{path}: cannot read plan: {exc.strerror}") from None
-
-
-def _check_names(item: PlanItem, where: str) -> None:
-    """Every name apply turns into a URL. A refuse row is only recorded, never acted on: it may name
-    the very tag it refused."""
-    if item.kind != "image" or item.action == "refuse":
-        return
-    try:
-        check_image_ref(item.source)
-        check_image_ref(item.target)
-        for digest in (item.digest, item.source_digest, item.target_before):
-            if digest is not None:
-                check_digest(digest)
-    except InvalidName as exc:
-        raise UsageError(f"{where}: item {shown(item.source)} -> {shown(item.target)}: {exc.reason}") from None
 
 
 @functools.cache

@@ -357,7 +357,7 @@ class PackageVerify(Strict):
 
     @model_validator(mode="after")
     def _attestations_need(self):
-        # `optional` alone (DESIGN.md's example) is valid: files are copied and audited as
+        # `optional` alone (docs/pypi.md, "Provenance") is valid: files are copied and audited as
         # unverified, saying that the policy names nothing to verify against. Half a setup is not.
         configured = (self.publisher is not None) + (self.trust is not None)
         if (self.attestations == "required" and configured < 2) or configured == 1:

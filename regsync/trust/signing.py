@@ -23,7 +23,8 @@ from regsync.errors import NotFound, PolicyError
 from regsync.kinds.oci.client import RegistryClient
 from regsync.kinds.oci.manifest import OCI_MANIFEST, Descriptor, Manifest
 from regsync.policy.models import SignOnImport
-from regsync.content.transfer import VerifyingReader, digest_of
+from regsync.content.reader import VerifyingReader
+from regsync.content.digest import digest_of
 from regsync.trust import cosign_key
 from regsync.kinds.oci.cosign import SIGNATURE_ANNOTATION, SIGNATURE_TYPE, SIMPLE_SIGNING, attachment_tag
 from regsync.trust.keys import MAX_KEY_BYTES, fingerprint

@@ -21,7 +21,6 @@ from regsync.trust.failures import Failure
 from regsync.trust.keyless import Constraints, Refusal, check_validity, fulcio_issuer, signer_identity
 
 
-
 @dataclass(frozen=True)
 class FoundBundle:
     manifest_digest: str
@@ -47,7 +46,6 @@ def verify_bundle(name: str, wanted: Keyless, root, found: FoundBundle, digest: 
     from sigstore.hashes import Hashed
     from sigstore.models import Bundle
     from sigstore_models.common.v1 import HashAlgorithm
-
 
     if found.problem:
         category, _, detail = found.problem.partition(": ")

@@ -14,7 +14,7 @@ from regsync.kinds.oci.manifest import Manifest
 from regsync.kinds.oci.names import split_image_ref
 from regsync.kinds.oci.referrers import copy_referrers
 from regsync.kinds.oci.tree import manifest_tree
-from regsync.kinds.oci.verify import rule_of
+from regsync.kinds.oci.rules import rule_of
 from regsync.pipeline.plan import PlanItem
 from regsync.trust.signing import sign_pushed
 
@@ -24,7 +24,7 @@ def after_push(item: PlanItem, endpoints: Endpoints, tree: list[Manifest], blobs
 
     `evidence`: what was verified before the push; the `.sig` it names is the one copied."""
     extras: dict = {}
-    rule = rule_of(endpoints, item.rule)
+    rule = rule_of(endpoints.policy, item.rule)
     route = _extras_route(item, endpoints) if rule.copy_extras.signatures or rule.copy_extras.referrers else None
     if route and rule.copy_extras.signatures:
         pinned = verified_signature_manifest(evidence)

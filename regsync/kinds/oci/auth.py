@@ -22,7 +22,7 @@ from requests.auth import AuthBase, HTTPBasicAuth
 
 from regsync.errors import RegistryError
 from regsync.net.http import origin, require_https
-from regsync.content.transfer import read_bounded
+from regsync.content.reader import read_bounded
 
 _CHALLENGE_PARAM = re.compile(r'(\w+)="([^"]*)"')
 _REPO_PATH = re.compile(r"^/v2/(.+?)/(manifests|blobs|tags|referrers)/")

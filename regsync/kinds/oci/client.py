@@ -17,7 +17,8 @@ from regsync.kinds.oci.auth import MAX_TOKEN_BYTES, Credentials, RegistryAuth
 from regsync.kinds.oci.manifest import ACCEPT, MAX_MANIFEST_BYTES, Descriptor, Manifest
 from regsync.kinds.oci.names import check_digest, quoted_repository, registry_path
 from regsync.net.http import downgrades, make_session, origin, require_https, retry_policy
-from regsync.content.transfer import IDENTITY, SizedBody, Throttle, VerifyingReader, read_bounded, read_document
+from regsync.content.reader import IDENTITY, SizedBody, VerifyingReader, read_bounded, read_document
+from regsync.net.throttle import Throttle
 
 _TIMEOUT = (15, 300)  # (connect, read) seconds; a stalled mirror must not hang a cron run
 _MAX_TAG_PAGES = 10_000
@@ -25,6 +26,10 @@ _MAX_ERROR_BODY = 64 << 10  # only the first error's code and message are shown
 
 
 class RegistryClient:
+    # Transfers from and to a registry cross the network: a big blob keeps its partial download and
+    # a chunked upload its checkpoint, for the next run (a bundle's layout reads a local file).
+    resumable = True
+
     def __init__(self, name: str, url: str, credentials: Credentials | None = None, ca_file: str | None = None,
                  monolithic_max: int = 256 << 20, chunk_size: int = 64 << 20, pool_size: int = 16,
                  tag_page_size: int = 1000, retries: int = 4, backoff: float = 0.5,

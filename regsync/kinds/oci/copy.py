@@ -12,26 +12,17 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 
 from loguru import logger
 
-from regsync.errors import RegistryError, VerificationError
+from regsync.errors import Interrupted, RegistryError, VerificationError
 from regsync.net.http import TRANSIENT_STATUS
 from regsync.kinds.oci.client import RegistryClient, declared_length
 from regsync.kinds.oci.manifest import Descriptor, Manifest
 from regsync.content.partial import PartialFile
-from regsync.content.transfer import (
-    CHUNK,
-    ResumableSha256,
-    UploadCheckpoint,
-    VerifyingReader,
-    continues_at,
-    state_dir,
-)
+from regsync.content.reader import CHUNK, VerifyingReader, continues_at
+from regsync.content.sha256 import ResumableSha256
+from regsync.content.checkpoint import UploadCheckpoint
+from regsync.content.files import state_dir
 
 UPLOAD_ATTEMPTS = 3
-
-
-class Interrupted(RegistryError):
-    def __init__(self):
-        super().__init__("run", None, "interrupted before this transfer started")
 
 
 class BlobCopier:
@@ -155,15 +146,14 @@ class BlobCopier:
     @staticmethod
     def _spool(src, dst, blob: Descriptor) -> PartialFile | None:
         """Big blobs between registries keep their source bytes in the state dir as they stream."""
-        if (not isinstance(src, RegistryClient) or not isinstance(dst, RegistryClient)
-                or blob.size < dst.spool_min):
+        if not src.resumable or not dst.resumable or blob.size < dst.spool_min:
             return None
         return PartialFile.kept(blob.digest)
 
     def _checkpoint(self, src, dst, dst_repo: str, blob: Descriptor) -> UploadCheckpoint | None:
         """Only chunked sha256 uploads between registries are resumable (and worth it)."""
         directory = state_dir()
-        if (directory is None or not isinstance(src, RegistryClient) or not isinstance(dst, RegistryClient)
+        if (directory is None or not src.resumable or not dst.resumable
                 or blob.size <= dst.monolithic_max or not blob.digest.startswith("sha256:")
                 or not ResumableSha256.available()):
             return None
@@ -209,7 +199,7 @@ def _spooling_reader(spool: PartialFile, kept: int, read_source, blob: Descripto
 
     reader = _SpoolingReader(read, blob.digest, blob.size, what, hasher=hasher)
     reader.spool, reader.kept, reader.fetched = spool, kept, on_bytes
-    spool.hasher, spool.reader, spool.size = reader._hash, reader, blob.size
+    spool.hasher, spool.reader, spool.size = reader.hasher, reader, blob.size
     return reader
 
 
@@ -232,7 +222,7 @@ def _worth_another_stream(exc: RegistryError) -> bool:
 
 def copy_tree(src: RegistryClient, src_repo: str, dst: RegistryClient, dst_repo: str, tree: list[Manifest],
               tag: str, blobs: BlobCopier, on_verified: Callable[[], None] | None = None) -> None:
-    """`tree` is children-first with the root last (see resolve.images.manifest_tree).
+    """`tree` is children-first with the root last (see kinds/oci/tree.manifest_tree).
 
     `on_verified` runs once every blob is on the target with its digest checked, before the
     first manifest is pushed.

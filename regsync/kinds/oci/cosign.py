@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from regsync.errors import NotFound, VerificationError
 from regsync.kinds.oci.client import RegistryClient
 from regsync.kinds.oci.manifest import Manifest
-from regsync.content.transfer import read_small_blob
+from regsync.content.reader import read_small_blob
 
 SIMPLE_SIGNING = "application/vnd.dev.cosign.simplesigning.v1+json"
 SIGNATURE_ANNOTATION = "dev.cosignproject.cosign/signature"

@@ -13,9 +13,10 @@ from packaging.version import InvalidVersion, Version
 
 from regsync.errors import RegistryError, VerificationError
 from regsync.kinds.oci.client import RegistryClient
-from regsync.kinds.oci.manifest import Manifest, _platform_matches
+from regsync.kinds.oci.manifest import Manifest, platform_matches
 from regsync.policy.models import Gates
-from regsync.content.transfer import read_small_blob
+from regsync.content.reader import read_small_blob
+from regsync.kinds.oci.tree import manifest_tree
 
 MAX_CONFIG_BYTES = 4 << 20
 _CUDA_IN_TAG = re.compile(r"cuda[-_]?v?(\d+(?:\.\d+)*)", re.IGNORECASE)
@@ -27,8 +28,6 @@ def gates_set(gates: Gates) -> bool:
 
 def evaluate_gates(gates: Gates, client: RegistryClient, repo: str, root: Manifest, tag: str) -> dict:
     """What each gate saw (for plan and audit); raises VerificationError naming the first gate failed."""
-    from regsync.kinds.oci.tree import manifest_tree
-
     tree = manifest_tree(client, repo, root)
     platforms = {d.digest: d.platform for m in tree for d in m.children()}
     images = [m for m in tree if not m.is_index]
@@ -72,7 +71,7 @@ def _config_platform(config: dict) -> str:
 
 
 def _platforms(required: list[str], present: set[str]) -> list[str]:
-    missing = [p for p in required if not any(_platform_matches(have or "", {p}) for have in present)]
+    missing = [p for p in required if not any(platform_matches(have or "", {p}) for have in present)]
     if missing:
         have = ", ".join(sorted(p or "?" for p in present))
         raise VerificationError(f"gate platforms_required: {', '.join(missing)} missing (image has: {have})")

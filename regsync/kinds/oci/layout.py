@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 import re
 import stat
 from concurrent.futures import ThreadPoolExecutor
@@ -21,7 +22,8 @@ from loguru import logger
 from regsync.errors import NotFound, UsageError, VerificationError
 from regsync.kinds.oci.manifest import MAX_MANIFEST_BYTES, Descriptor, Manifest
 from regsync.kinds.oci.names import InvalidName, check_image_ref, shown
-from regsync.content.transfer import CHUNK, create_new, write_atomically
+from regsync.content.reader import CHUNK, VerifyingReader
+from regsync.content.files import create_new, write_atomically
 
 DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 
@@ -62,7 +64,7 @@ class LayoutWriter:
         path = blob_path(self.root, digest)
         if path.exists():
             return
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.partial")
         try:
             with os.fdopen(create_new(tmp, 0o666), "wb") as out:
                 for chunk in chunks:
@@ -136,10 +138,11 @@ class LayoutSource:
         the refs come from exactly those bytes; read from the file when not given."""
         self.root, self.name = root, name
         self.base = str(root)
+        self.resumable = False   # a local file: nothing to resume
         self._blob_roots = (root, *more_blobs)
         self._refs = self._read_refs(index)
 
-    def _blob(self, digest: str) -> Path:
+    def blob_path(self, digest: str) -> Path:
         paths = [blob_path(root, digest) for root in self._blob_roots]
         return next((path for path in paths if os.path.lexists(path)), paths[0])
 
@@ -172,7 +175,7 @@ class LayoutSource:
 
     def head_manifest(self, repo: str, reference: str) -> Descriptor | None:
         if DIGEST.fullmatch(reference):
-            return Descriptor("", reference, 0) if self._blob(reference).is_file() else None
+            return Descriptor("", reference, 0) if self.blob_path(reference).is_file() else None
         entry = self._refs.get(f"{self.name}/{repo}:{reference}")
         if entry is None:
             return None
@@ -189,7 +192,7 @@ class LayoutSource:
             if found is None:
                 raise NotFound(self.ref(repo, reference), 404, "not in the bundle")
             reference = found.digest
-        with open_regular(self._blob(reference)) as handle:
+        with open_regular(self.blob_path(reference)) as handle:
             raw = handle.read(MAX_MANIFEST_BYTES + 1)
         manifest = Manifest.parse(raw, None, self.ref(repo, reference))
         if manifest.digest != reference:
@@ -198,15 +201,18 @@ class LayoutSource:
 
     def open_blob(self, repo: str, digest: str) -> _BlobResponse:
         try:
-            handle = open_regular(self._blob(digest))
+            handle = open_regular(self.blob_path(digest))
         except NotFound:
             raise NotFound(self.ref(repo, digest), 404, "not in the bundle (an incremental bundle leaves out layers "
                                                         "the base bundle had: import that first, or name its "
                                                         "directory after this one)") from None
         return _BlobResponse(handle, os.fstat(handle.fileno()).st_size)
 
+    def may_have_tag(self, repo: str, tag: str) -> bool:
+        return True   # head_manifest answers from index.json already
+
     def blob_exists(self, repo: str, digest: str) -> bool:
-        return self._blob(digest).is_file()
+        return self.blob_path(digest).is_file()
 
 
 def copy_into_layout(src, src_repo: str, tree: list[Manifest], writer: LayoutWriter, on_bytes=None,
@@ -216,8 +222,6 @@ def copy_into_layout(src, src_repo: str, tree: list[Manifest], writer: LayoutWri
     `leave_out`: layers an earlier bundle carried (`--since-bundle`). Manifests and configs are
     always written: import plans, verifies and gates from them before it knows what the target holds.
     """
-    from regsync.content.transfer import VerifyingReader
-
     moved = 0
     layers = {b.digest for m in tree for b in m.blobs()[1:]}
     for blob in {b.digest: b for m in tree for b in m.blobs()}.values():

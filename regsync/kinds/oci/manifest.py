@@ -115,7 +115,7 @@ def filter_index(index: Manifest, platforms: list[str]) -> Manifest:
     wanted = set(platforms)
     entries = index.doc.get("manifests") or []
     kept = [entry for entry in entries
-            if isinstance(entry.get("platform"), dict) and _platform_matches(format_platform(entry["platform"]), wanted)]
+            if isinstance(entry.get("platform"), dict) and platform_matches(format_platform(entry["platform"]), wanted)]
     if not kept:
         have = ", ".join(d.platform or "?" for d in index.children()) or "none"
         raise VerificationError(f"no manifest for platforms {', '.join(platforms)} (index has: {have})")
@@ -124,6 +124,6 @@ def filter_index(index: Manifest, platforms: list[str]) -> Manifest:
     return Manifest(raw, index.media_type, digest_of(raw), doc)
 
 
-def _platform_matches(platform: str, wanted: set[str]) -> bool:
+def platform_matches(platform: str, wanted: set[str]) -> bool:
     # "linux/arm64" in a policy also accepts "linux/arm64/v8" as registries often spell it.
     return platform in wanted or "/".join(platform.split("/")[:2]) in wanted

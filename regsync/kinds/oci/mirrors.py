@@ -16,6 +16,10 @@ from regsync.kinds.oci.client import RegistryClient
 
 
 class MirroredRegistry:
+    # A kept partial download names no endpoint, and an upload checkpoint no source: both are made
+    # for one registry to one registry, so transfers from a mirrored source start over instead.
+    resumable = False
+
     def __init__(self, endpoints: list[RegistryClient]):
         self.endpoints = endpoints
         self.primary = endpoints[0]

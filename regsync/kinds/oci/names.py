@@ -1,7 +1,7 @@
 """The distribution spec's grammar for repository names, tags and digests, in one place.
 
 Every name that comes from a server, a bundle, a saved plan or the policy is checked here before it
-reaches a URL, a path or a decision (DESIGN.md, security principles): a listed tag `2.9.1?x` would
+reaches a URL, a path or a decision (docs/architecture.md, "Security principles in the code"): a listed tag `2.9.1?x` would
 otherwise turn into a query string and land on `2.9.1`, and a dot-segment tag into another
 repository's path once urllib3 normalises it. URLs are then built from quoted parts only.
 """

@@ -23,7 +23,7 @@ from regsync.policy.models import ImageRule
 from regsync.kinds.oci.tags import is_exact, select_tags, select_tags_ordered
 from regsync.kinds.oci.verify import check_before_plan
 from regsync.pipeline.shard import Shard
-from regsync.content.transfer import read_small_blob
+from regsync.content.reader import read_small_blob
 from regsync.times import parse_time
 
 MAX_CONFIG_BYTES = 1 << 20
@@ -115,7 +115,7 @@ def _plan_tag(rule: ImageRule, rule_name: str, endpoints: Endpoints, tag: str,
     try:
         # When the target cannot have this tag (this run's listing of it) there is nothing to compare
         # and the manifest is needed anyway: one GET by tag instead of HEAD, then GET by digest.
-        target_may_have = diff_target and _may_have_tag(dst, dst_repo, tag)
+        target_may_have = diff_target and dst.may_have_tag(dst_repo, tag)
         found = src.head_manifest(src_repo, tag) if target_may_have else _get_by_tag(src, src_repo, tag)
         if found is None:
             return PlanError(source, "tag not found on the source", rule_name)
@@ -150,11 +150,6 @@ def _plan_tag(rule: ImageRule, rule_name: str, endpoints: Endpoints, tag: str,
         return PlanItem("image", source, target, "", "refuse", reason=exc.reason, rule=rule_name)
     except RegistryError as exc:
         return PlanError(source, str(exc), rule_name)
-
-
-def _may_have_tag(client, repo: str, tag: str) -> bool:
-    may_have = getattr(client, "may_have_tag", None)  # a mirrored or stand-in client asks tag by tag
-    return may_have(repo, tag) if may_have else True
 
 
 def _get_by_tag(client, repo: str, tag: str) -> Descriptor | None:

@@ -14,7 +14,10 @@ from loguru import logger
 from regsync.errors import NotFound, VerificationError
 from regsync.kinds.oci.client import RegistryClient
 from regsync.kinds.oci.manifest import OCI_INDEX, Manifest
-from regsync.content.transfer import digest_of, read_small_blob
+from regsync.content.digest import digest_of
+from regsync.content.reader import read_small_blob
+from regsync.kinds.oci.copy import copy_tree
+from regsync.kinds.oci.tree import manifest_tree
 
 MAX_REFERRERS = 200
 MAX_BUNDLE_BYTES = 1 << 20
@@ -83,9 +86,6 @@ def copy_referrers(src: RegistryClient, src_repo: str, dst: RegistryClient, dst_
     registry without the referrers API the target's `sha256-<hex>` index is extended (never
     replaced), so referrers already there survive.
     """
-    from regsync.kinds.oci.copy import copy_tree
-    from regsync.kinds.oci.tree import manifest_tree
-
     copied, refused = [], []
     for subject in digests:
         kept = []

@@ -1,4 +1,5 @@
-"""Verification as steps of the one pipeline: what `_plan_tag` and `_apply_image` call.
+"""Verification as steps of the one pipeline: what the image kind's plan and transfer call
+(docs/architecture.md, "The Kind protocol").
 
 Plan time decides (refuse with a reason, or record evidence); apply time runs the same checks again
 against the rule the policy gives for the item, before any byte is pushed, because a saved plan may
@@ -13,27 +14,15 @@ from regsync.errors import VerificationError
 from regsync.kinds.oci.manifest import Manifest
 from regsync.pipeline.plan import PlanItem
 from regsync.policy.models import ImageRule
-from regsync.pipeline.authority import authorize
+from regsync.kinds.oci.rules import authorize_image
 from regsync.kinds.oci.gates import evaluate_gates, gates_set
 from regsync.kinds.oci.signatures import check_signatures
-
-
-def rule_of(endpoints: Endpoints, rule_name: str) -> ImageRule:
-    """'images[3]' → that rule of the policy the endpoints were built from.
-
-    At apply time `item.rule` is the name verify.authority found in the policy for the item's source
-    and target, never the plan's word."""
-    try:
-        return endpoints.policy.images[int(rule_name.removeprefix("images[").rstrip("]"))]
-    except (ValueError, IndexError):
-        raise VerificationError(f"the plan names rule '{rule_name}', which the policy does not have") from None
+from regsync.trust.signing import load_private_key
 
 
 def check_before_plan(item: PlanItem, rule: ImageRule, endpoints: Endpoints, tag: str, root: Manifest) -> bool:
     """Fill item.verification, or turn the item into a refusal; False when refused."""
     if rule.sign is not None:
-        from regsync.trust.signing import load_private_key
-
         load_private_key(rule.sign.key, rule.sign.password_env)  # a policy error: found before anything is pushed
     evidence: dict = {}
     try:
@@ -78,7 +67,7 @@ def evidence_before_push(item: PlanItem, endpoints: Endpoints, root: Manifest) -
     """Every check of the policy's rule run again now, as if the plan had not been seen: a saved
     plan may be old, or edited, and may only narrow what the policy allows. Nothing of the plan's
     evidence is carried over; `item.verification` holds what was found (also when refused)."""
-    rule = authorize(item, endpoints.policy)
+    rule = authorize_image(item, endpoints.policy)
     evidence: dict = {"rechecked": True}
     item.verification = evidence
     _check(rule, endpoints, item.source.rpartition(":")[2], item.source_digest or item.digest, root, evidence)

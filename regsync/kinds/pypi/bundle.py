@@ -13,6 +13,7 @@ import email.parser
 import hashlib
 import os
 import re
+import threading
 
 from loguru import logger
 from packaging.utils import canonicalize_name
@@ -23,6 +24,10 @@ from regsync.kinds.oci.layout import LayoutSource, LayoutWriter, blob_path, open
 from regsync.pipeline.plan import PlanItem
 from regsync.kinds.pypi.index import wheel_metadata
 from regsync.kinds.pypi.ref import project_of, sha256_of
+from regsync.kinds.pypi.transfer import planned_file
+from regsync.kinds.pypi.provenance import fetch_provenance, provenance_index
+from regsync.kinds.pypi.rules import rule_of
+from regsync.kinds.pypi.fetch import fetch_verified
 
 FILENAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+!-]{0,250}\.(?:whl|tar\.gz|zip)")
 SHA256 = re.compile(r"sha256:[0-9a-f]{64}")
@@ -39,14 +44,8 @@ class NoTarget:
         return {}
 
 
-def export_stand_ins(loaded) -> dict:
-    return {f"target:{rule.target}": NoTarget(rule.target) for rule in loaded.policy.packages}
-
-
-def export_package(item: PlanItem, endpoints, writer: LayoutWriter, on_bytes=None) -> tuple[dict, int]:
-    """One planned file into the blob store (verified); returns its bundle.json entry and bytes moved."""
-    from regsync.kinds.pypi.transfer import planned_file
-
+def export_package(item: PlanItem, endpoints, writer: LayoutWriter, on_bytes=None) -> dict:
+    """One planned file into the blob store (verified); returns its bundle.json entry."""
     index, package = planned_file(item, endpoints)
     source_name, filename = item.source.split("/", 1)[0], package.filename
     entry = {"index": source_name, "filename": filename, "sha256": item.digest, "size": package.size,
@@ -56,9 +55,9 @@ def export_package(item: PlanItem, endpoints, writer: LayoutWriter, on_bytes=Non
     if provenance:
         entry["provenance"] = provenance
     if writer.has_blob(item.digest):
-        return entry, 0
+        return entry
     final = blob_path(writer.root, item.digest)
-    partial = final.with_name(f".{final.name}.{os.getpid()}.partial")
+    partial = final.with_name(f".{final.name}.{os.getpid()}.{threading.get_ident()}.partial")
     try:
         index.download(package, partial, on_bytes)  # sha256 checked before we keep a byte of it
     except BaseException:
@@ -66,15 +65,13 @@ def export_package(item: PlanItem, endpoints, writer: LayoutWriter, on_bytes=Non
         raise
     os.replace(partial, final)
     entry["size"] = final.stat().st_size
-    return entry, entry["size"]
+    return entry
 
 
 def _export_provenance(item: PlanItem, endpoints, writer: LayoutWriter, filename: str) -> str | None:
     """The PEP 740 provenance as the index served it, stored as a blob beside the file, so the
     air-gapped side verifies it offline with its own trusted_root.json; None when there is none."""
-    from regsync.kinds.pypi.provenance import fetch_provenance, package_rule_of, provenance_index
-
-    rule = package_rule_of(endpoints, item.rule)
+    rule = rule_of(endpoints.policy, item.rule)
     if rule.verify.attestations == "off":
         return None
     try:
@@ -87,12 +84,12 @@ def _export_provenance(item: PlanItem, endpoints, writer: LayoutWriter, filename
     return digest
 
 
-def index_stand_ins(entries, loaded, layout: LayoutSource) -> dict:
+def index_stand_ins(entries, policy, layout: LayoutSource) -> dict:
     """The policy's source indexes, served from the bundle: `index:<name>` keys for Endpoints."""
     valid = [e for e in entries if _valid(e)] if isinstance(entries, list) else []
     if isinstance(entries, list) and len(valid) != len(entries):
         logger.warning("bundle.json: {} malformed package entr(y/ies) ignored", len(entries) - len(valid))
-    names = {rule.source for rule in loaded.policy.packages}
+    names = {rule.source for rule in policy.packages}
     return {f"index:{name}": BundleIndex(name, [e for e in valid if e["index"] == name], layout) for name in names}
 
 
@@ -125,18 +122,30 @@ class _FileResponse:
 class BundleIndex:
     """A package index read from the bundle: the same methods sync uses of PackageIndex."""
 
+    offline = True   # what it serves was stored by export, provenance included: nothing is fetched
+
     def __init__(self, name: str, entries: list[dict], layout: LayoutSource):
         self.name, self.url = name, f"bundle:{name}/"
         self._layout = layout
         self._packages = [_package(e) for e in entries]
         self._provenance = {e["filename"]: e["provenance"] for e in entries if e.get("provenance")}
 
+    @property
+    def primary(self) -> "BundleIndex":
+        return self
+
+    def page_url(self, package: DistributionPackage) -> None:
+        return None   # no pages: the sha256 is the one export verified and bundle.json names
+
+    def served_by(self, package: DistributionPackage) -> None:
+        return None
+
     def files(self, project: str) -> list[DistributionPackage]:
         key = canonicalize_name(project)
         return [p for p in self._packages if canonicalize_name(p.project or "") == key]
 
     def open(self, package: DistributionPackage, start: int = 0) -> _FileResponse:
-        path = self._layout._blob(sha256_of(package))
+        path = self._layout.blob_path(sha256_of(package))
         try:
             handle = open_regular(path)
         except NotFound:
@@ -146,8 +155,6 @@ class BundleIndex:
         return _FileResponse(handle, size - start, start)
 
     def download(self, package: DistributionPackage, path, on_bytes=None) -> str:
-        from regsync.kinds.pypi.fetch import fetch_verified
-
         return fetch_verified(self, package, path, on_bytes)
 
     def bundled_provenance(self, filename: str, limit: int) -> bytes | None:
@@ -156,7 +163,7 @@ class BundleIndex:
         if digest is None:
             return None
         try:
-            with open_regular(self._layout._blob(digest)) as handle:
+            with open_regular(self._layout.blob_path(digest)) as handle:
                 raw = handle.read(limit + 1)
         except NotFound:
             raise VerificationError(f"{self.name}/{filename}: its provenance {digest} is not in the bundle") from None

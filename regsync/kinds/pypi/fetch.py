@@ -22,7 +22,7 @@ from pypi_simple import DistributionPackage
 from regsync.errors import VerificationError
 from regsync.kinds.pypi.ref import sha256_of
 from regsync.content.partial import PartialFile
-from regsync.content.transfer import SourceReadError, VerifyingReader, continues_at
+from regsync.content.reader import SourceReadError, VerifyingReader, continues_at
 
 RESUME_ATTEMPTS = 5
 

@@ -25,7 +25,7 @@ from pypi_simple import DistributionPackage, NoSuchProjectError, ProjectPage, Py
 from regsync.errors import RegistryError, VerificationError
 from regsync.net.http import make_session, origin, require_https
 from regsync.kinds.oci.auth import Credentials
-from regsync.content.transfer import IDENTITY, read_document
+from regsync.content.reader import IDENTITY, read_document
 from regsync.kinds.pypi.fetch import fetch_and_keep, fetch_verified
 from regsync.kinds.pypi.ref import public_url
 
@@ -38,6 +38,8 @@ PAGE_TIMEOUT = (15, 120)
 
 
 class PackageIndex:
+    offline = False   # read over HTTP (a bundle's stand-in index is offline: it serves what export stored)
+
     def __init__(self, name: str, url: str, credentials: Credentials | None = None, ca_file=None, pool_size: int = 16,
                  retry=None, upload_url: str | None = None):
         self.name, self.url = name, url.rstrip("/") + "/"
@@ -131,6 +133,11 @@ class PackageIndex:
             if hashlib.new(alg, raw).hexdigest() != value:
                 raise VerificationError(f"{where}.metadata: {alg} digest mismatch")
         return raw
+
+    @property
+    def primary(self) -> "PackageIndex":
+        """The index itself (a MirroredIndex's is its first endpoint): what a target is read from."""
+        return self
 
     def page_url(self, package: DistributionPackage) -> str:
         """The index whose project page listed `package` (and so gave its sha256)."""

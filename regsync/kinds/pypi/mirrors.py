@@ -26,6 +26,7 @@ from regsync.errors import RegistryError, VerificationError
 from regsync.net.http import TRANSIENT_STATUS
 from regsync.kinds.pypi.index import PackageIndex, metadata_from_file
 from regsync.kinds.pypi.ref import project_of, public_url, sha256_of
+from regsync.kinds.pypi.fetch import fetch_verified
 
 _FALL_THROUGH = (None, *TRANSIENT_STATUS)   # unreachable, or a server error left after retries
 # An index that failed after its retries is skipped this long, so a primary that is down costs its
@@ -34,6 +35,8 @@ COOL_DOWN_SECONDS = 60.0
 
 
 class MirroredIndex:
+    offline = False
+
     def __init__(self, endpoints: list[PackageIndex]):
         self.endpoints = endpoints
         self.primary = endpoints[0]
@@ -87,8 +90,6 @@ class MirroredIndex:
         return metadata_from_file(self, package)
 
     def download(self, package: DistributionPackage, path, on_bytes=None) -> str:
-        from regsync.kinds.pypi.fetch import fetch_verified
-
         return fetch_verified(self, package, path, on_bytes)
 
     def open(self, package: DistributionPackage, start: int = 0):

@@ -63,6 +63,7 @@ def plan_packages(rules: list[PackageRule], endpoints: Endpoints, jobs: int = 8,
                 items[key] = _item(candidate.file, rule, rule_name, env, target, index)
                 if items[key].changes:
                     to_check.append((items[key], rule))
+
     def owned(item: PlanItem) -> bool:
         return shard is None or shard.owns(item.target)
 
@@ -103,9 +104,8 @@ def _item(package, rule: PackageRule, rule_name: str, env: TargetEnvironment, ta
                     "copy", bytes=package.size or kept_size(index, package) or 0, rule=rule_name,
                     environments=[env.label],
                     project=project_of(package))
-    page_url = getattr(index, "page_url", None)  # a bundle's stand-in index has no pages
-    item.source_index = page_url(package) if page_url else None
-    if page_url and item.source_index != public_url(index.url):
+    item.source_index = index.page_url(package)  # None from a bundle's stand-in: it has no pages
+    if item.source_index is not None and item.source_index != public_url(index.url):
         item.reason = f"sha256 from mirror {item.source_index} (the primary did not answer)"
     if not digest:
         item.action, item.reason = "refuse", "the source index gives no sha256 for this file"

@@ -27,19 +27,14 @@ from packaging.utils import canonicalize_name, parse_sdist_filename, parse_wheel
 
 from regsync.errors import RegistryError, VerificationError
 from regsync.policy.models import PackageRule, Publisher
+from regsync.trust.keyless import Constraints, Refusal, fulcio_claim, load_trust_root
+from regsync.kinds.pypi.ref import public_url
+from regsync.trust.sigstore import signed_by, verifier
 
 INTEGRITY_ACCEPT = "application/vnd.pypi.integrity.v1+json"
 MAX_PROVENANCE_BYTES = 4 << 20
 IN_TOTO = "application/vnd.in-toto+json"
 BUILD_CONFIG_URI = ObjectIdentifier("1.3.6.1.4.1.57264.1.18")
-
-
-def package_rule_of(endpoints, rule_name: str) -> PackageRule:
-    """'packages[2]' → that rule of the policy the endpoints were built from."""
-    try:
-        return endpoints.policy.packages[int(rule_name.removeprefix("packages[").rstrip("]"))]
-    except (ValueError, IndexError):
-        raise VerificationError(f"the plan names rule '{rule_name}', which the policy does not have") from None
 
 
 def check_provenance(rule: PackageRule, endpoints, filename: str, digest: str) -> dict | None:
@@ -67,14 +62,12 @@ def provenance_index(rule: PackageRule, endpoints):
     """Where the provenance is read: the index `provenance_from` names, else the source; on import
     the bundle standing in for the source, which carries what export fetched (no network there)."""
     source = endpoints.index(rule.source)
-    if hasattr(source, "bundled_provenance"):
+    if source.offline:
         return source
     return endpoints.index(rule.verify.provenance_from) if rule.verify.provenance_from else source
 
 
 def verify_provenance(endpoints, index, trust_name: str, publisher: Publisher, filename: str, digest: str) -> dict:
-    from regsync.trust.keyless import load_trust_root
-
     entry = endpoints.policy.trust[trust_name]
     root = load_trust_root(entry, trust_name)
     url, raw = fetch_provenance(index, filename)
@@ -105,13 +98,11 @@ def provenance_url(index_url: str, filename: str) -> str:
 
 def fetch_provenance(index, filename: str) -> tuple[str, bytes]:
     """(where, raw JSON) of the provenance of `filename`; VerificationError when there is none."""
-    if hasattr(index, "bundled_provenance"):
+    if index.offline:
         raw = index.bundled_provenance(filename, MAX_PROVENANCE_BYTES)
         if raw is None:
             raise VerificationError(f"pep740: no provenance for {filename} in the bundle (export found none)")
         return f"bundle:{index.name}/{filename}/provenance", raw
-    from regsync.kinds.pypi.ref import public_url
-
     request_url = provenance_url(index.url, filename)
     url = public_url(request_url)  # what messages and the audit trail show: never a user:password@
     try:
@@ -153,9 +144,6 @@ def _verify_attestation(attestation, root, trust_name: str, keyless, publisher: 
     from pypi_attestations import ConversionError
     from sigstore.errors import Error as SigstoreError
 
-    from regsync.trust.sigstore import signed_by, verifier
-    from regsync.trust.keyless import Refusal
-
     try:
         bundle = attestation.to_bundle()
     except ConversionError as exc:
@@ -179,8 +167,6 @@ class _PublisherPolicy:
     Whatever the publisher policy raises (a missing extension, say) becomes a refusal."""
 
     def __init__(self, publisher: Publisher, trust_name: str, keyless):
-        from regsync.trust.keyless import Constraints
-
         self.publisher = publisher
         # `_as_policy` is private, but it is the library's only way to the publisher's certificate
         # policy short of `Attestation.verify`, which cannot take our trusted root (pinned <0.1).
@@ -188,8 +174,6 @@ class _PublisherPolicy:
         self._constraints = Constraints(trust_name, keyless)
 
     def verify(self, cert) -> None:
-        from regsync.trust.keyless import Refusal, fulcio_claim
-
         try:
             self._policy.verify(cert)
         except Exception as exc:  # sigstore's VerificationError, x509.ExtensionNotFound, ValueError

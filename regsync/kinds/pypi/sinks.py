@@ -18,7 +18,8 @@ from requests_toolbelt.multipart.encoder import MultipartEncoder
 from regsync.errors import RegistryError, VerificationError
 from regsync.kinds.pypi.index import PackageIndex, wheel_metadata
 from regsync.kinds.pypi.ref import sha256_of
-from regsync.content.transfer import CHUNK, write_atomically
+from regsync.content.reader import CHUNK
+from regsync.content.files import write_atomically
 
 
 class UploadTarget:
@@ -28,6 +29,9 @@ class UploadTarget:
         self.name, self.index, self.upload_url = name, index, upload_url
         self._read_back: dict[str, str | None] = {}
         self._lock = threading.Lock()
+
+    def staging_dir(self) -> None:
+        return None   # the system's temporary directory: the file only passes through
 
     def existing(self, project: str) -> Mapping[str, str | None]:
         return _Listed(self, self.index.files(project, same_origin=True))
@@ -97,6 +101,11 @@ class DirectoryTarget:
     def __init__(self, name: str, root: Path):
         self.name, self.root = name, root
         self._lock = threading.Lock()  # parallel puts rewrite the same index pages
+
+    def staging_dir(self) -> str:
+        """Downloads land in the tree itself: the same filesystem, so the final move is atomic."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        return str(self.root)
 
     def existing(self, project: str) -> dict[str, str | None]:
         folder = self.root / canonicalize_name(project)

@@ -9,9 +9,8 @@ from pathlib import Path
 from regsync.errors import RegistryError, VerificationError
 from regsync.pipeline.plan import PlanItem
 from regsync.kinds.pypi.ref import parse_file_name, sha256_of
-from regsync.kinds.pypi.sinks import DirectoryTarget
 from regsync.kinds.pypi.provenance import check_provenance
-from regsync.pipeline.authority import admit_package, authorize
+from regsync.kinds.pypi.rules import admit_package, authorize_package
 
 
 def planned_file(item: PlanItem, endpoints):
@@ -45,7 +44,7 @@ def apply_package(item: PlanItem, endpoints, audit, on_bytes=None, artifact=None
     Everything is checked against the rule the policy gives for the item's source and target index,
     as if the plan had not been seen: the file must be one that rule admits, with the sha256 its
     index lists now, and its provenance is verified again."""
-    rule = authorize(item, endpoints.policy)
+    rule = authorize_package(item, endpoints.policy)
     index, package = planned_file(item, endpoints)
     admit_package(rule, package)
     source_name, filename = item.source.split("/", 1)[0], package.filename
@@ -68,13 +67,11 @@ def apply_package(item: PlanItem, endpoints, audit, on_bytes=None, artifact=None
 
 def _where_from(index, package) -> dict:
     """Which page's sha256 was trusted and which index sent the bytes (they differ when a mirror helped)."""
-    if not hasattr(index, "served_by"):
+    served_by = index.served_by(package)
+    if served_by is None:
         return {}  # a bundle: the bytes come from the bundle, checked against the plan's sha256
-    return {"hashes_from": index.page_url(package), "downloaded_from": index.served_by(package)}
+    return {"hashes_from": index.page_url(package), "downloaded_from": served_by}
 
 
 def _staging_dir(target) -> str | None:
-    if isinstance(target, DirectoryTarget):  # same filesystem as the tree, so the final move is atomic
-        target.root.mkdir(parents=True, exist_ok=True)
-        return str(target.root)
-    return None
+    return target.staging_dir()
