@@ -25,7 +25,7 @@ from packaging.version import Version
 from pypi_simple import DistributionPackage, NoSuchProjectError, ProjectPage, PyPISimple
 
 from regsync.errors import RegistryError, VerificationError
-from regsync.http import make_session, origin, require_https
+from regsync.http import connection_failure, make_session, origin, require_https
 from regsync.oci.auth import Credentials
 from regsync.transfer import CHUNK, IDENTITY, VerifyingReader, read_document
 
@@ -61,8 +61,8 @@ class PackageIndex:
             packages = list(page.packages) if page else []
         except NoSuchProjectError:
             packages = []
-        except requests.exceptions.SSLError:
-            raise RegistryError(f"{self.name}/{key}", None, "TLS verification failed (set tls.ca_file)") from None
+        except requests.exceptions.ConnectionError as exc:  # SSLError included: its cause is named
+            raise RegistryError(f"{self.name}/{key}", None, connection_failure(exc, self.url)) from None
         except requests.HTTPError as exc:
             status = exc.response.status_code if exc.response is not None else None
             raise RegistryError(f"{self.name}/{key}", status, "index error") from None

