@@ -83,8 +83,9 @@ def cause(error: BaseException | None) -> str:
     return type(error).__name__ if error else "request failed"
 
 
-def connection_failure(error: BaseException, base: str) -> str:
-    """The message for a request to `base` (a registry's or index's URL) that never got an answer."""
+def connection_failure(error: BaseException, base: str, ca_setting: str = "tls.ca_file") -> str:
+    """The message for a request to `base` (a registry's or index's URL) that never got an answer;
+    `ca_setting` is what the user sets to trust its CA (a policy key, or a command's flag)."""
     why = cause(error)
     where = origin(base) or base
     if why.startswith("name resolution"):
@@ -92,7 +93,7 @@ def connection_failure(error: BaseException, base: str) -> str:
     if why == "the server does not speak TLS":
         return f"{where} does not speak TLS (a plain-HTTP server? then its URL starts with http://)"
     if why == "TLS verification failed":
-        return f"TLS verification failed for {urlsplit(base).netloc} (set tls.ca_file to its CA)"
+        return f"TLS verification failed for {urlsplit(base).netloc} (set {ca_setting} to its CA)"
     return f"cannot connect to {where} ({why})"
 
 
@@ -101,6 +102,8 @@ class LoggedRetry(Retry):
     seconds of silence. The first retry is INFO (a blip that heals must not wake cron under -q)."""
 
     def increment(self, method=None, url=None, response=None, error=None, _pool=None, _stacktrace=None):
+        if isinstance(error, urllib3.exceptions.SSLError):  # a certificate or a non-TLS peer stays so
+            raise urllib3.exceptions.MaxRetryError(_pool, url, error) from error
         retry = super().increment(method, url, response, error, _pool, _stacktrace)  # raises when spent
         where = f"{_pool.scheme}://{_pool.host}:{_pool.port}" if _pool is not None else "a server"
         why = cause(error) if error is not None else f"HTTP {response.status}" if response is not None else "failed"

@@ -59,3 +59,40 @@ def test_a_name_that_does_not_resolve_says_dns(tmp_path, registry2, unique_repo)
     result = run_cli("plan", "-p", policy, "--json")
     [error] = json.loads(result.stdout)["errors"]
     assert "name resolution failed" in error["reason"] and "DNS" in error["reason"], error
+
+
+def _key_pair(tmp_path):
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    private = tmp_path / "signing.pem"
+    private.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                          serialization.NoEncryption()))
+    public = tmp_path / "signing.pub"
+    public.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
+                                                     serialization.PublicFormat.SubjectPublicKeyInfo))
+    return private, public
+
+
+def test_verify_names_its_own_flags_in_hints(tmp_path, registry_tls, unique_repo):
+    _, public = _key_pair(tmp_path)
+    untrusted = run_cli("verify", f"{registry_tls.host}/{unique_repo}:1.0", "--key", public)
+    assert untrusted.exit_code == 1
+    assert "--registry-cacert" in untrusted.stderr and "tls.ca_file" not in untrusted.stderr, untrusted.stderr
+    keyless = run_cli("verify", f"{registry_tls.host}/{unique_repo}:1.0", "--certificate-identity", "a@b.c",
+                      "--certificate-oidc-issuer", "https://issuer.example")
+    assert keyless.exit_code == 2
+    assert "--trusted-root" in keyless.stderr and "trusted_root:" not in keyless.stderr, keyless.stderr
+
+
+def test_a_private_key_where_the_public_key_is_needed_is_named(tmp_path, registry2, unique_repo):
+    private, _ = _key_pair(tmp_path)
+    trail = tmp_path / "audit.jsonl"
+    trail.write_text("")
+    audit = run_cli("audit", "verify", trail, "--key", private)
+    assert audit.exit_code == 2
+    assert "private key" in audit.stderr and "public key" in audit.stderr, audit.stderr
+    assert "trust entry" not in audit.stderr
+    verify = run_cli("verify", f"{registry2.host}/{unique_repo}:1.0", "--allow-http-registry", "--key", private)
+    assert verify.exit_code == 2 and "private key" in verify.stderr and "--key" in verify.stderr, verify.stderr

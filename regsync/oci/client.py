@@ -26,6 +26,8 @@ NAME_UNKNOWN = "NAME_UNKNOWN"  # distribution spec: "repository name not known t
 
 
 class RegistryClient:
+    ca_setting = "tls.ca_file"  # named in a TLS error's hint; `regsync verify` names its flag instead
+
     def __init__(self, name: str, url: str, credentials: Credentials | None = None, ca_file: str | None = None,
                  monolithic_max: int = 256 << 20, chunk_size: int = 64 << 20, pool_size: int = 16,
                  tag_page_size: int = 1000, retries: int = 4, backoff: float = 0.5,
@@ -56,7 +58,7 @@ class RegistryClient:
         try:
             response = self.session.request(method, url, timeout=_TIMEOUT, **kwargs)
         except requests.exceptions.ConnectionError as exc:  # SSLError included: its cause is named
-            raise RegistryError(ref, None, connection_failure(exc, self.base)) from None
+            raise RegistryError(ref, None, connection_failure(exc, self.base, self.ca_setting)) from None
         except requests.exceptions.Timeout:
             raise RegistryError(ref, None, f"{self.base} timed out") from None
         except requests.exceptions.RetryError:
