@@ -5,7 +5,7 @@ own flags, a private key where the public one is needed."""
 import json
 
 from tests.fixtures.oci_layout import seed, write_image
-from tests.fixtures.policies import run_cli, write_policy
+from tests.fixtures.policies import audit_records, run_cli, write_policy
 from tests.fixtures.registries import free_port
 
 FAST_RETRIES = ', retries: {attempts: 2, backoff_seconds: 0.1}'
@@ -96,3 +96,21 @@ def test_a_private_key_where_the_public_key_is_needed_is_named(tmp_path, registr
     assert "trust entry" not in audit.stderr
     verify = run_cli("verify", f"{registry2.host}/{unique_repo}:1.0", "--allow-http-registry", "--key", private)
     assert verify.exit_code == 2 and "private key" in verify.stderr and "--key" in verify.stderr, verify.stderr
+
+
+def test_a_reapplied_plan_that_moved_nothing_records_zero_bytes(tmp_path, registry, registry2, unique_repo, oci_dir):
+    write_image(oci_dir, "1.0", layer_size=30_000, seed=7)
+    seed(registry, unique_repo, "1.0", oci_dir)
+    policy = write_policy(tmp_path, registry.url, registry2.url, unique_repo, tags=["1.0"])
+    plan = tmp_path / "plan.json"
+    assert run_cli("plan", "-p", policy, "-o", plan).exit_code == 0
+    first = run_cli("sync", "-p", policy, "--plan", plan)
+    assert first.exit_code == 0, first.output
+    again = run_cli("sync", "-p", policy, "--plan", plan)
+    assert again.exit_code == 0, again.output
+    assert "0 B moved" in again.stderr
+    pushed = [r["artifact"]["size"] for r in audit_records(tmp_path / "audit.jsonl") if r["event"] == "pushed"]
+    assert pushed[0] > 30_000 and pushed[1:] == [0], pushed
+    assert run_cli("audit", "report", tmp_path / "audit.jsonl", "--json", tmp_path / "r.json").exit_code == 0
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert [run["bytes"] for run in report["runs"]][-1] == 0, report["runs"]

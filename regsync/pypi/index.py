@@ -140,6 +140,19 @@ class PackageIndex:
         """The index that served the bytes of `package` last."""
         return public_url(self.url)
 
+    def size_of(self, package: DistributionPackage) -> int | None:
+        """The file's Content-Length from one HEAD, for a plan whose page gave no size; None when the
+        server does not say (the size is then only known once the file is read)."""
+        try:
+            require_https(self.url, package.url, f"{self.name}/{package.filename}", "its file link")
+            with self.session.head(package.url, timeout=PAGE_TIMEOUT, allow_redirects=True,
+                                   headers=IDENTITY) as response:
+                length = response.headers.get("Content-Length", "")
+                return int(length) if response.status_code == 200 and length.isdigit() else None
+        except (requests.RequestException, RegistryError) as exc:
+            logger.debug("{}: size not known at plan time: {}", package.filename, exc)
+            return None
+
     def open(self, package: DistributionPackage, start: int = 0) -> requests.Response:
         """The file from byte `start`; a server that ignores Range answers 200 and the caller sees it."""
         headers = {"Range": f"bytes={start}-"} if start else {}
