@@ -123,12 +123,12 @@ def rate_option(fn):
                         help="Limit requests per registry (mirrors that rate-limit hard).")(fn)
 
 
-def load_checked(policy_path):
+def load_checked(policy_path, offline_sources: bool = False):
     """The policy, validated, with the files it names (CA bundles, keys, roots) opened and parsed."""
     from regsync.policy import load_policy
     from regsync.policy.files import check_files
 
-    loaded = load_policy(policy_path)
+    loaded = load_policy(policy_path, offline_sources=offline_sources)
     check_files(loaded)
     return loaded
 
@@ -395,6 +395,11 @@ def export_cmd(ctx, policy_path, output, since_bundle, volume_size, sign_key, si
     def work(endpoints, audit):
         result = export_bundle(loaded, endpoints, output, audit, jobs, since=since_bundle, volume_size=volume_size,
                                sign_key=key)
+        if len(result.get("volumes", [])) > 1:
+            from regsync.console import say
+
+            say(f"split into {len(result['volumes'])} volumes: carry {len(result['volumes'])} directories: "
+                + ", ".join(result["volumes"]), event="volumes", volumes=result["volumes"])
         return Outcome(pushed=result["exported"], refused=result["refused"], failed=result["failed"],
                        bytes=result["bytes"])
 
@@ -428,7 +433,7 @@ def import_cmd(ctx, bundle, more_blobs, policy_path, audit_file, wait_lock, jobs
     from regsync.bundle import open_bundle
     from regsync.resolve import make_plan
 
-    loaded = load_checked(policy_path)
+    loaded = load_checked(policy_path, offline_sources=True)  # the bundle stands in for the sources
 
     def work(endpoints, audit):
         return apply_plan(make_plan(loaded, endpoints, jobs), endpoints, audit, jobs)
