@@ -283,12 +283,12 @@ def run_with_audit(ctx, loaded, command: str, work, options: RunOptions) -> int:
     from regsync.audit import AuditLog
     from regsync.console import human_size, say
     from regsync.endpoints import Endpoints
-    from regsync.lock import RunLock
+    from regsync.lock import RunLock, lock_path
     from regsync.verify.signing import load_private_key
 
     policy = loaded.policy
     path = options.audit_file or policy.audit.path or Path("regsync-audit.jsonl")
-    lock = RunLock(path.with_name(path.name + ".lock")).acquire(options.wait_lock)
+    lock = RunLock(lock_path(path)).acquire(options.wait_lock)
     ctx.call_on_close(lock.release)
     signal.signal(signal.SIGTERM, _interrupt)
     if options.max_duration:
