@@ -395,11 +395,6 @@ def export_cmd(ctx, policy_path, output, since_bundle, volume_size, sign_key, si
     def work(endpoints, audit):
         result = export_bundle(loaded, endpoints, output, audit, jobs, since=since_bundle, volume_size=volume_size,
                                sign_key=key)
-        if len(result.get("volumes", [])) > 1:
-            from regsync.console import say
-
-            say(f"split into {len(result['volumes'])} volumes: carry {len(result['volumes'])} directories: "
-                + ", ".join(result["volumes"]), event="volumes", volumes=result["volumes"])
         return Outcome(pushed=result["exported"], refused=result["refused"], failed=result["failed"],
                        bytes=result["bytes"])
 

@@ -26,6 +26,7 @@ from regsync.oci.layout import DIGEST, REF_NAME, SOURCE_DIGEST, LayoutSource, La
 from regsync.oci.manifest import filter_index
 from regsync.bundle.packages import export_package, index_stand_ins
 from regsync.bundle.signature import check_signatures, forget_signatures, sign_file
+from regsync.console import say
 from regsync.policy import LoadedPolicy
 from regsync.resolve import make_plan
 from regsync.resolve.images import manifest_tree
@@ -119,7 +120,10 @@ def export_bundle(loaded: LoadedPolicy, endpoints: Endpoints, out: Path, audit, 
         sign_file(out, "SHA256SUMS", sums, sign_key)
     for volume in volumes:
         _write_checksums(volume, small_files=())
-    result["volumes"] = [str(out), *map(str, volumes)]
+    if volumes:
+        carry = [str(out), *map(str, volumes)]
+        say(f"split into {len(carry)} volumes: carry {len(carry)} directories: {', '.join(carry)}",
+            event="volumes", volumes=carry)
     return result
 
 
