@@ -114,3 +114,25 @@ def test_a_reapplied_plan_that_moved_nothing_records_zero_bytes(tmp_path, regist
     assert run_cli("audit", "report", tmp_path / "audit.jsonl", "--json", tmp_path / "r.json").exit_code == 0
     report = json.loads((tmp_path / "r.json").read_text())
     assert [run["bytes"] for run in report["runs"]][-1] == 0, report["runs"]
+
+
+def test_an_index_on_plain_http_named_with_https_says_it_does_not_speak_tls(tmp_path):
+    from tests.fixtures.pypi import SimpleIndex
+
+    index = SimpleIndex()
+    try:
+        policy = tmp_path / "policy.yaml"
+        policy.write_text(f"""\
+version: 1
+indexes:
+  mirror: {{url: "{index.url.replace('http://', 'https://')}", retries: {{attempts: 1, backoff_seconds: 0.1}}}}
+  internal: {{kind: directory, path: {tmp_path / 'tree'}}}
+packages:
+  - {{from: mirror, to: internal, requirements: ["app==1.0"], environments: [{{python: "3.12", platform: win_amd64}}]}}
+audit: {{path: audit.jsonl}}
+""")
+        result = run_cli("plan", "-p", policy, "--json")
+        [error] = json.loads(result.stdout)["errors"]
+        assert "does not speak TLS" in error["reason"] and "tls.ca_file" not in error["reason"], error
+    finally:
+        index.stop()

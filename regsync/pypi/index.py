@@ -159,6 +159,8 @@ class PackageIndex:
         require_https(self.url, package.url, f"{self.name}/{package.filename}", "its file link")
         try:
             response = self.session.get(package.url, stream=True, timeout=(15, 300), headers=headers)
+        except requests.exceptions.ConnectionError as exc:
+            raise RegistryError(f"{self.name}/{package.filename}", None, connection_failure(exc, package.url)) from None
         except requests.RequestException:
             raise RegistryError(f"{self.name}/{package.filename}", None, f"cannot reach {self.url}") from None
         if response.status_code not in ((200, 206) if start else (200,)):
