@@ -84,6 +84,11 @@ def _check_references(policy: Policy, doc: Document) -> None:
                 raise doc.error(("images", i, "verify", "trust"), f"unknown trust entry '{name}'")
         if rule.verify.signature == "required" and not rule.verify.trust:
             raise doc.error(("images", i, "verify"), "signature: required needs at least one trust entry")
+        for n, wanted in enumerate(rule.verify.require_attestations):
+            for name in wanted.trust:
+                if name not in policy.trust:
+                    raise doc.error(("images", i, "verify", "require_attestations", n, "trust"),
+                                    f"unknown trust entry '{name}'")
     for i, rule in enumerate(policy.packages):
         named = [(("packages", i, "from"), rule.source), (("packages", i, "to"), rule.target)]
         if rule.verify.provenance_from is not None:

@@ -27,6 +27,7 @@ def check_files(loaded: LoadedPolicy) -> None:
             if endpoint.tls and endpoint.tls.ca_file:
                 _guard(doc, (kind, name, "tls", "ca_file"), lambda path=endpoint.tls.ca_file: _ca_bundle(path))
     used = {name for rule in policy.images for name in rule.verify.trust}
+    used |= {name for rule in policy.images for wanted in rule.verify.require_attestations for name in wanted.trust}
     used |= {rule.verify.trust for rule in policy.packages if rule.verify.trust}
     used |= set(policy.bundle.trust)
     for name, entry in policy.trust.items():

@@ -58,6 +58,10 @@ def _check(rule: ImageRule, endpoints: Endpoints, tag: str, source_digest: str, 
     signature = check_signatures(src, src_repo, source_digest, rule.verify, endpoints.policy.trust)
     if signature is not None:
         evidence["signature"] = signature
+    if rule.verify.require_attestations:
+        from regsync.verify.image_attestations import check_attestations
+
+        evidence["attestations"] = check_attestations(src, src_repo, source_digest, rule.verify, endpoints.policy.trust)
     if gates_set(rule.gates):
         evidence["gates"] = evaluate_gates(rule.gates, src, src_repo, root, tag)
 
