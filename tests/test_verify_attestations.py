@@ -236,3 +236,100 @@ def test_verify_command_checks_attestations_with_cosign_flag_names(tmp_path, reg
     write_public_key(make_key("ecdsa"), other)
     wrong = run("verify", ref, "--type", "slsaprovenance1", "--key", other, "--allow-http-registry")
     assert wrong.exit_code == 3 and "wrong key" in wrong.output
+
+
+def test_bundle_round_trip_carries_keyless_attestations_and_referrers(tmp_path, registry, registry2, unique_repo,
+                                                                      sigstore_instance):
+    """Legacy keyless `.att` and a sigstore bundle referrer both travel in the air-gap bundle, and
+    import verifies them again from the bundle's bytes (the referrer through the referrers tag)."""
+    from tests.fixtures.attest import statement
+
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    identity = "https://github.com/pytorch/pytorch/.github/workflows/docker.yml@refs/heads/main"
+    digest, _ = push_image(registry, unique_repo, "v1")
+    for predicate_type, predicate, how in ((SLSA_V1, provenance(), "legacy"), (SPDX, spdx_sbom(4), "bundle")):
+        signing_key = make_key("ecdsa")
+        cert = sigstore_instance.leaf(signing_key, ISSUER, identity, now - timedelta(minutes=5),
+                                      now + timedelta(minutes=5))
+        if how == "legacy":
+            attest_keyless(registry, unique_repo, digest, sigstore_instance, signing_key, cert, now, predicate_type,
+                           predicate)
+        else:
+            attach_referrer(registry, unique_repo, digest, BUNDLE_V03, sigstore_instance.statement_bundle(
+                signing_key, cert, statement(digest, predicate_type, predicate), now))
+    trust = (f'  ci: {{keyless: {{issuer: "{ISSUER}", identity_regex: "^https://github.com/pytorch/"}}, '
+             f'trusted_root: trusted_root.json}}')
+    rule = (f"    verify:\n      require_attestations:\n        - {{type: \"{SLSA_V1}\", trust: [ci]}}\n"
+            f"        - {{type: \"{SPDX}\", trust: [ci]}}\n    copy: {{signatures: true, referrers: true}}\n")
+    policy = write_policy(tmp_path, registry, registry2, unique_repo, unique_repo, {"include": ["v1"]}, rule,
+                          trust=trust)
+    bundle = tmp_path / "bundle"
+    exported = run("export", "-p", policy, "-o", bundle)
+    assert exported.exit_code == 0, exported.output
+    result = run("import", bundle, "-p", policy)
+    assert result.exit_code == 0, result.output
+    [pushed] = audit(tmp_path, "pushed")
+    provenance_evidence, sbom = pushed["verification"]["attestations"]
+    assert provenance_evidence["signer"]["method"] == "cosign-keyless"
+    assert (sbom["signer"]["method"], sbom["sbom_packages"]) == ("sigstore-bundle", 4)
+    assert manifest_digest(registry2, unique_repo, digest.replace(":", "-")) is not None  # the referrer came along
+
+
+@pytest.mark.parametrize("verb", ["sync", "export"])
+def test_the_copied_att_is_the_verified_one_even_when_the_att_tag_moves(tmp_path, registry, registry2, unique_repo,
+                                                                        release_key, verb):
+    from tests.fixtures.cosign import get_manifest, push_manifest
+    from tests.fixtures.faultproxy import FaultProxy
+
+    key, _ = release_key
+    digest, _ = push_image(registry, unique_repo, "v1", salt=f"att-swap-{verb}")
+    attest(registry, unique_repo, digest, key, SLSA_V1, provenance())
+    verified = attest(registry, unique_repo, digest, key, SPDX, spdx_sbom())
+    # the decoy .att: the same layers' shape, but a provenance from another builder (never verified)
+    decoy_doc = get_manifest(registry.url, unique_repo, attachment_tag(digest, "att"))
+    attest(registry, unique_repo, digests_other := push_image(registry, unique_repo, "other", salt=verb)[0], key,
+           SLSA_V1, provenance(builder="https://evil.example/ci"))
+    decoy_doc["layers"][0] = get_manifest(registry.url, unique_repo, attachment_tag(digests_other, "att"))["layers"][0]
+    decoy = push_manifest(registry.url, unique_repo, "decoy", decoy_doc)
+    image_layer = get_manifest(registry.url, unique_repo, digest)["layers"][0]["digest"]
+    proxy = FaultProxy(registry.url)
+    try:
+        swap = proxy.add(kind="rewrite", path=f"/manifests/{attachment_tag(digest, 'att')}$", method="GET,HEAD",
+                         times=100, to=f"/v2/{unique_repo}/manifests/decoy", armed_by=f"/blobs/{image_layer}")
+        policy = write_policy(tmp_path, proxy, registry2, unique_repo, unique_repo, {"include": ["v1"]}, REQUIRE)
+        if verb == "sync":
+            result = run("sync", "-p", policy)
+            copied = manifest_digest(registry2, unique_repo, attachment_tag(digest, "att"))
+        else:
+            result = run("export", "-p", policy, "-o", tmp_path / "bundle")
+            refs = json.loads((tmp_path / "bundle" / "index.json").read_text())["manifests"]
+            [copied] = [r["digest"] for r in refs
+                        if r["annotations"]["org.opencontainers.image.ref.name"].endswith(attachment_tag(digest, "att"))]
+    finally:
+        proxy.stop()
+    assert result.exit_code == 0, result.output
+    assert swap.armed
+    assert copied == verified != decoy
+
+
+def test_multi_arch_the_index_is_the_subject_as_cosign_attest_recursive_writes(tmp_path, registry, registry2,
+                                                                               unique_repo, release_key):
+    """`cosign attest --recursive` attests the index and each platform manifest; the index's
+    attestation is the one required, the platform ones travel along. Platform ones alone do not do."""
+    key, _ = release_key
+    index, children = push_image(registry, unique_repo, "multi", platforms=("linux/amd64", "linux/arm64"))
+    only_children, others = push_image(registry, unique_repo, "children-only", platforms=("linux/amd64", "linux/arm64"),
+                                       salt="children")
+    for digest in (index, *children, *others):
+        attest(registry, unique_repo, digest, key, SLSA_V1, provenance())
+    rule = (f"    verify:\n      require_attestations:\n        - {{type: \"{SLSA_V1}\", trust: [release]}}\n"
+            f"    copy: {{signatures: true}}\n")
+    policy = write_policy(tmp_path, registry, registry2, unique_repo, unique_repo,
+                          {"include": ["multi", "children-only"]}, rule)
+    assert run("sync", "-p", policy).exit_code == 3
+    [refused] = audit(tmp_path, "refused")
+    assert refused["artifact"]["source"].endswith(":children-only")
+    assert refused["reason"].startswith("missing attestation: ") and only_children in refused["reason"]
+    for digest in (index, *children):
+        att = attachment_tag(digest, "att")
+        assert manifest_digest(registry2, unique_repo, att) == manifest_digest(registry, unique_repo, att)

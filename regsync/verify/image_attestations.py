@@ -40,6 +40,7 @@ _SEVERITY = {"missing attestation": 0, "wrong key": 1, "untrusted certificate": 
 @dataclass(frozen=True)
 class Found:
     where: str                      # "<.att manifest> layer <digest>" or "referrer <digest>"
+    manifest: str | None = None     # the `.att` manifest digest, pinned for the copy when verified
     envelope: Envelope | None = None
     layer: SignedPayload | None = None      # a `.att` layer (its bytes are the envelope JSON)
     bundle: object | None = None            # a bundle.FoundBundle
@@ -77,9 +78,9 @@ def find_attestations(client, repo: str, digest: str, keyless: bool) -> list[Fou
         for layer in layers:
             where = f"{attachment_tag(digest, 'att')}@{manifest} layer {layer.layer_digest}"
             try:
-                found.append(Found(where, parse_envelope(layer.payload), layer=layer))
+                found.append(Found(where, manifest, parse_envelope(layer.payload), layer=layer))
             except Malformed as exc:
-                found.append(Found(where, layer=layer, problem=str(exc)))
+                found.append(Found(where, manifest, layer=layer, problem=str(exc)))
     if keyless:  # a referrer bundle is keyless by construction (Fulcio certificate, Rekor entry)
         from regsync.verify.bundle import fetch_bundles
 
@@ -95,7 +96,7 @@ def find_attestations(client, repo: str, digest: str, keyless: bool) -> list[Fou
             if envelope is None:
                 continue  # a message-signature bundle: a signature, not an attestation
             try:
-                found.append(Found(where, parse_envelope(json.dumps(envelope).encode()), bundle=bundle))
+                found.append(Found(where, envelope=parse_envelope(json.dumps(envelope).encode()), bundle=bundle))
             except Malformed as exc:
                 found.append(Found(where, bundle=bundle, problem=str(exc)))
     return found
@@ -140,8 +141,11 @@ def _verify_candidate(wanted, name: str, candidate: Found, statement: dict, dige
         wrong = mismatch(statement.get("predicate"), wanted.match)
         if wrong is not None:
             return Failure("attestation mismatch", f"{name}: {wrong} (in {candidate.where})")
-        return {"type": wanted.type, "status": "verified", "attestation": candidate.where, "signer": signer,
-                **summary(statement)}
+        evidence = {"type": wanted.type, "status": "verified", "attestation": candidate.where, "signer": signer,
+                    **summary(statement)}
+        if candidate.manifest:
+            evidence["attestation_manifest"] = candidate.manifest
+        return evidence
     return max(failures, key=lambda f: _SEVERITY.get(f.category, 0))
 
 
