@@ -106,10 +106,11 @@ def _evidence(verification: dict | None) -> dict:
         publisher = provenance.get("publisher") or {}
         who = publisher.get("email") or f"{publisher.get('repository', '?')} ({publisher.get('workflow', '?')})"
         signers.append(f"{publisher.get('kind', '?')} publisher {who}")
-    elif provenance:
+    elif "verified" in provenance:
         signers.append(f"provenance unverified: {provenance.get('reason', '')}")
+    attestations = verification.get("attestations") or provenance.get("attestations")
     return {"method": ", ".join(m for m in dict.fromkeys(methods) if m), "signer": "; ".join(signers),
-            "gates": _gates_text(verification.get("gates")), **_attested(verification.get("attestations"))}
+            "gates": _gates_text(verification.get("gates")), **_attested(attestations)}
 
 
 def _attested(attestations) -> dict:

@@ -374,6 +374,7 @@ class PackageVerify(Strict):
     publisher: Publisher | None = None
     provenance_from: str | None = None   # the index whose Integrity API serves provenance (default: from)
     trust: str | None = None             # the trust entry whose trusted_root.json verifies it, offline
+    require_attestations: list[AttestationRequirement] = []   # e.g. SLSA provenance in the same PEP 740 answer
 
     @model_validator(mode="after")
     def _attestations_need(self):

@@ -59,10 +59,21 @@ def check_attestations(client, repo: str, digest: str, verify: ImageVerify, trus
         return None
     keyless = any(trust[name].keyless is not None for wanted in verify.require_attestations for name in wanted.trust)
     found = find_attestations(client, repo, digest, keyless)
+    missing = (f"on {digest} in {client.ref(repo)} (tag {attachment_tag(digest, 'att')} "
+               f"or a sigstore bundle referrer)")
+    return evaluate(verify.require_attestations, found, missing,
+                    lambda wanted, name, candidate, statement: _verify_candidate(wanted, name, candidate, statement,
+                                                                                 digest, trust))
+
+
+def evaluate(requirements: list[AttestationRequirement], found: list, missing: str, verify_candidate) -> list:
+    """Evidence per requirement; VerificationError for the first `required` one not met (an
+    `optional` one records its reason instead). `found` are candidates with `where` and
+    `statement()`; `verify_candidate(wanted, name, candidate, statement)` gives evidence or a Failure."""
     results = []
-    for n, wanted in enumerate(verify.require_attestations):
+    for n, wanted in enumerate(requirements):
         try:
-            results.append(satisfy(wanted, f"require_attestations[{n}]", found, digest, trust, client.ref(repo)))
+            results.append(satisfy(wanted, f"require_attestations[{n}]", found, verify_candidate, missing))
         except VerificationError as exc:
             if wanted.mode == "required":
                 raise
@@ -102,8 +113,7 @@ def find_attestations(client, repo: str, digest: str, keyless: bool) -> list[Fou
     return found
 
 
-def satisfy(wanted: AttestationRequirement, label: str, found: list[Found], digest: str,
-            trust: dict[str, Trust], where: str) -> dict:
+def satisfy(wanted: AttestationRequirement, label: str, found: list, verify_candidate, missing: str) -> dict:
     """Evidence of the first attestation meeting the requirement, else VerificationError with the
     most telling failure among those of its predicate type."""
     name = f"{label} ({wanted.type})"
@@ -116,15 +126,18 @@ def satisfy(wanted: AttestationRequirement, label: str, found: list[Found], dige
             continue
         if statement["predicateType"] != wanted.type:
             continue
-        outcome = _verify_candidate(wanted, name, candidate, statement, digest, trust)
+        outcome = verify_candidate(wanted, name, candidate, statement)
         if isinstance(outcome, dict):
             return outcome
         failures.append(outcome)
     if not failures:
-        raise VerificationError(f"missing attestation: {name}: no attestation of this predicate type on {digest} "
-                                f"in {where} (tag {attachment_tag(digest, 'att')} or a sigstore bundle referrer)")
-    worst = max(failures, key=lambda f: _SEVERITY.get(f.category, 0))
-    raise VerificationError(worst.reason)
+        raise VerificationError(f"missing attestation: {name}: no attestation of this predicate type {missing}")
+    raise VerificationError(worst(failures).reason)
+
+
+def worst(failures: list[Failure]) -> Failure:
+    """The most telling of several failures (a verified attestation that says otherwise first)."""
+    return max(failures, key=lambda f: _SEVERITY.get(f.category, 0))
 
 
 def _verify_candidate(wanted, name: str, candidate: Found, statement: dict, digest: str, trust) -> dict | Failure:
@@ -146,7 +159,7 @@ def _verify_candidate(wanted, name: str, candidate: Found, statement: dict, dige
         if candidate.manifest:
             evidence["attestation_manifest"] = candidate.manifest
         return evidence
-    return max(failures, key=lambda f: _SEVERITY.get(f.category, 0))
+    return worst(failures)
 
 
 def _signed_by(entry_name: str, entry: Trust, candidate: Found, predicate_type: str, digest: str) -> dict | Failure:
