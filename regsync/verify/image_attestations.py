@@ -58,7 +58,10 @@ def check_attestations(client, repo: str, digest: str, verify: ImageVerify, trus
     if not verify.require_attestations:
         return None
     keyless = any(trust[name].keyless is not None for wanted in verify.require_attestations for name in wanted.trust)
-    found = find_attestations(client, repo, digest, keyless)
+    try:
+        found = find_attestations(client, repo, digest, keyless)
+    except VerificationError as exc:  # an unreadable .att or referrers index: no requirement can be met from it
+        found = [Found(f"{client.ref(repo)} attachments of {digest}", problem=exc.reason)]
     missing = (f"on {digest} in {client.ref(repo)} (tag {attachment_tag(digest, 'att')} "
                f"or a sigstore bundle referrer)")
     return evaluate(verify.require_attestations, found, missing,
