@@ -34,7 +34,8 @@ def export_referrers(src, src_repo: str, ref_prefix: str, digest: str, writer: L
         moved += copy_into_layout(src, src_repo, manifest_tree(src, src_repo, manifest), writer, on_bytes)
         kept.append(referrer_descriptor(manifest))
     if kept:
-        raw = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": kept}, separators=(",", ":")).encode()
+        doc = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": kept}
+        raw = json.dumps(doc, separators=(",", ":")).encode()
         index = Manifest(raw, OCI_INDEX, digest_of(raw), json.loads(raw))
         writer.write_manifest(index)
         refs[f"{ref_prefix}:{referrers_tag(digest)}"] = {"mediaType": OCI_INDEX, "digest": index.digest,

@@ -204,9 +204,9 @@ def _keyless_legacy(entry_name: str, entry: Trust, candidate: Found) -> dict | F
         verify_legacy_certificate
 
     layer = candidate.layer
+    root = load_trust_root(entry, entry_name)
     try:
-        cert, rekor, signed_at = verify_legacy_certificate(entry_name, entry.keyless, load_trust_root(entry, entry_name),
-                                                           layer)
+        cert, rekor, signed_at = verify_legacy_certificate(entry_name, entry.keyless, root, layer)
     except Refusal as exc:
         return Failure(exc.category, exc.detail)
     if not _log_entry_binds(rekor["body"], cert, layer.payload, candidate.envelope):

@@ -24,7 +24,8 @@ INTOTO_PAYLOAD = "application/vnd.in-toto+json"
 STATEMENT_TYPES = ("https://in-toto.io/Statement/v0.1", "https://in-toto.io/Statement/v1")
 MAX_ENVELOPE_SIGNATURES = 16
 
-SLSA_PROVENANCE = ("https://slsa.dev/provenance/v1", "https://slsa.dev/provenance/v0.2", "https://slsa.dev/provenance/v0.1")
+SLSA_PROVENANCE = ("https://slsa.dev/provenance/v1", "https://slsa.dev/provenance/v0.2",
+                   "https://slsa.dev/provenance/v0.1")
 SPDX = "https://spdx.dev/Document"
 CYCLONEDX = "https://cyclonedx.org/bom"
 
@@ -165,7 +166,8 @@ def summary(statement: dict) -> dict:
     elif kind == SPDX:
         version = predicate.get("spdxVersion")
         out["sbom_format"] = version if isinstance(version, str) else "SPDX"
-        out["sbom_packages"] = len(predicate.get("packages") or []) if isinstance(predicate.get("packages"), list) else 0
+        packages = predicate.get("packages")
+        out["sbom_packages"] = len(packages) if isinstance(packages, list) else 0
     elif kind == CYCLONEDX:
         spec = predicate.get("specVersion")
         out["sbom_format"] = f"CycloneDX-{spec}" if isinstance(spec, str) else "CycloneDX"

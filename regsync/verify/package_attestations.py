@@ -77,10 +77,11 @@ def _verify(wanted, name: str, candidate: _Candidate, filename: str, digest: str
             failures.append(Failure("signature invalid", f"{name}: {candidate.where}: "
                                                          f"{str(exc).splitlines()[0][:300]}"))
             continue
-        names = [s.get("name") for s in statement["subject"] if isinstance(s, dict)]
+        names = [str(s.get("name")) for s in statement["subject"] if isinstance(s, dict)]
         if digest not in subject_digests(statement) or filename not in names:
-            return Failure("subject mismatch", f"{name}: the statement in {candidate.where} is about "
-                                               f"{', '.join(map(str, names[:3])) or 'nothing'}, not {filename} ({digest})")
+            about = ", ".join(names[:3]) or "nothing"
+            return Failure("subject mismatch", f"{name}: the statement in {candidate.where} is about {about}, "
+                                               f"not {filename} ({digest})")
         wrong = mismatch(statement.get("predicate"), wanted.match)
         if wrong is not None:
             return Failure("attestation mismatch", f"{name}: {wrong} (in {candidate.where})")
