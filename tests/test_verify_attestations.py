@@ -333,3 +333,17 @@ def test_multi_arch_the_index_is_the_subject_as_cosign_attest_recursive_writes(t
     for digest in (index, *children):
         att = attachment_tag(digest, "att")
         assert manifest_digest(registry2, unique_repo, att) == manifest_digest(registry, unique_repo, att)
+
+
+def test_match_steps_into_lists_by_index_and_reports_what_it_found():
+    from regsync.verify.intoto import mismatch
+
+    predicate = provenance()
+    uri = f"git+{SOURCE}@refs/heads/main"
+    assert mismatch(predicate, {"buildDefinition.resolvedDependencies.0.uri": uri}) is None
+    assert mismatch(predicate, {"buildDefinition.resolvedDependencies.0.uri": "glob:git+https://github.com/*"}) is None
+    assert mismatch(predicate, {"buildDefinition.resolvedDependencies.1.uri": uri}) == \
+        f"buildDefinition.resolvedDependencies.1.uri is absent, required '{uri}'"
+    assert mismatch(predicate, {"runDetails.builder.id": "re:^https://github.com/evil/"}) == \
+        f"runDetails.builder.id is '{BUILDER}', required 're:^https://github.com/evil/'"
+    assert mismatch(predicate, {"runDetails.builder": "x"}).startswith('runDetails.builder is {"id": ')
