@@ -25,13 +25,14 @@ from regsync.errors import NotFound, RegistryError, UsageError, VerificationErro
 from regsync.oci.layout import DIGEST, REF_NAME, SOURCE_DIGEST, LayoutSource, LayoutWriter, copy_into_layout, open_regular
 from regsync.oci.manifest import filter_index
 from regsync.bundle.packages import export_package, index_stand_ins
+from regsync.bundle.referrers import carries_referrers, export_referrers
 from regsync.bundle.signature import check_signatures, forget_signatures, sign_file
 from regsync.console import say
 from regsync.policy import LoadedPolicy
 from regsync.resolve import make_plan
 from regsync.resolve.images import manifest_tree
 from regsync.transfer import write_atomically
-from regsync.verify.steps import verified_signature_manifest
+from regsync.verify.steps import rule_of, verified_attachments
 
 BUNDLE_FORMAT = "regsync-bundle/1"
 MAX_BUNDLE_JSON = 64 * 1024 * 1024
@@ -78,15 +79,18 @@ def export_bundle(loaded: LoadedPolicy, endpoints: Endpoints, out: Path, audit, 
             # The ref names what the bundle holds (the filtered index, readable by any OCI tool); the
             # original digest rides along for import, whose signature checks and filter start there.
             refs[f"{src_name}/{src_repo}:{tag}"] = _ref(root, original if root is not original else None)
-            pinned = verified_signature_manifest(item.verification)  # not what the tag says by now
+            pinned = verified_attachments(item.verification, original.digest)  # not what the tags say by now
             for suffix in ATTACHMENTS:
                 attached = f"sha256-{original.digest.split(':', 1)[1]}{suffix}"
-                known = pinned if suffix == ".sig" else None
+                known = pinned.get(attached)
                 found = None if known else src.head_manifest(src_repo, attached)
                 if known or found is not None:
                     sig = src.get_manifest(src_repo, known or found.digest)
                     moved += copy_into_layout(src, src_repo, manifest_tree(src, src_repo, sig), writer, on_bytes)
                     refs[f"{src_name}/{src_repo}:{attached}"] = _ref(sig)
+            if carries_referrers(rule_of(endpoints, item.rule), endpoints.policy.trust):
+                moved += export_referrers(src, src_repo, f"{src_name}/{src_repo}", original.digest, writer, on_bytes,
+                                          refs)
         except (RegistryError, VerificationError) as exc:
             event = "refused" if isinstance(exc, VerificationError) else "failed"
             logger.error("{}: {}", item.source, exc)
