@@ -212,19 +212,26 @@ _SNIPPET_BASE = {  # the names documented snippets refer to without defining the
     "registries": {name: {"url": f"https://{name}.example"} for name in ("tuna", "upstream", "upstream-mirror")}
     | {"harbor": {"url": "https://harbor.example", "kind": "harbor"}},
     "indexes": {"internal": {"url": "https://internal.example/simple/"}},
-    "trust": {"release-key": {"cosign_key": "keys/cosign.pub"}},
+    "trust": {"release-key": {"cosign_key": "keys/cosign.pub"},
+              "pypi-publishers": {"keyless": {"issuer": "https://token.actions.githubusercontent.com",
+                                              "identity_regex": "^https://github.com/"},
+                                  "trusted_root": "trust/trusted_root.json"}},
     "images": [{"from": "upstream/library/python", "to": "harbor/base/python", "tags": {"include": ["3.12"]}}],
 }
 
 
 @pytest.mark.parametrize("block", list(_doc_yaml_blocks()))
 def test_every_policy_snippet_in_the_docs_is_valid(block, tmp_path):
-    """Each ```yaml block of README.md and docs/, completed with the names it refers to, loads as a
-    policy: a key renamed in the code but not in the docs fails here."""
+    """Each ```yaml block of README.md and docs/, completed with the names it refers to (an indented
+    block is part of a package rule), loads as a policy: a key renamed in the code but not in the
+    docs fails here."""
     from regsync.policy import load_policy
 
     snippet = yaml.safe_load(block)
     merged = dict(_SNIPPET_BASE)
+    if block.startswith(" "):  # a fragment of one package rule (the keys it shows, in context)
+        merged["indexes"] = {**merged["indexes"], "pypi": {"url": "https://pypi.example/simple/"}}
+        snippet = {"packages": [{"from": "pypi", "to": "internal", "requirements": ["widget==1.0"], **snippet}]}
     for key, value in snippet.items():
         merged[key] = {**merged.get(key, {}), **value} if isinstance(value, dict) and key != "audit" else value
     path = tmp_path / "policy.yaml"
