@@ -27,7 +27,7 @@ from regsync.bundle.source import open_bundle
 from regsync.endpoints import Endpoints
 from regsync.errors import EXIT_RUNTIME, RegsyncError, UsageError, VerificationError
 from regsync.kinds.registry import KINDS, kind_of
-from regsync.lock import RunLock
+from regsync.lock import RunLock, lock_path
 from regsync.ops import write_metrics, write_summary
 from regsync.pipeline.apply import Outcome, apply_plan, check_not_stale
 from regsync.pipeline.make import make_plan
@@ -62,9 +62,10 @@ class RunResult:
     audit_path: Path
 
 
-def load_checked(policy_path: Path) -> LoadedPolicy:
-    """The policy, validated, with the files it names (CA bundles, keys, roots) opened and parsed."""
-    loaded = load_policy(policy_path)
+def load_checked(policy_path: Path, offline_sources: bool = False) -> LoadedPolicy:
+    """The policy, validated, with the files it names (CA bundles, keys, roots) opened and parsed.
+    `offline_sources`: a bundle stands in for the sources, so their settings are not needed."""
+    loaded = load_policy(policy_path, offline_sources=offline_sources)
     check_files(loaded)
     return loaded
 
@@ -116,7 +117,7 @@ def export(policy_path: Path, out: Path, options: RunOptions, since: Path | None
 
 def import_(policy_path: Path, bundle: Path, options: RunOptions, more_blobs: tuple[Path, ...] = ()) -> RunResult:
     """The bundle stands in for the policy's sources; the sync pipeline runs on it."""
-    loaded = _load_for_run(policy_path, options)
+    loaded = _load_for_run(policy_path, options, offline_sources=True)
 
     def work(endpoints: Endpoints, audit: AuditLog) -> Outcome:
         return apply_plan(make_plan(loaded, endpoints, options.jobs), endpoints, audit, options.jobs)
@@ -135,7 +136,7 @@ def run_frame(loaded: LoadedPolicy, command: str, work: Callable[[Endpoints, Aud
     path = options.audit_file or policy.audit.path or DEFAULT_AUDIT
     lock = None
     try:
-        lock = RunLock(path.with_name(path.name + ".lock")).acquire(options.wait_lock)
+        lock = RunLock(lock_path(path)).acquire(options.wait_lock)
         sign_key = (load_private_key(policy.audit.sign_key, policy.audit.sign_key_password_env, "audit.sign_key")
                     if policy.audit.sign_key else None)
         audit = AuditLog(path, options.run_id, sign_key)
@@ -183,9 +184,9 @@ def _audited(loaded, command, work, options: RunOptions, sources, audit: AuditLo
     return RunResult(exit_code, outcome, audit.path)
 
 
-def _load_for_run(policy_path: Path, options: RunOptions) -> LoadedPolicy:
+def _load_for_run(policy_path: Path, options: RunOptions, offline_sources: bool = False) -> LoadedPolicy:
     try:
-        return load_checked(policy_path)
+        return load_checked(policy_path, offline_sources)
     except RegsyncError as exc:
         report_early_exit(options, policy_path, exc)
         raise

@@ -20,8 +20,9 @@ from regsync.bundle.signature import forget_signatures, sign_file
 from regsync.content.files import write_atomically
 from regsync.endpoints import Endpoints
 from regsync.errors import RegistryError, UsageError, VerificationError
-from regsync.kinds.registry import KINDS
-from regsync.kinds.oci.layout import DIGEST, REF_NAME, LayoutWriter
+from regsync.console import say
+from regsync.kinds.registry import KINDS, kind_of
+from regsync.kinds.oci.layout import DIGEST, REF_NAME, SOURCE_DIGEST, LayoutWriter
 from regsync.pipeline.apply import Outcome, apply_plan
 from regsync.pipeline.make import make_plan
 from regsync.pipeline.plan import PlanItem
@@ -42,9 +43,12 @@ class BundleDirectory:
         self._sections: dict[str, list[tuple[int, dict]]] = {}
         self._left_out: set[str] = set()
 
-    def add_ref(self, name: str, manifest) -> None:
+    def add_ref(self, name: str, manifest, source_digest: str | None = None) -> None:
+        ref = {"mediaType": manifest.media_type, "digest": manifest.digest, "size": len(manifest.raw)}
+        if source_digest is not None:
+            ref["annotations"] = {SOURCE_DIGEST: source_digest}
         with self._lock:
-            self._refs[name] = {"mediaType": manifest.media_type, "digest": manifest.digest, "size": len(manifest.raw)}
+            self._refs[name] = ref
 
     def add_artifact(self, item: PlanItem, entry: dict) -> None:
         with self._lock:
@@ -59,7 +63,8 @@ class BundleDirectory:
             self._left_out |= digests
 
     def index(self) -> list[dict]:
-        return [dict(descriptor, annotations={REF_NAME: name}) for name, descriptor in sorted(self._refs.items())]
+        return [dict(descriptor, annotations={**descriptor.get("annotations", {}), REF_NAME: name})
+                for name, descriptor in sorted(self._refs.items())]
 
     def artifacts(self) -> list[dict]:
         return [entry for _, entry in sorted(self._artifacts, key=lambda pair: pair[0])]
@@ -77,7 +82,10 @@ def export_bundle(loaded: LoadedPolicy, endpoints: Endpoints, out: Path, audit, 
     """`sign_key`: a private key (signing.load_private_key) that signs SHA256SUMS and bundle.json."""
     base = _base_bundle(since) if since else None
     plan = make_plan(loaded, endpoints, jobs, diff_target=False)
-    sink = BundleDirectory(out, plan.items, frozenset(base["blobs"]) if base else frozenset())
+    leave_out = frozenset(base["blobs"]) if base else frozenset()
+    if volume_size:
+        _check_volume_size(plan, endpoints, volume_size, leave_out)  # before the first byte is written
+    sink = BundleDirectory(out, plan.items, leave_out)
     gather_volumes(out)  # a re-run resumes with what earlier volumes already hold
     # Re-running completes a half-written bundle: blobs already there are kept once their bytes hash
     # to their names (what SHA256SUMS, and a signature over it, will say of them). Refs are not:
@@ -112,7 +120,29 @@ def export_bundle(loaded: LoadedPolicy, endpoints: Endpoints, out: Path, audit, 
         sign_file(out, "SHA256SUMS", sums, sign_key)
     for volume in volumes:
         write_checksums(volume, small_files=())
+    if volumes:
+        carry = [str(out), *map(str, volumes)]
+        say(f"split into {len(carry)} volumes: carry {len(carry)} directories: {', '.join(carry)}",
+            event="volumes", volumes=carry)
     return outcome
+
+
+def _check_volume_size(plan, endpoints: Endpoints, volume_size: int, leave_out: frozenset) -> None:
+    """A blob is never split across media: one larger than a volume is refused before anything is
+    written, rather than after hours of downloading. Manifests read here are cached for the export."""
+    largest, what = 0, ""
+    for item in plan.items:
+        if item.action == "refuse":
+            continue
+        try:
+            sizes = kind_of(item).export_sizes(item, endpoints, leave_out)
+        except (RegistryError, VerificationError):
+            continue  # the export itself reports it
+        if sizes and max(sizes) > largest:
+            largest, what = max(sizes), item.source
+    if largest > volume_size:
+        raise UsageError(f"--volume-size {volume_size} is smaller than the largest blob to export ({largest} bytes, "
+                         f"in {what}); a blob is never split across volumes: nothing was written")
 
 
 def export_stand_ins(loaded: LoadedPolicy) -> dict:

@@ -10,11 +10,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
 from regsync.content.files import write_atomically
-from regsync.errors import UsageError, VerificationError
+from regsync.errors import NotFound, UsageError, VerificationError
 from regsync.kinds.oci.layout import open_regular
 
 BUNDLE_FORMAT = "regsync-bundle/1"
@@ -90,6 +91,32 @@ def check_sums(root: Path, checked: dict[str, bytes]) -> None:
     for name in SMALL_FILES:
         if sums.get(name) != hashlib.sha256(checked[name]).hexdigest():
             raise VerificationError(f"{root}/{name} does not match SHA256SUMS: the bundle was altered or damaged")
+
+
+_INCOMPLETE = "the bundle is incomplete (an export that did not finish, or a copy cut short): export again, or copy it again"
+
+
+def read_present(root: Path, name: str) -> bytes:
+    try:
+        return read_small(root / name)
+    except NotFound:
+        raise UsageError(f"{root}/{name} is missing: {_INCOMPLETE}") from None
+
+
+def check_complete(directory: Path, sums: bytes | None) -> None:
+    """Every blob a directory's SHA256SUMS lists is there: a half-copied bundle is named as such up
+    front, not found out blob by blob as "not in the bundle" halfway through an import."""
+    if sums is None:
+        try:
+            sums = read_small(directory / "SHA256SUMS")
+        except (NotFound, VerificationError):
+            return  # a volume or base without its own list: its blobs are checked as they are read
+    listed = re.findall(r"(?m)^[0-9a-f]{64}  (blobs/sha256/[0-9a-f]{64})$", sums.decode(errors="replace"))
+    missing = [name for name in listed if not os.path.lexists(directory / name)]
+    if missing:
+        shown = ", ".join(f"{directory}/{name}" for name in missing[:3])
+        more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+        raise UsageError(f"{shown}{more} missing: {_INCOMPLETE}")
 
 
 def read_small(path: Path) -> bytes:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from regsync.bundle.format import MAX_VOLUMES, SMALL_FILES, bundle_meta, check_sums, read_small
+from regsync.bundle.format import MAX_VOLUMES, SMALL_FILES, bundle_meta, check_complete, check_sums, read_present
 from regsync.bundle.signature import check_signatures
 from regsync.errors import UsageError, VerificationError
 from regsync.kinds.registry import KINDS
@@ -23,7 +23,7 @@ def open_bundle(root: Path, loaded: LoadedPolicy, more_blobs: tuple[Path, ...] =
     for directory in (root, *more_blobs):
         if directory.is_symlink() or not directory.is_dir():
             raise UsageError(f"{directory} is not a bundle directory")
-    checked = {name: read_small(root / name) for name in ("SHA256SUMS", *SMALL_FILES)}
+    checked = {name: read_present(root, name) for name in ("SHA256SUMS", *SMALL_FILES)}
     evidence = check_signatures(root, loaded, checked)  # before any of it is read as authority
     if evidence and audit is not None:
         audit.record("verified", artifact={"bundle": str(root)}, verification=evidence,
@@ -39,6 +39,8 @@ def open_bundle(root: Path, loaded: LoadedPolicy, more_blobs: tuple[Path, ...] =
     if isinstance(volumes, int) and 1 < volumes <= MAX_VOLUMES and len(more_blobs) < volumes - 1:
         raise UsageError(f"this bundle was split into {volumes} volumes: name them all, e.g. "
                          f"regsync import {root} " + " ".join(f"{root}.vol{n}" for n in range(2, volumes + 1)))
+    for directory in (root, *more_blobs):
+        check_complete(directory, checked["SHA256SUMS"] if directory == root else None)
     index, more = checked["index.json"], tuple(more_blobs)
     sources: dict = {}
     for kind in KINDS.values():

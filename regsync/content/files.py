@@ -11,6 +11,8 @@ from pathlib import Path
 
 from loguru import logger
 
+from regsync.errors import PolicyError
+
 
 def state_dir() -> Path | None:
     """Where resumable-upload checkpoints live: $REGSYNC_STATE_DIR, else ~/.local/state/regsync
@@ -82,3 +84,16 @@ def write_private_json(path: Path, doc: dict) -> None:
     with os.fdopen(create_new(temporary, 0o600), "w") as handle:
         json.dump(doc, handle)
     os.replace(temporary, path)
+
+
+def read_local_file(path, limit: int, what: str, noun: str) -> bytes:
+    """A small local file a policy or a flag names (a key, a CA bundle, a trusted root), at most
+    `limit` bytes; PolicyError naming `what` when it cannot be read or is too large to be `noun`."""
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(limit + 1)
+    except OSError as exc:
+        raise PolicyError(f"{what}: cannot read {path}: {exc.strerror}") from None
+    if len(data) > limit:
+        raise PolicyError(f"{what}: {path} is too large to be {noun}")
+    return data

@@ -136,8 +136,11 @@ def _refuse(item: PlanItem, reason: str, audit: AuditLog, outcome: Outcome) -> N
 
 
 def _apply_item(item: PlanItem, run: Run) -> Exception | None:
-    return _guarded(item, lambda: run.audit.record("pushed", artifact=item.artifact(), policy_rule=item.rule,
-                                                   **kind_of(item).transfer(item, run)))
+    def transfer() -> None:
+        fields = kind_of(item).transfer(item, run)
+        fields.setdefault("artifact", item.artifact())
+        run.audit.record("pushed", policy_rule=item.rule, **fields)
+    return _guarded(item, transfer)
 
 
 def _export_item(item: PlanItem, run: Run, sink: BundleSink) -> Exception | None:

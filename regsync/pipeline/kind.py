@@ -41,8 +41,9 @@ class BundleSink(Protocol):
     def writer(self):
         """The OCI layout every kind stores its bytes in (blobs named by their sha256)."""
 
-    def add_ref(self, name: str, manifest) -> None:
-        """Name a manifest in index.json (`<registry>/<repository>:<tag>` as the policy names its source)."""
+    def add_ref(self, name: str, manifest, source_digest: str | None = None) -> None:
+        """Name a manifest in index.json (`<registry>/<repository>:<tag>` as the policy names its
+        source); `source_digest`: the source's digest when the manifest was made from it (a filter)."""
 
     def add_artifact(self, item: "PlanItem", entry: dict) -> None:
         """An item verified into the bundle: its entry in bundle.json's `artifacts`."""
@@ -119,10 +120,15 @@ class Kind(Protocol):
 
     def transfer(self, item: "PlanItem", run: Run) -> dict:
         """Fetch, verify (again, against the policy's rule) and push one item. Records `verified`
-        itself; returns the `pushed` record's fields (at least `verification`)."""
+        itself; returns the `pushed` record's fields (at least `verification`; `artifact` to say
+        what this push moved when it differs from the plan's item)."""
 
     def export(self, item: "PlanItem", run: Run, sink: BundleSink) -> dict:
         """Fetch and verify one item into the bundle; returns the verification evidence."""
+
+    def export_sizes(self, item: "PlanItem", endpoints: "Endpoints", leave_out: frozenset[str]) -> list[int]:
+        """The sizes of the files export would write for the item (blobs in `leave_out` are not
+        written): a blob is never split across volumes, so one larger than a volume is refused first."""
 
     def targets(self, policy: "Policy") -> set[str]:
         """The target names the policy's rules of this kind write to (for the audit trail's run record)."""

@@ -25,7 +25,9 @@ class LoadedPolicy:
         return ref.split("/", 1)[0]
 
 
-def load_policy(path: str | Path, environ: dict[str, str] | None = None) -> LoadedPolicy:
+def load_policy(path: str | Path, environ: dict[str, str] | None = None, offline_sources: bool = False) -> LoadedPolicy:
+    """`offline_sources` (import): the source registries and indexes are never contacted, so the
+    environment variables only they use (their passwords) need not be set on this side."""
     path = Path(path)
     try:
         raw = path.read_bytes()
@@ -35,15 +37,37 @@ def load_policy(path: str | Path, environ: dict[str, str] | None = None) -> Load
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise PolicyError("the policy is not UTF-8 text", str(path)) from None
-    doc = load_document(text, str(path), environ)
+    doc = load_document(text, str(path), environ, defer_unset=offline_sources)
     if not isinstance(doc.data, dict):
         raise PolicyError("the policy must be a mapping (version:, registries:, images: …)", str(path), 1)
+    if doc.unset:
+        offline = _source_only(doc.data)
+        for where, name in doc.unset.items():
+            if tuple(where[:2]) not in offline:
+                raise doc.error(where, f"environment variable '{name}' is not set")
     try:
         policy = Policy.model_validate(doc.data, context={"base_dir": path.resolve().parent})
     except ValidationError as exc:
         raise _first_error(exc, doc) from None
     _check_references(policy, doc)
     return LoadedPolicy(policy, path, hashlib.sha256(raw).hexdigest(), doc)
+
+
+def _source_only(data: dict) -> set[tuple]:
+    """("registries", name) and ("indexes", name) for every endpoint the policy only reads from."""
+    def names(rules, *keys) -> set[str]:
+        found = set()
+        for rule in rules if isinstance(rules, list) else []:
+            for key in keys:
+                value = rule.get(key) if isinstance(rule, dict) else None
+                if isinstance(value, str):
+                    found.add(value.split("/", 1)[0])
+        return found
+
+    images, packages = data.get("images"), data.get("packages")
+    registries = names(images, "from") - names(images, "to", "crosscheck")
+    indexes = names(packages, "from") - names(packages, "to")
+    return {("registries", name) for name in registries} | {("indexes", name) for name in indexes}
 
 
 def _first_error(exc: ValidationError, doc: Document) -> PolicyError:
@@ -84,6 +108,11 @@ def _check_references(policy: Policy, doc: Document) -> None:
                 raise doc.error(("images", i, "verify", "trust"), f"unknown trust entry '{name}'")
         if rule.verify.signature == "required" and not rule.verify.trust:
             raise doc.error(("images", i, "verify"), "signature: required needs at least one trust entry")
+        for n, wanted in enumerate(rule.verify.require_attestations):
+            for name in wanted.trust:
+                if name not in policy.trust:
+                    raise doc.error(("images", i, "verify", "require_attestations", n, "trust"),
+                                    f"unknown trust entry '{name}'")
     for i, rule in enumerate(policy.packages):
         named = [(("packages", i, "from"), rule.source), (("packages", i, "to"), rule.target)]
         if rule.verify.provenance_from is not None:
@@ -93,6 +122,14 @@ def _check_references(policy: Policy, doc: Document) -> None:
                 known = ", ".join(sorted(policy.indexes)) or "none defined"
                 raise doc.error(where, f"unknown index '{name}' (indexes: {known})")
         _check_provenance_references(policy, rule, ("packages", i, "verify"), doc)
+        for n, wanted in enumerate(rule.verify.require_attestations):
+            for name in wanted.trust:
+                where = ("packages", i, "verify", "require_attestations", n, "trust")
+                if name not in policy.trust:
+                    raise doc.error(where, f"unknown trust entry '{name}'")
+                if policy.trust[name].keyless is None or policy.trust[name].trusted_root is None:
+                    raise doc.error(where, f"trust entry '{name}' must be keyless with a trusted_root: PEP 740 "
+                                           f"attestations are sigstore bundles, verified offline")
     _check_bundle_references(policy, doc)
 
 

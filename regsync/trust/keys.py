@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from regsync.errors import PolicyError
+from regsync.content.files import read_local_file
 
 MAX_KEY_BYTES = 64 * 1024
 
@@ -82,25 +83,27 @@ def fingerprint(key) -> str:
     return "sha256:" + hashlib.sha256(der).hexdigest()
 
 
+def _label(name: str) -> str:
+    """A command's flag (`--key`) is named as such; anything else is a policy trust entry."""
+    return name if name.startswith("--") else f"trust entry '{name}'"
+
+
 def parse_public_key(pem: bytes, name: str, where: str) -> PublicKey:
     try:
         key = serialization.load_pem_public_key(pem)
     except (ValueError, UnsupportedAlgorithm):
-        raise PolicyError(f"trust entry '{name}': {where} is not a PEM public key") from None
+        if b"PRIVATE KEY-----" in pem:  # PKCS#8, SEC1, PKCS#1, cosign's ENCRYPTED SIGSTORE PRIVATE KEY
+            raise PolicyError(f"{_label(name)}: {where} is a private key, where the public key is needed "
+                              f"(cosign.pub, or `openssl pkey -pubout`)") from None
+        raise PolicyError(f"{_label(name)}: {where} is not a PEM public key") from None
     if isinstance(key, ec.EllipticCurvePublicKey):
         if key.curve.name not in ("secp256r1", "secp384r1", "secp521r1"):
-            raise PolicyError(f"trust entry '{name}': curve {key.curve.name} is not one cosign uses")
+            raise PolicyError(f"{_label(name)}: curve {key.curve.name} is not one cosign uses")
     elif not isinstance(key, (rsa.RSAPublicKey, ed25519.Ed25519PublicKey)):
-        raise PolicyError(f"trust entry '{name}': only ECDSA, RSA and Ed25519 keys are supported")
+        raise PolicyError(f"{_label(name)}: only ECDSA, RSA and Ed25519 keys are supported")
     return PublicKey(name, key, fingerprint(key))
 
 
 def load_public_key(path: Path, name: str) -> PublicKey:
-    try:
-        with open(path, "rb") as handle:
-            pem = handle.read(MAX_KEY_BYTES + 1)
-    except OSError as exc:
-        raise PolicyError(f"trust entry '{name}': cannot read {path}: {exc.strerror}") from None
-    if len(pem) > MAX_KEY_BYTES:
-        raise PolicyError(f"trust entry '{name}': {path} is too large to be a public key")
+    pem = read_local_file(path, MAX_KEY_BYTES, _label(name), "a public key")
     return parse_public_key(pem, name, str(path))

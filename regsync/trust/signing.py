@@ -25,6 +25,7 @@ from regsync.kinds.oci.manifest import OCI_MANIFEST, Descriptor, Manifest
 from regsync.policy.models import SignOnImport
 from regsync.content.reader import VerifyingReader
 from regsync.content.digest import digest_of
+from regsync.content.files import read_local_file
 from regsync.trust import cosign_key
 from regsync.kinds.oci.cosign import SIGNATURE_ANNOTATION, SIGNATURE_TYPE, SIMPLE_SIGNING, attachment_tag
 from regsync.trust.keys import MAX_KEY_BYTES, fingerprint
@@ -55,14 +56,7 @@ def load_private_key(path: Path, password_env: str | None = None, what: str = "s
 
 
 def _read_key(path: Path, what: str) -> bytes:
-    try:
-        with path.open("rb") as handle:
-            pem = handle.read(MAX_KEY_BYTES + 1)
-    except OSError as exc:
-        raise PolicyError(f"{what}: cannot read {path}: {exc.strerror}") from None
-    if len(pem) > MAX_KEY_BYTES:
-        raise PolicyError(f"{what}: {path} is too large to be a private key")
-    return pem
+    return read_local_file(path, MAX_KEY_BYTES, what, "a private key")
 
 
 def _password(env: str, what: str) -> bytes:

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from regsync.errors import VerificationError
-from regsync.kinds.oci.attachments import after_push, verified_signature_manifest
+from regsync.kinds.oci.attachments import after_push, verified_attachments
+from regsync.kinds.oci.bundle_referrers import carries_referrers, export_referrers
 from regsync.kinds.oci.copy import BlobCopier, copy_tree
 from regsync.kinds.oci.cosign import ATTACHMENT_SUFFIXES, attachment_tag
 from regsync.kinds.oci.layout import copy_into_layout
 from regsync.kinds.oci.manifest import filter_index
 from regsync.kinds.oci.names import check_digest, check_image_ref, split_image_ref, split_ref
 from regsync.kinds.oci.plan import plan_images
-from regsync.kinds.oci.rules import authorize_image, image_rule_for
+from regsync.kinds.oci.rules import authorize_image, image_rule_for, rule_of
 from regsync.kinds.oci.tree import manifest_tree
 from regsync.kinds.oci.verify import evidence_before_push
 from regsync.pipeline.kind import BundleSink, Run
@@ -57,31 +58,42 @@ class ImageKind:
         verified = {"method": "sha256", "manifests": len(tree),
                     "blobs": len({b.digest for m in tree for b in m.blobs()})}
         verified.update(evidence_before_push(item, endpoints, root))  # a saved plan may be old or edited: check now
-        copy_tree(src, src_repo, dst, dst_repo, tree, tag, blobs,
-                  on_verified=lambda: audit.record("verified", artifact=item.artifact(), policy_rule=item.rule,
-                                                   verification=verified))
-        return {"verification": verified, **after_push(item, endpoints, tree, blobs, verified)}
+        moved = copy_tree(src, src_repo, dst, dst_repo, tree, tag, blobs,
+                          on_verified=lambda: audit.record("verified", artifact=item.artifact(), policy_rule=item.rule,
+                                                           verification=verified))
+        # What this push moved, not what the plan expected: a re-applied plan finds its blobs there.
+        return {"artifact": {**item.artifact(), "size": moved}, "verification": verified,
+                **after_push(item, endpoints, tree, blobs, verified)}
 
     def export(self, item: PlanItem, run: Run, sink: BundleSink) -> dict | None:
         src_name, src_repo, tag = split_image_ref(item.source)
         src = run.endpoints.registry(src_name)
-        original = src.get_manifest(src_repo, item.source_digest or item.digest)
-        root = filter_index(original, item.platforms) if item.platforms and original.is_index else original
-        tree = manifest_tree(src, src_repo, root)
+        original, root, tree = _tree_of(item, src, src_repo)
         copy_into_layout(src, src_repo, tree, sink.writer, run.on_bytes, sink.leave_out)
         sink.left_out({b.digest for m in tree for b in m.blobs()[1:]} & sink.leave_out)
         sink.writer.write_manifest(original)  # signatures name the original digest: keep it resolvable
-        sink.add_ref(f"{src_name}/{src_repo}:{tag}", original)
-        pinned = verified_signature_manifest(item.verification)  # not what the tag says by now
+        # The ref names what the bundle holds (the filtered index, readable by any OCI tool); the
+        # original digest rides along for import, whose signature checks and filter start there.
+        sink.add_ref(f"{src_name}/{src_repo}:{tag}", root, original.digest if root is not original else None)
+        pinned = verified_attachments(item.verification, original.digest)  # not what the tags say by now
         for suffix in ATTACHMENT_SUFFIXES:
             attached = attachment_tag(original.digest, suffix)
-            known = pinned if suffix == "sig" else None
+            known = pinned.get(attached)
             found = None if known else src.head_manifest(src_repo, attached)
             if known or found is not None:
                 sig = src.get_manifest(src_repo, known or found.digest)
                 copy_into_layout(src, src_repo, manifest_tree(src, src_repo, sig), sink.writer, run.on_bytes)
                 sink.add_ref(f"{src_name}/{src_repo}:{attached}", sig)
+        policy = run.endpoints.policy
+        if carries_referrers(rule_of(policy, item.rule), policy.trust):
+            export_referrers(src, src_repo, f"{src_name}/{src_repo}", original.digest, sink.writer, run.on_bytes,
+                             sink.add_ref)
         return item.verification
+
+    def export_sizes(self, item: PlanItem, endpoints, leave_out: frozenset[str]) -> list[int]:
+        src_name, src_repo, _ = split_image_ref(item.source)
+        _, _, tree = _tree_of(item, endpoints.registry(src_name), src_repo)
+        return [b.size for m in tree for b in m.blobs() if b.digest not in leave_out]
 
     def targets(self, policy) -> set[str]:
         return {split_ref(rule.target)[0] for rule in policy.images}
@@ -92,6 +104,13 @@ class ImageKind:
     def bundle_sources(self, bundle: dict, policy, layout_for) -> dict:
         """The policy's source registries, served from the bundle's OCI layout."""
         return {name: layout_for(name) for name in {split_ref(rule.source)[0] for rule in policy.images}}
+
+
+def _tree_of(item: PlanItem, src, src_repo: str):
+    """(the source's manifest, the root exported (platform-filtered when asked), its tree)."""
+    original = src.get_manifest(src_repo, item.source_digest or item.digest)
+    root = filter_index(original, item.platforms) if item.platforms and original.is_index else original
+    return original, root, manifest_tree(src, src_repo, root)
 
 
 def _planned_root(item: PlanItem, src, src_repo: str):

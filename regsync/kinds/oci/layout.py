@@ -123,6 +123,8 @@ class _BlobResponse:
 
 
 REF_NAME = "org.opencontainers.image.ref.name"
+# On a ref whose manifest regsync filtered by platform: the source's own (signed) index digest.
+SOURCE_DIGEST = "io.github.regsync.source-digest"
 MAX_INDEX_BYTES = 64 * 1024 * 1024
 
 
@@ -181,6 +183,12 @@ class LayoutSource:
             return None
         descriptor = Descriptor.parse(entry, f"index.json ref {self.name}/{repo}:{reference}")
         blob_path(self.root, descriptor.digest)  # refuses anything but sha256:<64 hex> (e.g. a path)
+        source = (entry.get("annotations") or {}).get(SOURCE_DIGEST)
+        if source is not None:
+            # The tag as the source served it: signatures name it, and import filters it again and
+            # must arrive at the digest the ref names (checked like every plan item, at apply).
+            manifest = self.get_manifest(repo, source)
+            return Descriptor(manifest.media_type, manifest.digest, len(manifest.raw))
         return descriptor
 
     def ref(self, repo: str, reference: str = "") -> str:
@@ -208,11 +216,18 @@ class LayoutSource:
                                                         "directory after this one)") from None
         return _BlobResponse(handle, os.fstat(handle.fileno()).st_size)
 
+    def repository_exists(self, repo: str) -> None:
+        return None   # a bundle has no such question: what it lacks, it lacks by tag
+
     def may_have_tag(self, repo: str, tag: str) -> bool:
         return True   # head_manifest answers from index.json already
 
     def blob_exists(self, repo: str, digest: str) -> bool:
         return self.blob_path(digest).is_file()
+
+    def get_referrers(self, repo: str, digest: str) -> dict | None:
+        """A layout has no referrers API: None sends readers to the referrers tag, which export writes."""
+        return None
 
 
 def copy_into_layout(src, src_repo: str, tree: list[Manifest], writer: LayoutWriter, on_bytes=None,

@@ -15,6 +15,7 @@ from regsync.kinds.oci.manifest import Manifest
 from regsync.pipeline.plan import PlanItem
 from regsync.policy.models import ImageRule
 from regsync.kinds.oci.rules import authorize_image
+from regsync.kinds.oci.attestations import check_attestations
 from regsync.kinds.oci.gates import evaluate_gates, gates_set
 from regsync.kinds.oci.signatures import check_signatures
 from regsync.trust.signing import load_private_key
@@ -46,6 +47,8 @@ def _check(rule: ImageRule, endpoints: Endpoints, tag: str, source_digest: str, 
     signature = check_signatures(src, src_repo, source_digest, rule.verify, endpoints.policy.trust)
     if signature is not None:
         evidence["signature"] = signature
+    if rule.verify.require_attestations:
+        evidence["attestations"] = check_attestations(src, src_repo, source_digest, rule.verify, endpoints.policy.trust)
     if gates_set(rule.gates):
         evidence["gates"] = evaluate_gates(rule.gates, src, src_repo, root, tag)
 

@@ -72,7 +72,7 @@ def _export_provenance(item: PlanItem, endpoints, writer: LayoutWriter, filename
     """The PEP 740 provenance as the index served it, stored as a blob beside the file, so the
     air-gapped side verifies it offline with its own trusted_root.json; None when there is none."""
     rule = rule_of(endpoints.policy, item.rule)
-    if rule.verify.attestations == "off":
+    if rule.verify.attestations == "off" and not rule.verify.require_attestations:
         return None
     try:
         _, raw = fetch_provenance(provenance_index(rule, endpoints), filename)
@@ -136,6 +136,9 @@ class BundleIndex:
 
     def page_url(self, package: DistributionPackage) -> None:
         return None   # no pages: the sha256 is the one export verified and bundle.json names
+
+    def size_of(self, package: DistributionPackage) -> int | None:
+        return package.size   # bundle.json lists every file's size
 
     def served_by(self, package: DistributionPackage) -> None:
         return None

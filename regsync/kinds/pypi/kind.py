@@ -40,6 +40,9 @@ class PackageKind:
         sink.add_entry(item, self.bundle_section, entry)
         return {"method": "sha256", "against": f"{entry['index']} index"}
 
+    def export_sizes(self, item: PlanItem, endpoints, leave_out: frozenset[str]) -> list[int]:
+        return [item.bytes]
+
     def targets(self, policy) -> set[str]:
         return {rule.target for rule in policy.packages}
 

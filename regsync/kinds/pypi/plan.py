@@ -21,7 +21,7 @@ from regsync.kinds.pypi.fetch import kept_size
 from regsync.kinds.pypi.ref import project_of, public_url, sha256_of
 from regsync.kinds.pypi.resolver import Options, ResolutionError, parse_requirement, resolve
 from regsync.pipeline.shard import Shard
-from regsync.kinds.pypi.provenance import check_provenance
+from regsync.kinds.pypi.evidence import check_provenance
 
 
 def plan_packages(rules: list[PackageRule], endpoints: Endpoints, jobs: int = 8,
@@ -31,6 +31,7 @@ def plan_packages(rules: list[PackageRule], endpoints: Endpoints, jobs: int = 8,
     items: dict[tuple[str, str], PlanItem] = {}
     errors: list[PlanError] = []
     to_check: list[tuple[PlanItem, PackageRule]] = []
+    unsized: list[tuple[PlanItem, object, object]] = []  # (item, index, file) the page gave no size for
     for number, rule in enumerate(rules):
         rule_name = f"packages[{number}]"
         index, target = endpoints.index(rule.source), endpoints.package_target(rule.target)
@@ -63,14 +64,22 @@ def plan_packages(rules: list[PackageRule], endpoints: Endpoints, jobs: int = 8,
                 items[key] = _item(candidate.file, rule, rule_name, env, target, index)
                 if items[key].changes:
                     to_check.append((items[key], rule))
-
+                    if not items[key].bytes:
+                        unsized.append((items[key], index, candidate.file))
     def owned(item: PlanItem) -> bool:
         return shard is None or shard.owns(item.target)
 
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:  # one small GET each: latency-bound
         list(pool.map(lambda pair: _check_provenance(pair[0], pair[1], endpoints),
                       [pair for pair in to_check if owned(pair[0])]))
+        list(pool.map(_measure, [entry for entry in unsized if owned(entry[0])]))
     return [item for item in items.values() if owned(item)], errors
+
+
+def _measure(entry) -> None:
+    """A HEAD for the size a simple page (PEP 503 HTML) does not give, so the plan's total is true."""
+    item, index, package = entry
+    item.bytes = index.size_of(package) or 0
 
 
 def _resolution_error(rule: PackageRule, rule_name: str, exc: Exception, refused: dict) -> PlanError:

@@ -37,10 +37,7 @@ IN_TOTO = "application/vnd.in-toto+json"
 BUILD_CONFIG_URI = ObjectIdentifier("1.3.6.1.4.1.57264.1.18")
 
 
-def check_provenance(rule: PackageRule, endpoints, filename: str, digest: str) -> dict | None:
-    """Evidence for the audit record (`verified: false` with a reason when optional and not
-    verified); None when the rule does not ask. Raises VerificationError when required and not
-    verified, RegistryError when the provenance index cannot be reached and provenance is required."""
+def publish_provenance(rule: PackageRule, endpoints, filename: str, digest: str) -> dict | None:
     verify = rule.verify
     if verify.attestations == "off":
         return None
@@ -71,7 +68,7 @@ def verify_provenance(endpoints, index, trust_name: str, publisher: Publisher, f
     entry = endpoints.policy.trust[trust_name]
     root = load_trust_root(entry, trust_name)
     url, raw = fetch_provenance(index, filename)
-    provenance = _parse(raw, filename, url)
+    provenance = parse_provenance(raw, filename, url)
     failures = []
     for bundle in provenance.attestation_bundles:
         for number, attestation in enumerate(bundle.attestations):
@@ -122,7 +119,7 @@ def fetch_provenance(index, filename: str) -> tuple[str, bytes]:
     return url, raw
 
 
-def _parse(raw: bytes, filename: str, url: str):
+def parse_provenance(raw: bytes, filename: str, url: str):
     from pydantic import ValidationError
     from pypi_attestations import Provenance
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from regsync.errors import RegistryError, VerificationError
 from regsync.pipeline.plan import PlanItem
 from regsync.kinds.pypi.ref import parse_file_name, sha256_of
-from regsync.kinds.pypi.provenance import check_provenance
+from regsync.kinds.pypi.evidence import check_provenance
 from regsync.kinds.pypi.rules import admit_package, authorize_package
 
 
