@@ -7,7 +7,7 @@ import re
 import time
 from pathlib import Path
 
-from regsync.audit.log import EVENTS
+from regsync.audit.events import EVENTS
 from regsync.content.files import write_atomically
 
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from regsync.audit import AuditLog
+from regsync.audit.log import AuditLog
 from regsync.bundle.export import export_bundle, export_stand_ins
 from regsync.bundle.signature import signing_key_for
 from regsync.bundle.source import open_bundle

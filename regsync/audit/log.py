@@ -22,12 +22,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from regsync import __version__
+from regsync.audit.events import EVENTS
 from regsync.errors import RegsyncError
 from regsync.trust.keys import fingerprint
 from regsync.trust.signing import sign_bytes
 
 GENESIS = "0" * 64
-EVENTS = ("resolved", "verified", "pushed", "skipped", "refused", "failed")
 TAIL_BLOCK = 65536
 
 

@@ -1,19 +1,46 @@
 """The command line: parse, call the library (regsync.runs), render, exit with the documented codes
-(README, "Exit codes"). Nothing more: each verb group is a module here."""
+(README, "Exit codes"). Nothing more: each verb group is a module here.
+
+Start-up is kept short (issue 16, P9: `regsync --version` and `--help` in well under 0.2 s): a verb's
+module is imported only when that verb is named or help lists it, and the library (pydantic
+models, requests, rich, sigstore, pypi-simple) only inside the verb's function.
+tests/test_startup.py holds every module here to that."""
 
 from __future__ import annotations
 
-import uuid
+import importlib
 
 import click
 
-from regsync import __version__, runs
+from regsync import __version__
 from regsync.cli.guard import run_guarded
 from regsync.cli.options import policy_option
 from regsync.errors import EXIT_OK
 
+# verb → "module:attribute", imported on first use
+LAZY_VERBS = {
+    "plan": "regsync.cli.verbs:plan_cmd",
+    "sync": "regsync.cli.verbs:sync_cmd",
+    "export": "regsync.cli.verbs:export_cmd",
+    "import": "regsync.cli.verbs:import_cmd",
+    "verify": "regsync.cli.verify:verify_cmd",
+    "audit": "regsync.cli.audit:audit_group",
+    "client-config": "regsync.cli.clientconfig:client_config_cmd",
+}
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx):
+        return sorted({*super().list_commands(ctx), *LAZY_VERBS})
+
+    def get_command(self, ctx, name):
+        if name in LAZY_VERBS and name not in self.commands:
+            module, _, attribute = LAZY_VERBS[name].partition(":")
+            self.add_command(getattr(importlib.import_module(module), attribute), name)
+        return super().get_command(ctx, name)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="regsync")
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
 @click.option("-q", "--quiet", count=True, help="Less log output.")
@@ -36,11 +63,11 @@ def cli(ctx, verbose, quiet, log_format, no_progress):
     Exit codes: 0 done, 1 runtime failure, 2 usage/policy error, 3 something was refused,
     4 plan --detailed-exitcode found changes, 5 another run holds the lock.
     """
-    from regsync.console import setup_logging
+    import uuid
 
-    run_id = uuid.uuid4().hex[:16]
-    ctx.obj = {"run_id": run_id, "progress": not no_progress}
-    setup_logging(verbose - quiet, log_format, run_id)
+    # logging (loguru, rich) is set up by run_guarded when a verb runs, not here: this callback
+    # also runs for `regsync sync --help`, which should start as fast as `regsync --help`
+    ctx.obj = {"run_id": uuid.uuid4().hex[:16], "progress": not no_progress, "logging": (verbose - quiet, log_format)}
 
 
 @cli.group("policy")
@@ -58,6 +85,8 @@ def policy_check(policy_path):
     Example:
       regsync policy check -p policies/pytorch-cuda.yaml
     """
+    from regsync import runs
+
     loaded = runs.load_checked(policy_path)
     policy = loaded.policy
     click.echo(f"{policy_path}: valid (sha256 {loaded.sha256[:12]})")
@@ -102,15 +131,6 @@ def pip_config_cmd(policy_path):
     from regsync.policy import load_policy
 
     return print_config(load_policy(policy_path).policy, "pip")
-
-
-from regsync.cli.verbs import export_cmd, import_cmd, plan_cmd, sync_cmd  # noqa: E402  (commands in their own modules)
-from regsync.cli.verify import verify_cmd  # noqa: E402
-from regsync.cli.audit import audit_group  # noqa: E402
-from regsync.cli.clientconfig import client_config_cmd  # noqa: E402
-
-for command in (plan_cmd, sync_cmd, verify_cmd, audit_group, export_cmd, import_cmd, client_config_cmd):
-    cli.add_command(command)
 
 
 def main() -> None:

@@ -9,7 +9,7 @@ import click
 import json
 from datetime import datetime, timezone
 
-from regsync.audit.log import EVENTS
+from regsync.audit.events import EVENTS
 from regsync.errors import EXIT_OK, EXIT_RUNTIME, UsageError
 from regsync.cli.guard import run_guarded
 from regsync.times import parse_time

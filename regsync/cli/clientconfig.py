@@ -19,13 +19,16 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import click
 
 from regsync.errors import EXIT_OK, UsageError
 from regsync.cli.guard import run_guarded
-from regsync.policy.models import Policy
+
+if TYPE_CHECKING:
+    from regsync.policy.models import Policy
 
 CLIENTS = ("docker", "containerd", "podman", "pip", "uv")
 DOCKER_HUB_HOSTS = {"docker.io", "registry-1.docker.io", "index.docker.io", "registry.hub.docker.com"}

@@ -6,8 +6,6 @@ from pathlib import Path
 
 import click
 
-from regsync.policy.models import parse_size
-
 POLICY_HELP = "Policy YAML (see examples/quickstart/policy.yaml)."
 
 
@@ -20,6 +18,8 @@ class SizeType(click.ParamType):
     name = "size"
 
     def convert(self, value, param, ctx):
+        from regsync.policy.models import parse_size  # pydantic: only once a size is given
+
         try:
             return parse_size(value)
         except ValueError as exc:

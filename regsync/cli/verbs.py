@@ -1,4 +1,7 @@
-"""The verbs that plan and move artifacts: parse, call regsync.runs, print the result."""
+"""The verbs that plan and move artifacts: parse, call regsync.runs, print the result.
+
+The library (regsync.runs, the console) is imported inside each verb: `regsync --help` reads this
+module for its help text and must not pay for pydantic, requests and rich (issue 16, P9)."""
 
 from __future__ import annotations
 
@@ -6,12 +9,9 @@ from pathlib import Path
 
 import click
 
-from regsync import runs
 from regsync.cli.guard import run_guarded
 from regsync.cli.options import SIZE, audit_options, jobs_option, policy_option, rate_option
-from regsync.console import byte_progress, human_size, render_plan, say
 from regsync.errors import EXIT_CHANGES, EXIT_OK, EXIT_RUNTIME, UsageError
-from regsync.pipeline.shard import Shard
 
 
 @click.command("plan")
@@ -31,6 +31,9 @@ def plan_cmd(policy_path, as_json, output, detailed_exitcode, jobs, rps):
       regsync plan -p policy.yaml --json | jq '.items[] | select(.action != "skip")'
       regsync plan -p policy.yaml -o plan.json && regsync sync -p policy.yaml --plan plan.json
     """
+    from regsync import runs
+    from regsync.console import render_plan
+
     plan = runs.plan(policy_path, jobs, rps=rps)
     if output:
         plan.save(output)
@@ -75,6 +78,10 @@ def sync_cmd(ctx, policy_path, plan_path, dry_run, audit_file, shard, wait_lock,
       regsync sync -p policy.yaml
       regsync sync -p policy.yaml --plan plan.json --jobs 16
     """
+    from regsync import runs
+    from regsync.console import render_plan
+    from regsync.pipeline.shard import Shard
+
     if plan_path and dry_run:
         raise UsageError("--plan and --dry-run do not go together")
     shard = Shard.parse(shard) if shard else None
@@ -116,6 +123,8 @@ def export_cmd(ctx, policy_path, output, since_bundle, volume_size, sign_key, si
       regsync export -p policy.yaml -o bundle-12-01 --since-bundle bundle-11-25 --volume-size 25GiB
       regsync export -p policy.yaml -o /media/usb/bundle --sign-key /etc/regsync/bundle.key
     """
+    from regsync import runs
+
     options = runs.RunOptions(audit_file, wait_lock, jobs=jobs, run_id=ctx.obj["run_id"])
     return _summarize(runs.export(policy_path, output, options, since_bundle, volume_size, sign_key,
                                   sign_key_password_env), "exported")
@@ -142,17 +151,23 @@ def import_cmd(ctx, bundle, more_blobs, policy_path, audit_file, wait_lock, jobs
     More directories after BUNDLE hold blobs only: the other volumes of a split bundle, or the
     base bundle of an incremental one.
     """
+    from regsync import runs
+
     options = runs.RunOptions(audit_file, wait_lock, jobs=jobs, run_id=ctx.obj["run_id"])
     return _summarize(runs.import_(policy_path, bundle, options, more_blobs), "pushed")
 
 
 def _progress(ctx):
+    from regsync.console import byte_progress
+
     enabled = ctx.obj["progress"]
     return lambda total: byte_progress(total, enabled)
 
 
-def _summarize(result: runs.RunResult, verb: str) -> int:
-    """The run's closing line (stderr; with -q only when a human must look)."""
+def _summarize(result, verb: str) -> int:
+    """The run's closing line (stderr; with -q only when a human must look) for a runs.RunResult."""
+    from regsync.console import human_size, say
+
     outcome, exit_code = result.outcome, result.exit_code
     if outcome.interrupted:
         say("interrupted: completed work stays completed; the next run finishes the rest", needs_a_human=True)

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from loguru import logger
 
-from regsync.audit import AuditLog
+from regsync.audit.log import AuditLog
 from regsync.endpoints import Endpoints
 from regsync.errors import (EXIT_OK, EXIT_REFUSED, EXIT_RUNTIME, Interrupted, RegistryError, UsageError,
                             VerificationError)
