@@ -12,10 +12,7 @@ from regsync.kinds.oci.client import RegistryClient
 from regsync.kinds.oci.credentials import resolve_credentials
 from regsync.kinds.oci.mirrors import MirroredRegistry
 from regsync.policy import LoadedPolicy
-from regsync.kinds.pypi.mirrors import MirroredIndex
 from regsync.net.http import retry_policy
-from regsync.kinds.pypi.index import PackageIndex
-from regsync.kinds.pypi.sinks import DirectoryTarget, UploadTarget
 from regsync.kinds.oci.dialects import build_client
 
 
@@ -63,10 +60,15 @@ class Endpoints:
                 primary = self._package_index(name, cfg, cfg.url, resolve_credentials(cfg.auth, _host(cfg.url)),
                                               cfg.upload_url)
                 mirrors = [self._package_index(name, cfg, url, _mirror_credentials(cfg, url)) for url in cfg.mirrors]
+                from regsync.kinds.pypi.mirrors import MirroredIndex
+
                 self._clients[key] = MirroredIndex([primary, *mirrors]) if mirrors else primary
             return self._clients[key]
 
     def _package_index(self, name: str, cfg, url: str, credentials, upload_url: str | None = None):
+        # the package side (pypi-simple, BeautifulSoup) only when a policy names an index (issue 16)
+        from regsync.kinds.pypi.index import PackageIndex
+
         return PackageIndex(name, url, credentials, cfg.tls.ca_file if cfg.tls else None, self._pool_size,
                             retry_policy(cfg.retries.attempts, cfg.retries.backoff_seconds), upload_url)
 
@@ -76,6 +78,8 @@ class Endpoints:
         key = f"target:{name}"
         if key not in self._clients:
             # what a target holds is read from the target itself, never from a mirror of it
+            from regsync.kinds.pypi.sinks import DirectoryTarget, UploadTarget
+
             target = (DirectoryTarget(name, cfg.path) if cfg.kind == "directory"
                       else UploadTarget(name, self.index(name).primary,
                                         cfg.upload_url or cfg.url))

@@ -21,9 +21,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from regsync.audit.log import AuditLog
-from regsync.bundle.export import export_bundle, export_stand_ins
-from regsync.bundle.signature import signing_key_for
-from regsync.bundle.source import open_bundle
 from regsync.endpoints import Endpoints
 from regsync.errors import EXIT_RUNTIME, RegsyncError, UsageError, VerificationError
 from regsync.kinds.registry import KINDS, kind_of
@@ -35,7 +32,6 @@ from regsync.pipeline.plan import Plan
 from regsync.pipeline.shard import Shard
 from regsync.policy import LoadedPolicy, load_policy
 from regsync.policy.files import check_files
-from regsync.trust.signing import load_private_key
 
 DEFAULT_AUDIT = Path("regsync-audit.jsonl")
 
@@ -104,6 +100,12 @@ def export(policy_path: Path, out: Path, options: RunOptions, since: Path | None
            volume_size: int | None = None, sign_key: Path | None = None,
            sign_key_password_env: str | None = None) -> RunResult:
     """Everything the policy selects, verified, into the bundle directory `out`."""
+    # bundles and signing keys (cryptography) are imported by the verbs that use them: a sync's
+    # start-up does not pay for them (issue 16)
+    from regsync.bundle.export import export_bundle, export_stand_ins
+    from regsync.bundle.signature import signing_key_for
+    from regsync.trust.signing import load_private_key
+
     loaded = _load_for_run(policy_path, options)
     key = load_private_key(sign_key, sign_key_password_env, "--sign-key") if sign_key else None
     key = signing_key_for(loaded, key)  # a bundle the far side would refuse is refused here, before any fetch
@@ -117,6 +119,8 @@ def export(policy_path: Path, out: Path, options: RunOptions, since: Path | None
 
 def import_(policy_path: Path, bundle: Path, options: RunOptions, more_blobs: tuple[Path, ...] = ()) -> RunResult:
     """The bundle stands in for the policy's sources; the sync pipeline runs on it."""
+    from regsync.bundle.source import open_bundle
+
     loaded = _load_for_run(policy_path, options, offline_sources=True)
 
     def work(endpoints: Endpoints, audit: AuditLog) -> Outcome:
@@ -137,6 +141,8 @@ def run_frame(loaded: LoadedPolicy, command: str, work: Callable[[Endpoints, Aud
     lock = None
     try:
         lock = RunLock(lock_path(path)).acquire(options.wait_lock)
+        if policy.audit.sign_key:
+            from regsync.trust.signing import load_private_key
         sign_key = (load_private_key(policy.audit.sign_key, policy.audit.sign_key_password_env, "audit.sign_key")
                     if policy.audit.sign_key else None)
         audit = AuditLog(path, options.run_id, sign_key)

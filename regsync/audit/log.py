@@ -24,8 +24,6 @@ from pathlib import Path
 from regsync import __version__
 from regsync.audit.events import EVENTS
 from regsync.errors import RegsyncError
-from regsync.trust.keys import fingerprint
-from regsync.trust.signing import sign_bytes
 
 GENESIS = "0" * 64
 TAIL_BLOCK = 65536
@@ -139,6 +137,11 @@ class AuditLog:
 
 
 def signature_of(key, payload: bytes) -> dict:
+    # imported here: only a signed trail needs them, and they pull in cryptography and the
+    # registry client (every run's start-up would pay for them, issue 16)
+    from regsync.trust.keys import fingerprint
+    from regsync.trust.signing import sign_bytes
+
     public = key.public_key()
     return {"key_id": fingerprint(public), "value": base64.b64encode(sign_bytes(key, payload)).decode()}
 

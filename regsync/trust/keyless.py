@@ -36,7 +36,6 @@ from cryptography.x509 import ExtendedKeyUsage
 from cryptography.x509.oid import ObjectIdentifier
 from cryptography.x509.verification import Criticality, ExtensionPolicy, PolicyBuilder, Store
 from sigstore.errors import VerificationError as SigstoreError
-from sigstore.verify.policy import Identity
 
 from regsync.errors import PolicyError
 from regsync.policy.models import Keyless, Trust
@@ -75,6 +74,8 @@ class Constraints:
 
     def _identity_matches(self, cert: x509.Certificate) -> bool:
         if self.wanted.identity is not None:
+            from sigstore.verify.policy import Identity  # sigstore's verifier: only when a keyless entry is used
+
             try:  # sigstore's own SAN check (URI, e-mail and Sigstore's otherName)
                 Identity(identity=self.wanted.identity).verify(cert)
             except (SigstoreError, x509.ExtensionNotFound):

@@ -51,6 +51,7 @@ class RegistryClient:
         self._manifests = _BoundedCache(MAX_CACHED_MANIFESTS)
         self._present = _BoundedCache(MAX_CACHED_BLOBS)
         self._tag_sets: dict[str, frozenset[str] | None] = {}   # repo → its tags when the run began
+        self._new_repos: set[str] = set()   # repos the run's listing found absent (NAME_UNKNOWN)
         self._tag_lock = threading.Lock()
 
     # -- plumbing -------------------------------------------------------------------------------
@@ -152,10 +153,23 @@ class RegistryClient:
                     self._tag_sets[repo] = frozenset(self.list_tags(repo))
                 except NotFound:  # no such repository yet: no tags
                     self._tag_sets[repo] = frozenset()
+                    self._new_repos.add(repo)
                 except RegistryError:  # not allowed to list, say: ask tag by tag
                     self._tag_sets[repo] = None
             tags = self._tag_sets[repo]
         return tags is None or tag in tags
+
+    def is_new_repository(self, repo: str) -> bool:
+        """True when this run's one listing of `repo` found no such repository here."""
+        self.may_have_tag(repo, "")
+        return repo in self._new_repos
+
+    def assume_absent(self, repo: str, digests) -> None:
+        """Remember blobs as absent without asking (a repository this run found new holds none
+        worth a HEAD); blob_exists then answers from memory, as for an absence it saw itself."""
+        for digest in digests:
+            if self._present.get((repo, digest)) is None:
+                self._present.put((repo, digest), False)
 
     def head_manifest(self, repo: str, reference: str) -> Descriptor | None:
         """The digest a tag (or digest) resolves to, or None when absent. One HEAD, no body."""

@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 from regsync.errors import VerificationError
-from regsync.kinds.oci.attachments import after_push, verified_attachments
-from regsync.kinds.oci.bundle_referrers import carries_referrers, export_referrers
 from regsync.kinds.oci.copy import BlobCopier, copy_tree
 from regsync.kinds.oci.cosign import ATTACHMENT_SUFFIXES, attachment_tag
-from regsync.kinds.oci.layout import copy_into_layout
 from regsync.kinds.oci.manifest import filter_index
 from regsync.kinds.oci.names import check_digest, check_image_ref, split_image_ref, split_ref
-from regsync.kinds.oci.plan import plan_images
 from regsync.kinds.oci.rules import authorize_image, image_rule_for, rule_of
 from regsync.kinds.oci.tree import manifest_tree
-from regsync.kinds.oci.verify import evidence_before_push
 from regsync.pipeline.kind import BundleSink, Run
+
+# Verification (sigstore, cryptography), attachments and the bundle layout are imported by the
+# methods that use them: a run with no image rule never loads them (issue 16, start-up).
 from regsync.pipeline.plan import PlanItem
 
 
@@ -23,6 +21,10 @@ class ImageKind:
     bundle_section = None   # images live in the bundle's OCI layout and index.json only
 
     def plan(self, policy, endpoints, jobs, shard, diff_target):
+        if not policy.images:
+            return [], []
+        from regsync.kinds.oci.plan import plan_images
+
         return plan_images(list(policy.images), endpoints, jobs, shard, diff_target)
 
     def authorize(self, item: PlanItem, policy):
@@ -48,6 +50,9 @@ class ImageKind:
         return f"{item.target} now points to {now or 'nothing'}, the plan saw {item.target_before or 'nothing'}"
 
     def transfer(self, item: PlanItem, run: Run) -> dict:
+        from regsync.kinds.oci.attachments import after_push
+        from regsync.kinds.oci.verify import evidence_before_push
+
         blobs = run.state("oci.blobs", lambda: BlobCopier(run.pool, run.on_bytes))
         endpoints, audit = run.endpoints, run.audit
         src_name, src_repo, _ = split_image_ref(item.source)
@@ -66,6 +71,10 @@ class ImageKind:
                 **after_push(item, endpoints, tree, blobs, verified)}
 
     def export(self, item: PlanItem, run: Run, sink: BundleSink) -> dict | None:
+        from regsync.kinds.oci.attachments import verified_attachments
+        from regsync.kinds.oci.bundle_referrers import carries_referrers, export_referrers
+        from regsync.kinds.oci.layout import copy_into_layout
+
         src_name, src_repo, tag = split_image_ref(item.source)
         src = run.endpoints.registry(src_name)
         original, root, tree = _tree_of(item, src, src_repo)

@@ -174,7 +174,16 @@ def _get_by_tag(client, repo: str, tag: str) -> Descriptor | None:
     return Descriptor(manifest.media_type, manifest.digest, len(manifest.raw))
 
 
+# Up to this size a blob in a repository the target listing found absent is taken as absent without
+# a HEAD (plan and apply, one run; issue 16: 4 requests fewer per tag of a new mirror). Bigger blobs
+# are still asked: a killed earlier run may have left them there (untagged, so the repository still
+# lists as absent), and sending one again would cost far more than a HEAD.
+ASSUME_ABSENT_MAX = 1 << 20
+
+
 def _measure(src: RegistryClient, src_repo: str, dst: RegistryClient | None, dst_repo: str, root: Manifest) -> tuple[int, int]:
     blobs = {b.digest: b.size for m in manifest_tree(src, src_repo, root) for b in m.blobs()}
+    if dst is not None and dst.is_new_repository(dst_repo):
+        dst.assume_absent(dst_repo, [d for d, size in blobs.items() if size <= ASSUME_ABSENT_MAX])
     missing = [d for d in blobs if dst is None or not dst.blob_exists(dst_repo, d)]
     return sum(blobs[d] for d in missing), len(missing)

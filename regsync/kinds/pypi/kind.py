@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from regsync.kinds.pypi.bundle import NoTarget, export_package, index_stand_ins
-from regsync.kinds.pypi.plan import plan_packages
-from regsync.kinds.pypi.rules import authorize_package
-from regsync.kinds.pypi.transfer import apply_package
 from regsync.pipeline.kind import BundleSink, Run
 from regsync.pipeline.plan import PlanItem
+
+# The package modules (pypi-simple, BeautifulSoup, packaging) are imported by the methods that use
+# them: a run with no package rule never loads them (issue 16, start-up).
 
 
 class PackageKind:
@@ -17,9 +16,13 @@ class PackageKind:
     def plan(self, policy, endpoints, jobs, shard, diff_target):
         if not policy.packages:
             return [], []
+        from regsync.kinds.pypi.plan import plan_packages
+
         return plan_packages(list(policy.packages), endpoints, jobs, shard)
 
     def authorize(self, item: PlanItem, policy):
+        from regsync.kinds.pypi.rules import authorize_package
+
         return authorize_package(item, policy)
 
     def check_names(self, item: PlanItem) -> None:
@@ -32,10 +35,14 @@ class PackageKind:
 
     def transfer(self, item: PlanItem, run: Run) -> dict:
         # a wheel is one more artifact: same pool, same verification rule, same audit records
+        from regsync.kinds.pypi.transfer import apply_package
+
         verification = apply_package(item, run.endpoints, run.audit, run.on_bytes, item.artifact())
         return {"verification": verification or {"method": "sha256", "against": "source index"}}
 
     def export(self, item: PlanItem, run: Run, sink: BundleSink) -> dict:
+        from regsync.kinds.pypi.bundle import export_package
+
         entry = export_package(item, run.endpoints, sink.writer, run.on_bytes)
         sink.add_entry(item, self.bundle_section, entry)
         return {"method": "sha256", "against": f"{entry['index']} index"}
@@ -48,7 +55,11 @@ class PackageKind:
 
     def export_stand_ins(self, policy) -> dict:
         # package targets are across the gap: export plans every selected file as absent there
+        from regsync.kinds.pypi.bundle import NoTarget
+
         return {f"target:{rule.target}": NoTarget(rule.target) for rule in policy.packages}
 
     def bundle_sources(self, bundle: dict, policy, layout_for) -> dict:
+        from regsync.kinds.pypi.bundle import index_stand_ins
+
         return index_stand_ins(bundle.get(self.bundle_section), policy, layout_for("packages"))
