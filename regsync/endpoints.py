@@ -12,11 +12,6 @@ from regsync.kinds.oci.client import RegistryClient
 from regsync.kinds.oci.credentials import resolve_credentials
 from regsync.kinds.oci.mirrors import MirroredRegistry
 from regsync.policy import LoadedPolicy
-from regsync.kinds.pypi.mirrors import MirroredIndex
-from regsync.net.http import retry_policy
-from regsync.kinds.pypi.index import PackageIndex
-from regsync.kinds.pypi.sinks import DirectoryTarget, UploadTarget
-from regsync.kinds.oci.dialects import build_client
 
 
 class Endpoints:
@@ -56,6 +51,8 @@ class Endpoints:
 
     def index(self, name: str):
         """The package index `name`, for reading (its simple pages), with its mirrors behind it."""
+        from regsync.kinds.pypi.mirrors import MirroredIndex
+
         with self._lock:
             key = f"index:{name}"
             if key not in self._clients:
@@ -67,11 +64,16 @@ class Endpoints:
             return self._clients[key]
 
     def _package_index(self, name: str, cfg, url: str, credentials, upload_url: str | None = None):
+        from regsync.net.http import retry_policy
+        from regsync.kinds.pypi.index import PackageIndex
+
         return PackageIndex(name, url, credentials, cfg.tls.ca_file if cfg.tls else None, self._pool_size,
                             retry_policy(cfg.retries.attempts, cfg.retries.backoff_seconds), upload_url)
 
     def package_target(self, name: str):
         """Where packages for index `name` go: an upload API, or a directory tree."""
+        from regsync.kinds.pypi.sinks import DirectoryTarget, UploadTarget
+
         cfg = self._policy.indexes[name]
         key = f"target:{name}"
         if key not in self._clients:
@@ -84,6 +86,8 @@ class Endpoints:
         return self._clients[key]
 
     def _client(self, name: str, cfg, url: str, credentials) -> RegistryClient:
+        from regsync.kinds.oci.dialects import build_client
+
         return build_client(
             cfg, name, url, credentials, ca_file=cfg.tls.ca_file if cfg.tls else None,
             monolithic_max=cfg.upload.monolithic_max, chunk_size=cfg.upload.chunk_size, spool_min=cfg.upload.spool_min,

@@ -23,8 +23,6 @@ from pathlib import Path
 
 from regsync import __version__
 from regsync.errors import RegsyncError
-from regsync.trust.keys import fingerprint
-from regsync.trust.signing import sign_bytes
 
 GENESIS = "0" * 64
 EVENTS = ("resolved", "verified", "pushed", "skipped", "refused", "failed")
@@ -139,6 +137,9 @@ class AuditLog:
 
 
 def signature_of(key, payload: bytes) -> dict:
+    from regsync.trust.keys import fingerprint
+    from regsync.trust.signing import sign_bytes
+
     public = key.public_key()
     return {"key_id": fingerprint(public), "value": base64.b64encode(sign_bytes(key, payload)).decode()}
 
