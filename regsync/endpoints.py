@@ -12,8 +12,6 @@ from regsync.kinds.oci.client import RegistryClient
 from regsync.kinds.oci.credentials import resolve_credentials
 from regsync.kinds.oci.mirrors import MirroredRegistry
 from regsync.policy import LoadedPolicy
-from regsync.net.http import retry_policy
-from regsync.kinds.oci.dialects import build_client
 
 
 class Endpoints:
@@ -53,6 +51,8 @@ class Endpoints:
 
     def index(self, name: str):
         """The package index `name`, for reading (its simple pages), with its mirrors behind it."""
+        from regsync.kinds.pypi.mirrors import MirroredIndex
+
         with self._lock:
             key = f"index:{name}"
             if key not in self._clients:
@@ -60,13 +60,11 @@ class Endpoints:
                 primary = self._package_index(name, cfg, cfg.url, resolve_credentials(cfg.auth, _host(cfg.url)),
                                               cfg.upload_url)
                 mirrors = [self._package_index(name, cfg, url, _mirror_credentials(cfg, url)) for url in cfg.mirrors]
-                from regsync.kinds.pypi.mirrors import MirroredIndex
-
                 self._clients[key] = MirroredIndex([primary, *mirrors]) if mirrors else primary
             return self._clients[key]
 
     def _package_index(self, name: str, cfg, url: str, credentials, upload_url: str | None = None):
-        # the package side (pypi-simple, BeautifulSoup) only when a policy names an index (issue 16)
+        from regsync.net.http import retry_policy
         from regsync.kinds.pypi.index import PackageIndex
 
         return PackageIndex(name, url, credentials, cfg.tls.ca_file if cfg.tls else None, self._pool_size,
@@ -74,12 +72,12 @@ class Endpoints:
 
     def package_target(self, name: str):
         """Where packages for index `name` go: an upload API, or a directory tree."""
+        from regsync.kinds.pypi.sinks import DirectoryTarget, UploadTarget
+
         cfg = self._policy.indexes[name]
         key = f"target:{name}"
         if key not in self._clients:
             # what a target holds is read from the target itself, never from a mirror of it
-            from regsync.kinds.pypi.sinks import DirectoryTarget, UploadTarget
-
             target = (DirectoryTarget(name, cfg.path) if cfg.kind == "directory"
                       else UploadTarget(name, self.index(name).primary,
                                         cfg.upload_url or cfg.url))
@@ -88,6 +86,8 @@ class Endpoints:
         return self._clients[key]
 
     def _client(self, name: str, cfg, url: str, credentials) -> RegistryClient:
+        from regsync.kinds.oci.dialects import build_client
+
         return build_client(
             cfg, name, url, credentials, ca_file=cfg.tls.ca_file if cfg.tls else None,
             monolithic_max=cfg.upload.monolithic_max, chunk_size=cfg.upload.chunk_size, spool_min=cfg.upload.spool_min,

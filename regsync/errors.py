@@ -64,3 +64,15 @@ class Interrupted(RegistryError):
 
     def __init__(self):
         super().__init__("run", None, "interrupted before this transfer started")
+
+
+class InvalidName(VerificationError, ValueError):
+    """A name outside its grammar. A VerificationError, so content naming one is refused (exit 3);
+    a ValueError, so a policy validator reports it at its line like any other bad value."""
+
+
+def shown(value, limit: int = 80) -> str:
+    """A name as it may be printed: control characters escaped, length bounded (it may be hostile)."""
+    text = value if isinstance(value, str) else repr(value)
+    text = text.encode("unicode_escape").decode("ascii")
+    return text if len(text) <= limit else text[:limit] + "…"

@@ -22,10 +22,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from regsync import __version__
-from regsync.audit.events import EVENTS
 from regsync.errors import RegsyncError
 
 GENESIS = "0" * 64
+EVENTS = ("resolved", "verified", "pushed", "skipped", "refused", "failed")
 TAIL_BLOCK = 65536
 
 
@@ -137,8 +137,6 @@ class AuditLog:
 
 
 def signature_of(key, payload: bytes) -> dict:
-    # imported here: only a signed trail needs them, and they pull in cryptography and the
-    # registry client (every run's start-up would pay for them, issue 16)
     from regsync.trust.keys import fingerprint
     from regsync.trust.signing import sign_bytes
 

@@ -15,8 +15,7 @@ from pathlib import Path
 
 from pydantic import TypeAdapter, ValidationError
 
-from regsync.errors import UsageError
-from regsync.kinds.oci.names import InvalidName, shown
+from regsync.errors import InvalidName, UsageError, shown
 
 PLAN_VERSION = 1
 ACTIONS = ("copy", "update", "skip", "refuse")

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 from regsync.kinds.oci.names import check_tag
-from regsync.kinds.oci.tags import compile_pattern, is_exact
+from regsync.policy.patterns import compile_pattern, is_exact
 from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, SecretStr,
                       ValidationInfo, field_validator, model_validator)
 

@@ -17,7 +17,7 @@ import binascii
 import json
 from dataclasses import dataclass
 
-from regsync.kinds.oci.tags import compile_pattern
+from regsync.policy.patterns import compile_pattern
 
 DSSE_ENVELOPE = "application/vnd.dsse.envelope.v1+json"
 INTOTO_PAYLOAD = "application/vnd.in-toto+json"

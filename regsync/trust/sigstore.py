@@ -12,20 +12,12 @@ the log entry's consistency with all of it.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import lru_cache
 
 from regsync.policy.models import COSIGN_SIGNATURE_PREDICATES, Keyless
 from regsync.trust.failures import Failure
 from regsync.trust.keyless import Constraints, Refusal, check_validity, fulcio_issuer, signer_identity
-
-
-@dataclass(frozen=True)
-class FoundBundle:
-    manifest_digest: str
-    raw: bytes | None
-    problem: str | None = None   # a referrer that could not be read: a refusal reason, not a crash
 
 
 @lru_cache(maxsize=16)
@@ -35,9 +27,10 @@ def verifier(trust_root):
     return Verifier(trusted_root=trust_root.sigstore_root)
 
 
-def verify_bundle(name: str, wanted: Keyless, root, found: FoundBundle, digest: str,
+def verify_bundle(name: str, wanted: Keyless, root, found, digest: str,
                   predicate_types: tuple[str, ...] = COSIGN_SIGNATURE_PREDICATES):
-    """Evidence for the audit record, or a Failure with a documented category.
+    """Evidence for the audit record, or a Failure with a documented category. `found`: a bundle
+    as read from where it was attached (kinds/oci/signatures.FoundBundle: manifest_digest, raw, problem).
 
     A DSSE bundle is a signature only when its in-toto predicate type is one of `predicate_types`:
     a verified SLSA provenance or SBOM attestation says something about the image, not that the
@@ -115,7 +108,7 @@ def _statement_subject(statement: dict, digest: str) -> str | None:
     return digest if digest in named else (named[0] if named else None)
 
 
-def _classify(exc, bundle, found: FoundBundle, digest: str):
+def _classify(exc, bundle, found, digest: str):
     """Name sigstore's refusal in our categories; the message is kept as the detail."""
 
     message = str(exc).splitlines()[0][:300]

@@ -35,7 +35,6 @@ from regsync.trust.failures import Failure
 from regsync.trust.requirements import evaluate, worst
 
 
-
 @dataclass(frozen=True)
 class Found:
     where: str                      # "<.att manifest> layer <digest>" or "referrer <digest>"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from urllib.parse import quote
 
-from regsync.errors import VerificationError
+from regsync.errors import InvalidName, shown
 
 # https://github.com/opencontainers/distribution-spec/blob/main/spec.md#pulling-manifests
 TAG_RULE = "[A-Za-z0-9_][A-Za-z0-9._-]{0,127}"
@@ -27,11 +27,6 @@ _REPOSITORY = re.compile(REPOSITORY_RULE)
 _DIGEST = re.compile(DIGEST_RULE)
 
 
-class InvalidName(VerificationError, ValueError):
-    """A name outside its grammar. A VerificationError, so content naming one is refused (exit 3);
-    a ValueError, so a policy validator reports it at its line like any other bad value."""
-
-
 def is_tag(value) -> bool:
     return isinstance(value, str) and _TAG.fullmatch(value) is not None
 
@@ -42,13 +37,6 @@ def is_repository(value) -> bool:
 
 def is_digest(value) -> bool:
     return isinstance(value, str) and len(value) <= MAX_DIGEST and _DIGEST.fullmatch(value) is not None
-
-
-def shown(value, limit: int = 80) -> str:
-    """A name as it may be printed: control characters escaped, length bounded (it may be hostile)."""
-    text = value if isinstance(value, str) else repr(value)
-    text = text.encode("unicode_escape").decode("ascii")
-    return text if len(text) <= limit else text[:limit] + "…"
 
 
 def invalid_tag(value) -> str:

@@ -19,12 +19,10 @@ from regsync.kinds.oci.manifest import Descriptor, Manifest, filter_index
 from regsync.kinds.oci.tree import MAX_INDEX_DEPTH, manifest_tree
 from regsync.kinds.oci.names import invalid_tag, is_tag, shown
 from regsync.pipeline.plan import PlanError, PlanItem
-from regsync.kinds.oci.client import NAME_UNKNOWN, RegistryClient
-from regsync.kinds.oci.manifest import Descriptor, Manifest, filter_index
-from regsync.kinds.oci.names import invalid_tag, is_tag, shown
-from regsync.pipeline.plan import PlanError, PlanItem
+from regsync.kinds.oci.client import NAME_UNKNOWN
 from regsync.policy.models import ImageRule
-from regsync.kinds.oci.tags import is_exact, select_tags, select_tags_ordered
+from regsync.kinds.oci.tags import select_tags, select_tags_ordered
+from regsync.policy.patterns import is_exact
 from regsync.kinds.oci.verify import check_before_plan
 from regsync.pipeline.shard import Shard
 from regsync.content.reader import read_small_blob

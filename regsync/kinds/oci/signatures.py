@@ -6,6 +6,8 @@ trust/ decides whether each trust entry accepts them (reasons: trust/failures.py
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from regsync.errors import RegistryError, VerificationError
 from regsync.kinds.oci.client import RegistryClient
 from regsync.policy.models import ImageVerify, Trust
@@ -13,9 +15,15 @@ from regsync.kinds.oci.cosign import attachment_tag, fetch_signatures
 from regsync.kinds.oci.referrers import list_referrers, read_artifact_layer
 from regsync.trust.entry import verify_entry
 from regsync.trust.failures import worst
-from regsync.trust.sigstore import FoundBundle
 BUNDLE_ARTIFACT_TYPES = ("application/vnd.dev.sigstore.bundle.v0.3+json",
                          "application/vnd.dev.sigstore.bundle+json;version=0.3")
+
+
+@dataclass(frozen=True)
+class FoundBundle:
+    manifest_digest: str
+    raw: bytes | None
+    problem: str | None = None   # a referrer that could not be read: a refusal reason, not a crash
 
 
 def check_signatures(client: RegistryClient, repo: str, digest: str, verify: ImageVerify,

@@ -9,7 +9,7 @@ be old or edited.
 from __future__ import annotations
 
 from regsync.endpoints import Endpoints
-from regsync.kinds.oci.names import split_ref
+from regsync.kinds.oci.names import split_image_ref, split_ref
 from regsync.errors import VerificationError
 from regsync.kinds.oci.manifest import Manifest
 from regsync.pipeline.plan import PlanItem
@@ -73,5 +73,5 @@ def evidence_before_push(item: PlanItem, endpoints: Endpoints, root: Manifest) -
     rule = authorize_image(item, endpoints.policy)
     evidence: dict = {"rechecked": True}
     item.verification = evidence
-    _check(rule, endpoints, item.source.rpartition(":")[2], item.source_digest or item.digest, root, evidence)
+    _check(rule, endpoints, split_image_ref(item.source)[2], item.source_digest or item.digest, root, evidence)
     return evidence

@@ -66,6 +66,7 @@ def plan_packages(rules: list[PackageRule], endpoints: Endpoints, jobs: int = 8,
                     to_check.append((items[key], rule))
                     if not items[key].bytes:
                         unsized.append((items[key], index, candidate.file))
+
     def owned(item: PlanItem) -> bool:
         return shard is None or shard.owns(item.target)
 

@@ -27,9 +27,7 @@ from packaging.utils import canonicalize_name, parse_sdist_filename, parse_wheel
 
 from regsync.errors import RegistryError, VerificationError
 from regsync.policy.models import PackageRule, Publisher
-from regsync.trust.keyless import Constraints, Refusal, fulcio_claim, load_trust_root
 from regsync.kinds.pypi.ref import public_url
-from regsync.trust.sigstore import signed_by, verifier
 
 INTEGRITY_ACCEPT = "application/vnd.pypi.integrity.v1+json"
 MAX_PROVENANCE_BYTES = 4 << 20
@@ -65,6 +63,9 @@ def provenance_index(rule: PackageRule, endpoints):
 
 
 def verify_provenance(endpoints, index, trust_name: str, publisher: Publisher, filename: str, digest: str) -> dict:
+    # sigstore takes 0.4 s to import: only runs that verify provenance pay for it
+    from regsync.trust.keyless import load_trust_root
+
     entry = endpoints.policy.trust[trust_name]
     root = load_trust_root(entry, trust_name)
     url, raw = fetch_provenance(index, filename)
@@ -141,6 +142,9 @@ def _verify_attestation(attestation, root, trust_name: str, keyless, publisher: 
     from pypi_attestations import ConversionError
     from sigstore.errors import Error as SigstoreError
 
+    from regsync.trust.keyless import Refusal
+    from regsync.trust.sigstore import signed_by, verifier
+
     try:
         bundle = attestation.to_bundle()
     except ConversionError as exc:
@@ -167,10 +171,14 @@ class _PublisherPolicy:
         self.publisher = publisher
         # `_as_policy` is private, but it is the library's only way to the publisher's certificate
         # policy short of `Attestation.verify`, which cannot take our trusted root (pinned <0.1).
+        from regsync.trust.keyless import Constraints
+
         self._policy = _library_publisher(publisher)._as_policy()
         self._constraints = Constraints(trust_name, keyless)
 
     def verify(self, cert) -> None:
+        from regsync.trust.keyless import Refusal, fulcio_claim
+
         try:
             self._policy.verify(cert)
         except Exception as exc:  # sigstore's VerificationError, x509.ExtensionNotFound, ValueError
