@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 import threading
 from collections import OrderedDict
 from urllib.parse import urljoin, urlsplit
 
 import requests
+import urllib3
 
 from regsync.errors import NotFound, RegistryError, VerificationError
 from regsync.oci.auth import Credentials, RegistryAuth
@@ -56,6 +58,10 @@ class RegistryClient:
             raise RegistryError(ref, None, f"{self.base} timed out") from None
         except requests.exceptions.RetryError:
             raise RegistryError(ref, None, f"{self.base} kept failing after retries") from None
+        except requests.exceptions.RequestException as exc:
+            # A body that breaks off or does not decode, a garbage Retry-After, redirects in a loop
+            # or to nowhere: the server's doing, so a failed request rather than a bug of ours.
+            raise RegistryError(ref, None, f"{self.base} sent an unusable response: {_unusable(exc)}") from None
         if response.status_code in ok:
             return response
         raise self._error(response, ref)
@@ -158,7 +164,7 @@ class RegistryClient:
             declared = declared_length(response, ref) or 0
             if declared > MAX_MANIFEST_BYTES:
                 raise VerificationError(f"{ref}: manifest of {declared} bytes exceeds the {MAX_MANIFEST_BYTES}-byte limit")
-            raw = response.raw.read(MAX_MANIFEST_BYTES + 1, decode_content=True)
+            raw = read_at_most(response, MAX_MANIFEST_BYTES + 1, ref)
         manifest = Manifest.parse(raw, response.headers.get("Content-Type"), ref)
         wanted = expect or (reference if reference.startswith("sha256:") else None)
         wanted = wanted or response.headers.get("Docker-Content-Digest")
@@ -174,7 +180,7 @@ class RegistryClient:
         with response:
             if response.status_code == 404:  # the spec's signal to fall back to the sha256-<hex> tag
                 return None
-            raw = response.raw.read(MAX_MANIFEST_BYTES + 1, decode_content=True)
+            raw = read_at_most(response, MAX_MANIFEST_BYTES + 1, ref)
         if len(raw) > MAX_MANIFEST_BYTES:
             raise VerificationError(f"{ref}: referrers index exceeds {MAX_MANIFEST_BYTES} bytes")
         try:
@@ -327,6 +333,29 @@ def declared_length(response: requests.Response, ref: str) -> int | None:
     if not value.strip().isdigit():
         raise VerificationError(f"{ref}: invalid Content-Length {value[:40]!r}")
     return int(value)
+
+
+def read_at_most(response: requests.Response, limit: int, ref: str) -> bytes:
+    """Up to `limit` bytes of a streamed body; one that breaks off or does not decode is a RegistryError."""
+    try:
+        return response.raw.read(limit, decode_content=True)
+    except (urllib3.exceptions.HTTPError, OSError) as exc:
+        raise RegistryError(ref, None, f"the response body broke off or does not decode ({type(exc).__name__})") from None
+
+
+_UNUSABLE = ((requests.exceptions.ContentDecodingError, "a body that does not decode as its Content-Encoding says"),
+             (requests.exceptions.ChunkedEncodingError, "a body that broke off"),
+             (requests.exceptions.InvalidHeader, "an invalid header"),
+             (requests.exceptions.TooManyRedirects, "too many redirects"),
+             ((requests.exceptions.InvalidURL, requests.exceptions.MissingSchema, requests.exceptions.InvalidSchema),
+              "a redirect to an invalid URL"))
+
+
+def _unusable(exc: requests.exceptions.RequestException) -> str:
+    named = re.match(r"Invalid ([\w-]+) header", str(exc))  # urllib3's words; the value is the server's
+    if isinstance(exc, requests.exceptions.InvalidHeader) and named:
+        return f"an invalid {named.group(1)} header"
+    return next((what for kind, what in _UNUSABLE if isinstance(exc, kind)), type(exc).__name__)
 
 
 def _with_digest(location: str, digest: str) -> str:

@@ -14,7 +14,7 @@ from loguru import logger
 
 from regsync.endpoints import Endpoints, split_ref
 from regsync.errors import NotFound, RegistryError, VerificationError
-from regsync.oci.client import RegistryClient
+from regsync.oci.client import RegistryClient, read_at_most
 from regsync.oci.manifest import Descriptor, Manifest, filter_index
 from regsync.plan import PlanError, PlanItem
 from regsync.policy.models import ImageRule
@@ -71,7 +71,7 @@ def image_created(client: RegistryClient, repo: str, tag: str) -> datetime | Non
             manifest = client.get_manifest(repo, children[0].digest)
         config = manifest.config
         with client.open_blob(repo, config.digest) as response:
-            body = json.loads(response.raw.read(1 << 20, decode_content=True))
+            body = json.loads(read_at_most(response, 1 << 20, client.ref(repo, config.digest)))
         return parse_time(body["created"])
     except (RegistryError, VerificationError, ValueError, KeyError, TypeError, AttributeError):
         return None
