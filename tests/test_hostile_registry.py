@@ -123,8 +123,8 @@ def cases(draw) -> tuple[Source, dict, list | None]:
     return source, selection, draw(st.sampled_from([None, ["linux/amd64"]]))
 
 
-def honest(*bends: Bend, depth: int = 0, fanout: int = 1, size_lie: int = 0) -> Source:
-    """One small image (under `depth` indexes, each listing its child `fanout` times), tagged v1."""
+def honest(*bends: Bend, depth: int = 0, fanout: int = 1, size_lie: int = 0, tag: str = "v1") -> Source:
+    """One small image (under `depth` indexes, each listing its child `fanout` times), tagged `tag`."""
     source = Source()
     config = source.add_blob(b'{"architecture": "amd64", "os": "linux"}', CONFIG)
     root = source.add_manifest({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": config,
@@ -132,7 +132,7 @@ def honest(*bends: Bend, depth: int = 0, fanout: int = 1, size_lie: int = 0) -> 
     for _ in range(depth):
         entry = dict(root, size=root["size"] + size_lie, platform={"os": "linux", "architecture": "amd64"})
         root = source.add_manifest({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [entry] * fanout})
-    source.tags, source.bends = {"v1": root["digest"]}, list(bends)
+    source.tags, source.bends = {tag: root["digest"]}, list(bends)
     return source
 
 
@@ -233,6 +233,8 @@ def _assert_landed_correctly(target_url: str, repo: str, served: set[str], filte
 @example(case=(honest(Bend("tags", headers={"Content-Encoding": "gzip"})), ALL, None))
 @example(case=(honest(Bend("manifest", status=503, headers={"Retry-After": "soon"})), V1, None))
 @example(case=(honest(Bend("manifest", cut=5)), V1, None))
+# `latest:` read the creation time of an index nested deeper than the limit: IndexError
+@example(case=(honest(depth=5, tag="edge"), {"include": ["re:^.*$"], "latest": 2}, None))
 def test_a_hostile_source_ends_in_a_clear_error_or_a_correct_copy(hostile, registry2, case):
     source, selection, platforms = case
     hostile.serve(source)
