@@ -144,14 +144,30 @@ def _get_by_tag(client, repo: str, tag: str) -> Descriptor | None:
     return Descriptor(manifest.media_type, manifest.digest, len(manifest.raw))
 
 
-def manifest_tree(client: RegistryClient, repo: str, root: Manifest, depth: int = 0) -> list[Manifest]:
-    """Every manifest under `root`, children before parents, `root` last; each digest-checked."""
+def manifest_tree(client: RegistryClient, repo: str, root: Manifest, depth: int = 0,
+                  sizes: dict[str, int] | None = None) -> list[Manifest]:
+    """Every manifest under `root` once, children before parents, `root` last; each digest- and
+    size-checked. Once: indexes repeating a child would otherwise multiply the walk per level."""
     if depth > MAX_INDEX_DEPTH:
         raise VerificationError(f"{root.digest}: indexes nested deeper than {MAX_INDEX_DEPTH}")
+    sizes = {} if sizes is None else sizes  # digest → size of every manifest already in the tree
     tree: list[Manifest] = []
     for child in root.children():
-        tree += manifest_tree(client, repo, client.get_manifest(repo, child.digest), depth + 1)
+        manifest = None if child.digest in sizes else client.get_manifest(repo, child.digest)
+        if manifest is not None:
+            sizes[child.digest] = len(manifest.raw)
+        _check_size(root, child, sizes)
+        if manifest is not None:
+            tree += manifest_tree(client, repo, manifest, depth + 1, sizes)
     return tree + [root]
+
+
+def _check_size(index: Manifest, child: Descriptor, sizes: dict[str, int]) -> None:
+    # Clients check it when they pull (containerd refuses a mismatch): copying it would push an
+    # index nobody can pull.
+    if child.size != sizes[child.digest]:
+        raise VerificationError(f"{index.digest}: lists {child.digest} as {child.size} bytes, "
+                                f"the manifest has {sizes[child.digest]}")
 
 
 def _measure(src: RegistryClient, src_repo: str, dst: RegistryClient | None, dst_repo: str, root: Manifest) -> tuple[int, int]:
