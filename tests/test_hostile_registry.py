@@ -233,6 +233,7 @@ def _assert_landed_correctly(target_url: str, repo: str, served: set[str], filte
 @example(case=(honest(Bend("tags", headers={"Content-Encoding": "gzip"})), ALL, None))
 @example(case=(honest(Bend("manifest", status=503, headers={"Retry-After": "soon"})), V1, None))
 @example(case=(honest(Bend("manifest", cut=5)), V1, None))
+@example(case=(honest(Bend("manifest", status=404, body=b'{"errors": []}', cut=3)), V1, None))
 # `latest:` read the creation time of an index nested deeper than the limit: IndexError
 @example(case=(honest(depth=5, tag="edge"), {"include": ["re:^.*$"], "latest": 2}, None))
 # an index listing a child with a size it does not have was copied as is (clients refuse to pull it)

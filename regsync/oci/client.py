@@ -74,8 +74,8 @@ class RegistryClient:
             errors = response.json().get("errors") or []
             if errors:
                 detail = f": {errors[0].get('code', '')} {errors[0].get('message', '')}".rstrip()
-        except (ValueError, AttributeError):
-            pass
+        except (ValueError, AttributeError, requests.exceptions.RequestException):
+            pass  # the status says enough; a body that breaks off or is not JSON adds nothing
         response.close()
         error = RegistryClient._error_for(status, ref, detail)
         error.method = response.request.method if response.request else None
