@@ -136,6 +136,16 @@ def honest(*bends: Bend, depth: int = 0, fanout: int = 1, size_lie: int = 0, tag
     return source
 
 
+def shared_config(size_lie: int) -> Source:
+    """Tags a and b: two images sharing one config blob, b's manifest giving it `size_lie` more bytes."""
+    source = Source()
+    config = source.add_blob(b'{"architecture": "amd64", "os": "linux"}', CONFIG)
+    for tag, layer, lie in (("a", b"one", 0), ("b", b"two", size_lie)):
+        source.tags[tag] = source.add_manifest({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "layers": [
+            source.add_blob(layer, LAYER)], "config": dict(config, size=config["size"] + lie)})["digest"]
+    return source
+
+
 ALL, V1 = {"include": ["glob:*"]}, {"include": ["v1"]}
 
 
@@ -238,6 +248,8 @@ def _assert_landed_correctly(target_url: str, repo: str, served: set[str], filte
 @example(case=(honest(depth=5, tag="edge"), {"include": ["re:^.*$"], "latest": 2}, None))
 # an index listing a child with a size it does not have was copied as is (clients refuse to pull it)
 @example(case=(honest(depth=1, size_lie=1), V1, None))
+# a blob one manifest gives another size than the copy already verified rode on that copy
+@example(case=(shared_config(1), ALL, None))
 # indexes repeating one child 40 times, 4 deep: 40**4 walks of a 2 KiB tree (minutes, then memory)
 @example(case=(honest(depth=4, fanout=40), V1, None))
 def test_a_hostile_source_ends_in_a_clear_error_or_a_correct_copy(hostile, registry2, case):
@@ -260,3 +272,15 @@ def test_a_hostile_source_ends_in_a_clear_error_or_a_correct_copy(hostile, regis
     assert plan_seconds < SECONDS_PER_RUN and sync_seconds < SECONDS_PER_RUN, (plan_seconds, sync_seconds)
     assert peak < MEMORY_LIMIT, f"{peak} bytes at peak"
     _assert_landed_correctly(registry2.url, repo, hostile.served, platforms is not None)
+
+
+def test_a_blob_the_target_holds_with_another_size_is_refused(hostile, registry2, tmp_path):
+    """The target already holds the config (tag a, an earlier run); b's manifest gives it one byte more."""
+    hostile.serve(shared_config(1))
+    repo = f"hostile/{uuid.uuid4().hex[:10]}"
+    env = {"SRC_PASSWORD": PASSWORD, "REGSYNC_STATE_DIR": str(tmp_path / "state")}
+    first, _ = _run("sync", "-p", _policy(tmp_path, hostile.url, registry2.url, repo, {"include": ["a"]}, None), env=env)
+    assert first.exit_code == 0, first.output
+    second, _ = _run("sync", "-p", _policy(tmp_path, hostile.url, registry2.url, repo, {"include": ["b"]}, None), env=env)
+    assert second.exit_code == 3 and "the manifest gives it 41 bytes, the blob has 40" in second.output, second.output
+    _assert_landed_correctly(registry2.url, repo, hostile.served, False)

@@ -198,15 +198,21 @@ class RegistryClient:
         if echoed and echoed != manifest.digest:
             raise RegistryError(ref, response.status_code, f"registry stored {echoed}, expected {manifest.digest}")
 
-    def blob_exists(self, repo: str, digest: str) -> bool:
+    def blob_exists(self, repo: str, digest: str, size: int | None = None) -> bool:
+        """Whether `repo` holds the blob. With `size`, a blob held there with another length is
+        refused: the digest fixes the length, so the manifest that gives it `size` bytes lies."""
         # A remembered absence is safe to trust within a run: if another writer uploads the blob
         # meanwhile, the cost is one redundant upload, which registries accept.
-        known = self._present.get((repo, digest))
-        if known is not None:
-            return known
-        response = self._request("HEAD", f"/v2/{repo}/blobs/{digest}", self.ref(repo, digest), ok=(200, 404))
-        self._present.put((repo, digest), response.status_code == 200)
-        return response.status_code == 200
+        ref = self.ref(repo, digest)
+        held = self._present.get((repo, digest))
+        if held is None or (size is not None and held == _HELD):
+            response = self._request("HEAD", f"/v2/{repo}/blobs/{digest}", ref, ok=(200, 404))
+            length = declared_length(response, ref) if response.status_code == 200 else None
+            held = _ABSENT if response.status_code == 404 else _HELD if length is None else length
+            self._present.put((repo, digest), held)
+        if size is not None and held not in (_ABSENT, _HELD) and held != size:
+            raise VerificationError(f"{ref}: the manifest gives it {size} bytes, the blob has {held}")
+        return held != _ABSENT
 
     def open_blob(self, repo: str, digest: str) -> requests.Response:
         return self._request("GET", f"/v2/{repo}/blobs/{digest}", self.ref(repo, digest), stream=True)
@@ -233,7 +239,7 @@ class RegistryClient:
         response = self._request("POST", f"/v2/{repo}/blobs/uploads/?mount={digest}&from={from_repo}",
                                  self.ref(repo, digest), ok=(201, 202))
         if response.status_code == 201:
-            self._present.put((repo, digest), True)
+            self._present.put((repo, digest), _HELD)
             return True
         self._cancel(response, repo)  # 202: the registry opened an upload session instead
         return False
@@ -253,7 +259,7 @@ class RegistryClient:
                 self._request("PUT", _with_digest(location, descriptor.digest), ref, ok=(201,),
                               data=SizedBody(reader.chunks(), descriptor.size),
                               headers={"Content-Type": "application/octet-stream"})
-                self._present.put((repo, descriptor.digest), True)
+                self._present.put((repo, descriptor.digest), descriptor.size)
                 return
             while offset < descriptor.size:
                 length = min(self.chunk_size, descriptor.size - offset)
@@ -268,7 +274,7 @@ class RegistryClient:
             reader.read(1)  # size reached: the digest is checked here, before the commit
             self._request("PUT", _with_digest(location, descriptor.digest), ref, ok=(201,),
                           headers={"Content-Length": "0"})
-            self._present.put((repo, descriptor.digest), True)
+            self._present.put((repo, descriptor.digest), descriptor.size)
             if checkpoint is not None:
                 checkpoint.forget()
         except BaseException as exc:
@@ -298,6 +304,7 @@ class RegistryClient:
             pass
 
 
+_ABSENT, _HELD = "absent", "held"  # what `_present` remembers besides a held blob's size
 MAX_CACHED_MANIFESTS = 20_000  # a few KiB each: tens of MiB at worst, for a 10,000-tag plan
 MAX_CACHED_BLOBS = 200_000
 

@@ -51,14 +51,16 @@ class BlobCopier:
 
     def copy(self, src: RegistryClient, src_repo: str, dst: RegistryClient, dst_repo: str,
              blob: Descriptor) -> Future:
-        key = (dst.name, dst_repo, blob.digest)
+        # The size is part of the key: a descriptor giving a blob another size than one already
+        # copied gets its own job, which refuses it, instead of riding on the verified copy.
+        key = (dst.name, dst_repo, blob.digest, blob.size)
         with self._lock:
             if key in self._jobs:
                 return self._jobs[key]
-            mount_from = self._first.get((dst.name, blob.digest))
+            mount_from = self._first.get((dst.name, blob.digest, blob.size))
             job = self._pool.submit(self._copy, src, src_repo, dst, dst_repo, blob, mount_from)
             self._jobs[key] = job
-            self._first.setdefault((dst.name, blob.digest), (dst_repo, job))
+            self._first.setdefault((dst.name, blob.digest, blob.size), (dst_repo, job))
             return job
 
     def put_child_once(self, dst: RegistryClient, repo: str, manifest: Manifest) -> None:
@@ -79,7 +81,7 @@ class BlobCopier:
     def _copy(self, src, src_repo, dst, dst_repo, blob: Descriptor, mount_from) -> str:
         if self._stopping.is_set():
             raise Interrupted()
-        if dst.blob_exists(dst_repo, blob.digest):
+        if dst.blob_exists(dst_repo, blob.digest, blob.size):
             return "exists"
         if mount_from is not None:
             from_repo, job = mount_from
@@ -237,7 +239,7 @@ def copy_tree(src: RegistryClient, src_repo: str, dst: RegistryClient, dst_repo:
     `on_verified` runs once every blob is on the target with its digest checked, before the
     first manifest is pushed.
     """
-    unique = {b.digest: b for m in tree for b in m.blobs()}
+    unique = {(b.digest, b.size): b for m in tree for b in m.blobs()}
     jobs = [blobs.copy(src, src_repo, dst, dst_repo, b) for b in unique.values()]
     wait(jobs)
     for job in jobs:
