@@ -14,7 +14,7 @@ import urllib3
 from regsync.errors import NotFound, RegistryError, VerificationError
 from regsync.oci.auth import Credentials, RegistryAuth
 from regsync.oci.manifest import ACCEPT, MAX_MANIFEST_BYTES, Descriptor, Manifest
-from regsync.http import make_session, retry_policy
+from regsync.http import MAX_RETRY_AFTER, make_session, retry_after, retry_policy
 from regsync.transfer import SizedBody, Throttle, VerifyingReader
 
 _TIMEOUT = (15, 300)  # (connect, read) seconds; a stalled mirror must not hang a cron run
@@ -76,6 +76,9 @@ class RegistryClient:
                 detail = f": {errors[0].get('code', '')} {errors[0].get('message', '')}".rstrip()
         except (ValueError, AttributeError, requests.exceptions.RequestException):
             pass  # the status says enough; a body that breaks off or is not JSON adds nothing
+        wait = retry_after(response)
+        if wait is not None and wait > MAX_RETRY_AFTER:
+            detail += f"; it asks to retry later than regsync waits ({MAX_RETRY_AFTER:.0f} s)"
         response.close()
         error = RegistryClient._error_for(status, ref, detail)
         error.method = response.request.method if response.request else None
