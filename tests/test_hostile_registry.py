@@ -268,6 +268,8 @@ def _assert_landed_correctly(target_url: str, repo: str, served: set[str], filte
 @example(case=(honest(Bend("blob", status=429, headers={"Retry-After": "Fri, 31 Dec 9999 23:59:59 GMT"})), V1, None))
 @example(case=(honest(Bend("manifest", cut=5)), V1, None))
 @example(case=(honest(Bend("manifest", status=404, body=b'{"errors": []}', cut=3)), V1, None))
+# a tag list's Link header that urljoin cannot parse: ValueError
+@example(case=(honest(Bend("tags", headers={"Link": '<http://[::1>; rel="next"'})), ALL, None))
 # `latest:` read the creation time of an index nested deeper than the limit: IndexError
 @example(case=(honest(depth=5, tag="edge"), {"include": ["re:^.*$"], "latest": 2}, None))
 # an index listing a child with a size it does not have was copied as is (clients refuse to pull it)

@@ -117,8 +117,12 @@ class RegistryClient:
             link = response.links.get("next", {}).get("url")
             if not link:
                 return tags
-            url = urljoin(response.url, link)
-            if urlsplit(url).netloc != self.host:
+            try:
+                url = urljoin(response.url, link)
+                elsewhere = urlsplit(url).netloc != self.host
+            except ValueError:  # e.g. an unclosed IPv6 bracket
+                raise RegistryError(self.ref(repo), None, "tag list pagination link is not a URL") from None
+            if elsewhere:
                 raise RegistryError(self.ref(repo), None, "tag list pagination points to another host")
         raise RegistryError(self.ref(repo), None, "tag list has too many pages")
 
