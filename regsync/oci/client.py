@@ -62,6 +62,8 @@ class RegistryClient:
             # A body that breaks off or does not decode, a garbage Retry-After, redirects in a loop
             # or to nowhere: the server's doing, so a failed request rather than a bug of ours.
             raise RegistryError(ref, None, f"{self.base} sent an unusable response: {_unusable(exc)}") from None
+        except ValueError:  # urllib.parse on a redirect's Location, before requests can wrap it
+            raise RegistryError(ref, None, f"{self.base} sent an unusable response: a redirect to an invalid URL") from None
         if response.status_code in ok:
             return response
         raise self._error(response, ref)
