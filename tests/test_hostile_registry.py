@@ -42,6 +42,8 @@ tags = st.from_regex(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,20}", fullmatch=True)
 size_lies = st.sampled_from([0] * 6 + [1, -1, 1 << 40])  # mostly honest, so that some copies succeed
 bad_digests = st.sampled_from(["sha256:" + "e" * 64, "sha256:" + "E" * 64, "sha256:../../x", "sha256:%2e%2e%2fx",
                                "md5:abc", "sha256:"])  # absent, or not a digest at all
+doc_media_types = st.sampled_from([OCI_MANIFEST, OCI_MANIFEST, None, DOCKER_MANIFEST, "application/x-nope",
+                                   f"x\n{FORGED}"])  # what the manifest says it is
 media_types = st.sampled_from([None, OCI_MANIFEST, DOCKER_MANIFEST, OCI_INDEX, "text/plain", "application/x-nope"])
 
 
@@ -101,8 +103,9 @@ def sources(draw) -> Source:
                                  CONFIG)
         layers = [source.add_blob(draw(st.binary(max_size=48)), LAYER) for _ in range(draw(st.integers(0, 2)))]
         layers += [{"mediaType": LAYER, "digest": digest, "size": 1} for digest in draw(st.lists(bad_digests, max_size=1))]
-        doc = {"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": _descriptor(draw, config),
+        doc = {"schemaVersion": 2, "mediaType": draw(doc_media_types), "config": _descriptor(draw, config),
                "layers": [_descriptor(draw, layer) for layer in layers]}
+        doc = {key: value for key, value in doc.items() if value is not None}
         images.append(source.add_manifest(doc, draw(media_types)))
     root = images[0]
     for _ in range(draw(st.integers(0, 5))):  # indexes over indexes, each entry repeated `fanout` times
