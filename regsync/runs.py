@@ -21,9 +21,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from regsync.audit import AuditLog
-from regsync.bundle.export import export_bundle, export_stand_ins
-from regsync.bundle.signature import signing_key_for
-from regsync.bundle.source import open_bundle
 from regsync.endpoints import Endpoints
 from regsync.errors import EXIT_RUNTIME, RegsyncError, UsageError, VerificationError
 from regsync.kinds.registry import KINDS, kind_of
@@ -104,6 +101,9 @@ def export(policy_path: Path, out: Path, options: RunOptions, since: Path | None
            volume_size: int | None = None, sign_key: Path | None = None,
            sign_key_password_env: str | None = None) -> RunResult:
     """Everything the policy selects, verified, into the bundle directory `out`."""
+    from regsync.bundle.export import export_bundle, export_stand_ins  # only export pays for its imports
+    from regsync.bundle.signature import signing_key_for
+
     loaded = _load_for_run(policy_path, options)
     key = load_private_key(sign_key, sign_key_password_env, "--sign-key") if sign_key else None
     key = signing_key_for(loaded, key)  # a bundle the far side would refuse is refused here, before any fetch
@@ -117,6 +117,8 @@ def export(policy_path: Path, out: Path, options: RunOptions, since: Path | None
 
 def import_(policy_path: Path, bundle: Path, options: RunOptions, more_blobs: tuple[Path, ...] = ()) -> RunResult:
     """The bundle stands in for the policy's sources; the sync pipeline runs on it."""
+    from regsync.bundle.source import open_bundle
+
     loaded = _load_for_run(policy_path, options, offline_sources=True)
 
     def work(endpoints: Endpoints, audit: AuditLog) -> Outcome:
