@@ -12,7 +12,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, ProgressColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from regsync.plan import Plan
+from regsync.pipeline.plan import Plan
 
 # Piped output (CI logs, `| less`) gets room for full references instead of rich's 80 columns.
 stdout = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200)

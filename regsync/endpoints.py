@@ -1,19 +1,17 @@
-"""Registry clients built from the policy, one pooled client per registry name."""
+"""The run's clients, built from the policy: one pooled client per registry, index or target name.
+
+A kind reads its clients here; stand-ins (a bundle playing the sources, export's empty targets)
+are handed in by key and win over what the policy names."""
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
-from regsync.oci.client import RegistryClient
-from regsync.oci.credentials import resolve_credentials
-from regsync.oci.mirrors import MirroredRegistry
+from regsync.kinds.oci.client import RegistryClient
+from regsync.kinds.oci.credentials import resolve_credentials
+from regsync.kinds.oci.mirrors import MirroredRegistry
 from regsync.policy import LoadedPolicy
-
-
-def split_ref(ref: str) -> tuple[str, str]:
-    """'tuna/pytorch/cuda' → ('tuna', 'pytorch/cuda')."""
-    name, _, repo = ref.partition("/")
-    return name, repo
 
 
 class Endpoints:
@@ -31,6 +29,17 @@ class Endpoints:
         """The policy these endpoints serve (trust entries and rules are read from it at apply time)."""
         return self._policy
 
+    def client(self, key: str, make: Callable[[], object]):
+        """The client under `key` (a kind's own namespace, e.g. `channel:<name>`), made once per run;
+        a stand-in given for `key` is returned instead. The seam a new kind uses for its clients."""
+        with self._lock:
+            found = self._clients.get(key)
+        if found is None:
+            made = make()  # outside the lock: `make` may ask for other clients (a target's index)
+            with self._lock:
+                found = self._clients.setdefault(key, made)
+        return found
+
     def registry(self, name: str) -> RegistryClient:
         with self._lock:
             if name not in self._clients:
@@ -42,7 +51,7 @@ class Endpoints:
 
     def index(self, name: str):
         """The package index `name`, for reading (its simple pages), with its mirrors behind it."""
-        from regsync.pypi.mirrors import MirroredIndex
+        from regsync.kinds.pypi.mirrors import MirroredIndex
 
         with self._lock:
             key = f"index:{name}"
@@ -55,29 +64,29 @@ class Endpoints:
             return self._clients[key]
 
     def _package_index(self, name: str, cfg, url: str, credentials, upload_url: str | None = None):
-        from regsync.http import retry_policy
-        from regsync.pypi.index import PackageIndex
+        from regsync.net.http import retry_policy
+        from regsync.kinds.pypi.index import PackageIndex
 
         return PackageIndex(name, url, credentials, cfg.tls.ca_file if cfg.tls else None, self._pool_size,
                             retry_policy(cfg.retries.attempts, cfg.retries.backoff_seconds), upload_url)
 
     def package_target(self, name: str):
         """Where packages for index `name` go: an upload API, or a directory tree."""
-        from regsync.pypi.targets import DirectoryTarget, UploadTarget
+        from regsync.kinds.pypi.sinks import DirectoryTarget, UploadTarget
 
         cfg = self._policy.indexes[name]
         key = f"target:{name}"
         if key not in self._clients:
             # what a target holds is read from the target itself, never from a mirror of it
             target = (DirectoryTarget(name, cfg.path) if cfg.kind == "directory"
-                      else UploadTarget(name, getattr(self.index(name), "primary", self.index(name)),
+                      else UploadTarget(name, self.index(name).primary,
                                         cfg.upload_url or cfg.url))
             with self._lock:
                 self._clients.setdefault(key, target)
         return self._clients[key]
 
     def _client(self, name: str, cfg, url: str, credentials) -> RegistryClient:
-        from regsync.targets import build_client
+        from regsync.kinds.oci.dialects import build_client
 
         return build_client(
             cfg, name, url, credentials, ca_file=cfg.tls.ca_file if cfg.tls else None,

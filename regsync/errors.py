@@ -1,4 +1,4 @@
-"""The error hierarchy, and the one place that maps errors to exit codes (DESIGN.md contract)."""
+"""The error hierarchy, and the one place that maps errors to exit codes (README, "Exit codes"; docs/architecture.md)."""
 
 from __future__ import annotations
 
@@ -67,3 +67,22 @@ class VerificationError(RegsyncError):
 
 class LockedError(RegsyncError):
     exit_code = EXIT_LOCKED
+
+
+class Interrupted(RegistryError):
+    """SIGTERM or the deadline reached a transfer: it stops here and resumes on the next run."""
+
+    def __init__(self):
+        super().__init__("run", None, "interrupted before this transfer started")
+
+
+class InvalidName(VerificationError, ValueError):
+    """A name outside its grammar. A VerificationError, so content naming one is refused (exit 3);
+    a ValueError, so a policy validator reports it at its line like any other bad value."""
+
+
+def shown(value, limit: int = 80) -> str:
+    """A name as it may be printed: control characters escaped, length bounded (it may be hostile)."""
+    text = value if isinstance(value, str) else repr(value)
+    text = text.encode("unicode_escape").decode("ascii")
+    return text if len(text) <= limit else text[:limit] + "…"

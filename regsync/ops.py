@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from regsync.audit.log import EVENTS
-from regsync.transfer import write_atomically
+from regsync.content.files import write_atomically
 
 
 def write_summary(path: Path, summary: dict) -> None:

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from regsync.verify import cosign_key
-from regsync.verify.keys import PublicKey, fingerprint
-from regsync.verify.signing import load_private_key, sign_bytes
+from regsync.trust import cosign_key
+from regsync.trust.keys import PublicKey, fingerprint
+from regsync.trust.signing import load_private_key, sign_bytes
 from tests.fixtures.cosign import make_key, push_image, sign, write_cosign_key, write_public_key
 from tests.test_verify_signatures import audit, run, write_policy
 

@@ -15,7 +15,7 @@ import pytest
 import requests
 
 from regsync.errors import VerificationError
-from regsync.transfer import VerifyingReader
+from regsync.content.reader import VerifyingReader
 from tests.fixtures.cosign import OCI_CONFIG, OCI_INDEX, OCI_LAYER, OCI_MANIFEST, push_blob, push_image, push_manifest
 from tests.fixtures.faultproxy import FaultProxy
 from tests.test_verify_signatures import audit, by_tag, run, write_policy

@@ -251,7 +251,7 @@ def test_the_client_config_synopsis_names_every_client_and_nothing_else():
     """docs/harbor-nexus.md's synopsis (each client's output is run by tests/test_clientconfig.py)."""
     import re
 
-    from regsync.clientconfig import CLIENTS
+    from regsync.cli.clientconfig import CLIENTS
 
     [line] = re.findall(r"^regsync client-config .*$", (ROOT / "docs/harbor-nexus.md").read_text(), re.M)
     named = line.split("--for ", 1)[1].split("|")

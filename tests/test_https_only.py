@@ -19,11 +19,12 @@ import pytest
 import requests
 
 from regsync.errors import RegistryError
-from regsync.oci.auth import Credentials
-from regsync.oci.client import RegistryClient
-from regsync.oci.copy import BlobCopier
-from regsync.oci.manifest import Descriptor
-from regsync.transfer import UploadCheckpoint, VerifyingReader
+from regsync.kinds.oci.auth import Credentials
+from regsync.kinds.oci.client import RegistryClient
+from regsync.kinds.oci.copy import BlobCopier
+from regsync.kinds.oci.manifest import Descriptor
+from regsync.content.checkpoint import UploadCheckpoint
+from regsync.content.reader import VerifyingReader
 from tests.fixtures.faultproxy import FaultProxy
 
 MIB = 1 << 20
@@ -145,7 +146,7 @@ def test_a_saved_upload_session_on_plain_http_is_never_contacted(registry, regis
 
 
 def test_default_ports_are_the_same_origin():
-    from regsync.http import origin
+    from regsync.net.http import origin
 
     assert origin("https://Registry.example") == origin("https://registry.example:443/v2/") == "https://registry.example:443"
     assert origin("http://registry.example") != origin("https://registry.example")
@@ -157,7 +158,7 @@ def test_default_ports_are_the_same_origin():
 def test_index_credentials_stay_on_the_index_origin(registry_tls, front_of):
     """A package index's Basic credentials go to its own scheme, host and port: a file linked on the
     same host over plain http (as a page may link it) gets none."""
-    from regsync.pypi.index import PackageIndex
+    from regsync.kinds.pypi.index import PackageIndex
 
     front = front_of()
     index = PackageIndex("pypi", f"{front.url}/simple/", Credentials("sync", "t0p-secret"), ca_file=registry_tls.ca_file)

@@ -1,5 +1,5 @@
 """A saved plan only narrows what the policy allows: `sync --plan` re-derives each item's rule from
-the policy and re-checks it, whatever the plan file says (DESIGN.md, "Security principles").
+the policy and re-checks it, whatever the plan file says (docs/architecture.md, "Security principles in the code").
 
 Each test edits a real plan the way someone with write access to plan.json could, then applies it
 against real docker-registry servers (or a real PEP 503 index and pypiserver for packages).

@@ -232,8 +232,8 @@ def test_pip_config_points_at_the_target_with_its_ca(tmp_path, index, pypiserver
 def test_shards_split_package_files_disjointly(tmp_path, index):
     from regsync.endpoints import Endpoints
     from regsync.policy import load_policy
-    from regsync.resolve import make_plan
-    from regsync.shard import Shard
+    from regsync.pipeline.make import make_plan
+    from regsync.pipeline.shard import Shard
 
     loaded = load_policy(policy(tmp_path, index, "directory", '["app"]'))
 

@@ -223,7 +223,7 @@ def test_optional_and_no_provenance_is_uploaded_and_audited_unverified(tmp_path,
 
 def test_optional_alone_copies_and_says_nothing_was_verified(tmp_path, mirror, canonical, pypiserver, sigstore,
                                                              wheels):
-    """DESIGN.md's example (`attestations: optional`, no publisher): valid, honest about it."""
+    """docs/pypi.md's `attestations: optional` with no publisher: valid, honest about it."""
     attest(canonical, sigstore, wheels["widget"])  # present, but the policy gives nothing to check it with
     path = write_policy(tmp_path, mirror, canonical, pypiserver, mode="optional")
     text = path.read_text()

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from regsync.pypi.index import PackageIndex
-from regsync.transfer import ResumableSha256
+from regsync.kinds.pypi.index import PackageIndex
+from regsync.content.sha256 import ResumableSha256
 from tests.fixtures.pypi import SimpleIndex, build_wheel
 from tests.test_pypi import pip_download
 
@@ -222,7 +222,7 @@ def test_a_checkpoint_for_another_length_is_not_used(tmp_path, index, served, in
 
 
 def test_partials_untouched_for_two_weeks_are_removed(tmp_path, index, served, monkeypatch):
-    import regsync.partial as partial
+    import regsync.content.partial as partial
 
     monkeypatch.setattr(partial, "_pruned", set())
     folder = tmp_path / "state" / "downloads"

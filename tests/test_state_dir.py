@@ -15,12 +15,12 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from regsync.oci.copy import BlobCopier
+from regsync.kinds.oci.copy import BlobCopier
 from tests.fixtures.pypi import SimpleIndex
 from tests.fixtures.policies import run_cli
 from tests.test_pypi_resume import big_wheel, write_policy
 from tests.test_upload_resume import MIB, _clients, _interrupted_copy, _target_bytes, big_blob  # noqa: F401
-from regsync.transfer import ResumableSha256
+from regsync.content.sha256 import ResumableSha256
 
 VICTIM = b"a file of this user that no regsync run may touch\n"
 

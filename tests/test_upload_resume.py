@@ -13,10 +13,10 @@ import pytest
 import requests
 
 from regsync.errors import VerificationError
-from regsync.oci.client import RegistryClient
-from regsync.oci.copy import BlobCopier, Interrupted
-from regsync.oci.manifest import Descriptor
-from regsync.transfer import ResumableSha256
+from regsync.kinds.oci.client import RegistryClient
+from regsync.kinds.oci.copy import BlobCopier, Interrupted
+from regsync.kinds.oci.manifest import Descriptor
+from regsync.content.sha256 import ResumableSha256
 
 MIB = 1 << 20
 SIZE = 6 * MIB + 12345  # six full chunks and a short one

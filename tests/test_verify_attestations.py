@@ -336,7 +336,7 @@ def test_multi_arch_the_index_is_the_subject_as_cosign_attest_recursive_writes(t
 
 
 def test_match_steps_into_lists_by_index_and_reports_what_it_found():
-    from regsync.verify.intoto import mismatch
+    from regsync.trust.intoto import mismatch
 
     predicate = provenance()
     uri = f"git+{SOURCE}@refs/heads/main"

@@ -43,7 +43,7 @@ class ChainReport:
 
 
 def verify_chain(path: Path, public_key=None, anchor: str | None = None) -> ChainReport:
-    """`public_key`: a regsync.verify.keys.PublicKey; when given, every run-finished must carry its signature.
+    """`public_key`: a regsync.trust.keys.PublicKey; when given, every run-finished must carry its signature.
     `anchor`: a line's sha256 to look for (see anchor_problem)."""
     report = ChainReport()
     prev_hash, prev_seq = GENESIS, 0

@@ -137,8 +137,8 @@ class AuditLog:
 
 
 def signature_of(key, payload: bytes) -> dict:
-    from regsync.verify.keys import fingerprint
-    from regsync.verify.signing import sign_bytes
+    from regsync.trust.keys import fingerprint
+    from regsync.trust.signing import sign_bytes
 
     public = key.public_key()
     return {"key_id": fingerprint(public), "value": base64.b64encode(sign_bytes(key, payload)).decode()}

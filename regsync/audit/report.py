@@ -12,7 +12,8 @@ import json
 from datetime import datetime
 from pathlib import Path
 
-from regsync.resolve.images import parse_time
+from regsync.times import parse_time
+from regsync.audit.chain import verify_chain
 
 FINAL = ("refused", "failed", "pushed", "skipped")   # decisions, in the order a reviewer reads them
 ORDER = {event: i for i, event in enumerate(FINAL)}
@@ -32,8 +33,6 @@ def read_records(trail: Path, since: datetime | None = None):
 
 def integrity_of(trail: Path, public_key=None) -> dict:
     """The chain check, so a reviewer handed only the report sees whether the trail was intact."""
-    from regsync.audit.chain import verify_chain
-
     check = verify_chain(trail, public_key)
     return {"intact": check.ok, "broken_line": check.broken_line, "reason": check.reason or None,
             "records": check.lines, "runs": check.runs, "signatures_checked": public_key is not None and check.ok,

@@ -14,11 +14,11 @@ import binascii
 from pathlib import Path
 
 from regsync.errors import NotFound, UsageError, VerificationError
-from regsync.oci.layout import open_regular
+from regsync.kinds.oci.layout import open_regular
 from regsync.policy import LoadedPolicy
-from regsync.transfer import write_atomically
-from regsync.verify.keys import MalformedSignature, PublicKey, fingerprint, load_public_key
-from regsync.verify.signing import sign_bytes
+from regsync.content.files import write_atomically
+from regsync.trust.keys import MalformedSignature, PublicKey, fingerprint, load_public_key
+from regsync.trust.signing import sign_bytes
 
 SIGNED = ("SHA256SUMS", "bundle.json")
 MAX_SIGNATURE_BYTES = 16 * 1024  # base64 of an RSA-4096 signature is 684 bytes

@@ -10,7 +10,7 @@ from loguru import logger
 from pydantic import ValidationError
 
 from regsync.errors import PolicyError
-from regsync.oci.names import invalid_repository, is_repository
+from regsync.kinds.oci.names import invalid_repository, is_repository
 from regsync.policy.lint import unanchored_regexes
 from regsync.policy.models import ImageRule, PackageRule, Policy, parse_size  # noqa: F401
 from regsync.policy.yamlsource import Document, load_document

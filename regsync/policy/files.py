@@ -14,9 +14,9 @@ from cryptography import x509
 
 from regsync.errors import PolicyError
 from regsync.policy import LoadedPolicy
-from regsync.transfer import read_local_file
-from regsync.verify.keys import load_public_key
-from regsync.verify.signing import load_private_key
+from regsync.content.files import read_local_file
+from regsync.trust.keys import load_public_key
+from regsync.trust.signing import load_private_key
 
 MAX_FILE_BYTES = 16 * 1024 * 1024  # a CA bundle or a trusted_root.json is kilobytes; this is generous
 

@@ -7,8 +7,8 @@ from urllib.parse import urlsplit
 from pathlib import Path
 from typing import Annotated, Literal
 
-from regsync.oci.names import check_tag
-from regsync.resolve.tags import compile_pattern, is_exact
+from regsync.kinds.oci.names import check_tag
+from regsync.policy.patterns import compile_pattern, is_exact
 from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, SecretStr,
                       ValidationInfo, field_validator, model_validator)
 
@@ -237,7 +237,7 @@ class TagSelect(Strict):
 
 
 def _match_entries(match: dict) -> dict:
-    from regsync.verify.intoto import check_match_pattern
+    from regsync.trust.intoto import check_match_pattern
 
     for path, expected in match.items():
         check_match_pattern(path, expected)
@@ -384,7 +384,7 @@ class PackageVerify(Strict):
 
     @model_validator(mode="after")
     def _attestations_need(self):
-        # `optional` alone (DESIGN.md's example) is valid: files are copied and audited as
+        # `optional` alone (docs/pypi.md, "Provenance") is valid: files are copied and audited as
         # unverified, saying that the policy names nothing to verify against. Half a setup is not.
         configured = (self.publisher is not None) + (self.trust is not None)
         if (self.attestations == "required" and configured < 2) or configured == 1:

@@ -1,0 +1,48 @@
+"""Import's side: a bundle, checked, stands in for the policy's sources, so tag selection, signature
+checks, the diff against the target and the push are the very code `regsync sync` runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from regsync.bundle.format import MAX_VOLUMES, SMALL_FILES, bundle_meta, check_complete, check_sums, read_present
+from regsync.bundle.signature import check_signatures
+from regsync.errors import UsageError, VerificationError
+from regsync.kinds.registry import KINDS
+from regsync.kinds.oci.layout import LayoutSource
+from regsync.policy import LoadedPolicy
+
+
+def open_bundle(root: Path, loaded: LoadedPolicy, more_blobs: tuple[Path, ...] = (),
+                audit=None) -> dict:
+    """Check the bundle's own files and return it as the policy's source registries.
+
+    `more_blobs`: further directories with blobs only (the other volumes of a split bundle, or the
+    base bundle of an incremental one); their blobs are verified by digest as they stream.
+    Each small file is read once: its signature, its sum and its content are of the same bytes."""
+    for directory in (root, *more_blobs):
+        if directory.is_symlink() or not directory.is_dir():
+            raise UsageError(f"{directory} is not a bundle directory")
+    checked = {name: read_present(root, name) for name in ("SHA256SUMS", *SMALL_FILES)}
+    evidence = check_signatures(root, loaded, checked)  # before any of it is read as authority
+    if evidence and audit is not None:
+        audit.record("verified", artifact={"bundle": str(root)}, verification=evidence,
+                     reason="bundle signature verified")
+    check_sums(root, checked)
+    bundle = bundle_meta(checked["bundle.json"])
+    if bundle is None:
+        raise VerificationError(f"{root}/bundle.json is not a regsync bundle")
+    if bundle.get("policy_sha256") != loaded.sha256:
+        raise UsageError(f"the bundle was exported with another policy (sha256 {str(bundle.get('policy_sha256'))[:12]},"
+                         f" {loaded.path} is {loaded.sha256[:12]}): import with the policy that made it")
+    volumes = bundle.get("volumes", 1)
+    if isinstance(volumes, int) and 1 < volumes <= MAX_VOLUMES and len(more_blobs) < volumes - 1:
+        raise UsageError(f"this bundle was split into {volumes} volumes: name them all, e.g. "
+                         f"regsync import {root} " + " ".join(f"{root}.vol{n}" for n in range(2, volumes + 1)))
+    for directory in (root, *more_blobs):
+        check_complete(directory, checked["SHA256SUMS"] if directory == root else None)
+    index, more = checked["index.json"], tuple(more_blobs)
+    sources: dict = {}
+    for kind in KINDS.values():
+        sources.update(kind.bundle_sources(bundle, loaded.policy, lambda name: LayoutSource(root, name, more, index)))
+    return sources

@@ -1,0 +1,1 @@
+"""The one verifying reader, resumable hashing, partial files, checkpoints and atomic files."""

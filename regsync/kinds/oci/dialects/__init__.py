@@ -1,0 +1,16 @@
+"""Target dialects: what a Harbor or a Nexus needs beyond the distribution API every registry speaks."""
+
+from __future__ import annotations
+
+from regsync.kinds.oci.client import RegistryClient
+from regsync.kinds.oci.dialects.harbor import HarborClient
+from regsync.kinds.oci.dialects.nexus import nexus_options
+
+
+def build_client(cfg, name: str, url: str, credentials, **options) -> RegistryClient:
+    """The registry client for one endpoint of the policy, shaped by its `kind`."""
+    if cfg.kind == "harbor":
+        return HarborClient(name, url, credentials, harbor=cfg.harbor, **options)
+    if cfg.kind == "nexus":
+        options.update(nexus_options(cfg))
+    return RegistryClient(name, url, credentials, **options)

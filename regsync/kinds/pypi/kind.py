@@ -1,0 +1,54 @@
+"""Python packages as a Kind (regsync/pipeline/kind.py; docs/architecture.md, "The Kind protocol")."""
+
+from __future__ import annotations
+
+from regsync.kinds.pypi.bundle import NoTarget, export_package, index_stand_ins
+from regsync.kinds.pypi.plan import plan_packages
+from regsync.kinds.pypi.rules import authorize_package
+from regsync.kinds.pypi.transfer import apply_package
+from regsync.pipeline.kind import BundleSink, Run
+from regsync.pipeline.plan import PlanItem
+
+
+class PackageKind:
+    name = "package"
+    bundle_section = "packages"
+
+    def plan(self, policy, endpoints, jobs, shard, diff_target):
+        if not policy.packages:
+            return [], []
+        return plan_packages(list(policy.packages), endpoints, jobs, shard)
+
+    def authorize(self, item: PlanItem, policy):
+        return authorize_package(item, policy)
+
+    def check_names(self, item: PlanItem) -> None:
+        """File names are checked against the index's listing when applied (planned_file)."""
+
+    def is_stale(self, item: PlanItem, endpoints) -> str | None:
+        """A file is never overwritten on the target, and its sha256 is checked against the index
+        again when applied: there is no tag that could have moved."""
+        return None
+
+    def transfer(self, item: PlanItem, run: Run) -> dict:
+        # a wheel is one more artifact: same pool, same verification rule, same audit records
+        verification = apply_package(item, run.endpoints, run.audit, run.on_bytes, item.artifact())
+        return {"verification": verification or {"method": "sha256", "against": "source index"}}
+
+    def export(self, item: PlanItem, run: Run, sink: BundleSink) -> dict:
+        entry = export_package(item, run.endpoints, sink.writer, run.on_bytes)
+        sink.add_entry(item, self.bundle_section, entry)
+        return {"method": "sha256", "against": f"{entry['index']} index"}
+
+    def export_sizes(self, item: PlanItem, endpoints, leave_out: frozenset[str]) -> list[int]:
+        return [item.bytes]
+
+    def targets(self, policy) -> set[str]:
+        return {rule.target for rule in policy.packages}
+
+    def export_stand_ins(self, policy) -> dict:
+        # package targets are across the gap: export plans every selected file as absent there
+        return {f"target:{rule.target}": NoTarget(rule.target) for rule in policy.packages}
+
+    def bundle_sources(self, bundle: dict, policy, layout_for) -> dict:
+        return index_stand_ins(bundle.get(self.bundle_section), policy, layout_for("packages"))

@@ -1,0 +1,77 @@
+"""Apply one package item: find the exact file the plan named, download it verified, then upload
+it (or place it in the tree). Nothing reaches the target before its sha256 matched the index."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from regsync.errors import RegistryError, VerificationError
+from regsync.pipeline.plan import PlanItem
+from regsync.kinds.pypi.ref import parse_file_name, sha256_of
+from regsync.kinds.pypi.evidence import check_provenance
+from regsync.kinds.pypi.rules import admit_package, authorize_package
+
+
+def planned_file(item: PlanItem, endpoints):
+    """(index, package) for the exact file a plan item names, as the source lists it now."""
+    source_name, filename = item.source.split("/", 1)
+    index = endpoints.index(source_name)
+    project = _project_of_file(filename, item.project)
+    package = next((p for p in index.files(project) if p.filename == filename), None)
+    if package is None:
+        raise RegistryError(item.source, 404, "no longer on the source index")
+    if sha256_of(package) != item.digest:
+        # A saved plan applies exactly what was reviewed: a file whose hash moved is not that file.
+        raise VerificationError(f"{item.source}: the index now gives {sha256_of(package)}, the plan says {item.digest}")
+    return index, package
+
+
+def _project_of_file(filename: str, listed: str | None) -> str:
+    """The file name decides (a plan's `project` field is what the page said, and an edited plan
+    could say anything); `listed` only for a name no parser reads (a legacy `.zip` sdist, say)."""
+    try:
+        return parse_file_name(filename)[0]
+    except ValueError:
+        if listed:
+            return listed
+        raise VerificationError(f"{filename} is not a wheel or sdist file name") from None
+
+
+def apply_package(item: PlanItem, endpoints, audit, on_bytes=None, artifact=None) -> dict:
+    """Returns the verification evidence (for the `pushed` record too).
+
+    Everything is checked against the rule the policy gives for the item's source and target index,
+    as if the plan had not been seen: the file must be one that rule admits, with the sha256 its
+    index lists now, and its provenance is verified again."""
+    rule = authorize_package(item, endpoints.policy)
+    index, package = planned_file(item, endpoints)
+    admit_package(rule, package)
+    source_name, filename = item.source.split("/", 1)[0], package.filename
+    target = endpoints.package_target(item.target.split("/", 1)[0])
+    # Provenance binds name + sha256, so it is checked before the download: a refusal moves no bytes,
+    # and the download then proves the bytes are the ones attested.
+    provenance = check_provenance(rule, endpoints, filename, item.digest)
+    staging = _staging_dir(target)
+    with tempfile.TemporaryDirectory(dir=staging, prefix=".regsync-") as work:
+        path = Path(work) / filename
+        index.download(package, path, on_bytes)
+        verification = {"method": "sha256", "against": f"{source_name} index", "rechecked": True,
+                        **_where_from(index, package)}
+        if provenance is not None:
+            verification["provenance"] = provenance
+        audit.record("verified", artifact=artifact, policy_rule=item.rule, verification=verification)
+        target.put(path, filename, item.digest)
+    return verification
+
+
+def _where_from(index, package) -> dict:
+    """Which page's sha256 was trusted and which index sent the bytes (they differ when a mirror helped)."""
+    served_by = index.served_by(package)
+    if served_by is None:
+        return {}  # a bundle: the bytes come from the bundle, checked against the plan's sha256
+    return {"hashes_from": index.page_url(package), "downloaded_from": served_by}
+
+
+def _staging_dir(target) -> str | None:
+    return target.staging_dir()

@@ -1,0 +1,1 @@
+"""HTTP sessions: origin-bound credentials, retries, bounded reads."""

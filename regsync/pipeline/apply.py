@@ -1,0 +1,163 @@
+"""Execute a plan: the one pipeline that fetches, verifies and pushes (or exports into a bundle),
+and audits each decision. It knows no kind of artifact: each item's Kind does the transfer
+(docs/architecture.md, "Apply")."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from loguru import logger
+
+from regsync.audit import AuditLog
+from regsync.endpoints import Endpoints
+from regsync.errors import (EXIT_OK, EXIT_REFUSED, EXIT_RUNTIME, Interrupted, RegistryError, UsageError,
+                            VerificationError)
+from regsync.net.throttle import Throttle
+from regsync.kinds.registry import kind_of
+from regsync.pipeline.kind import BundleSink, Run
+from regsync.pipeline.plan import Plan, PlanItem
+
+
+@dataclass
+class Outcome:
+    pushed: int = 0         # exported, when applied into a bundle
+    skipped: int = 0
+    refused: int = 0
+    failed: int = 0
+    bytes: int = 0          # fetched from sources
+    reused: int = 0         # sent again from partial downloads an earlier (killed) run kept on disk
+    interrupted: bool = False
+    problems: list[dict] = field(default_factory=list)   # {source, reason, event} of each refusal and failure
+
+    @property
+    def exit_code(self) -> int:
+        if self.failed or self.interrupted:
+            return EXIT_RUNTIME
+        return EXIT_REFUSED if self.refused else EXIT_OK
+
+
+def check_not_stale(plan: Plan, endpoints: Endpoints) -> None:
+    """A saved plan applies only to the target state it was made against."""
+    for item in plan.items:
+        try:
+            kind = kind_of(item)
+        except VerificationError:  # apply refuses it; its target is never even looked at
+            continue
+        moved = None if item.action == "refuse" else kind.is_stale(item, endpoints)
+        if moved:
+            raise UsageError(f"the plan is stale: {moved}; run `regsync plan` again")
+
+
+def apply_plan(plan: Plan, endpoints: Endpoints, audit: AuditLog, jobs: int = 8,
+               on_bytes: Callable[[int], None] | None = None, bandwidth: int | None = None,
+               into: BundleSink | None = None) -> Outcome:
+    """`into`: export, a bundle sink instead of the targets; each item is verified into it."""
+    outcome = Outcome()
+    if bandwidth:
+        on_bytes = _throttled(on_bytes, Throttle(bandwidth))
+    for error in plan.errors:
+        audit.record("refused" if error.refused else "failed", artifact={"source": error.source},
+                     policy_rule=error.rule, reason=error.reason)
+        logger.error("{}", error.reason if error.source in error.reason else f"{error.source}: {error.reason}")
+        _count(outcome, error.source, error.reason, "refused" if error.refused else "failed")
+    for item in plan.items:
+        _authorize(item, endpoints)
+        if item.action == "skip":
+            audit.record("skipped", artifact=item.artifact(), policy_rule=item.rule, reason=item.reason)
+            outcome.skipped += 1
+        elif item.action == "refuse":
+            _refuse(item, item.reason, audit, outcome)
+    changes = [item for item in plan.items if item.changes]
+    # Two pools: item workers wait on sub-transfers (an image's blobs), so they must never occupy those workers.
+    sub_pool = ThreadPoolExecutor(jobs, thread_name_prefix="blob")
+    item_pool = ThreadPoolExecutor(jobs, thread_name_prefix="item")
+    run = Run(endpoints, audit, sub_pool, on_bytes)
+    step = (lambda item: _export_item(item, run, into)) if into is not None else (lambda item: _apply_item(item, run))
+    try:
+        for item, error in zip(changes, item_pool.map(step, changes)):
+            if error is None:
+                outcome.pushed += 1
+                logger.info("{} {} ({})", "exported" if into is not None else "pushed", item.target, item.digest)
+            elif isinstance(error, VerificationError):
+                _refuse(item, error.reason, audit, outcome)
+            else:
+                audit.record("failed", artifact=item.artifact(), policy_rule=item.rule, reason=str(error))
+                message = str(error)  # most errors already start with the reference they concern
+                logger.error("{}", message if message.startswith(item.target) else f"{item.target}: {message}")
+                _count(outcome, item.source, str(error), "failed")
+    except KeyboardInterrupt:
+        # SIGINT/SIGTERM: start nothing new; uploads in flight finish or are abandoned uncommitted,
+        # and no tag is written for an image whose blobs did not all land.
+        outcome.interrupted = True
+        run.stop()
+        logger.warning("interrupted: finishing in-flight transfers, starting no new ones")
+    finally:
+        item_pool.shutdown(wait=True, cancel_futures=True)
+        sub_pool.shutdown(wait=True, cancel_futures=True)
+    outcome.bytes = run.moved
+    outcome.reused = run.reused
+    return outcome
+
+
+def _throttled(on_bytes, throttle: Throttle):
+    def count(n: int) -> None:
+        if on_bytes:
+            on_bytes(n)
+        throttle.consume(n)  # sleeping in the reader slows the stream itself: no buffering piles up
+    return count
+
+
+def _authorize(item: PlanItem, endpoints: Endpoints) -> None:
+    """The item's rule from the policy, not from the plan; a copy or update the policy would not plan
+    becomes a refusal. A skip or refusal stays what it is: neither pushes anything."""
+    try:
+        kind_of(item).authorize(item, endpoints.policy)
+    except VerificationError as exc:
+        if item.changes:
+            item.action, item.reason, item.verification = "refuse", exc.reason, None
+
+
+def _count(outcome: Outcome, source: str, reason: str, event: str) -> None:
+    outcome.problems.append({"source": source, "reason": reason, "event": event})
+    if event == "refused":
+        outcome.refused += 1
+    else:
+        outcome.failed += 1
+
+
+def _refuse(item: PlanItem, reason: str, audit: AuditLog, outcome: Outcome) -> None:
+    # what was checked before the refusal (gates passed, signers found) is evidence for the reviewer too
+    audit.record("refused", artifact=item.artifact(), policy_rule=item.rule, verification=item.verification,
+                 reason=reason)
+    logger.warning("refused {}: {}", item.source, reason)
+    _count(outcome, item.source, reason, "refused")
+
+
+def _apply_item(item: PlanItem, run: Run) -> Exception | None:
+    def transfer() -> None:
+        fields = kind_of(item).transfer(item, run)
+        fields.setdefault("artifact", item.artifact())
+        run.audit.record("pushed", policy_rule=item.rule, **fields)
+    return _guarded(item, transfer)
+
+
+def _export_item(item: PlanItem, run: Run, sink: BundleSink) -> Exception | None:
+    def export() -> None:
+        verification = kind_of(item).export(item, run, sink)
+        record = run.audit.record("verified", artifact=item.artifact(), policy_rule=item.rule,
+                                  verification=verification, reason="exported to bundle")
+        sink.add_artifact(item, {**item.artifact(), "verification": verification, "audit_seq": record.get("seq")})
+    return _guarded(item, export)
+
+
+def _guarded(item: PlanItem, work: Callable[[], None]) -> Exception | None:
+    try:
+        work()
+        return None
+    except (VerificationError, RegistryError, Interrupted) as exc:
+        return exc
+    except Exception as exc:  # a bug or an unforeseen failure: this artifact fails, the run goes on
+        logger.opt(exception=exc).debug("unexpected error for {}", item.target)
+        return RegistryError(item.target, None, f"unexpected {type(exc).__name__}: {exc}")

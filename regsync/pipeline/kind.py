@@ -1,0 +1,140 @@
+"""The seam between the pipeline and a kind of artifact (docs/architecture.md, "The Kind protocol").
+
+The pipeline plans, authorizes, applies and exports items without knowing what they are: each
+`PlanItem.kind` names a `Kind` in the registry (regsync/kinds/registry.py), and every step that
+differs between images and packages is a method here. A new kind is one folder under kinds/ that
+implements this protocol, plus one line in the registry.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Protocol
+
+from regsync.errors import Interrupted
+
+if TYPE_CHECKING:
+    from regsync.audit.log import AuditLog
+    from regsync.endpoints import Endpoints
+    from regsync.pipeline.plan import PlanError, PlanItem
+    from regsync.pipeline.shard import Shard
+    from regsync.policy.models import Policy
+
+
+class RunState(Protocol):
+    """What a kind keeps for one apply (the image kind: its blob copier, shared across items)."""
+
+    reused: int   # bytes sent again from partial downloads an earlier (killed) run kept
+
+    def stop(self) -> None:
+        """SIGTERM or the deadline: start nothing new."""
+
+
+class BundleSink(Protocol):
+    """Where export writes: the air-gap bundle (regsync/bundle/), as the kinds see it."""
+
+    leave_out: frozenset[str]       # blobs an earlier bundle carried (--since-bundle)
+
+    @property
+    def writer(self):
+        """The OCI layout every kind stores its bytes in (blobs named by their sha256)."""
+
+    def add_ref(self, name: str, manifest, source_digest: str | None = None) -> None:
+        """Name a manifest in index.json (`<registry>/<repository>:<tag>` as the policy names its
+        source); `source_digest`: the source's digest when the manifest was made from it (a filter)."""
+
+    def add_artifact(self, item: "PlanItem", entry: dict) -> None:
+        """An item verified into the bundle: its entry in bundle.json's `artifacts`."""
+
+    def add_entry(self, item: "PlanItem", section: str, entry: dict) -> None:
+        """A kind's own record in bundle.json (packages: its `packages` list)."""
+
+    def left_out(self, digests: set[str]) -> None:
+        """Blobs not written because the earlier bundle has them."""
+
+
+class Run:
+    """One apply, as every kind sees it: the clients, the audit trail, a pool for sub-transfers,
+    and the byte counter (progress, bandwidth, and the point where a stop request lands)."""
+
+    def __init__(self, endpoints: "Endpoints", audit: "AuditLog", pool: ThreadPoolExecutor,
+                 on_bytes: Callable[[int], None] | None = None):
+        self.endpoints, self.audit, self.pool = endpoints, audit, pool
+        self._on_bytes = on_bytes
+        self.moved = 0
+        self.stopping = threading.Event()
+        self._lock = threading.Lock()
+        self._states: dict[str, RunState] = {}
+
+    def on_bytes(self, count: int) -> None:
+        with self._lock:
+            self.moved += count
+        if self._on_bytes:
+            self._on_bytes(count)
+        if self.stopping.is_set():
+            # SIGTERM: a download stops within a chunk instead of running to the end of a 2 GB file;
+            # its partial and checkpoint (at most a second old) stay for the next run.
+            raise Interrupted()
+
+    def state(self, key: str, make: Callable[[], RunState]) -> RunState:
+        """The kind's state for this run under `key`, made on first use."""
+        with self._lock:
+            if key not in self._states:
+                self._states[key] = make()
+            return self._states[key]
+
+    def stop(self) -> None:
+        self.stopping.set()
+        with self._lock:
+            states = list(self._states.values())
+        for state in states:
+            state.stop()
+
+    @property
+    def reused(self) -> int:
+        return sum(state.reused for state in self._states.values())
+
+
+class Kind(Protocol):
+    """A kind of artifact: images, Python packages, conda packages."""
+
+    name: str   # PlanItem.kind, the plan's and the audit trail's word for it
+    bundle_section: str | None   # its list in bundle.json (packages: "packages"), if it keeps one
+
+    def plan(self, policy: "Policy", endpoints: "Endpoints", jobs: int, shard: "Shard | None",
+             diff_target: bool) -> tuple[list["PlanItem"], list["PlanError"]]:
+        """The policy's rules of this kind → plan items, read-only. `diff_target=False` (export):
+        every selected artifact is planned as a copy, the target unseen."""
+
+    def authorize(self, item: "PlanItem", policy: "Policy"):
+        """Recheck: the policy's rule for the item (never the plan's word), after setting
+        `item.rule` to its name; raises VerificationError when the policy would not plan it."""
+
+    def check_names(self, item: "PlanItem") -> None:
+        """A loaded plan's item: every name that becomes a URL or a path is valid (raises InvalidName)."""
+
+    def is_stale(self, item: "PlanItem", endpoints: "Endpoints") -> str | None:
+        """A saved plan's item against the target now: why it no longer applies, or None."""
+
+    def transfer(self, item: "PlanItem", run: Run) -> dict:
+        """Fetch, verify (again, against the policy's rule) and push one item. Records `verified`
+        itself; returns the `pushed` record's fields (at least `verification`; `artifact` to say
+        what this push moved when it differs from the plan's item)."""
+
+    def export(self, item: "PlanItem", run: Run, sink: BundleSink) -> dict:
+        """Fetch and verify one item into the bundle; returns the verification evidence."""
+
+    def export_sizes(self, item: "PlanItem", endpoints: "Endpoints", leave_out: frozenset[str]) -> list[int]:
+        """The sizes of the files export would write for the item (blobs in `leave_out` are not
+        written): a blob is never split across volumes, so one larger than a volume is refused first."""
+
+    def targets(self, policy: "Policy") -> set[str]:
+        """The target names the policy's rules of this kind write to (for the audit trail's run record)."""
+
+    def export_stand_ins(self, policy: "Policy") -> dict:
+        """Stand-ins for this kind's targets while exporting (they are across the gap: empty)."""
+
+    def bundle_sources(self, bundle: dict, policy: "Policy", layout_for: Callable[[str], object]) -> dict:
+        """This kind's sources, served from an opened bundle (`layout_for(name)` reads its layout)."""

@@ -1,0 +1,1 @@
+"""Keys, keyless certificates, sigstore bundles and signing: bytes + a trust entry → evidence."""

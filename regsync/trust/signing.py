@@ -1,0 +1,127 @@
+"""Sign on import: the pushed digest is signed with the enterprise's key, exactly as
+`cosign sign --key` would, so internal clusters can enforce admission policy on it.
+
+The signature goes to the target's `sha256-<hex>.sig` tag; signatures already there (copied from
+upstream) are kept and ours is appended as one more layer, as cosign does when signing again.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import threading
+from io import BytesIO
+from pathlib import Path
+
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+
+from regsync.errors import NotFound, PolicyError
+from regsync.kinds.oci.client import RegistryClient
+from regsync.kinds.oci.manifest import OCI_MANIFEST, Descriptor, Manifest
+from regsync.policy.models import SignOnImport
+from regsync.content.reader import VerifyingReader
+from regsync.content.digest import digest_of
+from regsync.content.files import read_local_file
+from regsync.trust import cosign_key
+from regsync.kinds.oci.cosign import SIGNATURE_ANNOTATION, SIGNATURE_TYPE, SIMPLE_SIGNING, attachment_tag
+from regsync.trust.keys import MAX_KEY_BYTES, fingerprint
+
+OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+COSIGN_PASSWORD_ENV = "COSIGN_PASSWORD"   # where cosign itself reads a key's password
+_cache: dict[bytes, object] = {}
+_cache_lock = threading.Lock()
+
+
+def load_private_key(path: Path, password_env: str | None = None, what: str = "sign.key"):
+    """A PKCS#8 PEM private key, encrypted or not, or cosign's own `cosign.key`; `what` names the
+    policy key in errors. The password is read from `password_env`; a cosign.key without one reads
+    COSIGN_PASSWORD, as cosign itself does. Loaded once per file and password: scrypt is slow on
+    purpose, and every signed push asks again."""
+    pem = _read_key(Path(path), what)
+    cosign = cosign_key.is_cosign_key(pem)
+    env = password_env or (COSIGN_PASSWORD_ENV if cosign else None)
+    password = _password(env, what) if env else None
+    cache_key = hashlib.sha256(hashlib.sha256(pem).digest() + hashlib.sha256(password or b"").digest()).digest()
+    with _cache_lock:
+        if cache_key not in _cache:
+            key = _open_cosign_key(pem, password, path, env, what) if cosign else _open_pkcs8(pem, password, path, what)
+            if not isinstance(key, (ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey, ed25519.Ed25519PrivateKey)):
+                raise PolicyError(f"{what}: only ECDSA, RSA and Ed25519 keys are supported")
+            _cache[cache_key] = key
+        return _cache[cache_key]
+
+
+def _read_key(path: Path, what: str) -> bytes:
+    return read_local_file(path, MAX_KEY_BYTES, what, "a private key")
+
+
+def _password(env: str, what: str) -> bytes:
+    if env not in os.environ:
+        raise PolicyError(f"{what}: environment variable {env} (the key's password) is not set")
+    return os.environ[env].encode()
+
+
+def _open_pkcs8(pem: bytes, password: bytes | None, path, what: str):
+    try:
+        return serialization.load_pem_private_key(pem, password)
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        # Never echo the password or the key; say what to check.
+        raise PolicyError(f"{what}: {path} is not a PKCS#8 PEM private key, or the password is wrong") from None
+
+
+def _open_cosign_key(pem: bytes, password: bytes, path, env: str, what: str):
+    try:
+        der = cosign_key.decrypt(pem, password)
+    except cosign_key.CannotDecrypt:
+        raise PolicyError(f"{what}: {path} does not open with the password in {env} (a wrong password, "
+                          f"or the file was changed)") from None
+    except cosign_key.DamagedKeyFile as exc:
+        raise PolicyError(f"{what}: {path} is a damaged cosign key file: {exc}") from None
+    try:
+        return serialization.load_der_private_key(der, None)
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        raise PolicyError(f"{what}: {path} decrypts, but not to a PKCS#8 private key") from None
+
+
+def sign_bytes(key, payload: bytes) -> bytes:
+    """The signature scheme cosign uses for each key type (the same one keys.PublicKey.verify checks)."""
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        return key.sign(payload, ec.ECDSA(hashes.SHA256()))
+    if isinstance(key, rsa.RSAPrivateKey):
+        return key.sign(payload, padding.PKCS1v15(), hashes.SHA256())
+    return key.sign(payload)
+
+
+def sign_pushed(config: SignOnImport, client: RegistryClient, repo: str, digest: str) -> dict:
+    key = load_private_key(config.key, config.password_env)
+    payload = json.dumps({"critical": {"identity": {"docker-reference": f"{client.host}/{repo}"},
+                                       "image": {"docker-manifest-digest": digest},
+                                       "type": SIGNATURE_TYPE},
+                          "optional": None}, separators=(",", ":")).encode()
+    layer = _push_bytes(client, repo, payload)
+    layer.update(mediaType=SIMPLE_SIGNING,
+                 annotations={SIGNATURE_ANNOTATION: base64.b64encode(sign_bytes(key, payload)).decode()})
+    tag = attachment_tag(digest)
+    try:
+        doc = dict(client.get_manifest(repo, tag).doc)
+    except NotFound:
+        doc = {"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+               "config": {"mediaType": OCI_CONFIG, **_push_bytes(client, repo, b"{}")}, "layers": []}
+    doc["layers"] = list(doc.get("layers") or []) + [layer]
+    raw = json.dumps(doc, separators=(",", ":")).encode()
+    manifest = Manifest(raw, OCI_MANIFEST, digest_of(raw), doc)
+    client.put_manifest(repo, tag, manifest)
+    return {"method": "cosign-key", "key_fingerprint": fingerprint(key.public_key()),
+            "signature_manifest": manifest.digest, "tag": tag}
+
+
+def _push_bytes(client: RegistryClient, repo: str, data: bytes) -> dict:
+    digest = digest_of(data)
+    if not client.blob_exists(repo, digest):
+        reader = VerifyingReader(BytesIO(data).read, digest, len(data), client.ref(repo, digest))
+        client.upload_blob(repo, Descriptor("application/octet-stream", digest, len(data)), reader)
+    return {"digest": digest, "size": len(data)}

@@ -1,0 +1,111 @@
+"""The verbs are library functions (regsync.runs), and a kind of artifact is one seam (the Kind protocol):
+what docs/architecture.md promises a program, a test, and the next kind."""
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from regsync import runs
+from regsync.audit.log import AuditLog
+from regsync.endpoints import Endpoints
+from regsync.kinds.registry import KINDS
+from regsync.pipeline.apply import apply_plan
+from regsync.pipeline.kind import Run
+from regsync.pipeline.make import make_plan
+from regsync.pipeline.plan import PlanItem
+from regsync.runs import RunOptions, load_checked
+from tests.fixtures.oci_layout import digest_of, inspect_raw, seed, write_image
+from tests.fixtures.policies import audit_records, write_policy
+
+TAG = "1.0"
+
+
+def test_sync_export_and_import_are_callable_from_python(tmp_path, registry, registry2, unique_repo, oci_dir):
+    info = write_image(oci_dir, TAG)
+    seed(registry, unique_repo, TAG, oci_dir)
+    policy = write_policy(tmp_path, registry.url, registry2.url, unique_repo, tags=[TAG])
+    options = RunOptions(audit_file=tmp_path / "audit.jsonl", summary_json=tmp_path / "summary.json")
+
+    synced = runs.sync(policy, options)
+    assert (synced.exit_code, synced.outcome.pushed, synced.audit_path) == (0, 1, tmp_path / "audit.jsonl")
+    assert digest_of(inspect_raw(registry2, f"{unique_repo}:{TAG}")) == info.index_digest
+    assert json.loads((tmp_path / "summary.json").read_text())["exit_code"] == 0
+
+    exported = runs.export(policy, tmp_path / "bundle", options)
+    assert (exported.exit_code, exported.outcome.pushed) == (0, 1)
+    bundle = json.loads((tmp_path / "bundle" / "bundle.json").read_text())
+    assert [a["digest"] for a in bundle["artifacts"]] == [info.index_digest]
+
+    imported = runs.import_(policy, tmp_path / "bundle", options)
+    assert (imported.exit_code, imported.outcome.skipped) == (0, 1)  # already there: unchanged
+    assert [r["event"] for r in audit_records(tmp_path / "audit.jsonl")][-1] == "skipped"
+
+
+@dataclass
+class _Note:
+    """A kind made for this test: files under a source directory copied to a target directory."""
+    root: Path
+
+
+class NoteKind:
+    name = "note"
+    bundle_section = "notes"
+
+    def plan(self, policy, endpoints, jobs, shard, diff_target):
+        source, target = endpoints.client("note:src", lambda: None), endpoints.client("note:dst", lambda: None)
+        items = []
+        for path in sorted(source.root.iterdir()):
+            action = "skip" if (target.root / path.name).exists() else "copy"
+            items.append(PlanItem(self.name, f"src/{path.name}", f"dst/{path.name}", "", action, bytes=path.stat().st_size))
+        return items, []
+
+    def authorize(self, item, policy):
+        item.rule = "notes"
+
+    def check_names(self, item):
+        pass
+
+    def is_stale(self, item, endpoints):
+        return None
+
+    def transfer(self, item, run: Run):
+        name = item.source.split("/", 1)[1]
+        data = (run.endpoints.client("note:src", lambda: None).root / name).read_bytes()
+        run.on_bytes(len(data))
+        (run.endpoints.client("note:dst", lambda: None).root / name).write_bytes(data)
+        return {"verification": {"method": "none"}}
+
+    def export(self, item, run, sink):
+        raise NotImplementedError
+
+    def targets(self, policy):
+        return {"dst"}
+
+    def export_stand_ins(self, policy):
+        return {}
+
+    def bundle_sources(self, bundle, policy, layout_for):
+        return {}
+
+
+def test_a_new_kind_is_one_entry_in_the_registry(tmp_path, monkeypatch):
+    """No change to the pipeline: make_plan plans it, apply_plan transfers and audits it."""
+    (tmp_path / "src").mkdir()
+    (tmp_path / "dst").mkdir()
+    (tmp_path / "src" / "a.txt").write_bytes(b"alpha")
+    (tmp_path / "src" / "b.txt").write_bytes(b"beta")
+    (tmp_path / "dst" / "b.txt").write_bytes(b"beta")
+    monkeypatch.setitem(KINDS, "note", NoteKind())
+    (tmp_path / "policy.yaml").write_text("version: 1\naudit: {path: audit.jsonl}\n")
+    loaded = load_checked(tmp_path / "policy.yaml")
+    endpoints = Endpoints(loaded, sources={"note:src": _Note(tmp_path / "src"), "note:dst": _Note(tmp_path / "dst")})
+    plan = make_plan(loaded, endpoints)
+    assert [(i.kind, i.source, i.action) for i in plan.items] == [("note", "src/a.txt", "copy"),
+                                                                   ("note", "src/b.txt", "skip")]
+    audit = AuditLog(tmp_path / "audit.jsonl", "run")
+    outcome = apply_plan(plan, endpoints, audit)
+    audit.close()
+    assert (outcome.pushed, outcome.skipped, outcome.bytes) == (1, 1, 5)
+    assert (tmp_path / "dst" / "a.txt").read_bytes() == b"alpha"
+    assert [(r["event"], r["artifact"]["kind"]) for r in audit_records(tmp_path / "audit.jsonl")] == [
+        ("skipped", "note"), ("pushed", "note")]
