@@ -10,10 +10,20 @@ EXIT_CHANGES = 4
 EXIT_LOCKED = 5
 
 
+def one_line(text: str) -> str:
+    """`text` with every control character (newline, carriage return, terminal escape) shown escaped:
+    a registry's error text or a manifest's field must not forge a log line or repaint a terminal."""
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text)
+
+
 class RegsyncError(Exception):
-    """Base of every error meant for the user: its message is one clear line."""
+    """Base of every error meant for the user: its message is one clear line (made so here, since
+    messages quote what servers send)."""
 
     exit_code = EXIT_RUNTIME
+
+    def __str__(self) -> str:
+        return one_line(super().__str__())
 
 
 class PolicyError(RegsyncError):
@@ -51,7 +61,7 @@ class VerificationError(RegsyncError):
     exit_code = EXIT_REFUSED
 
     def __init__(self, reason: str):
-        self.reason = reason
+        self.reason = one_line(reason)
         super().__init__(reason)
 
 

@@ -141,10 +141,11 @@ def run_frame(loaded: LoadedPolicy, command: str, work: Callable[[Endpoints, Aud
     lock = None
     try:
         lock = RunLock(lock_path(path)).acquire(options.wait_lock)
-        if policy.audit.sign_key:
+        sign_key = None
+        if policy.audit.sign_key:  # the signing code (cryptography) only for a signed trail
             from regsync.trust.signing import load_private_key
-        sign_key = (load_private_key(policy.audit.sign_key, policy.audit.sign_key_password_env, "audit.sign_key")
-                    if policy.audit.sign_key else None)
+
+            sign_key = load_private_key(policy.audit.sign_key, policy.audit.sign_key_password_env, "audit.sign_key")
         audit = AuditLog(path, options.run_id, sign_key)
     except RegsyncError as exc:  # ended before the audit frame (the lock held, say)
         if lock is not None:

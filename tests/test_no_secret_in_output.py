@@ -18,9 +18,15 @@ from tests.fixtures.policies import write_policy
 
 USER = "regsync-user"
 PASSWORD = "Zq7-ksV9-leak-canary-wRq2"
-# requests sends Basic credentials as latin-1: this one makes it raise inside the auth code, with
-# the password in three frames' locals (what loguru's diagnose printed under -vv).
-UNENCODABLE = "Zq7-\u20ac-leak-canary-unencodable"
+# A crash inside the auth code, with the password in the crashing frame's locals (what loguru's
+# diagnose printed under -vv, three times in one traceback): injected through sitecustomize in the
+# subprocess, so the test does not depend on a bug of regsync's staying unfixed.
+CRASH_INSIDE_AUTH = """
+import requests.auth
+def _crash(username, password):
+    raise RuntimeError("injected crash inside the Basic-auth code")
+requests.auth._basic_auth_str = _crash
+"""
 VERBOSITIES = {"-vv": ["-vv"], "-v": ["-v"], "default": [], "-q": ["-q"],
                "json": ["-vv", "--log-format", "json"]}
 AUTH = ', auth: {username: "regsync-user", password: "${REGSYNC_TARGET_PASSWORD}"}'
@@ -28,15 +34,17 @@ AUTH = ', auth: {username: "regsync-user", password: "${REGSYNC_TARGET_PASSWORD}
 
 @pytest.fixture(scope="module")
 def htpasswd_registries(tmp_path_factory):
-    servers = [start_registry(tmp_path_factory.mktemp(name), auth="basic", username=USER, password=password)
-               for name, password in (("htpasswd", PASSWORD), ("htpasswd-unencodable", UNENCODABLE))]
-    yield servers
-    for server in servers:
-        server.stop()
+    server = start_registry(tmp_path_factory.mktemp("htpasswd"), auth="basic", username=USER, password=PASSWORD)
+    yield server
+    server.stop()
 
 
-def regsync(cwd, password, *args):
+def regsync(cwd, password, *args, crash_inside_auth=False):
     env = dict(os.environ, REGSYNC_TARGET_PASSWORD=password)
+    if crash_inside_auth:
+        (cwd / "inject").mkdir(exist_ok=True)
+        (cwd / "inject" / "sitecustomize.py").write_text(CRASH_INSIDE_AUTH)
+        env["PYTHONPATH"] = os.pathsep.join([str(cwd / "inject"), env.get("PYTHONPATH", "")])
     return subprocess.run([sys.executable, "-m", "regsync", "--no-progress", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=120)
 
@@ -60,7 +68,7 @@ def leaks(password, results, directory):
 @pytest.mark.parametrize("verbosity", VERBOSITIES)
 def test_the_password_reaches_no_output_at_any_verbosity(verbosity, tmp_path, registry, htpasswd_registries,
                                                          unique_repo, oci_dir):
-    target, unencodable_target = htpasswd_registries
+    target = htpasswd_registries
     write_image(oci_dir, "a", seed=zlib.crc32(unique_repo.encode()))
     seed(registry, unique_repo, "a", oci_dir)
     flags = VERBOSITIES[verbosity]
@@ -89,15 +97,18 @@ def test_the_password_reaches_no_output_at_any_verbosity(verbosity, tmp_path, re
     finally:
         proxy.stop()
 
-    crashing = tmp_path / "unencodable"
+    crashing = tmp_path / "crashing"
     crashing.mkdir()
-    write_policy(crashing, registry.url, unencodable_target.url, unique_repo, tags=["a"], dst_options=AUTH)
-    results.append(("crash-plan", regsync(crashing, UNENCODABLE, *flags, "plan", "-p", "policy.yaml",
-                                          "-o", "plan.json")))
+    write_policy(crashing, registry.url, target.url, unique_repo, tags=["a"], dst_options=AUTH)
+    results.append(("crash-plan", regsync(crashing, PASSWORD, *flags, "plan", "-p", "policy.yaml",
+                                          "-o", "plan.json", crash_inside_auth=True)))
 
-    for name, result in results[2:]:
+    # the garbage next-page link is a clean registry error since the hostile-registry fixes: the run
+    # asks tag by tag instead and succeeds; its output is still checked for the password below
+    assert results[2][1].returncode == 0, results[2][1].stderr
+    for name, result in results[3:]:
         assert result.returncode == 1 and "internal error" in result.stderr, (name, result.stderr)
         # the runs must keep crashing, or the traceback this test guards would no longer be logged
         assert ("Traceback" in result.stderr) == (verbosity in ("-vv", "json")), (name, result.stderr)
     assert not leaks(PASSWORD, results[:3], tmp_path / "working") + leaks(PASSWORD, [], garbage)
-    assert not leaks(UNENCODABLE, results[3:], crashing)
+    assert not leaks(PASSWORD, results[3:], crashing)

@@ -217,3 +217,73 @@ def test_a_mistyped_pattern_prefix_is_named(tmp_path):
     message = error_of(path, {"DST_PASSWORD": "x"})
     assert message.startswith(f"{path}:12: ") and "unknown pattern prefix 'semvr:'" in message
     assert "did you mean semver:?" in message
+
+
+# Unanchored regexes keep cosign's re.search meaning, but policy check and plan say what they match.
+LINTED = """\
+version: 1
+registries:
+  src: {url: "http://127.0.0.1:5000"}
+  dst: {url: "http://127.0.0.1:5001"}
+trust:
+  ci:
+    keyless:
+      issuer: https://token.actions.githubusercontent.com
+      identity_regex: "%s"
+images:
+  - from: src/pytorch/cuda
+    to: dst/ai/cuda
+    tags:
+      include: ["%s"]
+      exclude: ["%s"]
+"""
+
+
+def test_policy_check_warns_about_unanchored_regexes_with_file_and_line(tmp_path):
+    path = write(tmp_path, LINTED % (r"https://github\\.com/pytorch/", r"re:2\\.9", r"re:rc"))
+    result = CliRunner().invoke(cli, ["policy", "check", "-p", str(path)])
+    assert result.exit_code == 0, result.output
+    assert (f"{path}:14: re:2\\.9 is unanchored: it also matches 12.9-rc; write ^…$ to match the whole tag"
+            in result.output), result.output
+    assert f"{path}:15: re:rc is unanchored" in result.output
+    assert f"{path}:9: identity_regex https://github\\.com/pytorch/ is unanchored" in result.output
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("regex", [r"^2\\.9$", r"\\A2\\.9\\Z", r"^(2\\.9|2\\.10)$"])
+def test_anchored_regexes_draw_no_warning(tmp_path, regex):
+    path = write(tmp_path, LINTED % (r"^https://github\\.com/pytorch/.*$", "re:" + regex, "re:" + regex))
+    result = CliRunner().invoke(cli, ["policy", "check", "-p", str(path)])
+    assert result.exit_code == 0 and "WARNING" not in result.output, result.output
+
+
+@pytest.mark.parametrize("regex, says", [(r"^2\\.9", "has no $"), (r"2\\.9$", "has no ^"),
+                                         (r"^2\\.9|2\\.10$", "top-level |")])
+def test_half_anchored_regexes_are_named_for_the_missing_side(tmp_path, regex, says):
+    path = write(tmp_path, LINTED % (r"^https://x$", "re:" + regex, "re:^x$"))
+    result = CliRunner().invoke(cli, ["policy", "check", "-p", str(path)])
+    assert result.exit_code == 0, result.output
+    assert f"{path}:14: re:{regex.replace(chr(92) * 2, chr(92))} " in result.output and says in result.output, result.output
+
+
+def test_regex_semantics_stay_cosigns_search(tmp_path):
+    """The warning is advice: matching stays re.search, as cosign's --certificate-identity-regexp."""
+    from regsync.kinds.oci.tags import select_tags
+    assert select_tags(["2.9", "12.9-rc", "3.0"], [r"re:2\.9"]) == ["2.9", "12.9-rc"]
+
+
+def test_plan_warns_once_on_stderr(tmp_path, registry, registry2):
+    from tests.fixtures.policies import write_policy
+    path = write_policy(tmp_path, registry.url, registry2.url, "lint/none", tags=[r"re:2\.9"])
+    result = CliRunner().invoke(cli, ["--no-progress", "plan", "-p", str(path)])
+    assert "Traceback" not in result.output
+    assert result.stderr.count(r"re:2\.9 is unanchored") == 1, result.stderr
+    assert "unanchored" not in result.stdout
+
+
+def test_a_password_basic_auth_cannot_carry_is_refused_at_load_without_echoing_it(tmp_path):
+    """A `€` in a password crashed inside requests' Basic-auth encoding (latin-1) at the first request."""
+    path = write(tmp_path, BASE)
+    message = error_of(path, {"DST_PASSWORD": "pa\u20acss-canary"})
+    assert message.startswith(f"{path}:6: ") and "HTTP Basic authentication cannot carry" in message
+    assert "canary" not in message

@@ -59,7 +59,7 @@ def attest(index, sigstore, path, repository=REPOSITORY, digest=None, environmen
 
 
 def write_policy(tmp_path, mirror, canonical, target, requirements=("widget",), mode="required", publisher=None,
-                 identity_regex="^https://github.com/"):
+                 identity_regex="^https://github\\\\.com/.+$"):
     publisher = publisher or f"{{kind: github, repository: {REPOSITORY}, workflow: {WORKFLOW}}}"
     path = tmp_path / "policy.yaml"
     path.write_text(f"""\

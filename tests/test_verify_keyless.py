@@ -22,7 +22,7 @@ from tests.test_verify_signatures import audit, by_tag, run, write_policy
 
 ISSUER = "https://token.actions.githubusercontent.com"
 IDENTITY = "https://github.com/pytorch/pytorch/.github/workflows/docker.yml@refs/heads/main"
-TRUST = (f'  ci: {{keyless: {{issuer: "{ISSUER}", identity_regex: "^https://github.com/pytorch/"}}, '
+TRUST = (f'  ci: {{keyless: {{issuer: "{ISSUER}", identity_regex: "^https://github\\\\.com/pytorch/.+$"}}, '
          f'trusted_root: trusted_root.json}}')
 REQUIRED = "    verify: {signature: required, trust: [ci]}\n"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"

@@ -14,6 +14,7 @@ import requests
 import urllib3
 from loguru import logger
 from requests.adapters import HTTPAdapter
+from urllib3.exceptions import InvalidHeader, MaxRetryError, ResponseError
 from urllib3.util.retry import Retry
 
 from regsync import __version__
@@ -98,13 +99,30 @@ def connection_failure(error: BaseException, base: str, ca_setting: str = "tls.c
     return f"cannot connect to {where} ({why})"
 
 
+# A server asking for a longer pause gets its answer back at once instead: a cron run must not
+# stall for the hours a rate limit (or a hostile "Retry-After: 99999999999") names.
+MAX_RETRY_AFTER = 60.0
+
+
 class LoggedRetry(Retry):
-    """urllib3's Retry that says what it is retrying: an unreachable registry is otherwise tens of
-    seconds of silence. The first retry is INFO (a blip that heals must not wake cron under -q)."""
+    """urllib3's Retry that says what it is retrying (an unreachable registry is otherwise tens of
+    seconds of silence; the first retry is INFO, so a blip that heals does not wake cron under -q),
+    and honours Retry-After only within reason: a value that is not a number of seconds or an HTTP
+    date means our own backoff; one beyond MAX_RETRY_AFTER means no retry."""
+
+    def get_retry_after(self, response) -> float | None:
+        try:
+            return super().get_retry_after(response)
+        except InvalidHeader:
+            return None
 
     def increment(self, method=None, url=None, response=None, error=None, _pool=None, _stacktrace=None):
         if isinstance(error, urllib3.exceptions.SSLError):  # a certificate or a non-TLS peer stays so
             raise urllib3.exceptions.MaxRetryError(_pool, url, error) from error
+        if response is not None and self.respect_retry_after_header \
+                and (self.get_retry_after(response) or 0) > MAX_RETRY_AFTER:
+            # urllib3 hands the response back as it is (raise_on_status=False): the caller reports its status
+            raise MaxRetryError(_pool, url, ResponseError(f"Retry-After beyond {MAX_RETRY_AFTER:.0f} s"))
         retry = super().increment(method, url, response, error, _pool, _stacktrace)  # raises when spent
         where = f"{_pool.scheme}://{_pool.host}:{_pool.port}" if _pool is not None else "a server"
         why = cause(error) if error is not None else f"HTTP {response.status}" if response is not None else "failed"
@@ -113,6 +131,11 @@ class LoggedRetry(Retry):
         logger.log("INFO" if attempt == 1 else "WARNING", "{} {}{}: {}; retry {} of {} in about {:.1f} s",
                    method, where, urlsplit(url or "").path, why, attempt, attempt + (retry.total or 0), wait)
         return retry
+
+
+def retry_after(response) -> float | None:
+    """The seconds a response's Retry-After asks for (None when absent or garbage)."""
+    return LoggedRetry().get_retry_after(response)
 
 
 def retry_policy(attempts: int, backoff: float) -> Retry:

@@ -6,10 +6,12 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
+from loguru import logger
 from pydantic import ValidationError
 
 from regsync.errors import PolicyError
 from regsync.kinds.oci.names import invalid_repository, is_repository
+from regsync.policy.lint import unanchored_regexes
 from regsync.policy.models import ImageRule, PackageRule, Policy, parse_size  # noqa: F401
 from regsync.policy.yamlsource import Document, load_document
 
@@ -50,6 +52,8 @@ def load_policy(path: str | Path, environ: dict[str, str] | None = None, offline
     except ValidationError as exc:
         raise _first_error(exc, doc) from None
     _check_references(policy, doc)
+    for warning in unanchored_regexes(policy, doc):
+        logger.warning(warning)
     return LoadedPolicy(policy, path, hashlib.sha256(raw).hexdigest(), doc)
 
 

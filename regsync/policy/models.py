@@ -56,6 +56,12 @@ class Auth(Strict):
         if self.password is not None and not self.password.get_secret_value():
             # sent as is, an empty password only ends in a 401 far from its cause
             raise ValueError("the password is empty (is its environment variable set to an empty value?)")
+        for what, value in (("username", self.username), ("password", self.password and self.password.get_secret_value())):
+            try:
+                (value or "").encode("latin-1")
+            except UnicodeEncodeError:  # never echo it: say which characters cannot go
+                raise ValueError(f"the {what} has characters HTTP Basic authentication cannot carry "
+                                 "(requests sends it as latin-1)") from None
         return self
 
 

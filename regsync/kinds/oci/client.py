@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import threading
 from collections import OrderedDict
 from urllib.parse import quote, urljoin, urlsplit
@@ -16,7 +17,8 @@ from regsync.errors import NotFound, RegistryError, VerificationError
 from regsync.kinds.oci.auth import MAX_TOKEN_BYTES, Credentials, RegistryAuth
 from regsync.kinds.oci.manifest import ACCEPT, MAX_MANIFEST_BYTES, Descriptor, Manifest
 from regsync.kinds.oci.names import check_digest, quoted_repository, registry_path
-from regsync.net.http import connection_failure, downgrades, make_session, origin, require_https, retry_policy
+from regsync.net.http import (MAX_RETRY_AFTER, connection_failure, downgrades, make_session, origin,
+                              require_https, retry_after, retry_policy)
 from regsync.content.reader import IDENTITY, SizedBody, VerifyingReader, read_bounded, read_document
 from regsync.net.throttle import Throttle
 
@@ -68,6 +70,12 @@ class RegistryClient:
             raise RegistryError(ref, None, f"{self.base} timed out") from None
         except requests.exceptions.RetryError:
             raise RegistryError(ref, None, f"{self.base} kept failing after retries") from None
+        except requests.exceptions.RequestException as exc:
+            # A body that breaks off or does not decode, a garbage Retry-After, redirects in a loop
+            # or to nowhere: the server's doing, so a failed request rather than a bug of ours.
+            raise RegistryError(ref, None, f"{self.base} sent an unusable response: {_unusable(exc)}") from None
+        except ValueError:  # urllib.parse on a redirect's Location, before requests can wrap it
+            raise RegistryError(ref, None, f"{self.base} sent an unusable response: a redirect to an invalid URL") from None
         if response.status_code in ok:
             return response
         raise self._error(response, ref)
@@ -81,8 +89,12 @@ class RegistryClient:
             if errors:
                 code = str(errors[0].get("code", ""))[:100]
                 detail = f": {code} {str(errors[0].get('message', ''))[:300]}".rstrip()
-        except (ValueError, AttributeError, TypeError, urllib3.exceptions.HTTPError, OSError):
-            pass
+        except (ValueError, AttributeError, TypeError, urllib3.exceptions.HTTPError, OSError,
+                requests.exceptions.RequestException):
+            pass  # the status says enough; a body that breaks off or is not JSON adds nothing
+        wait = retry_after(response)
+        if wait is not None and wait > MAX_RETRY_AFTER:
+            detail += f"; it asks to retry later than regsync waits ({MAX_RETRY_AFTER:.0f} s)"
         response.close()
         error = RegistryClient._error_for(status, ref, detail, code)
         error.method = response.request.method if response.request else None
@@ -129,10 +141,14 @@ class RegistryClient:
             link = response.links.get("next", {}).get("url")
             if not link:
                 return tags
-            url = urljoin(response.url, link)
+            try:
+                url = urljoin(response.url, link)
+                there = origin(url)
+            except ValueError:  # e.g. an unclosed IPv6 bracket
+                raise RegistryError(self.ref(repo), None, "tag list pagination link is not a URL") from None
             require_https(self.base, url, self.ref(repo), "the tag list's next page")
-            if origin(url) != origin(self.base):
-                raise RegistryError(self.ref(repo), None, f"tag list pagination points to another origin ({origin(url)})")
+            if there != origin(self.base):
+                raise RegistryError(self.ref(repo), None, f"tag list pagination points to another origin ({there})")
         raise RegistryError(self.ref(repo), None, "tag list has too many pages")
 
     def repository_exists(self, repo: str) -> bool | None:
@@ -254,15 +270,21 @@ class RegistryClient:
         if echoed and echoed != manifest.digest and not matches(manifest.raw, echoed):
             raise RegistryError(ref, response.status_code, f"registry stored {echoed}, expected {manifest.digest}")
 
-    def blob_exists(self, repo: str, digest: str) -> bool:
+    def blob_exists(self, repo: str, digest: str, size: int | None = None) -> bool:
+        """Whether `repo` holds the blob. With `size`, a blob held there with another length is
+        refused: the digest fixes the length, so the manifest that gives it `size` bytes lies."""
         # A remembered absence is safe to trust within a run: if another writer uploads the blob
         # meanwhile, the cost is one redundant upload, which registries accept.
-        known = self._present.get((repo, digest))
-        if known is not None:
-            return known
-        response = self._request("HEAD", _blob_path(repo, digest), self.ref(repo, digest), ok=(200, 404))
-        self._present.put((repo, digest), response.status_code == 200)
-        return response.status_code == 200
+        ref = self.ref(repo, digest)
+        held = self._present.get((repo, digest))
+        if held is None or (size is not None and held == _HELD):
+            response = self._request("HEAD", _blob_path(repo, digest), ref, ok=(200, 404))
+            length = declared_length(response, ref) if response.status_code == 200 else None
+            held = _ABSENT if response.status_code == 404 else _HELD if length is None else length
+            self._present.put((repo, digest), held)
+        if size is not None and held not in (_ABSENT, _HELD) and held != size:
+            raise VerificationError(f"{ref}: the manifest gives it {size} bytes, the blob has {held}")
+        return held != _ABSENT
 
     def open_blob(self, repo: str, digest: str) -> requests.Response:
         return self._request("GET", _blob_path(repo, digest), self.ref(repo, digest), stream=True)
@@ -294,7 +316,7 @@ class RegistryClient:
         response = self._request("POST", f"{registry_path(repo, 'blobs/uploads/')}?{query}",
                                  self.ref(repo, digest), ok=(201, 202))
         if response.status_code == 201:
-            self._present.put((repo, digest), True)
+            self._present.put((repo, digest), _HELD)
             return True
         self._cancel(response, repo)  # 202: the registry opened an upload session instead
         return False
@@ -314,7 +336,7 @@ class RegistryClient:
                 self._request("PUT", _with_digest(location, descriptor.digest), ref, ok=(201,),
                               data=SizedBody(reader.chunks(), descriptor.size),
                               headers={"Content-Type": "application/octet-stream"})
-                self._present.put((repo, descriptor.digest), True)
+                self._present.put((repo, descriptor.digest), descriptor.size)
                 return
             while offset < descriptor.size:
                 length = min(self.chunk_size, descriptor.size - offset)
@@ -339,7 +361,7 @@ class RegistryClient:
                 checkpoint.forget()
                 raise RegistryError(ref, None, "the target refused the resumed upload's digest (its checkpoint "
                                                "did not match the session); uploading afresh") from None
-            self._present.put((repo, descriptor.digest), True)
+            self._present.put((repo, descriptor.digest), descriptor.size)
             if checkpoint is not None:
                 checkpoint.forget()
         except BaseException as exc:
@@ -373,6 +395,7 @@ class RegistryClient:
             pass
 
 
+_ABSENT, _HELD = "absent", "held"  # what `_present` remembers besides a held blob's size
 MAX_CACHED_MANIFESTS = 20_000  # a few KiB each: tens of MiB at worst, for a 10,000-tag plan
 MAX_CACHED_BLOBS = 200_000
 
@@ -412,6 +435,21 @@ def declared_length(response: requests.Response, ref: str) -> int | None:
 
 def _blob_path(repo: str, digest: str) -> str:
     return registry_path(repo, "blobs", check_digest(digest))
+
+
+_UNUSABLE = ((requests.exceptions.ContentDecodingError, "a body that does not decode as its Content-Encoding says"),
+             (requests.exceptions.ChunkedEncodingError, "a body that broke off"),
+             (requests.exceptions.InvalidHeader, "an invalid header"),
+             (requests.exceptions.TooManyRedirects, "too many redirects"),
+             ((requests.exceptions.InvalidURL, requests.exceptions.MissingSchema, requests.exceptions.InvalidSchema),
+              "a redirect to an invalid URL"))
+
+
+def _unusable(exc: requests.exceptions.RequestException) -> str:
+    named = re.match(r"Invalid ([\w-]+) header", str(exc))  # urllib3's words; the value is the server's
+    if isinstance(exc, requests.exceptions.InvalidHeader) and named:
+        return f"an invalid {named.group(1)} header"
+    return next((what for kind, what in _UNUSABLE if isinstance(exc, kind)), type(exc).__name__)
 
 
 def _with_digest(location: str, digest: str) -> str:

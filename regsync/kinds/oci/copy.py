@@ -45,16 +45,18 @@ class BlobCopier:
     def copy(self, src: RegistryClient, src_repo: str, dst: RegistryClient, dst_repo: str,
              blob: Descriptor, started: list | None = None) -> Future:
         """`started` collects the keys of the jobs this call started (not joined), for `fetched_by`."""
-        key = (dst.name, dst_repo, blob.digest)
+        # The size is part of the key: a descriptor giving a blob another size than one already
+        # copied gets its own job, which refuses it, instead of riding on the verified copy.
+        key = (dst.name, dst_repo, blob.digest, blob.size)
         with self._lock:
             if key in self._jobs:
                 return self._jobs[key]
-            mount_from = self._first.get((dst.name, blob.digest))
+            mount_from = self._first.get((dst.name, blob.digest, blob.size))
             job = self._pool.submit(self._copy, src, src_repo, dst, dst_repo, blob, mount_from)
             self._jobs[key] = job
             if started is not None:
                 started.append(key)
-            self._first.setdefault((dst.name, blob.digest), (dst_repo, job))
+            self._first.setdefault((dst.name, blob.digest, blob.size), (dst_repo, job))
             return job
 
     def fetched_by(self, keys: list) -> int:
@@ -80,7 +82,7 @@ class BlobCopier:
     def _copy(self, src, src_repo, dst, dst_repo, blob: Descriptor, mount_from) -> str:
         if self._stopping.is_set():
             raise Interrupted()
-        if dst.blob_exists(dst_repo, blob.digest):
+        if dst.blob_exists(dst_repo, blob.digest, blob.size):
             return "exists"
         if mount_from is not None:
             from_repo, job = mount_from
@@ -106,7 +108,7 @@ class BlobCopier:
         kept = spool.resume(blob.size) if spool and start == 0 else 0
         appending = spool is not None and start == 0
         what = src.ref(src_repo, blob.digest)
-        count = partial(self._count, key=(dst.name, dst_repo, blob.digest))
+        count = partial(self._count, key=(dst.name, dst_repo, blob.digest, blob.size))
         offset = start or kept  # where the source is read from
         try:
             response = src.open_blob_from(src_repo, blob.digest, offset) if offset else src.open_blob(src_repo, blob.digest)
@@ -184,7 +186,7 @@ class BlobCopier:
         if self._stopping.is_set():
             raise Interrupted()
 
-    def _count(self, n: int, key: tuple[str, str, str] | None = None) -> None:
+    def _count(self, n: int, key: tuple | None = None) -> None:
         with self._lock:
             self.moved += n
             if key is not None:
@@ -241,7 +243,7 @@ def copy_tree(src: RegistryClient, src_repo: str, dst: RegistryClient, dst_repo:
     `on_verified` runs once every blob is on the target with its digest checked, before the
     first manifest is pushed.
     """
-    unique = {b.digest: b for m in tree for b in m.blobs()}
+    unique = {(b.digest, b.size): b for m in tree for b in m.blobs()}
     started: list = []
     jobs = [blobs.copy(src, src_repo, dst, dst_repo, b, started) for b in unique.values()]
     wait(jobs)

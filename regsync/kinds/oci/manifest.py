@@ -107,6 +107,8 @@ class Manifest:
 
     @property
     def config(self) -> Descriptor:
+        if self.is_index:
+            raise VerificationError(f"{self.digest}: an index has no config")
         return self.blobs()[0]
 
 

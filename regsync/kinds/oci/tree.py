@@ -12,25 +12,37 @@ MAX_TREE_MANIFESTS = 10_000
 
 
 def manifest_tree(client, repo: str, root: Manifest) -> list[Manifest]:
-    """Every distinct manifest under `root`, children before parents, `root` last; each digest-checked.
+    """Every distinct manifest under `root`, children before parents, `root` last; each digest- and
+    size-checked.
 
     Each digest is fetched and listed once, however often indexes repeat it: an index naming one
     child 20 times at each of 4 levels is 5 manifests, not 168,421.
     """
     tree: list[Manifest] = []
-    _walk(client, repo, root, 0, {root.digest}, tree)
+    _walk(client, repo, root, 0, {root.digest: len(root.raw)}, tree)
     return tree
 
 
-def _walk(client, repo: str, manifest: Manifest, depth: int, seen: set[str],
-          tree: list[Manifest]) -> None:
+def _walk(client, repo: str, manifest: Manifest, depth: int, sizes: dict[str, int], tree: list[Manifest]) -> None:
+    """`sizes`: digest → size of every manifest already met in this tree."""
     if depth > MAX_INDEX_DEPTH:
         raise VerificationError(f"{manifest.digest}: indexes nested deeper than {MAX_INDEX_DEPTH}")
     for child in manifest.children():
-        if child.digest in seen:
+        if child.digest in sizes:
+            _check_size(manifest, child, sizes)
             continue
-        if len(seen) >= MAX_TREE_MANIFESTS:
+        if len(sizes) >= MAX_TREE_MANIFESTS:
             raise VerificationError(f"{manifest.digest}: more than {MAX_TREE_MANIFESTS} manifests under one image")
-        seen.add(child.digest)
-        _walk(client, repo, client.get_manifest(repo, child.digest), depth + 1, seen, tree)
+        fetched = client.get_manifest(repo, child.digest)
+        sizes[child.digest] = len(fetched.raw)
+        _check_size(manifest, child, sizes)
+        _walk(client, repo, fetched, depth + 1, sizes, tree)
     tree.append(manifest)
+
+
+def _check_size(index: Manifest, child, sizes: dict[str, int]) -> None:
+    # Clients check it when they pull (containerd refuses a mismatch): copying it would push an
+    # index nobody can pull.
+    if child.size != sizes[child.digest]:
+        raise VerificationError(f"{index.digest}: lists {child.digest} as {child.size} bytes, "
+                                f"the manifest has {sizes[child.digest]}")

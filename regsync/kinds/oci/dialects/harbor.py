@@ -166,8 +166,8 @@ class HarborClient(RegistryClient):
     def get_referrers(self, repo, digest):
         return None if self._project_missing(repo) else super().get_referrers(repo, digest)
 
-    def blob_exists(self, repo, digest):
-        return False if self._project_missing(repo) else super().blob_exists(repo, digest)
+    def blob_exists(self, repo, digest, size=None):
+        return False if self._project_missing(repo) else super().blob_exists(repo, digest, size)
 
     def upload_blob(self, repo, descriptor, reader, checkpoint=None):
         self.projects.ensure(project_of(repo))
