@@ -185,7 +185,7 @@ class RegistryClient:
         worth a HEAD); blob_exists then answers from memory, as for an absence it saw itself."""
         for digest in digests:
             if self._present.get((repo, digest)) is None:
-                self._present.put((repo, digest), False)
+                self._present.put((repo, digest), _ABSENT)
 
     def head_manifest(self, repo: str, reference: str) -> Descriptor | None:
         """The digest a tag (or digest) resolves to, or None when absent. One HEAD, no body."""
