@@ -202,3 +202,34 @@ def test_an_unwritable_state_dir_costs_resumability_never_the_copy(tmp_path, reg
     assert result.exit_code == 0, result.output
     assert "cannot keep" in result.output  # says why a killed run would start over
     assert digest_of(inspect_raw(registry2, f"{unique_repo}:big")) == info.index_digest
+
+
+def test_a_stop_lands_at_a_chunk_boundary_even_when_the_run_counter_raises(registry, registry2, unique_repo,
+                                                                          big_blob, state):
+    """SIGTERM as a real run delivers it: once stopping, the run's byte counter raises Interrupted
+    (pipeline/kind.Run.on_bytes, so downloads stop within a chunk). A checkpointed upload must not
+    stop there, mid-PATCH: distribution keeps the cut bytes and then drops the whole session
+    (benchmarks/upload_cut.py); it stops at its next chunk boundary (issue 16, P7)."""
+    from regsync.pipeline.kind import Run
+
+    src = RegistryClient("src", registry.url)
+    dst = RegistryClient("dst", registry2.url, monolithic_max=MIB, chunk_size=2 * MIB)  # two reads per PATCH
+    with ThreadPoolExecutor(2) as pool:
+        run = Run(None, None, pool)
+        copier = run.state("oci.blobs", lambda: BlobCopier(pool, run.on_bytes))
+
+        def counted(n):
+            if copier.moved >= 4 * MIB and not run.stopping.is_set():  # the second read of the second PATCH
+                run.stop()
+            run.on_bytes(n)
+
+        copier._on_bytes = counted
+        with pytest.raises(Interrupted):
+            copier.copy(src, unique_repo, dst, unique_repo, big_blob).result(timeout=60)
+    saved = json.loads(next(state.glob("*.json")).read_text())
+    assert saved["offset"] % (2 * MIB) == 0 and saved["offset"] >= 2 * MIB
+
+    src, dst = _clients(registry, registry2)  # a new run: the session is still there
+    again = _copy(src, dst, unique_repo, big_blob)
+    assert again == SIZE - saved["offset"]
+    assert hashlib.sha256(_target_bytes(registry2, unique_repo, big_blob.digest)).hexdigest() == big_blob.digest[7:]

@@ -108,7 +108,10 @@ class BlobCopier:
         kept = spool.resume(blob.size) if spool and start == 0 else 0
         appending = spool is not None and start == 0
         what = src.ref(src_repo, blob.digest)
-        count = partial(self._count, key=(dst.name, dst_repo, blob.digest, blob.size))
+        # A checkpointed upload stops only at a chunk boundary (its stop_check), never inside a PATCH:
+        # distribution keeps a cut PATCH's bytes and then drops the whole session (issue 16, P7).
+        count = partial(self._count, key=(dst.name, dst_repo, blob.digest, blob.size),
+                        stop_within=checkpoint is None)
         offset = start or kept  # where the source is read from
         try:
             response = src.open_blob_from(src_repo, blob.digest, offset) if offset else src.open_blob(src_repo, blob.digest)
@@ -186,13 +189,17 @@ class BlobCopier:
         if self._stopping.is_set():
             raise Interrupted()
 
-    def _count(self, n: int, key: tuple | None = None) -> None:
+    def _count(self, n: int, key: tuple | None = None, stop_within: bool = True) -> None:
         with self._lock:
             self.moved += n
             if key is not None:
                 self._fetched[key] = self._fetched.get(key, 0) + n
         if self._on_bytes:
-            self._on_bytes(n)
+            try:
+                self._on_bytes(n)  # the run's counter raises Interrupted once the run is stopping
+            except Interrupted:
+                if stop_within:
+                    raise
 
 
 def _spooling_reader(spool: PartialFile, kept: int, read_source, blob: Descriptor, what: str, hasher, on_bytes):
