@@ -94,6 +94,28 @@ def _check_references(policy: Policy, doc: Document) -> None:
                 raise doc.error(where, f"unknown index '{name}' (indexes: {known})")
         _check_provenance_references(policy, rule, ("packages", i, "verify"), doc)
     _check_bundle_references(policy, doc)
+    _check_conda_references(policy, doc)
+
+
+def _check_conda_references(policy: Policy, doc: Document) -> None:
+    known = ", ".join(sorted(policy.channels)) or "none defined"
+    for i, rule in enumerate(policy.conda):
+        for n, name in enumerate(rule.sources):
+            channel = policy.channels.get(name)
+            if channel is None:
+                raise doc.error(("conda", i, "from", n), f"unknown channel '{name}' (channels: {known})")
+            if channel.kind != "channel":
+                raise doc.error(("conda", i, "from", n), f"channel '{name}' is a kind: {channel.kind} target; "
+                                                         f"a source channel has a url")
+        target = policy.channels.get(rule.target)
+        if target is None:
+            raise doc.error(("conda", i, "to"), f"unknown channel '{rule.target}' (channels: {known})")
+        if target.kind == "channel":
+            raise doc.error(("conda", i, "to"), f"channel '{rule.target}' is read-only: a target is kind: directory "
+                                                f"or kind: http")
+        for name in rule.verify.trust:
+            if name not in policy.trust:
+                raise doc.error(("conda", i, "verify", "trust"), f"unknown trust entry '{name}'")
 
 
 def _check_bundle_references(policy: Policy, doc: Document) -> None:

@@ -1,0 +1,81 @@
+"""conda: and channels: in the policy: specs parsed as conda reads them, subdirs known, names
+cross-checked, every error at file:line."""
+
+import textwrap
+
+import pytest
+
+from regsync.errors import PolicyError
+from regsync.policy import load_policy
+
+POLICY = """\
+version: 1
+channels:
+  tuna-forge: {url: https://mirrors.tuna.tsinghua.edu.cn/anaconda/cloud/conda-forge}
+  tuna-main: {url: https://mirrors.tuna.tsinghua.edu.cn/anaconda/pkgs/main}
+  internal-conda: {kind: directory, path: conda/internal}
+  nexus-raw:
+    kind: http
+    url: https://nexus.example/repository/conda-raw
+    auth: {username: sync, password: "${NEXUS_PASSWORD}"}
+conda:
+  - from: [tuna-forge, tuna-main]
+    to: internal-conda
+    platforms: [linux-64]
+    specs: ["pytorch=2.9", "cuda-version=11.8", "numpy>=1.26,<2"]
+    dependencies: true
+    virtual_packages: {__cuda: "11.8", __glibc: "2.31"}
+"""
+
+
+def load(tmp_path, text, environ=None):
+    path = tmp_path / "policy.yaml"
+    path.write_text(textwrap.dedent(text))
+    return load_policy(path, {"NEXUS_PASSWORD": "pw"} if environ is None else environ)
+
+
+def error_of(tmp_path, text):
+    with pytest.raises(PolicyError) as caught:
+        load(tmp_path, text)
+    return str(caught.value)
+
+
+def test_the_issue_policy_loads(tmp_path):
+    policy = load(tmp_path, POLICY).policy
+    rule = policy.conda[0]
+    assert rule.sources == ["tuna-forge", "tuna-main"]
+    assert rule.virtual_packages == [{"__cuda": "11.8", "__glibc": "2.31"}]
+    assert policy.channels["internal-conda"].path == tmp_path / "conda/internal"
+    assert policy.channels["nexus-raw"].auth.password.get_secret_value() == "pw"
+
+
+def test_a_single_source_and_several_virtual_package_sets(tmp_path):
+    text = POLICY.replace("from: [tuna-forge, tuna-main]", "from: tuna-forge").replace(
+        'virtual_packages: {__cuda: "11.8", __glibc: "2.31"}', 'virtual_packages: [{__cuda: "11.8"}, {__cuda: "12.4"}]')
+    rule = load(tmp_path, text).policy.conda[0]
+    assert rule.sources == ["tuna-forge"] and len(rule.virtual_packages) == 2
+
+
+@pytest.mark.parametrize("old, new, line, words", [
+    ('"numpy>=1.26,<2"', '"numpy >=1.26 <2"', 14, ["numpy >=1.26 <2", "not a match spec"]),
+    ('"pytorch=2.9"', '"conda-forge::pytorch"', 14, ["names no channel"]),
+    ("[linux-64]", "[linux-46]", 13, ["linux-46", "did you mean 'linux-64'"]),
+    ("[tuna-forge, tuna-main]", "[tuna-forge, tuna-mian]", 11, ["unknown channel 'tuna-mian'"]),
+    ("to: internal-conda", "to: tuna-main", 12, ["read-only"]),
+    ("to: internal-conda", "to: nowhere", 12, ["unknown channel 'nowhere'"]),
+    ('__cuda: "11.8"', "__cuda: 11.8", 16, ["quote the version"]),
+    ('__cuda: "11.8"', 'cuda: "11.8"', 16, ["not a virtual package"]),
+    ("dependencies: true", "depends: true", 15, ["unknown key 'depends'"]),
+    ("{kind: directory, path: conda/internal}", "{kind: directory}", 5, ["kind: directory and a path"]),
+])
+def test_errors_name_the_line(tmp_path, old, new, line, words):
+    assert old in POLICY
+    message = error_of(tmp_path, POLICY.replace(old, new))
+    assert f"policy.yaml:{line}" in message, message
+    for word in words:
+        assert word in message, message
+
+
+def test_a_source_channel_takes_no_credentials_in_its_url(tmp_path):
+    message = error_of(tmp_path, POLICY.replace("https://mirrors.tuna", "https://u:secret@mirrors.tuna"))
+    assert "credentials do not belong in a URL" in message and "secret" not in message
