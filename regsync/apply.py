@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from loguru import logger
 
 from regsync.audit import AuditLog
+from regsync.conda.apply import apply_conda
 from regsync.endpoints import Endpoints, split_ref
 from regsync.errors import EXIT_OK, EXIT_REFUSED, EXIT_RUNTIME, RegistryError, UsageError, VerificationError
 from regsync.oci.copy import BlobCopier, Interrupted, copy_tree
@@ -181,8 +182,9 @@ def _apply_item(item: PlanItem, endpoints: Endpoints, blobs: BlobCopier, audit: 
     try:
         if item.kind == "image":
             _apply_image(item, endpoints, blobs, audit)
-        else:  # a wheel is one more artifact: same pool, same verification rule, same audit records
-            verification = apply_package(item, endpoints, audit, on_bytes, artifact_of(item))
+        else:  # a wheel or a conda package is one more artifact: same pool, verification rule and audit records
+            apply_file = apply_conda if item.kind == "conda" else apply_package
+            verification = apply_file(item, endpoints, audit, on_bytes, artifact_of(item))
             audit.record("pushed", artifact=artifact_of(item), policy_rule=item.rule,
                          verification=verification or {"method": "sha256", "against": "source index"})
         return None

@@ -95,6 +95,8 @@ def policy_check(policy_path):
     click.echo(f"{policy_path}: valid (sha256 {loaded.sha256[:12]})")
     click.echo(f"  registries: {', '.join(policy.registries) or '-'}")
     click.echo(f"  indexes:    {', '.join(policy.indexes) or '-'}")
+    if policy.channels:
+        click.echo(f"  channels:   {', '.join(policy.channels)}")
     click.echo(f"  trust:      {', '.join(policy.trust) or '-'}")
     for rule in policy.images:
         tags = ", ".join(rule.tags.include)
@@ -103,10 +105,20 @@ def policy_check(policy_path):
     for rule in policy.packages:
         click.echo(f"  package {rule.source} -> {rule.target}  [{', '.join(rule.requirements)}]"
                    f"{_provenance_summary(rule.verify)}")
+    for rule in policy.conda:
+        click.echo(f"  conda   {', '.join(rule.sources)} -> {rule.target}  [{', '.join(rule.specs)}]"
+                   f"{conda_summary(rule)}")
     click.echo(f"  audit:      {policy.audit.path or '(default ./regsync-audit.jsonl)'}")
     if policy.bundle.signature != "off":
         click.echo(f"  bundles:    signature {policy.bundle.signature}, trust {', '.join(policy.bundle.trust)}")
     return EXIT_OK
+
+
+def conda_summary(rule) -> str:
+    hosts = "; ".join(" ".join(f"{k}={v}" for k, v in found.items()) or "no virtual packages"
+                      for found in rule.virtual_packages)
+    what = f"closure for {hosts}" if rule.dependencies else "matching records only"
+    return f"; {', '.join(rule.platforms)} + noarch; {what}"
 
 
 def _provenance_summary(verify) -> str:

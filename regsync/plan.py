@@ -109,7 +109,16 @@ class Plan:
 def _check_names(item: PlanItem, where: str) -> None:
     """Every name apply turns into a URL. A refuse row is only recorded, never acted on: it may name
     the very tag it refused."""
-    if item.kind != "image" or item.action == "refuse":
+    if item.action == "refuse":
+        return
+    if item.kind == "conda":
+        from regsync.conda.names import check_item
+
+        try:
+            check_item(item.source, item.target, item.digest)
+        except ValueError as exc:
+            raise UsageError(f"{where}: item {shown(item.source)} -> {shown(item.target)}: {exc}") from None
+    if item.kind != "image":
         return
     try:
         check_image_ref(item.source)

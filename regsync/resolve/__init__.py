@@ -22,6 +22,12 @@ def make_plan(loaded: "LoadedPolicy", endpoints: "Endpoints", jobs: int = 8, sha
         package_items, package_errors = plan_packages(list(loaded.policy.packages), endpoints, jobs, shard)
         items += package_items
         errors += package_errors
+    if loaded.policy.conda:
+        from regsync.conda.plan import plan_conda
+
+        conda_items, conda_errors = plan_conda(endpoints, shard)
+        items += conda_items
+        errors += conda_errors
     for item in items:
         _authorize(item, loaded.policy)
     return Plan(loaded.sha256, items, errors)

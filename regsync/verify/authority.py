@@ -15,6 +15,7 @@ import re
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
+from regsync.conda.rules import conda_rules_for
 from regsync.endpoints import split_ref
 from regsync.errors import VerificationError
 from regsync.plan import PlanItem
@@ -39,6 +40,9 @@ def authorize(item: PlanItem, policy: Policy) -> ImageRule | PackageRule:
         _admit_image(item, rule)
     elif item.kind == "package":
         name, rule = package_rule_for(policy, item.source, item.target)
+        item.rule = name
+    elif item.kind == "conda":
+        name, rule = conda_rules_for(policy, item.source, item.target)[0]
         item.rule = name
     else:
         raise VerificationError(f"{NOT_ALLOWED}: unknown kind of artifact '{item.kind}'")
