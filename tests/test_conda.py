@@ -26,7 +26,7 @@ def upstream(tmp_path_factory):
     forge = make_channel(root / "forge", [
         Pkg("app", "2.0", "0", depends=("libfoo 1.0.*", "helper", "shared")),
         Pkg("libfoo", "1.0", "cuda118_1", depends=("__cuda >=11.8",)),
-        Pkg("libfoo", "1.0", "cuda120_1", depends=("__cuda >=12.0",)),
+        Pkg("libfoo", "1.0", "cuda120_2", depends=("__cuda >=12.0",)),
         Pkg("libfoo", "1.0", "cpu_0"),
         Pkg("helper", "0.5", "0", subdir="noarch"),
         Pkg("shared", "1.0", "0"),
@@ -141,3 +141,110 @@ def test_a_resync_is_a_no_op(tmp_path, upstream):
     synced = run_cli("sync", "-p", path)
     assert synced.exit_code == 0
     assert {p: p.stat().st_mtime_ns for p in (tmp_path / "mirror").rglob("*")} == before
+
+
+def test_one_rule_serves_several_hosts(tmp_path, upstream):
+    """One closure per virtual-package set: a CUDA 11.8 host gets the cuda118 build, a 12.4 host the cuda120 one."""
+    path = policy(tmp_path, upstream, virtual=[{"__cuda": "11.8"}, {"__cuda": "12.4"}])
+    planned = run_cli("plan", "-p", path, "--json")
+    assert planned.exit_code == 0, planned.output
+    libfoo = {i["source"].rsplit("/", 1)[1] for i in json.loads(planned.stdout)["items"] if "libfoo" in i["source"]}
+    assert libfoo == {"libfoo-1.0-cuda118_1.conda", "libfoo-1.0-cuda120_2.conda"}
+    assert run_cli("sync", "-p", path).exit_code == 0
+    served = serve(tmp_path / "mirror")
+    try:
+        assert solve_and_install([served.url], tmp_path / "env", virtual={"__cuda": "12.4"})["libfoo"][1] == "cuda120_2"
+    finally:
+        served.stop()
+
+
+def test_without_dependencies_only_matching_records(tmp_path, upstream):
+    path = policy(tmp_path, upstream, specs=["libfoo", "shared"], dependencies=False)
+    planned = run_cli("plan", "-p", path, "--json")
+    assert planned.exit_code == 0, planned.output
+    assert {i["source"] for i in json.loads(planned.stdout)["items"]} == {
+        "forge/linux-64/libfoo-1.0-cuda118_1.conda", "forge/linux-64/libfoo-1.0-cuda120_2.conda",
+        "forge/linux-64/libfoo-1.0-cpu_0.conda", "forge/linux-64/shared-1.0-0.conda"}  # not main's newer shared
+
+
+def test_a_saved_plan_cannot_widen_the_policy(tmp_path, upstream):
+    path = policy(tmp_path, upstream, specs=["libfoo"], dependencies=False)
+    assert run_cli("plan", "-p", path, "-o", tmp_path / "plan.json").exit_code == 0
+    plan = json.loads((tmp_path / "plan.json").read_text())
+    unrelated = json.loads((upstream["forge"].root / "linux-64/repodata.json").read_text())[
+        "packages.conda"]["unrelated-9.9-0.conda"]
+    plan["items"] = [dict(plan["items"][0], source="forge/linux-64/unrelated-9.9-0.conda",
+                          target="internal/linux-64/unrelated-9.9-0.conda", digest=f"sha256:{unrelated['sha256']}")]
+    (tmp_path / "edited.json").write_text(json.dumps(plan))
+    refused = run_cli("sync", "-p", path, "--plan", tmp_path / "edited.json")
+    assert refused.exit_code == 3, refused.output
+    assert "matches none of the specs" in refused.output
+    assert not (tmp_path / "mirror/linux-64/unrelated-9.9-0.conda").exists()
+
+    plan["items"] = [dict(plan["items"][0], target="internal/linux-64/../../../etc/x.conda")]
+    (tmp_path / "traversal.json").write_text(json.dumps(plan))
+    usage = run_cli("sync", "-p", path, "--plan", tmp_path / "traversal.json")
+    assert usage.exit_code == 2 and "not channel/subdir/file" in usage.output, usage.output
+
+
+def test_a_tampered_package_is_refused_and_never_listed(tmp_path):
+    channel = make_channel(tmp_path / "evil", [Pkg("good", "1.0", "0"), Pkg("bad", "1.0", "0", depends=("good",))])
+    package = channel / "linux-64" / "bad-1.0-0.conda"
+    data = bytearray(package.read_bytes())
+    data[-10] ^= 0xFF  # same size, other bytes: the repodata's sha256 no longer holds
+    package.write_bytes(bytes(data))
+    served = serve(channel)
+    try:
+        path = tmp_path / "policy.yaml"
+        path.write_text(f"""\
+version: 1
+channels:
+  evil: {{url: "{served.url}"}}
+  internal: {{kind: directory, path: {tmp_path / 'mirror'}}}
+conda:
+  - {{from: evil, to: internal, platforms: [linux-64], specs: [bad], dependencies: true}}
+audit: {{path: audit.jsonl}}
+""")
+        result = run_cli("sync", "-p", path)
+    finally:
+        served.stop()
+    assert result.exit_code == 3, result.output
+    mirror = tmp_path / "mirror"
+    assert not (mirror / "linux-64/bad-1.0-0.conda").exists()
+    assert list(json.loads((mirror / "linux-64/repodata.json").read_text())["packages.conda"]) == ["good-1.0-0.conda"]
+    assert not list(mirror.rglob(".regsync-*"))
+    refused = [r for r in audit_records(tmp_path / "audit.jsonl") if r["event"] == "refused"]
+    assert [r["artifact"]["source"] for r in refused] == ["evil/linux-64/bad-1.0-0.conda"]
+    assert "digest mismatch" in refused[0]["reason"]
+
+
+def test_zst_only_and_sharded_upstreams(tmp_path):
+    """Whatever repodata the channel publishes (rattler reads .zst and CEP-16 shards), the mirror
+    lists the same records."""
+    zst_only = make_channel(tmp_path / "zst", [Pkg("good", "1.0", "0")])
+    (zst_only / "linux-64" / "repodata.json").unlink()
+    sharded = make_channel(tmp_path / "sharded", [Pkg("other", "2.0", "0")], shards=True)
+    assert (sharded / "linux-64" / "repodata_shards.msgpack.zst").exists()
+    (sharded / "linux-64" / "repodata.json").unlink()
+    (sharded / "linux-64" / "repodata.json.zst").unlink()
+    servers = [serve(zst_only), serve(sharded)]
+    try:
+        path = tmp_path / "policy.yaml"
+        path.write_text(f"""\
+version: 1
+channels:
+  zst: {{url: "{servers[0].url}"}}
+  sharded: {{url: "{servers[1].url}"}}
+  internal: {{kind: directory, path: {tmp_path / 'mirror'}}}
+conda:
+  - {{from: [zst, sharded], to: internal, platforms: [linux-64], specs: [good, other], dependencies: true}}
+audit: {{path: audit.jsonl}}
+""")
+        result = run_cli("sync", "-p", path)
+    finally:
+        for server in servers:
+            server.stop()
+    assert result.exit_code == 0, result.output
+    listed = json.loads((tmp_path / "mirror/linux-64/repodata.json").read_text())["packages.conda"]
+    assert set(listed) == {"good-1.0-0.conda", "other-2.0-0.conda"}
+    assert "/linux-64/repodata_shards.msgpack.zst" in servers[1].paths
