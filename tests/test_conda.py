@@ -248,3 +248,39 @@ audit: {{path: audit.jsonl}}
     listed = json.loads((tmp_path / "mirror/linux-64/repodata.json").read_text())["packages.conda"]
     assert set(listed) == {"good-1.0-0.conda", "other-2.0-0.conda"}
     assert "/linux-64/repodata_shards.msgpack.zst" in servers[1].paths
+
+
+def test_an_http_put_target(tmp_path, upstream):
+    """Files and then repodata written by PUT with Basic auth (nginx dav_methods PUT stands in for a
+    Nexus raw-hosted repository); installing from it gives what upstream gives."""
+    from tests.fixtures.nginx import dav_front
+
+    raw = dav_front(tmp_path / "nginx")
+    try:
+        target = (f'{{kind: http, url: "{raw.url}/repository/conda-raw", '
+                  f'auth: {{username: {raw.username}, password: "${{RAW_PASSWORD}}"}}}}')
+        path = policy(tmp_path, upstream, target=target)
+        env = {"RAW_PASSWORD": raw.password}
+        synced = run_cli("sync", "-p", path, env=env)
+        assert synced.exit_code == 0, synced.output
+        puts = [r["uri"] for r in raw.requests() if r["method"] == "PUT" and r["status"] in (201, 204)]
+        packages = [i for i, uri in enumerate(puts) if uri.endswith(".conda")]
+        listed = [i for i, uri in enumerate(puts) if uri.endswith("/linux-64/repodata.json")]
+        assert len(packages) == 5 and listed and min(listed) > packages[0]  # a file first, then a listing
+        repodata = json.loads((raw.files / "linux-64/repodata.json").read_text())
+        assert set(repodata["packages.conda"]) == {p.name for p in (raw.files / "linux-64").glob("*.conda")}
+        assert (raw.files / "noarch/repodata.json").exists()
+        assert "raw-Pa55" not in synced.output and "raw-Pa55" not in (tmp_path / "audit.jsonl").read_text()
+        again = run_cli("plan", "-p", path, "--json", env=env)
+        assert {i["action"] for i in json.loads(again.stdout)["items"]} == {"skip"}
+        wrong = run_cli("sync", "-p", path, env={"RAW_PASSWORD": "wrong"})
+        assert wrong.exit_code == 1 and "401" in wrong.output, wrong.output
+    finally:
+        raw.stop()
+    # the files nginx stored, served as a static channel, install like upstream
+    served = serve(raw.files)
+    try:
+        assert solve_and_install([served.url], tmp_path / "env") == \
+            solve_and_install([upstream["forge"].url, upstream["main"].url], tmp_path / "env-up")
+    finally:
+        served.stop()
