@@ -27,7 +27,7 @@ from regsync.errors import EXIT_OK, UsageError
 from regsync.guard import run_guarded
 from regsync.policy.models import Policy
 
-CLIENTS = ("docker", "containerd", "podman", "pip", "uv")
+CLIENTS = ("docker", "containerd", "podman", "pip", "uv", "conda", "pixi")
 DOCKER_HUB_HOSTS = {"docker.io", "registry-1.docker.io", "index.docker.io", "registry.hub.docker.com"}
 
 
@@ -66,7 +66,10 @@ class Route:
 
 
 def client_config(policy: Policy, client: str, upstream: str | None = None) -> Rendered:
-    renderers = {"docker": _docker, "containerd": _containerd, "podman": _podman, "pip": _pip, "uv": _uv}
+    from regsync.conda.clientconfig import condarc, pixi
+
+    renderers = {"docker": _docker, "containerd": _containerd, "podman": _podman, "pip": _pip, "uv": _uv,
+                 "conda": condarc, "pixi": pixi}
     if client not in renderers:
         raise UsageError(f"--for must be one of {', '.join(CLIENTS)}")
     if client == "containerd":
@@ -250,14 +253,15 @@ def print_config(policy: Policy, client: str, upstream: str | None = None) -> in
 @run_guarded
 def client_config_cmd(policy_path, client, upstream):
     """Print one configuration file that points a client at the policy's internal copies:
-    docker's daemon.json, containerd's hosts.toml, podman's registries.conf, pip.conf or
-    uv.toml. Only the file goes to stdout, so redirecting it is safe; CA files to install and
+    docker's daemon.json, containerd's hosts.toml, podman's registries.conf, pip.conf,
+    uv.toml, conda's .condarc or pixi's config.toml. Only the file goes to stdout, so redirecting it is safe; CA files to install and
     copies the file cannot express go to stderr. Never an insecure flag, never a password.
     Exit 2 when the policy gives the client nothing to configure.
 
     \b
     Examples:
       regsync client-config -p policy.yaml --for pip > /etc/pip.conf
+      regsync client-config -p policy.yaml --for conda > ~/.condarc
       regsync client-config -p policy.yaml --for docker > /etc/docker/daemon.json
       regsync client-config -p policy.yaml --for containerd --upstream docker.io \\
           > /etc/containerd/certs.d/docker.io/hosts.toml

@@ -284,3 +284,44 @@ def test_an_http_put_target(tmp_path, upstream):
             solve_and_install([upstream["forge"].url, upstream["main"].url], tmp_path / "env-up")
     finally:
         served.stop()
+
+
+def test_client_config_for_conda_and_pixi(tmp_path, upstream):
+    """The .condarc names only the internal channel; pixi's mirrors, read by rattler's own config and
+    client (what pixi runs), send a solve that names the upstream channels to the mirror."""
+    import rattler
+    import yaml
+
+    (tmp_path / "mirror").mkdir()
+    served = serve(tmp_path / "mirror")
+    try:
+        path = policy(tmp_path, upstream, target=f"{{kind: directory, path: {tmp_path / 'mirror'}, url: \"{served.url}\"}}")
+        assert run_cli("sync", "-p", path).exit_code == 0
+        condarc = run_cli("client-config", "-p", path, "--for", "conda")
+        assert condarc.exit_code == 0, condarc.output
+        parsed = yaml.safe_load(condarc.stdout)
+        assert parsed["channels"] == [served.url] and parsed["channel_priority"] == "strict"
+        pixi = run_cli("client-config", "-p", path, "--for", "pixi")
+        assert pixi.exit_code == 0, pixi.output
+        config = rattler.Config.from_toml(pixi.stdout)
+        assert config.mirrors == {upstream["forge"].url + "/": [served.url + "/"],
+                                  upstream["main"].url + "/": [served.url + "/"]}
+        before = len(upstream["forge"].paths)
+
+        async def solve_through_mirrors():
+            client = rattler.Client.from_config(config)
+            return await rattler.solve([rattler.Channel(upstream["forge"].url + "/"), rattler.Channel(upstream["main"].url + "/")],
+                                       ["app"], platforms=["linux-64", "noarch"],
+                                       gateway=rattler.Gateway(cache_dir=str(tmp_path / "pixi-cache"), client=client),
+                                       virtual_packages=virtual_packages("linux-64", CUDA))
+
+        from regsync.conda.channel import virtual_packages
+
+        records = asyncio.run(solve_through_mirrors())
+        assert {r.name.normalized for r in records} == {"app", "libfoo", "helper", "shared", "extra"}
+        assert len(upstream["forge"].paths) == before  # upstream was not asked
+        assert any("repodata" in p for p in served.paths)
+    finally:
+        served.stop()
+    nothing = run_cli("client-config", "-p", tmp_path / "none.yaml", "--for", "conda")
+    assert nothing.exit_code == 2 and nothing.stdout == ""

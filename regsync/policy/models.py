@@ -395,7 +395,8 @@ class CondaChannel(Strict):
 
     @model_validator(mode="after")
     def _where(self):
-        if (self.kind == "directory") != (self.path is not None) or (self.kind == "directory") == (self.url is not None):
+        # a directory's url is where clients read it (client-config); regsync itself writes the path
+        if (self.kind == "directory") != (self.path is not None) or (self.kind != "directory" and self.url is None):
             raise ValueError("a channel has a url, or kind: directory and a path")
         if self.auth is not None and self.kind != "http":
             raise ValueError("auth: is for kind: http targets (files written by HTTP PUT)")

@@ -1,0 +1,84 @@
+"""`client-config --for conda` (a .condarc) and `--for pixi` (pixi's config.toml `[mirrors]`): point
+conda, mamba and pixi at the internal channels a policy fills. Never a password, never ssl_verify off.
+
+A target channel holds the closure of every rule that writes to it, whichever upstream channel each
+record came from, so clients read it as one channel with strict priority. pixi's mirrors map the
+upstream URLs a project names (including conda.anaconda.org's, for which TUNA's are mirrors) to it.
+"""
+
+from __future__ import annotations
+
+import json
+
+from regsync.errors import UsageError
+
+# What clients name when the policy reads a mirror of it (TUNA's channel_alias, and the like).
+_CANONICAL = {"cloud/conda-forge": "https://conda.anaconda.org/conda-forge",
+              "conda-forge": "https://conda.anaconda.org/conda-forge",
+              "cloud/pytorch": "https://conda.anaconda.org/pytorch",
+              "pkgs/main": "https://repo.anaconda.com/pkgs/main", "pkgs/free": "https://repo.anaconda.com/pkgs/free",
+              "pkgs/r": "https://repo.anaconda.com/pkgs/r"}
+
+
+def _targets(policy) -> list[tuple[str, str | None, list[str], list[str]]]:
+    """(name, client URL or None, upstream URLs, notes) per target channel, in rule order."""
+    if not policy.conda:
+        raise UsageError("this policy has no conda: rules, so there is no internal channel to point clients at")
+    found: dict[str, tuple[str, str | None, list[str], list[str]]] = {}
+    for rule in policy.conda:
+        channel = policy.channels[rule.target]
+        url = channel.url.rstrip("/") if channel.url else None
+        name, _, upstreams, notes = found.setdefault(rule.target, (rule.target, url, [], []))
+        for source in rule.sources:
+            upstream = policy.channels[source].url.rstrip("/")
+            for candidate in (upstream, *_canonical(upstream)):
+                if candidate not in upstreams:
+                    upstreams.append(candidate)
+        if url is None and not notes:
+            notes.append(f"channel '{rule.target}' is a directory without a url: set `url:` on it to where a web "
+                         f"server serves {channel.path}")
+        if channel.auth and channel.auth.username and not any("credentials" in n for n in notes):
+            notes.append(f"channel '{rule.target}' needs credentials to read: give them with `pixi auth login` or "
+                         "conda's keyring/.netrc, not in this file")
+        if channel.tls and channel.tls.ca_file and not any("CA" in n for n in notes):
+            notes.append(f"CA for {url}: {channel.tls.ca_file} (conda: ssl_verify: <that file>; pixi: SSL_CERT_FILE)")
+    return list(found.values())
+
+
+def _canonical(url: str) -> list[str]:
+    return [canonical for suffix, canonical in _CANONICAL.items() if url.endswith("/" + suffix) and url != canonical]
+
+
+def condarc(policy):
+    from regsync.clientconfig import Rendered
+
+    targets = _targets(policy)
+    urls = [url or f"https://<web server for {name}>" for name, url, _, _ in targets]
+    lines = ["# ~/.condarc (or <prefix>/.condarc) for conda and mamba: only the internal channel(s)",
+             "channels:", *(f"  - {json.dumps(u)}" for u in urls),
+             "default_channels:", *(f"  - {json.dumps(u)}" for u in urls),  # what `defaults` now means
+             "channel_priority: strict"]
+    ca = sorted({n.split(": ", 1)[1].split(" (")[0] for _, _, _, notes in targets for n in notes if n.startswith("CA")})
+    if len(ca) == 1:
+        lines.append(f"ssl_verify: {json.dumps(ca[0])}")
+    notes = [n for _, _, _, found in targets for n in found]
+    notes.append("mamba and conda ask noarch/ and the platform's subdir; both are in the internal channel")
+    return Rendered("\n".join(lines) + "\n", notes)
+
+
+def pixi(policy):
+    from regsync.clientconfig import Rendered
+
+    targets = _targets(policy)
+    lines = ["# ~/.pixi/config.toml (or a project's .pixi/config.toml): upstream channels read from the mirror",
+             "[mirrors]"]
+    seen = set()
+    for name, url, upstreams, _ in targets:
+        for upstream in upstreams:
+            if upstream not in seen:
+                seen.add(upstream)
+                # with the slash, as rattler matches prefixes: .../conda-forge must not catch .../conda-forge-extra
+                mirror = (url or f"https://<web server for {name}>") + "/"
+                lines.append(f"{json.dumps(upstream + '/')} = [{json.dumps(mirror)}]")
+    notes = [n for _, _, _, found in targets for n in found]
+    return Rendered("\n".join(lines) + "\n", notes)
