@@ -88,12 +88,13 @@ def test_client_config_maps_tuna_to_the_channels_clients_name(tmp_path):
                           "{kind: directory, path: conda/internal, url: https://conda.corp/internal}")
     path = tmp_path / "policy.yaml"
     path.write_text(text)
-    pixi = run_cli("client-config", "-p", path, "--for", "pixi")
+    env = {"NEXUS_PASSWORD": "pw"}
+    pixi = run_cli("client-config", "-p", path, "--for", "pixi", env=env)
     assert pixi.exit_code == 0, pixi.output
     assert '"https://conda.anaconda.org/conda-forge/" = ["https://conda.corp/internal/"]' in pixi.stdout
     assert '"https://repo.anaconda.com/pkgs/main/" = ["https://conda.corp/internal/"]' in pixi.stdout
     assert '"https://mirrors.tuna.tsinghua.edu.cn/anaconda/cloud/conda-forge/" = ' in pixi.stdout
-    check = run_cli("policy", "check", "-p", path)
+    check = run_cli("policy", "check", "-p", path, env=env)
     assert check.exit_code == 0, check.output
     assert "conda   tuna-forge, tuna-main -> internal-conda  [pytorch=2.9, cuda-version=11.8, numpy>=1.26,<2]" \
            "; linux-64 + noarch; closure for __cuda=11.8 __glibc=2.31" in check.output
