@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
+import time
 
 import pytest
 from backports import zstd
@@ -325,3 +325,47 @@ def test_client_config_for_conda_and_pixi(tmp_path, upstream):
         served.stop()
     nothing = run_cli("client-config", "-p", tmp_path / "none.yaml", "--for", "conda")
     assert nothing.exit_code == 2 and nothing.stdout == ""
+
+
+def test_a_later_upstream_patch_reaches_the_mirror(tmp_path):
+    """Hot-fixes keep coming after a file is mirrored: the next run lists the patched record, the file
+    itself is not fetched again; files upstream removed stay listed."""
+    channel = make_channel(tmp_path / "up", [Pkg("lib", "1.0", "0"), Pkg("tool", "1.0", "0", depends=("lib",))])
+    served = serve(channel)
+    try:
+        path = tmp_path / "policy.yaml"
+        path.write_text(f"""\
+version: 1
+channels:
+  up: {{url: "{served.url}"}}
+  internal: {{kind: directory, path: {tmp_path / 'mirror'}}}
+conda:
+  - {{from: up, to: internal, platforms: [linux-64], specs: [tool], dependencies: true}}
+audit: {{path: audit.jsonl}}
+""")
+        assert run_cli("sync", "-p", path).exit_code == 0
+        package = tmp_path / "mirror/linux-64/tool-1.0-0.conda"
+        placed = package.stat().st_mtime_ns
+        time.sleep(1.1)  # the fixture server's Last-Modified counts whole seconds (If-Modified-Since)
+        patched = patch_record(channel, "linux-64", "tool-1.0-0.conda", depends=["lib >=1.0"])
+        planned = json.loads(run_cli("plan", "-p", path, "--json").stdout)["items"]
+        assert {i["source"].rsplit("/", 1)[1]: i["action"] for i in planned} == {
+            "tool-1.0-0.conda": "update", "lib-1.0-0.conda": "skip"}
+        fetched = len(served.paths)
+        assert run_cli("sync", "-p", path).exit_code == 0
+        assert not any(p.endswith(".conda") for p in served.paths[fetched:])
+        listed = json.loads((tmp_path / "mirror/linux-64/repodata.json").read_text())["packages.conda"]
+        assert listed["tool-1.0-0.conda"]["depends"] == patched["depends"] == ["lib >=1.0"]
+        assert package.stat().st_mtime_ns == placed
+
+        time.sleep(1.1)
+        repodata = json.loads((channel / "linux-64/repodata.json").read_text())
+        del repodata["packages.conda"]["lib-1.0-0.conda"]  # upstream drops a file (and the dependency on it)
+        repodata["packages.conda"]["tool-1.0-0.conda"]["depends"] = []
+        write_repodata(channel, "linux-64", repodata)
+        (channel / "linux-64/lib-1.0-0.conda").unlink()
+        assert run_cli("sync", "-p", path).exit_code == 0
+        listed = json.loads((tmp_path / "mirror/linux-64/repodata.json").read_text())["packages.conda"]
+        assert "lib-1.0-0.conda" in listed and (tmp_path / "mirror/linux-64/lib-1.0-0.conda").exists()
+    finally:
+        served.stop()

@@ -13,7 +13,7 @@ from regsync.plan import PlanError, PlanItem
 def plan_conda(endpoints, shard=None) -> tuple[list[PlanItem], list[PlanError]]:
     """A closure is solved whole on every shard; only the items are split."""
     channels = channels_of(endpoints)
-    items: dict[str, PlanItem] = {}
+    items: dict[str, tuple[PlanItem, dict]] = {}
     errors: list[PlanError] = []
     for number, rule in enumerate(endpoints.policy.conda):
         rule_name = f"conda[{number}]"
@@ -30,11 +30,11 @@ def plan_conda(endpoints, shard=None) -> tuple[list[PlanItem], list[PlanError]]:
                 for channel, record in found:
                     item = _item(channel.name, rule.target, record, rule_name)
                     if item.target not in items:
-                        items[item.target] = item
+                        items[item.target] = (item, record)
     existing: dict[tuple[str, str], dict] = {}
-    for item in items.values():
-        _diff(item, channels, existing)
-    return [item for item in items.values() if shard is None or shard.owns(item.target)], errors
+    for item, record in items.values():
+        _diff(item, record, channels, existing)
+    return [item for item, _ in items.values() if shard is None or shard.owns(item.target)], errors
 
 
 def _item(source: str, target: str, record: dict, rule_name: str) -> PlanItem:
@@ -48,7 +48,7 @@ def _item(source: str, target: str, record: dict, rule_name: str) -> PlanItem:
     return item
 
 
-def _diff(item: PlanItem, channels, cache: dict) -> None:
+def _diff(item: PlanItem, record: dict, channels, cache: dict) -> None:
     if item.action == "refuse":
         return
     target_name, subdir, filename = item.target.split("/")
@@ -59,7 +59,11 @@ def _diff(item: PlanItem, channels, cache: dict) -> None:
     if present is None:
         return
     if f"sha256:{present.get('sha256')}" == item.digest:
-        item.action, item.reason, item.bytes = "skip", "already in the target channel", 0
+        item.bytes = 0
+        if present == {k: v for k, v in record.items() if k != "fn"}:
+            item.action, item.reason = "skip", "already in the target channel"
+        else:  # the file is the same; clients must resolve with the channel's record as it is now
+            item.action, item.reason = "update", "upstream changed its record (a repodata patch): listing it anew"
     else:
         item.action = "refuse"
         item.reason = f"the target lists {filename} with sha256 {present.get('sha256')}; never overwritten"
