@@ -369,3 +369,58 @@ audit: {{path: audit.jsonl}}
         assert "lib-1.0-0.conda" in listed and (tmp_path / "mirror/linux-64/lib-1.0-0.conda").exists()
     finally:
         served.stop()
+
+
+def test_a_killed_run_resumes_a_large_package(tmp_path):
+    """The shared download path (the one wheels take): SIGKILL halfway through a large .conda, rerun,
+    and only the rest is asked for (Range), from a static web server."""
+    import hashlib
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from tests.fixtures.nginx import static_front
+
+    size = 24 << 20
+    channel = make_channel(tmp_path / "up", [Pkg("bigcuda", "1.0", "0", payload=os.urandom(size))])
+    package = channel / "linux-64/bigcuda-1.0-0.conda"
+    sha = hashlib.sha256(package.read_bytes()).hexdigest()
+    web = static_front(tmp_path / "nginx", channel)
+    try:
+        path = tmp_path / "policy.yaml"
+        path.write_text(f"""\
+version: 1
+channels:
+  up: {{url: "{web.url}"}}
+  internal: {{kind: directory, path: {tmp_path / 'mirror'}}}
+conda:
+  - {{from: up, to: internal, platforms: [linux-64], specs: [bigcuda]}}
+audit: {{path: audit.jsonl}}
+""")
+        state = tmp_path / "state"
+        env = dict(os.environ, REGSYNC_STATE_DIR=str(state))
+        part = state / "downloads" / f"{sha}.part"
+        command = [sys.executable, "-m", "regsync", "--no-progress", "-q", "sync", "-p", str(path)]
+        first = subprocess.Popen([*command, "--bandwidth", "4MiB"], cwd=tmp_path, env=env,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and first.poll() is None:
+            if part.exists() and part.stat().st_size >= package.stat().st_size // 2:
+                break
+            time.sleep(0.02)
+        assert first.poll() is None, first.stderr.read().decode()[-2000:]
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=10)
+        first.stderr.close()
+        offset = json.loads((state / "downloads" / f"{sha}.json").read_text())["offset"]
+        assert 0 < offset and not (tmp_path / "mirror/linux-64/bigcuda-1.0-0.conda").exists()
+
+        again = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+        assert again.returncode == 0, again.stderr
+        asked = [r for uri, r in web.ranges() if uri == "/linux-64/bigcuda-1.0-0.conda"]
+        assert asked[-1] == f"bytes={offset}-"
+        assert hashlib.sha256((tmp_path / "mirror/linux-64/bigcuda-1.0-0.conda").read_bytes()).hexdigest() == sha
+        assert not part.exists()
+    finally:
+        web.stop()
