@@ -424,3 +424,10 @@ audit: {{path: audit.jsonl}}
         assert not part.exists()
     finally:
         web.stop()
+
+
+def test_bundles_say_they_do_not_carry_conda_yet(tmp_path, upstream):
+    path = policy(tmp_path, upstream)
+    exported = run_cli("export", "-p", path, "-o", tmp_path / "bundle")
+    assert exported.exit_code == 2 and "do not carry conda channels yet" in exported.output, exported.output
+    assert not (tmp_path / "bundle" / "bundle.json").exists()

@@ -41,6 +41,7 @@ SMALL_FILES = ("oci-layout", "index.json", "bundle.json")
 def export_bundle(loaded: LoadedPolicy, endpoints: Endpoints, out: Path, audit, jobs: int = 8, on_bytes=None,
                   since: Path | None = None, volume_size: int | None = None, sign_key=None) -> dict:
     """`sign_key`: a private key (signing.load_private_key) that signs SHA256SUMS and bundle.json."""
+    _no_conda(loaded)
     base = _base_bundle(since) if since else None
     leave_out = frozenset(base["blobs"]) if base else frozenset()
     plan = make_plan(loaded, endpoints, jobs, diff_target=False)
@@ -126,6 +127,7 @@ def open_bundle(root: Path, loaded: LoadedPolicy, more_blobs: tuple[Path, ...] =
     `more_blobs`: further directories with blobs only (the other volumes of a split bundle, or the
     base bundle of an incremental one); their blobs are verified by digest as they stream.
     Each small file is read once: its signature, its sum and its content are of the same bytes."""
+    _no_conda(loaded)
     for directory in (root, *more_blobs):
         if directory.is_symlink() or not directory.is_dir():
             raise UsageError(f"{directory} is not a bundle directory")
@@ -150,6 +152,13 @@ def open_bundle(root: Path, loaded: LoadedPolicy, more_blobs: tuple[Path, ...] =
     sources = {name: LayoutSource(root, name, more, index) for name in names}
     sources.update(index_stand_ins(bundle.get("packages"), loaded, LayoutSource(root, "packages", more, index)))
     return sources
+
+
+def _no_conda(loaded: LoadedPolicy) -> None:
+    # Said before anything moves: a bundle that silently left out the conda half would pass for whole.
+    if loaded.policy.conda:
+        raise UsageError("air-gap bundles do not carry conda channels yet: mirror them with `regsync sync` into a "
+                         "kind: directory channel and carry that directory (see docs/conda.md)")
 
 
 def _export_package(item, endpoints, writer, audit, on_bytes, exported, packages, refused) -> int:
