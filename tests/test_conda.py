@@ -431,3 +431,11 @@ def test_bundles_say_they_do_not_carry_conda_yet(tmp_path, upstream):
     exported = run_cli("export", "-p", path, "-o", tmp_path / "bundle")
     assert exported.exit_code == 2 and "do not carry conda channels yet" in exported.output, exported.output
     assert not (tmp_path / "bundle" / "bundle.json").exists()
+
+
+def test_unsolvable_specs_and_unreachable_channels_are_plan_errors(tmp_path, upstream):
+    unsolvable = run_cli("plan", "-p", policy(tmp_path, upstream, specs=["app", "libfoo>=9"]))
+    assert unsolvable.exit_code == 1 and "cannot solve" in unsolvable.output and "libfoo >=9" in unsolvable.output
+    closed = dict(upstream, main=upstream["main"].__class__("http://127.0.0.1:9", upstream["main"].root, None))
+    unreachable = run_cli("plan", "-p", policy(tmp_path, closed))
+    assert unreachable.exit_code == 1 and "cannot read the channels' repodata" in unreachable.output, unreachable.output

@@ -70,7 +70,9 @@ def _diff(item: PlanItem, record: dict, channels, cache: dict) -> None:
 
 
 def _reason(exc: Exception) -> str:
+    from rattler.exceptions import SolverError
+
     if isinstance(exc, RegistryError):
         return str(exc)
-    text = " ".join(str(exc).split())
-    return f"cannot solve: {text[:2000]}"
+    text = " ".join(str(exc).split())[:2000]
+    return f"cannot solve: {text}" if isinstance(exc, SolverError) else f"cannot read the channels' repodata: {text}"
