@@ -98,3 +98,21 @@ def test_client_config_maps_tuna_to_the_channels_clients_name(tmp_path):
     assert check.exit_code == 0, check.output
     assert "conda   tuna-forge, tuna-main -> internal-conda  [pytorch=2.9, cuda-version=11.8, numpy>=1.26,<2]" \
            "; linux-64 + noarch; closure for __cuda=11.8 __glibc=2.31" in check.output
+
+
+def test_condarc_maps_a_channel_name_when_the_mirror_is_served_under_it(tmp_path):
+    import yaml
+
+    from tests.fixtures.policies import run_cli
+
+    env = {"NEXUS_PASSWORD": "pw"}
+    path = tmp_path / "policy.yaml"
+    path.write_text(POLICY.replace("{kind: directory, path: conda/internal}",
+                                   "{kind: directory, path: conda/conda-forge, url: https://conda.corp/conda-forge}"))
+    rc = yaml.safe_load(run_cli("client-config", "-p", path, "--for", "conda", env=env).stdout)
+    assert rc["channels"] == ["https://conda.corp/conda-forge"] and rc["channel_priority"] == "strict"
+    assert rc["custom_channels"] == {"conda-forge": "https://conda.corp"}
+    path.write_text(POLICY.replace("{kind: directory, path: conda/internal}",
+                                   "{kind: directory, path: conda/internal, url: https://conda.corp/internal}"))
+    plain = run_cli("client-config", "-p", path, "--for", "conda", env=env)
+    assert "custom_channels" not in yaml.safe_load(plain.stdout) and "still means upstream" in plain.output

@@ -45,6 +45,17 @@ def _targets(policy) -> list[tuple[str, str | None, list[str], list[str]]]:
     return list(found.values())
 
 
+def _custom_channels(targets) -> dict[str, str]:
+    """name → base URL for target channels served under a name clients use (…/conda-forge)."""
+    found = {}
+    for _, url, upstreams, _ in targets:
+        for upstream in upstreams:
+            name = upstream.rsplit("/", 1)[1]
+            if url and url.endswith("/" + name) and name not in found:
+                found[name] = url[: -len(name) - 1]
+    return found
+
+
 def _canonical(url: str) -> list[str]:
     return [canonical for suffix, canonical in _CANONICAL.items() if url.endswith("/" + suffix) and url != canonical]
 
@@ -58,10 +69,16 @@ def condarc(policy):
              "channels:", *(f"  - {json.dumps(u)}" for u in urls),
              "default_channels:", *(f"  - {json.dumps(u)}" for u in urls),  # what `defaults` now means
              "channel_priority: strict"]
+    custom = _custom_channels(targets)
+    if custom:  # `-c conda-forge` in scripts and environment.yml files then reads the mirror too
+        lines += ["custom_channels:", *(f"  {name}: {json.dumps(base)}" for name, base in custom.items())]
     ca = sorted({n.split(": ", 1)[1].split(" (")[0] for _, _, _, notes in targets for n in notes if n.startswith("CA")})
     if len(ca) == 1:
         lines.append(f"ssl_verify: {json.dumps(ca[0])}")
     notes = [n for _, _, _, found in targets for n in found]
+    if not custom:
+        notes.append("`-c conda-forge` (or another channel name) still means upstream: serve the mirror at "
+                     "<base>/<that name> to have a custom_channels entry here, or name the internal URL instead")
     notes.append("mamba and conda ask noarch/ and the platform's subdir; both are in the internal channel")
     return Rendered("\n".join(lines) + "\n", notes)
 
