@@ -116,3 +116,8 @@ def test_condarc_maps_a_channel_name_when_the_mirror_is_served_under_it(tmp_path
                                    "{kind: directory, path: conda/internal, url: https://conda.corp/internal}"))
     plain = run_cli("client-config", "-p", path, "--for", "conda", env=env)
     assert "custom_channels" not in yaml.safe_load(plain.stdout) and "still means upstream" in plain.output
+
+
+def test_attestations_are_refused_rather_than_silently_unchecked(tmp_path):
+    message = error_of(tmp_path, POLICY + "    verify: {attestations: required, trust: [x]}\n")
+    assert "policy.yaml:17" in message and "not verified yet" in message

@@ -417,6 +417,13 @@ class CondaVerify(Strict):
     attestations: Literal["required", "optional", "off"] = "off"
     trust: list[str] = []
 
+    @field_validator("attestations")
+    @classmethod
+    def _not_yet(cls, value):
+        if value != "off":  # refused rather than accepted and silently not checked
+            raise ValueError("conda attestations are not verified yet (docs/conda.md): leave attestations: off")
+        return value
+
 
 class CondaRule(Strict):
     sources: list[str] = Field(alias="from", min_length=1)   # priority order (strict channel priority)
