@@ -56,6 +56,8 @@ class _Channel:
 
     def __init__(self):
         self._lock = threading.Lock()   # one read-merge-write of a repodata at a time
+        self._pending: dict[str, dict[str, dict]] = {}
+        self._pending_lock = threading.Lock()
 
     def existing(self, subdir: str) -> dict[str, dict]:
         """File name → record of what the target lists for `subdir`."""
@@ -63,10 +65,26 @@ class _Channel:
 
     def publish(self, subdir: str, records: dict[str, dict]) -> None:
         """List `records` (their files already in place) in the subdir's repodata, merged with what it
-        lists; and make sure noarch/repodata.json exists, which every client asks for."""
+        lists; and make sure noarch/repodata.json exists, which every client asks for. Returns once a
+        written repodata lists them.
+
+        Group commit: workers finishing together share one rewrite (a big target's repodata is
+        rewritten once per batch, not once per file). Whoever takes the lock writes everything
+        pending; a worker whose records were taken waited on that lock, so they are written."""
+        with self._pending_lock:
+            self._pending.setdefault(subdir, {}).update(records)
         with self._lock:
-            repodata = self._read(subdir) or empty_repodata(subdir)
-            self._write(subdir, *encoded(merged(repodata, records)))
+            with self._pending_lock:
+                batch = self._pending.pop(subdir, None)
+            if not batch:
+                return
+            try:
+                repodata = self._read(subdir) or empty_repodata(subdir)
+                self._write(subdir, *encoded(merged(repodata, batch)))
+            except BaseException:
+                with self._pending_lock:  # the next waiter tries again; none returns as if listed
+                    self._pending[subdir] = {**batch, **self._pending.get(subdir, {})}
+                raise
             if subdir != "noarch" and self._read("noarch") is None:
                 self._write("noarch", *encoded(empty_repodata("noarch")))
 
