@@ -439,3 +439,34 @@ def test_unsolvable_specs_and_unreachable_channels_are_plan_errors(tmp_path, ups
     closed = dict(upstream, main=upstream["main"].__class__("http://127.0.0.1:9", upstream["main"].root, None))
     unreachable = run_cli("plan", "-p", policy(tmp_path, closed))
     assert unreachable.exit_code == 1 and "cannot read the channels' repodata" in unreachable.output, unreachable.output
+
+
+def test_hostile_names_in_repodata_are_refused_at_plan_time(tmp_path):
+    channel = make_channel(tmp_path / "up", [Pkg("good", "1.0", "0"), Pkg("evil", "1.0", "0")])
+    repodata = json.loads((channel / "linux-64/repodata.json").read_text())
+    record = repodata["packages.conda"].pop("evil-1.0-0.conda")
+    repodata["packages.conda"]["evil-1.0-0;rm.conda"] = record
+    write_repodata(channel, "linux-64", repodata)
+    served = serve(channel)
+    try:
+        path = tmp_path / "policy.yaml"
+        path.write_text(f"""\
+version: 1
+channels:
+  up: {{url: "{served.url}"}}
+  internal: {{kind: directory, path: {tmp_path / 'mirror'}}}
+conda:
+  - {{from: up, to: internal, platforms: [linux-64], specs: [good, evil]}}
+audit: {{path: audit.jsonl}}
+""")
+        planned = json.loads(run_cli("plan", "-p", path, "--json").stdout)["items"]
+        result = run_cli("sync", "-p", path)
+    finally:
+        served.stop()
+    evil = [i for i in planned if "evil" in i["source"]]
+    assert [i["action"] for i in evil] == ["refuse"] and evil[0]["bytes"] == 0  # the reviewer sees it
+    assert "the channel's repodata lists" in evil[0]["reason"]
+    assert result.exit_code == 3, result.output
+    assert sorted(p.name for p in (tmp_path / "mirror/linux-64").glob("*.conda")) == ["good-1.0-0.conda"]
+    refused = [r for r in audit_records(tmp_path / "audit.jsonl") if r["event"] == "refused"]
+    assert len(refused) == 1 and "not a conda package file name" in refused[0]["reason"]

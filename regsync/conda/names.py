@@ -11,7 +11,7 @@ import typing
 
 # A package file name as conda-build and rattler-build write them: name-version-build.ext, with the
 # characters conda allows in each part (rattler's PackageName, Version and BuildString grammars).
-_FILENAME = re.compile(r"(?P<name>[a-z0-9_.][a-z0-9_.-]*)-(?P<version>[A-Za-z0-9_.!+]+)-(?P<build>[A-Za-z0-9_.+]+)"
+_FILENAME = re.compile(r"(?P<name>[A-Za-z0-9_.][A-Za-z0-9_.-]*)-(?P<version>[A-Za-z0-9_.!+]+)-(?P<build>[A-Za-z0-9_.+]+)"
                        r"(?P<ext>\.conda|\.tar\.bz2)")
 _CHANNEL_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}")
 _SHA256 = re.compile(r"sha256:[0-9a-f]{64}")

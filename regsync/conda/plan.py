@@ -6,6 +6,7 @@ from __future__ import annotations
 from loguru import logger
 
 from regsync.conda.channel import channels_of
+from regsync.conda.names import check_item
 from regsync.errors import RegistryError
 from regsync.plan import PlanError, PlanItem
 
@@ -45,6 +46,11 @@ def _item(source: str, target: str, record: dict, rule_name: str) -> PlanItem:
                     project=record.get("name"))
     if not sha256:
         item.action, item.reason = "refuse", "the channel's repodata gives no sha256 for this file"
+        return item
+    try:  # names from the server's repodata, before they reach a path or a URL
+        check_item(item.source, item.target, item.digest)
+    except ValueError as exc:
+        item.action, item.reason, item.bytes = "refuse", f"the channel's repodata lists {exc}", 0
     return item
 
 
