@@ -69,7 +69,7 @@ def client_config(policy: Policy, client: str, upstream: str | None = None) -> R
     from regsync.conda.clientconfig import condarc, pixi
 
     renderers = {"docker": _docker, "containerd": _containerd, "podman": _podman, "pip": _pip, "uv": _uv,
-                 "conda": condarc, "pixi": pixi}
+                 "conda": lambda p: Rendered(*condarc(p)), "pixi": lambda p: Rendered(*pixi(p))}
     if client not in renderers:
         raise UsageError(f"--for must be one of {', '.join(CLIENTS)}")
     if client == "containerd":

@@ -76,6 +76,13 @@ def test_errors_name_the_line(tmp_path, old, new, line, words):
         assert word in message, message
 
 
+def test_a_source_channel_takes_no_tls_or_auth_it_could_not_honour(tmp_path):
+    tls = POLICY.replace("cloud/conda-forge}", "cloud/conda-forge, tls: {ca_file: ca.pem}}")
+    assert "system trust store" in error_of(tmp_path, tls)
+    auth = POLICY.replace("cloud/conda-forge}", "cloud/conda-forge, auth: {username: a, password: b}}")
+    assert "auth: is for kind: http targets" in error_of(tmp_path, auth)
+
+
 def test_a_source_channel_takes_no_credentials_in_its_url(tmp_path):
     message = error_of(tmp_path, POLICY.replace("https://mirrors.tuna", "https://u:secret@mirrors.tuna"))
     assert "credentials do not belong in a URL" in message and "secret" not in message

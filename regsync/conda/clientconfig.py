@@ -60,9 +60,8 @@ def _canonical(url: str) -> list[str]:
     return [canonical for suffix, canonical in _CANONICAL.items() if url.endswith("/" + suffix) and url != canonical]
 
 
-def condarc(policy):
-    from regsync.clientconfig import Rendered
-
+def condarc(policy) -> tuple[str, list[str]]:
+    """(the file, notes for stderr)."""
     targets = _targets(policy)
     urls = [url or f"https://<web server for {name}>" for name, url, _, _ in targets]
     lines = ["# ~/.condarc (or <prefix>/.condarc) for conda and mamba: only the internal channel(s)",
@@ -80,12 +79,10 @@ def condarc(policy):
         notes.append("`-c conda-forge` (or another channel name) still means upstream: serve the mirror at "
                      "<base>/<that name> to have a custom_channels entry here, or name the internal URL instead")
     notes.append("mamba and conda ask noarch/ and the platform's subdir; both are in the internal channel")
-    return Rendered("\n".join(lines) + "\n", notes)
+    return "\n".join(lines) + "\n", notes
 
 
-def pixi(policy):
-    from regsync.clientconfig import Rendered
-
+def pixi(policy) -> tuple[str, list[str]]:
     targets = _targets(policy)
     lines = ["# ~/.pixi/config.toml (or a project's .pixi/config.toml): upstream channels read from the mirror",
              "[mirrors]"]
@@ -98,4 +95,4 @@ def pixi(policy):
                 mirror = (url or f"https://<web server for {name}>") + "/"
                 lines.append(f"{json.dumps(upstream + '/')} = [{json.dumps(mirror)}]")
     notes = [n for _, _, _, found in targets for n in found]
-    return Rendered("\n".join(lines) + "\n", notes)
+    return "\n".join(lines) + "\n", notes

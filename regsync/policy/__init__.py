@@ -11,6 +11,7 @@ from pydantic import ValidationError
 from regsync.errors import PolicyError
 from regsync.oci.names import invalid_repository, is_repository
 from regsync.policy.models import ImageRule, PackageRule, Policy, parse_size  # noqa: F401
+from regsync.policy import conda as _conda  # noqa: F401  (completes Policy with channels: and conda:)
 from regsync.policy.yamlsource import Document, load_document
 
 

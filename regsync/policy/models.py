@@ -378,83 +378,6 @@ class PackageRule(Strict):
     verify: PackageVerify = PackageVerify()
 
 
-class CondaChannel(Strict):
-    """A conda channel: a source by URL, or a target (a static channel directory, or files by HTTP PUT)."""
-
-    kind: Literal["channel", "directory", "http"] = "channel"
-    url: str | None = None
-    path: PolicyPath | None = None
-    auth: Auth | None = None
-    tls: TLS | None = None
-    retries: Retries = Retries()
-
-    @field_validator("url")
-    @classmethod
-    def _http_url(cls, value):
-        return http_urls(value)
-
-    @model_validator(mode="after")
-    def _where(self):
-        # a directory's url is where clients read it (client-config); regsync itself writes the path
-        if (self.kind == "directory") != (self.path is not None) or (self.kind != "directory" and self.url is None):
-            raise ValueError("a channel has a url, or kind: directory and a path")
-        if self.auth is not None and self.kind != "http":
-            raise ValueError("auth: is for kind: http targets (files written by HTTP PUT)")
-        return self
-
-
-def _spec(value: str) -> str:
-    from regsync.conda.names import check_spec
-    return check_spec(value)
-
-
-def _subdir(value: str) -> str:
-    from regsync.conda.names import check_subdir
-    return check_subdir(value)
-
-
-class CondaVerify(Strict):
-    attestations: Literal["required", "optional", "off"] = "off"
-    trust: list[str] = []
-
-    @field_validator("attestations")
-    @classmethod
-    def _not_yet(cls, value):
-        if value != "off":  # refused rather than accepted and silently not checked
-            raise ValueError("conda attestations are not verified yet (docs/conda.md): leave attestations: off")
-        return value
-
-
-class CondaRule(Strict):
-    sources: list[str] = Field(alias="from", min_length=1)   # priority order (strict channel priority)
-    target: str = Field(alias="to")
-    platforms: list[Annotated[str, AfterValidator(_subdir)]] = Field(min_length=1)
-    specs: list[Annotated[str, AfterValidator(_spec)]] = Field(min_length=1)
-    dependencies: bool = False
-    virtual_packages: list[dict[str, str]] = [{}]   # one closure per set: the hosts it is for
-    verify: CondaVerify = CondaVerify()
-
-    @field_validator("sources", "virtual_packages", mode="before")
-    @classmethod
-    def _one_or_list(cls, value):
-        for found in [value] if isinstance(value, dict) else value if isinstance(value, list) else []:
-            for name, version in found.items() if isinstance(found, dict) else ():
-                if isinstance(version, (int, float)) and not isinstance(version, bool):
-                    raise ValueError(f"{name}: {version} is a number in YAML: quote the version (\"11.8\")")
-        return [value] if isinstance(value, (str, dict)) else value
-
-    @field_validator("virtual_packages")
-    @classmethod
-    def _virtual(cls, sets):
-        for found in sets:
-            for name, version in found.items():
-                if not re.fullmatch(r"__[a-z0-9_-]+", name):
-                    raise ValueError(f"'{name}' is not a virtual package (they start with __: __cuda, __glibc)")
-                if not re.fullmatch(r"[0-9][0-9A-Za-z_.+!]*", version):
-                    raise ValueError(f"{name}: '{version}' is not a version (quote it: \"11.8\")")
-        return sets
-
-
 class AuditConfig(Strict):
     path: PolicyPath | None = None
     sign_key: PolicyPath | None = None          # signs each run's run-finished record (Ed25519/ECDSA/RSA)
@@ -476,7 +399,7 @@ class Policy(Strict):
     trust: dict[str, Trust] = {}
     images: list[ImageRule] = []
     packages: list[PackageRule] = []
-    channels: dict[str, CondaChannel] = {}
-    conda: list[CondaRule] = []
+    channels: dict[str, "CondaChannel"] = {}   # regsync/policy/conda.py completes these two
+    conda: list["CondaRule"] = []
     audit: AuditConfig = AuditConfig()
     bundle: BundleConfig = BundleConfig()
