@@ -31,6 +31,11 @@ class Endpoints:
         """The policy these endpoints serve (trust entries and rules are read from it at apply time)."""
         return self._policy
 
+    def stand_in(self, key: str):
+        """What `sources` gave for `key` (e.g. `conda:<channel>`), or None."""
+        with self._lock:
+            return self._clients.get(key)
+
     def registry(self, name: str) -> RegistryClient:
         with self._lock:
             if name not in self._clients:

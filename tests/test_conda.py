@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import time
 
 import pytest
@@ -426,11 +427,53 @@ audit: {{path: audit.jsonl}}
         web.stop()
 
 
-def test_bundles_say_they_do_not_carry_conda_yet(tmp_path, upstream):
-    path = policy(tmp_path, upstream)
-    exported = run_cli("export", "-p", path, "-o", tmp_path / "bundle")
-    assert exported.exit_code == 2 and "do not carry conda channels yet" in exported.output, exported.output
-    assert not (tmp_path / "bundle" / "bundle.json").exists()
+def test_an_air_gap_round_trip(tmp_path):
+    """Export on the connected side (files verified into the bundle, records as published), upstream
+    gone, import on the far side: the closure is solved again from the bundle, every file verified
+    again, and the mirror installs what upstream installed."""
+    channel = make_channel(tmp_path / "up", [
+        Pkg("app", "2.0", "0", depends=("lib",)), Pkg("lib", "1.0", "cuda118_1", depends=("__cuda >=11.8",)),
+        Pkg("lib", "1.0", "cpu_0"), Pkg("helper", "0.5", "0", subdir="noarch"), Pkg("unrelated", "1.0", "0")])
+    patch_record(channel, "linux-64", "app-2.0-0.conda", depends=["lib", "helper"])
+    served = serve(channel)
+    path = tmp_path / "policy.yaml"
+    path.write_text(f"""\
+version: 1
+channels:
+  up: {{url: "{served.url}"}}
+  internal: {{kind: directory, path: {tmp_path / 'mirror'}}}
+conda:
+  - {{from: up, to: internal, platforms: [linux-64], specs: [app], dependencies: true, virtual_packages: {{__cuda: "11.8"}}}}
+audit: {{path: audit.jsonl}}
+""")
+    try:
+        expected = solve_and_install([served.url], tmp_path / "env-up", virtual={"__cuda": "11.8"})
+        exported = run_cli("export", "-p", path, "-o", tmp_path / "bundle")
+        assert exported.exit_code == 0, exported.output
+    finally:
+        served.stop()
+    bundle = json.loads((tmp_path / "bundle/bundle.json").read_text())
+    assert {e["filename"] for e in bundle["conda"]} == {"app-2.0-0.conda", "lib-1.0-cuda118_1.conda",
+                                                       "helper-0.5-0.conda"}
+    imported = run_cli("import", tmp_path / "bundle", "-p", path)
+    assert imported.exit_code == 0, imported.output
+    listed = json.loads((tmp_path / "mirror/linux-64/repodata.json").read_text())["packages.conda"]
+    assert listed["app-2.0-0.conda"]["depends"] == ["lib", "helper"]  # the hot-fix crossed the gap
+    mirror = serve(tmp_path / "mirror")
+    try:
+        assert solve_and_install([mirror.url], tmp_path / "env", virtual={"__cuda": "11.8"}) == expected
+    finally:
+        mirror.stop()
+    assert run_cli("import", tmp_path / "bundle", "-p", path).exit_code == 0  # again: nothing to do
+
+    blob = tmp_path / "bundle/blobs/sha256" / bundle["conda"][0]["sha256"].split(":", 1)[1]
+    data = bytearray(blob.read_bytes())
+    data[-5] ^= 1
+    blob.write_bytes(bytes(data))
+    shutil.rmtree(tmp_path / "mirror")  # a fresh far side
+    damaged = run_cli("import", tmp_path / "bundle", "-p", path)
+    assert damaged.exit_code == 3, damaged.output
+    assert not (tmp_path / "mirror" / bundle["conda"][0]["subdir"] / bundle["conda"][0]["filename"]).exists()
 
 
 def test_unsolvable_specs_and_unreachable_channels_are_plan_errors(tmp_path, upstream):

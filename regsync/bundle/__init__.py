@@ -24,6 +24,7 @@ from regsync.errors import RegistryError, UsageError, VerificationError
 from regsync.oci.layout import DIGEST, REF_NAME, LayoutSource, LayoutWriter, copy_into_layout, open_regular
 from regsync.oci.manifest import filter_index
 from regsync.bundle.packages import export_package, index_stand_ins
+from regsync.conda.bundle import conda_stand_ins, export_conda
 from regsync.bundle.signature import check_signatures, forget_signatures, sign_file
 from regsync.policy import LoadedPolicy
 from regsync.resolve import make_plan
@@ -41,7 +42,6 @@ SMALL_FILES = ("oci-layout", "index.json", "bundle.json")
 def export_bundle(loaded: LoadedPolicy, endpoints: Endpoints, out: Path, audit, jobs: int = 8, on_bytes=None,
                   since: Path | None = None, volume_size: int | None = None, sign_key=None) -> dict:
     """`sign_key`: a private key (signing.load_private_key) that signs SHA256SUMS and bundle.json."""
-    _no_conda(loaded)
     base = _base_bundle(since) if since else None
     leave_out = frozenset(base["blobs"]) if base else frozenset()
     plan = make_plan(loaded, endpoints, jobs, diff_target=False)
@@ -52,7 +52,7 @@ def export_bundle(loaded: LoadedPolicy, endpoints: Endpoints, out: Path, audit, 
     # index.json names only what this run verified.
     writer.drop_unverified_blobs(jobs)
     refs: dict[str, dict] = {}
-    exported, refused, moved, left_out, packages = [], [], 0, set(), []
+    exported, refused, moved, left_out, packages, conda = [], [], 0, set(), [], []
     for error in plan.errors:
         logger.error("{}", error.reason)
         audit.record("failed", artifact={"source": error.source}, policy_rule=error.rule, reason=error.reason)
@@ -63,7 +63,8 @@ def export_bundle(loaded: LoadedPolicy, endpoints: Endpoints, out: Path, audit, 
             refused.append({"source": item.source, "reason": item.reason, "event": "refused"})
             continue
         if item.kind != "image":
-            moved += _export_package(item, endpoints, writer, audit, on_bytes, exported, packages, refused)
+            entries = conda if item.kind == "conda" else packages
+            moved += _export_package(item, endpoints, writer, audit, on_bytes, exported, entries, refused)
             continue
         src_name, src_repo, tag = split_image_ref(item.source)
         src = endpoints.registry(src_name)
@@ -102,7 +103,7 @@ def export_bundle(loaded: LoadedPolicy, endpoints: Endpoints, out: Path, audit, 
     writer.write_index([dict(descriptor, annotations={REF_NAME: name}) for name, descriptor in sorted(refs.items())])
     bundle = {"format": BUNDLE_FORMAT, "policy_sha256": loaded.sha256,
               "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "artifacts": exported,
-              "not_exported": refused, "packages": packages}
+              "not_exported": refused, "packages": packages, "conda": conda}
     if base:
         bundle["since"] = {"bundle_sha256": base["sha256"], "created": base["created"],
                            "layers_left_out": len(left_out)}
@@ -127,7 +128,6 @@ def open_bundle(root: Path, loaded: LoadedPolicy, more_blobs: tuple[Path, ...] =
     `more_blobs`: further directories with blobs only (the other volumes of a split bundle, or the
     base bundle of an incremental one); their blobs are verified by digest as they stream.
     Each small file is read once: its signature, its sum and its content are of the same bytes."""
-    _no_conda(loaded)
     for directory in (root, *more_blobs):
         if directory.is_symlink() or not directory.is_dir():
             raise UsageError(f"{directory} is not a bundle directory")
@@ -151,25 +151,21 @@ def open_bundle(root: Path, loaded: LoadedPolicy, more_blobs: tuple[Path, ...] =
     index, more = checked["index.json"], tuple(more_blobs)
     sources = {name: LayoutSource(root, name, more, index) for name in names}
     sources.update(index_stand_ins(bundle.get("packages"), loaded, LayoutSource(root, "packages", more, index)))
+    sources.update(conda_stand_ins(bundle.get("conda"), loaded, LayoutSource(root, "conda", more, index)))
     return sources
-
-
-def _no_conda(loaded: LoadedPolicy) -> None:
-    # Said before anything moves: a bundle that silently left out the conda half would pass for whole.
-    if loaded.policy.conda:
-        raise UsageError("air-gap bundles do not carry conda channels yet: mirror them with `regsync sync` into a "
-                         "kind: directory channel and carry that directory (see docs/conda.md)")
 
 
 def _export_package(item, endpoints, writer, audit, on_bytes, exported, packages, refused) -> int:
     try:
-        entry, moved = export_package(item, endpoints, writer, on_bytes)
+        exporter = export_conda if item.kind == "conda" else export_package
+        entry, moved = exporter(item, endpoints, writer, on_bytes)
     except (RegistryError, VerificationError) as exc:
         event = "refused" if isinstance(exc, VerificationError) else "failed"
         audit.record(event, artifact=artifact_of(item), policy_rule=item.rule, reason=str(exc))
         refused.append({"source": item.source, "reason": str(exc), "event": event})
         return 0
-    verification = {"method": "sha256", "against": f"{entry['index']} index"}
+    against = f"{entry['index']} index" if "index" in entry else f"{entry['channel']}/{entry['subdir']}/repodata.json"
+    verification = {"method": "sha256", "against": against}
     record = audit.record("verified", artifact=artifact_of(item), policy_rule=item.rule, verification=verification,
                           reason="exported to bundle")
     exported.append({**artifact_of(item), "verification": verification, "audit_seq": record.get("seq")})

@@ -78,8 +78,9 @@ class SourceChannel:
 class Channels:
     """The policy's source channels for one run, sharing one rattler Gateway (and its cache)."""
 
-    def __init__(self, policy):
-        self._policy = policy
+    def __init__(self, policy, stand_in=lambda key: None):
+        """`stand_in(key)`: a source standing in for channel `conda:<name>` (an air-gap bundle), or None."""
+        self._policy, self._stand_in = policy, stand_in
         self._sources: dict[str, SourceChannel] = {}
         self._targets: dict = {}
         self._lock = threading.Lock()
@@ -89,7 +90,9 @@ class Channels:
     def source(self, name: str) -> SourceChannel:
         with self._lock:
             if name not in self._sources:
-                self._sources[name] = SourceChannel(name, self._policy.channels[name], self._gateway_locked())
+                self._gateway_locked()
+                self._sources[name] = self._stand_in(f"conda:{name}") or \
+                    SourceChannel(name, self._policy.channels[name], self._gateway)
             return self._sources[name]
 
     def target(self, name: str):
@@ -184,5 +187,5 @@ def channels_of(endpoints) -> Channels:
     """One Channels per run's Endpoints (so plan and apply in one run share repodata)."""
     with _CHANNELS_LOCK:
         if endpoints not in _CHANNELS:
-            _CHANNELS[endpoints] = Channels(endpoints.policy)
+            _CHANNELS[endpoints] = Channels(endpoints.policy, endpoints.stand_in)
         return _CHANNELS[endpoints]

@@ -11,14 +11,14 @@ from regsync.errors import RegistryError
 from regsync.plan import PlanError, PlanItem
 
 
-def plan_conda(endpoints, shard=None) -> tuple[list[PlanItem], list[PlanError]]:
-    """A closure is solved whole on every shard; only the items are split."""
+def plan_conda(endpoints, shard=None, diff_target: bool = True) -> tuple[list[PlanItem], list[PlanError]]:
+    """A closure is solved whole on every shard; only the items are split. Without `diff_target`
+    (export: the target is across the gap) every file is planned as absent there."""
     channels = channels_of(endpoints)
     items: dict[str, tuple[PlanItem, dict]] = {}
     errors: list[PlanError] = []
     for number, rule in enumerate(endpoints.policy.conda):
         rule_name = f"conda[{number}]"
-        target = channels.target(rule.target)
         for subdir in dict.fromkeys(rule.platforms):
             for virtual in rule.virtual_packages:
                 label = f"{'/'.join(rule.sources)} {subdir}" + "".join(f" {k}={v}" for k, v in virtual.items())
@@ -33,7 +33,7 @@ def plan_conda(endpoints, shard=None) -> tuple[list[PlanItem], list[PlanError]]:
                     if item.target not in items:
                         items[item.target] = (item, record)
     existing: dict[tuple[str, str], dict] = {}
-    for item, record in items.values():
+    for item, record in items.values() if diff_target else ():
         _diff(item, record, channels, existing)
     return [item for item, _ in items.values() if shard is None or shard.owns(item.target)], errors
 

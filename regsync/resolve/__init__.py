@@ -25,7 +25,7 @@ def make_plan(loaded: "LoadedPolicy", endpoints: "Endpoints", jobs: int = 8, sha
     if loaded.policy.conda:
         from regsync.conda.plan import plan_conda
 
-        conda_items, conda_errors = plan_conda(endpoints, shard)
+        conda_items, conda_errors = plan_conda(endpoints, shard, diff_target)
         items += conda_items
         errors += conda_errors
     for item in items:

@@ -1,0 +1,136 @@
+"""Conda packages across an air gap.
+
+Export: each planned file through the shared verified download into the bundle's blob store (named
+by its sha256, so stored once, listed in SHA256SUMS and covered by a bundle signature), and its
+record as upstream published it into bundle.json. Import: the bundle stands in for the policy's
+source channels. The records become a narrowed channel in a private temporary directory (only
+repodata.json files, read by rattler as a file:// channel), so the closure is solved again exactly
+as sync solves it, and each file streams out of the blob store through the same verified download.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+
+from loguru import logger
+
+from regsync.conda.channel import CondaFile, channels_of
+from regsync.conda.names import known_subdirs, split_filename, split_ref
+from regsync.errors import NotFound, RegistryError, VerificationError
+from regsync.oci.layout import LayoutSource, LayoutWriter, blob_path, open_regular
+from regsync.pypi.fetch import fetch_verified
+
+SHA256 = re.compile(r"sha256:[0-9a-f]{64}")
+MAX_PACKAGE_BYTES = 1 << 40
+
+
+def export_conda(item, endpoints, writer: LayoutWriter, on_bytes=None) -> tuple[dict, int]:
+    """One planned file into the blob store (verified); returns its bundle.json entry and bytes moved."""
+    source_name, subdir, filename = split_ref(item.source)
+    channels = channels_of(endpoints)
+    source = channels.source(source_name)
+    found = channels.record(source, subdir, filename)
+    if found is None:
+        raise RegistryError(item.source, 404, "no longer in the channel's repodata")
+    published = found[1]
+    if f"sha256:{published.get('sha256')}" != item.digest:
+        raise VerificationError(f"{item.source}: the channel's repodata now gives sha256 {published.get('sha256')}, "
+                                f"the plan says {item.digest}")
+    entry = {"channel": source_name, "subdir": subdir, "filename": filename, "sha256": item.digest,
+             "size": published.get("size"), "record": published}
+    if writer.has_blob(item.digest):
+        return entry, 0
+    final = blob_path(writer.root, item.digest)
+    partial = final.with_name(f".{final.name}.{os.getpid()}.partial")
+    try:
+        fetch_verified(source, source.file(subdir, published), partial, on_bytes)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    os.replace(partial, final)
+    return entry, final.stat().st_size
+
+
+def conda_stand_ins(entries, loaded, layout: LayoutSource) -> dict:
+    """The policy's source channels, served from the bundle: `conda:<name>` keys for Endpoints."""
+    if not loaded.policy.conda:
+        return {}
+    valid = [e for e in entries if _valid(e)] if isinstance(entries, list) else []
+    if isinstance(entries, list) and len(valid) != len(entries):
+        logger.warning("bundle.json: {} malformed conda entr(y/ies) ignored", len(entries) - len(valid))
+    scratch = tempfile.TemporaryDirectory(prefix="regsync-conda-bundle-")  # 0700; goes with the stand-ins
+    names = {name for rule in loaded.policy.conda for name in rule.sources}
+    return {f"conda:{name}": BundleChannel(name, [e for e in valid if e["channel"] == name], layout, scratch)
+            for name in names}
+
+
+def _valid(entry) -> bool:
+    """bundle.json is untrusted input (unless signed, and even then): typed and bounded before use."""
+    if not isinstance(entry, dict) or not all(isinstance(entry.get(k), str) for k in ("channel", "subdir", "filename")):
+        return False
+    try:
+        split_ref(f"{entry['channel']}/{entry['subdir']}/{entry['filename']}")
+    except ValueError:
+        return False
+    record = entry.get("record")
+    return (isinstance(entry.get("sha256"), str) and bool(SHA256.fullmatch(entry["sha256"]))
+            and isinstance(entry.get("size"), int) and 0 <= entry["size"] <= MAX_PACKAGE_BYTES
+            and isinstance(record, dict) and f"sha256:{record.get('sha256')}" == entry["sha256"]
+            and record.get("size") == entry["size"] and record.get("fn") == entry["filename"]
+            and record.get("subdir") in (entry["subdir"], None) and entry["subdir"] in known_subdirs())
+
+
+class _FileResponse:
+    """What fetch_verified needs of an HTTP response: `.raw.read`, `.headers`, `.close()`."""
+
+    def __init__(self, handle, length: int, start: int = 0):
+        self.raw, self.headers = handle, {"Content-Length": str(length)}
+        if start:
+            self.headers["Content-Range"] = f"bytes {start}-{start + length - 1}/{start + length}"
+
+    def close(self) -> None:
+        self.raw.close()
+
+
+class BundleChannel:
+    """A source channel read from the bundle: what Channels and the verified download use."""
+
+    def __init__(self, name: str, entries: list[dict], layout: LayoutSource, scratch):
+        self.name, self._layout, self._scratch = name, layout, scratch
+        root = Path(scratch.name) / name
+        by_subdir: dict[str, dict] = {"noarch": {}}
+        for entry in entries:
+            split_filename(entry["filename"])
+            by_subdir.setdefault(entry["subdir"], {})[entry["filename"]] = entry["record"]
+        for subdir, records in by_subdir.items():
+            repodata = {"info": {"subdir": subdir}, "packages": {}, "packages.conda": {}, "repodata_version": 1}
+            for filename, record in records.items():
+                key = "packages.conda" if filename.endswith(".conda") else "packages"
+                repodata[key][filename] = {k: v for k, v in record.items() if k != "fn"}
+            (root / subdir).mkdir(parents=True, exist_ok=True)
+            (root / subdir / "repodata.json").write_text(json.dumps(repodata))
+        self.url = root.as_uri()
+
+    def rattler_channel(self):
+        from rattler import Channel
+
+        return Channel(self.url + "/")
+
+    def file(self, subdir: str, record: dict) -> CondaFile:
+        split_filename(record["fn"])
+        return CondaFile(record["fn"], f"bundle:{self.name}/{subdir}/{record['fn']}", record.get("size"),
+                         {"sha256": record.get("sha256")})
+
+    def open(self, package: CondaFile, start: int = 0) -> _FileResponse:
+        path = self._layout._blob(f"sha256:{package.digests['sha256']}")
+        try:
+            handle = open_regular(path)
+        except NotFound:
+            raise NotFound(f"{self.name}/{package.filename}", 404, "not in the bundle") from None
+        size = os.fstat(handle.fileno()).st_size
+        handle.seek(start)
+        return _FileResponse(handle, size - start, start)
