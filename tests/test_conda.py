@@ -513,3 +513,58 @@ audit: {{path: audit.jsonl}}
     assert sorted(p.name for p in (tmp_path / "mirror/linux-64").glob("*.conda")) == ["good-1.0-0.conda"]
     refused = [r for r in audit_records(tmp_path / "audit.jsonl") if r["event"] == "refused"]
     assert len(refused) == 1 and "not a conda package file name" in refused[0]["reason"]
+
+
+FEEDSTOCK = "https://github.com/conda-forge/{}-feedstock/.github/workflows/build.yml@refs/heads/main"
+
+
+@pytest.mark.parametrize("mode", ["required", "optional"])
+def test_attestations_verified_offline_against_the_trust_entry(tmp_path, mode):
+    """Sigstore attestations (CEP 27) as conda-forge publishes them, from a private Sigstore: the
+    trusted signer's is verified offline with rattler's verifier; another signer's, one for other
+    bytes, and (required) none at all are refused before any byte moves."""
+    from tests.fixtures.conda import GITHUB_ISSUER, attest
+    from tests.fixtures.sigstore_root import PrivateSigstore
+
+    sigstore = PrivateSigstore()
+    channel = make_channel(tmp_path / "up", [Pkg(n, "1.0", "0") for n in ("signed", "stranger", "swapped", "bare")])
+    served = serve(channel)
+    try:
+        attest(channel, "linux-64", "signed-1.0-0.conda", sigstore, FEEDSTOCK.format("signed"), served.url)
+        attest(channel, "linux-64", "stranger-1.0-0.conda", sigstore, "https://github.com/evil/x/.github/workflows/"
+               "a.yml@refs/heads/main", served.url)
+        attest(channel, "linux-64", "swapped-1.0-0.conda", sigstore, FEEDSTOCK.format("swapped"), served.url,
+               sha256="ab" * 32)
+        path = tmp_path / "policy.yaml"
+        path.write_text(f"""\
+version: 1
+trust:
+  conda-forge-ci:
+    keyless: {{issuer: "{GITHUB_ISSUER}", identity_regex: "https://github.com/conda-forge/[a-z0-9-]+-feedstock/.*"}}
+    trusted_root: {sigstore.write_trusted_root(tmp_path / 'trusted_root.json')}
+channels:
+  up: {{url: "{served.url}"}}
+  internal: {{kind: directory, path: {tmp_path / 'mirror'}}}
+conda:
+  - from: up
+    to: internal
+    platforms: [linux-64]
+    specs: [signed, stranger, swapped, bare]
+    verify: {{attestations: {mode}, trust: [conda-forge-ci]}}
+audit: {{path: audit.jsonl}}
+""")
+        result = run_cli("sync", "-p", path)
+    finally:
+        served.stop()
+    assert result.exit_code == 3, result.output
+    placed = sorted(p.name for p in (tmp_path / "mirror/linux-64").glob("*.conda"))
+    assert placed == (["signed-1.0-0.conda"] if mode == "required" else ["bare-1.0-0.conda", "signed-1.0-0.conda"])
+    records = audit_records(tmp_path / "audit.jsonl")
+    refused = {r["artifact"]["source"].rsplit("/", 1)[1]: r["reason"] for r in records if r["event"] == "refused"}
+    assert "signed by https://github.com/evil/x" in refused["stranger-1.0-0.conda"]
+    assert "swapped-1.0-0.conda" in refused and ("bare-1.0-0.conda" in refused) == (mode == "required")
+    pushed = {r["artifact"]["source"].rsplit("/", 1)[1]: r["verification"] for r in records if r["event"] == "pushed"}
+    evidence = pushed["signed-1.0-0.conda"]["attestation"]
+    assert evidence["identity"] == FEEDSTOCK.format("signed") and evidence["trust"] == "conda-forge-ci"
+    assert isinstance(evidence["rekor_log_index"], int)
+    assert not any(p.endswith(("stranger-1.0-0.conda", "swapped-1.0-0.conda")) for p in served.paths)

@@ -125,6 +125,10 @@ def test_condarc_maps_a_channel_name_when_the_mirror_is_served_under_it(tmp_path
     assert "custom_channels" not in yaml.safe_load(plain.stdout) and "still means upstream" in plain.output
 
 
-def test_attestations_are_refused_rather_than_silently_unchecked(tmp_path):
-    message = error_of(tmp_path, POLICY + "    verify: {attestations: required, trust: [x]}\n")
-    assert "policy.yaml:17" in message and "not verified yet" in message
+def test_attestations_need_a_keyless_trust_entry_with_a_trusted_root(tmp_path):
+    message = error_of(tmp_path, POLICY + "    verify: {attestations: required}\n")
+    assert "policy.yaml:17" in message and "needs trust" in message
+    (tmp_path / "cosign.pub").write_text("x")
+    keyed = POLICY.replace("conda:\n", "trust:\n  k: {cosign_key: cosign.pub}\nconda:\n") + \
+        "    verify: {attestations: optional, trust: [k]}\n"
+    assert "must be keyless with a trusted_root" in error_of(tmp_path, keyed)

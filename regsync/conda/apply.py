@@ -7,6 +7,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+from regsync.conda.attest import check_attestation
 from regsync.conda.channel import channels_of
 from regsync.conda.names import split_ref
 from regsync.conda.rules import admit_record, conda_rules_for
@@ -29,17 +30,21 @@ def apply_conda(item, endpoints, audit, on_bytes=None, artifact=None) -> dict:
         raise VerificationError(f"{item.source}: the channel's repodata now gives sha256 {published.get('sha256')}, "
                                 f"the plan says {item.digest}")
     item.rule = admit_record(rules, record)
+    attestation = check_attestation(rules, endpoints.policy, record, item.source)
     target = channels.target(split_ref(item.target)[0])
     held = target.existing(subdir).get(filename) if item.action == "update" else None
     if held is not None and f"sha256:{held.get('sha256')}" == item.digest:
         # a patched record for a file the target holds (its bytes verified when they were placed)
         target.publish(subdir, {filename: published})
-        return {"method": "sha256", "against": f"{source_name}/{subdir}/repodata.json", "record_only": True}
+        evidence = {"method": "sha256", "against": f"{source_name}/{subdir}/repodata.json", "record_only": True}
+        return {**evidence, "attestation": attestation} if attestation else evidence
     with tempfile.TemporaryDirectory(dir=target.staging, prefix=".regsync-") as work:
         path = Path(work) / filename
         fetch_verified(source, source.file(subdir, published), path, on_bytes)
         verification = {"method": "sha256", "against": f"{source_name}/{subdir}/repodata.json", "rechecked": True,
                         "size": published.get("size")}
+        if attestation is not None:
+            verification["attestation"] = attestation
         audit.record("verified", artifact=artifact, policy_rule=item.rule, verification=verification)
         target.put(path, subdir, filename)
     target.publish(subdir, {filename: published})

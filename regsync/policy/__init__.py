@@ -115,8 +115,12 @@ def _check_conda_references(policy: Policy, doc: Document) -> None:
             raise doc.error(("conda", i, "to"), f"channel '{rule.target}' is read-only: a target is kind: directory "
                                                 f"or kind: http")
         for name in rule.verify.trust:
-            if name not in policy.trust:
+            entry = policy.trust.get(name)
+            if entry is None:
                 raise doc.error(("conda", i, "verify", "trust"), f"unknown trust entry '{name}'")
+            if entry.keyless is None or entry.trusted_root is None:
+                raise doc.error(("conda", i, "verify", "trust"), f"trust entry '{name}' must be keyless with a "
+                                f"trusted_root: attestations are verified offline against its trusted_root.json")
 
 
 def _check_bundle_references(policy: Policy, doc: Document) -> None:

@@ -50,15 +50,18 @@ def _subdir(value: str) -> str:
 
 
 class CondaVerify(Strict):
+    """Sigstore attestations (CEP 27) where the channel advertises them (`attestations_sha256`),
+    verified offline against the trust entries' trusted_root.json, signer matched to the entry."""
+
     attestations: Literal["required", "optional", "off"] = "off"
     trust: list[str] = []
 
-    @field_validator("attestations")
-    @classmethod
-    def _not_yet(cls, value):
-        if value != "off":  # refused rather than accepted and silently not checked
-            raise ValueError("conda attestations are not verified yet (docs/conda.md): leave attestations: off")
-        return value
+    @model_validator(mode="after")
+    def _trust(self):
+        if self.attestations != "off" and not self.trust:
+            raise ValueError(f"attestations: {self.attestations} needs trust: [...] (keyless entries with a "
+                             "trusted_root: who may sign, verified offline)")
+        return self
 
 
 class CondaRule(Strict):
