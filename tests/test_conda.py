@@ -568,3 +568,45 @@ audit: {{path: audit.jsonl}}
     assert evidence["identity"] == FEEDSTOCK.format("signed") and evidence["trust"] == "conda-forge-ci"
     assert isinstance(evidence["rekor_log_index"], int)
     assert not any(p.endswith(("stranger-1.0-0.conda", "swapped-1.0-0.conda")) for p in served.paths)
+
+
+def test_attestations_cross_the_air_gap(tmp_path):
+    """Export verifies and carries the sidecar; import verifies it again offline from the bundle alone."""
+    from tests.fixtures.conda import GITHUB_ISSUER, attest
+    from tests.fixtures.sigstore_root import PrivateSigstore
+
+    sigstore = PrivateSigstore()
+    channel = make_channel(tmp_path / "up", [Pkg("signed", "1.0", "0")])
+    served = serve(channel)
+    sidecar = attest(channel, "linux-64", "signed-1.0-0.conda", sigstore, FEEDSTOCK.format("signed"), served.url)
+    path = tmp_path / "policy.yaml"
+    path.write_text(f"""\
+version: 1
+trust:
+  conda-forge-ci:
+    keyless: {{issuer: "{GITHUB_ISSUER}", identity: "{FEEDSTOCK.format('signed')}"}}
+    trusted_root: {sigstore.write_trusted_root(tmp_path / 'trusted_root.json')}
+channels:
+  up: {{url: "{served.url}"}}
+  internal: {{kind: directory, path: {tmp_path / 'mirror'}}}
+conda:
+  - {{from: up, to: internal, platforms: [linux-64], specs: [signed],
+      verify: {{attestations: required, trust: [conda-forge-ci]}}}}
+audit: {{path: audit.jsonl}}
+""")
+    try:
+        exported = run_cli("export", "-p", path, "-o", tmp_path / "bundle")
+    finally:
+        served.stop()
+    assert exported.exit_code == 0, exported.output
+    assert (tmp_path / "bundle/blobs/sha256" / sidecar).exists()
+    imported = run_cli("import", tmp_path / "bundle", "-p", path)
+    assert imported.exit_code == 0, imported.output
+    pushed = [r for r in audit_records(tmp_path / "audit.jsonl") if r["event"] == "pushed"]
+    assert pushed[-1]["verification"]["attestation"]["identity"] == FEEDSTOCK.format("signed")
+
+    shutil.rmtree(tmp_path / "mirror")
+    (tmp_path / "bundle/blobs/sha256" / sidecar).unlink()  # the attestation lost on the way
+    refused = run_cli("import", tmp_path / "bundle", "-p", path)
+    assert refused.exit_code == 3, refused.output
+    assert not (tmp_path / "mirror/linux-64/signed-1.0-0.conda").exists()

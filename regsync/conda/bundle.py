@@ -10,6 +10,7 @@ as sync solves it, and each file streams out of the blob store through the same 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -18,7 +19,9 @@ from pathlib import Path
 
 from loguru import logger
 
+from regsync.conda.attest import check_attestation
 from regsync.conda.channel import CondaFile, channels_of
+from regsync.conda.rules import admit_record, conda_rules_for
 from regsync.conda.names import known_subdirs, split_filename, split_ref
 from regsync.errors import NotFound, RegistryError, VerificationError
 from regsync.oci.layout import LayoutSource, LayoutWriter, blob_path, open_regular
@@ -26,6 +29,7 @@ from regsync.pypi.fetch import fetch_verified
 
 SHA256 = re.compile(r"sha256:[0-9a-f]{64}")
 MAX_PACKAGE_BYTES = 1 << 40
+MAX_SIDECAR = 4 << 20   # rattler's own bound on an attestation sidecar
 
 
 def export_conda(item, endpoints, writer: LayoutWriter, on_bytes=None) -> tuple[dict, int]:
@@ -36,12 +40,18 @@ def export_conda(item, endpoints, writer: LayoutWriter, on_bytes=None) -> tuple[
     found = channels.record(source, subdir, filename)
     if found is None:
         raise RegistryError(item.source, 404, "no longer in the channel's repodata")
-    published = found[1]
+    record, published = found
     if f"sha256:{published.get('sha256')}" != item.digest:
         raise VerificationError(f"{item.source}: the channel's repodata now gives sha256 {published.get('sha256')}, "
                                 f"the plan says {item.digest}")
+    rules = conda_rules_for(endpoints.policy, item.source, item.target)
+    admit_record(rules, record)
     entry = {"channel": source_name, "subdir": subdir, "filename": filename, "sha256": item.digest,
              "size": published.get("size"), "record": published}
+    if check_attestation(rules, endpoints.policy, record, item.source) and record.attestations_sha256 is not None:
+        # verified here; carried so the far side verifies it again, offline, from the bundle alone
+        sidecar = _sidecar(source, subdir, filename, published["attestations_sha256"])
+        writer.write_blob(f"sha256:{published['attestations_sha256']}", [sidecar])
     if writer.has_blob(item.digest):
         return entry, 0
     final = blob_path(writer.root, item.digest)
@@ -53,6 +63,21 @@ def export_conda(item, endpoints, writer: LayoutWriter, on_bytes=None) -> tuple[
         raise
     os.replace(partial, final)
     return entry, final.stat().st_size
+
+
+def _sidecar(source, subdir: str, filename: str, sha256: str) -> bytes:
+    from regsync.transfer import read_bounded
+
+    url = f"{source.url}/{subdir}/{filename}.sigs.{sha256}"
+    response = source.session.get(url, stream=True, timeout=(15, 60))
+    if response.status_code != 200:
+        response.close()
+        raise RegistryError(f"{source.name}/{subdir}/{filename}.sigs.{sha256[:12]}", response.status_code,
+                            "attestation sidecar not readable")
+    raw = read_bounded(response, MAX_SIDECAR)
+    if raw is None or hashlib.sha256(raw).hexdigest() != sha256:
+        raise VerificationError(f"{source.name}/{subdir}/{filename}: its attestation sidecar does not match sha256 {sha256}")
+    return raw
 
 
 def conda_stand_ins(entries, loaded, layout: LayoutSource) -> dict:
@@ -113,7 +138,22 @@ class BundleChannel:
                 repodata[key][filename] = {k: v for k, v in record.items() if k != "fn"}
             (root / subdir).mkdir(parents=True, exist_ok=True)
             (root / subdir / "repodata.json").write_text(json.dumps(repodata))
+            for filename, record in records.items():
+                self._place_sidecar(root / subdir, filename, record.get("attestations_sha256"))
         self.url = root.as_uri()
+
+    def _place_sidecar(self, folder: Path, filename: str, sha256) -> None:
+        """The attestation sidecar export carried, where rattler's verifier looks for it (named by its
+        sha256, re-checked here; one that is missing or altered leaves the file unattested)."""
+        if not isinstance(sha256, str) or not re.fullmatch(r"[0-9a-f]{64}", sha256):
+            return
+        try:
+            with open_regular(self._layout._blob(f"sha256:{sha256}")) as handle:
+                raw = handle.read(MAX_SIDECAR + 1)
+        except NotFound:
+            return
+        if hashlib.sha256(raw).hexdigest() == sha256:
+            (folder / f"{filename}.sigs.{sha256}").write_bytes(raw)
 
     def rattler_channel(self):
         from rattler import Channel
