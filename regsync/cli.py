@@ -105,20 +105,14 @@ def policy_check(policy_path):
     for rule in policy.packages:
         click.echo(f"  package {rule.source} -> {rule.target}  [{', '.join(rule.requirements)}]"
                    f"{_provenance_summary(rule.verify)}")
+    from regsync.conda.rules import describe
+
     for rule in policy.conda:
-        click.echo(f"  conda   {', '.join(rule.sources)} -> {rule.target}  [{', '.join(rule.specs)}]"
-                   f"{conda_summary(rule)}")
+        click.echo(f"  conda   {describe(rule)}")
     click.echo(f"  audit:      {policy.audit.path or '(default ./regsync-audit.jsonl)'}")
     if policy.bundle.signature != "off":
         click.echo(f"  bundles:    signature {policy.bundle.signature}, trust {', '.join(policy.bundle.trust)}")
     return EXIT_OK
-
-
-def conda_summary(rule) -> str:
-    hosts = "; ".join(" ".join(f"{k}={v}" for k, v in found.items()) or "no virtual packages"
-                      for found in rule.virtual_packages)
-    what = f"closure for {hosts}" if rule.dependencies else "matching records only"
-    return f"; {', '.join(rule.platforms)} + noarch; {what}"
 
 
 def _provenance_summary(verify) -> str:

@@ -25,7 +25,7 @@ import urllib3
 from loguru import logger
 
 from regsync.digest import Digest, digest_of  # noqa: F401 (digest_of: re-exported for older imports)
-from regsync.errors import RegistryError, VerificationError
+from regsync.errors import PolicyError, RegistryError, VerificationError
 
 # What a dropped or reset source connection raises mid-read, depending on where it breaks.
 _READ_ERRORS = (OSError, urllib3.exceptions.HTTPError, requests.RequestException)
@@ -115,6 +115,19 @@ def read_small_blob(client, repo: str, digest: str, size: int) -> bytes:
         reader = VerifyingReader(response.raw.read, digest, size, client.ref(repo, digest))
         data = b"".join(reader.chunks())
         reader.read(1)  # size reached: the digest is checked here
+    return data
+
+
+def read_local_file(path, limit: int, what: str, noun: str) -> bytes:
+    """A small local file a policy or a flag names (a key, a CA bundle, a trusted root), at most
+    `limit` bytes; PolicyError naming `what` when it cannot be read or is too large to be `noun`."""
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(limit + 1)
+    except OSError as exc:
+        raise PolicyError(f"{what}: cannot read {path}: {exc.strerror}") from None
+    if len(data) > limit:
+        raise PolicyError(f"{what}: {path} is too large to be {noun}")
     return data
 
 

@@ -300,3 +300,51 @@ def test_provenance_travels_in_the_bundle_and_is_verified_offline_on_import(tmp_
     assert widget["verified"] is True and widget["publisher"]["repository"] == REPOSITORY
     assert widget["provenance_url"] == f"bundle:mirror/{wheels['widget'].name}/provenance"
     assert gadget["verified"] is False and "in the bundle (export found none)" in gadget["reason"]
+
+
+SLSA_V1 = "https://slsa.dev/provenance/v1"
+
+
+def test_slsa_provenance_from_the_integrity_api_under_require_attestations(tmp_path, mirror, canonical, pypiserver,
+                                                                           sigstore, wheels):
+    """PEP 740 answers may carry SLSA provenance beside the publish attestation: the same
+    `require_attestations` shape as images evaluates it (type, trust, match on the predicate)."""
+    from tests.fixtures.attest import provenance as slsa_predicate
+
+    builder = f"https://github.com/{REPOSITORY}/.github/workflows/{WORKFLOW}@refs/tags/v1.0"
+    for name, built_by in (("widget", builder), ("gadget", "https://evil.example/ci")):
+        wheel = wheels[name]
+        publish = github_attestation(sigstore, REPOSITORY, WORKFLOW, wheel.name, sha256(wheel))
+        slsa = github_attestation(sigstore, REPOSITORY, WORKFLOW, wheel.name, sha256(wheel), predicate_type=SLSA_V1,
+                                  predicate=slsa_predicate(builder=built_by, repository=f"https://github.com/{REPOSITORY}"))
+        canonical.provenance[wheel.name] = provenance([publish, slsa], REPOSITORY, WORKFLOW)
+    path = write_policy(tmp_path, mirror, canonical, pypiserver, requirements=("widget", "gadget"))
+    text = path.read_text().replace("      trust: pypi-publishers\n", f"""\
+      trust: pypi-publishers
+      require_attestations:
+        - type: {SLSA_V1}
+          trust: [pypi-publishers]
+          match: {{runDetails.builder.id: "glob:https://github.com/{REPOSITORY}/*"}}
+""")
+    path.write_text(text)
+    synced = regsync("sync", "-p", path)
+    assert synced.exit_code == 3, synced.output
+    assert on_target(pypiserver) == {wheels["widget"].name}
+    [refused] = records(tmp_path, "refused")
+    assert refused["reason"].startswith(f"attestation mismatch: require_attestations[0] ({SLSA_V1}): "
+                                        f"runDetails.builder.id is 'https://evil.example/ci'")
+    [pushed] = records(tmp_path, "pushed")
+    [slsa] = pushed["verification"]["provenance"]["attestations"]
+    assert (slsa["status"], slsa["builder_id"], slsa["source_repository"]) == (
+        "verified", builder, f"https://github.com/{REPOSITORY}")
+    assert slsa["signer"]["identity"] == builder and slsa["signer"]["trust"] == "pypi-publishers"
+
+
+def test_package_require_attestations_needs_a_keyless_trust_entry(tmp_path, mirror, canonical, pypiserver):
+    path = write_policy(tmp_path, mirror, canonical, pypiserver)
+    path.write_text(path.read_text().replace("      trust: pypi-publishers\n", f"""\
+      trust: pypi-publishers
+      require_attestations: [{{type: "{SLSA_V1}", trust: [nobody]}}]
+"""))
+    result = regsync("policy", "check", "-p", path)
+    assert result.exit_code == 2 and "unknown trust entry 'nobody'" in result.output and "policy.yaml:" in result.output

@@ -86,7 +86,7 @@ def _fold(artifacts: dict, record: dict) -> None:
 def _evidence(verification: dict | None) -> dict:
     """How the artifact was verified and by whom, in words a reviewer scans."""
     if not verification:
-        return {"method": "", "signer": "", "gates": ""}
+        return {"method": "", "signer": "", "gates": "", "built_by": "", "sbom": ""}
     methods = [verification.get("method") or ""]
     signature = verification.get("signature") or {}
     signers = []
@@ -106,10 +106,27 @@ def _evidence(verification: dict | None) -> dict:
         publisher = provenance.get("publisher") or {}
         who = publisher.get("email") or f"{publisher.get('repository', '?')} ({publisher.get('workflow', '?')})"
         signers.append(f"{publisher.get('kind', '?')} publisher {who}")
-    elif provenance:
+    elif "verified" in provenance:
         signers.append(f"provenance unverified: {provenance.get('reason', '')}")
+    attestations = verification.get("attestations") or provenance.get("attestations")
     return {"method": ", ".join(m for m in dict.fromkeys(methods) if m), "signer": "; ".join(signers),
-            "gates": _gates_text(verification.get("gates"))}
+            "gates": _gates_text(verification.get("gates")), **_attested(attestations)}
+
+
+def _attested(attestations) -> dict:
+    """The "Built by" and "SBOM" columns: what verified attestations say (require_attestations)."""
+    built, sbom = [], []
+    for found in attestations if isinstance(attestations, list) else []:
+        if not isinstance(found, dict):
+            continue
+        if found.get("status") != "verified":
+            (sbom if "spdx" in str(found.get("type")) or "cyclonedx" in str(found.get("type")) else built).append(
+                f"unverified: {found.get('reason', '')}")
+        elif found.get("builder_id") or found.get("source_repository"):
+            built.append(" from ".join(str(found[k]) for k in ("builder_id", "source_repository") if found.get(k)))
+        elif found.get("sbom_format"):
+            sbom.append(f"{found['sbom_format']} ({found.get('sbom_packages', 0)} packages)")
+    return {"built_by": "; ".join(built), "sbom": "; ".join(sbom)}
 
 
 def _gates_text(gates) -> str:
@@ -127,7 +144,7 @@ def _gates_text(gates) -> str:
 
 COLUMNS = [("decision", "Decision"), ("source", "Source"), ("target", "Target"), ("digest", "Digest"),
            ("size", "Bytes moved"), ("platforms", "Platforms"), ("method", "Verified by"), ("signer", "Signer"),
-           ("gates", "Gates"), ("reason", "Reason"), ("run_id", "Run"), ("ts", "Time")]
+           ("built_by", "Built by"), ("sbom", "SBOM"), ("gates", "Gates"), ("reason", "Reason"), ("run_id", "Run"), ("ts", "Time")]
 
 
 def render_html(report: dict) -> str:

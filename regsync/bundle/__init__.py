@@ -24,13 +24,14 @@ from regsync.errors import RegistryError, UsageError, VerificationError
 from regsync.oci.layout import DIGEST, REF_NAME, LayoutSource, LayoutWriter, copy_into_layout, open_regular
 from regsync.oci.manifest import filter_index
 from regsync.bundle.packages import export_package, index_stand_ins
+from regsync.bundle.referrers import carries_referrers, export_referrers
 from regsync.conda.bundle import conda_stand_ins, export_conda
 from regsync.bundle.signature import check_signatures, forget_signatures, sign_file
 from regsync.policy import LoadedPolicy
 from regsync.resolve import make_plan
 from regsync.resolve.images import manifest_tree
 from regsync.transfer import write_atomically
-from regsync.verify.steps import verified_signature_manifest
+from regsync.verify.steps import rule_of, verified_attachments
 
 BUNDLE_FORMAT = "regsync-bundle/1"
 MAX_BUNDLE_JSON = 64 * 1024 * 1024
@@ -76,15 +77,18 @@ def export_bundle(loaded: LoadedPolicy, endpoints: Endpoints, out: Path, audit, 
             left_out |= {b.digest for m in tree for b in m.blobs()[1:]} & leave_out
             writer.write_manifest(original)  # signatures name the original digest: keep it resolvable
             refs[f"{src_name}/{src_repo}:{tag}"] = _ref(original)
-            pinned = verified_signature_manifest(item.verification)  # not what the tag says by now
+            pinned = verified_attachments(item.verification, original.digest)  # not what the tags say by now
             for suffix in ATTACHMENTS:
                 attached = f"sha256-{original.digest.split(':', 1)[1]}{suffix}"
-                known = pinned if suffix == ".sig" else None
+                known = pinned.get(attached)
                 found = None if known else src.head_manifest(src_repo, attached)
                 if known or found is not None:
                     sig = src.get_manifest(src_repo, known or found.digest)
                     moved += copy_into_layout(src, src_repo, manifest_tree(src, src_repo, sig), writer, on_bytes)
                     refs[f"{src_name}/{src_repo}:{attached}"] = _ref(sig)
+            if carries_referrers(rule_of(endpoints, item.rule), endpoints.policy.trust):
+                moved += export_referrers(src, src_repo, f"{src_name}/{src_repo}", original.digest, writer, on_bytes,
+                                          refs)
         except (RegistryError, VerificationError) as exc:
             event = "refused" if isinstance(exc, VerificationError) else "failed"
             logger.error("{}: {}", item.source, exc)

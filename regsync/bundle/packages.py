@@ -74,7 +74,7 @@ def _export_provenance(item: PlanItem, endpoints, writer: LayoutWriter, filename
     from regsync.verify.attestations import fetch_provenance, package_rule_of, provenance_index
 
     rule = package_rule_of(endpoints, item.rule)
-    if rule.verify.attestations == "off":
+    if rule.verify.attestations == "off" and not rule.verify.require_attestations:
         return None
     try:
         _, raw = fetch_provenance(provenance_index(rule, endpoints), filename)

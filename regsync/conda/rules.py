@@ -41,3 +41,14 @@ def admit_record(rules: list[tuple[str, object]], record) -> str:
             return name
     raise VerificationError(f"{NOT_ALLOWED}: {record.file_name} matches none of the specs "
                             f"{[s for _, r in rules for s in r.specs]}")
+
+
+def describe(rule) -> str:
+    """One line for `policy check`."""
+    hosts = "; ".join(" ".join(f"{k}={v}" for k, v in found.items()) or "no virtual packages"
+                      for found in rule.virtual_packages)
+    what = f"closure for {hosts}" if rule.dependencies else "matching records only"
+    verify = f"; attestations {rule.verify.attestations}, trust {', '.join(rule.verify.trust)}" \
+        if rule.verify.attestations != "off" else ""
+    return (f"{', '.join(rule.sources)} -> {rule.target}  [{', '.join(rule.specs)}]; "
+            f"{', '.join(rule.platforms)} + noarch; {what}{verify}")

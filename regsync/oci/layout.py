@@ -208,6 +208,10 @@ class LayoutSource:
     def blob_exists(self, repo: str, digest: str) -> bool:
         return self._blob(digest).is_file()
 
+    def get_referrers(self, repo: str, digest: str) -> dict | None:
+        """A layout has no referrers API: None sends readers to the referrers tag, which export writes."""
+        return None
+
 
 def copy_into_layout(src, src_repo: str, tree: list[Manifest], writer: LayoutWriter, on_bytes=None,
                      leave_out: frozenset[str] = frozenset()) -> int:

@@ -85,6 +85,11 @@ def _check_references(policy: Policy, doc: Document) -> None:
                 raise doc.error(("images", i, "verify", "trust"), f"unknown trust entry '{name}'")
         if rule.verify.signature == "required" and not rule.verify.trust:
             raise doc.error(("images", i, "verify"), "signature: required needs at least one trust entry")
+        for n, wanted in enumerate(rule.verify.require_attestations):
+            for name in wanted.trust:
+                if name not in policy.trust:
+                    raise doc.error(("images", i, "verify", "require_attestations", n, "trust"),
+                                    f"unknown trust entry '{name}'")
     for i, rule in enumerate(policy.packages):
         named = [(("packages", i, "from"), rule.source), (("packages", i, "to"), rule.target)]
         if rule.verify.provenance_from is not None:
@@ -94,6 +99,14 @@ def _check_references(policy: Policy, doc: Document) -> None:
                 known = ", ".join(sorted(policy.indexes)) or "none defined"
                 raise doc.error(where, f"unknown index '{name}' (indexes: {known})")
         _check_provenance_references(policy, rule, ("packages", i, "verify"), doc)
+        for n, wanted in enumerate(rule.verify.require_attestations):
+            for name in wanted.trust:
+                where = ("packages", i, "verify", "require_attestations", n, "trust")
+                if name not in policy.trust:
+                    raise doc.error(where, f"unknown trust entry '{name}'")
+                if policy.trust[name].keyless is None or policy.trust[name].trusted_root is None:
+                    raise doc.error(where, f"trust entry '{name}' must be keyless with a trusted_root: PEP 740 "
+                                           f"attestations are sigstore bundles, verified offline")
     _check_bundle_references(policy, doc)
     _check_conda_references(policy, doc)
 

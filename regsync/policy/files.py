@@ -14,6 +14,7 @@ from cryptography import x509
 
 from regsync.errors import PolicyError
 from regsync.policy import LoadedPolicy
+from regsync.transfer import read_local_file
 from regsync.verify.keys import load_public_key
 from regsync.verify.signing import load_private_key
 
@@ -27,7 +28,9 @@ def check_files(loaded: LoadedPolicy) -> None:
             if endpoint.tls and endpoint.tls.ca_file:
                 _guard(doc, (kind, name, "tls", "ca_file"), lambda path=endpoint.tls.ca_file: _ca_bundle(path))
     used = {name for rule in policy.images for name in rule.verify.trust}
+    used |= {name for rule in policy.images for wanted in rule.verify.require_attestations for name in wanted.trust}
     used |= {rule.verify.trust for rule in policy.packages if rule.verify.trust}
+    used |= {name for rule in policy.packages for wanted in rule.verify.require_attestations for name in wanted.trust}
     used |= set(policy.bundle.trust)
     for name, entry in policy.trust.items():
         if name not in used:
@@ -52,20 +55,13 @@ def _guard(doc, where: tuple, check) -> None:
         raise doc.error(where, exc.msg) from None
 
 
-def _read(path: Path) -> bytes:
-    try:
-        with open(path, "rb") as handle:
-            data = handle.read(MAX_FILE_BYTES + 1)
-    except OSError as exc:
-        raise PolicyError(f"cannot read {path}: {exc.strerror}") from None
-    if len(data) > MAX_FILE_BYTES:
-        raise PolicyError(f"{path} is larger than {MAX_FILE_BYTES} bytes")
-    return data
+def _read(path: Path, noun: str) -> bytes:
+    return read_local_file(path, MAX_FILE_BYTES, "file", noun)
 
 
 def _ca_bundle(path: Path) -> None:
     try:
-        x509.load_pem_x509_certificates(_read(path))
+        x509.load_pem_x509_certificates(_read(path, "a CA bundle"))
     except ValueError:
         raise PolicyError(f"{path} holds no PEM certificate (a CA bundle is one or more "
                           "-----BEGIN CERTIFICATE----- blocks)") from None
@@ -73,6 +69,6 @@ def _ca_bundle(path: Path) -> None:
 
 def _json_file(path: Path) -> None:
     try:
-        json.loads(_read(path))
+        json.loads(_read(path, "a trusted_root.json"))
     except ValueError:
         raise PolicyError(f"{path} is not JSON (a trusted_root.json is)") from None

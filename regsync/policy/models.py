@@ -230,10 +230,30 @@ class TagSelect(Strict):
         return pins
 
 
+def _match_entries(match: dict) -> dict:
+    from regsync.verify.intoto import check_match_pattern
+
+    for path, expected in match.items():
+        check_match_pattern(path, expected)
+    return match
+
+
+class AttestationRequirement(Strict):
+    """One in-toto attestation the image must carry (docs/signatures.md, "Attestations"): its
+    predicateType, who must have signed it, and what its predicate must say (dotted paths → an
+    exact value, `re:` or `glob:`). `optional` records what was found without refusing."""
+
+    type: str = Field(min_length=1)
+    trust: list[str] = Field(min_length=1)
+    match: Annotated[dict[str, str | bool | int | float], AfterValidator(_match_entries)] = {}
+    mode: Literal["required", "optional"] = "required"
+
+
 class ImageVerify(Strict):
     signature: Literal["required", "optional", "off"] = "off"
     trust: list[str] = []
     require_all: bool = False
+    require_attestations: list[AttestationRequirement] = []
 
 
 class CopyExtras(Strict):
@@ -354,6 +374,7 @@ class PackageVerify(Strict):
     publisher: Publisher | None = None
     provenance_from: str | None = None   # the index whose Integrity API serves provenance (default: from)
     trust: str | None = None             # the trust entry whose trusted_root.json verifies it, offline
+    require_attestations: list[AttestationRequirement] = []   # e.g. SLSA provenance in the same PEP 740 answer
 
     @model_validator(mode="after")
     def _attestations_need(self):

@@ -45,7 +45,17 @@ def package_rule_of(endpoints, rule_name: str) -> PackageRule:
 def check_provenance(rule: PackageRule, endpoints, filename: str, digest: str) -> dict | None:
     """Evidence for the audit record (`verified: false` with a reason when optional and not
     verified); None when the rule does not ask. Raises VerificationError when required and not
-    verified, RegistryError when the provenance index cannot be reached and provenance is required."""
+    verified, RegistryError when the provenance index cannot be reached and provenance is required.
+    `require_attestations` (SLSA provenance in the same answer) adds its evidence as `attestations`."""
+    evidence = _publish_provenance(rule, endpoints, filename, digest)
+    if rule.verify.require_attestations:
+        from regsync.verify.package_attestations import check_package_attestations
+
+        evidence = {**(evidence or {}), "attestations": check_package_attestations(rule, endpoints, filename, digest)}
+    return evidence
+
+
+def _publish_provenance(rule: PackageRule, endpoints, filename: str, digest: str) -> dict | None:
     verify = rule.verify
     if verify.attestations == "off":
         return None

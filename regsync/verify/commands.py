@@ -1,4 +1,5 @@
-"""`regsync verify IMAGE-REF`: check one image by hand, with `cosign verify`'s flag names.
+"""`regsync verify IMAGE-REF`: check one image by hand, with `cosign verify`'s (and, with --type,
+`cosign verify-attestation`'s) flag names.
 
 The same code as the sync pipeline decides; only the trust entry comes from flags instead of a
 policy. Exit 0 when verified, 3 with the refusal reason when not (DESIGN.md's codes).
@@ -40,11 +41,15 @@ def parse_image_ref(ref: str) -> tuple[str, str, str]:
 @click.option("--certificate-oidc-issuer", help="Keyless: the OIDC issuer the certificate must name.")
 @click.option("--trusted-root", type=click.Path(path_type=Path, dir_okay=False, exists=True),
               help="Keyless: trusted_root.json (Fulcio CAs, Rekor and CT log keys) for offline verification.")
+@click.option("--type", "--attestation-type", "attestation_type", metavar="TYPE",
+              help="Verify an in-toto attestation of this predicate type instead of the signature (cosign "
+                   "verify-attestation's --type: slsaprovenance1, slsaprovenance, spdxjson, cyclonedx, vuln, "
+                   "openvex, custom, or a predicateType URI).")
 @click.option("--allow-http-registry", is_flag=True, help="Talk plain HTTP to the registry (loopback, tests).")
 @click.option("--registry-cacert", type=click.Path(path_type=Path, dir_okay=False, exists=True),
               help="CA bundle for the registry's TLS certificate.")
 def verify_cmd(image_ref, key, certificate_identity, certificate_identity_regexp, certificate_oidc_issuer,
-               trusted_root, allow_http_registry, registry_cacert):
+               trusted_root, attestation_type, allow_http_registry, registry_cacert):
     """Verify the cosign signature of one image, read-only; print the evidence as JSON.
 
     \b
@@ -52,14 +57,16 @@ def verify_cmd(image_ref, key, certificate_identity, certificate_identity_regexp
       regsync verify registry.corp/ai/pytorch:2.9 --key cosign.pub
       regsync verify registry.corp/ai/pytorch@sha256:… --certificate-identity-regexp '^https://github.com/pytorch/' \\
           --certificate-oidc-issuer https://token.actions.githubusercontent.com --trusted-root trusted_root.json
+      regsync verify registry.corp/ai/pytorch:2.9 --type slsaprovenance1 --key cosign.pub
     """
     from regsync.guard import run_guarded
 
     run_guarded(_verify)(image_ref, key, certificate_identity, certificate_identity_regexp,
-                         certificate_oidc_issuer, trusted_root, allow_http_registry, registry_cacert)
+                         certificate_oidc_issuer, trusted_root, attestation_type, allow_http_registry, registry_cacert)
 
 
-def _verify(image_ref, key, identity, identity_regex, issuer, trusted_root, allow_http, cacert) -> int:
+def _verify(image_ref, key, identity, identity_regex, issuer, trusted_root, attestation_type, allow_http,
+            cacert) -> int:
     from regsync.errors import EXIT_OK
     from regsync.oci.client import RegistryClient
     from regsync.oci.credentials import resolve_credentials
@@ -74,10 +81,20 @@ def _verify(image_ref, key, identity, identity_regex, issuer, trusted_root, allo
     if found is None:
         raise UsageError(f"{image_ref}: no such image")
     name = "key" if key else "keyless"
-    evidence = check_signatures(client, repo, found.digest, ImageVerify(signature="required", trust=[name]),
-                                {name: trust})
+    if attestation_type:
+        from regsync.verify.image_attestations import check_attestations
+        from regsync.verify.intoto import COSIGN_TYPES
+
+        wanted = COSIGN_TYPES.get(attestation_type, attestation_type)
+        verify = ImageVerify(require_attestations=[{"type": wanted, "trust": [name]}])
+        evidence = {"attestations": check_attestations(client, repo, found.digest, verify, {name: trust})}
+        what = f"{wanted} attestation"
+    else:
+        evidence = check_signatures(client, repo, found.digest, ImageVerify(signature="required", trust=[name]),
+                                    {name: trust})
+        what = "cosign signature"
     click.echo(json.dumps({"image": f"{host}/{repo}@{found.digest}", **evidence}, indent=2))
-    click.echo(f"Verified {host}/{repo}@{found.digest}: cosign signature checked against "
+    click.echo(f"Verified {host}/{repo}@{found.digest}: {what} checked against "
                f"{'the key' if key else 'the certificate identity'}", err=True)
     return EXIT_OK
 

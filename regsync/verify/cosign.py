@@ -60,17 +60,25 @@ class SignedPayload:
 
 def fetch_signatures(client: RegistryClient, repo: str, digest: str) -> tuple[str, list[SignedPayload]] | None:
     """(signature manifest digest, payloads) for `digest`, or None when the image is unsigned."""
-    tag = attachment_tag(digest)
+    return fetch_attached_layers(client, repo, digest, "sig", SIMPLE_SIGNING)
+
+
+def fetch_attached_layers(client: RegistryClient, repo: str, digest: str, suffix: str,
+                          media_type: str) -> tuple[str, list[SignedPayload]] | None:
+    """(manifest digest, its `media_type` layers with their annotations) of the `sha256-<hex>.<suffix>`
+    attachment of `digest`, or None when there is none. `.sig` holds simple-signing payloads,
+    `.att` DSSE envelopes (cosign attest), both with the same keyless annotations."""
+    tag = attachment_tag(digest, suffix)
     try:
         manifest = client.get_manifest(repo, tag)
     except NotFound:
         return None
     layers = manifest.doc.get("layers")
     if manifest.is_index or not isinstance(layers, list):
-        raise VerificationError(f"signature invalid: {client.ref(repo, tag)} is not a signature manifest")
-    signed = [layer for layer in layers if isinstance(layer, dict) and layer.get("mediaType") == SIMPLE_SIGNING]
+        raise VerificationError(f"signature invalid: {client.ref(repo, tag)} is not a cosign {suffix} manifest")
+    signed = [layer for layer in layers if isinstance(layer, dict) and layer.get("mediaType") == media_type]
     if len(signed) > MAX_SIGNATURE_LAYERS:
-        raise VerificationError(f"signature invalid: {client.ref(repo, tag)} has {len(signed)} signatures, "
+        raise VerificationError(f"signature invalid: {client.ref(repo, tag)} has {len(signed)} layers, "
                                 f"more than the {MAX_SIGNATURE_LAYERS} accepted")
     return manifest.digest, [_read_payload(client, repo, manifest, layer) for layer in signed]
 

@@ -200,7 +200,11 @@ def _log_keys(logs) -> dict:
 
 # -- legacy cosign annotations, checked with cryptography ----------------------------------------
 
-def _verify_legacy(name: str, wanted: Keyless, root: TrustRoot, signed: SignedPayload, digest: str) -> dict:
+def verify_legacy_certificate(name: str, wanted: Keyless, root: TrustRoot,
+                              signed: SignedPayload) -> tuple[x509.Certificate, dict, datetime]:
+    """(certificate, Rekor payload with its body decoded, signing time) of a layer's cosign keyless
+    annotations, once identity, issuer, chain, SCT and SET hold; raises Refusal. What the log entry
+    and the signature cover is the caller's to check: a signature and an attestation differ there."""
     cert, chain = _certificates(signed)
     rekor = _rekor_bundle(signed)
     signed_at = datetime.fromtimestamp(rekor["integratedTime"], timezone.utc)
@@ -209,6 +213,11 @@ def _verify_legacy(name: str, wanted: Keyless, root: TrustRoot, signed: SignedPa
     issuer = verify_chain(cert, chain, root, signed_at)
     verify_sct(cert, issuer, root)
     _verify_set(rekor, signed.annotations[BUNDLE_ANNOTATION], root)
+    return cert, rekor, signed_at
+
+
+def _verify_legacy(name: str, wanted: Keyless, root: TrustRoot, signed: SignedPayload, digest: str) -> dict:
+    cert, rekor, signed_at = verify_legacy_certificate(name, wanted, root, signed)
     _verify_log_body(rekor, cert, signed)
     _verify_payload_signature(cert, signed)
     named = signed.signed_digest()

@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from regsync.errors import PolicyError
+from regsync.transfer import read_local_file
 
 MAX_KEY_BYTES = 64 * 1024
 
@@ -96,11 +97,5 @@ def parse_public_key(pem: bytes, name: str, where: str) -> PublicKey:
 
 
 def load_public_key(path: Path, name: str) -> PublicKey:
-    try:
-        with open(path, "rb") as handle:
-            pem = handle.read(MAX_KEY_BYTES + 1)
-    except OSError as exc:
-        raise PolicyError(f"trust entry '{name}': cannot read {path}: {exc.strerror}") from None
-    if len(pem) > MAX_KEY_BYTES:
-        raise PolicyError(f"trust entry '{name}': {path} is too large to be a public key")
+    pem = read_local_file(path, MAX_KEY_BYTES, f"trust entry '{name}'", "a public key")
     return parse_public_key(pem, name, str(path))

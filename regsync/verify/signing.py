@@ -23,7 +23,7 @@ from regsync.errors import NotFound, PolicyError
 from regsync.oci.client import RegistryClient
 from regsync.oci.manifest import OCI_MANIFEST, Descriptor, Manifest
 from regsync.policy.models import SignOnImport
-from regsync.transfer import VerifyingReader, digest_of
+from regsync.transfer import VerifyingReader, digest_of, read_local_file
 from regsync.verify import cosign_key
 from regsync.verify.cosign import SIGNATURE_ANNOTATION, SIGNATURE_TYPE, SIMPLE_SIGNING, attachment_tag
 from regsync.verify.keys import MAX_KEY_BYTES, fingerprint
@@ -54,14 +54,7 @@ def load_private_key(path: Path, password_env: str | None = None, what: str = "s
 
 
 def _read_key(path: Path, what: str) -> bytes:
-    try:
-        with path.open("rb") as handle:
-            pem = handle.read(MAX_KEY_BYTES + 1)
-    except OSError as exc:
-        raise PolicyError(f"{what}: cannot read {path}: {exc.strerror}") from None
-    if len(pem) > MAX_KEY_BYTES:
-        raise PolicyError(f"{what}: {path} is too large to be a private key")
-    return pem
+    return read_local_file(path, MAX_KEY_BYTES, what, "a private key")
 
 
 def _password(env: str, what: str) -> bytes:

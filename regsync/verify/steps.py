@@ -58,6 +58,10 @@ def _check(rule: ImageRule, endpoints: Endpoints, tag: str, source_digest: str, 
     signature = check_signatures(src, src_repo, source_digest, rule.verify, endpoints.policy.trust)
     if signature is not None:
         evidence["signature"] = signature
+    if rule.verify.require_attestations:
+        from regsync.verify.image_attestations import check_attestations
+
+        evidence["attestations"] = check_attestations(src, src_repo, source_digest, rule.verify, endpoints.policy.trust)
     if gates_set(rule.gates):
         evidence["gates"] = evaluate_gates(rule.gates, src, src_repo, root, tag)
 
@@ -97,8 +101,7 @@ def after_push(item: PlanItem, endpoints: Endpoints, tree: list[Manifest], blobs
     rule = rule_of(endpoints, item.rule)
     route = _extras_route(item, endpoints) if rule.copy_extras.signatures or rule.copy_extras.referrers else None
     if route and rule.copy_extras.signatures:
-        pinned = verified_signature_manifest(evidence)
-        attached = copy_attachments(*route, tree, blobs, {item.digest: pinned} if pinned else {})
+        attached = copy_attachments(*route, tree, blobs, verified_attachments(evidence, item.digest))
         if attached:
             extras["attachments"] = attached
     if route and rule.copy_extras.referrers:
@@ -136,12 +139,27 @@ def verified_signature_manifest(evidence: dict | None) -> str | None:
     return signature.get("signature_manifest") if signature.get("status") == "verified" else None
 
 
+def verified_attachments(evidence: dict | None, digest: str) -> dict[str, str]:
+    """Attachment tag → the manifest digest a verification accepted (`.sig`, and `.att` when an
+    attestation requirement was met from it): what is copied, whatever the tags say by then."""
+    from regsync.verify.cosign import attachment_tag
+
+    pinned = {}
+    signature = verified_signature_manifest(evidence)
+    if signature:
+        pinned[attachment_tag(digest, "sig")] = signature
+    for found in (evidence or {}).get("attestations") or []:
+        if found.get("status") == "verified" and found.get("attestation_manifest"):
+            pinned[attachment_tag(digest, "att")] = found["attestation_manifest"]
+    return pinned
+
+
 def copy_attachments(src, src_repo: str, dst, dst_repo: str, tree: list[Manifest], blobs,
                      verified: dict[str, str] | None = None) -> list[str]:
     """Copy `.sig`/`.att`/`.sbom` of the image and its children, bytes (so digests) unchanged.
 
-    `verified` maps an image digest to the `.sig` manifest its verification accepted: that one is
-    fetched by digest, whatever the tag points to now (the source could have moved it since).
+    `verified` maps an attachment tag to the manifest its verification accepted (verified_attachments):
+    that one is fetched by digest, whatever the tag points to now (the source could have moved it since).
     Runs after the image is pushed, so an attachment never names a digest the target lacks.
     """
     from regsync.oci.copy import copy_tree
@@ -152,7 +170,7 @@ def copy_attachments(src, src_repo: str, dst, dst_repo: str, tree: list[Manifest
     for manifest in tree:
         for suffix in ATTACHMENT_SUFFIXES:
             tag = attachment_tag(manifest.digest, suffix)
-            pinned = (verified or {}).get(manifest.digest) if suffix == "sig" else None
+            pinned = (verified or {}).get(tag)
             found = None if pinned else src.head_manifest(src_repo, tag)
             if pinned is None and found is None:
                 continue
