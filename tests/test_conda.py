@@ -610,3 +610,19 @@ audit: {{path: audit.jsonl}}
     refused = run_cli("import", tmp_path / "bundle", "-p", path)
     assert refused.exit_code == 3, refused.output
     assert not (tmp_path / "mirror/linux-64/signed-1.0-0.conda").exists()
+
+
+def test_a_saved_plan_never_overwrites_what_the_target_listed_since(tmp_path, upstream):
+    path = policy(tmp_path, upstream, specs=["shared"], dependencies=False)
+    assert run_cli("plan", "-p", path, "-o", tmp_path / "plan.json").exit_code == 0
+    mirror = tmp_path / "mirror"
+    (mirror / "linux-64").mkdir(parents=True)
+    other = {"name": "shared", "version": "1.0", "build": "0", "build_number": 0, "depends": [],
+             "subdir": "linux-64", "sha256": "cd" * 32, "size": 3}
+    (mirror / "linux-64/shared-1.0-0.conda").write_bytes(b"abc")  # someone else's, since the plan
+    write_repodata(mirror, "linux-64", {"info": {"subdir": "linux-64"}, "packages": {},
+                                        "packages.conda": {"shared-1.0-0.conda": other}})
+    result = run_cli("sync", "-p", path, "--plan", tmp_path / "plan.json")
+    assert result.exit_code == 3 and "never overwritten" in result.output, result.output
+    assert (mirror / "linux-64/shared-1.0-0.conda").read_bytes() == b"abc"
+    assert json.loads((mirror / "linux-64/repodata.json").read_text())["packages.conda"]["shared-1.0-0.conda"] == other

@@ -32,8 +32,12 @@ def apply_conda(item, endpoints, audit, on_bytes=None, artifact=None) -> dict:
     item.rule = admit_record(rules, record)
     attestation = check_attestation(rules, endpoints.policy, record, item.source)
     target = channels.target(split_ref(item.target)[0])
-    held = target.existing(subdir).get(filename) if item.action == "update" else None
-    if held is not None and f"sha256:{held.get('sha256')}" == item.digest:
+    held = target.listed_before(subdir).get(filename)
+    if held is not None and f"sha256:{held.get('sha256')}" != item.digest:
+        # the plan saw none (or this one); the target has since listed other bytes under the name
+        raise VerificationError(f"{item.target}: the target lists it with sha256 {held.get('sha256')}; "
+                                f"never overwritten")
+    if held is not None:
         # a patched record for a file the target holds (its bytes verified when they were placed)
         target.publish(subdir, {filename: published})
         evidence = {"method": "sha256", "against": f"{source_name}/{subdir}/repodata.json", "record_only": True}

@@ -58,10 +58,19 @@ class _Channel:
         self._lock = threading.Lock()   # one read-merge-write of a repodata at a time
         self._pending: dict[str, dict[str, dict]] = {}
         self._pending_lock = threading.Lock()
+        self._before: dict[str, dict[str, dict]] = {}
 
     def existing(self, subdir: str) -> dict[str, dict]:
         """File name → record of what the target lists for `subdir`."""
         return listed(self._read(subdir) or empty_repodata(subdir))
+
+    def listed_before(self, subdir: str) -> dict[str, dict]:
+        """What the target listed when this run first looked (read once per run and subdir): apply
+        checks a saved plan against it without reading a large repodata once per file."""
+        with self._pending_lock:
+            if subdir not in self._before:
+                self._before[subdir] = self.existing(subdir)
+            return self._before[subdir]
 
     def publish(self, subdir: str, records: dict[str, dict]) -> None:
         """List `records` (their files already in place) in the subdir's repodata, merged with what it
