@@ -307,7 +307,7 @@ def run_with_audit(ctx, loaded, command: str, work, options: RunOptions) -> int:
     audit = AuditLog(path, ctx.obj["run_id"], sign_key)
     audit.start_run(policy_sha256=loaded.sha256, policy_path=str(loaded.path), command=command,
                     targets=sorted({rule.target.split("/", 1)[0] for rule in policy.images}
-                                   | {rule.target for rule in policy.packages}))
+                                   | {rule.target for rule in policy.packages} | {rule.target for rule in policy.conda}))
     outcome, exit_code = None, EXIT_RUNTIME
     try:
         sources = options.sources(audit) if options.sources else None

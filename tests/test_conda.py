@@ -118,6 +118,8 @@ def test_the_mirror_installs_what_upstream_installs(tmp_path, upstream):
     assert sorted(p.name for p in (mirror / "linux-64").glob("*.conda")) == sorted(repodata["packages.conda"])
     pushed = [r for r in audit_records(tmp_path / "audit.jsonl") if r["event"] == "pushed"]
     assert len(pushed) == 5 and all(r["artifact"]["kind"] == "conda" for r in pushed)
+    started = [r for r in audit_records(tmp_path / "audit.jsonl", frame=True) if r["event"] == "run-started"]
+    assert started[-1]["targets"] == ["internal"]
     assert all(r["verification"]["method"] == "sha256" for r in pushed)
 
     served = serve(mirror)
