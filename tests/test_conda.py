@@ -569,6 +569,12 @@ audit: {{path: audit.jsonl}}
     evidence = pushed["signed-1.0-0.conda"]["attestation"]
     assert evidence["identity"] == FEEDSTOCK.format("signed") and evidence["trust"] == "conda-forge-ci"
     assert isinstance(evidence["rekor_log_index"], int)
+    report = run_cli("audit", "report", tmp_path / "audit.jsonl", "--json", tmp_path / "report.json")
+    assert report.exit_code == 0, report.output
+    rows = json.loads((tmp_path / "report.json").read_text())
+    rows = rows.get("artifacts", rows) if isinstance(rows, dict) else rows
+    signed = next(r for r in rows if r.get("source", "").endswith("signed-1.0-0.conda"))
+    assert signed["signer"] == f"{FEEDSTOCK.format('signed')} via {GITHUB_ISSUER}"
     assert not any(p.endswith(("stranger-1.0-0.conda", "swapped-1.0-0.conda")) for p in served.paths)
 
 
