@@ -211,8 +211,9 @@ def _apply_image(item: PlanItem, endpoints: Endpoints, blobs: BlobCopier, audit:
     tree = manifest_tree(src, src_repo, root)
     verified = {"method": "sha256", "manifests": len(tree), "blobs": len({b.digest for m in tree for b in m.blobs()})}
     verified.update(evidence_before_push(item, endpoints, root))  # a saved plan may be old or edited: check now
-    copy_tree(src, src_repo, dst, dst_repo, tree, tag, blobs,
-              on_verified=lambda: audit.record("verified", artifact=artifact_of(item), policy_rule=item.rule,
-                                               verification=verified))
-    audit.record("pushed", artifact=artifact_of(item), policy_rule=item.rule, verification=verified,
+    moved = copy_tree(src, src_repo, dst, dst_repo, tree, tag, blobs,
+                      on_verified=lambda: audit.record("verified", artifact=artifact_of(item), policy_rule=item.rule,
+                                                       verification=verified))
+    # What this push moved, not what the plan expected: a re-applied plan finds its blobs there.
+    audit.record("pushed", artifact={**artifact_of(item), "size": moved}, policy_rule=item.rule, verification=verified,
                  **after_push(item, endpoints, tree, blobs, verified))

@@ -129,12 +129,12 @@ def rate_option(fn):
                         help="Limit requests per registry (mirrors that rate-limit hard).")(fn)
 
 
-def load_checked(policy_path):
+def load_checked(policy_path, offline_sources: bool = False):
     """The policy, validated, with the files it names (CA bundles, keys, roots) opened and parsed."""
     from regsync.policy import load_policy
     from regsync.policy.files import check_files
 
-    loaded = load_policy(policy_path)
+    loaded = load_policy(policy_path, offline_sources=offline_sources)
     check_files(loaded)
     return loaded
 
@@ -289,12 +289,12 @@ def run_with_audit(ctx, loaded, command: str, work, options: RunOptions) -> int:
     from regsync.audit import AuditLog
     from regsync.console import human_size, say
     from regsync.endpoints import Endpoints
-    from regsync.lock import RunLock
+    from regsync.lock import RunLock, lock_path
     from regsync.verify.signing import load_private_key
 
     policy = loaded.policy
     path = options.audit_file or policy.audit.path or Path("regsync-audit.jsonl")
-    lock = RunLock(path.with_name(path.name + ".lock")).acquire(options.wait_lock)
+    lock = RunLock(lock_path(path)).acquire(options.wait_lock)
     ctx.call_on_close(lock.release)
     signal.signal(signal.SIGTERM, _interrupt)
     if options.max_duration:
@@ -434,7 +434,7 @@ def import_cmd(ctx, bundle, more_blobs, policy_path, audit_file, wait_lock, jobs
     from regsync.bundle import open_bundle
     from regsync.resolve import make_plan
 
-    loaded = load_checked(policy_path)
+    loaded = load_checked(policy_path, offline_sources=True)  # the bundle stands in for the sources
 
     def work(endpoints, audit):
         return apply_plan(make_plan(loaded, endpoints, jobs), endpoints, audit, jobs)

@@ -8,8 +8,9 @@ from contextlib import contextmanager
 from loguru import logger
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+from rich.progress import BarColumn, DownloadColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
 from regsync.plan import Plan
 
@@ -94,13 +95,19 @@ def render_plan(plan: Plan) -> None:
                  f"{counts['refuse']} refused, {len(plan.errors)} error(s); {human_size(total)} to move")
 
 
+class _Speed(ProgressColumn):
+    def render(self, task):
+        return Text(f"{human_size(int(task.speed))}/s" if task.speed else "?", style="progress.data.speed")
+
+
 @contextmanager
 def byte_progress(total: int, enabled: bool):
     """Yields an on_bytes callback; draws a bar on a TTY only."""
     if not enabled or not stderr.is_terminal:
         yield None
         return
-    columns = (TextColumn("copying"), BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn())
+    # binary units, as in the plan and the summary (rich's own speed column is decimal only)
+    columns = (TextColumn("copying"), BarColumn(), DownloadColumn(binary_units=True), _Speed(), TimeRemainingColumn())
     with Progress(*columns, console=stderr, transient=True) as progress:
         task = progress.add_task("copy", total=total or None)
         yield lambda n: progress.advance(task, n)

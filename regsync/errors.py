@@ -33,6 +33,7 @@ class RegistryError(RegsyncError):
     """A registry answered something we cannot go on from (auth, not found, server error)."""
 
     method: str | None = None  # the HTTP method that failed, when a response said so
+    code: str = ""  # the distribution-spec error code the registry gave (NAME_UNKNOWN, …), if any
 
     def __init__(self, ref: str, status: int | None, msg: str):
         self.ref, self.status = ref, status

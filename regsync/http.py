@@ -12,6 +12,7 @@ from urllib.parse import urljoin, urlsplit
 
 import requests
 import urllib3
+from loguru import logger
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
@@ -54,10 +55,69 @@ def require_https(base: str, url: str, ref: str, what: str) -> None:
         raise RegistryError(ref, None, f"{what} points to {where}: refusing to leave https for plain http")
 
 
+# How OpenSSL says the peer answered a handshake with something that is not TLS (plain HTTP).
+_NOT_TLS = ("wrong version number", "record layer failure", "packet length too long", "http request")
+
+
+def cause(error: BaseException | None) -> str:
+    """Why a request could not be made, in a few words that hold no secret (no URL, no header)."""
+    for _ in range(8):  # requests wraps urllib3's MaxRetryError, which holds the last real error
+        inner = getattr(error, "reason", None) if isinstance(error, urllib3.exceptions.MaxRetryError) else (
+            error.args[0] if isinstance(error, requests.exceptions.RequestException) and error.args else None)
+        if not isinstance(inner, BaseException):
+            break
+        error = inner
+    text = str(error).lower()
+    if isinstance(error, urllib3.exceptions.NameResolutionError):
+        return "name resolution failed (DNS)"
+    if isinstance(error, urllib3.exceptions.SSLError):
+        return "the server does not speak TLS" if any(s in text for s in _NOT_TLS) else "TLS verification failed"
+    if isinstance(error, urllib3.exceptions.NewConnectionError):
+        return "connection refused" if "refused" in text else "connection failed"
+    if isinstance(error, urllib3.exceptions.ConnectTimeoutError):
+        return "connect timed out"
+    if isinstance(error, urllib3.exceptions.ReadTimeoutError):
+        return "read timed out"
+    if isinstance(error, urllib3.exceptions.ProtocolError):
+        return "connection dropped"
+    return type(error).__name__ if error else "request failed"
+
+
+def connection_failure(error: BaseException, base: str, ca_setting: str = "tls.ca_file") -> str:
+    """The message for a request to `base` (a registry's or index's URL) that never got an answer;
+    `ca_setting` is what the user sets to trust its CA (a policy key, or a command's flag)."""
+    why = cause(error)
+    where = origin(base) or base
+    if why.startswith("name resolution"):
+        return f"name resolution failed for {urlsplit(base).hostname} (DNS): check the host name"
+    if why == "the server does not speak TLS":
+        return f"{where} does not speak TLS (a plain-HTTP server? then its URL starts with http://)"
+    if why == "TLS verification failed":
+        return f"TLS verification failed for {urlsplit(base).netloc} (set {ca_setting} to its CA)"
+    return f"cannot connect to {where} ({why})"
+
+
+class LoggedRetry(Retry):
+    """urllib3's Retry that says what it is retrying: an unreachable registry is otherwise tens of
+    seconds of silence. The first retry is INFO (a blip that heals must not wake cron under -q)."""
+
+    def increment(self, method=None, url=None, response=None, error=None, _pool=None, _stacktrace=None):
+        if isinstance(error, urllib3.exceptions.SSLError):  # a certificate or a non-TLS peer stays so
+            raise urllib3.exceptions.MaxRetryError(_pool, url, error) from error
+        retry = super().increment(method, url, response, error, _pool, _stacktrace)  # raises when spent
+        where = f"{_pool.scheme}://{_pool.host}:{_pool.port}" if _pool is not None else "a server"
+        why = cause(error) if error is not None else f"HTTP {response.status}" if response is not None else "failed"
+        attempt = len(retry.history)
+        wait = (response is not None and retry.get_retry_after(response)) or retry.get_backoff_time()
+        logger.log("INFO" if attempt == 1 else "WARNING", "{} {}{}: {}; retry {} of {} in about {:.1f} s",
+                   method, where, urlsplit(url or "").path, why, attempt, attempt + (retry.total or 0), wait)
+        return retry
+
+
 def retry_policy(attempts: int, backoff: float) -> Retry:
     # Only idempotent requests are retried here; uploads are retried a level up, where the
     # stream can be reopened from the source. Jitter keeps N shards from retrying in lockstep.
-    return Retry(total=attempts, connect=attempts, read=attempts, backoff_factor=backoff, backoff_jitter=backoff,
+    return LoggedRetry(total=attempts, connect=attempts, read=attempts, backoff_factor=backoff, backoff_jitter=backoff,
                  status_forcelist=TRANSIENT_STATUS, allowed_methods=frozenset({"GET", "HEAD"}),
                  respect_retry_after_header=True, raise_on_status=False)
 

@@ -18,6 +18,26 @@ from regsync.errors import LockedError
 POLL_SECONDS = 0.5
 
 
+def lock_path(trail: Path) -> Path:
+    """The lock a run holds while it writes `trail`."""
+    return trail.with_name(trail.name + ".lock")
+
+
+def run_lock_held(trail: Path) -> bool:
+    """Whether a live run holds `trail`'s lock now (never creates the lock file)."""
+    try:
+        fd = os.open(lock_path(trail), os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing drops a lock taken here
+
+
 class RunLock:
     def __init__(self, path: Path):
         self.path = path

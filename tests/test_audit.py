@@ -312,3 +312,25 @@ def test_whole_runs_cut_from_the_end_fail_against_the_anchor_a_run_wrote(signed_
     by_seq = verify(rewritten, "--anchor", signed_trail.with_name("summary-0.json"))
     assert by_seq.exit_code == 1 and "record seq 6 is not the anchored one" in by_seq.output
     assert verify(signed_trail, "--expect-head", "abc").exit_code == 2
+
+
+def test_a_run_still_going_is_in_progress_not_truncated(signed_trail):
+    import fcntl
+    import os
+
+    running = tampered(signed_trail, lines_of(signed_trail)[:-1], name="running.jsonl")  # no run-finished yet
+    fd = os.open(running.with_name("running.jsonl.lock"), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # what a live regsync run holds
+        result = verify(running)
+        assert "run in progress" in result.output and "truncated" not in result.output, result.output
+        assert result.exit_code == 0
+    finally:
+        os.close(fd)
+    assert "truncated run" in verify(running).output  # the lock gone, the same trail is a truncated run
+
+
+def test_audit_list_json_prints_the_original_record_bytes(signed_trail):
+    result = run_cli("audit", "list", signed_trail, "--json")
+    assert result.exit_code == 0
+    assert result.stdout.encode() == signed_trail.read_bytes()

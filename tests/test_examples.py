@@ -132,3 +132,129 @@ def test_the_anchor_example_in_docs_audit_md_runs(tmp_path, registry, registry2,
     cut = run_shell("\n".join(verify_line), tmp_path)
     assert cut.returncode == 1
     assert f"before the anchor (seq {len(lines)}): truncated" in cut.stdout
+
+
+def _one_image(tmp_path, registry, registry2, unique_repo, oci_dir, audit="audit: {path: audit.jsonl}"):
+    from tests.fixtures.oci_layout import seed, write_image
+    from tests.fixtures.policies import write_policy
+
+    write_image(oci_dir, "1.0", layer_size=3_000, seed=len(unique_repo))
+    seed(registry, unique_repo, "1.0", oci_dir)
+    policy = write_policy(tmp_path, registry.url, registry2.url, unique_repo, tags=["1.0"])
+    policy.write_text(policy.read_text().replace("audit: {path: audit.jsonl}", audit))
+    return policy
+
+
+def _ran(script, cwd):
+    done = run_shell(script, cwd)
+    assert done.returncode == 0, f"{script}\n--- stdout\n{done.stdout}\n--- stderr\n{done.stderr}"
+    return done
+
+
+def test_the_daily_commands_in_readme_run(tmp_path, registry, registry2, unique_repo, oci_dir):
+    _one_image(tmp_path, registry, registry2, unique_repo, oci_dir)
+    done = _ran(doc_example("README.md", "test_the_daily_commands_in_readme_run"), tmp_path)
+    assert (tmp_path / "plan.json").exists() and "1 pushed" in done.stderr
+
+
+def test_the_audit_commands_in_readme_run(tmp_path, registry, registry2, unique_repo, oci_dir):
+    from tests.fixtures.policies import run_cli
+
+    _one_image(tmp_path, registry, registry2, unique_repo, oci_dir, "audit: {path: audit.jsonl, sign_key: audit.key}")
+    _ran("openssl genpkey -algorithm ed25519 -out audit.key && openssl pkey -in audit.key -pubout -out audit.pub",
+         tmp_path)
+    for shard in range(2):  # the shard trails `audit merge` joins
+        assert run_cli("sync", "-p", tmp_path / "policy.yaml", "--shard", f"{shard}/2",
+                       "--audit-file", tmp_path / f"audit-{shard}.jsonl").exit_code == 0
+    script = doc_example("README.md", "test_the_audit_commands_in_readme_run")
+    done = _ran(script.replace("/var/lib/node_exporter/", ""), tmp_path)
+    assert "anchor is the last record" in done.stdout
+    assert (tmp_path / "report.html").exists() and (tmp_path / "merged.jsonl").exists()
+
+
+def test_the_audit_examples_in_docs_audit_md_run(tmp_path, registry, registry2, unique_repo, oci_dir):
+    _one_image(tmp_path, registry, registry2, unique_repo, oci_dir,
+               "audit: {path: audit.jsonl, sign_key: audit-signing.pem}")
+    key = doc_example("docs/audit.md", "test_the_audit_examples_in_docs_audit_md_run (key)")
+    script = doc_example("docs/audit.md", "test_the_audit_examples_in_docs_audit_md_run")
+    done = _ran(key + script.replace("/var/lib/regsync/", ""), tmp_path)
+    assert "1 signed run(s) verified" in done.stdout and (tmp_path / "report.json").exists()
+
+
+def test_the_airgap_walkthrough_runs(tmp_path, registry, registry2, unique_repo, oci_dir):
+    import shutil
+
+    _one_image(tmp_path, registry, registry2, unique_repo, oci_dir)
+    key = doc_example("docs/airgap.md", "test_the_airgap_walkthrough_runs (key)")
+    check = doc_example("docs/airgap.md", "test_the_airgap_walkthrough_runs (check)")
+    if not shutil.which("cosign"):  # not installed here; openssl checks the same signature
+        check = "\n".join(line for line in check.splitlines() if not line.startswith("cosign "))
+    walk = doc_example("docs/airgap.md", "test_the_airgap_walkthrough_runs")
+    readme = doc_example("README.md", "test_the_airgap_walkthrough_runs (readme)")
+    local = {"/srv/out/": "", "/media/usb/": "", "/etc/regsync/": "", "/var/lib/regsync/": ""}  # paths of the far side
+    for script in (walk, readme):
+        for far, here in local.items():
+            script = script.replace(far, here)
+        _ran(key + check + script, tmp_path)
+
+
+def _doc_yaml_blocks():
+    import re
+
+    for doc in ["README.md", *sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "docs").glob("*.md"))]:
+        text = (ROOT / doc).read_text()
+        for match in re.finditer(r"```yaml\n(.*?)```", text, re.S):
+            yield pytest.param(match.group(1), id=f"{doc}:{text[:match.start()].count(chr(10)) + 1}")
+
+
+_SNIPPET_BASE = {  # the names documented snippets refer to without defining them
+    "version": 1,
+    "registries": {name: {"url": f"https://{name}.example"} for name in ("tuna", "upstream", "upstream-mirror")}
+    | {"harbor": {"url": "https://harbor.example", "kind": "harbor"}},
+    "indexes": {"internal": {"url": "https://internal.example/simple/"}},
+    "trust": {"release-key": {"cosign_key": "keys/cosign.pub"},
+              "pypi-publishers": {"keyless": {"issuer": "https://token.actions.githubusercontent.com",
+                                              "identity_regex": "^https://github.com/"},
+                                  "trusted_root": "trust/trusted_root.json"}},
+    "images": [{"from": "upstream/library/python", "to": "harbor/base/python", "tags": {"include": ["3.12"]}}],
+}
+
+
+@pytest.mark.parametrize("block", list(_doc_yaml_blocks()))
+def test_every_policy_snippet_in_the_docs_is_valid(block, tmp_path):
+    """Each ```yaml block of README.md and docs/, completed with the names it refers to (an indented
+    block is part of a package rule), loads as a policy: a key renamed in the code but not in the
+    docs fails here."""
+    from regsync.policy import load_policy
+
+    snippet = yaml.safe_load(block)
+    merged = dict(_SNIPPET_BASE)
+    if block.startswith(" "):  # a fragment of one package rule (the keys it shows, in context)
+        merged["indexes"] = {**merged["indexes"], "pypi": {"url": "https://pypi.example/simple/"}}
+        snippet = {"packages": [{"from": "pypi", "to": "internal", "requirements": ["widget==1.0"], **snippet}]}
+    for key, value in snippet.items():
+        merged[key] = {**merged.get(key, {}), **value} if isinstance(value, dict) and key != "audit" else value
+    path = tmp_path / "policy.yaml"
+    path.write_text(yaml.safe_dump(merged, sort_keys=False))
+
+    class AnyVariable(dict):  # every ${VAR} the docs use, set to a placeholder
+        def __contains__(self, name):
+            return True
+
+        def __missing__(self, name):
+            return "not-a-real-secret"
+
+    load_policy(path, environ=AnyVariable())
+
+
+def test_the_client_config_synopsis_names_every_client_and_nothing_else():
+    """docs/harbor-nexus.md's synopsis (each client's output is run by tests/test_clientconfig.py)."""
+    import re
+
+    from regsync.clientconfig import CLIENTS
+
+    [line] = re.findall(r"^regsync client-config .*$", (ROOT / "docs/harbor-nexus.md").read_text(), re.M)
+    named = line.split("--for ", 1)[1].split("|")
+    assert sorted(named) == sorted(CLIENTS)
+    for client in named:
+        accepted(["client-config", "-p", "policy.yaml", "--for", client])

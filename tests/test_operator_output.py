@@ -56,3 +56,18 @@ def test_summary_and_metrics_are_written_for_every_exit(tmp_path, registry, regi
     written = json.loads(summary.read_text())
     assert written["exit_code"] == 2 and "missing key 'tags'" in written["error"]
     assert "regsync_last_run_exit_code 2" in metrics.read_text()
+
+
+def test_the_progress_bar_counts_in_binary_units_like_the_plan_and_the_summary(monkeypatch):
+    import io
+
+    from rich.console import Console
+
+    from regsync import console
+
+    screen = io.StringIO()
+    monkeypatch.setattr(console, "stderr", Console(file=screen, force_terminal=True, width=120))
+    with console.byte_progress(3 << 20, enabled=True) as advance:
+        advance(3 << 20)
+    drawn = screen.getvalue()
+    assert "3.0/3.0 MiB" in drawn and "MB" not in drawn.replace("MiB", ""), drawn

@@ -97,6 +97,9 @@ def test_closure_for_two_environments_lands_complete_in_pypiserver(tmp_path, ind
 
     sizes = {i["source"].split("/", 1)[1]: i["bytes"] for i in json.loads(planned.stdout)["items"]}
     assert sizes[wheels["numpyish"].name] == wheels["numpyish"].stat().st_size  # read at plan time: its size is known
+    on_disk = {path.name: path.stat().st_size for path in wheels.values()}
+    assert sizes == {name: on_disk[name] for name in sizes}  # the others: a HEAD each (the page gives no size)
+    assert len(index.heads) == len(sizes) - 1
 
     mark = len(index.requests)
     synced = regsync("sync", "-p", path)

@@ -30,6 +30,7 @@ class ChainReport:
     anchor_line: int | None = None  # where the sha256 asked for by `anchor` was found
     broken_line: int | None = None
     reason: str = ""
+    open_run: str = ""  # a run with no run-finished at the end: truncated, or still running
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -89,6 +90,7 @@ def verify_chain(path: Path, public_key=None, anchor: str | None = None) -> Chai
     if report.lines == 0:
         return report.fail(1, "empty: no records at all (regsync never leaves a trail empty)")
     if open_run:
+        report.open_run = open_run[0]
         return report.fail(open_run[1], f"run {open_run[0]} has no run-finished: truncated run "
                                         "(or still running)")
     if public_key is None and report.signed_runs:

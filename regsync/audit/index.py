@@ -71,11 +71,13 @@ def _rows(handle):
 
 
 def query(db: sqlite3.Connection, *, since: str | None = None, until: str | None = None, event: str | None = None,
-          artifact: str | None = None, run: str | None = None) -> list[dict]:
+          artifact: str | None = None, run: str | None = None, raw: bool = False) -> list:
+    """The matching records as dicts, or with `raw` as the trail's own lines (the hashed bytes)."""
     filters = [("ts >= ?", since), ("ts <= ?", until), ("event = ?", event), ("run_id = ?", run),
                # shell-style pattern against source or target, e.g. '*pytorch*'
                ("(source GLOB ? OR target GLOB ?)", artifact)]
     clauses = [clause for clause, value in filters if value]
     params = [value for clause, value in filters if value for _ in range(clause.count("?"))]
     where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-    return [json.loads(line) for (line,) in db.execute(f"SELECT line FROM records {where} ORDER BY seq", params)]
+    lines = [line for (line,) in db.execute(f"SELECT line FROM records {where} ORDER BY seq", params)]
+    return lines if raw else [json.loads(line) for line in lines]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 from datetime import datetime, timezone
 from pathlib import Path
@@ -20,13 +21,14 @@ from loguru import logger
 
 from regsync.apply import artifact_of, split_image_ref
 from regsync.endpoints import Endpoints, split_ref
-from regsync.errors import RegistryError, UsageError, VerificationError
-from regsync.oci.layout import DIGEST, REF_NAME, LayoutSource, LayoutWriter, copy_into_layout, open_regular
+from regsync.errors import NotFound, RegistryError, UsageError, VerificationError
+from regsync.oci.layout import DIGEST, REF_NAME, SOURCE_DIGEST, LayoutSource, LayoutWriter, copy_into_layout, open_regular
 from regsync.oci.manifest import filter_index
 from regsync.bundle.packages import export_package, index_stand_ins
 from regsync.bundle.referrers import carries_referrers, export_referrers
 from regsync.conda.bundle import conda_stand_ins, export_conda
 from regsync.bundle.signature import check_signatures, forget_signatures, sign_file
+from regsync.console import say
 from regsync.policy import LoadedPolicy
 from regsync.resolve import make_plan
 from regsync.resolve.images import manifest_tree
@@ -46,6 +48,8 @@ def export_bundle(loaded: LoadedPolicy, endpoints: Endpoints, out: Path, audit, 
     base = _base_bundle(since) if since else None
     leave_out = frozenset(base["blobs"]) if base else frozenset()
     plan = make_plan(loaded, endpoints, jobs, diff_target=False)
+    if volume_size:
+        _check_volume_size(plan, endpoints, volume_size, leave_out)  # before the first byte is written
     writer = LayoutWriter(out)
     _gather_volumes(out)  # a re-run resumes with what earlier volumes already hold
     # Re-running completes a half-written bundle: blobs already there are kept once their bytes hash
@@ -70,13 +74,13 @@ def export_bundle(loaded: LoadedPolicy, endpoints: Endpoints, out: Path, audit, 
         src_name, src_repo, tag = split_image_ref(item.source)
         src = endpoints.registry(src_name)
         try:
-            original = src.get_manifest(src_repo, item.source_digest or item.digest)
-            root = filter_index(original, item.platforms) if item.platforms and original.is_index else original
-            tree = manifest_tree(src, src_repo, root)
+            original, root, tree = _tree_of(item, src, src_repo)
             moved += copy_into_layout(src, src_repo, tree, writer, on_bytes, leave_out)
             left_out |= {b.digest for m in tree for b in m.blobs()[1:]} & leave_out
             writer.write_manifest(original)  # signatures name the original digest: keep it resolvable
-            refs[f"{src_name}/{src_repo}:{tag}"] = _ref(original)
+            # The ref names what the bundle holds (the filtered index, readable by any OCI tool); the
+            # original digest rides along for import, whose signature checks and filter start there.
+            refs[f"{src_name}/{src_repo}:{tag}"] = _ref(root, original if root is not original else None)
             pinned = verified_attachments(item.verification, original.digest)  # not what the tags say by now
             for suffix in ATTACHMENTS:
                 attached = f"sha256-{original.digest.split(':', 1)[1]}{suffix}"
@@ -122,6 +126,10 @@ def export_bundle(loaded: LoadedPolicy, endpoints: Endpoints, out: Path, audit, 
         sign_file(out, "SHA256SUMS", sums, sign_key)
     for volume in volumes:
         _write_checksums(volume, small_files=())
+    if volumes:
+        carry = [str(out), *map(str, volumes)]
+        say(f"split into {len(carry)} volumes: carry {len(carry)} directories: {', '.join(carry)}",
+            event="volumes", volumes=carry)
     return result
 
 
@@ -135,7 +143,7 @@ def open_bundle(root: Path, loaded: LoadedPolicy, more_blobs: tuple[Path, ...] =
     for directory in (root, *more_blobs):
         if directory.is_symlink() or not directory.is_dir():
             raise UsageError(f"{directory} is not a bundle directory")
-    checked = {name: _read_small(root / name) for name in ("SHA256SUMS", *SMALL_FILES)}
+    checked = {name: _read_present(root, name) for name in ("SHA256SUMS", *SMALL_FILES)}
     evidence = check_signatures(root, loaded, checked)  # before any of it is read as authority
     if evidence and audit is not None:
         audit.record("verified", artifact={"bundle": str(root)}, verification=evidence,
@@ -151,6 +159,8 @@ def open_bundle(root: Path, loaded: LoadedPolicy, more_blobs: tuple[Path, ...] =
     if isinstance(volumes, int) and 1 < volumes <= MAX_VOLUMES and len(more_blobs) < volumes - 1:
         raise UsageError(f"this bundle was split into {volumes} volumes: name them all, e.g. "
                          f"regsync import {root} " + " ".join(f"{root}.vol{n}" for n in range(2, volumes + 1)))
+    for directory in (root, *more_blobs):
+        _check_complete(directory, checked["SHA256SUMS"] if directory == root else None)
     names = {split_ref(rule.source)[0] for rule in loaded.policy.images}
     index, more = checked["index.json"], tuple(more_blobs)
     sources = {name: LayoutSource(root, name, more, index) for name in names}
@@ -194,8 +204,40 @@ def _base_bundle(old: Path) -> dict:
     return {"sha256": hashlib.sha256(raw).hexdigest(), "created": meta.get("created"), "blobs": blobs}
 
 
-def _ref(manifest) -> dict:
-    return {"mediaType": manifest.media_type, "digest": manifest.digest, "size": len(manifest.raw)}
+def _ref(manifest, original=None) -> dict:
+    ref = {"mediaType": manifest.media_type, "digest": manifest.digest, "size": len(manifest.raw)}
+    if original is not None:
+        ref["annotations"] = {SOURCE_DIGEST: original.digest}
+    return ref
+
+
+def _tree_of(item, src, src_repo: str):
+    """(the source's manifest, the root exported (platform-filtered when asked), its tree)."""
+    original = src.get_manifest(src_repo, item.source_digest or item.digest)
+    root = filter_index(original, item.platforms) if item.platforms and original.is_index else original
+    return original, root, manifest_tree(src, src_repo, root)
+
+
+def _check_volume_size(plan, endpoints: Endpoints, volume_size: int, leave_out: frozenset) -> None:
+    """A blob is never split across media: one larger than a volume is refused before anything is
+    written, rather than after hours of downloading. Manifests read here are cached for the export."""
+    largest, what = 0, ""
+    for item in plan.items:
+        if item.action == "refuse":
+            continue
+        sizes = [item.bytes] if item.kind != "image" else []
+        if item.kind == "image":
+            src_name, src_repo, _ = split_image_ref(item.source)
+            try:
+                _, _, tree = _tree_of(item, endpoints.registry(src_name), src_repo)
+            except (RegistryError, VerificationError):
+                continue  # the export itself reports it
+            sizes = [b.size for m in tree for b in m.blobs() if b.digest not in leave_out]
+        if sizes and max(sizes) > largest:
+            largest, what = max(sizes), item.source
+    if largest > volume_size:
+        raise UsageError(f"--volume-size {volume_size} is smaller than the largest blob to export ({largest} bytes, "
+                         f"in {what}); a blob is never split across volumes: nothing was written")
 
 
 def _volume(out: Path, n: int) -> Path:
@@ -265,6 +307,32 @@ def _check_sums(root: Path, checked: dict[str, bytes]) -> None:
     for name in SMALL_FILES:
         if sums.get(name) != hashlib.sha256(checked[name]).hexdigest():
             raise VerificationError(f"{root}/{name} does not match SHA256SUMS: the bundle was altered or damaged")
+
+
+_INCOMPLETE = "the bundle is incomplete (an export that did not finish, or a copy cut short): export again, or copy it again"
+
+
+def _read_present(root: Path, name: str) -> bytes:
+    try:
+        return _read_small(root / name)
+    except NotFound:
+        raise UsageError(f"{root}/{name} is missing: {_INCOMPLETE}") from None
+
+
+def _check_complete(directory: Path, sums: bytes | None) -> None:
+    """Every blob a directory's SHA256SUMS lists is there: a half-copied bundle is named as such up
+    front, not found out blob by blob as "not in the bundle" halfway through an import."""
+    if sums is None:
+        try:
+            sums = _read_small(directory / "SHA256SUMS")
+        except (NotFound, VerificationError):
+            return  # a volume or base without its own list: its blobs are checked as they are read
+    listed = re.findall(r"(?m)^[0-9a-f]{64}  (blobs/sha256/[0-9a-f]{64})$", sums.decode(errors="replace"))
+    missing = [name for name in listed if not os.path.lexists(directory / name)]
+    if missing:
+        shown = ", ".join(f"{directory}/{name}" for name in missing[:3])
+        more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+        raise UsageError(f"{shown}{more} missing: {_INCOMPLETE}")
 
 
 def _read_small(path: Path) -> bytes:

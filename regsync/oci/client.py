@@ -16,15 +16,18 @@ from regsync.errors import NotFound, RegistryError, VerificationError
 from regsync.oci.auth import MAX_TOKEN_BYTES, Credentials, RegistryAuth
 from regsync.oci.manifest import ACCEPT, MAX_MANIFEST_BYTES, Descriptor, Manifest
 from regsync.oci.names import check_digest, quoted_repository, registry_path
-from regsync.http import downgrades, make_session, origin, require_https, retry_policy
+from regsync.http import connection_failure, downgrades, make_session, origin, require_https, retry_policy
 from regsync.transfer import IDENTITY, SizedBody, Throttle, VerifyingReader, read_bounded, read_document
 
 _TIMEOUT = (15, 300)  # (connect, read) seconds; a stalled mirror must not hang a cron run
 _MAX_TAG_PAGES = 10_000
 _MAX_ERROR_BODY = 64 << 10  # only the first error's code and message are shown
+NAME_UNKNOWN = "NAME_UNKNOWN"  # distribution spec: "repository name not known to registry"
 
 
 class RegistryClient:
+    ca_setting = "tls.ca_file"  # named in a TLS error's hint; `regsync verify` names its flag instead
+
     def __init__(self, name: str, url: str, credentials: Credentials | None = None, ca_file: str | None = None,
                  monolithic_max: int = 256 << 20, chunk_size: int = 64 << 20, pool_size: int = 16,
                  tag_page_size: int = 1000, retries: int = 4, backoff: float = 0.5,
@@ -54,10 +57,8 @@ class RegistryClient:
         require_https(self.base, url, ref, "a URL the registry gave")
         try:
             response = self.session.request(method, url, timeout=_TIMEOUT, **kwargs)
-        except requests.exceptions.SSLError:
-            raise RegistryError(ref, None, f"TLS verification failed for {self.host} (set tls.ca_file to its CA)") from None
-        except requests.exceptions.ConnectionError:
-            raise RegistryError(ref, None, f"cannot connect to {self.base}") from None
+        except requests.exceptions.ConnectionError as exc:  # SSLError included: its cause is named
+            raise RegistryError(ref, None, connection_failure(exc, self.base, self.ca_setting)) from None
         except requests.exceptions.Timeout:
             raise RegistryError(ref, None, f"{self.base} timed out") from None
         except requests.exceptions.RetryError:
@@ -69,26 +70,28 @@ class RegistryClient:
     @staticmethod
     def _error(response: requests.Response, ref: str) -> RegistryError:
         status = response.status_code
-        detail = ""
+        detail = code = ""
         try:
             errors = json.loads(read_bounded(response, _MAX_ERROR_BODY) or b"").get("errors") or []
             if errors:
-                detail = f": {str(errors[0].get('code', ''))[:100]} {str(errors[0].get('message', ''))[:300]}".rstrip()
+                code = str(errors[0].get("code", ""))[:100]
+                detail = f": {code} {str(errors[0].get('message', ''))[:300]}".rstrip()
         except (ValueError, AttributeError, TypeError, urllib3.exceptions.HTTPError, OSError):
             pass
         response.close()
-        error = RegistryClient._error_for(status, ref, detail)
+        error = RegistryClient._error_for(status, ref, detail, code)
         error.method = response.request.method if response.request else None
+        error.code = code
         return error
 
     @staticmethod
-    def _error_for(status: int, ref: str, detail: str) -> RegistryError:
+    def _error_for(status: int, ref: str, detail: str, code: str = "") -> RegistryError:
         if status == 401:
             return RegistryError(ref, status, "authentication failed (check the credentials)")
         if status == 403:
             return RegistryError(ref, status, "access denied")
         if status == 404:
-            return NotFound(ref, status, "not found")
+            return NotFound(ref, status, "repository not found" if code == NAME_UNKNOWN else "not found")
         return RegistryError(ref, status, f"registry error{detail}")
 
     def ref(self, repo: str, reference: str = "") -> str:
@@ -126,6 +129,15 @@ class RegistryClient:
             if origin(url) != origin(self.base):
                 raise RegistryError(self.ref(repo), None, f"tag list pagination points to another origin ({origin(url)})")
         raise RegistryError(self.ref(repo), None, "tag list has too many pages")
+
+    def repository_exists(self, repo: str) -> bool | None:
+        """Whether `repo` exists here: False only when the registry says NAME_UNKNOWN (a manifest's 404
+        does not tell a missing tag from a missing repository), None when it cannot be told."""
+        try:
+            self._request("GET", f"{registry_path(repo, 'tags/list')}?n=1", self.ref(repo)).close()
+            return True
+        except RegistryError as exc:
+            return False if exc.code == NAME_UNKNOWN else None
 
     def may_have_tag(self, repo: str, tag: str) -> bool:
         """False only when this run's one listing of `repo` shows `tag` absent (one GET per page

@@ -7,6 +7,7 @@ already pushed to another repository of the same target is cross-repo mounted in
 from __future__ import annotations
 
 import threading
+from functools import partial
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 
@@ -42,6 +43,7 @@ class BlobCopier:
         self._first: dict[tuple[str, str], tuple[str, Future]] = {}
         self.moved = 0      # bytes fetched from sources
         self.reused = 0     # bytes sent again from partial downloads a killed run kept
+        self._fetched: dict[tuple[str, str, str], int] = {}  # per copy job: what it fetched
         self._stopping = threading.Event()
         self._manifest_locks: dict[tuple[str, str, str], threading.Lock] = {}
         self._manifests_pushed: set[tuple[str, str, str]] = set()
@@ -50,7 +52,8 @@ class BlobCopier:
         self._stopping.set()
 
     def copy(self, src: RegistryClient, src_repo: str, dst: RegistryClient, dst_repo: str,
-             blob: Descriptor) -> Future:
+             blob: Descriptor, started: list | None = None) -> Future:
+        """`started` collects the keys of the jobs this call started (not joined), for `fetched_by`."""
         key = (dst.name, dst_repo, blob.digest)
         with self._lock:
             if key in self._jobs:
@@ -58,8 +61,15 @@ class BlobCopier:
             mount_from = self._first.get((dst.name, blob.digest))
             job = self._pool.submit(self._copy, src, src_repo, dst, dst_repo, blob, mount_from)
             self._jobs[key] = job
+            if started is not None:
+                started.append(key)
             self._first.setdefault((dst.name, blob.digest), (dst_repo, job))
             return job
+
+    def fetched_by(self, keys: list) -> int:
+        """Bytes the source sent for these jobs: 0 for blobs the target had or mounted."""
+        with self._lock:
+            return sum(self._fetched.get(key, 0) for key in keys)
 
     def put_child_once(self, dst: RegistryClient, repo: str, manifest: Manifest) -> None:
         """Push a child manifest by digest once per run and repository.
@@ -105,6 +115,7 @@ class BlobCopier:
         kept = spool.resume(blob.size) if spool and start == 0 else 0
         appending = spool is not None and start == 0
         what = src.ref(src_repo, blob.digest)
+        count = partial(self._count, key=(dst.name, dst_repo, blob.digest))
         offset = start or kept  # where the source is read from
         try:
             response = src.open_blob_from(src_repo, blob.digest, offset) if offset else src.open_blob(src_repo, blob.digest)
@@ -121,9 +132,9 @@ class BlobCopier:
                                             + (f" (from byte {offset})" if offset else ""))
                 hasher = checkpoint.hasher if checkpoint else None
                 if appending:
-                    reader = _spooling_reader(spool, kept, response.raw.read, blob, what, hasher, self._count)
+                    reader = _spooling_reader(spool, kept, response.raw.read, blob, what, hasher, count)
                 else:
-                    reader = VerifyingReader(response.raw.read, blob.digest, blob.size, what, on_bytes=self._count,
+                    reader = VerifyingReader(response.raw.read, blob.digest, blob.size, what, on_bytes=count,
                                              hasher=hasher, count=start)
                 if checkpoint:
                     dst.upload_blob(dst_repo, blob, reader, checkpoint=checkpoint)
@@ -183,9 +194,11 @@ class BlobCopier:
         if self._stopping.is_set():
             raise Interrupted()
 
-    def _count(self, n: int) -> None:
+    def _count(self, n: int, key: tuple[str, str, str] | None = None) -> None:
         with self._lock:
             self.moved += n
+            if key is not None:
+                self._fetched[key] = self._fetched.get(key, 0) + n
         if self._on_bytes:
             self._on_bytes(n)
 
@@ -231,14 +244,16 @@ def _worth_another_stream(exc: RegistryError) -> bool:
 
 
 def copy_tree(src: RegistryClient, src_repo: str, dst: RegistryClient, dst_repo: str, tree: list[Manifest],
-              tag: str, blobs: BlobCopier, on_verified: Callable[[], None] | None = None) -> None:
-    """`tree` is children-first with the root last (see resolve.images.manifest_tree).
+              tag: str, blobs: BlobCopier, on_verified: Callable[[], None] | None = None) -> int:
+    """`tree` is children-first with the root last (see resolve.images.manifest_tree). Returns the
+    bytes fetched for it (a blob shared with another image of this run counts for whichever started it).
 
     `on_verified` runs once every blob is on the target with its digest checked, before the
     first manifest is pushed.
     """
     unique = {b.digest: b for m in tree for b in m.blobs()}
-    jobs = [blobs.copy(src, src_repo, dst, dst_repo, b) for b in unique.values()]
+    started: list = []
+    jobs = [blobs.copy(src, src_repo, dst, dst_repo, b, started) for b in unique.values()]
     wait(jobs)
     for job in jobs:
         if job.cancelled():
@@ -249,3 +264,4 @@ def copy_tree(src: RegistryClient, src_repo: str, dst: RegistryClient, dst_repo:
     for manifest in tree[:-1]:
         blobs.put_child_once(dst, dst_repo, manifest)
     dst.put_manifest(dst_repo, tag, tree[-1])
+    return blobs.fetched_by(started)

@@ -121,6 +121,8 @@ class _BlobResponse:
 
 
 REF_NAME = "org.opencontainers.image.ref.name"
+# On a ref whose manifest regsync filtered by platform: the source's own (signed) index digest.
+SOURCE_DIGEST = "io.github.regsync.source-digest"
 MAX_INDEX_BYTES = 64 * 1024 * 1024
 
 
@@ -178,6 +180,12 @@ class LayoutSource:
             return None
         descriptor = Descriptor.parse(entry, f"index.json ref {self.name}/{repo}:{reference}")
         blob_path(self.root, descriptor.digest)  # refuses anything but sha256:<64 hex> (e.g. a path)
+        source = (entry.get("annotations") or {}).get(SOURCE_DIGEST)
+        if source is not None:
+            # The tag as the source served it: signatures name it, and import filters it again and
+            # must arrive at the digest the ref names (checked like every plan item, at apply).
+            manifest = self.get_manifest(repo, source)
+            return Descriptor(manifest.media_type, manifest.digest, len(manifest.raw))
         return descriptor
 
     def ref(self, repo: str, reference: str = "") -> str:

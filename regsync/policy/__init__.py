@@ -26,7 +26,9 @@ class LoadedPolicy:
         return ref.split("/", 1)[0]
 
 
-def load_policy(path: str | Path, environ: dict[str, str] | None = None) -> LoadedPolicy:
+def load_policy(path: str | Path, environ: dict[str, str] | None = None, offline_sources: bool = False) -> LoadedPolicy:
+    """`offline_sources` (import): the source registries and indexes are never contacted, so the
+    environment variables only they use (their passwords) need not be set on this side."""
     path = Path(path)
     try:
         raw = path.read_bytes()
@@ -36,15 +38,37 @@ def load_policy(path: str | Path, environ: dict[str, str] | None = None) -> Load
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise PolicyError("the policy is not UTF-8 text", str(path)) from None
-    doc = load_document(text, str(path), environ)
+    doc = load_document(text, str(path), environ, defer_unset=offline_sources)
     if not isinstance(doc.data, dict):
         raise PolicyError("the policy must be a mapping (version:, registries:, images: …)", str(path), 1)
+    if doc.unset:
+        offline = _source_only(doc.data)
+        for where, name in doc.unset.items():
+            if tuple(where[:2]) not in offline:
+                raise doc.error(where, f"environment variable '{name}' is not set")
     try:
         policy = Policy.model_validate(doc.data, context={"base_dir": path.resolve().parent})
     except ValidationError as exc:
         raise _first_error(exc, doc) from None
     _check_references(policy, doc)
     return LoadedPolicy(policy, path, hashlib.sha256(raw).hexdigest(), doc)
+
+
+def _source_only(data: dict) -> set[tuple]:
+    """("registries", name) and ("indexes", name) for every endpoint the policy only reads from."""
+    def names(rules, *keys) -> set[str]:
+        found = set()
+        for rule in rules if isinstance(rules, list) else []:
+            for key in keys:
+                value = rule.get(key) if isinstance(rule, dict) else None
+                if isinstance(value, str):
+                    found.add(value.split("/", 1)[0])
+        return found
+
+    images, packages = data.get("images"), data.get("packages")
+    registries = names(images, "from") - names(images, "to", "crosscheck")
+    indexes = names(packages, "from") - names(packages, "to")
+    return {("registries", name) for name in registries} | {("indexes", name) for name in indexes}
 
 
 def _first_error(exc: ValidationError, doc: Document) -> PolicyError:

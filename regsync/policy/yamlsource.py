@@ -23,6 +23,10 @@ class Document:
     data: object
     file: str
     lines: dict[Path_, int] = field(default_factory=dict)
+    # Variables left unset where the caller allowed it (`defer_unset`), by path: the value keeps its
+    # `${NAME}` text, and the caller decides whether that path may stay unresolved.
+    unset: dict[Path_, str] = field(default_factory=dict)
+    defer_unset: bool = False
 
     def line_of(self, path: Path_) -> int | None:
         """The line of `path`, or of its nearest ancestor that has one."""
@@ -37,7 +41,8 @@ class Document:
         return PolicyError(msg, self.file, self.line_of(path))
 
 
-def load_document(text: str, file: str, environ: dict[str, str] | None = None) -> Document:
+def load_document(text: str, file: str, environ: dict[str, str] | None = None,
+                  defer_unset: bool = False) -> Document:
     environ = os.environ if environ is None else environ
     loader = yaml.SafeLoader(text)
     try:
@@ -48,7 +53,7 @@ def load_document(text: str, file: str, environ: dict[str, str] | None = None) -
         raise PolicyError(f"invalid YAML: {problem}", file, mark.line + 1 if mark else None) from None
     finally:
         loader.dispose()
-    doc = Document(None, file)
+    doc = Document(None, file, defer_unset=defer_unset)
     if node is None:
         raise PolicyError("the policy is empty", file)
     doc.data = _build(node, (), doc, loader, environ)
@@ -81,6 +86,9 @@ def _interpolate(value: str, environ, doc: Document, path) -> str:
         if match.group(0) == "$$":
             return "$"
         name = match.group(1)
+        if name not in environ and doc.defer_unset:
+            doc.unset[path] = name
+            return match.group(0)
         if name not in environ:
             # Never fall back to an empty string: an empty password is a silent auth downgrade.
             raise doc.error(path, f"environment variable '{name}' is not set")

@@ -25,7 +25,7 @@ from packaging.version import Version
 from pypi_simple import DistributionPackage, NoSuchProjectError, ProjectPage, PyPISimple
 
 from regsync.errors import RegistryError, VerificationError
-from regsync.http import make_session, origin, require_https
+from regsync.http import connection_failure, make_session, origin, require_https
 from regsync.oci.auth import Credentials
 from regsync.transfer import CHUNK, IDENTITY, VerifyingReader, read_document
 
@@ -61,8 +61,8 @@ class PackageIndex:
             packages = list(page.packages) if page else []
         except NoSuchProjectError:
             packages = []
-        except requests.exceptions.SSLError:
-            raise RegistryError(f"{self.name}/{key}", None, "TLS verification failed (set tls.ca_file)") from None
+        except requests.exceptions.ConnectionError as exc:  # SSLError included: its cause is named
+            raise RegistryError(f"{self.name}/{key}", None, connection_failure(exc, self.url)) from None
         except requests.HTTPError as exc:
             status = exc.response.status_code if exc.response is not None else None
             raise RegistryError(f"{self.name}/{key}", status, "index error") from None
@@ -140,12 +140,27 @@ class PackageIndex:
         """The index that served the bytes of `package` last."""
         return public_url(self.url)
 
+    def size_of(self, package: DistributionPackage) -> int | None:
+        """The file's Content-Length from one HEAD, for a plan whose page gave no size; None when the
+        server does not say (the size is then only known once the file is read)."""
+        try:
+            require_https(self.url, package.url, f"{self.name}/{package.filename}", "its file link")
+            with self.session.head(package.url, timeout=PAGE_TIMEOUT, allow_redirects=True,
+                                   headers=IDENTITY) as response:
+                length = response.headers.get("Content-Length", "")
+                return int(length) if response.status_code == 200 and length.isdigit() else None
+        except (requests.RequestException, RegistryError) as exc:
+            logger.debug("{}: size not known at plan time: {}", package.filename, exc)
+            return None
+
     def open(self, package: DistributionPackage, start: int = 0) -> requests.Response:
         """The file from byte `start`; a server that ignores Range answers 200 and the caller sees it."""
         headers = {"Range": f"bytes={start}-"} if start else {}
         require_https(self.url, package.url, f"{self.name}/{package.filename}", "its file link")
         try:
             response = self.session.get(package.url, stream=True, timeout=(15, 300), headers=headers)
+        except requests.exceptions.ConnectionError as exc:
+            raise RegistryError(f"{self.name}/{package.filename}", None, connection_failure(exc, package.url)) from None
         except requests.RequestException:
             raise RegistryError(f"{self.name}/{package.filename}", None, f"cannot reach {self.url}") from None
         if response.status_code not in ((200, 206) if start else (200,)):

@@ -16,6 +16,7 @@ from packaging.utils import canonicalize_name, parse_sdist_filename, parse_wheel
 from requests_toolbelt.multipart.encoder import MultipartEncoder
 
 from regsync.errors import RegistryError, VerificationError
+from regsync.http import connection_failure
 from regsync.pypi.index import PackageIndex, sha256_of, wheel_metadata
 from regsync.transfer import CHUNK, write_atomically
 
@@ -63,6 +64,8 @@ class UploadTarget:
             try:
                 response = self.index.session.post(self.upload_url, data=body, timeout=(15, 3600),
                                                    headers={"Content-Type": body.content_type})
+            except requests.exceptions.ConnectionError as exc:
+                raise RegistryError(f"{self.name}/{filename}", None, connection_failure(exc, self.upload_url)) from None
             except requests.RequestException:
                 raise RegistryError(f"{self.name}/{filename}", None, f"cannot reach {self.upload_url}") from None
         if response.status_code == 409:

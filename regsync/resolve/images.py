@@ -14,7 +14,7 @@ from loguru import logger
 
 from regsync.endpoints import Endpoints, split_ref
 from regsync.errors import NotFound, RegistryError, VerificationError
-from regsync.oci.client import RegistryClient
+from regsync.oci.client import NAME_UNKNOWN, RegistryClient
 from regsync.oci.manifest import Descriptor, Manifest, filter_index
 from regsync.oci.names import invalid_tag, is_tag, shown
 from regsync.plan import PlanError, PlanItem
@@ -46,6 +46,9 @@ def plan_images(rules: list[ImageRule], endpoints: Endpoints, jobs: int, shard: 
                     dst_name, dst_repo = split_ref(rule.target)
                     endpoints.registry(dst_name).check_target(dst_repo)
                 tags, invalid = _tags_for(rule, src, src_repo)
+            except NotFound as exc:
+                errors.append(PlanError(rule.source, _not_found(exc), rule_name))
+                continue
             except (RegistryError, VerificationError) as exc:
                 errors.append(PlanError(rule.source, str(exc), rule_name))
                 continue
@@ -80,6 +83,10 @@ def _tags_for(rule: ImageRule, src: RegistryClient, repo: str) -> tuple[list[str
         # a typo'd pattern or a wrong repository must not look like "nothing to do"
         logger.warning("{}: 0 of {} tags matched [{}]", rule.source, len(available), ", ".join(select.include))
     return tags, invalid
+
+
+def _not_found(exc: NotFound) -> str:
+    return f"{exc.ref}: repository not found on the source" if exc.code == NAME_UNKNOWN else str(exc)
 
 
 def _refuse_invalid(rule: ImageRule, rule_name: str, tag: str) -> PlanItem:
@@ -127,7 +134,9 @@ def _plan_tag(rule: ImageRule, rule_name: str, endpoints: Endpoints, tag: str,
         target_may_have = diff_target and _may_have_tag(dst, dst_repo, tag)
         found = src.head_manifest(src_repo, tag) if target_may_have else _get_by_tag(src, src_repo, tag)
         if found is None:
-            return PlanError(source, "tag not found on the source", rule_name)
+            exists = getattr(src, "repository_exists", lambda repo: None)(src_repo)  # a bundle has no such question
+            return PlanError(source, "repository not found on the source" if exists is False
+                             else "tag not found on the source", rule_name)
         item = PlanItem("image", source, target, found.digest, "copy", media_type=found.media_type,
                         platforms=rule.platforms, rule=rule_name)
         pinned = rule.tags.pin.get(tag)

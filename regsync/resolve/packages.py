@@ -31,6 +31,7 @@ def plan_packages(rules: list[PackageRule], endpoints: Endpoints, jobs: int = 8,
     items: dict[tuple[str, str], PlanItem] = {}
     errors: list[PlanError] = []
     to_check: list[tuple[PlanItem, PackageRule]] = []
+    unsized: list[tuple[PlanItem, object, object]] = []  # (item, index, file) the page gave no size for
     for number, rule in enumerate(rules):
         rule_name = f"packages[{number}]"
         index, target = endpoints.index(rule.source), endpoints.package_target(rule.target)
@@ -63,13 +64,23 @@ def plan_packages(rules: list[PackageRule], endpoints: Endpoints, jobs: int = 8,
                 items[key] = _item(candidate.file, rule, rule_name, env, target, index)
                 if items[key].changes:
                     to_check.append((items[key], rule))
+                    if not items[key].bytes:
+                        unsized.append((items[key], index, candidate.file))
     def owned(item: PlanItem) -> bool:
         return shard is None or shard.owns(item.target)
 
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:  # one small GET each: latency-bound
         list(pool.map(lambda pair: _check_provenance(pair[0], pair[1], endpoints),
                       [pair for pair in to_check if owned(pair[0])]))
+        list(pool.map(_measure, [entry for entry in unsized if owned(entry[0])]))
     return [item for item in items.values() if owned(item)], errors
+
+
+def _measure(entry) -> None:
+    """A HEAD for the size a simple page (PEP 503 HTML) does not give, so the plan's total is true."""
+    item, index, package = entry
+    size_of = getattr(index, "size_of", None)  # a bundle's stand-in index knows sizes already
+    item.bytes = (size_of(package) if size_of else None) or 0
 
 
 def _resolution_error(rule: PackageRule, rule_name: str, exc: Exception, refused: dict) -> PlanError:

@@ -20,7 +20,7 @@ import requests
 from requests.auth import HTTPBasicAuth
 
 from regsync.errors import NotFound, RegistryError
-from regsync.http import make_session, retry_policy
+from regsync.http import connection_failure, make_session, retry_policy
 from regsync.oci.client import RegistryClient
 from regsync.policy.models import Harbor
 
@@ -101,9 +101,8 @@ class HarborProjects:
     def _call(self, method: str, path: str, project: str, **kwargs) -> requests.Response:
         try:
             response = self.session.request(method, self.base + path, timeout=_TIMEOUT, **kwargs)
-        except requests.exceptions.SSLError:
-            raise RegistryError(self._ref(project), None, "TLS verification failed for Harbor's API "
-                                                          "(set tls.ca_file to its CA)") from None
+        except requests.exceptions.ConnectionError as exc:
+            raise RegistryError(self._ref(project), None, f"Harbor API: {connection_failure(exc, self.base)}") from None
         except requests.RequestException as exc:
             raise RegistryError(self._ref(project), None, f"Harbor API unreachable: {type(exc).__name__}") from None
         response.close()

@@ -77,6 +77,7 @@ def _verify(image_ref, key, identity, identity_regex, issuer, trusted_root, atte
     host, repo, reference = parse_image_ref(image_ref)
     client = RegistryClient(host, f"{'http' if allow_http else 'https'}://{host}",
                             resolve_credentials(Auth(docker_config=True), host), ca_file=cacert)
+    client.ca_setting = "--registry-cacert"
     found = client.head_manifest(repo, reference)
     if found is None:
         raise UsageError(f"{image_ref}: no such image")
@@ -110,10 +111,13 @@ def _trust_from_flags(key, identity, identity_regex, issuer, trusted_root):
     if key:
         from regsync.verify.keys import load_public_key
 
-        load_public_key(key, "key")  # a bad key file is a usage error, before any network
+        load_public_key(key, "--key")  # a bad key file is a usage error, before any network
         return Trust(cosign_key=key)
     if not issuer:
         raise UsageError("keyless verification needs --certificate-oidc-issuer")
+    if not trusted_root:  # regsync never asks Fulcio or Rekor online
+        raise UsageError("keyless verification needs --trusted-root trusted_root.json (the Fulcio CA, CT log "
+                         "and Rekor keys, e.g. from `cosign trusted-root create` or the Sigstore TUF repository)")
     try:
         return Trust(keyless=Keyless(issuer=issuer, identity=identity, identity_regex=identity_regex),
                      trusted_root=trusted_root)

@@ -83,19 +83,27 @@ def fingerprint(key) -> str:
     return "sha256:" + hashlib.sha256(der).hexdigest()
 
 
+def _label(name: str) -> str:
+    """A command's flag (`--key`) is named as such; anything else is a policy trust entry."""
+    return name if name.startswith("--") else f"trust entry '{name}'"
+
+
 def parse_public_key(pem: bytes, name: str, where: str) -> PublicKey:
     try:
         key = serialization.load_pem_public_key(pem)
     except (ValueError, UnsupportedAlgorithm):
-        raise PolicyError(f"trust entry '{name}': {where} is not a PEM public key") from None
+        if b"PRIVATE KEY-----" in pem:  # PKCS#8, SEC1, PKCS#1, cosign's ENCRYPTED SIGSTORE PRIVATE KEY
+            raise PolicyError(f"{_label(name)}: {where} is a private key, where the public key is needed "
+                              f"(cosign.pub, or `openssl pkey -pubout`)") from None
+        raise PolicyError(f"{_label(name)}: {where} is not a PEM public key") from None
     if isinstance(key, ec.EllipticCurvePublicKey):
         if key.curve.name not in ("secp256r1", "secp384r1", "secp521r1"):
-            raise PolicyError(f"trust entry '{name}': curve {key.curve.name} is not one cosign uses")
+            raise PolicyError(f"{_label(name)}: curve {key.curve.name} is not one cosign uses")
     elif not isinstance(key, (rsa.RSAPublicKey, ed25519.Ed25519PublicKey)):
-        raise PolicyError(f"trust entry '{name}': only ECDSA, RSA and Ed25519 keys are supported")
+        raise PolicyError(f"{_label(name)}: only ECDSA, RSA and Ed25519 keys are supported")
     return PublicKey(name, key, fingerprint(key))
 
 
 def load_public_key(path: Path, name: str) -> PublicKey:
-    pem = read_local_file(path, MAX_KEY_BYTES, f"trust entry '{name}'", "a public key")
+    pem = read_local_file(path, MAX_KEY_BYTES, _label(name), "a public key")
     return parse_public_key(pem, name, str(path))

@@ -1,0 +1,138 @@
+"""Messages that name the real cause (issue 13): a missing repository, an unreachable registry being
+retried, a plain-HTTP server behind an https URL, a name that does not resolve, `regsync verify`'s
+own flags, a private key where the public one is needed."""
+
+import json
+
+from tests.fixtures.oci_layout import seed, write_image
+from tests.fixtures.policies import audit_records, run_cli, write_policy
+from tests.fixtures.registries import free_port
+
+FAST_RETRIES = ', retries: {attempts: 2, backoff_seconds: 0.1}'
+
+
+def test_a_missing_repository_is_named_as_such(tmp_path, registry, registry2, unique_repo):
+    listed = write_policy(tmp_path, registry.url, registry2.url, f"{unique_repo}/nope", tags=["glob:1.*"], name="a.yaml")
+    result = run_cli("plan", "-p", listed, "--json")
+    assert result.exit_code == 1
+    [error] = json.loads(result.stdout)["errors"]
+    assert "repository not found on the source" in error["reason"]
+    exact = write_policy(tmp_path, registry.url, registry2.url, f"{unique_repo}/nope", tags=["1.0"], name="b.yaml")
+    result = run_cli("plan", "-p", exact, "--json")
+    [error] = json.loads(result.stdout)["errors"]
+    assert "repository not found on the source" in error["reason"], error
+    assert "tag not found" not in error["reason"]
+
+
+def test_a_missing_tag_in_an_existing_repository_is_still_a_missing_tag(tmp_path, registry, registry2, unique_repo,
+                                                                        oci_dir):
+    write_image(oci_dir, "1.0", layer_size=1_000, seed=5)
+    seed(registry, unique_repo, "1.0", oci_dir)
+    policy = write_policy(tmp_path, registry.url, registry2.url, unique_repo, tags=["9.9"])
+    [error] = json.loads(run_cli("plan", "-p", policy, "--json").stdout)["errors"]
+    assert error["reason"] == "tag not found on the source"
+
+
+def test_an_unreachable_registry_says_what_is_retried(tmp_path, registry2, unique_repo):
+    dead = f"http://127.0.0.1:{free_port()}"
+    policy = write_policy(tmp_path, dead, registry2.url, unique_repo, tags=["glob:1.*"], src_options=FAST_RETRIES)
+    result = run_cli("plan", "-p", policy)
+    assert result.exit_code == 1
+    retried = [line for line in result.stderr.splitlines() if "retry" in line]
+    assert retried and f"{dead.replace('http://', 'http://')}" in retried[-1] and "WARNING" in retried[-1], result.stderr
+    assert "connection refused" in retried[-1]
+
+
+def test_https_to_a_plain_http_server_says_it_does_not_speak_tls(tmp_path, registry, registry2, unique_repo):
+    policy = write_policy(tmp_path, registry.url.replace("http://", "https://"), registry2.url, unique_repo,
+                          tags=["glob:1.*"], src_options=FAST_RETRIES)
+    result = run_cli("plan", "-p", policy, "--json")
+    [error] = json.loads(result.stdout)["errors"]
+    assert "does not speak TLS" in error["reason"] and "tls.ca_file" not in error["reason"], error
+
+
+def test_a_name_that_does_not_resolve_says_dns(tmp_path, registry2, unique_repo):
+    # Longer than DNS allows: the resolver refuses it locally, so no query leaves the machine.
+    host = ".".join(["a" * 63] * 4) + ".test"
+    policy = write_policy(tmp_path, f"http://{host}:5000", registry2.url, unique_repo, tags=["glob:1.*"],
+                          src_options=FAST_RETRIES)
+    result = run_cli("plan", "-p", policy, "--json")
+    [error] = json.loads(result.stdout)["errors"]
+    assert "name resolution failed" in error["reason"] and "DNS" in error["reason"], error
+
+
+def _key_pair(tmp_path):
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    private = tmp_path / "signing.pem"
+    private.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                          serialization.NoEncryption()))
+    public = tmp_path / "signing.pub"
+    public.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
+                                                     serialization.PublicFormat.SubjectPublicKeyInfo))
+    return private, public
+
+
+def test_verify_names_its_own_flags_in_hints(tmp_path, registry_tls, unique_repo):
+    _, public = _key_pair(tmp_path)
+    untrusted = run_cli("verify", f"{registry_tls.host}/{unique_repo}:1.0", "--key", public)
+    assert untrusted.exit_code == 1
+    assert "--registry-cacert" in untrusted.stderr and "tls.ca_file" not in untrusted.stderr, untrusted.stderr
+    keyless = run_cli("verify", f"{registry_tls.host}/{unique_repo}:1.0", "--certificate-identity", "a@b.c",
+                      "--certificate-oidc-issuer", "https://issuer.example")
+    assert keyless.exit_code == 2
+    assert "--trusted-root" in keyless.stderr and "trusted_root:" not in keyless.stderr, keyless.stderr
+
+
+def test_a_private_key_where_the_public_key_is_needed_is_named(tmp_path, registry2, unique_repo):
+    private, _ = _key_pair(tmp_path)
+    trail = tmp_path / "audit.jsonl"
+    trail.write_text("")
+    audit = run_cli("audit", "verify", trail, "--key", private)
+    assert audit.exit_code == 2
+    assert "private key" in audit.stderr and "public key" in audit.stderr, audit.stderr
+    assert "trust entry" not in audit.stderr
+    verify = run_cli("verify", f"{registry2.host}/{unique_repo}:1.0", "--allow-http-registry", "--key", private)
+    assert verify.exit_code == 2 and "private key" in verify.stderr and "--key" in verify.stderr, verify.stderr
+
+
+def test_a_reapplied_plan_that_moved_nothing_records_zero_bytes(tmp_path, registry, registry2, unique_repo, oci_dir):
+    write_image(oci_dir, "1.0", layer_size=30_000, seed=7)
+    seed(registry, unique_repo, "1.0", oci_dir)
+    policy = write_policy(tmp_path, registry.url, registry2.url, unique_repo, tags=["1.0"])
+    plan = tmp_path / "plan.json"
+    assert run_cli("plan", "-p", policy, "-o", plan).exit_code == 0
+    first = run_cli("sync", "-p", policy, "--plan", plan)
+    assert first.exit_code == 0, first.output
+    again = run_cli("sync", "-p", policy, "--plan", plan)
+    assert again.exit_code == 0, again.output
+    assert "0 B moved" in again.stderr
+    pushed = [r["artifact"]["size"] for r in audit_records(tmp_path / "audit.jsonl") if r["event"] == "pushed"]
+    assert pushed[0] > 30_000 and pushed[1:] == [0], pushed
+    assert run_cli("audit", "report", tmp_path / "audit.jsonl", "--json", tmp_path / "r.json").exit_code == 0
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert [run["bytes"] for run in report["runs"]][-1] == 0, report["runs"]
+
+
+def test_an_index_on_plain_http_named_with_https_says_it_does_not_speak_tls(tmp_path):
+    from tests.fixtures.pypi import SimpleIndex
+
+    index = SimpleIndex()
+    try:
+        policy = tmp_path / "policy.yaml"
+        policy.write_text(f"""\
+version: 1
+indexes:
+  mirror: {{url: "{index.url.replace('http://', 'https://')}", retries: {{attempts: 1, backoff_seconds: 0.1}}}}
+  internal: {{kind: directory, path: {tmp_path / 'tree'}}}
+packages:
+  - {{from: mirror, to: internal, requirements: ["app==1.0"], environments: [{{python: "3.12", platform: win_amd64}}]}}
+audit: {{path: audit.jsonl}}
+""")
+        result = run_cli("plan", "-p", policy, "--json")
+        [error] = json.loads(result.stdout)["errors"]
+        assert "does not speak TLS" in error["reason"] and "tls.ca_file" not in error["reason"], error
+    finally:
+        index.stop()
