@@ -614,7 +614,9 @@ audit: {{path: audit.jsonl}}
     assert pushed[-1]["verification"]["attestation"]["identity"] == FEEDSTOCK.format("signed")
 
     shutil.rmtree(tmp_path / "mirror")
-    (tmp_path / "bundle/blobs/sha256" / sidecar).unlink()  # the attestation lost on the way
+    (tmp_path / "bundle/blobs/sha256" / sidecar).unlink()  # the attestation left out (an unsigned bundle,
+    sums = tmp_path / "bundle/SHA256SUMS"                    # its SHA256SUMS edited to match)
+    sums.write_text("".join(line for line in sums.read_text().splitlines(True) if sidecar not in line))
     refused = run_cli("import", tmp_path / "bundle", "-p", path)
     assert refused.exit_code == 3, refused.output
     assert not (tmp_path / "mirror/linux-64/signed-1.0-0.conda").exists()
