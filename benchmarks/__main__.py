@@ -165,7 +165,8 @@ def p6_plan_scaling(work: Path, counts: list[int]) -> dict:
 
 GOALS = {("P1", "skopeo copy --all"): "<= 0.8×", ("P1", "curl GET→PUT floor"): "<= 1.3×",
          ("P2", "skopeo sync --all"): "<= 0.25×", ("P5", "pip download"): "<= 0.5×", ("P3", "skopeo sync --all"): "<= 0.1×",
-         ("P4", ""): "<= 150 MB", ("P5", ""): "flat", ("P6", ""): "linear", ("P7", ""): "<= 55% again"}
+         ("P4", ""): "<= 150 MB", ("P5", ""): "flat", ("P6", ""): "linear", ("P7", ""): "<= 55% again",
+         ("P8", "rattler solve"): "<= 1.5×, RSS <= 500 MB", ("P9", "conda-mirror"): "<= 0.5×"}
 
 
 def _cpu(result: dict) -> str:
@@ -353,9 +354,11 @@ def plot(rows: list[dict], path: Path) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run of a few minutes")
-    parser.add_argument("--only", default="P1,P2,P4,P5,P6,P7", help="comma-separated ids (P2 includes P3)")
+    parser.add_argument("--only", default="P1,P2,P4,P5,P6,P7",
+                        help="comma-separated ids (P2 includes P3; conda: P8,P9)")
     parser.add_argument("--scale", type=int, help="tags for P2/P3 (default 1000, 50 with --quick)")
     parser.add_argument("--p1-bytes", type=float, help="P1 image size in bytes (default 1.05e9, 1e8 with --quick)")
+    parser.add_argument("--conda-mirror", help="P9: the conda-mirror executable (PyPI conda-mirror, own venv)")
     parser.add_argument("--p5-latency-ms", type=int, default=30,
                         help="P5 runs twice: index on this machine, and this many ms away per request (default 30)")
     args = parser.parse_args()
@@ -378,6 +381,12 @@ def main() -> int:
             rows.append(p6_plan_scaling(work, [100, 300] if args.quick else [1000, 3000, 10000]))
         if "P7" in only:
             rows.append(p7_resume(work, 400_000_000 if args.quick else 2_000_000_000, ["SIGTERM", "SIGKILL"]))
+        if "P8" in only:
+            from benchmarks.conda import p8_plan
+            rows.append(p8_plan(work, measure, 500 if args.quick else 5000))
+        if "P9" in only:
+            from benchmarks.conda import p9_mirror
+            rows.append(p9_mirror(work, measure, args.conda_mirror))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     table = render(rows)

@@ -63,6 +63,8 @@ def policy_check(policy_path):
     click.echo(f"{policy_path}: valid (sha256 {loaded.sha256[:12]})")
     click.echo(f"  registries: {', '.join(policy.registries) or '-'}")
     click.echo(f"  indexes:    {', '.join(policy.indexes) or '-'}")
+    if policy.channels:
+        click.echo(f"  channels:   {', '.join(policy.channels)}")
     click.echo(f"  trust:      {', '.join(policy.trust) or '-'}")
     for rule in policy.images:
         tags = ", ".join(rule.tags.include)
@@ -71,6 +73,11 @@ def policy_check(policy_path):
     for rule in policy.packages:
         click.echo(f"  package {rule.source} -> {rule.target}  [{', '.join(rule.requirements)}]"
                    f"{_provenance_summary(rule.verify)}")
+    if policy.conda:
+        from regsync.kinds.conda.rules import describe
+
+        for rule in policy.conda:
+            click.echo(f"  conda   {describe(rule)}")
     click.echo(f"  audit:      {policy.audit.path or '(default ./regsync-audit.jsonl)'}")
     if policy.bundle.signature != "off":
         click.echo(f"  bundles:    signature {policy.bundle.signature}, trust {', '.join(policy.bundle.trust)}")
