@@ -269,9 +269,9 @@ def _assert_landed_correctly(target_url: str, repo: str, served: set[str], filte
 @settings(max_examples=100, deadline=None, derandomize=True, database=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture])
 @given(case=cases())
-# Issue 11 item A (tag-name validation) will re-enable: a tag list whose "tags" is not a list of names
-# (b'{"tags": 5}' raised TypeError) — left out of `bodies` until that lands:
-# @example(case=(honest(Bend("tags", body=b'{"tags": 5}')), ALL, None))
+# a tag list whose "tags" is not a list of names (b'{"tags": 5}' raised TypeError before the name
+# grammar landed):
+@example(case=(honest(Bend("tags", body=b'{"tags": 5}')), ALL, None))
 # requests' and urllib3's own exceptions escaped as "internal error": a body that does not decode as
 # its Content-Encoding says, a garbage Retry-After, a body shorter than its Content-Length
 @example(case=(honest(Bend("tags", headers={"Content-Encoding": "gzip"})), ALL, None))

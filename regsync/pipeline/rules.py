@@ -21,3 +21,14 @@ def the_one(found: list, none: str, several: str):
     if len(found) != 1:
         raise VerificationError(f"{NOT_ALLOWED}: {several if found else none}")
     return found[0]
+
+
+def rule_named(rules: list, section: str, rule_name: str):
+    """'images[3]' (section 'images') → rules[3]. At apply time the name is the one authorize found
+    in the policy for the item's source and target, never the plan's word."""
+    try:
+        if not rule_name.startswith(f"{section}["):
+            raise ValueError(rule_name)
+        return rules[int(rule_name.removeprefix(f"{section}[").rstrip("]"))]
+    except (ValueError, IndexError):
+        raise VerificationError(f"the plan names rule '{rule_name}', which the policy does not have") from None

@@ -12,7 +12,7 @@ from regsync.errors import VerificationError
 from regsync.kinds.oci.names import is_tag
 from regsync.kinds.oci.tags import select_tags
 from regsync.pipeline.plan import PlanItem
-from regsync.pipeline.rules import NOT_ALLOWED, the_one
+from regsync.pipeline.rules import NOT_ALLOWED, rule_named, the_one
 from regsync.policy.models import ImageRule, Policy
 
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}|sha512:[0-9a-f]{128}")
@@ -28,12 +28,8 @@ def authorize_image(item: PlanItem, policy: Policy) -> ImageRule:
 
 
 def rule_of(policy: Policy, rule_name: str) -> ImageRule:
-    """'images[3]' → that rule of the policy. At apply time `item.rule` is the name authorize found
-    in the policy for the item's source and target, never the plan's word."""
-    try:
-        return policy.images[int(rule_name.removeprefix("images[").rstrip("]"))]
-    except (ValueError, IndexError):
-        raise VerificationError(f"the plan names rule '{rule_name}', which the policy does not have") from None
+    """'images[3]' → that rule of the policy (the name authorize found, never the plan's word)."""
+    return rule_named(policy.images, "images", rule_name)
 
 
 def image_rule_for(policy: Policy, source: str, target: str) -> tuple[str, ImageRule]:

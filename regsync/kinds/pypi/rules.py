@@ -10,7 +10,7 @@ from regsync.kinds.pypi.environment import rule_environments
 from regsync.kinds.pypi.ref import parse_file_name
 from regsync.kinds.pypi.resolver import Options, allows_prereleases, best_file, exactly_pinned, parse_requirement
 from regsync.pipeline.plan import PlanItem
-from regsync.pipeline.rules import NOT_ALLOWED, the_one
+from regsync.pipeline.rules import NOT_ALLOWED, rule_named, the_one
 from regsync.policy.models import PackageRule, Policy
 
 
@@ -24,10 +24,7 @@ def authorize_package(item: PlanItem, policy: Policy) -> PackageRule:
 
 def rule_of(policy: Policy, rule_name: str) -> PackageRule:
     """'packages[2]' → that rule of the policy (the name authorize found, never the plan's word)."""
-    try:
-        return policy.packages[int(rule_name.removeprefix("packages[").rstrip("]"))]
-    except (ValueError, IndexError):
-        raise VerificationError(f"the plan names rule '{rule_name}', which the policy does not have") from None
+    return rule_named(policy.packages, "packages", rule_name)
 
 
 def package_rule_for(policy: Policy, source: str, target: str) -> tuple[str, PackageRule]:
