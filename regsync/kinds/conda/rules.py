@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from regsync.kinds.conda.names import split_ref
 from regsync.errors import VerificationError
-
-NOT_ALLOWED = "not allowed by the policy"
+from regsync.kinds.conda.names import split_ref
+from regsync.pipeline.rules import NOT_ALLOWED
 
 
 def conda_rules_for(policy, source: str, target: str) -> list[tuple[str, object]]:
