@@ -19,7 +19,7 @@ from pathlib import Path
 import requests
 
 from regsync.errors import RegistryError
-from regsync.net.http import make_session, retry_policy
+from regsync.net.http import OriginBoundBasicAuth, make_session, origin, retry_policy
 from regsync.content.files import write_atomically
 from regsync.content.reader import CHUNK, SizedBody, read_bounded
 
@@ -139,9 +139,9 @@ class HttpChannel(_Channel):
         self.name, self.url = name, cfg.url.rstrip("/")
         self.session = make_session(cfg.tls.ca_file if cfg.tls else None,
                                     retry=retry_policy(cfg.retries.attempts, cfg.retries.backoff_seconds))
-        if cfg.auth and cfg.auth.username:
-            # requests drops these on a redirect to another host (rebuild_auth)
-            self.session.auth = (cfg.auth.username, cfg.auth.password.get_secret_value())
+        if cfg.auth and cfg.auth.username:  # the channel's own origin only, never after a redirect elsewhere
+            self.session.auth = OriginBoundBasicAuth(cfg.auth.username, cfg.auth.password.get_secret_value(),
+                                                     {origin(self.url)})
         self.staging = None
 
     def put(self, path: Path, subdir: str, filename: str) -> None:
