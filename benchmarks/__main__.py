@@ -168,7 +168,8 @@ def p6_plan_scaling(work: Path, counts: list[int]) -> dict:
 GOALS = {("P1", "skopeo copy --all"): "<= 0.7×", ("P1", "curl GET→PUT floor"): "<= 1.3×",
          ("P2", "skopeo sync --all"): "<= 0.25×", ("P5", "pip download"): "<= 0.5×", ("P3", "skopeo sync --all"): "<= 0.15×",
          ("P4", ""): "<= 100 MB, flat", ("P5", ""): "flat", ("P6", ""): "linear", ("P7", ""): "<= 55% again",
-         ("P9", ""): "<= 0.15 s"}
+         ("P8", "rattler solve"): "<= 1.5×, RSS <= 500 MB", ("P9", "conda-mirror"): "<= 0.5×",
+         ("P10", ""): "<= 0.15 s"}
 
 
 def _cpu(result: dict) -> str:
@@ -301,7 +302,7 @@ def p7_resume(work: Path, size: int, signals: list[str]) -> dict:
     return {"id": "P7", "work": f"stopped at 50% of a {size / 1e9:.1f} GB blob, rerun", "regsync": runs, "peers": {}}
 
 
-def p9_start_up(work: Path, runs: int = 20) -> dict:
+def p10_start_up(work: Path, runs: int = 20) -> dict:
     """`regsync --version` and `--help`: the median of `runs` starts of a fresh interpreter (what a
     shell completion or a wrapper script pays), and the `python -c pass` floor under the same load."""
     def median(command: list[str]) -> float:
@@ -312,7 +313,7 @@ def p9_start_up(work: Path, runs: int = 20) -> dict:
             times.append(time.monotonic() - started)
         return round(sorted(times)[len(times) // 2], 3)
 
-    return {"id": "P9", "work": f"start-up, median of {runs}", "peers": {},
+    return {"id": "P10", "work": f"start-up, median of {runs}", "peers": {},
             "regsync": {"--version": median([sys.executable, "-m", "regsync", "--version"]),
                         "--help": median([sys.executable, "-m", "regsync", "--help"]),
                         "python -c pass": median([sys.executable, "-c", "pass"])}}
@@ -341,9 +342,9 @@ def render(rows: list[dict]) -> str:
                 lines.append(f"| {row['id']} | {row['work']} | {ours['seconds']:.2f} s | {name}: {peer['seconds']:.2f} s "
                              f"| {ratio:.2f}× | {GOALS.get((row['id'], name), '')} | {ours['rss_mb']} MB "
                              f"| {_cpu(ours)} / {_cpu(peer)} |")
-        elif row["id"] == "P9":
+        elif row["id"] == "P10":
             cells = ", ".join(f"{k}: {v:.3f} s" for k, v in ours.items())
-            lines.append(f"| {row['id']} | {row['work']} | {cells} | | | {GOALS['P9', '']} | | |")
+            lines.append(f"| {row['id']} | {row['work']} | {cells} | | | {GOALS['P10', '']} | | |")
         elif row["id"] == "P7":
             cells = ", ".join(f"{k}: {v['fraction_again']:.0%} of the bytes fetched again"
                               + (f", {v['resent_from_disk'] / 1e9:.2f} GB re-sent from disk"
@@ -392,9 +393,11 @@ def plot(rows: list[dict], path: Path) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run of a few minutes")
-    parser.add_argument("--only", default="P1,P2,P4,P5,P6,P7,P9", help="comma-separated ids (P2 includes P3)")
+    parser.add_argument("--only", default="P1,P2,P4,P5,P6,P7,P10",
+                        help="comma-separated ids (P2 includes P3; conda: P8,P9; start-up: P10)")
     parser.add_argument("--scale", type=int, help="tags for P2/P3 (default 1000, 50 with --quick)")
     parser.add_argument("--p1-bytes", type=float, help="P1 image size in bytes (default 1.05e9, 1e8 with --quick)")
+    parser.add_argument("--conda-mirror", help="P9: the conda-mirror executable (PyPI conda-mirror, own venv)")
     parser.add_argument("--p5-latency-ms", type=int, default=30,
                         help="P5 runs twice: index on this machine, and this many ms away per request (default 30)")
     args = parser.parse_args()
@@ -415,10 +418,16 @@ def main() -> int:
             rows.append(p5_memory(work, [20_000_000, 200_000_000] if args.quick else [200_000_000, 2_000_000_000]))
         if "P6" in only:
             rows.append(p6_plan_scaling(work, [100, 300] if args.quick else [1000, 3000, 10000]))
-        if "P9" in only:
-            rows.append(p9_start_up(work))
+        if "P10" in only:
+            rows.append(p10_start_up(work))
         if "P7" in only:
             rows.append(p7_resume(work, 400_000_000 if args.quick else 2_000_000_000, ["SIGTERM", "SIGKILL"]))
+        if "P8" in only:
+            from benchmarks.conda import p8_plan
+            rows.append(p8_plan(work, measure, 500 if args.quick else 5000))
+        if "P9" in only:
+            from benchmarks.conda import p9_mirror
+            rows.append(p9_mirror(work, measure, args.conda_mirror))
     finally:  # a row that fails still leaves the rows measured before it
         shutil.rmtree(work, ignore_errors=True)
         table = render(rows)

@@ -1,6 +1,6 @@
 """`regsync --version` and `--help` start without the libraries only a verb needs (issue 16, P9):
 what a module imports is a property of the code, checked here in a fresh interpreter; the time it
-takes is measured by `python -m benchmarks`, never here."""
+takes is measured by `python -m benchmarks`, never here (benchmarks P10)."""
 
 from __future__ import annotations
 

@@ -97,6 +97,10 @@ def _evidence(verification: dict | None) -> dict:
             signers.append(f"{signer['identity']} via {signer.get('issuer', '?')}")
     if signature.get("status") == "unverified":
         signers.append(f"unverified: {signature.get('reason', '')}")
+    conda = verification.get("attestation") or {}  # a conda package's Sigstore attestation (CEP 27)
+    if conda.get("identity"):
+        methods.append("sigstore attestation")
+        signers.append(f"{conda['identity']} via {conda.get('issuer', '?')}")
     if verification.get("crosscheck"):
         methods.append(f"cross-check with {verification['crosscheck'].get('registry', '?')}")
     provenance = verification.get("provenance") or {}

@@ -1,7 +1,7 @@
 """The command line: parse, call the library (regsync.runs), render, exit with the documented codes
 (README, "Exit codes"). Nothing more: each verb group is a module here.
 
-Start-up is kept short (issue 16, P9: `regsync --version` and `--help` in well under 0.2 s): a verb's
+Start-up is kept short (issue 16, P9: `regsync --version` and `--help` in well under 0.2 s; benchmarks P10): a verb's
 module is imported only when that verb is named or help lists it, and the library (pydantic
 models, requests, rich, sigstore, pypi-simple) only inside the verb's function.
 tests/test_startup.py holds every module here to that."""
@@ -92,6 +92,8 @@ def policy_check(policy_path):
     click.echo(f"{policy_path}: valid (sha256 {loaded.sha256[:12]})")
     click.echo(f"  registries: {', '.join(policy.registries) or '-'}")
     click.echo(f"  indexes:    {', '.join(policy.indexes) or '-'}")
+    if policy.channels:
+        click.echo(f"  channels:   {', '.join(policy.channels)}")
     click.echo(f"  trust:      {', '.join(policy.trust) or '-'}")
     for rule in policy.images:
         tags = ", ".join(rule.tags.include)
@@ -100,6 +102,11 @@ def policy_check(policy_path):
     for rule in policy.packages:
         click.echo(f"  package {rule.source} -> {rule.target}  [{', '.join(rule.requirements)}]"
                    f"{_provenance_summary(rule.verify)}")
+    if policy.conda:
+        from regsync.kinds.conda.rules import describe
+
+        for rule in policy.conda:
+            click.echo(f"  conda   {describe(rule)}")
     click.echo(f"  audit:      {policy.audit.path or '(default ./regsync-audit.jsonl)'}")
     if policy.bundle.signature != "off":
         click.echo(f"  bundles:    signature {policy.bundle.signature}, trust {', '.join(policy.bundle.trust)}")

@@ -1,4 +1,4 @@
-"""Client configuration that points docker, containerd, podman, pip and uv at the internal copies a
+"""Client configuration that points docker, containerd, podman, pip, uv, conda and pixi at the internal copies a
 policy maintains: CA files where TLS needs them, never insecure flags, never a password.
 
 What each client can express differs, and the output says so instead of pretending:
@@ -30,7 +30,7 @@ from regsync.cli.guard import run_guarded
 if TYPE_CHECKING:
     from regsync.policy.models import Policy
 
-CLIENTS = ("docker", "containerd", "podman", "pip", "uv")
+CLIENTS = ("docker", "containerd", "podman", "pip", "uv", "conda", "pixi")
 DOCKER_HUB_HOSTS = {"docker.io", "registry-1.docker.io", "index.docker.io", "registry.hub.docker.com"}
 
 
@@ -69,7 +69,8 @@ class Route:
 
 
 def client_config(policy: Policy, client: str, upstream: str | None = None) -> Rendered:
-    renderers = {"docker": _docker, "containerd": _containerd, "podman": _podman, "pip": _pip, "uv": _uv}
+    renderers = {"docker": _docker, "containerd": _containerd, "podman": _podman, "pip": _pip, "uv": _uv,
+                 "conda": _conda, "pixi": _pixi}
     if client not in renderers:
         raise UsageError(f"--for must be one of {', '.join(CLIENTS)}")
     if client == "containerd":
@@ -238,6 +239,98 @@ def _uv(policy: Policy) -> Rendered:
     return Rendered("\n".join(lines) + "\n", notes)
 
 
+# conda and pixi: the internal channels a policy fills. A target channel holds the closure of every
+# rule that writes to it, whichever upstream channel each record came from, so clients read it as one
+# channel with strict priority. pixi's mirrors map the upstream URLs a project names (including
+# conda.anaconda.org's, for which TUNA's are mirrors) to it. Never ssl_verify off.
+
+# What clients name when the policy reads a mirror of it (TUNA's channel_alias, and the like).
+_CANONICAL = {"cloud/conda-forge": "https://conda.anaconda.org/conda-forge",
+              "conda-forge": "https://conda.anaconda.org/conda-forge",
+              "cloud/pytorch": "https://conda.anaconda.org/pytorch",
+              "pkgs/main": "https://repo.anaconda.com/pkgs/main", "pkgs/free": "https://repo.anaconda.com/pkgs/free",
+              "pkgs/r": "https://repo.anaconda.com/pkgs/r"}
+
+
+def _conda_targets(policy) -> list[tuple[str, str | None, list[str], list[str]]]:
+    """(name, client URL or None, upstream URLs, notes) per target channel, in rule order."""
+    if not policy.conda:
+        raise UsageError("this policy has no conda: rules, so there is no internal channel to point clients at")
+    found: dict[str, tuple[str, str | None, list[str], list[str]]] = {}
+    for rule in policy.conda:
+        channel = policy.channels[rule.target]
+        url = channel.url.rstrip("/") if channel.url else None
+        name, _, upstreams, notes = found.setdefault(rule.target, (rule.target, url, [], []))
+        for source in rule.sources:
+            upstream = policy.channels[source].url.rstrip("/")
+            for candidate in (upstream, *_canonical_urls(upstream)):
+                if candidate not in upstreams:
+                    upstreams.append(candidate)
+        if url is None and not notes:
+            notes.append(f"channel '{rule.target}' is a directory without a url: set `url:` on it to where a web "
+                         f"server serves {channel.path}")
+        if channel.auth and channel.auth.username and not any("credentials" in n for n in notes):
+            notes.append(f"channel '{rule.target}' needs credentials to read: give them with `pixi auth login` or "
+                         "conda's keyring/.netrc, not in this file")
+        if channel.tls and channel.tls.ca_file and not any("CA" in n for n in notes):
+            notes.append(f"CA for {url}: {channel.tls.ca_file} (conda: ssl_verify: <that file>; pixi: SSL_CERT_FILE)")
+    return list(found.values())
+
+
+def _custom_channels(targets) -> dict[str, str]:
+    """name → base URL for target channels served under a name clients use (…/conda-forge)."""
+    found = {}
+    for _, url, upstreams, _ in targets:
+        for upstream in upstreams:
+            name = upstream.rsplit("/", 1)[1]
+            if url and url.endswith("/" + name) and name not in found:
+                found[name] = url[: -len(name) - 1]
+    return found
+
+
+def _canonical_urls(url: str) -> list[str]:
+    return [canonical for suffix, canonical in _CANONICAL.items() if url.endswith("/" + suffix) and url != canonical]
+
+
+def _conda(policy: Policy) -> Rendered:
+    """.condarc for conda and mamba."""
+    targets = _conda_targets(policy)
+    urls = [url or f"https://<web server for {name}>" for name, url, _, _ in targets]
+    lines = ["# ~/.condarc (or <prefix>/.condarc) for conda and mamba: only the internal channel(s)",
+             "channels:", *(f"  - {json.dumps(u)}" for u in urls),
+             "default_channels:", *(f"  - {json.dumps(u)}" for u in urls),  # what `defaults` now means
+             "channel_priority: strict"]
+    custom = _custom_channels(targets)
+    if custom:  # `-c conda-forge` in scripts and environment.yml files then reads the mirror too
+        lines += ["custom_channels:", *(f"  {name}: {json.dumps(base)}" for name, base in custom.items())]
+    ca = sorted({n.split(": ", 1)[1].split(" (")[0] for _, _, _, notes in targets for n in notes if n.startswith("CA")})
+    if len(ca) == 1:
+        lines.append(f"ssl_verify: {json.dumps(ca[0])}")
+    notes = [n for _, _, _, found in targets for n in found]
+    if not custom:
+        notes.append("`-c conda-forge` (or another channel name) still means upstream: serve the mirror at "
+                     "<base>/<that name> to have a custom_channels entry here, or name the internal URL instead")
+    notes.append("mamba and conda ask noarch/ and the platform's subdir; both are in the internal channel")
+    return Rendered("\n".join(lines) + "\n", notes)
+
+
+def _pixi(policy: Policy) -> Rendered:
+    """pixi's config.toml `[mirrors]`."""
+    targets = _conda_targets(policy)
+    lines = ["# ~/.pixi/config.toml (or a project's .pixi/config.toml): upstream channels read from the mirror",
+             "[mirrors]"]
+    seen = set()
+    for name, url, upstreams, _ in targets:
+        for upstream in upstreams:
+            if upstream not in seen:
+                seen.add(upstream)
+                # with the slash, as rattler matches prefixes: .../conda-forge must not catch .../conda-forge-extra
+                mirror = (url or f"https://<web server for {name}>") + "/"
+                lines.append(f"{json.dumps(upstream + '/')} = [{json.dumps(mirror)}]")
+    notes = [n for _, _, _, found in targets for n in found]
+    return Rendered("\n".join(lines) + "\n", notes)
+
+
 def print_config(policy: Policy, client: str, upstream: str | None = None) -> int:
     rendered = client_config(policy, client, upstream)
     click.echo(rendered.text, nl=False)
@@ -253,14 +346,15 @@ def print_config(policy: Policy, client: str, upstream: str | None = None) -> in
 @run_guarded
 def client_config_cmd(policy_path, client, upstream):
     """Print one configuration file that points a client at the policy's internal copies:
-    docker's daemon.json, containerd's hosts.toml, podman's registries.conf, pip.conf or
-    uv.toml. Only the file goes to stdout, so redirecting it is safe; CA files to install and
+    docker's daemon.json, containerd's hosts.toml, podman's registries.conf, pip.conf,
+    uv.toml, conda's .condarc or pixi's config.toml. Only the file goes to stdout, so redirecting it is safe; CA files to install and
     copies the file cannot express go to stderr. Never an insecure flag, never a password.
     Exit 2 when the policy gives the client nothing to configure.
 
     \b
     Examples:
       regsync client-config -p policy.yaml --for pip > /etc/pip.conf
+      regsync client-config -p policy.yaml --for conda > ~/.condarc
       regsync client-config -p policy.yaml --for docker > /etc/docker/daemon.json
       regsync client-config -p policy.yaml --for containerd --upstream docker.io \\
           > /etc/containerd/certs.d/docker.io/hosts.toml

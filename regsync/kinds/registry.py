@@ -7,6 +7,7 @@ The order is the plan's order.
 from __future__ import annotations
 
 from regsync.errors import VerificationError
+from regsync.kinds.conda.kind import CondaKind
 from regsync.kinds.oci.kind import ImageKind
 from regsync.kinds.pypi.kind import PackageKind
 from regsync.pipeline.kind import Kind
@@ -14,6 +15,7 @@ from regsync.pipeline.kind import Kind
 KINDS: dict[str, Kind] = {kind.name: kind for kind in (
     ImageKind(),
     PackageKind(),
+    CondaKind(),
 )}
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from urllib.parse import urljoin, urlsplit
 
 import requests
+import requests.auth
 import urllib3
 from loguru import logger
 from requests.adapters import HTTPAdapter
@@ -191,3 +192,15 @@ def make_session(ca_file=None, pool_size: int = 16, retry: Retry | None = None,
     session.mount("https://", adapter)
     session.headers["User-Agent"] = f"regsync/{__version__}"
     return session
+
+
+class OriginBoundBasicAuth(requests.auth.AuthBase):
+    """Basic auth for the named origins only (scheme, host and port): a page may link files anywhere
+    (a CDN, the same host over plain http, whatever a hostile mirror names), and those get none."""
+
+    def __init__(self, username: str, password: str, origins: set[str]):
+        self._basic = requests.auth.HTTPBasicAuth(username, password)
+        self._origins = origins
+
+    def __call__(self, request):
+        return self._basic(request) if origin(request.url) in self._origins else request

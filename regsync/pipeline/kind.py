@@ -2,7 +2,7 @@
 
 The pipeline plans, authorizes, applies and exports items without knowing what they are: each
 `PlanItem.kind` names a `Kind` in the registry (regsync/kinds/registry.py), and every step that
-differs between images and packages is a method here. A new kind is one folder under kinds/ that
+differs between kinds is a method here. A new kind is one folder under kinds/ that
 implements this protocol, plus one line in the registry.
 """
 

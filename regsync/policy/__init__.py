@@ -13,6 +13,7 @@ from regsync.errors import PolicyError
 from regsync.kinds.oci.names import invalid_repository, is_repository
 from regsync.policy.lint import unanchored_regexes
 from regsync.policy.models import ImageRule, PackageRule, Policy, parse_size  # noqa: F401
+from regsync.policy import conda as _conda  # noqa: F401  (completes Policy with channels: and conda:)
 from regsync.policy.yamlsource import Document, load_document
 
 
@@ -135,6 +136,32 @@ def _check_references(policy: Policy, doc: Document) -> None:
                     raise doc.error(where, f"trust entry '{name}' must be keyless with a trusted_root: PEP 740 "
                                            f"attestations are sigstore bundles, verified offline")
     _check_bundle_references(policy, doc)
+    _check_conda_references(policy, doc)
+
+
+def _check_conda_references(policy: Policy, doc: Document) -> None:
+    known = ", ".join(sorted(policy.channels)) or "none defined"
+    for i, rule in enumerate(policy.conda):
+        for n, name in enumerate(rule.sources):
+            channel = policy.channels.get(name)
+            if channel is None:
+                raise doc.error(("conda", i, "from", n), f"unknown channel '{name}' (channels: {known})")
+            if channel.kind != "channel":
+                raise doc.error(("conda", i, "from", n), f"channel '{name}' is a kind: {channel.kind} target; "
+                                                         f"a source channel has a url")
+        target = policy.channels.get(rule.target)
+        if target is None:
+            raise doc.error(("conda", i, "to"), f"unknown channel '{rule.target}' (channels: {known})")
+        if target.kind == "channel":
+            raise doc.error(("conda", i, "to"), f"channel '{rule.target}' is read-only: a target is kind: directory "
+                                                f"or kind: http")
+        for name in rule.verify.trust:
+            entry = policy.trust.get(name)
+            if entry is None:
+                raise doc.error(("conda", i, "verify", "trust"), f"unknown trust entry '{name}'")
+            if entry.keyless is None or entry.trusted_root is None:
+                raise doc.error(("conda", i, "verify", "trust"), f"trust entry '{name}' must be keyless with a "
+                                f"trusted_root: attestations are verified offline against its trusted_root.json")
 
 
 def _check_bundle_references(policy: Policy, doc: Document) -> None:

@@ -426,5 +426,7 @@ class Policy(Strict):
     trust: dict[str, Trust] = {}
     images: list[ImageRule] = []
     packages: list[PackageRule] = []
+    channels: dict[str, "CondaChannel"] = {}   # regsync/policy/conda.py completes these two
+    conda: list["CondaRule"] = []
     audit: AuditConfig = AuditConfig()
     bundle: BundleConfig = BundleConfig()

@@ -27,7 +27,7 @@ from regsync.kinds.pypi.ref import project_of, sha256_of
 from regsync.kinds.pypi.transfer import planned_file
 from regsync.kinds.pypi.provenance import fetch_provenance, provenance_index
 from regsync.kinds.pypi.rules import rule_of
-from regsync.kinds.pypi.fetch import fetch_verified
+from regsync.kinds.pypi.fetch import FileResponse, fetch_verified
 
 FILENAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+!-]{0,250}\.(?:whl|tar\.gz|zip)")
 SHA256 = re.compile(r"sha256:[0-9a-f]{64}")
@@ -107,18 +107,6 @@ def _valid(entry) -> bool:
                  or (isinstance(entry["provenance"], str) and bool(SHA256.fullmatch(entry["provenance"])))))
 
 
-class _FileResponse:
-    """What fetch_verified needs of an HTTP response: `.raw.read`, `.headers`, `.close()`."""
-
-    def __init__(self, handle, length: int, start: int = 0):
-        self.raw, self.headers = handle, {"Content-Length": str(length)}
-        if start:  # as a server that honours Range says it (fetch_verified starts over without it)
-            self.headers["Content-Range"] = f"bytes {start}-{start + length - 1}/{start + length}"
-
-    def close(self) -> None:
-        self.raw.close()
-
-
 class BundleIndex:
     """A package index read from the bundle: the same methods sync uses of PackageIndex."""
 
@@ -147,7 +135,7 @@ class BundleIndex:
         key = canonicalize_name(project)
         return [p for p in self._packages if canonicalize_name(p.project or "") == key]
 
-    def open(self, package: DistributionPackage, start: int = 0) -> _FileResponse:
+    def open(self, package: DistributionPackage, start: int = 0) -> FileResponse:
         path = self._layout.blob_path(sha256_of(package))
         try:
             handle = open_regular(path)
@@ -155,7 +143,7 @@ class BundleIndex:
             raise NotFound(f"{self.name}/{package.filename}", 404, "not in the bundle") from None
         size = os.fstat(handle.fileno()).st_size
         handle.seek(start)
-        return _FileResponse(handle, size - start, start)
+        return FileResponse(handle, size - start, start)
 
     def download(self, package: DistributionPackage, path, on_bytes=None) -> str:
         return fetch_verified(self, package, path, on_bytes)

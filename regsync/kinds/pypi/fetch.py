@@ -169,3 +169,16 @@ def _copy_verified(source: Path, path: Path, digest: str, where: str, on_bytes=N
             dst.write(chunk)
         dst.flush()
         os.fsync(dst.fileno())
+
+
+class FileResponse:
+    """What fetch_verified needs of an HTTP response (`.raw.read`, `.headers`, `.close()`), for a
+    local file: the bundle's stand-in sources serve their blobs through it."""
+
+    def __init__(self, handle, length: int, start: int = 0):
+        self.raw, self.headers = handle, {"Content-Length": str(length)}
+        if start:  # as a server that honours Range says it (fetch_verified starts over without it)
+            self.headers["Content-Range"] = f"bytes {start}-{start + length - 1}/{start + length}"
+
+    def close(self) -> None:
+        self.raw.close()

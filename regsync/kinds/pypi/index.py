@@ -27,7 +27,7 @@ from regsync.content.reader import IDENTITY, read_document
 from regsync.kinds.oci.auth import Credentials
 from regsync.kinds.pypi.fetch import fetch_and_keep, fetch_verified
 from regsync.kinds.pypi.ref import public_url
-from regsync.net.http import connection_failure, make_session, origin, require_https
+from regsync.net.http import OriginBoundBasicAuth, connection_failure, make_session, origin, require_https
 
 MAX_METADATA_BYTES = 16 * 1024 * 1024
 # A project page read whole: the largest on pypi.org (nightly builds with tens of thousands of
@@ -46,7 +46,7 @@ class PackageIndex:
         self.session = make_session(ca_file, pool_size, retry, max_body=MAX_PAGE_BYTES)
         if credentials:
             origins = {origin(url)} | ({origin(upload_url)} if upload_url else set())
-            self.session.auth = OriginBoundBasicAuth(credentials, origins)
+            self.session.auth = OriginBoundBasicAuth(credentials.username, credentials.password, origins)
         self._simple = PyPISimple(self.url, session=self.session)
         self._pages: dict[tuple[str, bool], list[DistributionPackage]] = {}   # (project, same_origin)
         self._lock = threading.Lock()
@@ -198,18 +198,6 @@ def wheel_metadata(wheel_file, where: str) -> bytes:
                 return handle.read(MAX_METADATA_BYTES)
     except (zipfile.BadZipFile, StopIteration, OSError, ValueError):
         raise VerificationError(f"{where}: not a wheel (no readable .dist-info/METADATA)") from None
-
-
-class OriginBoundBasicAuth(requests.auth.AuthBase):
-    """Basic auth for the index's own origin(s) only: a page may link files anywhere (a CDN, the
-    same host over plain http, whatever a hostile mirror names), and those get no credentials."""
-
-    def __init__(self, credentials: Credentials, origins: set[str]):
-        self._basic = requests.auth.HTTPBasicAuth(credentials.username, credentials.password)
-        self._origins = origins
-
-    def __call__(self, request):
-        return self._basic(request) if origin(request.url) in self._origins else request
 
 
 def _parse_metadata(raw: bytes) -> email.message.Message:

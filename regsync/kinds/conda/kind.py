@@ -1,0 +1,63 @@
+"""Conda packages as a Kind (regsync/pipeline/kind.py; docs/architecture.md, "The Kind protocol").
+
+Clients are the run's Endpoints under `channel:<name>` (a source channel, a target channel, or an
+air-gap bundle's stand-in for a source), and `conda:channels` for the rattler Gateway they share."""
+
+from __future__ import annotations
+
+from regsync.errors import InvalidName
+from regsync.kinds.conda.bundle import conda_stand_ins, export_conda
+from regsync.kinds.conda.names import check_item
+from regsync.kinds.conda.plan import plan_conda
+from regsync.kinds.conda.rules import conda_rules_for
+from regsync.kinds.conda.transfer import apply_conda
+from regsync.pipeline.kind import BundleSink, Run
+from regsync.pipeline.plan import PlanItem
+
+
+class CondaKind:
+    name = "conda"
+    bundle_section = "conda"
+
+    def plan(self, policy, endpoints, jobs, shard, diff_target):
+        if not policy.conda:
+            return [], []
+        return plan_conda(endpoints, shard, diff_target)
+
+    def authorize(self, item: PlanItem, policy):
+        name, rule = conda_rules_for(policy, item.source, item.target)[0]
+        item.rule = name
+        return rule
+
+    def check_names(self, item: PlanItem) -> None:
+        try:
+            check_item(item.source, item.target, item.digest)
+        except ValueError as exc:
+            raise InvalidName(str(exc)) from None
+
+    def is_stale(self, item: PlanItem, endpoints) -> str | None:
+        """A file is never overwritten: apply refuses one the target has since listed with other bytes
+        (a refusal of that item, not a stale plan), and lists a patched record anew."""
+        return None
+
+    def transfer(self, item: PlanItem, run: Run) -> dict:
+        # a conda package is one more artifact: same pool, same verification rule, same audit records
+        return {"verification": apply_conda(item, run.endpoints, run.audit, run.on_bytes, item.artifact())}
+
+    def export(self, item: PlanItem, run: Run, sink: BundleSink) -> dict:
+        entry, _ = export_conda(item, run.endpoints, sink.writer, run.on_bytes)
+        sink.add_entry(item, self.bundle_section, entry)
+        return {"method": "sha256", "against": f"{entry['channel']}/{entry['subdir']}/repodata.json"}
+
+    def export_sizes(self, item: PlanItem, endpoints, leave_out: frozenset[str]) -> list[int]:
+        return [item.bytes]
+
+    def targets(self, policy) -> set[str]:
+        return {rule.target for rule in policy.conda}
+
+    def export_stand_ins(self, policy) -> dict:
+        """None: export plans without reading the target channels (plan_conda, diff_target=False)."""
+        return {}
+
+    def bundle_sources(self, bundle: dict, policy, layout_for) -> dict:
+        return conda_stand_ins(bundle.get(self.bundle_section), policy, layout_for("conda"))

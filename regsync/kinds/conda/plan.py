@@ -1,0 +1,84 @@
+"""Conda rules → plan items: per rule, platform and virtual-package set, the closure solved as pixi
+would solve it, then diffed against what the target channel's repodata lists. Read-only."""
+
+from __future__ import annotations
+
+from loguru import logger
+
+from regsync.kinds.conda.channel import channels_of
+from regsync.kinds.conda.names import check_item
+from regsync.errors import RegistryError
+from regsync.pipeline.plan import PlanError, PlanItem
+
+
+def plan_conda(endpoints, shard=None, diff_target: bool = True) -> tuple[list[PlanItem], list[PlanError]]:
+    """A closure is solved whole on every shard; only the items are split. Without `diff_target`
+    (export: the target is across the gap) every file is planned as absent there."""
+    channels = channels_of(endpoints)
+    items: dict[str, tuple[PlanItem, dict]] = {}
+    errors: list[PlanError] = []
+    for number, rule in enumerate(endpoints.policy.conda):
+        rule_name = f"conda[{number}]"
+        for subdir in dict.fromkeys(rule.platforms):
+            for virtual in rule.virtual_packages:
+                label = f"{'/'.join(rule.sources)} {subdir}" + "".join(f" {k}={v}" for k, v in virtual.items())
+                try:
+                    found = channels.solve(rule.sources, list(rule.specs), subdir, virtual, rule.dependencies)
+                except Exception as exc:  # rattler's solver and fetch errors carry their own explanation
+                    errors.append(PlanError(f"{label}: {', '.join(rule.specs)}", _reason(exc), rule_name))
+                    continue
+                logger.info("{}: {} record(s)", label, len(found))
+                for channel, record in found:
+                    item = _item(channel.name, rule.target, record, rule_name)
+                    if item.target not in items:
+                        items[item.target] = (item, record)
+    existing: dict[tuple[str, str], dict] = {}
+    for item, record in items.values() if diff_target else ():
+        _diff(item, record, channels, existing)
+    return [item for item, _ in items.values() if shard is None or shard.owns(item.target)], errors
+
+
+def _item(source: str, target: str, record: dict, rule_name: str) -> PlanItem:
+    subdir, filename = record["subdir"], record["fn"]
+    sha256 = record.get("sha256")
+    item = PlanItem("conda", f"{source}/{subdir}/{filename}", f"{target}/{subdir}/{filename}",
+                    f"sha256:{sha256}" if sha256 else "", "copy", bytes=int(record.get("size") or 0), rule=rule_name,
+                    project=record.get("name"))
+    if not sha256:
+        item.action, item.reason = "refuse", "the channel's repodata gives no sha256 for this file"
+        return item
+    try:  # names from the server's repodata, before they reach a path or a URL
+        check_item(item.source, item.target, item.digest)
+    except ValueError as exc:
+        item.action, item.reason, item.bytes = "refuse", f"the channel's repodata lists {exc}", 0
+    return item
+
+
+def _diff(item: PlanItem, record: dict, channels, cache: dict) -> None:
+    if item.action == "refuse":
+        return
+    target_name, subdir, filename = item.target.split("/")
+    key = (target_name, subdir)
+    if key not in cache:
+        cache[key] = channels.target(target_name).existing(subdir)
+    present = cache[key].get(filename)
+    if present is None:
+        return
+    if f"sha256:{present.get('sha256')}" == item.digest:
+        item.bytes = 0
+        if present == {k: v for k, v in record.items() if k != "fn"}:
+            item.action, item.reason = "skip", "already in the target channel"
+        else:  # the file is the same; clients must resolve with the channel's record as it is now
+            item.action, item.reason = "update", "upstream changed its record (a repodata patch): listing it anew"
+    else:
+        item.action = "refuse"
+        item.reason = f"the target lists {filename} with sha256 {present.get('sha256')}; never overwritten"
+
+
+def _reason(exc: Exception) -> str:
+    from rattler.exceptions import SolverError
+
+    if isinstance(exc, RegistryError):
+        return str(exc)
+    text = " ".join(str(exc).split())[:2000]
+    return f"cannot solve: {text}" if isinstance(exc, SolverError) else f"cannot read the channels' repodata: {text}"

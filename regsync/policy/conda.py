@@ -1,0 +1,97 @@
+"""The conda half of the policy: channels (sources by URL; targets as a directory or HTTP PUT) and
+conda rules. Specs and subdirs are checked by rattler's own parsers (regsync.kinds.conda.names)."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, Field, field_validator, model_validator
+
+from regsync.policy.models import TLS, Auth, Policy, PolicyPath, Retries, Strict, http_urls
+
+
+class CondaChannel(Strict):
+    """A conda channel: a source by URL, or a target (a static channel directory, or files by HTTP PUT)."""
+
+    kind: Literal["channel", "directory", "http"] = "channel"
+    url: str | None = None
+    path: PolicyPath | None = None
+    auth: Auth | None = None
+    tls: TLS | None = None
+    retries: Retries = Retries()
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value):
+        return http_urls(value)
+
+    @model_validator(mode="after")
+    def _where(self):
+        # a directory's url is where clients read it (client-config); regsync itself writes the path
+        if (self.kind == "directory") != (self.path is not None) or (self.kind != "directory" and self.url is None):
+            raise ValueError("a channel has a url, or kind: directory and a path")
+        if self.auth is not None and self.kind != "http":
+            raise ValueError("auth: is for kind: http targets (files written by HTTP PUT)")
+        if self.tls is not None and self.kind == "channel":
+            # repodata is read by rattler's own client, which takes the system's CAs only
+            raise ValueError("a source channel's CA comes from the system trust store; tls: is for kind: http targets")
+        return self
+
+
+def _spec(value: str) -> str:
+    from regsync.kinds.conda.names import check_spec
+    return check_spec(value)
+
+
+def _subdir(value: str) -> str:
+    from regsync.kinds.conda.names import check_subdir
+    return check_subdir(value)
+
+
+class CondaVerify(Strict):
+    """Sigstore attestations (CEP 27) where the channel advertises them (`attestations_sha256`),
+    verified offline against the trust entries' trusted_root.json, signer matched to the entry."""
+
+    attestations: Literal["required", "optional", "off"] = "off"
+    trust: list[str] = []
+
+    @model_validator(mode="after")
+    def _trust(self):
+        if self.attestations != "off" and not self.trust:
+            raise ValueError(f"attestations: {self.attestations} needs trust: [...] (keyless entries with a "
+                             "trusted_root: who may sign, verified offline)")
+        return self
+
+
+class CondaRule(Strict):
+    sources: list[str] = Field(alias="from", min_length=1)   # priority order (strict channel priority)
+    target: str = Field(alias="to")
+    platforms: list[Annotated[str, AfterValidator(_subdir)]] = Field(min_length=1)
+    specs: list[Annotated[str, AfterValidator(_spec)]] = Field(min_length=1)
+    dependencies: bool = False
+    virtual_packages: list[dict[str, str]] = [{}]   # one closure per set: the hosts it is for
+    verify: CondaVerify = CondaVerify()
+
+    @field_validator("sources", "virtual_packages", mode="before")
+    @classmethod
+    def _one_or_list(cls, value):
+        for found in [value] if isinstance(value, dict) else value if isinstance(value, list) else []:
+            for name, version in found.items() if isinstance(found, dict) else ():
+                if isinstance(version, (int, float)) and not isinstance(version, bool):
+                    raise ValueError(f"{name}: {version} is a number in YAML: quote the version (\"11.8\")")
+        return [value] if isinstance(value, (str, dict)) else value
+
+    @field_validator("virtual_packages")
+    @classmethod
+    def _virtual(cls, sets):
+        for found in sets:
+            for name, version in found.items():
+                if not re.fullmatch(r"__[a-z0-9_-]+", name):
+                    raise ValueError(f"'{name}' is not a virtual package (they start with __: __cuda, __glibc)")
+                if not re.fullmatch(r"[0-9][0-9A-Za-z_.+!]*", version):
+                    raise ValueError(f"{name}: '{version}' is not a version (quote it: \"11.8\")")
+        return sets
+
+
+Policy.model_rebuild(_types_namespace={"CondaChannel": CondaChannel, "CondaRule": CondaRule})
