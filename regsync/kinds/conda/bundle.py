@@ -20,8 +20,9 @@ from pathlib import Path
 from loguru import logger
 
 from regsync.kinds.conda.attest import check_attestation
-from regsync.kinds.conda.channel import CondaFile, channels_of
-from regsync.kinds.conda.rules import admit_record, conda_rules_for
+from regsync.kinds.conda.channel import CondaFile
+from regsync.kinds.conda.rules import admit_record
+from regsync.kinds.conda.transfer import planned_record
 from regsync.kinds.conda.names import known_subdirs, split_filename, split_ref
 from regsync.errors import NotFound, RegistryError, VerificationError
 from regsync.kinds.oci.layout import LayoutSource, LayoutWriter, blob_path, open_regular
@@ -34,17 +35,8 @@ MAX_SIDECAR = 4 << 20   # rattler's own bound on an attestation sidecar
 
 def export_conda(item, endpoints, writer: LayoutWriter, on_bytes=None) -> tuple[dict, int]:
     """One planned file into the blob store (verified); returns its bundle.json entry and bytes moved."""
+    rules, _, source, record, published = planned_record(item, endpoints)
     source_name, subdir, filename = split_ref(item.source)
-    channels = channels_of(endpoints)
-    source = channels.source(source_name)
-    found = channels.record(source, subdir, filename)
-    if found is None:
-        raise RegistryError(item.source, 404, "no longer in the channel's repodata")
-    record, published = found
-    if f"sha256:{published.get('sha256')}" != item.digest:
-        raise VerificationError(f"{item.source}: the channel's repodata now gives sha256 {published.get('sha256')}, "
-                                f"the plan says {item.digest}")
-    rules = conda_rules_for(endpoints.policy, item.source, item.target)
     admit_record(rules, record)
     entry = {"channel": source_name, "subdir": subdir, "filename": filename, "sha256": item.digest,
              "size": published.get("size"), "record": published}

@@ -15,9 +15,10 @@ from regsync.errors import RegistryError, VerificationError
 from regsync.kinds.pypi.fetch import fetch_verified
 
 
-def apply_conda(item, endpoints, audit, on_bytes=None, artifact=None) -> dict:
-    """Returns the verification evidence (for the `pushed` record too). The rule comes from the policy,
-    never from the plan, and the record from the channel now: a plan's digest that moved is refused."""
+def planned_record(item, endpoints):
+    """(rules, channels, source channel, record, published record) for the exact file a plan item
+    names: the rules from the policy, never from the plan, and the record as the channel lists it
+    now (a plan's digest that moved is refused)."""
     rules = conda_rules_for(endpoints.policy, item.source, item.target)
     source_name, subdir, filename = split_ref(item.source)
     channels = channels_of(endpoints)
@@ -29,6 +30,13 @@ def apply_conda(item, endpoints, audit, on_bytes=None, artifact=None) -> dict:
     if f"sha256:{published.get('sha256')}" != item.digest:
         raise VerificationError(f"{item.source}: the channel's repodata now gives sha256 {published.get('sha256')}, "
                                 f"the plan says {item.digest}")
+    return rules, channels, source, record, published
+
+
+def apply_conda(item, endpoints, audit, on_bytes=None, artifact=None) -> dict:
+    """Returns the verification evidence (for the `pushed` record too)."""
+    rules, channels, source, record, published = planned_record(item, endpoints)
+    source_name, subdir, filename = split_ref(item.source)
     item.rule = admit_record(rules, record)
     attestation = check_attestation(rules, endpoints.policy, record, item.source)
     target = channels.target(split_ref(item.target)[0])
