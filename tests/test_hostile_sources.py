@@ -157,3 +157,19 @@ def test_fuzzed_bytes_never_escape_as_anything_but_a_refusal(raw):
         Manifest.parse(raw, None, "fuzz").children()
     except VerificationError:
         pass
+
+
+def test_a_source_page_redirecting_to_another_index_is_not_read(scripted):
+    """pypiserver as a *source*, with its default fallback: a project it lacks redirects to pypi.org.
+    Followed, that index's listing (and hashes) would be recorded as this source's word."""
+    elsewhere = scripted(host="127.0.0.2")
+    elsewhere.routes["/simple/tool/"] = (200, {"Content-Type": "text/html"}, _page("tool-1.0-py3-none-any.whl"))
+    source = scripted()
+    source.routes["/simple/tool/"] = (303, {"Location": f"{elsewhere.url}/simple/tool/"}, b"")
+    source.routes["/simple/own/"] = (301, {"Location": f"{source.url}/simple/own-moved/"}, b"")
+    source.routes["/simple/own-moved/"] = (200, {"Content-Type": "text/html"}, _page("own-1.0-py3-none-any.whl"))
+    index = PackageIndex("tuna-pypi", f"{source.url}/simple/", retry=Retry(0))
+
+    assert index.files("tool") == []
+    assert elsewhere.seen == []
+    assert [p.filename for p in index.files("own")] == ["own-1.0-py3-none-any.whl"]  # its own origin: followed

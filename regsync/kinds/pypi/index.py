@@ -13,7 +13,7 @@ import hashlib
 import threading
 import zipfile
 from pathlib import Path
-from urllib.parse import urljoin
+from urllib.parse import urljoin, urlsplit
 
 import requests
 import requests.auth
@@ -37,6 +37,16 @@ MAX_PAGE_REDIRECTS = 5
 PAGE_TIMEOUT = (15, 120)
 
 
+def _same_index(url: str, location: str) -> bool:
+    """Whether a redirect stays on this index: the same origin, or an http index's own host upgrading
+    to https (never the reverse: that is a downgrade, refused by the transport anyway)."""
+    if origin(location) and origin(location) == origin(url):
+        return True
+    here, there = urlsplit(url), urlsplit(location)
+    return here.scheme == "http" and there.scheme == "https" and bool(here.hostname) \
+        and here.hostname == there.hostname
+
+
 class PackageIndex:
     offline = False   # read over HTTP (a bundle's stand-in index is offline: it serves what export stored)
 
@@ -52,14 +62,17 @@ class PackageIndex:
         self._lock = threading.Lock()
 
     def files(self, project: str, *, same_origin: bool = False) -> list[DistributionPackage]:
-        """The files the project page lists. With `same_origin` (reading a target), a page that
-        redirects to another scheme, host or port means the project is not on this index."""
+        """The files the project page lists. A page that redirects to another index (scheme, host or
+        port; an http index moving to https on its own host is an upgrade, not another index) means
+        the project is not on this index: for a target, it does not hold it (`same_origin`); for a
+        source, the other index's listing and hashes would be recorded as this index's word (the
+        dependency confusion a pypiserver's default fallback to pypi.org opens), so it is not read."""
         key = canonicalize_name(project)
         with self._lock:
             if (key, same_origin) in self._pages:
                 return self._pages[key, same_origin]
         try:
-            page = self._own_page(key) if same_origin else self._simple.get_project_page(key, timeout=PAGE_TIMEOUT)
+            page = self._own_page(key, target=same_origin)
             packages = list(page.packages) if page else []
         except NoSuchProjectError:
             packages = []
@@ -74,7 +87,7 @@ class PackageIndex:
             self._pages[key, same_origin] = packages
         return packages
 
-    def _own_page(self, key: str) -> ProjectPage | None:
+    def _own_page(self, key: str, target: bool = True) -> ProjectPage | None:
         """The project page as this index itself serves it, or None when it sends us elsewhere.
 
         pypiserver, by default, answers a project it lacks with `303` to https://pypi.org/simple/<p>/:
@@ -89,8 +102,12 @@ class PackageIndex:
                 break
             location = urljoin(url, response.headers["Location"])
             response.close()
-            if not origin(location) or origin(location) != origin(url):
-                logger.info("{}: {} redirects to {}: not on this target", self.name, key, public_url(location))
+            if not _same_index(url, location):
+                if target:
+                    logger.info("{}: {} redirects to {}: not on this target", self.name, key, public_url(location))
+                else:
+                    logger.warning("{}: {} redirects to another index ({}): not read, so treated as not on "
+                                   "this source", self.name, key, public_url(location))
                 return None
             url = location
         else:
