@@ -146,11 +146,5 @@ class BundleChannel:
                          {"sha256": record.get("sha256")})
 
     def open(self, package: CondaFile, start: int = 0) -> FileResponse:
-        path = self._layout.blob_path(f"sha256:{package.digests['sha256']}")
-        try:
-            handle = open_regular(path)
-        except NotFound:
-            raise NotFound(f"{self.name}/{package.filename}", 404, "not in the bundle") from None
-        size = os.fstat(handle.fileno()).st_size
-        handle.seek(start)
-        return FileResponse(handle, size - start, start)
+        return FileResponse.of_blob(self._layout, f"sha256:{package.digests['sha256']}",
+                                    f"{self.name}/{package.filename}", start)

@@ -136,14 +136,7 @@ class BundleIndex:
         return [p for p in self._packages if canonicalize_name(p.project or "") == key]
 
     def open(self, package: DistributionPackage, start: int = 0) -> FileResponse:
-        path = self._layout.blob_path(sha256_of(package))
-        try:
-            handle = open_regular(path)
-        except NotFound:
-            raise NotFound(f"{self.name}/{package.filename}", 404, "not in the bundle") from None
-        size = os.fstat(handle.fileno()).st_size
-        handle.seek(start)
-        return FileResponse(handle, size - start, start)
+        return FileResponse.of_blob(self._layout, sha256_of(package), f"{self.name}/{package.filename}", start)
 
     def download(self, package: DistributionPackage, path, on_bytes=None) -> str:
         return fetch_verified(self, package, path, on_bytes)

@@ -19,7 +19,7 @@ from pathlib import Path
 from loguru import logger
 from pypi_simple import DistributionPackage
 
-from regsync.errors import VerificationError
+from regsync.errors import NotFound, VerificationError
 from regsync.kinds.pypi.ref import sha256_of
 from regsync.content.partial import PartialFile
 from regsync.content.reader import SourceReadError, VerifyingReader, continues_at
@@ -182,3 +182,16 @@ class FileResponse:
 
     def close(self) -> None:
         self.raw.close()
+
+    @classmethod
+    def of_blob(cls, layout, digest: str, what: str, start: int = 0) -> "FileResponse":
+        """A bundle's blob from byte `start`, opened as a regular file of the bundle's (no symlink)."""
+        from regsync.kinds.oci.layout import open_regular
+
+        try:
+            handle = open_regular(layout.blob_path(digest))
+        except NotFound:
+            raise NotFound(what, 404, "not in the bundle") from None
+        size = os.fstat(handle.fileno()).st_size
+        handle.seek(start)
+        return cls(handle, size - start, start)
