@@ -132,3 +132,33 @@ def test_attestations_need_a_keyless_trust_entry_with_a_trusted_root(tmp_path):
     keyed = POLICY.replace("conda:\n", "trust:\n  k: {cosign_key: cosign.pub}\nconda:\n") + \
         "    verify: {attestations: optional, trust: [k]}\n"
     assert "must be keyless with a trusted_root" in error_of(tmp_path, keyed)
+
+
+def _policy_check(tmp_path, text):
+    from click.testing import CliRunner
+
+    from regsync.cli import cli
+    path = tmp_path / "policy.yaml"
+    path.write_text(textwrap.dedent(text))
+    return path, CliRunner().invoke(cli, ["policy", "check", "-p", str(path)], env={"NEXUS_PASSWORD": "pw"})
+
+
+def test_a_trust_entry_used_only_by_a_conda_rule_has_its_trusted_root_checked(tmp_path):
+    """Issue 23's drift bug: the same entry on a package rule failed with file:line; on a conda rule it passed."""
+    (tmp_path / "root.json").write_text("not json {")
+    keyless = POLICY.replace("conda:\n", "trust:\n  forge:\n    keyless: {issuer: https://token.actions."
+                             "githubusercontent.com, identity_regex: '^https://github\\.com/conda-forge/.*$'}\n"
+                             "    trusted_root: root.json\nconda:\n") + \
+        "    verify: {attestations: required, trust: [forge]}\n"
+    path, result = _policy_check(tmp_path, keyless)
+    assert result.exit_code == 2, result.output
+    assert f"{path}:13: " in result.output and "is not JSON" in result.output, result.output
+    assert "Traceback" not in result.output
+
+
+def test_a_conda_http_target_s_missing_ca_file_is_a_policy_error(tmp_path):
+    """Issue 23's drift bug: a missing tls.ca_file on a conda HTTP target passed policy check."""
+    text = POLICY.replace("auth: {username: sync", "tls: {ca_file: missing-ca.pem}\n    auth: {username: sync")
+    path, result = _policy_check(tmp_path, text)
+    assert result.exit_code == 2, result.output
+    assert f"{path}:9: " in result.output and "cannot read" in result.output, result.output

@@ -23,7 +23,8 @@ MAX_FILE_BYTES = 16 * 1024 * 1024  # a CA bundle or a trusted_root.json is kilob
 
 def check_files(loaded: LoadedPolicy) -> None:
     policy, doc = loaded.policy, loaded.document
-    for kind, endpoints in (("registries", policy.registries), ("indexes", policy.indexes)):
+    for kind, endpoints in (("registries", policy.registries), ("indexes", policy.indexes),
+                            ("channels", policy.channels)):
         for name, endpoint in endpoints.items():
             if endpoint.tls and endpoint.tls.ca_file:
                 _guard(doc, (kind, name, "tls", "ca_file"), lambda path=endpoint.tls.ca_file: _ca_bundle(path))
@@ -31,6 +32,7 @@ def check_files(loaded: LoadedPolicy) -> None:
     used |= {name for rule in policy.images for wanted in rule.verify.require_attestations for name in wanted.trust}
     used |= {rule.verify.trust for rule in policy.packages if rule.verify.trust}
     used |= {name for rule in policy.packages for wanted in rule.verify.require_attestations for name in wanted.trust}
+    used |= {name for rule in policy.conda for name in rule.verify.trust}
     used |= set(policy.bundle.trust)
     for name, entry in policy.trust.items():
         if name not in used:
