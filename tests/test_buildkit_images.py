@@ -149,3 +149,20 @@ def test_an_index_of_indexes_copies_unchanged_and_its_images_are_judged(
     for digest in [inner.index_digest, built.index_digest, *inner.manifest_digests.values(),
                    *built.attestations.values()]:
         assert digest_of(inspect_raw(registry2, f"{unique_repo}@{digest}")) == digest
+
+
+def test_an_image_annotated_as_an_attestation_is_still_judged_by_the_gates(
+        tmp_path, registry, registry2, unique_repo, oci_dir):
+    """docker pull picks by platform alone: an annotation must not hide a runnable image."""
+    plain = write_image(oci_dir, "plain", platforms=(("linux", "amd64"),))   # no labels
+    seed(registry, unique_repo, "plain", oci_dir)
+    image = plain.manifest_digests["linux/amd64"]
+    size = len(inspect_raw(registry, f"{unique_repo}@{image}"))
+    push_manifest(registry.url, unique_repo, TAG, {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [
+        {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": image, "size": size,
+         "annotations": {REFERENCE_DIGEST: image, "vnd.docker.reference.type": "attestation-manifest"},
+         "platform": {"architecture": "amd64", "os": "linux"}}]}, OCI_INDEX)
+    policy = _policy(tmp_path, registry, registry2, unique_repo, GATES.replace(", linux/arm64", ""))
+    [item] = json.loads(run_cli("plan", "-p", policy, "--json").output)["items"]
+    assert item["action"] == "refuse"
+    assert item["reason"] == "gate require_labels: linux/amd64 has no label org.opencontainers.image.source"

@@ -22,7 +22,7 @@ def carried_attestations(tree: list[Manifest]) -> dict | None:
     """{"signed": False, "predicate_types": {platform: [types]}} for the attestation manifests under
     an image (`tree` from manifest_tree); None when it has none. Reads manifests only, no blob."""
     entries = [d for m in tree for d in m.children()]
-    attesting = {d.digest: d.attests for d in entries if d.attests is not None}
+    attesting = {d.digest: d.attestation_of for d in entries if d.attestation_of is not None}
     if not attesting:
         return None
     platforms = {d.digest: d.platform for d in entries if d.runnable}

@@ -35,12 +35,18 @@ class Descriptor:
     digest: str
     size: int
     platform: str | None = None  # "os/arch[/variant]" for index entries
-    attests: str | None = None   # an index entry that is BuildKit's attestation manifest: the image it attests
+    attests: str | None = None   # annotated as BuildKit's attestation manifest: the image it attests
 
     @property
     def runnable(self) -> bool:
-        """An image `docker pull` could pick: not an attestation manifest, not unknown/unknown."""
-        return self.attests is None and self.platform != "unknown/unknown"
+        """An entry `docker pull` could pick. Pulling matches on the platform alone (containerd's
+        platform matcher), so only the platform decides: an annotation cannot hide an image from the gates."""
+        return self.platform != "unknown/unknown"
+
+    @property
+    def attestation_of(self) -> str | None:
+        """The image digest a BuildKit attestation manifest (platform unknown/unknown) describes."""
+        return None if self.runnable else self.attests
 
     @classmethod
     def parse(cls, obj: dict, where: str) -> "Descriptor":
@@ -148,7 +154,7 @@ def filter_index(index: Manifest, platforms: list[str]) -> Manifest:
         have = ", ".join(d.platform or "?" for d in children if d.runnable) or "none"
         raise VerificationError(f"no manifest for platforms {', '.join(platforms)} (index has: {have})")
     kept = [entry for entry, child, keep in zip(entries, children, chosen)
-            if keep or (child.attests and child.attests in images)]
+            if keep or (child.attestation_of and child.attestation_of in images)]
     doc = dict(index.doc, manifests=kept)
     raw = json.dumps(doc, indent=3).encode()
     return Manifest(raw, index.media_type, digest_of(raw), doc)

@@ -166,7 +166,7 @@ def _plan_tag(rule: ImageRule, rule_name: str, endpoints: Endpoints, tag: str,
 
 def _carried_note(reduced: Manifest) -> str:
     """What the plan says when a platform filter keeps attestation manifests with their images."""
-    carried = sum(1 for child in reduced.children() if child.attests)
+    carried = sum(1 for child in reduced.children() if child.attestation_of)
     return (f"keeps the {carried} attestation manifest{'s' if carried > 1 else ''} (SBOM, provenance) of the "
             f"kept platforms" if carried else "")
 
