@@ -166,3 +166,21 @@ def test_an_image_annotated_as_an_attestation_is_still_judged_by_the_gates(
     [item] = json.loads(run_cli("plan", "-p", policy, "--json").output)["items"]
     assert item["action"] == "refuse"
     assert item["reason"] == "gate require_labels: linux/amd64 has no label org.opencontainers.image.source"
+
+
+def test_buildkit_attestations_are_no_substitute_for_require_attestations(
+        tmp_path, registry, registry2, unique_repo, oci_dir):
+    """Their SPDX and provenance layers carry the right predicate types, unsigned: refused all the same."""
+    from tests.fixtures.cosign import make_key, write_public_key
+    from tests.test_verify_signatures import write_policy as write_trust_policy
+
+    _buildkit(registry, unique_repo, oci_dir)
+    write_public_key(make_key("ecdsa"), tmp_path / "cosign.pub")
+    policy = write_trust_policy(tmp_path, registry, registry2, unique_repo, unique_repo, {"include": [TAG]},
+                                f"    verify:\n      require_attestations: [{{type: \"{SPDX}\", trust: [release]}}]\n")
+    mark = registry2.mark()
+    synced = run_cli("sync", "-p", policy)
+    assert synced.exit_code == 3, synced.output
+    [refused] = audit_records(tmp_path / "audit.jsonl")
+    assert refused["event"] == "refused" and SPDX in refused["reason"], refused
+    assert registry2.writes_since(mark) == []
