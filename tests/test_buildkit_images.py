@@ -184,3 +184,16 @@ def test_buildkit_attestations_are_no_substitute_for_require_attestations(
     [refused] = audit_records(tmp_path / "audit.jsonl")
     assert refused["event"] == "refused" and SPDX in refused["reason"], refused
     assert registry2.writes_since(mark) == []
+
+
+def test_platforms_on_an_index_of_indexes_says_it_filters_a_top_level_index_only(
+        tmp_path, registry, registry2, unique_repo, oci_dir):
+    inner = write_image(oci_dir, "inner")
+    seed(registry, unique_repo, "inner", oci_dir)
+    size = len(inspect_raw(registry, f"{unique_repo}@{inner.index_digest}"))
+    push_manifest(registry.url, unique_repo, TAG, {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [
+        {"mediaType": OCI_INDEX, "digest": inner.index_digest, "size": size}]}, OCI_INDEX)
+    policy = _policy(tmp_path, registry, registry2, unique_repo, "    platforms: [linux/amd64]\n")
+    [item] = json.loads(run_cli("plan", "-p", policy, "--json").output)["items"]
+    assert (item["action"], item["reason"]) == ("refuse", "no manifest for platforms linux/amd64 (index has: a "
+                                                "nested index) (platforms: filters a top-level index only)")
