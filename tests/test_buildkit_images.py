@@ -131,7 +131,8 @@ def test_an_index_of_indexes_copies_unchanged_and_its_images_are_judged(
     built = write_buildkit_image(oci_dir, "bk", labels=SOURCE_LABEL, platforms=(("linux", "s390x"),), seed=3)
     seed(registry, unique_repo, "inner", oci_dir)
     seed(registry, unique_repo, "bk", oci_dir)
-    children = [{"mediaType": OCI_INDEX, "digest": digest, "size": len(inspect_raw(registry, f"{unique_repo}@{digest}"))}
+    children = [{"mediaType": OCI_INDEX, "digest": digest,
+                 "size": len(inspect_raw(registry, f"{unique_repo}@{digest}"))}
                 for digest in (inner.index_digest, built.index_digest)]
     # skopeo refuses an index of indexes ("Unexpectedly received a manifest list"): pushed as is
     outer = push_manifest(registry.url, unique_repo, TAG, {"schemaVersion": 2, "mediaType": OCI_INDEX,

@@ -151,10 +151,12 @@ def filter_index(index: Manifest, platforms: list[str]) -> Manifest:
               for child in children]
     images = {child.digest for child, keep in zip(children, chosen) if keep}
     if not images:
-        have = [d.platform or ("a nested index" if d.media_type in INDEX_TYPES else "?") for d in children if d.runnable]
-        nested = " (platforms: filters a top-level index only)" if any(d.media_type in INDEX_TYPES for d in children) else ""
+        nested = any(d.media_type in INDEX_TYPES for d in children)
+        have = [d.platform or ("a nested index" if d.media_type in INDEX_TYPES else "?")
+                for d in children if d.runnable]
         raise VerificationError(f"no manifest for platforms {', '.join(platforms)} "
-                                f"(index has: {', '.join(have) or 'none'}){nested}")
+                                f"(index has: {', '.join(have) or 'none'})"
+                                + (" (platforms: filters a top-level index only)" if nested else ""))
     kept = [entry for entry, child, keep in zip(entries, children, chosen)
             if keep or (child.attestation_of and child.attestation_of in images)]
     doc = dict(index.doc, manifests=kept)
