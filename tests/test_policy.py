@@ -287,3 +287,44 @@ def test_a_password_basic_auth_cannot_carry_is_refused_at_load_without_echoing_i
     message = error_of(path, {"DST_PASSWORD": "pa\u20acss-canary"})
     assert message.startswith(f"{path}:6: ") and "HTTP Basic authentication cannot carry" in message
     assert "canary" not in message
+
+
+IMAGE_PLATFORMS = """\
+version: 1
+registries:
+  src: {url: "http://127.0.0.1:5000"}
+  dst: {url: "http://127.0.0.1:5001"}
+images:
+  - from: src/pytorch/cuda
+    to: dst/ai/cuda
+    tags: {include: ["2.9"]}
+    platforms: [linux/amd64, linux/arm64/v8, linux/arm/v7, linux/arm/v5, linux/ppc64le, windows/amd64]
+    gates: {platforms_required: [linux/amd64, linux/riscv64/rva22u64]}
+"""
+
+
+@pytest.mark.parametrize("old, new, line, words", [
+    ("linux/amd64, linux/arm64/v8", "linux/amd46, linux/arm64/v8", 9,
+     ["'linux/amd46'", "no known architecture 'amd46'", "did you mean linux/amd64?"]),
+    ("linux/arm/v7,", "linux/arm/v9,", 9, ["no known arm variant 'v9'", "did you mean linux/arm/v7?"]),
+    ("windows/amd64", "windwos/amd64", 9, ["no known os 'windwos'", "did you mean windows/amd64?"]),
+    ("linux/ppc64le", "linux/s390x/z15", 9, ["the spec lists none for s390x"]),
+    ("linux/ppc64le", "amd64", 9, ["is not os/arch[/variant]"]),
+    ("[linux/amd64, linux/riscv64", "[linux/arm46, linux/riscv64", 10, ["did you mean linux/arm64?"]),
+])
+def test_an_image_platform_typo_is_a_policy_error_with_a_suggestion(tmp_path, old, new, line, words):
+    """Issue 21, item 6: the OCI image-index spec's os/arch/variant values, checked at load."""
+    assert load_policy(write(tmp_path, IMAGE_PLATFORMS), {}).policy.images[0].platforms[0] == "linux/amd64"
+    path = write(tmp_path, IMAGE_PLATFORMS.replace(old, new), name="typo.yaml")
+    message = error_of(path)
+    assert message.startswith(f"{path}:{line}: "), message
+    for word in words:
+        assert word in message, message
+
+
+def test_policy_check_refuses_a_platform_typo_with_exit_2(tmp_path):
+    path = write(tmp_path, IMAGE_PLATFORMS.replace("[linux/amd64,", "[linux/amd46,"))
+    checked = CliRunner().invoke(cli, ["policy", "check", "-p", str(path)])
+    assert checked.exit_code == 2, checked.output
+    assert f"{path}:9:" in checked.output and "did you mean linux/amd64?" in checked.output
+    assert "Traceback" not in checked.output

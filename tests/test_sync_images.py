@@ -104,6 +104,29 @@ def test_saved_plan_applies_exactly_after_source_moved(tmp_path, registry, regis
     assert refused.exit_code == 2 and "another policy" in refused.output
 
 
+def test_a_saved_plan_applied_twice_is_a_no_op_the_second_time(tmp_path, registry, registry2, unique_repo, seeded):
+    """Issue 21, item 2: a cron retry or a second operator applies the same plan.json again."""
+    extra = "    platforms: [linux/amd64]\n"  # the filtered index too: its digest is made by regsync
+    policy = policy_file(tmp_path, registry, registry2, unique_repo, unique_repo, {"include": [TAG]}, extra)
+    plan_path = tmp_path / "plan.json"
+    assert run("plan", "-p", policy, "-o", plan_path).exit_code == 0
+    first = run("sync", "-p", policy, "--plan", plan_path)
+    assert first.exit_code == 0, first.output
+    verified, pushed = audit_events(tmp_path)
+    assert (verified["event"], pushed["event"]) == ("verified", "pushed") and pushed["artifact"]["size"] > 0
+
+    source_mark, target_mark = registry.mark(), registry2.mark()
+    again = run("sync", "-p", policy, "--plan", plan_path)
+    assert again.exit_code == 0, again.output
+    assert registry.requests_since(source_mark) == []     # nothing fetched, not even a manifest
+    assert registry2.writes_since(target_mark) == []
+    [unchanged] = audit_events(tmp_path)[2:]
+    assert unchanged["event"] == "skipped", unchanged
+    assert unchanged["artifact"]["digest"] == pushed["artifact"]["digest"]
+    assert "already on the target" in unchanged["reason"]
+    assert "0 pushed, 1 unchanged" in again.output, again.output
+
+
 def test_stale_plan_is_refused_when_target_moved(tmp_path, registry, registry2, unique_repo, seeded):
     policy = policy_file(tmp_path, registry, registry2, unique_repo, unique_repo, {"include": [TAG]})
     plan_path = tmp_path / "plan.json"

@@ -121,7 +121,9 @@ class Kind(Protocol):
     def transfer(self, item: "PlanItem", run: Run) -> dict:
         """Fetch, verify (again, against the policy's rule) and push one item. Records `verified`
         itself; returns the `pushed` record's fields (at least `verification`; `artifact` to say
-        what this push moved when it differs from the plan's item)."""
+        what this push moved when it differs from the plan's item). A target that already holds the
+        item (a saved plan applied again) is no push: `{"event": "skipped", "reason": ...}`, with
+        nothing fetched."""
 
     def export(self, item: "PlanItem", run: Run, sink: BundleSink) -> dict:
         """Fetch and verify one item into the bundle; returns the verification evidence."""

@@ -9,6 +9,7 @@ from typing import Annotated, Literal
 
 from regsync.kinds.oci.names import check_tag
 from regsync.policy.patterns import compile_pattern, is_exact
+from regsync.policy.platforms import check_image_platform
 from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, SecretStr,
                       ValidationInfo, field_validator, model_validator)
 
@@ -197,6 +198,7 @@ def _tag_pattern(pattern: str) -> str:
 
 TagPattern = Annotated[str, AfterValidator(_tag_pattern)]   # per entry, so an error names its line
 ExactTag = Annotated[str, AfterValidator(check_tag)]
+ImagePlatform = Annotated[str, AfterValidator(check_image_platform)]   # os/arch[/variant], the spec's values
 
 
 class TagSelect(Strict):
@@ -271,7 +273,7 @@ class Gates(Strict):
     max_size: Size | None = None
     cuda_max: str | None = None
     require_labels: dict[str, str] = {}
-    platforms_required: list[str] = []
+    platforms_required: list[ImagePlatform] = []
 
 
 class SignOnImport(Strict):
@@ -286,20 +288,12 @@ class ImageRule(Strict):
     source: str = Field(alias="from")
     target: str = Field(alias="to")
     tags: TagSelect
-    platforms: list[str] | None = None
+    platforms: list[ImagePlatform] | None = None
     verify: ImageVerify = ImageVerify()
     copy_extras: CopyExtras = Field(default=CopyExtras(), alias="copy")
     gates: Gates = Gates()
     crosscheck: str | None = None
     sign: SignOnImport | None = None
-
-    @field_validator("platforms")
-    @classmethod
-    def _platforms(cls, value):
-        for platform in value or []:
-            if not re.fullmatch(r"[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?", platform):
-                raise ValueError(f"'{platform}' is not os/arch[/variant] (e.g. linux/amd64)")
-        return value
 
 
 class Environment(Strict):

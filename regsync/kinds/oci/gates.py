@@ -1,7 +1,8 @@
 """Gates: refusals decided from what an image is, before any byte moves.
 
 They are evaluated on what would be pushed (the platform-filtered index when `platforms:` is
-set), per platform: compressed size, CUDA version, labels, and which platforms are present.
+set), per platform: compressed size, CUDA version, labels, and which platforms are present. Only
+runnable images are judged; attestation manifests in the index are not platforms.
 """
 
 from __future__ import annotations
@@ -29,8 +30,12 @@ def gates_set(gates: Gates) -> bool:
 def evaluate_gates(gates: Gates, client: RegistryClient, repo: str, root: Manifest, tag: str) -> dict:
     """What each gate saw (for plan and audit); raises VerificationError naming the first gate failed."""
     tree = manifest_tree(client, repo, root)
-    platforms = {d.digest: d.platform for m in tree for d in m.children()}
-    images = [m for m in tree if not m.is_index]
+    entries = [d for m in tree for d in m.children()]
+    platforms = {d.digest: d.platform for d in entries if d.runnable}
+    # Runnable images only (what `docker pull` picks): BuildKit's attestation manifests travel with
+    # the index but are no platform, and their "unknown" config has no labels or CUDA to judge.
+    not_images = {d.digest for d in entries if not d.runnable} - set(platforms)
+    images = [m for m in tree if not m.is_index and m.digest not in not_images]
     # A lone manifest names its platform only in its config; an index names each child's.
     need_config = bool(gates.cuda_max or gates.require_labels) or not root.is_index
     configs = {m.digest: _config(client, repo, m) if need_config else {} for m in images}

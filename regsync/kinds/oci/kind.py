@@ -58,6 +58,12 @@ class ImageKind:
         src_name, src_repo, _ = split_image_ref(item.source)
         dst_name, dst_repo, tag = split_image_ref(item.target)
         src, dst = endpoints.registry(src_name), endpoints.registry(dst_name)
+        current = dst.head_manifest(dst_repo, tag) if dst.may_have_tag(dst_repo, tag) else None
+        if current is not None and current.digest == item.digest:
+            # A saved plan applied again (a cron retry, a second operator): the tag already names
+            # exactly this digest, so nothing is fetched, verified or written.
+            return {"event": "skipped", "artifact": {**item.artifact(), "size": 0},
+                    "reason": "already on the target (the plan was applied before)"}
         root = _planned_root(item, src, src_repo)
         tree = manifest_tree(src, src_repo, root)
         verified = {"method": "sha256", "manifests": len(tree),

@@ -23,6 +23,10 @@ ACCEPT = ", ".join(sorted(MANIFEST_TYPES))
 
 # Real manifests are a few KiB; distribution itself caps them at 4 MiB. Anything larger is hostile.
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
+# BuildKit's attestation manifests in an index (moby/buildkit util/attestation/types.go): the
+# annotations that say which image of the index an entry attests.
+REFERENCE_TYPE, REFERENCE_DIGEST = "vnd.docker.reference.type", "vnd.docker.reference.digest"
+ATTESTATION_MANIFEST = "attestation-manifest"
 
 
 @dataclass(frozen=True)
@@ -31,6 +35,18 @@ class Descriptor:
     digest: str
     size: int
     platform: str | None = None  # "os/arch[/variant]" for index entries
+    attests: str | None = None   # annotated as BuildKit's attestation manifest: the image it attests
+
+    @property
+    def runnable(self) -> bool:
+        """An entry `docker pull` could pick. Pulling matches on the platform alone (containerd's
+        platform matcher), so only the platform decides: an annotation cannot hide an image from the gates."""
+        return self.platform != "unknown/unknown"
+
+    @property
+    def attestation_of(self) -> str | None:
+        """The image digest a BuildKit attestation manifest (platform unknown/unknown) describes."""
+        return None if self.runnable else self.attests
 
     @classmethod
     def parse(cls, obj: dict, where: str) -> "Descriptor":
@@ -43,7 +59,20 @@ class Descriptor:
             raise VerificationError(f"{where}: malformed descriptor")
         Digest.parse(digest, where)  # an algorithm we cannot verify is refused here, before any fetch
         platform = obj.get("platform")
-        return cls(media_type, digest, size, format_platform(platform) if isinstance(platform, dict) else None)
+        return cls(media_type, digest, size, format_platform(platform) if isinstance(platform, dict) else None,
+                   _attests(obj.get("annotations"), where))
+
+
+def _attests(annotations, where: str) -> str | None:
+    if not isinstance(annotations, dict) or annotations.get(REFERENCE_TYPE) != ATTESTATION_MANIFEST:
+        return None
+    subject = annotations.get(REFERENCE_DIGEST)
+    if subject is None:
+        return ""  # attests nothing this index names
+    if not isinstance(subject, str):
+        raise VerificationError(f"{where}: malformed {REFERENCE_DIGEST}")
+    Digest.parse(subject, where)  # from a server: its grammar is checked before it decides anything
+    return subject
 
 
 def format_platform(platform: dict) -> str:
@@ -113,14 +142,23 @@ class Manifest:
 
 
 def filter_index(index: Manifest, platforms: list[str]) -> Manifest:
-    """A new, smaller index holding only the wanted platforms (its digest differs from the source)."""
+    """A new, smaller index holding only the wanted platforms (its digest differs from the source),
+    and the attestation manifests (SBOM, provenance) of the images it keeps."""
     wanted = set(platforms)
     entries = index.doc.get("manifests") or []
-    kept = [entry for entry in entries
-            if isinstance(entry.get("platform"), dict) and platform_matches(format_platform(entry["platform"]), wanted)]
-    if not kept:
-        have = ", ".join(d.platform or "?" for d in index.children()) or "none"
-        raise VerificationError(f"no manifest for platforms {', '.join(platforms)} (index has: {have})")
+    children = index.children()  # each entry parsed and checked, in the same order
+    chosen = [child.runnable and bool(child.platform) and platform_matches(child.platform, wanted)
+              for child in children]
+    images = {child.digest for child, keep in zip(children, chosen) if keep}
+    if not images:
+        nested = any(d.media_type in INDEX_TYPES for d in children)
+        have = [d.platform or ("a nested index" if d.media_type in INDEX_TYPES else "?")
+                for d in children if d.runnable]
+        raise VerificationError(f"no manifest for platforms {', '.join(platforms)} "
+                                f"(index has: {', '.join(have) or 'none'})"
+                                + (" (platforms: filters a top-level index only)" if nested else ""))
+    kept = [entry for entry, child, keep in zip(entries, children, chosen)
+            if keep or (child.attestation_of and child.attestation_of in images)]
     doc = dict(index.doc, manifests=kept)
     raw = json.dumps(doc, indent=3).encode()
     return Manifest(raw, index.media_type, digest_of(raw), doc)

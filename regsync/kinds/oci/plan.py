@@ -102,7 +102,7 @@ def image_created(client: RegistryClient, repo: str, tag: str) -> datetime | Non
         for _ in range(MAX_INDEX_DEPTH):
             if not manifest.is_index:
                 break
-            children = manifest.children()
+            children = [child for child in manifest.children() if child.runnable]
             if not children:
                 return None
             manifest = client.get_manifest(repo, children[0].digest)
@@ -143,6 +143,7 @@ def _plan_tag(rule: ImageRule, rule_name: str, endpoints: Endpoints, tag: str,
             if root.is_index:
                 reduced = filter_index(root, rule.platforms)
                 item.source_digest, item.digest, root = found.digest, reduced.digest, reduced
+                item.reason = _carried_note(reduced)
         existing = dst.head_manifest(dst_repo, tag) if target_may_have else None
         if existing is not None:
             item.target_before = existing.digest
@@ -151,7 +152,7 @@ def _plan_tag(rule: ImageRule, rule_name: str, endpoints: Endpoints, tag: str,
                 item.reason = "already on the target"
                 return item
             item.action = "update"
-            item.reason = f"target tag points to {existing.digest}"
+            item.reason = "; ".join(filter(None, [f"target tag points to {existing.digest}", item.reason]))
         root = root or src.get_manifest(src_repo, found.digest)
         if not check_before_plan(item, rule, endpoints, tag, root):
             return item
@@ -161,6 +162,13 @@ def _plan_tag(rule: ImageRule, rule_name: str, endpoints: Endpoints, tag: str,
         return PlanItem("image", source, target, "", "refuse", reason=exc.reason, rule=rule_name)
     except RegistryError as exc:
         return PlanError(source, str(exc), rule_name)
+
+
+def _carried_note(reduced: Manifest) -> str:
+    """What the plan says when a platform filter keeps attestation manifests with their images."""
+    carried = sum(1 for child in reduced.children() if child.attestation_of)
+    return (f"keeps the {carried} attestation manifest{'s' if carried > 1 else ''} (SBOM, provenance) of the "
+            f"kept platforms" if carried else "")
 
 
 def _get_by_tag(client, repo: str, tag: str) -> Descriptor | None:

@@ -16,6 +16,8 @@ from regsync.pipeline.plan import PlanItem
 from regsync.policy.models import ImageRule
 from regsync.kinds.oci.rules import authorize_image
 from regsync.kinds.oci.attestations import check_attestations
+from regsync.kinds.oci.buildkit import carried_attestations
+from regsync.kinds.oci.tree import manifest_tree
 from regsync.kinds.oci.gates import evaluate_gates, gates_set
 from regsync.kinds.oci.signatures import check_signatures
 from regsync.trust.signing import load_private_key
@@ -51,6 +53,9 @@ def _check(rule: ImageRule, endpoints: Endpoints, tag: str, source_digest: str, 
         evidence["attestations"] = check_attestations(src, src_repo, source_digest, rule.verify, endpoints.policy.trust)
     if gates_set(rule.gates):
         evidence["gates"] = evaluate_gates(rule.gates, src, src_repo, root, tag)
+    carried = carried_attestations(manifest_tree(src, src_repo, root)) if root.is_index else None
+    if carried is not None:  # read from manifests already fetched: unsigned evidence, never a check passed
+        evidence["buildkit_attestations"] = carried
 
 
 def crosscheck(endpoints: Endpoints, rule: ImageRule, repo: str, tag: str, digest: str) -> dict:
