@@ -228,6 +228,12 @@ def test_import_applies_only_an_approved_plan_of_the_bundle(setup):
     assert digest_of(inspect_raw(setup["target"], f"{setup['repo']}:1.0")) == setup["digest"]
 
 
+def test_policy_check_summarises_the_approval_section(setup):
+    result = run_cli("policy", "check", "-p", setup["policy"])
+    assert result.exit_code == 0, result.output
+    assert "approvals:  2 required of alice, bob, valid 7d after the plan is made" in result.output
+
+
 @pytest.mark.parametrize("approval, says", [
     ("approval: {required: 3, trust: [alice, bob]}", "required: 3 needs at least 3 trust entries"),
     ("approval: {required: 1, trust: [nobody]}", "unknown trust entry 'nobody'"),
