@@ -108,21 +108,11 @@ def load_approved(plan_path: Path, loaded: LoadedPolicy, audit=None,
 
 
 def refuse_unless_approved(verdict: Verdict, plan_path: Path, loaded: LoadedPolicy, now: datetime | None = None) -> None:
-    approval, plan = loaded.policy.approval, verdict.plan
-    now = now or datetime.now(timezone.utc)
-    if plan.policy_sha256 != loaded.sha256:
-        raise NotApproved(f"{plan_path} was made from another policy (sha256 {plan.policy_sha256[:12]}, "
-                          f"{loaded.path} is {loaded.sha256[:12]}): its approvals were for that policy; run "
-                          f"`regsync plan` again and have the new plan approved")
-    created = _created(plan, plan_path)
-    if created > now + CLOCK_SKEW:
-        raise NotApproved(f"{plan_path} says it was made at {plan.created}, in the future: refused (a future "
-                          f"time would stretch approval.max_age)")
+    approval = loaded.policy.approval
+    problem = _standing(verdict.plan, plan_path, loaded, now or datetime.now(timezone.utc))
+    if problem:
+        raise NotApproved(f"{problem}; run `regsync plan` again and have the new plan approved")
     if len(verdict.approvers) >= approval.required:
-        if verdict.expires is not None and now > verdict.expires:
-            raise NotApproved(f"the approvals of {plan_path} expired at {_stamp(verdict.expires)} (approval.max_age "
-                              f"{format_duration(approval.max_age)} after the plan was made, {plan.created}); "
-                              f"run `regsync plan` again and have the new plan approved")
         return
     signed = ", ".join(key.name for key in verdict.approvers) or "nobody"
     bad = [describe(found) for found in verdict.seen if found.signer is None]
@@ -130,6 +120,22 @@ def refuse_unless_approved(verdict: Verdict, plan_path: Path, loaded: LoadedPoli
                       f"(signed by {signed}; missing: {_missing(verdict, approval.required)})"
                       + (f"; not counted: {'; '.join(bad)}" if bad else "")
                       + f"; approve it with `regsync plan approve {plan_path} --key KEY`")
+
+
+def _standing(plan: Plan, plan_path: Path, loaded: LoadedPolicy | None, now: datetime) -> str | None:
+    """Why no approval of this plan can count, whoever signed it: made from another policy than
+    `loaded`, stamped in the future, or older than approval.max_age."""
+    if loaded is not None and plan.policy_sha256 != loaded.sha256:
+        return (f"{plan_path} was made from another policy (sha256 {plan.policy_sha256[:12]}, {loaded.path} is "
+                f"{loaded.sha256[:12]}): its approvals were for that policy")
+    created = _created(plan, plan_path)
+    if created > now + CLOCK_SKEW:
+        return f"{plan_path} says it was made at {plan.created}, in the future (it would stretch approval.max_age)"
+    max_age = loaded.policy.approval.max_age if loaded is not None else None
+    if max_age is not None and now > created + timedelta(seconds=max_age):
+        return (f"the approvals of {plan_path} expired at {_stamp(created + timedelta(seconds=max_age))} "
+                f"(approval.max_age {format_duration(max_age)} after the plan was made, {plan.created})")
+    return None
 
 
 def _missing(verdict: Verdict, required: int) -> str:
@@ -140,26 +146,17 @@ def _missing(verdict: Verdict, required: int) -> str:
 
 def approve(plan_path: Path, key, loaded: LoadedPolicy | None = None, now: datetime | None = None) -> tuple[Path, str]:
     """Sign the plan's exact bytes with `key` (a private key) beside it; the signature file and the
-    key's fingerprint. With the policy, refuse what sync would refuse anyway: another policy's plan,
-    an expired one, a key that is not an approver's."""
+    key's fingerprint. With the policy, refuse what sync would not count anyway: a key that is not
+    an approver's, another policy's plan, an expired one."""
     data = read_plan_bytes(plan_path)
     plan = parse_plan(data, plan_path)   # only a regsync plan is approved, never any file
-    now = now or datetime.now(timezone.utc)
-    if _created(plan, plan_path) > now + CLOCK_SKEW:
-        raise UsageError(f"{plan_path} says it was made at {plan.created}, in the future: not approved")
     key_id = fingerprint(key.public_key())
-    if loaded is not None:
-        trusted = {trusted.fingerprint for trusted in trusted_keys(loaded)}
-        if key_id not in trusted:
-            raise UsageError(f"--key is not the key of any approval.trust entry "
-                             f"({', '.join(loaded.policy.approval.trust) or 'none'}): sync would not count it")
-        verdict = judge(plan_path, data, plan, loaded)
-        if plan.policy_sha256 != loaded.sha256:
-            raise UsageError(f"{plan_path} was made from another policy (sha256 {plan.policy_sha256[:12]}, "
-                             f"{loaded.path} is {loaded.sha256[:12]}): not approved")
-        if verdict.expires is not None and now > verdict.expires:
-            raise UsageError(f"{plan_path} is older than approval.max_age (expired {_stamp(verdict.expires)}): "
-                             f"not approved; run `regsync plan` again")
+    if loaded is not None and key_id not in {trusted.fingerprint for trusted in trusted_keys(loaded)}:
+        raise UsageError(f"--key is not the key of any approval.trust entry "
+                         f"({', '.join(loaded.policy.approval.trust) or 'none'}): sync would not count it")
+    problem = _standing(plan, plan_path, loaded, now or datetime.now(timezone.utc))
+    if problem:
+        raise UsageError(f"{problem}: not approved")
     from regsync.trust.signing import sign_bytes
 
     return write_approval(plan_path, key_id, sign_bytes(key, data)), key_id
