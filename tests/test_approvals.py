@@ -202,6 +202,15 @@ def test_plan_show_renders_the_plan_its_rules_signers_and_changes_since_an_older
     assert f"`{setup['digest'][7:19]}`" in row and "| copy |" in row
     assert "### Approvals seen" in lines and "- **removed**" in markdown.output
 
+    hostile = tmp / "hostile.json"   # a reason (from a server, or an editor) cannot break the ticket's table
+    doc = json.loads(plan.read_text())
+    doc["items"][0]["reason"] = "a | b `x` [link](http://evil)\n| forged | row |"
+    hostile.write_text(json.dumps(doc))
+    shown = run_cli("plan", "show", hostile, "--format", "markdown")
+    assert shown.exit_code == 0, shown.output
+    [row] = [line for line in shown.output.splitlines() if line.startswith("| image |")]
+    assert row.replace("\\|", "").count("|") == 8 and "forged" in row and "\\[link\\]" in row
+
     bare = run_cli("plan", "show", plan)   # no policy: the signatures are listed, not judged
     assert bare.exit_code == 0 and "not checked" in bare.output, bare.output
 
