@@ -66,10 +66,17 @@ def load_checked(policy_path: Path, offline_sources: bool = False) -> LoadedPoli
     return loaded
 
 
-def plan(policy_path: Path, jobs: int = 8, shard: Shard | None = None, rps: float | None = None) -> Plan:
-    """Resolve the policy and diff it against the targets; read-only."""
-    loaded = load_checked(policy_path)
-    return make_plan(loaded, Endpoints(loaded, jobs, rps), jobs, shard)
+def plan(policy_path: Path, jobs: int = 8, shard: Shard | None = None, rps: float | None = None,
+         bundle: tuple[Path, ...] = ()) -> Plan:
+    """Resolve the policy and diff it against the targets; read-only. `bundle`: an air-gap bundle
+    (then its other volumes) stands in for the sources, as on import: the plan `import --plan` applies."""
+    if not bundle:
+        loaded = load_checked(policy_path)
+        return make_plan(loaded, Endpoints(loaded, jobs, rps), jobs, shard)
+    from regsync.bundle.source import open_bundle
+
+    loaded = load_checked(policy_path, offline_sources=True)
+    return make_plan(loaded, Endpoints(loaded, jobs, rps, open_bundle(bundle[0], loaded, bundle[1:])), jobs, shard)
 
 
 def sync(policy_path: Path, options: RunOptions, plan_path: Path | None = None,
@@ -81,13 +88,10 @@ def sync(policy_path: Path, options: RunOptions, plan_path: Path | None = None,
 
     def work(endpoints: Endpoints, audit: AuditLog) -> Outcome:
         if plan_path:
-            planned = Plan.load(plan_path, check_names=lambda item: kind_of(item).check_names(item)
-                                if item.kind in KINDS else None)
-            if planned.policy_sha256 != loaded.sha256:
-                raise UsageError(f"{plan_path} was made from another policy (sha256 {planned.policy_sha256[:12]}, "
-                                 f"{policy_path} is {loaded.sha256[:12]}); run `regsync plan` again")
+            planned = _saved_plan(plan_path, loaded, audit)
             check_not_stale(planned, endpoints)
         else:
+            _no_plan_needs_no_approval(loaded, "sync")
             planned = make_plan(loaded, endpoints, options.jobs, shard)
         total = sum(item.bytes for item in planned.items if item.changes)
         with (options.progress(total) if options.progress else nullcontext()) as on_bytes:
@@ -117,18 +121,53 @@ def export(policy_path: Path, out: Path, options: RunOptions, since: Path | None
     return run_frame(loaded, "export", work, options, sources=lambda audit: export_stand_ins(loaded))
 
 
-def import_(policy_path: Path, bundle: Path, options: RunOptions, more_blobs: tuple[Path, ...] = ()) -> RunResult:
-    """The bundle stands in for the policy's sources; the sync pipeline runs on it."""
+def import_(policy_path: Path, bundle: Path, options: RunOptions, more_blobs: tuple[Path, ...] = (),
+            plan_path: Path | None = None) -> RunResult:
+    """The bundle stands in for the policy's sources; the sync pipeline runs on it (on exactly the
+    saved plan at `plan_path`, made by `plan --bundle`, when given)."""
     from regsync.bundle.source import open_bundle
 
     loaded = _load_for_run(policy_path, options, offline_sources=True)
 
     def work(endpoints: Endpoints, audit: AuditLog) -> Outcome:
-        return apply_plan(make_plan(loaded, endpoints, options.jobs), endpoints, audit, options.jobs)
+        if plan_path:
+            planned = _saved_plan(plan_path, loaded, audit)
+            check_not_stale(planned, endpoints)
+        else:
+            _no_plan_needs_no_approval(loaded, "import")
+            planned = make_plan(loaded, endpoints, options.jobs)
+        return apply_plan(planned, endpoints, audit, options.jobs)
 
     # the bundle is opened (its signature checked first) inside the audited run: a refusal is recorded
     return run_frame(loaded, "import", work, options,
                      sources=lambda audit: open_bundle(bundle, loaded, more_blobs, audit))
+
+
+def _saved_plan(plan_path: Path, loaded: LoadedPolicy, audit: AuditLog) -> Plan:
+    """A saved plan, checked before anything is touched: its names, the policy it was made from and,
+    when the policy has `approval:`, its signed approvals (recorded in the audit trail)."""
+    def check_names(item):
+        return kind_of(item).check_names(item) if item.kind in KINDS else None
+
+    if loaded.policy.approval.trust:  # the approvals' keys (cryptography) only for a policy that has them
+        from regsync.approvals.check import load_approved
+
+        return load_approved(plan_path, loaded, audit, check_names)
+    planned = Plan.load(plan_path, check_names=check_names)
+    if planned.policy_sha256 != loaded.sha256:
+        raise UsageError(f"{plan_path} was made from another policy (sha256 {planned.policy_sha256[:12]}, "
+                         f"{loaded.path} is {loaded.sha256[:12]}); run `regsync plan` again")
+    return planned
+
+
+def _no_plan_needs_no_approval(loaded: LoadedPolicy, verb: str) -> None:
+    required = loaded.policy.approval.required
+    if required:
+        saved = "regsync plan -p POLICY --bundle BUNDLE -o plan.json" if verb == "import" else \
+            "regsync plan -p POLICY -o plan.json"
+        raise UsageError(f"the policy requires {required} approval(s) of a saved plan (approval: {{required: "
+                         f"{required}}}): `{saved}`, have it approved (`regsync plan approve`), then "
+                         f"`regsync {verb} … --plan plan.json`")
 
 
 def run_frame(loaded: LoadedPolicy, command: str, work: Callable[[Endpoints, AuditLog], Outcome],

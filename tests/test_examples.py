@@ -198,6 +198,27 @@ def test_the_airgap_walkthrough_runs(tmp_path, registry, registry2, unique_repo,
         _ran(key + check + script, tmp_path)
 
 
+def test_the_approval_workflow_in_docs_approvals_md_runs(tmp_path, registry, registry2, unique_repo, oci_dir):
+    import shutil
+
+    policy = _one_image(tmp_path, registry, registry2, unique_repo, oci_dir)
+    policy.write_text(policy.read_text() + "trust:\n  secteam-alice: {cosign_key: alice.pub}\n"
+                      "  secteam-bob: {cosign_key: bob.pub}\n"
+                      "approval: {required: 2, trust: [secteam-alice, secteam-bob], max_age: 7d}\n")
+    keys = doc_example("docs/approvals.md", "test_the_approval_workflow_in_docs_approvals_md_runs (keys)")
+    walk = doc_example("docs/approvals.md", "test_the_approval_workflow_in_docs_approvals_md_runs")
+    if not shutil.which("cosign"):  # not installed here; openssl checks the same signature
+        walk = "\n".join(line for line in walk.splitlines() if not line.startswith("cosign "))
+    unapproved = run_shell(keys + walk.split("# 2.")[0] + "regsync sync -p policy.yaml --plan plan.json", tmp_path)
+    assert unapproved.returncode == 2 and "has 0 of 2 required approvals" in unapproved.stderr, unapproved.stderr
+    done = _ran(keys + walk, tmp_path)
+    assert "Verified OK" in done.stdout and "approved: 2 of 2 required" in done.stderr
+    assert "1 pushed" in done.stderr
+    assert "| image |" in (tmp_path / "change-ticket.md").read_text()
+    report = (tmp_path / "report.html").read_text()
+    assert "Approved by" in report and "secteam-alice (sha256:" in report and "secteam-bob (sha256:" in report
+
+
 def _doc_yaml_blocks():
     import re
 

@@ -41,7 +41,8 @@ def loaded_by(*args: str) -> list[str]:
 
 
 @pytest.mark.parametrize("args", [["--version"], ["--help"], ["sync", "--help"], ["audit", "--help"],
-                                  ["client-config", "--help"], ["verify", "--help"]])
+                                  ["client-config", "--help"], ["verify", "--help"],
+                                  ["plan", "--help"], ["plan", "show", "--help"]])
 def test_start_up_imports_nothing_a_verb_needs(args):
     assert loaded_by(*args) == []
 

@@ -54,6 +54,8 @@ def build_report(trail: Path, since: datetime | None = None, public_key=None) ->
             run.update(finished=record["ts"], exit_code=record.get("exit_code"), counts=record.get("counts"),
                        bytes=record.get("bytes"), duration_seconds=record.get("duration_seconds"),
                        interrupted=record.get("interrupted"), signed="signature" in record)
+        elif event == "verified" and "plan" in (record.get("artifact") or {}):
+            run.update(_approvals(record))
         elif event in FINAL or event == "verified":
             _fold(artifacts, record)
     rows = sorted((a for a in artifacts.values() if a["decision"]),
@@ -63,6 +65,15 @@ def build_report(trail: Path, since: datetime | None = None, public_key=None) ->
             "runs": list(runs.values()),
             "artifacts": rows, "totals": totals,
             "bytes": sum(a["size"] or 0 for a in rows if a["decision"] == "pushed")}
+
+
+def _approvals(record: dict) -> dict:
+    """The approved plan a run applied (docs/approvals.md), and who approved it."""
+    verification = record.get("verification") or {}
+    approvers = [f"{a.get('trust', '?')} ({str(a.get('key_fingerprint', ''))[:19]}…)"
+                 for a in verification.get("approvers") or [] if isinstance(a, dict)]
+    return {"plan": (record.get("artifact") or {}).get("plan"), "plan_digest": record["artifact"].get("digest"),
+            "approvers": approvers}
 
 
 def _fold(artifacts: dict, record: dict) -> None:
@@ -161,7 +172,8 @@ def render_html(report: dict) -> str:
         "<tr>" + "".join(f"<td>{e(str(v))}</td>" for v in (
             r["run_id"], r.get("started", ""), r.get("finished", "— (no run-finished)"), r.get("host", ""),
             r.get("user", ""), (r.get("policy_sha256") or "")[:12], r.get("exit_code", ""),
-            json.dumps(r.get("counts") or {}), r.get("bytes", ""), "yes" if r.get("signed") else "no")) + "</tr>"
+            json.dumps(r.get("counts") or {}), r.get("bytes", ""), "yes" if r.get("signed") else "no",
+            "; ".join(r.get("approvers") or []))) + "</tr>"
         for r in report["runs"])
     totals = " · ".join(f'<span class="{e(k)}">{v} {e(k)}</span>' for k, v in report["totals"].items())
     return _PAGE.format(title=e(f"regsync audit report: {Path(report['trail']).name}"), trail=e(report["trail"]),
@@ -225,7 +237,7 @@ tr.refused {{ background: #fff1f0; }}
 </tbody></table>
 <h2>Runs</h2>
 <table id="runs"><thead><tr><th>Run</th><th>Started</th><th>Finished</th><th>Host</th><th>User</th><th>Policy</th>
-<th>Exit</th><th>Counts</th><th>Bytes</th><th>Signed</th></tr></thead><tbody>
+<th>Exit</th><th>Counts</th><th>Bytes</th><th>Signed</th><th>Approved by</th></tr></thead><tbody>
 {runs}
 </tbody></table>
 <script>

@@ -10,18 +10,17 @@ very bytes it then parses, before any of them is read as authority.
 from __future__ import annotations
 
 import base64
-import binascii
 from pathlib import Path
 
 from regsync.errors import NotFound, UsageError, VerificationError
 from regsync.kinds.oci.layout import open_regular
 from regsync.policy import LoadedPolicy
 from regsync.content.files import write_atomically
-from regsync.trust.keys import MalformedSignature, PublicKey, fingerprint, load_public_key
+from regsync.trust.keys import (MAX_SIGNATURE_BYTES, PublicKey, decode_blob_signature, fingerprint, load_public_key,
+                                verifies)
 from regsync.trust.signing import sign_bytes
 
 SIGNED = ("SHA256SUMS", "bundle.json")
-MAX_SIGNATURE_BYTES = 16 * 1024  # base64 of an RSA-4096 signature is 684 bytes
 
 
 def signing_key_for(loaded: LoadedPolicy, key):
@@ -72,7 +71,7 @@ def check_signatures(root: Path, loaded: LoadedPolicy, checked: dict[str, bytes]
                 raise VerificationError(f"bundle signature: {name}.sig is missing, and the policy requires a "
                                         f"signed bundle (bundle: {{signature: required}})")
             continue
-        signer = next((key for key in keys if _verifies(key, signature, checked[name])), None)
+        signer = next((key for key in keys if verifies(key, signature, checked[name])), None)
         if signer is None:
             raise VerificationError(f"bundle signature: {name} is not signed by a key of bundle.trust "
                                     f"({', '.join(config.trust)}): altered after signing, or signed with another key")
@@ -89,15 +88,6 @@ def _read_signature(root: Path, name: str) -> bytes | None:
     except NotFound:
         return None
     try:
-        if len(raw) > MAX_SIGNATURE_BYTES:
-            raise ValueError
-        return base64.b64decode(b"".join(raw.split()), validate=True)
-    except (ValueError, binascii.Error):
+        return decode_blob_signature(raw)
+    except ValueError:
         raise VerificationError(f"bundle signature: {name}.sig is not a base64 signature") from None
-
-
-def _verifies(key: PublicKey, signature: bytes, payload: bytes) -> bool:
-    try:
-        return key.verify(signature, payload)
-    except MalformedSignature:
-        return False

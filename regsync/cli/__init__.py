@@ -110,6 +110,12 @@ def policy_check(policy_path):
     click.echo(f"  audit:      {policy.audit.path or '(default ./regsync-audit.jsonl)'}")
     if policy.bundle.signature != "off":
         click.echo(f"  bundles:    signature {policy.bundle.signature}, trust {', '.join(policy.bundle.trust)}")
+    if policy.approval.trust:
+        from regsync.times import format_duration
+
+        approval = policy.approval
+        age = f", valid {format_duration(approval.max_age)} after the plan is made" if approval.max_age else ""
+        click.echo(f"  approvals:  {approval.required} required of {', '.join(approval.trust)}{age}")
     return EXIT_OK
 
 

@@ -10,31 +10,61 @@ from pathlib import Path
 import click
 
 from regsync.cli.guard import run_guarded
-from regsync.cli.options import SIZE, audit_options, jobs_option, policy_option, rate_option
+from regsync.cli.options import POLICY_HELP, SIZE, audit_options, jobs_option, policy_option, rate_option
 from regsync.errors import EXIT_CHANGES, EXIT_OK, EXIT_RUNTIME, UsageError
 
 
-@click.command("plan")
-@policy_option
+class PlanGroup(click.Group):
+    """`plan` makes a plan; `plan approve|show` work on a saved one (regsync/cli/approvals.py, loaded when named)."""
+
+    LAZY = {"approve": "approve_cmd", "show": "show_cmd"}
+
+    def list_commands(self, ctx):
+        return sorted(self.LAZY)
+
+    def get_command(self, ctx, name):
+        if name not in self.LAZY:
+            return None
+        from regsync.cli import approvals
+
+        return getattr(approvals, self.LAZY[name])
+
+
+@click.group("plan", cls=PlanGroup, invoke_without_command=True, subcommand_metavar="[approve|show] ...")
+@click.option("-p", "--policy", "policy_path", type=click.Path(path_type=Path), help=POLICY_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON instead of a table.")
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="Save the plan JSON here (for sync --plan).")
 @click.option("--detailed-exitcode", is_flag=True, help="Exit 4 when there are changes to apply, 0 when none.")
+@click.option("--bundle", type=click.Path(path_type=Path, exists=True, file_okay=False), multiple=True,
+              metavar="DIR", help="Plan an import: this bundle stands in for the sources (repeat for its other "
+                                  "volumes); apply it with `regsync import DIR --plan PLAN`.")
 @jobs_option
 @rate_option
-@run_guarded
-def plan_cmd(policy_path, as_json, output, detailed_exitcode, jobs, rps):
+@click.pass_context
+def plan_cmd(ctx, policy_path, as_json, output, detailed_exitcode, bundle, jobs, rps):
     """Resolve the policy and diff it against the targets, without writing anything anywhere.
+    `plan approve` signs a saved plan for review; `plan show` renders one (docs/approvals.md).
 
     \b
     Examples:
       regsync plan -p policy.yaml
       regsync plan -p policy.yaml --json | jq '.items[] | select(.action != "skip")'
       regsync plan -p policy.yaml -o plan.json && regsync sync -p policy.yaml --plan plan.json
+      regsync plan show plan.json --format markdown
+      regsync plan approve plan.json --key reviewer.key -p policy.yaml
     """
+    if ctx.invoked_subcommand is None:
+        if policy_path is None:
+            raise click.UsageError("Missing option '-p' / '--policy'.")
+        _plan(policy_path, as_json, output, detailed_exitcode, bundle, jobs, rps)
+
+
+@run_guarded
+def _plan(policy_path, as_json, output, detailed_exitcode, bundle, jobs, rps):
     from regsync import runs
     from regsync.console import render_plan
 
-    plan = runs.plan(policy_path, jobs, rps=rps)
+    plan = runs.plan(policy_path, jobs, rps=rps, bundle=bundle)
     if output:
         plan.save(output)
     if as_json:
@@ -134,11 +164,14 @@ def export_cmd(ctx, policy_path, output, since_bundle, volume_size, sign_key, si
 @click.argument("bundle", type=click.Path(path_type=Path, exists=True, file_okay=False))
 @click.argument("more_blobs", nargs=-1, type=click.Path(path_type=Path, exists=True, file_okay=False))
 @policy_option
+@click.option("--plan", "plan_path", type=click.Path(path_type=Path),
+              help="Apply exactly this saved plan (`regsync plan --bundle BUNDLE -o PLAN`); needed, and "
+                   "approved, when the policy has approval: {required: N}.")
 @audit_options
 @jobs_option
 @click.pass_context
 @run_guarded
-def import_cmd(ctx, bundle, more_blobs, policy_path, audit_file, wait_lock, jobs):
+def import_cmd(ctx, bundle, more_blobs, policy_path, plan_path, audit_file, wait_lock, jobs):
     """Air-gapped side: the bundle stands in for the policy's source registries, and the very
     plan → verify → push pipeline of `sync` runs on it: every digest and signature is checked again
     from the bundle alone before anything is pushed; refusals are audited, nothing half-tagged.
@@ -147,6 +180,7 @@ def import_cmd(ctx, bundle, more_blobs, policy_path, audit_file, wait_lock, jobs
     Example:
       regsync import /media/usb/bundle-2026-11-25 -p policy.yaml
       regsync import bundle-12-01 bundle-12-01.vol2 -p policy.yaml     # a split bundle: every volume
+      regsync import bundle-12-01 -p policy.yaml --plan plan.json      # an approved plan (docs/approvals.md)
 
     More directories after BUNDLE hold blobs only: the other volumes of a split bundle, or the
     base bundle of an incremental one.
@@ -154,7 +188,7 @@ def import_cmd(ctx, bundle, more_blobs, policy_path, audit_file, wait_lock, jobs
     from regsync import runs
 
     options = runs.RunOptions(audit_file, wait_lock, jobs=jobs, run_id=ctx.obj["run_id"])
-    return _summarize(runs.import_(policy_path, bundle, options, more_blobs), "pushed")
+    return _summarize(runs.import_(policy_path, bundle, options, more_blobs, plan_path), "pushed")
 
 
 def _progress(ctx):

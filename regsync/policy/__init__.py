@@ -137,6 +137,21 @@ def _check_references(policy: Policy, doc: Document) -> None:
                                            f"attestations are sigstore bundles, verified offline")
     _check_bundle_references(policy, doc)
     _check_conda_references(policy, doc)
+    _check_approval_references(policy, doc)
+
+
+def _check_approval_references(policy: Policy, doc: Document) -> None:
+    _check_key_entries(policy, doc, "approval", "approvals are signed offline with a key (regsync plan approve --key)")
+
+
+def _check_key_entries(policy: Policy, doc: Document, section: str, why: str) -> None:
+    """`section`.trust names cosign_key entries only: `why` says what is signed with the key."""
+    for name in getattr(policy, section).trust:
+        entry = policy.trust.get(name)
+        if entry is None:
+            raise doc.error((section, "trust"), f"unknown trust entry '{name}'")
+        if entry.cosign_key is None:
+            raise doc.error((section, "trust"), f"trust entry '{name}' must be a cosign_key: {why}")
 
 
 def _check_conda_references(policy: Policy, doc: Document) -> None:
@@ -166,13 +181,7 @@ def _check_conda_references(policy: Policy, doc: Document) -> None:
 
 def _check_bundle_references(policy: Policy, doc: Document) -> None:
     bundle = policy.bundle
-    for name in bundle.trust:
-        entry = policy.trust.get(name)
-        if entry is None:
-            raise doc.error(("bundle", "trust"), f"unknown trust entry '{name}'")
-        if entry.cosign_key is None:
-            raise doc.error(("bundle", "trust"), f"trust entry '{name}' must be a cosign_key: a bundle is signed "
-                                                 f"with a key (regsync export --sign-key)")
+    _check_key_entries(policy, doc, "bundle", "a bundle is signed with a key (regsync export --sign-key)")
     if bundle.signature != "off" and not bundle.trust:
         raise doc.error(("bundle",), f"signature: {bundle.signature} needs at least one trust entry "
                                      f"(the public key that signs the bundles)")

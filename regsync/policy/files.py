@@ -33,7 +33,7 @@ def check_files(loaded: LoadedPolicy) -> None:
     used |= {rule.verify.trust for rule in policy.packages if rule.verify.trust}
     used |= {name for rule in policy.packages for wanted in rule.verify.require_attestations for name in wanted.trust}
     used |= {name for rule in policy.conda for name in rule.verify.trust}
-    used |= set(policy.bundle.trust)
+    used |= set(policy.bundle.trust) | set(policy.approval.trust)
     for name, entry in policy.trust.items():
         if name not in used:
             continue  # an entry no rule uses is never opened

@@ -10,6 +10,7 @@ from typing import Annotated, Literal
 from regsync.kinds.oci.names import check_tag
 from regsync.policy.patterns import compile_pattern, is_exact
 from regsync.policy.platforms import check_image_platform
+from regsync.times import parse_duration
 from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, SecretStr,
                       ValidationInfo, field_validator, model_validator)
 
@@ -413,6 +414,23 @@ class BundleConfig(Strict):
     trust: list[str] = []
 
 
+class ApprovalConfig(Strict):
+    """Signed plan approvals (docs/approvals.md): `sync` and `import` apply only a saved plan signed
+    (`regsync plan approve`) by `required` distinct keys of `trust` (cosign_key entries), and only
+    until `max_age` after the plan was made."""
+
+    required: int = Field(default=0, ge=0)
+    trust: list[str] = []
+    max_age: Annotated[int, BeforeValidator(parse_duration), Field(gt=0)] | None = None
+
+    @model_validator(mode="after")
+    def _reachable(self):
+        if self.required > len(set(self.trust)):
+            raise ValueError(f"required: {self.required} needs at least {self.required} trust entries "
+                             f"(the approvers' public keys), {len(set(self.trust))} given")
+        return self
+
+
 class Policy(Strict):
     version: Literal[1]
     registries: dict[str, Registry] = {}
@@ -424,3 +442,4 @@ class Policy(Strict):
     conda: list["CondaRule"] = []
     audit: AuditConfig = AuditConfig()
     bundle: BundleConfig = BundleConfig()
+    approval: ApprovalConfig = ApprovalConfig()

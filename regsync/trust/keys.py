@@ -6,6 +6,7 @@ key type: ECDSA with SHA-256 (DER signatures), RSA PKCS#1 v1.5 with SHA-256, and
 
 from __future__ import annotations
 
+import base64
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ from regsync.errors import PolicyError
 from regsync.content.files import read_local_file
 
 MAX_KEY_BYTES = 64 * 1024
+MAX_SIGNATURE_BYTES = 16 * 1024  # base64 of an RSA-4096 signature is 684 bytes
 
 
 class MalformedSignature(ValueError):
@@ -61,6 +63,21 @@ class PublicKey:
             # cosign's default is PKCS#1 v1.5; keys from some KMS sign with PSS instead.
             self.key.verify(signature, payload, padding.PSS(padding.MGF1(hashes.SHA256()), padding.PSS.AUTO),
                             hashes.SHA256())
+
+
+def decode_blob_signature(raw: bytes) -> bytes:
+    """A signature file as `cosign sign-blob` writes it (base64, whitespace allowed); ValueError when not one."""
+    if len(raw) > MAX_SIGNATURE_BYTES:
+        raise ValueError("too large to be a signature")
+    return base64.b64decode(b"".join(raw.split()), validate=True)   # binascii.Error is a ValueError
+
+
+def verifies(key: PublicKey, signature: bytes, payload: bytes) -> bool:
+    """`key.verify`, where bytes that are no signature at all are simply not this key's."""
+    try:
+        return key.verify(signature, payload)
+    except MalformedSignature:
+        return False
 
 
 def looks_like_signature(signature: bytes) -> bool:

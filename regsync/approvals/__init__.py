@@ -1,0 +1,1 @@
+"""Signed plan approvals (docs/approvals.md): who reviewed a saved plan, checked before it is applied."""
