@@ -19,6 +19,7 @@ import email.parser
 import zipfile
 
 from packaging.requirements import InvalidRequirement, Requirement
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
@@ -71,8 +72,7 @@ def check_wheel(path, filename: str, where: str, used: email.message.Message | N
     for field, theirs, ours in (("Name", canonicalize_name(used.get("Name", "")), canonicalize_name(own.get("Name", ""))),
                                 ("Version", _version(used.get("Version")), _version(own.get("Version"))),
                                 ("Requires-Dist", _requirements(used), _requirements(own)),
-                                ("Requires-Python", (used.get("Requires-Python") or "").strip(),
-                                 (own.get("Requires-Python") or "").strip())):
+                                ("Requires-Python", _python(used), _python(own))):
         if theirs != ours:
             raise VerificationError(f"{where}: the wheel's METADATA says {field} {_show(ours)}, the index's "
                                     f".metadata (what the plan resolved with) says {_show(theirs)}")
@@ -123,6 +123,15 @@ def _version(text) -> Version | None:
         return Version(str(text or "").strip())
     except InvalidVersion:
         return None
+
+
+def _python(metadata) -> str:
+    """Requires-Python, normalised when it parses (`>= 3.8` and `>=3.8` are one requirement)."""
+    text = (metadata.get("Requires-Python") or "").strip()
+    try:
+        return str(SpecifierSet(text))
+    except InvalidSpecifier:
+        return " ".join(text.split())
 
 
 def _requirements(metadata) -> list[str]:
