@@ -251,12 +251,14 @@ def pypi(*args):
     return run_cli(*args, env={"PYPI_PASSWORD": "pkg-Pa55"})
 
 
-# With dependencies the closure is not resolved again, so another project's file (tool) is not
-# refused on that ground; the rule's own requirement on a project and the environments still hold.
+# With or without dependencies the file must be in the closure the policy resolves to: another
+# version, another project's file (tool: on the index, required by nothing) or a file for no
+# environment of the rule is refused.
 @pytest.mark.parametrize("dependencies, swap_to", [
     (False, "app-2.0-py3-none-any.whl"), (False, "tool-1.0-py3-none-any.whl"),
     (False, "winonly-1.0-cp312-cp312-win_amd64.whl"),
-    (True, "app-2.0-py3-none-any.whl"), (True, "winonly-1.0-cp312-cp312-win_amd64.whl")])
+    (True, "app-2.0-py3-none-any.whl"), (True, "tool-1.0-py3-none-any.whl"),
+    (True, "winonly-1.0-cp312-cp312-win_amd64.whl")])
 def test_a_package_item_edited_to_another_file_is_refused(tmp_path, package_index, pypiserver, dependencies, swap_to):
     # winonly is named, but only for Windows: no file of it is for this policy's Linux environment
     policy = package_policy(tmp_path, package_index, pypiserver, ["app==1.0", 'winonly; sys_platform == "win32"'],
@@ -320,3 +322,79 @@ def test_a_saved_package_plan_is_audited_as_rechecked(tmp_path, package_index, p
     for record in records:
         assert record["policy_rule"] == "packages[0]"
         assert record["verification"]["rechecked"] is True
+
+
+# --- packages: the closure is re-derived at apply (issue 22) ----------------------------------
+
+@pytest.fixture
+def closure_index(tmp_path):
+    """capp needs clib; backdoor is on the same index, needed by nothing the policy asks for."""
+    served = SimpleIndex()
+    for name, version, requires in (("capp", "1.0", ("clib>=1",)), ("clib", "1.0", ()), ("backdoor", "1.0", ())):
+        served.add(build_wheel(tmp_path / "wheels", name, version, requires=requires))
+    yield served
+    served.stop()
+
+
+def closure_policy(tmp_path, index, target):
+    path = tmp_path / "policy.yaml"
+    path.write_text(f"""\
+version: 1
+indexes:
+  mirror: {{url: "{index.url}"}}
+  internal: {{url: "{target.simple}", upload_url: "{target.url}", kind: pypiserver,
+             auth: {{username: {target.username}, password: "${{PYPI_PASSWORD}}"}}}}
+packages:
+  - from: mirror
+    to: internal
+    requirements: ["capp==1.0"]
+    dependencies: true
+    environments: [{{python: "3.11", platform: manylinux_2_28_x86_64}}, {{python: "3.12", platform: win_amd64}}]
+audit: {{path: audit.jsonl}}
+""")
+    return path
+
+
+def test_a_plan_edited_to_add_a_project_outside_the_closure_is_refused(tmp_path, closure_index, pypiserver,
+                                                                       monkeypatch):
+    import regsync.kinds.pypi.closure as closure
+
+    resolutions = []
+    real_resolve = closure.resolve
+    monkeypatch.setattr(closure, "resolve", lambda *a, **k: resolutions.append(a[2].label) or real_resolve(*a, **k))
+    policy = closure_policy(tmp_path, closure_index, pypiserver)
+    path = tmp_path / "plan.json"
+    assert pypi("plan", "-p", policy, "-o", path).exit_code == 0
+    plan = json.loads(path.read_text())
+    assert sorted(i["source"] for i in plan["items"]) == ["mirror/capp-1.0-py3-none-any.whl",
+                                                          "mirror/clib-1.0-py3-none-any.whl"]
+    backdoor = "backdoor-1.0-py3-none-any.whl"   # its real sha256, as the index lists it
+    plan["items"].append(dict(plan["items"][0], source=f"mirror/{backdoor}", target=f"internal/{backdoor}",
+                              digest="sha256:" + served(closure_index, backdoor).sha256, project="backdoor"))
+    path.write_text(json.dumps(plan))
+
+    result = pypi("sync", "-p", policy, "--plan", path)
+    assert result.exit_code == 3, result.output
+    assert sorted(p.name for p in (pypiserver.root / "packages").iterdir()) == [
+        "capp-1.0-py3-none-any.whl", "clib-1.0-py3-none-any.whl"]
+    [refused] = audit(tmp_path, "refused")
+    assert refused["artifact"]["source"] == f"mirror/{backdoor}"
+    assert "not allowed by the policy" in refused["reason"] and "not in the closure" in refused["reason"]
+    assert sorted(r["artifact"]["source"] for r in audit(tmp_path, "pushed")) == [
+        "mirror/capp-1.0-py3-none-any.whl", "mirror/clib-1.0-py3-none-any.whl"]
+    # the apply re-derived each environment's closure once, not once per item
+    assert sorted(resolutions) == ["cp311-manylinux_2_28_x86_64", "cp312-win_amd64"]
+
+
+def test_a_saved_plan_keeps_its_versions_when_the_index_has_moved_on(tmp_path, closure_index, pypiserver):
+    """The plan's versions are tried first when the closure is re-derived: a newer clib released
+    since the plan neither fails the apply nor replaces what was reviewed."""
+    policy = closure_policy(tmp_path, closure_index, pypiserver)
+    path = tmp_path / "plan.json"
+    assert pypi("plan", "-p", policy, "-o", path).exit_code == 0
+    closure_index.add(build_wheel(tmp_path / "later", "clib", "1.1"))
+
+    result = pypi("sync", "-p", policy, "--plan", path)
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (pypiserver.root / "packages").iterdir()) == [
+        "capp-1.0-py3-none-any.whl", "clib-1.0-py3-none-any.whl"]

@@ -22,9 +22,9 @@ from pypi_simple import DistributionPackage
 from regsync.errors import NotFound, VerificationError
 from regsync.kinds.oci.layout import LayoutSource, LayoutWriter, blob_path, open_regular
 from regsync.pipeline.plan import PlanItem
-from regsync.kinds.pypi.index import wheel_metadata
+from regsync.kinds.pypi.wheel import check_wheel, wheel_metadata
 from regsync.kinds.pypi.ref import project_of, sha256_of
-from regsync.kinds.pypi.transfer import planned_file
+from regsync.kinds.pypi.transfer import planned_file, used_metadata
 from regsync.kinds.pypi.provenance import fetch_provenance, provenance_index
 from regsync.kinds.pypi.rules import rule_of
 from regsync.kinds.pypi.fetch import FileResponse, fetch_verified
@@ -60,6 +60,7 @@ def export_package(item: PlanItem, endpoints, writer: LayoutWriter, on_bytes=Non
     partial = final.with_name(f".{final.name}.{os.getpid()}.{threading.get_ident()}.partial")
     try:
         index.download(package, partial, on_bytes)  # sha256 checked before we keep a byte of it
+        check_wheel(partial, filename, f"{source_name}/{filename}", used_metadata(index, package))
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
@@ -162,7 +163,7 @@ class BundleIndex:
             return email.parser.BytesParser().parsebytes(b"", headersonly=True)
         response = self.open(package)
         try:
-            raw = wheel_metadata(response.raw, where)
+            raw = wheel_metadata(response.raw, where, package.filename)
         finally:
             response.close()
         return email.parser.BytesParser().parsebytes(raw, headersonly=True)

@@ -8,10 +8,9 @@ the index's own origin (scheme, host and port) and its upload URL's, nowhere els
 
 from __future__ import annotations
 
-import email.parser
+import email.message
 import hashlib
 import threading
-import zipfile
 from pathlib import Path
 from urllib.parse import urljoin, urlsplit
 
@@ -27,9 +26,10 @@ from regsync.content.reader import IDENTITY, read_document
 from regsync.kinds.oci.auth import Credentials
 from regsync.kinds.pypi.fetch import fetch_and_keep, fetch_verified
 from regsync.kinds.pypi.ref import public_url
+from regsync.kinds.pypi.wheel import MAX_METADATA_BYTES, wheel_metadata
+from regsync.kinds.pypi.wheel import parse_metadata as _parse_metadata
 from regsync.net.http import OriginBoundBasicAuth, connection_failure, make_session, origin, require_https
 
-MAX_METADATA_BYTES = 16 * 1024 * 1024
 # A project page read whole: the largest on pypi.org (nightly builds with tens of thousands of
 # files) are tens of MiB of JSON.
 MAX_PAGE_BYTES = 64 << 20
@@ -59,6 +59,7 @@ class PackageIndex:
             self.session.auth = OriginBoundBasicAuth(credentials.username, credentials.password, origins)
         self._simple = PyPISimple(self.url, session=self.session)
         self._pages: dict[tuple[str, bool], list[DistributionPackage]] = {}   # (project, same_origin)
+        self._metadata: dict[tuple[str, str], email.message.Message] = {}    # (file URL, its digests) → PEP 658
         self._lock = threading.Lock()
 
     def files(self, project: str, *, same_origin: bool = False) -> list[DistributionPackage]:
@@ -86,6 +87,13 @@ class PackageIndex:
         with self._lock:
             self._pages[key, same_origin] = packages
         return packages
+
+    def forget(self, project: str) -> None:
+        """Drop the run's copy of the project's pages: the next read asks the index again."""
+        key = canonicalize_name(project)
+        with self._lock:
+            self._pages.pop((key, True), None)
+            self._pages.pop((key, False), None)
 
     def _own_page(self, key: str, target: bool = True) -> ProjectPage | None:
         """The project page as this index itself serves it, or None when it sends us elsewhere.
@@ -122,9 +130,18 @@ class PackageIndex:
     def metadata(self, package: DistributionPackage) -> email.message.Message:
         """Core metadata: the PEP 658 file when offered (no wheel download), else read from the file."""
         where = f"{self.name}/{package.filename}"
-        if package.has_metadata:
-            return _parse_metadata(self._metadata_bytes(package, where))
-        return metadata_from_file(self, package)
+        if not package.has_metadata:
+            return metadata_from_file(self, package)
+        # read once per run: each environment's resolution and the check of the wheel's own METADATA
+        # at apply (kinds/pypi/wheel.py) use the same file
+        key = (package.url, repr(sorted((package.metadata_digests or {}).items())))
+        with self._lock:
+            found = self._metadata.get(key)
+        if found is None:
+            found = _parse_metadata(self._metadata_bytes(package, where))
+            with self._lock:
+                self._metadata[key] = found
+        return found
 
     def _metadata_bytes(self, package: DistributionPackage, where: str) -> bytes:
         """The PEP 658 file, at most MAX_METADATA_BYTES and unencoded, checked against every digest
@@ -202,20 +219,6 @@ def metadata_from_file(index, package: DistributionPackage) -> email.message.Mes
     where = f"{index.name}/{package.filename}"
     if not package.filename.endswith(".whl"):
         return _parse_metadata(b"")  # an sdist's dependencies are only known after a build
-    return _parse_metadata(wheel_metadata(fetch_and_keep(index, package), where))
-
-
-def wheel_metadata(wheel_file, where: str) -> bytes:
-    """The raw `<name>.dist-info/METADATA` of a wheel (a path or a file object), at most
-    MAX_METADATA_BYTES; a file that is not a readable wheel is refused."""
-    try:
-        with zipfile.ZipFile(wheel_file) as wheel:
-            name = next(n for n in wheel.namelist() if n.endswith(".dist-info/METADATA") and n.count("/") == 1)
-            with wheel.open(name) as handle:
-                return handle.read(MAX_METADATA_BYTES)
-    except (zipfile.BadZipFile, StopIteration, OSError, ValueError):
-        raise VerificationError(f"{where}: not a wheel (no readable .dist-info/METADATA)") from None
-
-
-def _parse_metadata(raw: bytes) -> email.message.Message:
-    return email.parser.BytesParser().parsebytes(raw, headersonly=True)
+    # checked against the file name as it is read: a wheel whose METADATA names another project or
+    # version is refused (kinds/pypi/wheel.py)
+    return _parse_metadata(wheel_metadata(fetch_and_keep(index, package), where, package.filename))

@@ -29,8 +29,13 @@ class PackageKind:
         """File names are checked against the index's listing when applied (planned_file)."""
 
     def is_stale(self, item: PlanItem, endpoints) -> str | None:
-        """A file is never overwritten on the target, and its sha256 is checked against the index
-        again when applied: there is no tag that could have moved."""
+        """Never stale: a file is never overwritten on the target, and its sha256 is checked against
+        the index again when applied (there is no tag that could have moved). The target is read
+        now, though: a file it already holds with the planned sha256 becomes a skip, one it holds
+        with another a refusal (recheck_target), so a plan applied twice is a no-op."""
+        from regsync.kinds.pypi.transfer import recheck_target
+
+        recheck_target(item, endpoints)
         return None
 
     def transfer(self, item: PlanItem, run: Run) -> dict:

@@ -9,8 +9,6 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 
 from loguru import logger
-from packaging.specifiers import SpecifierSet
-from packaging.utils import canonicalize_name
 
 from regsync.endpoints import Endpoints
 from regsync.errors import RegistryError, VerificationError
@@ -19,7 +17,8 @@ from regsync.policy.models import PackageRule
 from regsync.kinds.pypi.environment import TargetEnvironment, rule_environments
 from regsync.kinds.pypi.fetch import kept_size
 from regsync.kinds.pypi.ref import project_of, public_url, sha256_of
-from regsync.kinds.pypi.resolver import Options, ResolutionError, parse_requirement, resolve
+from regsync.kinds.pypi.closure import closures_of, rule_inputs
+from regsync.kinds.pypi.resolver import ResolutionError, resolve
 from regsync.pipeline.shard import Shard
 from regsync.kinds.pypi.evidence import check_provenance
 
@@ -32,22 +31,21 @@ def plan_packages(rules: list[PackageRule], endpoints: Endpoints, jobs: int = 8,
     errors: list[PlanError] = []
     to_check: list[tuple[PlanItem, PackageRule]] = []
     unsized: list[tuple[PlanItem, object, object]] = []  # (item, index, file) the page gave no size for
+    closures = closures_of(endpoints)
     for number, rule in enumerate(rules):
         rule_name = f"packages[{number}]"
         index, target = endpoints.index(rule.source), endpoints.package_target(rule.target)
-        requirements = [parse_requirement(text, f"{rule_name}.requirements") for text in rule.requirements]
-        constraints: dict[str, SpecifierSet] = {}
-        for text in rule.constraints:
-            constraint = parse_requirement(text, f"{rule_name}.constraints")
-            constraints[canonicalize_name(constraint.name)] = constraint.specifier
-        options = Options(rule.sdists, frozenset(canonicalize_name(n) for n in rule.only_binary))
+        requirements, constraints, options = rule_inputs(rule, rule_name)
         for env in rule_environments(rule):
             refused: dict = {}
             try:
                 closure = resolve(index, requirements, env, options, rule.dependencies, constraints, refused)
             except (ResolutionError, RegistryError, VerificationError) as exc:
                 errors.append(_resolution_error(rule, rule_name, exc, refused))
+                closures.record(rule_name, env, exc)
                 closure = []
+            else:
+                closures.record(rule_name, env, closure)  # apply, in this run, admits from it
             for package, why in refused.values():  # failed its hash while read for metadata
                 key = (rule.target, package.filename)
                 if key not in items:

@@ -99,8 +99,9 @@ PREFETCH_MAX = 5000  # projects looked at ahead of the resolver in one resolutio
 
 class Provider(resolvelib.AbstractProvider):
     def __init__(self, index, env: TargetEnvironment, options: Options, constraints: dict[str, SpecifierSet],
-                 prefetch: ThreadPoolExecutor | None = None):
+                 prefetch: ThreadPoolExecutor | None = None, prefer: dict[str, set[Version]] | None = None):
         self.index, self.env, self.options, self.constraints = index, env, options, constraints
+        self.prefer = prefer or {}   # project → versions tried first (a saved plan's), if admitted at all
         self._prefetch_pool = prefetch
         self._pages: dict[str, Future] = {}
         self._metadata: dict[str, Future] = {}
@@ -170,8 +171,10 @@ class Provider(resolvelib.AbstractProvider):
                 continue
         specifiers = [r.specifier for r in requirements] + [self.constraints.get(identifier, SpecifierSet())]
         allow_pre = allows_prereleases(specifiers)
+        newest_first = sorted(by_version, reverse=True)
+        preferred = self.prefer.get(identifier, ())
         found = []
-        for version in sorted(by_version, reverse=True):
+        for version in [v for v in newest_first if v in preferred] + [v for v in newest_first if v not in preferred]:
             if version in bad or not all(spec.contains(version, prereleases=allow_pre) for spec in specifiers):
                 continue
             chosen = best_file(by_version[version], self.env, self.options, pinned)
@@ -214,10 +217,12 @@ class Provider(resolvelib.AbstractProvider):
 
 def resolve(index, requirements: Iterable[Requirement], env: TargetEnvironment, options: Options,
             dependencies: bool, constraints: dict[str, SpecifierSet] | None = None,
-            refused: dict | None = None) -> list[Candidate]:
+            refused: dict | None = None, prefer: dict[str, set[Version]] | None = None) -> list[Candidate]:
     """The files of the closure; `refused` (when given) receives the files ruled out on the way
-    because they failed their hash, filename → (file, reason), even when resolution then fails."""
-    provider = Provider(index, env, options, constraints or {})
+    because they failed their hash, filename → (file, reason), even when resolution then fails.
+    `prefer`: versions tried before the newer ones (a saved plan's, re-derived at apply); they only
+    change the order candidates are tried in, never what the requirements admit."""
+    provider = Provider(index, env, options, constraints or {}, prefer=prefer)
     wanted = [r for r in requirements if r.marker is None or r.marker.evaluate(dict(env.markers, extra=""))]
     if not dependencies:
         out = []
@@ -229,7 +234,7 @@ def resolve(index, requirements: Iterable[Requirement], env: TargetEnvironment, 
             out.append(matches[0])
         return out
     pool = ThreadPoolExecutor(PREFETCH_THREADS, thread_name_prefix="prefetch")
-    provider = Provider(index, env, options, constraints or {}, prefetch=pool)
+    provider = Provider(index, env, options, constraints or {}, prefetch=pool, prefer=prefer)
     for requirement in wanted:
         provider.look_ahead(requirement)
     try:

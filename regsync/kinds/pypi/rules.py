@@ -1,14 +1,12 @@
-"""Which package rule of the policy covers a plan item, and whether its requirements admit the file."""
+"""Which package rule of the policy covers a plan item, and whether the closure it resolves to holds the file."""
 
 from __future__ import annotations
 
-from packaging.utils import canonicalize_name
 from packaging.version import Version
 
 from regsync.errors import VerificationError
-from regsync.kinds.pypi.environment import rule_environments
+from regsync.kinds.pypi.closure import closures_of
 from regsync.kinds.pypi.ref import parse_file_name
-from regsync.kinds.pypi.resolver import Options, allows_prereleases, best_file, exactly_pinned, parse_requirement
 from regsync.pipeline.plan import PlanItem
 from regsync.pipeline.rules import NOT_ALLOWED, rule_named, the_one
 from regsync.policy.models import PackageRule, Policy
@@ -39,41 +37,18 @@ def package_rule_for(policy: Policy, source: str, target: str) -> tuple[str, Pac
                     f"{len(found)} rules map index {src_index} to {dst_index}, so which one decides is ambiguous")
 
 
-def admit_package(rule: PackageRule, package) -> None:
-    """The file, as the source index lists it now, is one the rule's requirements and environments
-    admit; raises VerificationError otherwise.
-
-    With `dependencies: false` this is the resolver's own test: a requirement (its marker true for
-    an environment) names the project and admits the version, and the file is one pip could install
-    there. With `dependencies: true` the closure is not resolved again (a full resolution per
-    environment, against an index that may have moved on since the plan); what is checked is what
-    holds for every file of any closure: it fits an environment, meets the constraints, and meets
-    the rule's own requirement on its project when there is one. Hashes and provenance are verified
-    again as always, so a file of the right project can still only be bytes its index vouches for.
-    """
-    project, version = _name_and_version(package.filename)
-    options = Options(rule.sdists, frozenset(canonicalize_name(n) for n in rule.only_binary))
-    requirements = [parse_requirement(text, "requirements") for text in rule.requirements]
-    constraints = [c.specifier for c in (parse_requirement(text, "constraints") for text in rule.constraints)
-                   if canonicalize_name(c.name) == project]
-    for env in rule_environments(rule):
-        named = [r for r in requirements if canonicalize_name(r.name) == project
-                 and (r.marker is None or r.marker.evaluate(dict(env.markers, extra="")))]
-        if not named and not rule.dependencies:
-            continue
-        specifiers = [r.specifier for r in named] + constraints
-        # a dependency's own requirement may name a pre-release or pin exactly: unknown without resolving
-        prereleases = rule.dependencies or allows_prereleases(specifiers)
-        if not all(spec.contains(version, prereleases=prereleases) for spec in specifiers):
-            continue
-        if best_file([package], env, options, rule.dependencies or exactly_pinned(named)) is not None:
-            return
-    raise VerificationError(f"{NOT_ALLOWED}: {package.filename} is not a file the requirements "
-                            f"{rule.requirements} select for any of the rule's environments")
+def admit_package(rule_name: str, rule: PackageRule, package, endpoints, index) -> None:
+    """The file, as the source index lists it now, belongs to the closure the rule resolves to (for
+    `dependencies: false`, the files its requirements select) in one of its environments; raises
+    VerificationError otherwise. The closure is the one this run resolved, or is re-derived once
+    per rule and environment for a saved plan (kinds/pypi/closure.py): a plan edited to add a
+    project no requirement of the policy leads to (`backdoor`, with its real sha256) is refused."""
+    _name_and_version(package.filename)
+    closures_of(endpoints).admit(rule_name, rule, index, package)
 
 
 def _name_and_version(filename: str) -> tuple[str, Version]:
     try:
         return parse_file_name(filename)
-    except ValueError as exc:
-        raise VerificationError(f"{NOT_ALLOWED}: {exc}") from None
+    except ValueError:
+        raise VerificationError(f"{NOT_ALLOWED}: {filename} is not a wheel or sdist file name") from None

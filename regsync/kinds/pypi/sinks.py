@@ -17,7 +17,8 @@ from requests_toolbelt.multipart.encoder import MultipartEncoder
 
 from regsync.errors import RegistryError, VerificationError
 from regsync.net.http import connection_failure
-from regsync.kinds.pypi.index import PackageIndex, wheel_metadata
+from regsync.kinds.pypi.index import PackageIndex
+from regsync.kinds.pypi.wheel import wheel_metadata
 from regsync.kinds.pypi.ref import sha256_of
 from regsync.content.reader import CHUNK
 from regsync.content.files import write_atomically
@@ -60,7 +61,8 @@ class UploadTarget:
             self._read_back[package.filename] = found
         return found
 
-    def put(self, path: Path, filename: str, digest: str) -> None:
+    def put(self, path: Path, filename: str, digest: str) -> bool:
+        """Uploads the file; True when the target already held exactly it (nothing was replaced)."""
         fields = dict(_metadata_fields(path, filename), **{":action": "file_upload", "protocol_version": "1",
                                                            "sha256_digest": digest.split(":", 1)[1]})
         with path.open("rb") as handle:
@@ -74,11 +76,29 @@ class UploadTarget:
             except requests.RequestException:
                 raise RegistryError(f"{self.name}/{filename}", None, f"cannot reach {self.upload_url}") from None
         if response.status_code == 409:
-            raise VerificationError(f"{self.name}/{filename}: the target already has a different file of that name")
+            return self._conflict(filename, digest)
         if response.status_code in (401, 403):
             raise RegistryError(f"{self.name}/{filename}", response.status_code, "upload refused (check credentials)")
         if response.status_code >= 300:
             raise RegistryError(f"{self.name}/{filename}", response.status_code, "upload failed")
+        return False
+
+    def _conflict(self, filename: str, digest: str) -> bool:
+        """pypiserver and devpi answer 409 for a file they already hold, whatever its bytes: only the
+        target's listing, read again now, tells the identical file (True: unchanged, not uploaded
+        again) from another one of that name (refused, never overwritten)."""
+        project = _project_of(filename)
+        self.index.forget(project)
+        with self._lock:
+            self._read_back.pop(filename, None)
+        present = self.existing(project).get(filename, "absent")
+        if present == digest:
+            return True
+        if present == "absent":
+            raise VerificationError(f"{self.name}/{filename}: the target refused the upload (HTTP 409) and does not "
+                                    "list the file")
+        raise VerificationError(f"{self.name}/{filename}: the target already has a different file of that name "
+                                f"({present or 'an unknown hash'}); never overwritten")
 
 
 class _Listed(Mapping):
