@@ -117,18 +117,17 @@ def export(policy_path: Path, out: Path, options: RunOptions, since: Path | None
     return run_frame(loaded, "export", work, options, sources=lambda audit: export_stand_ins(loaded))
 
 
-def import_(policy_path: Path, bundle: Path, options: RunOptions, more_blobs: tuple[Path, ...] = ()) -> RunResult:
-    """The bundle stands in for the policy's sources; the sync pipeline runs on it."""
-    from regsync.bundle.source import open_bundle
+def import_(policy_path: Path, bundle: Path, options: RunOptions, more_blobs: tuple[Path, ...] = (),
+            allow_rollback: bool = False) -> RunResult:
+    """The bundle stands in for the policy's sources; the sync pipeline runs on it. `allow_rollback`:
+    import a bundle older than the last one imported of its stream (audited)."""
+    from regsync.bundle.importing import BundleImport
 
     loaded = _load_for_run(policy_path, options, offline_sources=True)
-
-    def work(endpoints: Endpoints, audit: AuditLog) -> Outcome:
-        return apply_plan(make_plan(loaded, endpoints, options.jobs), endpoints, audit, options.jobs)
-
+    job = BundleImport(bundle, loaded, more_blobs, allow_rollback)
     # the bundle is opened (its signature checked first) inside the audited run: a refusal is recorded
-    return run_frame(loaded, "import", work, options,
-                     sources=lambda audit: open_bundle(bundle, loaded, more_blobs, audit))
+    return run_frame(loaded, "import", lambda endpoints, audit: job.run(endpoints, audit, options.jobs), options,
+                     sources=job.sources)
 
 
 def run_frame(loaded: LoadedPolicy, command: str, work: Callable[[Endpoints, AuditLog], Outcome],

@@ -134,11 +134,14 @@ def export_cmd(ctx, policy_path, output, since_bundle, volume_size, sign_key, si
 @click.argument("bundle", type=click.Path(path_type=Path, exists=True, file_okay=False))
 @click.argument("more_blobs", nargs=-1, type=click.Path(path_type=Path, exists=True, file_okay=False))
 @policy_option
+@click.option("--allow-rollback", is_flag=True,
+              help="Import a bundle that is not newer than the last one imported of its export stream (a replay "
+                   "would move tags and records back to what it carried); audited.")
 @audit_options
 @jobs_option
 @click.pass_context
 @run_guarded
-def import_cmd(ctx, bundle, more_blobs, policy_path, audit_file, wait_lock, jobs):
+def import_cmd(ctx, bundle, more_blobs, policy_path, allow_rollback, audit_file, wait_lock, jobs):
     """Air-gapped side: the bundle stands in for the policy's source registries, and the very
     plan → verify → push pipeline of `sync` runs on it: every digest and signature is checked again
     from the bundle alone before anything is pushed; refusals are audited, nothing half-tagged.
@@ -150,11 +153,14 @@ def import_cmd(ctx, bundle, more_blobs, policy_path, audit_file, wait_lock, jobs
 
     More directories after BUNDLE hold blobs only: the other volumes of a split bundle, or the
     base bundle of an incremental one.
+
+    A bundle older than the last one imported of its export stream (the same policy) is refused,
+    exit 2, nothing touched: replaying it would roll tags back. The last bundle may be imported again.
     """
     from regsync import runs
 
     options = runs.RunOptions(audit_file, wait_lock, jobs=jobs, run_id=ctx.obj["run_id"])
-    return _summarize(runs.import_(policy_path, bundle, options, more_blobs), "pushed")
+    return _summarize(runs.import_(policy_path, bundle, options, more_blobs, allow_rollback), "pushed")
 
 
 def _progress(ctx):
