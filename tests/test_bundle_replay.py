@@ -4,6 +4,7 @@ items verify without it. Real registries and a real conda channel on loopback; t
 before every import."""
 
 import json
+import time
 
 import pytest
 import requests
@@ -96,6 +97,7 @@ audit: {{path: audit.jsonl}}
 """)
     try:
         assert run_cli("export", "-p", policy, "-o", tmp_path / "a").exit_code == 0
+        time.sleep(1.1)  # the fixture server's Last-Modified counts whole seconds (If-Modified-Since)
         patch_record(channel, "linux-64", "tool-1.0-0.conda", depends=["lib >=1.0"])  # the hot-fix
         assert run_cli("export", "-p", policy, "-o", tmp_path / "b").exit_code == 0
     finally:
