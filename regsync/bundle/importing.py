@@ -55,7 +55,7 @@ class BundleImport:
         plan = make_plan(self.loaded, endpoints, jobs)
         carry_refusals(plan, bundle.meta.get("not_exported"))
         if bundle.signature is None and policy.bundle.signature == "optional":
-            refuse_what_the_bundle_alone_vouches_for(plan, policy)
+            refuse_what_only_the_bundle_vouches_for(plan, policy)
         verified_at = _verified_at(bundle.meta.get("artifacts"))
         _warn_of_older_images(plan, verified_at)
         streams.remember(bundle.meta, bundle.sha256)  # before the target is touched
@@ -94,7 +94,7 @@ def _valid_problem(entry) -> bool:
                     for key in ("source", "reason")))
 
 
-def refuse_what_the_bundle_alone_vouches_for(plan: Plan, policy) -> None:
+def refuse_what_only_the_bundle_vouches_for(plan: Plan, policy) -> None:
     """An unsigned bundle under `bundle: {signature: optional}`: its sha256 sums and records are the
     carrier's word. Only items whose rule demands evidence that verifies without the bundle (an
     image signature or attestation, a package's or conda file's attestation, checked against the
