@@ -62,6 +62,18 @@ def test_an_older_bundle_is_refused_after_a_newer_one_unless_the_operator_allows
     assert digest_of(inspect_raw(registry2, f"{unique_repo}:stable")) == v2
 
 
+def test_without_a_state_dir_import_stops_rather_than_forget(tmp_path, registry, registry2, unique_repo, oci_dir,
+                                                             monkeypatch):
+    write_image(oci_dir, "1.0", layer_size=5_000, seed=88)
+    seed(registry, unique_repo, "1.0", oci_dir)
+    policy = write_policy(tmp_path, registry.url, registry2.url, unique_repo, tags=["1.0"])
+    assert run_cli("export", "-p", policy, "-o", tmp_path / "a").exit_code == 0
+    monkeypatch.setenv("REGSYNC_STATE_DIR", "")
+    result = run_cli("import", tmp_path / "a", "-p", policy)
+    assert result.exit_code == 2 and "REGSYNC_STATE_DIR" in result.output, result.output
+    assert requests.get(f"{registry2.url}/v2/{unique_repo}/tags/list", timeout=10).status_code == 404
+
+
 def test_a_signed_bundles_sequence_cannot_be_edited(tmp_path, registry, registry2, unique_repo, oci_dir):
     from cryptography.hazmat.primitives import serialization
 

@@ -36,10 +36,7 @@ class BundleImport:
         bundle = open_bundle(self.root, self.loaded, self.more_blobs)
         sid, sequence = streams.identity_of(bundle.meta) or (None, None)
         artifact = {"bundle": str(self.root), "bundle_sha256": bundle.sha256, "stream": sid, "sequence": sequence}
-        replay = streams.why_refused(bundle.meta, bundle.sha256)
-        if replay and not self.allow_rollback:
-            raise streams.RollbackRefused(f"{replay}; nothing was touched (regsync import --allow-rollback "
-                                          f"imports it all the same, audited)")
+        replay = streams.claim(bundle.meta, bundle.sha256, self.allow_rollback)  # RollbackRefused: exit 2
         if replay:
             logger.warning("--allow-rollback: {}", replay)
             audit.record("verified", artifact=artifact, verification=bundle.signature,
@@ -58,13 +55,12 @@ class BundleImport:
             refuse_what_only_the_bundle_vouches_for(plan, policy)
         verified_at = _verified_at(bundle.meta.get("artifacts"))
         _warn_of_older_images(plan, verified_at)
-        streams.remember(bundle.meta, bundle.sha256)  # before the target is touched
         outcome = apply_plan(plan, endpoints, audit, jobs)
         failed = {problem["source"] for problem in outcome.problems}
         pushed = {item.target: {"digest": item.digest, "verified_at": verified_at.get(item.target)}
                   for item in plan.items if item.changes and item.source not in failed}
-        if pushed and not outcome.interrupted:
-            streams.remember(bundle.meta, bundle.sha256, pushed, MAX_PLACED)
+        if pushed and not outcome.interrupted:  # interrupted, what did not start is not told from what did
+            streams.remember_placed(bundle.meta, pushed, MAX_PLACED)
         return outcome
 
 

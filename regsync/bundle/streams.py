@@ -27,6 +27,7 @@ from regsync.errors import EXIT_USAGE, UsageError, VerificationError
 STREAM_ID = re.compile(r"[0-9a-f]{64}")
 MAX_SEQUENCE = 1 << 62
 MAX_STATE_BYTES = 64 * 1024 * 1024
+MAX_STREAMS = 10_000   # streams remembered (one per policy version): the least recently used go first
 FOLDER = "bundles"
 
 
@@ -45,9 +46,9 @@ def stamp(policy_sha256: str) -> dict:
             last = state.get(policy_sha256)
             if isinstance(last, int) and last >= sequence:
                 sequence = last + 1
-            state[policy_sha256] = sequence
-    except OSError:
-        pass  # no state dir: the clock alone orders this machine's bundles
+            _put_last(state, policy_sha256, sequence, MAX_STREAMS)
+    except UsageError:
+        pass  # no usable state dir: the clock alone orders this machine's bundles
     return {"id": policy_sha256, "sequence": sequence}
 
 
@@ -64,15 +65,31 @@ def identity_of(meta: dict) -> tuple[str, int] | None:
     return sid, sequence
 
 
-def why_refused(meta: dict, bundle_sha256: str) -> str | None:
-    """Import, before anything is touched: why this bundle would be a replay, or None. The last
-    bundle imported may be imported again (a re-run finishes its work); anything older may not."""
+def claim(meta: dict, bundle_sha256: str, allow_rollback: bool = False) -> str | None:
+    """Import, before anything is touched: record this bundle as the last one imported of its
+    stream, checked and recorded under one lock (two imports at once cannot both pass). Refuses
+    (RollbackRefused) a replay: an older bundle, or another with the same sequence; the last bundle
+    itself may be imported again (a re-run finishes its work). With `allow_rollback` a replay is
+    recorded all the same and the reason returned, for the audit trail."""
     identity = identity_of(meta)
     if identity is None:
-        return ("the bundle carries no export stream and sequence (exported by an older regsync, or "
-                "altered): it cannot be told apart from a replayed old bundle; export it again")
+        why = ("the bundle carries no export stream and sequence (exported by an older regsync, or altered): "
+               "it cannot be told apart from a replayed old bundle; export it again")
+        if not allow_rollback:
+            raise RollbackRefused(f"{why}; nothing was touched (--allow-rollback imports it all the same, audited)")
+        return why
     sid, sequence = identity
-    last = _read("imported.json").get("streams", {}).get(sid)
+    with _state("imported.json") as state:
+        why = _replay(state.get("streams", {}).get(sid), meta, sid, sequence, bundle_sha256)
+        if why and not allow_rollback:
+            raise RollbackRefused(f"{why}; nothing was touched (--allow-rollback imports it all the same, audited)")
+        _put_last(state.setdefault("streams", {}), sid, {
+            "sequence": sequence, "bundle_sha256": bundle_sha256, "created": meta.get("created"),
+            "imported": datetime.now(timezone.utc).isoformat(timespec="seconds")}, MAX_STREAMS)
+    return why
+
+
+def _replay(last, meta: dict, sid: str, sequence: int, bundle_sha256: str) -> str | None:
     if not isinstance(last, dict) or not isinstance(last.get("sequence"), int):
         return None
     if sequence > last["sequence"] or (sequence == last["sequence"] and bundle_sha256 == last.get("bundle_sha256")):
@@ -89,28 +106,22 @@ def placed(targets: set[str]) -> dict[str, dict]:
     return {target: known[target] for target in targets if isinstance(known.get(target), dict)}
 
 
-def remember(meta: dict, bundle_sha256: str, pushed: dict[str, dict] | None = None, keep: int = 200_000) -> None:
-    """Import: this bundle is the last of its stream (before it touches the target: a run cut short
-    and re-run is the same bundle again, never an older one slipping in), and `pushed` (target
-    reference → {digest, verified_at}) is what it placed; the `keep` placed last are remembered."""
-    identity = identity_of(meta)
-    if identity is None:
-        return
-    sid, sequence = identity
-    try:
-        with _state("imported.json") as state:
-            state.setdefault("streams", {})[sid] = {
-                "sequence": sequence, "bundle_sha256": bundle_sha256, "created": meta.get("created"),
-                "imported": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-            known = state.setdefault("placed", {})
-            for target, what in (pushed or {}).items():
-                known.pop(target, None)  # re-inserted last: the dict keeps the order of placing
-                known[target] = {**what, "stream": sid, "sequence": sequence}
-            for target in list(known)[:max(0, len(known) - keep)]:
-                del known[target]
-    except OSError as exc:
-        raise UsageError(f"cannot record the imported bundle in {_where()}: {exc.strerror or exc}: without it an "
-                         f"older bundle could be replayed (set REGSYNC_STATE_DIR to a writable directory)") from None
+def remember_placed(meta: dict, pushed: dict[str, dict], keep: int = 200_000) -> None:
+    """What an import placed (target reference → {digest, verified_at}); the `keep` placed last are kept."""
+    sid, sequence = identity_of(meta) or (None, None)
+    with _state("imported.json") as state:
+        known = state.setdefault("placed", {})
+        for target, what in pushed.items():
+            _put_last(known, target, {**what, "stream": sid, "sequence": sequence}, keep)
+
+
+def _put_last(entries: dict, key: str, value, keep: int) -> None:
+    """`entries[key] = value` as its newest entry (a dict keeps insertion order, and so does JSON);
+    beyond `keep` entries the oldest are forgotten, so the state file stays bounded."""
+    entries.pop(key, None)
+    entries[key] = value
+    for old in list(entries)[:max(0, len(entries) - keep)]:
+        del entries[old]
 
 
 def _where() -> Path:
@@ -134,9 +145,15 @@ def _read(name: str) -> dict:
 
 @contextmanager
 def _state(name: str) -> Iterator[dict]:
-    """Read, change and replace a state file atomically, one run at a time (an flock beside it)."""
-    folder = private_subdir(_where().parent, FOLDER)
-    fd = os.open(folder / ".lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    """Read, change and replace a state file atomically, one run at a time (an flock beside it).
+    Without a usable state dir an import stops (exit 2) rather than go on without its record."""
+    try:
+        folder = private_subdir(_where().parent, FOLDER)
+        fd = os.open(folder / ".lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    except OSError as exc:
+        raise UsageError(f"cannot keep the record of imported bundles in the state dir ({exc.strerror or exc}): "
+                         f"without it an older bundle could be replayed; set REGSYNC_STATE_DIR to a writable "
+                         f"directory of this user") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         state = _read(name)
