@@ -197,3 +197,42 @@ audit: {{path: audit.jsonl}}
     assert set(reasons) == {f"dst/{unique_repo}:1.0", "internal/linux-64/lib-1.0-0.conda"}
     assert all("the bundle is unsigned" in reason and "nothing but the bundle vouches for it" in reason
                for reason in reasons.values())
+
+
+def test_an_unsigned_bundle_brings_in_no_package_only_its_sha256_vouches_for(tmp_path):
+    """Issue 22, item 5, for packages: a wheel whose rule requires no PEP 740 attestation has only
+    the bundle's sha256 behind it; from an unsigned bundle it is refused, never uploaded."""
+    from tests.fixtures.pypi import SimpleIndex, build_wheel, start_pypiserver
+
+    (tmp_path / "wheels").mkdir()
+    index = SimpleIndex()
+    index.add(build_wheel(tmp_path / "wheels", "app", "1.0"))
+    pypi = start_pypiserver(tmp_path / "pypiserver")
+    write_public_key(make_key("ecdsa"), tmp_path / "bundle.pub")
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(f"""\
+version: 1
+indexes:
+  mirror: {{url: "{index.url}"}}
+  internal: {{url: "{pypi.simple}", upload_url: "{pypi.url}", kind: pypiserver,
+             auth: {{username: {pypi.username}, password: "{pypi.password}"}}}}
+trust:
+  signer: {{cosign_key: bundle.pub}}
+bundle: {{signature: optional, trust: [signer]}}
+packages:
+  - {{from: mirror, to: internal, requirements: [app], environments: [{{python: "3.10", platform: manylinux_2_28_x86_64}}]}}
+audit: {{path: audit.jsonl}}
+""")
+    try:
+        exported = run_cli("export", "-p", policy, "-o", tmp_path / "vb")
+        index.stop()
+        assert exported.exit_code == 0, exported.output
+        imported = run_cli("import", tmp_path / "vb", "-p", policy)
+        assert imported.exit_code == 3, imported.output
+        [refused] = records(tmp_path, "refused")
+        assert refused["artifact"]["target"] == "internal/app-1.0-py3-none-any.whl"
+        assert "the bundle is unsigned" in refused["reason"] and "packages[0]" in refused["reason"]
+        assert not any((pypi.root / "packages").iterdir())
+    finally:
+        index.stop()
+        pypi.stop()
