@@ -122,25 +122,26 @@ def export(policy_path: Path, out: Path, options: RunOptions, since: Path | None
 
 
 def import_(policy_path: Path, bundle: Path, options: RunOptions, more_blobs: tuple[Path, ...] = (),
-            plan_path: Path | None = None) -> RunResult:
+            plan_path: Path | None = None, allow_rollback: bool = False) -> RunResult:
     """The bundle stands in for the policy's sources; the sync pipeline runs on it (on exactly the
-    saved plan at `plan_path`, made by `plan --bundle`, when given)."""
-    from regsync.bundle.source import open_bundle
+    saved plan at `plan_path`, made by `plan --bundle`, when given). `allow_rollback`: import a bundle
+    older than the last one imported of its stream (audited)."""
+    from regsync.bundle.importing import BundleImport
 
     loaded = _load_for_run(policy_path, options, offline_sources=True)
+    job = BundleImport(bundle, loaded, more_blobs, allow_rollback)
 
     def work(endpoints: Endpoints, audit: AuditLog) -> Outcome:
+        planned = None
         if plan_path:
             planned = _saved_plan(plan_path, loaded, audit)
             check_not_stale(planned, endpoints)
         else:
             _no_plan_needs_no_approval(loaded, "import")
-            planned = make_plan(loaded, endpoints, options.jobs)
-        return apply_plan(planned, endpoints, audit, options.jobs)
+        return job.run(endpoints, audit, options.jobs, planned)
 
     # the bundle is opened (its signature checked first) inside the audited run: a refusal is recorded
-    return run_frame(loaded, "import", work, options,
-                     sources=lambda audit: open_bundle(bundle, loaded, more_blobs, audit))
+    return run_frame(loaded, "import", work, options, sources=job.sources)
 
 
 def _saved_plan(plan_path: Path, loaded: LoadedPolicy, audit: AuditLog) -> Plan:

@@ -90,3 +90,48 @@ def test_a_platform_filtered_bundle_is_readable_by_skopeo(tmp_path, registry, re
     imported = run_cli("import", bundle, "-p", policy)
     assert imported.exit_code == 0, imported.output
     assert digest_of(inspect_raw(registry2, f"{unique_repo}:1.0")) != info.index_digest  # the filtered index
+
+
+def test_import_reads_none_of_the_sources_settings_images_and_conda(tmp_path, registry, registry2, unique_repo,
+                                                                    oci_dir):
+    """Issue 21, item 4: on import the bundle stands in for every source registry and channel. Their
+    URLs, credentials and CA files come from variables the far side does not have: not required, not
+    validated, not read (a CA file named there that does not exist is never opened)."""
+    import certifi
+
+    from tests.fixtures.conda import Pkg, make_channel, serve
+
+    info = write_image(oci_dir, "1.0", layer_size=5_000, seed=70)
+    seed(registry, unique_repo, "1.0", oci_dir)
+    channel = serve(make_channel(tmp_path / "up", [Pkg("lib", "1.0", "0")]))
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(f"""\
+version: 1
+registries:
+  src: {{url: "${{SRC_URL}}", tls: {{ca_file: "${{SRC_CA}}"}}, auth: {{username: u, password: "${{SRC_PASSWORD}}"}}}}
+  dst: {{url: "{registry2.url}"}}
+channels:
+  up: {{url: "${{CONDA_URL}}"}}
+  internal: {{kind: directory, path: {tmp_path / 'mirror'}}}
+images:
+  - {{from: src/{unique_repo}, to: dst/{unique_repo}, tags: {{include: ["1.0"]}}}}
+conda:
+  - {{from: up, to: internal, platforms: [linux-64], specs: [lib]}}
+audit: {{path: audit.jsonl}}
+""")
+    source_side = {"SRC_URL": registry.url, "SRC_CA": certifi.where(), "SRC_PASSWORD": "p", "CONDA_URL": channel.url}
+    try:
+        exported = run_cli("export", "-p", policy, "-o", tmp_path / "vb", env=source_side)
+    finally:
+        channel.stop()
+    assert exported.exit_code == 0, exported.output
+    far_side = {name: None for name in source_side}
+    imported = run_cli("import", tmp_path / "vb", "-p", policy, env=far_side)
+    assert imported.exit_code == 0, imported.output
+    assert digest_of(inspect_raw(registry2, f"{unique_repo}:1.0")) == info.index_digest
+    assert (tmp_path / "mirror/linux-64/lib-1.0-0.conda").exists()
+    missing_ca = run_cli("import", tmp_path / "vb", "-p", policy, env={**far_side, "SRC_CA": str(tmp_path / "nope.pem")})
+    assert missing_ca.exit_code == 0, missing_ca.output
+    # `policy check` and `sync` still need every variable: only import has the bundle to stand in
+    checked = run_cli("policy", "check", "-p", policy, env=far_side)
+    assert checked.exit_code == 2 and "SRC_URL" in checked.output, checked.output

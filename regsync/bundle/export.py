@@ -17,6 +17,7 @@ from loguru import logger
 from regsync.bundle.format import (BUNDLE_FORMAT, bundle_meta, gather_volumes, read_small, split_volumes,
                                    write_checksums)
 from regsync.bundle.signature import forget_signatures, sign_file
+from regsync.bundle.streams import stamp
 from regsync.content.files import write_atomically
 from regsync.endpoints import Endpoints
 from regsync.errors import RegistryError, UsageError, VerificationError
@@ -81,6 +82,7 @@ def export_bundle(loaded: LoadedPolicy, endpoints: Endpoints, out: Path, audit, 
                   since: Path | None = None, volume_size: int | None = None, sign_key=None) -> Outcome:
     """`sign_key`: a private key (signing.load_private_key) that signs SHA256SUMS and bundle.json."""
     base = _base_bundle(since) if since else None
+    stream = stamp(loaded.sha256)  # before resolving: a later export saw a later upstream
     plan = make_plan(loaded, endpoints, jobs, diff_target=False)
     leave_out = frozenset(base["blobs"]) if base else frozenset()
     if volume_size:
@@ -100,7 +102,7 @@ def export_bundle(loaded: LoadedPolicy, endpoints: Endpoints, out: Path, audit, 
         logger.error("nothing exported: the bundle files in {} are left as they were", out)
         return outcome
     sink.writer.write_index(sink.index())
-    bundle = {"format": BUNDLE_FORMAT, "policy_sha256": loaded.sha256,
+    bundle = {"format": BUNDLE_FORMAT, "policy_sha256": loaded.sha256, "stream": stream,
               "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "artifacts": exported,
               "not_exported": outcome.problems}
     for kind in KINDS.values():

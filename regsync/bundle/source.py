@@ -3,6 +3,8 @@ checks, the diff against the target and the push are the very code `regsync sync
 
 from __future__ import annotations
 
+import hashlib
+from dataclasses import dataclass
 from pathlib import Path
 
 from regsync.bundle.format import MAX_VOLUMES, SMALL_FILES, bundle_meta, check_complete, check_sums, read_present
@@ -13,9 +15,17 @@ from regsync.kinds.oci.layout import LayoutSource
 from regsync.policy import LoadedPolicy
 
 
-def open_bundle(root: Path, loaded: LoadedPolicy, more_blobs: tuple[Path, ...] = (),
-                audit=None) -> dict:
-    """Check the bundle's own files and return it as the policy's source registries.
+@dataclass
+class OpenedBundle:
+    root: Path
+    meta: dict            # bundle.json, checked against SHA256SUMS (and the signature, when signed)
+    sha256: str           # of bundle.json's bytes: which bundle this is, exactly
+    signature: dict | None  # the evidence of a verified bundle signature; None: unsigned (or not checked)
+    sources: dict         # the stand-ins for the policy's sources (Endpoints keys)
+
+
+def open_bundle(root: Path, loaded: LoadedPolicy, more_blobs: tuple[Path, ...] = ()) -> OpenedBundle:
+    """Check the bundle's own files and return it, with its stand-ins for the policy's sources.
 
     `more_blobs`: further directories with blobs only (the other volumes of a split bundle, or the
     base bundle of an incremental one); their blobs are verified by digest as they stream.
@@ -25,9 +35,6 @@ def open_bundle(root: Path, loaded: LoadedPolicy, more_blobs: tuple[Path, ...] =
             raise UsageError(f"{directory} is not a bundle directory")
     checked = {name: read_present(root, name) for name in ("SHA256SUMS", *SMALL_FILES)}
     evidence = check_signatures(root, loaded, checked)  # before any of it is read as authority
-    if evidence and audit is not None:
-        audit.record("verified", artifact={"bundle": str(root)}, verification=evidence,
-                     reason="bundle signature verified")
     check_sums(root, checked)
     bundle = bundle_meta(checked["bundle.json"])
     if bundle is None:
@@ -45,4 +52,4 @@ def open_bundle(root: Path, loaded: LoadedPolicy, more_blobs: tuple[Path, ...] =
     sources: dict = {}
     for kind in KINDS.values():
         sources.update(kind.bundle_sources(bundle, loaded.policy, lambda name: LayoutSource(root, name, more, index)))
-    return sources
+    return OpenedBundle(root, bundle, hashlib.sha256(checked["bundle.json"]).hexdigest(), evidence, sources)

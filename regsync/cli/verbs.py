@@ -167,11 +167,14 @@ def export_cmd(ctx, policy_path, output, since_bundle, volume_size, sign_key, si
 @click.option("--plan", "plan_path", type=click.Path(path_type=Path),
               help="Apply exactly this saved plan (`regsync plan --bundle BUNDLE -o PLAN`); needed, and "
                    "approved, when the policy has approval: {required: N}.")
+@click.option("--allow-rollback", is_flag=True,
+              help="Import a bundle that is not newer than the last one imported of its export stream (a replay "
+                   "would move tags and records back to what it carried); audited.")
 @audit_options
 @jobs_option
 @click.pass_context
 @run_guarded
-def import_cmd(ctx, bundle, more_blobs, policy_path, plan_path, audit_file, wait_lock, jobs):
+def import_cmd(ctx, bundle, more_blobs, policy_path, plan_path, allow_rollback, audit_file, wait_lock, jobs):
     """Air-gapped side: the bundle stands in for the policy's source registries, and the very
     plan → verify → push pipeline of `sync` runs on it: every digest and signature is checked again
     from the bundle alone before anything is pushed; refusals are audited, nothing half-tagged.
@@ -184,11 +187,14 @@ def import_cmd(ctx, bundle, more_blobs, policy_path, plan_path, audit_file, wait
 
     More directories after BUNDLE hold blobs only: the other volumes of a split bundle, or the
     base bundle of an incremental one.
+
+    A bundle older than the last one imported of its export stream (the same policy) is refused,
+    exit 2, nothing touched: replaying it would roll tags back. The last bundle may be imported again.
     """
     from regsync import runs
 
     options = runs.RunOptions(audit_file, wait_lock, jobs=jobs, run_id=ctx.obj["run_id"])
-    return _summarize(runs.import_(policy_path, bundle, options, more_blobs, plan_path), "pushed")
+    return _summarize(runs.import_(policy_path, bundle, options, more_blobs, plan_path, allow_rollback), "pushed")
 
 
 def _progress(ctx):

@@ -156,7 +156,8 @@ def _export_item(item: PlanItem, run: Run, sink: BundleSink) -> Exception | None
         verification = kind_of(item).export(item, run, sink)
         record = run.audit.record("verified", artifact=item.artifact(), policy_rule=item.rule,
                                   verification=verification, reason="exported to bundle")
-        sink.add_artifact(item, {**item.artifact(), "verification": verification, "audit_seq": record.get("seq")})
+        sink.add_artifact(item, {**item.artifact(), "verification": verification, "audit_seq": record.get("seq"),
+                                 "verified_at": record.get("ts")})
     return _guarded(item, export)
 
 

@@ -140,3 +140,8 @@ class Kind(Protocol):
 
     def bundle_sources(self, bundle: dict, policy: "Policy", layout_for: Callable[[str], object]) -> dict:
         """This kind's sources, served from an opened bundle (`layout_for(name)` reads its layout)."""
+
+    def verifies_without_bundle(self, rule) -> bool:
+        """Whether `rule` (the one authorize returned) refuses every item without evidence that
+        verifies against the policy's own trust roots (a signature, an attestation), not only against
+        the digests a bundle lists: from an unsigned bundle only such items are imported."""

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from regsync.errors import PolicyError
 from regsync.kinds.oci.names import invalid_repository, is_repository
 from regsync.policy.lint import unanchored_regexes
-from regsync.policy.models import ImageRule, PackageRule, Policy, parse_size  # noqa: F401
+from regsync.policy.models import ImageRule, Index, PackageRule, Policy, Registry, parse_size  # noqa: F401
 from regsync.policy import conda as _conda  # noqa: F401  (completes Policy with channels: and conda:)
 from regsync.policy.yamlsource import Document, load_document
 
@@ -23,14 +23,18 @@ class LoadedPolicy:
     path: Path
     sha256: str
     document: Document
+    # ("registries"|"indexes"|"channels", name) of each source an air-gap bundle stands in for (import):
+    # its settings were never read, and its entry in `policy` is a placeholder (stand_in_placeholder).
+    stood_in: frozenset = frozenset()
 
     def registry_of(self, ref: str) -> str:
         return ref.split("/", 1)[0]
 
 
 def load_policy(path: str | Path, environ: dict[str, str] | None = None, offline_sources: bool = False) -> LoadedPolicy:
-    """`offline_sources` (import): the source registries and indexes are never contacted, so the
-    environment variables only they use (their passwords) need not be set on this side."""
+    """`offline_sources` (import): a bundle stands in for every registry, index and channel the
+    policy only reads from. Their settings (URLs, credentials, CA files, the variables in them) are
+    neither required nor validated nor read: each becomes a placeholder the bundle's stand-in replaces."""
     path = Path(path)
     try:
         raw = path.read_bytes()
@@ -43,36 +47,54 @@ def load_policy(path: str | Path, environ: dict[str, str] | None = None, offline
     doc = load_document(text, str(path), environ, defer_unset=offline_sources)
     if not isinstance(doc.data, dict):
         raise PolicyError("the policy must be a mapping (version:, registries:, images: …)", str(path), 1)
-    if doc.unset:
-        offline = _source_only(doc.data)
-        for where, name in doc.unset.items():
-            if tuple(where[:2]) not in offline:
-                raise doc.error(where, f"environment variable '{name}' is not set")
+    stood_in = frozenset(_source_only(doc.data)) if offline_sources else frozenset()
+    for where, name in doc.unset.items():
+        if tuple(where[:2]) not in stood_in:
+            raise doc.error(where, f"environment variable '{name}' is not set")
+    for section, name in stood_in:
+        del doc.data[section][name]
     try:
         policy = Policy.model_validate(doc.data, context={"base_dir": path.resolve().parent})
     except ValidationError as exc:
         raise _first_error(exc, doc) from None
+    if stood_in:
+        policy = policy.model_copy(update={section: {**getattr(policy, section), **{
+            name: stand_in_placeholder(section) for where, name in stood_in if where == section}}
+            for section in {section for section, _ in stood_in}})
     _check_references(policy, doc)
     for warning in unanchored_regexes(policy, doc):
         logger.warning(warning)
-    return LoadedPolicy(policy, path, hashlib.sha256(raw).hexdigest(), doc)
+    return LoadedPolicy(policy, path, hashlib.sha256(raw).hexdigest(), doc, stood_in)
+
+
+def stand_in_placeholder(section: str):
+    """What a stood-in source's entry becomes: its model with nothing of the policy's settings in it
+    (built without validation: nothing of it is ever used, the bundle's stand-in is)."""
+    model = {"registries": Registry, "indexes": Index, "channels": _conda.CondaChannel}[section]
+    return model.model_construct(url=None)
 
 
 def _source_only(data: dict) -> set[tuple]:
-    """("registries", name) and ("indexes", name) for every endpoint the policy only reads from."""
+    """(section, name) of every registry, index and channel the policy only reads from (`from:`,
+    `provenance_from:`), never writes to or cross-checks against."""
     def names(rules, *keys) -> set[str]:
         found = set()
         for rule in rules if isinstance(rules, list) else []:
             for key in keys:
                 value = rule.get(key) if isinstance(rule, dict) else None
-                if isinstance(value, str):
-                    found.add(value.split("/", 1)[0])
+                if key == "provenance_from":
+                    value = (rule.get("verify") or {}).get(key) if isinstance(rule.get("verify"), dict) else None
+                for one in value if isinstance(value, list) else [value]:
+                    if isinstance(one, str):
+                        found.add(one.split("/", 1)[0])
         return found
 
-    images, packages = data.get("images"), data.get("packages")
-    registries = names(images, "from") - names(images, "to", "crosscheck")
-    indexes = names(packages, "from") - names(packages, "to")
-    return {("registries", name) for name in registries} | {("indexes", name) for name in indexes}
+    images, packages, conda = data.get("images"), data.get("packages"), data.get("conda")
+    sections = {"registries": names(images, "from") - names(images, "to", "crosscheck"),
+                "indexes": names(packages, "from", "provenance_from") - names(packages, "to"),
+                "channels": names(conda, "from") - names(conda, "to")}
+    return {(section, name) for section, found in sections.items() for name in found
+            if isinstance(data.get(section), dict) and name in data[section]}
 
 
 def _first_error(exc: ValidationError, doc: Document) -> PolicyError:

@@ -61,3 +61,7 @@ class CondaKind:
 
     def bundle_sources(self, bundle: dict, policy, layout_for) -> dict:
         return conda_stand_ins(bundle.get(self.bundle_section), policy, layout_for("conda"))
+
+    def verifies_without_bundle(self, rule) -> bool:
+        # the attestation binds the file's sha256, never the record: a record's depends stay the bundle's word
+        return rule.verify.attestations == "required"

@@ -120,6 +120,10 @@ class ImageKind:
         """The policy's source registries, served from the bundle's OCI layout."""
         return {name: layout_for(name) for name in {split_ref(rule.source)[0] for rule in policy.images}}
 
+    def verifies_without_bundle(self, rule) -> bool:
+        verify = rule.verify
+        return verify.signature == "required" or any(a.mode == "required" for a in verify.require_attestations)
+
 
 def _tree_of(item: PlanItem, src, src_repo: str):
     """(the source's manifest, the root exported (platform-filtered when asked), its tree)."""

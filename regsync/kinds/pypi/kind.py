@@ -68,3 +68,7 @@ class PackageKind:
         from regsync.kinds.pypi.bundle import index_stand_ins
 
         return index_stand_ins(bundle.get(self.bundle_section), policy, layout_for("packages"))
+
+    def verifies_without_bundle(self, rule) -> bool:
+        verify = rule.verify  # a PEP 740 attestation binds the file's sha256 to its publisher
+        return verify.attestations == "required" or any(a.mode == "required" for a in verify.require_attestations)
