@@ -76,7 +76,7 @@ def plan(policy_path: Path, jobs: int = 8, shard: Shard | None = None, rps: floa
     from regsync.bundle.source import open_bundle
 
     loaded = load_checked(policy_path, offline_sources=True)
-    return make_plan(loaded, Endpoints(loaded, jobs, rps, open_bundle(bundle[0], loaded, bundle[1:])), jobs, shard)
+    return make_plan(loaded, Endpoints(loaded, jobs, rps, open_bundle(bundle[0], loaded, bundle[1:]).sources), jobs, shard)
 
 
 def sync(policy_path: Path, options: RunOptions, plan_path: Path | None = None,
