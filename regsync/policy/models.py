@@ -9,6 +9,7 @@ from typing import Annotated, Literal
 
 from regsync.kinds.oci.names import check_tag
 from regsync.policy.patterns import compile_pattern, is_exact
+from regsync.policy.vulns import PackageGates, VulnDatabase, VulnGate
 from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, SecretStr,
                       ValidationInfo, field_validator, model_validator)
 
@@ -272,6 +273,7 @@ class Gates(Strict):
     cuda_max: str | None = None
     require_labels: dict[str, str] = {}
     platforms_required: list[str] = []
+    vulnerabilities: VulnGate | None = None   # regsync/policy/vulns.py
 
 
 class SignOnImport(Strict):
@@ -403,6 +405,7 @@ class PackageRule(Strict):
     only_binary: list[str] = []
     constraints: list[str] = []
     verify: PackageVerify = PackageVerify()
+    gates: PackageGates | None = None        # regsync/policy/vulns.py
 
 
 class AuditConfig(Strict):
@@ -430,3 +433,4 @@ class Policy(Strict):
     conda: list["CondaRule"] = []
     audit: AuditConfig = AuditConfig()
     bundle: BundleConfig = BundleConfig()
+    vulnerabilities: VulnDatabase | None = None   # regsync/policy/vulns.py

@@ -1,0 +1,212 @@
+"""The offline vulnerability gate for wheels and sdists (docs/vulnerabilities.md): real OSV records
+(tests/data/osv/README.md), real wheels on a loopback index, a directory target pip could read."""
+
+import json
+import zipfile
+
+import pytest
+
+from regsync.vulns.database import OsvDatabase
+from regsync.vulns.match import find
+from tests.fixtures.osv import DATA, build_osv_db
+from tests.fixtures.policies import audit_records, run_cli
+from tests.fixtures.pypi import SimpleIndex, build_sdist, build_wheel
+
+# (name as the file spells it, version, expected ids, severity, fixed)
+CASES = [
+    ("requests", "2.30.0", ["PYSEC-2023-74"], "unscored", "2.31.0"),      # ECOSYSTEM introduced/fixed
+    ("Requests", "2.3.0", ["PYSEC-2023-74"], "unscored", "2.31.0"),       # normalised name, lower bound
+    ("requests", "2.31.0", [], None, None),                                # the fix itself
+    ("requests", "2.2.1", [], None, None),                                 # before introduced
+    ("py", "1.11.0", ["PYSEC-2022-42969"], "unscored", None),             # last_affected, no fix
+    ("py", "1.12.0", [], None, None),                                      # after last_affected
+    ("py", "1.4.7.dev3", ["PYSEC-2022-42969"], "unscored", None),         # versions list
+    ("aiohttp", "3.8.1", [], None, None),                                  # withdrawn record
+    ("mkdocs", "1.2.2", ["PYSEC-2021-878"], "high", "1.2.3"),
+    ("jwcrypto", "1.5.0", ["PYSEC-2024-104"], "medium", "1.5.1"),
+    ("duckdb", "0.9.3.dev5", ["PYSEC-2024-25"], "critical", "0.9.3.dev6"),  # PEP 440 pre-releases
+    ("duckdb", "0.9.3.dev6", [], None, None),
+]
+
+
+@pytest.fixture(scope="module")
+def osv_db(tmp_path_factory):
+    return build_osv_db(tmp_path_factory.mktemp("osv"))
+
+
+@pytest.mark.parametrize("name,version,ids,severity,fixed", CASES)
+def test_pypi_records_match_by_normalised_name_and_pep440_ranges(osv_db, name, version, ids, severity, fixed):
+    matches = find(OsvDatabase(osv_db), "PyPI", name, version)
+    assert [m.id for m in matches] == ids
+    if ids:
+        assert (matches[0].severity.level or "unscored", matches[0].fixed) == (severity, fixed)
+
+
+def test_debian_versions_compare_as_dpkg_does(osv_db):
+    db = OsvDatabase(osv_db)
+    assert [m.fixed for m in find(db, "Debian:7", "nginx", "1.2.1-2.2+wheezy2")] == ["1.2.1-2.2+wheezy3"]
+    assert find(db, "Debian:7", "nginx", "1.2.1-2.2+wheezy3") == []
+    assert find(db, "Debian:7", "nginx", "1:1.0-1") == []   # an epoch outranks every version without one
+
+
+def test_a_folder_of_json_records_is_the_same_database_as_the_zip(tmp_path):
+    folder, zipped = build_osv_db(tmp_path / "a", as_zip=False), build_osv_db(tmp_path / "b")
+    assert [m.as_dict() for m in find(OsvDatabase(folder), "PyPI", "mkdocs", "1.2.2")] == \
+           [m.as_dict() for m in find(OsvDatabase(zipped), "PyPI", "mkdocs", "1.2.2")]
+    assert OsvDatabase(folder).sha256 != OsvDatabase(zipped).sha256   # the hash names the files as they are
+
+
+# -- the gate, end to end -------------------------------------------------------------------------
+
+WHEELS = [("mkdocs", "1.2.2"), ("mkdocs", "1.2.3"), ("jwcrypto", "1.5.0"), ("duckdb", "0.9.2"),
+          ("requests", "2.30.0"), ("py", "1.11.0"), ("aiohttp", "3.8.1")]
+
+
+@pytest.fixture(scope="module")
+def wheels(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("vuln-wheels")
+    return {f"{n}-{v}": build_wheel(folder, n, v) for n, v in WHEELS} | {
+        "jwcrypto-sdist": build_sdist(folder, "jwcrypto", "1.5.0")}
+
+
+@pytest.fixture
+def index(wheels):
+    served = SimpleIndex.serving(wheels.values())
+    yield served
+    served.stop()
+
+
+def gated_policy(tmp_path, index, db, requirements, gate: str, max_age: str = "1000w", sdists=False) -> object:
+    path = tmp_path / "policy.yaml"
+    path.write_text(f"""\
+version: 1
+indexes:
+  mirror: {{url: "{index.url}"}}
+  internal: {{kind: directory, path: {tmp_path / 'tree'}}}
+vulnerabilities: {{db: {db}, max_age: {max_age}}}
+packages:
+  - from: mirror
+    to: internal
+    requirements: {json.dumps(requirements)}
+    sdists: {str(sdists).lower()}
+    gates:
+      vulnerabilities: {gate}
+audit: {{path: audit.jsonl}}
+""")
+    return path
+
+
+def planned(result) -> dict:
+    return {item["source"].split("/", 1)[1]: item for item in json.loads(result.output)["items"]}
+
+
+ALL = ["mkdocs==1.2.2", "jwcrypto==1.5.0", "duckdb==0.9.2", "requests==2.30.0", "py==1.11.0", "aiohttp==3.8.1"]
+GATE = ('{max_severity: medium, fixed_only: true, ignore: [{id: CVE-2023-32681, reason: "no proxies with '
+        'credentials here", until: 2099-01-01}]}')
+
+
+def test_the_gate_refuses_at_plan_time_naming_ids_package_and_fix_and_admits_the_rest(tmp_path, index, osv_db):
+    policy = gated_policy(tmp_path, index, osv_db, ALL, GATE)
+    result = run_cli("plan", "-p", policy, "--json")
+    assert result.exit_code == 0, result.output
+    items = planned(result)
+    refused = {name: item["reason"] for name, item in items.items() if item["action"] == "refuse"}
+    assert set(refused) == {"mkdocs-1.2.2-py3-none-any.whl", "duckdb-0.9.2-py3-none-any.whl"}
+    assert "mkdocs 1.2.2: PYSEC-2021-878 (high 7.5; fixed in 1.2.3)" in refused["mkdocs-1.2.2-py3-none-any.whl"]
+    assert "duckdb 0.9.2: PYSEC-2024-25 (critical 9.8; fixed in 0.9.3.dev6)" in refused["duckdb-0.9.2-py3-none-any.whl"]
+    decisions = {name: [(m["id"], m["severity"], m["decision"]) for m in item["verification"]["vulnerabilities"]["matches"]]
+                 for name, item in items.items()}
+    assert decisions["jwcrypto-1.5.0-py3-none-any.whl"] == [("PYSEC-2024-104", "medium", "allowed")]
+    assert decisions["py-1.11.0-py3-none-any.whl"] == [("PYSEC-2022-42969", "unscored", "no-fix")]
+    assert decisions["requests-2.30.0-py3-none-any.whl"] == [("PYSEC-2023-74", "unscored", "ignored")]
+    assert decisions["aiohttp-3.8.1-py3-none-any.whl"] == []   # its only record is withdrawn
+    db = items["aiohttp-3.8.1-py3-none-any.whl"]["verification"]["vulnerabilities"]["db"][0]
+    assert db["sha256"] == OsvDatabase(osv_db).sha256 and db["records"] == 6 and db["newest_record"].startswith("2024-10-10")
+
+
+def test_sync_pushes_only_what_the_gate_admits_and_the_trail_lists_every_match(tmp_path, index, osv_db):
+    policy = gated_policy(tmp_path, index, osv_db, ALL, GATE)
+    result = run_cli("-v", "sync", "-p", policy)
+    assert result.exit_code == 3, result.output
+    landed = sorted(p.name for p in (tmp_path / "tree").rglob("*.whl"))
+    assert landed == ["aiohttp-3.8.1-py3-none-any.whl", "jwcrypto-1.5.0-py3-none-any.whl",
+                      "py-1.11.0-py3-none-any.whl", "requests-2.30.0-py3-none-any.whl"]
+    records = audit_records(tmp_path / "audit.jsonl")
+    refused = {r["artifact"]["source"]: r for r in records if r["event"] == "refused"}
+    assert "PYSEC-2021-878" in refused["mirror/mkdocs-1.2.2-py3-none-any.whl"]["reason"]
+    matches = refused["mirror/mkdocs-1.2.2-py3-none-any.whl"]["verification"]["vulnerabilities"]["matches"]
+    assert [(m["id"], m["severity"], m["score"], m["fixed"]) for m in matches] == [("PYSEC-2021-878", "high", 7.5, "1.2.3")]
+    verified = {r["artifact"]["source"]: r["verification"] for r in records if r["event"] == "verified"}
+    ignored = verified["mirror/requests-2.30.0-py3-none-any.whl"]["vulnerabilities"]["matches"][0]
+    assert ignored["decision"] == "ignored" and "no proxies with credentials here" in ignored["note"]
+    assert "PYSEC-2024-104" in result.output and "medium" in result.output   # -v lists the matches
+
+
+def test_an_unscored_match_counts_as_critical_unless_the_policy_says_otherwise(tmp_path, index, osv_db):
+    strict = planned(run_cli("plan", "-p", gated_policy(tmp_path, index, osv_db, ["requests==2.30.0"],
+                                                         "{max_severity: high}"), "--json"))
+    assert strict["requests-2.30.0-py3-none-any.whl"]["action"] == "refuse"
+    assert "unscored, counted as critical; fixed in 2.31.0" in strict["requests-2.30.0-py3-none-any.whl"]["reason"]
+    lenient = planned(run_cli("plan", "-p", gated_policy(tmp_path, index, osv_db, ["requests==2.30.0"],
+                                                          "{max_severity: high, unscored_as: medium}"), "--json"))
+    assert lenient["requests-2.30.0-py3-none-any.whl"]["action"] == "copy"
+
+
+def test_an_sdist_is_matched_like_its_wheel(tmp_path, wheels, osv_db):
+    served = SimpleIndex.serving([wheels["jwcrypto-sdist"]])
+    try:
+        items = planned(run_cli("plan", "-p", gated_policy(tmp_path, served, osv_db, ["jwcrypto==1.5.0"],
+                                                           "{max_severity: low}", sdists=True), "--json"))
+    finally:
+        served.stop()
+    assert "jwcrypto 1.5.0: PYSEC-2024-104 (medium 5.3; fixed in 1.5.1)" in items["jwcrypto-1.5.0.tar.gz"]["reason"]
+
+
+def test_a_database_that_learned_of_a_vulnerability_after_the_plan_refuses_before_the_push(tmp_path, index, osv_db):
+    db = tmp_path / "osv"
+    build_osv_db(db)
+    with zipfile.ZipFile(db / "PyPI" / "all.zip", "w") as archive:   # the day before: no mkdocs record
+        archive.writestr("PYSEC-2024-104.json", zipfile.ZipFile(osv_db / "PyPI" / "all.zip").read("PYSEC-2024-104.json"))
+    policy = gated_policy(tmp_path, index, db, ["mkdocs==1.2.2"], "{max_severity: medium}")
+    result = run_cli("plan", "-p", policy, "-o", tmp_path / "plan.json")
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "plan.json").read_text())["items"][0]["action"] == "copy"
+    (db / "PyPI" / "all.zip").write_bytes((osv_db / "PyPI" / "all.zip").read_bytes())   # updated database
+    result = run_cli("sync", "-p", policy, "--plan", tmp_path / "plan.json")
+    assert result.exit_code == 3, result.output
+    assert not list((tmp_path / "tree").rglob("*.whl"))
+    refused = [r for r in audit_records(tmp_path / "audit.jsonl") if r["event"] == "refused"]
+    assert "PYSEC-2021-878" in refused[0]["reason"] and refused[0]["verification"]["vulnerabilities"]["matches"]
+
+
+# -- policy errors: exit 2, nothing touched -------------------------------------------------------
+
+def test_a_database_older_than_max_age_is_a_policy_error_not_a_pass(tmp_path, index, osv_db):
+    result = run_cli("plan", "-p", gated_policy(tmp_path, index, osv_db, ["mkdocs==1.2.3"], "{}", max_age="30d"))
+    assert result.exit_code == 2, result.output
+    assert "the PyPI database is" in result.output and "older than max_age 30 days" in result.output
+
+
+def test_an_expired_ignore_is_a_policy_error_at_its_line(tmp_path, index, osv_db):
+    gate = '{ignore: [{id: PYSEC-2021-878, reason: "accepted once", until: 2020-01-01}]}'
+    result = run_cli("policy", "check", "-p", gated_policy(tmp_path, index, osv_db, ["mkdocs==1.2.2"], gate))
+    assert result.exit_code == 2, result.output
+    assert "policy.yaml:" in result.output and "expired on 2020-01-01" in result.output
+
+
+def test_a_gate_without_a_database_is_a_policy_error(tmp_path, index):
+    path = gated_policy(tmp_path, index, "/nowhere", ["mkdocs==1.2.2"], "{}")
+    path.write_text("\n".join(line for line in path.read_text().splitlines() if not line.startswith("vulnerabilities:")))
+    result = run_cli("policy", "check", "-p", path)
+    assert result.exit_code == 2 and "a vulnerabilities gate needs the database" in result.output, result.output
+
+
+def test_a_missing_database_folder_is_a_policy_error(tmp_path, index):
+    result = run_cli("plan", "-p", gated_policy(tmp_path, index, tmp_path / "absent", ["mkdocs==1.2.3"], "{}"))
+    assert result.exit_code == 2 and "is not a folder of OSV databases" in result.output, result.output
+
+
+def test_the_records_in_tests_data_are_the_ones_the_readme_names():
+    named = {line.split("|")[1].strip() for line in (DATA / "README.md").read_text().splitlines()
+             if line.startswith("| ") and "/" in line.split("|")[1]}
+    assert named == {f"{p.parent.name}/{p.name}" for p in DATA.glob("*/*") if p.is_file()}
