@@ -210,3 +210,32 @@ def test_the_records_in_tests_data_are_the_ones_the_readme_names():
     named = {line.split("|")[1].strip() for line in (DATA / "README.md").read_text().splitlines()
              if line.startswith("| ") and "/" in line.split("|")[1]}
     assert named == {f"{p.parent.name}/{p.name}" for p in DATA.glob("*/*") if p.is_file()}
+
+
+# -- regsync scan FILE ----------------------------------------------------------------------------
+
+def test_scan_lists_a_files_matches_and_exits_3_above_max_severity(wheels, osv_db):
+    result = run_cli("scan", "--db", osv_db, "--max-severity", "medium", wheels["mkdocs-1.2.2"])
+    assert result.exit_code == 3, result.output
+    assert "PYSEC-2021-878" in result.output and "high 7.5" in result.output and "1.2.3" in result.output
+    result = run_cli("scan", "--db", osv_db, "--max-severity", "medium", "--json", wheels["jwcrypto-1.5.0"])
+    assert result.exit_code == 0, result.output
+    evidence = json.loads(result.output[:result.output.rindex("}") + 1])
+    assert [(m["id"], m["decision"]) for m in evidence["matches"]] == [("PYSEC-2024-104", "allowed")]
+
+
+def test_scan_takes_the_database_and_its_age_limit_from_a_policy(tmp_path, index, wheels, osv_db):
+    policy = gated_policy(tmp_path, index, osv_db, ["x"], "{}", max_age="30d")
+    result = run_cli("scan", "-p", policy, wheels["mkdocs-1.2.3"])
+    assert result.exit_code == 2 and "older than max_age" in result.output, result.output
+    policy = gated_policy(tmp_path, index, osv_db, ["x"], "{}")
+    result = run_cli("scan", "-p", policy, wheels["mkdocs-1.2.3"])
+    assert result.exit_code == 0 and "admitted (0 match(es)" in result.output, result.output
+
+
+def test_scan_says_a_conda_package_is_not_covered_never_clean(tmp_path, osv_db):
+    package = tmp_path / "numpy-1.26.4-py311h64a7726_0.conda"
+    package.write_bytes(b"PK\x05\x06" + bytes(18))
+    result = run_cli("scan", "--db", osv_db, package)
+    assert result.exit_code == 3, result.output
+    assert "conda packages are not in OSV's data; not checked" in result.output
