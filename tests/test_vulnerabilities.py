@@ -239,3 +239,35 @@ def test_scan_says_a_conda_package_is_not_covered_never_clean(tmp_path, osv_db):
     result = run_cli("scan", "--db", osv_db, package)
     assert result.exit_code == 3, result.output
     assert "conda packages are not in OSV's data; not checked" in result.output
+
+
+# -- regsync audit inventory --format cyclonedx -----------------------------------------------------
+
+def test_the_inventory_is_a_cyclonedx_bom_that_validates_against_the_schema(tmp_path, index, osv_db):
+    from cyclonedx.schema import SchemaVersion
+    from cyclonedx.validation.json import JsonStrictValidator
+
+    assert run_cli("sync", "-p", gated_policy(tmp_path, index, osv_db, ALL, GATE)).exit_code == 3
+    result = run_cli("audit", "inventory", tmp_path / "audit.jsonl", "--format", "cyclonedx", "-o", tmp_path / "bom.json")
+    assert result.exit_code == 0, result.output
+    text = (tmp_path / "bom.json").read_text()
+    assert JsonStrictValidator(SchemaVersion.V1_6).validate_str(text) is None
+    bom = json.loads(text)
+    assert bom["bomFormat"] == "CycloneDX" and bom["specVersion"] == "1.6"
+    purls = sorted(c["purl"] for c in bom["components"])
+    assert purls == ["pkg:pypi/aiohttp@3.8.1?file_name=aiohttp-3.8.1-py3-none-any.whl",
+                     "pkg:pypi/jwcrypto@1.5.0?file_name=jwcrypto-1.5.0-py3-none-any.whl",
+                     "pkg:pypi/py@1.11.0?file_name=py-1.11.0-py3-none-any.whl",
+                     "pkg:pypi/requests@2.30.0?file_name=requests-2.30.0-py3-none-any.whl"]   # refused ones are not in
+    wheel = tmp_path / "tree" / "jwcrypto" / "jwcrypto-1.5.0-py3-none-any.whl"
+    import hashlib
+    jwcrypto = next(c for c in bom["components"] if c["name"] == "jwcrypto")
+    assert jwcrypto["hashes"] == [{"alg": "SHA-256", "content": hashlib.sha256(wheel.read_bytes()).hexdigest()}]
+    assert jwcrypto["evidence"]["identity"][0]["methods"][0]["technique"] == "hash-comparison"
+    vulns = {v["id"]: v for v in bom["vulnerabilities"]}
+    assert set(vulns) == {"PYSEC-2024-104", "PYSEC-2022-42969", "PYSEC-2023-74"}
+    assert vulns["PYSEC-2024-104"]["ratings"][0] == {"source": {"name": "OSV"}, "score": 5.3, "severity": "medium",
+                                                     "method": "CVSSv31",
+                                                     "vector": "AV:N/AC:L/PR:N/UI:N/S:U/C:N/I:N/A:L"}  # CycloneDX's spelling
+    assert vulns["PYSEC-2024-104"]["affects"] == [{"ref": jwcrypto["bom-ref"]}]
+    assert "no proxies with credentials here" in vulns["PYSEC-2023-74"]["analysis"]["detail"]
