@@ -61,6 +61,7 @@ class VulnGate(Strict):
     max_severity: Severity = "none"      # refuse an artifact with a known vulnerability rated above this
     fixed_only: bool = False             # count only vulnerabilities with a fixed version available
     unscored_as: Severity = "critical"   # a record without a CVSS vector counts as this
+    not_covered: Literal["refuse", "record"] = "refuse"   # what the database cannot answer for is never clean
     ignore: list[VulnIgnore] = []
 
 

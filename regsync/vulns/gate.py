@@ -57,25 +57,30 @@ def judge(matches: list[Match], gate: VulnGate, verdict: Verdict | None = None) 
     return verdict
 
 
-def check_packages(db: OsvDatabase, gate: VulnGate, packages: list[tuple[str, str, str]], what: str) -> dict:
+def check_packages(db: OsvDatabase, gate: VulnGate, packages: list[tuple[str, str, str]], what: str,
+                   not_covered: list[str] = (), listed: bool = False) -> dict:
     """Gate (ecosystem, name, version) triples found in one artifact; returns the evidence for the
-    plan and the audit record, or raises VerificationError naming ids, packages and fixed versions."""
-    verdict = Verdict()
+    plan and the audit record, or raises VerificationError naming ids, packages and fixed versions.
+    `not_covered`: what the artifact holds that could not be named; `listed`: the evidence lists
+    the packages (an image's, for the inventory)."""
+    verdict = Verdict(not_covered=list(not_covered))
     for ecosystem, name, version in packages:
         try:
             judge(find(db, ecosystem, name, version), gate, verdict)
         except NotCovered as exc:
             verdict.not_covered.append(f"{name} {version} ({exc})")
-    evidence = evidence_of(db, verdict, sorted({e.split(":", 1)[0] for e, _, _ in packages}))
+    evidence = evidence_of(db, verdict, sorted({e.split(":", 1)[0] for e, _, _ in packages} & set(db.ecosystems)))
+    if listed:
+        evidence["packages"] = [{"ecosystem": e, "name": n, "version": v} for e, n, v in packages]
     for match, decision, note in verdict.matches:  # -v lists every match, whatever the decision
         logger.info("{}: {} {} {}: {} ({}), {}{}", what, match.package, match.version, match.id,
                     match.severity.level or "unscored", decision, note,
                     f"; fixed in {match.fixed}" if match.fixed else "")
-    if verdict.not_covered:
-        raise VulnerabilityRefusal(f"vulnerabilities not checked for {'; '.join(verdict.not_covered[:5])}"
-                                f"{' …' if len(verdict.not_covered) > 5 else ''}: not covered is not clean", evidence)
     if verdict.refused:
         raise VulnerabilityRefusal(refusal(verdict.refused, gate), evidence)
+    if verdict.not_covered and gate.not_covered == "refuse":
+        raise VulnerabilityRefusal(f"gate vulnerabilities: not checked: {'; '.join(verdict.not_covered[:5])}"
+                                f"{' …' if len(verdict.not_covered) > 5 else ''}: not covered is not clean", evidence)
     return evidence
 
 
