@@ -27,6 +27,7 @@ from regsync.pipeline.apply import Outcome, apply_plan
 from regsync.pipeline.make import make_plan
 from regsync.pipeline.plan import PlanItem
 from regsync.policy import LoadedPolicy
+from regsync.vulns.carry import carry_out
 
 
 class BundleDirectory:
@@ -100,12 +101,15 @@ def export_bundle(loaded: LoadedPolicy, endpoints: Endpoints, out: Path, audit, 
         logger.error("nothing exported: the bundle files in {} are left as they were", out)
         return outcome
     sink.writer.write_index(sink.index())
+    carried = carry_out(endpoints, sink.writer.write_blob)   # the database the gates used, signed with the rest
     bundle = {"format": BUNDLE_FORMAT, "policy_sha256": loaded.sha256,
               "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "artifacts": exported,
               "not_exported": outcome.problems}
     for kind in KINDS.values():
         if kind.bundle_section:
             bundle[kind.bundle_section] = sink.section(kind.bundle_section)
+    if carried is not None:
+        bundle["vulnerabilities"] = carried
     if base:
         bundle["since"] = {"bundle_sha256": base["sha256"], "created": base["created"],
                            "layers_left_out": sink.layers_left_out}

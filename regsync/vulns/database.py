@@ -42,16 +42,22 @@ class Ecosystem:
 
 
 class OsvDatabase:
-    def __init__(self, root: Path, max_age: int | None = None, where: str = "vulnerabilities.db"):
-        """`where` names the setting in errors (the policy's key, or a bundle's folder)."""
-        self.root, self.max_age, self.where = Path(root), max_age, where
-        if not self.root.is_dir():
-            raise PolicyError(f"{where}: {self.root} is not a folder of OSV databases "
-                              f"(one folder per ecosystem: PyPI/all.zip, Debian/all.zip, …)")
-        self.files = sorted(p for p in self.root.rglob("*") if p.is_file() and p.suffix in (".zip", ".json"))
-        if len(self.files) > MAX_FILES:
+    def __init__(self, root: Path, max_age: int | None = None, where: str = "vulnerabilities.db",
+                 files: dict[str, Path] | None = None, digests: dict[str, str] | None = None):
+        """`where` names the setting in errors (the policy's key, or a bundle). `files` (relative path
+        → file) and `digests` (relative path → sha256:…) when the files are a bundle's blobs, each
+        checked against its digest as it is hashed."""
+        self.root, self.max_age, self.where, self._digests = Path(root), max_age, where, digests or {}
+        if files is None:
+            if not self.root.is_dir():
+                raise PolicyError(f"{where}: {self.root} is not a folder of OSV databases "
+                                  f"(one folder per ecosystem: PyPI/all.zip, Debian/all.zip, …)")
+            files = {p.relative_to(self.root).as_posix(): p for p in self.root.rglob("*")
+                     if p.is_file() and p.suffix in (".zip", ".json") and len(p.relative_to(self.root).parts) > 1}
+        if len(files) > MAX_FILES:
             raise PolicyError(f"{where}: {self.root} holds more than {MAX_FILES} files")
-        self.ecosystems = sorted(p.name for p in self.root.iterdir() if p.is_dir())
+        self.files = sorted(files.items())
+        self.ecosystems = sorted({relative.split("/", 1)[0] for relative, _ in self.files})
         if not self.ecosystems:
             raise PolicyError(f"{where}: {self.root} has no ecosystem folders (PyPI/, Debian/, …)")
         self._sha256: str | None = None
@@ -63,24 +69,35 @@ class OsvDatabase:
         """One digest over every file's relative path and bytes, as a bundle's SHA256SUMS would list them."""
         if self._sha256 is None:
             outer = hashlib.sha256()
-            for path in self.files:
-                inner = hashlib.sha256()
-                with path.open("rb") as handle:
-                    for chunk in iter(lambda: handle.read(1 << 20), b""):
-                        inner.update(chunk)
-                outer.update(f"{inner.hexdigest()}  {path.relative_to(self.root).as_posix()}\n".encode())
+            for relative, digest in self.file_digests().items():
+                outer.update(f"{digest.removeprefix('sha256:')}  {relative}\n".encode())
             self._sha256 = "sha256:" + outer.hexdigest()
         return self._sha256
+
+    def file_digests(self) -> dict[str, str]:
+        """relative path → sha256 of each file (a bundle's blobs checked against their names here)."""
+        found = {}
+        for relative, path in self.files:
+            inner = hashlib.sha256()
+            with path.open("rb") as handle:
+                for chunk in iter(lambda: handle.read(1 << 20), b""):
+                    inner.update(chunk)
+            found[relative] = "sha256:" + inner.hexdigest()
+            expected = self._digests.get(relative)
+            if expected is not None and expected != found[relative]:
+                from regsync.errors import VerificationError
+
+                raise VerificationError(f"{self.where}: {relative} is {found[relative]}, the bundle says {expected}")
+        return found
 
     def ecosystem(self, name: str) -> Ecosystem | None:
         """The ecosystem folder `name` (PyPI, Debian, Ubuntu, Alpine), loaded once; None when the
         database does not hold it (the caller says "not covered", never "clean")."""
         with self._lock:
             if name not in self._loaded:
-                folder = self.root / name
-                if not folder.is_dir():
+                if name not in self.ecosystems:
                     return None
-                self._loaded[name] = self._load(name, folder)
+                self._loaded[name] = self._load(name)
             return self._loaded[name]
 
     def evidence(self, name: str) -> dict:
@@ -94,10 +111,10 @@ class OsvDatabase:
             found["age_days"] = round(age / 86400, 1) if age is not None else None
         return found
 
-    def _load(self, name: str, folder: Path) -> Ecosystem:
+    def _load(self, name: str) -> Ecosystem:
         eco = Ecosystem(name)
-        for path in self.files:
-            if path.parent != folder and folder not in path.parents:
+        for relative, path in self.files:
+            if relative.split("/", 1)[0] != name:
                 continue
             for where, raw in _records_in(path):
                 try:
@@ -106,7 +123,7 @@ class OsvDatabase:
                     raise PolicyError(f"{self.where}: {where} is not JSON (is {path.name} an OSV export?)") from None
                 _add(eco, record, where)
         if eco.records == 0:
-            raise PolicyError(f"{self.where}: {folder} holds no OSV records (all.zip or *.json)")
+            raise PolicyError(f"{self.where}: {name}/ holds no OSV records (all.zip or *.json)")
         age = eco.age_seconds()
         if self.max_age is not None and age is not None and age > self.max_age:
             raise PolicyError(f"{self.where}: the {name} database is {age / 86400:.1f} days old (newest record "
