@@ -271,3 +271,40 @@ def test_the_inventory_is_a_cyclonedx_bom_that_validates_against_the_schema(tmp_
                                                      "vector": "AV:N/AC:L/PR:N/UI:N/S:U/C:N/I:N/A:L"}  # CycloneDX's spelling
     assert vulns["PYSEC-2024-104"]["affects"] == [{"ref": jwcrypto["bom-ref"]}]
     assert "no proxies with credentials here" in vulns["PYSEC-2023-74"]["analysis"]["detail"]
+
+
+# -- docs/vulnerabilities.md: its policy is valid, its command lines are ones regsync accepts -------
+
+DOC = DATA.parent.parent.parent / "docs" / "vulnerabilities.md"
+
+
+def test_the_docs_policy_is_valid_and_its_scan_commands_run(tmp_path, osv_db, monkeypatch):
+    import re
+    import shlex
+
+    from tests.test_vulnerabilities_images import BASE, layer
+
+    text = DOC.read_text().replace("/var/lib/regsync/osv", str(osv_db))
+    block = re.search(r"```yaml\n(.*?)```", text, re.S).group(1)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "policy.yaml").write_text(
+        'version: 1\nregistries:\n  tuna: {url: "https://mirror.example"}\n'
+        '  harbor: {url: "https://harbor.example", kind: harbor}\n'
+        'indexes:\n  tuna-pypi: {url: "https://pypi.example/simple/"}\n'
+        '  internal: {kind: directory, path: wheelhouse}\n' + block.replace("max_age: 7d", "max_age: 1000w"))
+    result = run_cli("policy", "check", "-p", "policy.yaml")
+    assert result.exit_code == 0, result.output
+    build_wheel(tmp_path, "requests", "2.30.0")
+    (tmp_path / "layer.tar.gz").write_bytes(layer(BASE))
+    for name, content in BASE.items():
+        (tmp_path / "rootfs" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "rootfs" / name).write_bytes(content)
+    commands = [line for block in re.findall(r"```sh\n(.*?)```", text, re.S)[1:] for line in block.splitlines()]
+    expected = ["PYSEC-2023-74", "DSA-3029-1", "DSA-3029-1", None]
+    assert len(commands) == len(expected)
+    for line, found in zip(commands, expected):
+        argv = shlex.split(line)[1:]
+        if argv[0] == "audit":
+            continue   # the inventory is run on a real trail above
+        result = run_cli(*argv)
+        assert result.exit_code == 3 and found in result.output, (line, result.output)
