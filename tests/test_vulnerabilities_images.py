@@ -122,6 +122,18 @@ def test_a_vulnerable_dpkg_package_refuses_the_image_before_any_manifest_is_push
         ("PyPI", "mkdocs", "1.2.3")}     # nginx-light: config files only, not installed
     assert "DSA-3029-1" in result.output   # -v lists the match
 
+    from cyclonedx.schema import SchemaVersion
+    from cyclonedx.validation.json import JsonStrictValidator
+
+    inventory = run_cli("audit", "inventory", tmp_path / "audit.jsonl")
+    assert inventory.exit_code == 0 and JsonStrictValidator(SchemaVersion.V1_6).validate_str(inventory.output) is None
+    [image] = json.loads(inventory.output)["components"]    # the refused image was not imported
+    assert image["type"] == "container" and image["version"] == fixed
+    assert image["purl"] == (f"pkg:oci/{unique_repo.rsplit('/', 1)[1]}@{fixed}"
+                             f"?repository_url=dst/{unique_repo}&tag=upgraded")
+    assert sorted(c["purl"] for c in image["components"]) == [
+        "pkg:deb/debian/base-files@7.1wheezy8", "pkg:deb/debian/nginx@1.2.1-2.2%2Bwheezy3", "pkg:pypi/mkdocs@1.2.3"]
+
 
 def test_a_python_distribution_in_an_image_is_matched_as_pypi(tmp_path, registry, registry2, unique_repo, osv_db):
     layout = tmp_path / "layout"
