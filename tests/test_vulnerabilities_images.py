@@ -121,6 +121,7 @@ def test_a_vulnerable_dpkg_package_refuses_the_image_before_any_manifest_is_push
         ("Debian:7", "base-files", "7.1wheezy8"), ("Debian:7", "nginx", "1.2.1-2.2+wheezy3"),
         ("PyPI", "mkdocs", "1.2.3")}     # nginx-light: config files only, not installed
     assert "DSA-3029-1" in result.output   # -v lists the match
+    assert found["layers_read_again"] == 0   # every layer was read from the copy's own stream
 
     from cyclonedx.schema import SchemaVersion
     from cyclonedx.validation.json import JsonStrictValidator
@@ -133,6 +134,12 @@ def test_a_vulnerable_dpkg_package_refuses_the_image_before_any_manifest_is_push
                              f"?repository_url=dst/{unique_repo}&tag=upgraded")
     assert sorted(c["purl"] for c in image["components"]) == [
         "pkg:deb/debian/base-files@7.1wheezy8", "pkg:deb/debian/nginx@1.2.1-2.2%2Bwheezy3", "pkg:pypi/mkdocs@1.2.3"]
+
+    seed(registry, unique_repo, "again", layout, "upgraded")   # same blobs, already on the target
+    again = gated(tmp_path, registry, registry2, unique_repo, ["again"], osv_db)
+    assert run_cli("sync", "-p", again).exit_code == 0
+    found_again = by_tag(audit(tmp_path, "pushed"))["again"]["verification"]["vulnerabilities"]
+    assert found_again["layers_read_again"] == 3 and found_again["packages"] == found["packages"]
 
 
 def test_a_python_distribution_in_an_image_is_matched_as_pypi(tmp_path, registry, registry2, unique_repo, osv_db):

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import posixpath
+import queue
 import re
 import tarfile
+import threading
 from email.parser import BytesHeaderParser
 
 MAX_FILE = 32 << 20        # a dpkg status of a full desktop system is ~5 MiB
@@ -18,28 +20,106 @@ _WANTED = re.compile(r"(etc|usr/lib)/os-release|var/lib/dpkg/status|var/lib/dpkg
                      r"|.*/[^/]+\.dist-info/METADATA|(.*/)?conda-meta/[^/]+\.json")
 
 
+class LayerFiles:
+    """What one layer says about the files the database needs: (op, path, data) in tar order,
+    op being "file", "whiteout" (path deleted) or "opaque" (nothing below path from earlier layers)."""
+
+    def __init__(self):
+        self.ops: list[tuple[str, str, bytes | None]] = []
+
+
+def read_layer(stream, compression: str = "") -> LayerFiles:
+    """`stream` has read(n) (a verifying reader); read to its end, so its digest is checked."""
+    found = LayerFiles()
+    with tarfile.open(fileobj=_decompressed(stream, compression), mode="r|*") as tar:
+        for member in tar:
+            path = posixpath.normpath(member.name.lstrip("/")).lstrip("/")
+            folder, base = posixpath.split(path)
+            if base == ".wh..wh..opq":
+                found.ops.append(("opaque", folder, None))
+            elif base.startswith(".wh."):
+                found.ops.append(("whiteout", posixpath.join(folder, base[4:]), None))
+            elif member.isfile() and _WANTED.fullmatch(path):
+                handle = tar.extractfile(member)
+                limit = MAX_METADATA if path.endswith("METADATA") else MAX_FILE
+                found.ops.append(("file", path, handle.read(limit) if handle else b""))
+    while stream.read(1 << 20):   # the tar's end padding too: the digest is checked at the last byte
+        pass
+    return found
+
+
+class LayerCapture:
+    """A layer read from the chunks another thread copies (BlobCopier's tap), never held whole: a
+    parser thread pulls them through a small queue, which slows the copy when it falls behind.
+    `files` is set only when the copy saw every byte and verified the digest (`close`)."""
+
+    def __init__(self, compression: str = ""):
+        self.files: LayerFiles | None = None
+        self._queue: queue.Queue = queue.Queue(maxsize=8)
+        self._result: LayerFiles | None = None
+        self._thread = threading.Thread(target=self._parse, args=(compression,), daemon=True)
+        self._thread.start()
+
+    def feed(self, chunk: bytes) -> None:
+        self._queue.put(chunk)
+
+    def close(self) -> None:
+        """The copy is done and its digest checked: what was parsed is the layer's."""
+        self._queue.put(None)
+        self._thread.join(60)
+        self.files = self._result
+
+    def abort(self) -> None:
+        self._queue.put(None)
+
+    def _parse(self, compression: str) -> None:
+        source = _QueueFile(self._queue)
+        try:
+            self._result = read_layer(source, compression)
+        except Exception:  # noqa: BLE001 — not a tar the parser reads: the gate reads the layer itself
+            self._result = None
+        while not source.ended:   # never leave the copy blocked on a full queue
+            source.read(1 << 20)
+
+
+class _QueueFile:
+    """read(n) over chunks from a queue (None ends it), without copying what is left of a chunk."""
+
+    def __init__(self, chunks: queue.Queue):
+        self._chunks, self._chunk, self._at, self.ended = chunks, b"", 0, False
+
+    def read(self, n: int = -1) -> bytes:
+        parts = []
+        while n != 0:
+            if self._at >= len(self._chunk):
+                chunk = None if self.ended else self._chunks.get()
+                if chunk is None:
+                    self.ended = True
+                    break
+                self._chunk, self._at = chunk, 0
+            take = len(self._chunk) - self._at if n < 0 else min(n, len(self._chunk) - self._at)
+            parts.append(self._chunk[self._at:self._at + take])
+            self._at += take
+            n = n - take if n > 0 else n
+        return b"".join(parts)
+
+
 class ImageContents:
     def __init__(self):
         self.files: dict[str, bytes] = {}
 
     def add_layer(self, stream, compression: str = "") -> None:
-        """`stream` has read(n) (a verifying reader); `compression` from the layer's media type."""
-        source = _decompressed(stream, compression)
-        with tarfile.open(fileobj=source, mode="r|*") as tar:
-            for member in tar:
-                path = posixpath.normpath(member.name.lstrip("/")).lstrip("/")
-                folder, base = posixpath.split(path)
-                if base == ".wh..wh..opq":   # opaque directory: nothing below it from earlier layers
-                    self.files = {p: d for p, d in self.files.items() if not p.startswith(folder + "/")}
-                elif base.startswith(".wh."):
-                    gone = posixpath.join(folder, base[4:])
-                    self.files = {p: d for p, d in self.files.items() if p != gone and not p.startswith(gone + "/")}
-                elif member.isfile() and _WANTED.fullmatch(path):
-                    limit = MAX_METADATA if path.endswith("METADATA") else MAX_FILE
-                    handle = tar.extractfile(member)
-                    self.files[path] = handle.read(limit) if handle else b""
-        while stream.read(1 << 20):   # the tar's end padding too: the digest is checked at the last byte
-            pass
+        self.apply(read_layer(stream, compression))
+
+    def apply(self, layer: LayerFiles) -> None:
+        """Layers in order: a later layer's file replaces an earlier one's; whiteouts delete."""
+        for op, path, data in layer.ops:
+            if op == "file":
+                self.files[path] = data
+            else:
+                prefix = path + "/"
+                self.files = {p: d for p, d in self.files.items()
+                              if not p.startswith(prefix) and (op == "opaque" or p != path)}
 
     def add_tree(self, root) -> None:
         """An unpacked layer or root file system on disk (`regsync scan DIR`)."""

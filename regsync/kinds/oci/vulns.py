@@ -1,36 +1,61 @@
 """The vulnerability gate on an image (docs/vulnerabilities.md): the packages its layers hold, read
-at apply time once every blob is verified on the target and before any manifest is pushed, so a
-refused image is never tagged. Each layer is read again from the source through the verifying
-reader (its digest checked), only for rules that ask (`gates: {vulnerabilities: …}`)."""
+as the layers stream through the verified copy (BlobCopier's tap), and decided once every blob is
+verified on the target and before any manifest is pushed, so a refused image is never tagged.
+A layer the copy did not stream in this run (already on the target, mounted, resumed or spooled)
+is read from the source through the verifying reader instead. Only for rules that ask."""
 
 from __future__ import annotations
 
 from regsync.content.reader import VerifyingReader
+from regsync.kinds.oci.copy import BlobCopier
 from regsync.kinds.oci.manifest import Manifest
 from regsync.pipeline.plan import PlanItem
 
 
-def image_vulnerabilities(item: PlanItem, gate, endpoints, src, src_repo: str, tree: list[Manifest]) -> dict:
+def _layers(tree: list[Manifest]):
+    for manifest in (m for m in tree if not m.is_index):
+        yield manifest, manifest.blobs()[1:]   # blobs()[0] is the config
+
+
+def tap_layers(blobs: BlobCopier, tree: list[Manifest]) -> None:
+    from regsync.vulns.layers import LayerCapture, compression_of
+
+    for _, layers in _layers(tree):
+        for layer in layers:
+            blobs.tap(layer.digest, lambda kind=compression_of(layer.media_type): LayerCapture(kind))
+
+
+def image_vulnerabilities(item: PlanItem, gate, endpoints, src, src_repo: str, tree: list[Manifest],
+                          blobs: BlobCopier) -> dict:
     """The evidence for the `verified` record; VulnerabilityRefusal (a VerificationError) to refuse."""
     from regsync.vulns.files import database_for
     from regsync.vulns.gate import VulnerabilityRefusal, check_packages
-    from regsync.vulns.layers import ImageContents, compression_of
+    from regsync.vulns.layers import ImageContents, compression_of, read_layer
 
     db = database_for(endpoints)
     packages: dict[tuple[str, str, str], None] = {}
     not_covered: dict[str, None] = {}
-    for manifest in (m for m in tree if not m.is_index):
+    read_again = 0
+    for _, layers in _layers(tree):
         contents = ImageContents()
-        for layer in manifest.blobs()[1:]:   # blobs()[0] is the config
-            what = src.ref(src_repo, layer.digest)
-            with src.open_blob(src_repo, layer.digest) as response:
-                contents.add_layer(VerifyingReader(response.raw.read, layer.digest, layer.size, what),
-                                   compression_of(layer.media_type))
+        for layer in layers:
+            tapped = blobs.tapped(layer.digest)
+            files = tapped.files if tapped is not None else None
+            if files is None:
+                read_again += 1
+                what = src.ref(src_repo, layer.digest)
+                with src.open_blob(src_repo, layer.digest) as response:
+                    files = read_layer(VerifyingReader(response.raw.read, layer.digest, layer.size, what),
+                                       compression_of(layer.media_type))
+            contents.apply(files)
         found, missing = contents.packages()
         packages.update(dict.fromkeys(found))
         not_covered.update(dict.fromkeys(missing))
     try:
-        return check_packages(db, gate, list(packages), item.target, list(not_covered), listed=True)
+        evidence = check_packages(db, gate, list(packages), item.target, list(not_covered), listed=True)
     except VulnerabilityRefusal as exc:
+        exc.evidence["layers_read_again"] = read_again
         item.verification = {**(item.verification or {}), "vulnerabilities": exc.evidence}
         raise
+    evidence["layers_read_again"] = read_again
+    return evidence
