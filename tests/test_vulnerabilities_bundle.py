@@ -100,3 +100,26 @@ def test_a_database_altered_in_the_bundle_is_refused_before_anything_is_pushed(e
     assert "PyPI/all.zip is sha256:" in result.output and "the bundle says" in result.output
     assert manifest_digest(exported["target"], exported["repo"], "upgraded") is None
     assert not list((exported["tmp"] / "tree").rglob("*.whl"))
+
+
+def test_an_export_with_a_stale_database_is_a_policy_error_before_anything_is_written(tmp_path):
+    db = build_osv_db(tmp_path / "osv")
+    index = SimpleIndex.serving([build_wheel(tmp_path / "wheels", "jwcrypto", "1.5.0")])
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(f"""\
+version: 1
+indexes:
+  mirror: {{url: "{index.url}"}}
+  internal: {{kind: directory, path: {tmp_path / 'tree'}}}
+vulnerabilities: {{db: {db}, max_age: 52w}}
+packages:
+  - {{from: mirror, to: internal, requirements: [jwcrypto==1.5.0]}}
+audit: {{path: audit.jsonl}}
+""")
+    try:
+        result = run_cli("export", "-p", policy, "-o", tmp_path / "bundle")
+    finally:
+        index.stop()
+    assert result.exit_code == 2, result.output
+    assert "the Debian database is" in result.output and "older than max_age 364 days" in result.output
+    assert not (tmp_path / "bundle" / "bundle.json").exists() and not index.bytes_sent

@@ -27,7 +27,7 @@ from regsync.pipeline.apply import Outcome, apply_plan
 from regsync.pipeline.make import make_plan
 from regsync.pipeline.plan import PlanItem
 from regsync.policy import LoadedPolicy
-from regsync.vulns.carry import carry_out
+from regsync.vulns.carry import carry_out, check_fresh
 
 
 class BundleDirectory:
@@ -82,6 +82,7 @@ def export_bundle(loaded: LoadedPolicy, endpoints: Endpoints, out: Path, audit, 
                   since: Path | None = None, volume_size: int | None = None, sign_key=None) -> Outcome:
     """`sign_key`: a private key (signing.load_private_key) that signs SHA256SUMS and bundle.json."""
     base = _base_bundle(since) if since else None
+    check_fresh(endpoints)
     plan = make_plan(loaded, endpoints, jobs, diff_target=False)
     leave_out = frozenset(base["blobs"]) if base else frozenset()
     if volume_size:

@@ -18,6 +18,15 @@ _PATH = re.compile(r"[A-Za-z][A-Za-z0-9._-]{0,63}(/[A-Za-z0-9._-]{1,128}){1,4}\.
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 
 
+def check_fresh(endpoints) -> None:
+    """Before an export writes anything: every ecosystem it will carry is loaded, so one older than
+    max_age (or unreadable) is a policy error now, not after hours of downloading."""
+    if endpoints.policy.vulnerabilities is not None:
+        db = database_for(endpoints)
+        for name in db.ecosystems:
+            db.ecosystem(name)
+
+
 def carry_out(endpoints, write_blob: Callable[[str, Iterable[bytes]], None]) -> dict | None:
     """Write the policy's database into the bundle; bundle.json's `vulnerabilities` entry, or None."""
     if endpoints.policy.vulnerabilities is None:
