@@ -180,3 +180,16 @@ def test_scan_reads_a_layer_file_as_the_gate_does(tmp_path, osv_db):
     result = run_cli("scan", "--db", osv_db, path)
     assert result.exit_code == 3, result.output
     assert "DSA-3029-1" in result.output and "1.2.1-2.2+wheezy3" in result.output
+
+
+def test_scan_reads_an_image_in_a_registry_read_only(tmp_path, registry, unique_repo, osv_db):
+    layout = tmp_path / "layout"
+    debian_image(layout, "vulnerable", BASE, PYTHON)
+    seed(registry, unique_repo, "vulnerable", layout)
+    result = run_cli("scan", "--db", osv_db, "--allow-http-registry", "--json", f"{registry.host}/{unique_repo}:vulnerable")
+    assert result.exit_code == 3, result.output
+    evidence = json.loads(result.output[:result.output.rindex("}") + 1])
+    assert [(m["id"], m["package"], m["fixed"]) for m in evidence["matches"]] == [("DSA-3029-1", "nginx", "1.2.1-2.2+wheezy3")]
+    assert evidence["layers_read_again"] == 2   # both layers read from the registry, each verified
+    missing = run_cli("scan", "--db", osv_db, "--allow-http-registry", f"{registry.host}/{unique_repo}:absent")
+    assert missing.exit_code == 2 and "no such image" in missing.output

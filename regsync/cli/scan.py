@@ -12,7 +12,7 @@ SEVERITY_CHOICE = click.Choice(["none", "low", "medium", "high", "critical"])
 
 
 @click.command("scan")
-@click.argument("artifact", type=click.Path(path_type=Path, exists=True))
+@click.argument("artifact")
 @click.option("-p", "--policy", "policy_path", type=click.Path(path_type=Path),
               help="Take the database (and its max_age) from this policy's vulnerabilities: section.")
 @click.option("--db", "db_path", type=click.Path(path_type=Path),
@@ -23,19 +23,26 @@ SEVERITY_CHOICE = click.Choice(["none", "low", "medium", "high", "critical"])
 @click.option("--unscored-as", type=SEVERITY_CHOICE, default="critical", show_default=True,
               help="What a record without a CVSS vector counts as.")
 @click.option("--json", "as_json", is_flag=True, help="Print the evidence as JSON (as the audit trail records it).")
+@click.option("--allow-http-registry", is_flag=True, help="An image REF: talk plain HTTP to its registry (loopback, tests).")
+@click.option("--registry-cacert", type=click.Path(path_type=Path, dir_okay=False, exists=True),
+              help="An image REF: CA bundle for its registry's TLS certificate.")
 @run_guarded
-def scan_cmd(artifact, policy_path, db_path, max_severity, fixed_only, unscored_as, as_json):
+def scan_cmd(artifact, policy_path, db_path, max_severity, fixed_only, unscored_as, as_json, allow_http_registry,
+             registry_cacert):
     """List the known vulnerabilities of one artifact from the offline OSV database, and judge
     them as a policy's `gates: {vulnerabilities: …}` would. Nothing is downloaded.
 
-    ARTIFACT is a wheel or sdist (name and version from its file name), or an image layer
-    (a tar, gzip or not) or a folder of one, whose dpkg/apk databases and Python
-    distributions are read. Conda packages are not in OSV's data: reported as not covered.
+    ARTIFACT is a wheel or sdist (name and version from its file name), an image layer (a
+    tar, gzip or not) or a folder of one, or an image HOST/REPOSITORY[:TAG|@DIGEST] in a
+    registry (credentials from the docker config, read-only), whose layers' dpkg/apk
+    databases and Python distributions are read. Conda packages are not in OSV's data:
+    reported as not covered.
 
     \b
     Examples:
       regsync scan --db /var/lib/regsync/osv requests-2.30.0-py3-none-any.whl
       regsync scan -p policy.yaml --max-severity high dist/app-1.0.tar.gz
+      regsync scan --db /var/lib/regsync/osv --max-severity high registry.corp/base/debian:12
     Exit 0 when nothing is above --max-severity, 3 when something is (or could not be
     checked), 2 on usage or policy errors (a database older than the policy's max_age).
     """
@@ -60,28 +67,53 @@ def scan_cmd(artifact, policy_path, db_path, max_severity, fixed_only, unscored_
         db = OsvDatabase(db_path, where="--db")
     gate = VulnGate(max_severity=max_severity, fixed_only=fixed_only, unscored_as=unscored_as)
     try:
-        evidence, refused = scan_path(artifact, db, gate), None
+        path = Path(artifact)
+        evidence, refused = (scan_path(path, db, gate) if path.exists()
+                             else _scan_ref(artifact, db, gate, allow_http_registry, registry_cacert)), None
     except VulnerabilityRefusal as exc:
         evidence, refused = exc.evidence, exc.reason
     if as_json:
         click.echo(json.dumps(evidence, indent=2))
     else:
-        _print(artifact, evidence)
+        _print(Path(artifact).name if Path(artifact).exists() else artifact, evidence)
     if refused:
         click.echo(f"refused: {refused}", err=True)
         return EXIT_REFUSED
-    click.echo(f"{artifact.name}: admitted ({len(evidence.get('matches', []))} match(es), none above "
+    click.echo(f"{artifact}: admitted ({len(evidence.get('matches', []))} match(es), none above "
                f"max_severity {max_severity})", err=True)
     return EXIT_OK
 
 
-def _print(artifact: Path, evidence: dict) -> None:
+def _scan_ref(ref: str, db, gate, allow_http: bool, cacert) -> dict:
+    """An image in a registry, read-only: its layers read through the verifying reader."""
+    from regsync.cli.verify import parse_image_ref
+    from regsync.errors import UsageError
+    from regsync.kinds.oci.client import RegistryClient
+    from regsync.kinds.oci.credentials import resolve_credentials
+    from regsync.kinds.oci.tree import manifest_tree
+    from regsync.kinds.oci.vulns import scan_image
+    from regsync.policy.models import Auth
+
+    if "/" not in ref:
+        raise UsageError(f"{ref}: no such file, and not an image HOST/REPOSITORY[:TAG|@DIGEST]")
+    host, repo, reference = parse_image_ref(ref)
+    client = RegistryClient(host, f"{'http' if allow_http else 'https'}://{host}",
+                            resolve_credentials(Auth(docker_config=True), host), ca_file=cacert)
+    client.ca_setting = "--registry-cacert"
+    found = client.head_manifest(repo, reference)
+    if found is None:
+        raise UsageError(f"{ref}: no such image")
+    root = client.get_manifest(repo, found.digest)
+    return scan_image(db, gate, client, repo, manifest_tree(client, repo, root), f"{host}/{repo}@{found.digest}")
+
+
+def _print(artifact: str, evidence: dict) -> None:
     from rich.table import Table
 
     from regsync.console import stdout
 
     matches = evidence.get("matches", [])
-    table = Table(title=f"{artifact.name}: {len(matches)} known vulnerabilit{'y' if len(matches) == 1 else 'ies'}",
+    table = Table(title=f"{artifact}: {len(matches)} known vulnerabilit{'y' if len(matches) == 1 else 'ies'}",
                   title_justify="left")
     for column in ("package", "version", "id", "aliases", "severity", "fixed", "decision"):
         table.add_column(column, overflow="fold")

@@ -29,33 +29,42 @@ def image_vulnerabilities(item: PlanItem, gate, endpoints, src, src_repo: str, t
                           blobs: BlobCopier) -> dict:
     """The evidence for the `verified` record; VulnerabilityRefusal (a VerificationError) to refuse."""
     from regsync.vulns.files import database_for
+    from regsync.vulns.gate import VulnerabilityRefusal
+
+    try:
+        return scan_image(database_for(endpoints), gate, src, src_repo, tree, item.target, blobs)
+    except VulnerabilityRefusal as exc:
+        item.verification = {**(item.verification or {}), "vulnerabilities": exc.evidence}
+        raise
+
+
+def scan_image(db, gate, src, src_repo: str, tree: list[Manifest], what: str, blobs: BlobCopier | None = None) -> dict:
+    """Every platform's packages, from the copy's tap where it saw a layer, else read verified from `src`."""
     from regsync.vulns.gate import VulnerabilityRefusal, check_packages
     from regsync.vulns.layers import ImageContents, compression_of, read_layer
 
-    db = database_for(endpoints)
     packages: dict[tuple[str, str, str], None] = {}
     not_covered: dict[str, None] = {}
     read_again = 0
     for _, layers in _layers(tree):
         contents = ImageContents()
         for layer in layers:
-            tapped = blobs.tapped(layer.digest)
+            tapped = blobs.tapped(layer.digest) if blobs is not None else None
             files = tapped.files if tapped is not None else None
             if files is None:
                 read_again += 1
-                what = src.ref(src_repo, layer.digest)
+                ref = src.ref(src_repo, layer.digest)
                 with src.open_blob(src_repo, layer.digest) as response:
-                    files = read_layer(VerifyingReader(response.raw.read, layer.digest, layer.size, what),
+                    files = read_layer(VerifyingReader(response.raw.read, layer.digest, layer.size, ref),
                                        compression_of(layer.media_type))
             contents.apply(files)
         found, missing = contents.packages()
         packages.update(dict.fromkeys(found))
         not_covered.update(dict.fromkeys(missing))
     try:
-        evidence = check_packages(db, gate, list(packages), item.target, list(not_covered), listed=True)
+        evidence = check_packages(db, gate, list(packages), what, list(not_covered), listed=True)
     except VulnerabilityRefusal as exc:
         exc.evidence["layers_read_again"] = read_again
-        item.verification = {**(item.verification or {}), "vulnerabilities": exc.evidence}
         raise
     evidence["layers_read_again"] = read_again
     return evidence
