@@ -308,3 +308,22 @@ def test_the_docs_policy_is_valid_and_its_scan_commands_run(tmp_path, osv_db, mo
             continue   # the inventory is run on a real trail above
         result = run_cli(*argv)
         assert result.exit_code == 3 and found in result.output, (line, result.output)
+
+
+def test_inventory_purls_follow_the_purl_types_for_conda_and_images():
+    from regsync.audit.inventory import _identity
+
+    name, version, purl = _identity("conda", "internal-conda/linux-64/numpy-1.26.4-py311h64a7726_0.conda", "sha256:ab")
+    assert (name, version) == ("numpy", "1.26.4")
+    assert str(purl) == ("pkg:conda/numpy@1.26.4?build=py311h64a7726_0&channel=internal-conda&subdir=linux-64"
+                         "&type=conda")
+    name, version, purl = _identity("image", "harbor/ai/pytorch:2.9", "sha256:" + "a" * 64)
+    assert str(purl) == f"pkg:oci/pytorch@sha256:{'a' * 64}?repository_url=harbor/ai/pytorch&tag=2.9"
+
+
+def test_a_database_record_nested_past_any_osv_record_is_a_policy_error_not_a_crash(tmp_path):
+    (tmp_path / "PyPI").mkdir()
+    (tmp_path / "PyPI" / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(Exception) as raised:
+        OsvDatabase(tmp_path).ecosystem("PyPI")
+    assert type(raised.value).__name__ == "PolicyError" and "is not JSON" in str(raised.value)

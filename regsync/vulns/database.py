@@ -119,7 +119,7 @@ class OsvDatabase:
             for where, raw in _records_in(path):
                 try:
                     record = json.loads(raw)
-                except ValueError:
+                except (ValueError, RecursionError):   # RecursionError: nesting no OSV record has
                     raise PolicyError(f"{self.where}: {where} is not JSON (is {path.name} an OSV export?)") from None
                 _add(eco, record, where)
         if eco.records == 0:
