@@ -193,3 +193,20 @@ def test_scan_reads_an_image_in_a_registry_read_only(tmp_path, registry, unique_
     assert evidence["layers_read_again"] == 2   # both layers read from the registry, each verified
     missing = run_cli("scan", "--db", osv_db, "--allow-http-registry", f"{registry.host}/{unique_repo}:absent")
     assert missing.exit_code == 2 and "no such image" in missing.output
+
+
+def test_whiteouts_and_opaque_directories_of_later_layers_remove_what_earlier_layers_held():
+    from regsync.vulns.layers import ImageContents
+
+    contents = ImageContents()
+    for files in (BASE, PYTHON, {"var/lib/dpkg/.wh.status": b"",
+                                 "usr/lib/python3/dist-packages/.wh..wh..opq": b"",
+                                 "usr/lib/python3/dist-packages/other.txt": b"x"}):
+        contents.add_layer(io.BytesIO(layer(files)), "gzip")
+    found, not_covered = contents.packages()
+    assert found == [] and not_covered == ["no package database found in the image (no dpkg, apk, Python or "
+                                           "conda records)"]
+    contents = ImageContents()
+    for files in (BASE, PYTHON):
+        contents.add_layer(io.BytesIO(layer(files)), "gzip")
+    assert ("PyPI", "mkdocs", "1.2.3") in contents.packages()[0]
