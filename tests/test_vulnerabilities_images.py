@@ -166,7 +166,7 @@ def test_an_image_the_database_cannot_answer_for_is_refused_not_reported_clean(
     policy = gated(tmp_path, registry, registry2, unique_repo, ["alpine", "empty"], osv_db)
     assert run_cli("sync", "-p", policy).exit_code == 3
     refused = by_tag(audit(tmp_path, "refused"))
-    assert "musl 1.2.4-r2 (Alpine:v3.18 versions are not compared by regsync)" in refused["alpine"]["reason"]
+    assert "musl 1.2.4-r2 (the database has no Alpine folder)" in refused["alpine"]["reason"]
     assert "no package database found in the image" in refused["empty"]["reason"]
     recorded = gated(tmp_path, registry, registry2, unique_repo, ["alpine"], osv_db, "{not_covered: record}")
     assert run_cli("sync", "-p", recorded).exit_code == 0
@@ -210,3 +210,21 @@ def test_whiteouts_and_opaque_directories_of_later_layers_remove_what_earlier_la
     for files in (BASE, PYTHON):
         contents.add_layer(io.BytesIO(layer(files)), "gzip")
     assert ("PyPI", "mkdocs", "1.2.3") in contents.packages()[0]
+
+
+def test_an_apk_package_is_matched_with_apk_version_order(tmp_path, registry, registry2, unique_repo):
+    db = build_osv_db(tmp_path / "osv", ecosystems=("PyPI", "Debian", "Alpine"))
+    layout = tmp_path / "layout"
+    release = b'NAME="Alpine Linux"\nID=alpine\nVERSION_ID=3.12.12\n'
+    apk = "C:Q1abc=\nP:musl\nV:1.1.24-r10\n\nC:Q1def=\nP:mariadb\nV:{}\nA:x86_64\n\n"
+    debian_image(layout, "old", {"etc/os-release": release, "lib/apk/db/installed": apk.format("10.4.3-r0").encode()})
+    debian_image(layout, "new", {"etc/os-release": release, "lib/apk/db/installed": apk.format("10.4.25-r0").encode()})
+    for tag in ("old", "new"):
+        seed(registry, unique_repo, tag, layout)
+    assert run_cli("sync", "-p", gated(tmp_path, registry, registry2, unique_repo, ["old", "new"], db)).exit_code == 3
+    refused = by_tag(audit(tmp_path, "refused"))
+    assert set(refused) == {"old"}   # 10.4.3 < 10.4.25 in apk's order; as strings "10.4.3" sorts after
+    assert "mariadb 10.4.3-r0: CVE-2022-27449 (unscored, counted as critical; fixed in 10.4.25-r0)" in refused["old"]["reason"]
+    pushed = by_tag(audit(tmp_path, "pushed"))["new"]["verification"]["vulnerabilities"]
+    assert pushed["matches"] == [] and ("Alpine:v3.12", "musl", "1.1.24-r10") in {
+        (p["ecosystem"], p["name"], p["version"]) for p in pushed["packages"]}

@@ -93,6 +93,6 @@ def _higher(a: str | None, b: str | None, parser) -> str | None:
     if a is None or b is None:
         return a or b
     try:
-        return a if parser(a) >= parser(b) else b
+        return b if parser(a) < parser(b) else a   # `<` only: see versions._in_range
     except Exception:  # noqa: BLE001 — two spellings the parser cannot order: keep the first
         return a

@@ -1,7 +1,8 @@
 """Versions and ranges per ecosystem, compared by the libraries made for them: PEP 440 by
 `packaging`, dpkg's ordering by `python-debian`. The range walk is OSV's own ("Evaluation" in the
 OSV schema): events sorted by version, `introduced` opens, `fixed` and `limit` close at the
-version, `last_affected` closes after it; `versions` lists count on their own.
+version, `last_affected` closes after it; `versions` lists count on their own. apk's ordering
+(`_p1`, `-r2`) is `univers`'s.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from collections.abc import Callable
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
-COVERED = ("PyPI", "Debian", "Ubuntu")   # ecosystem families regsync compares versions of
+COVERED = ("PyPI", "Debian", "Ubuntu", "Alpine")   # ecosystem families regsync compares versions of
 
 
 def family(ecosystem: str) -> str:
@@ -32,6 +33,10 @@ def parser_for(ecosystem: str) -> Callable[[str], object] | None:
         from debian.debian_support import Version as DebianVersion
 
         return DebianVersion
+    if kind == "Alpine":
+        from univers.versions import AlpineLinuxVersion
+
+        return AlpineLinuxVersion
     return None
 
 
@@ -39,6 +44,8 @@ def parse(parser, text: str):
     try:
         return parser(text)
     except (InvalidVersion, ValueError, TypeError):
+        return None
+    except Exception:  # noqa: BLE001 — univers raises its own InvalidVersion; any failure means "not a version"
         return None
 
 
@@ -80,14 +87,16 @@ def _in_range(events: list, have, parser) -> tuple[bool, str | None]:
         if key is not None and kind in ("introduced", "fixed", "last_affected", "limit"):
             ordered.append((key, kind, str(value)))
     ordered.sort(key=lambda e: e[0])
+    # Only `<` is used: univers 32's AlpineLinuxVersion answers `>=` by another order than `<`
+    # (10.4.3-r0 >= 10.4.25-r0 is True there, and so is 10.4.3-r0 < 10.4.25-r0).
     here = (1, have)
     vulnerable, fixed = False, None
     for key, kind, value in ordered:
-        if kind == "introduced" and here >= key:
+        if kind == "introduced" and not here < key:
             vulnerable = True
-        elif kind in ("fixed", "limit") and here >= key:
+        elif kind in ("fixed", "limit") and not here < key:
             vulnerable = False
-        elif kind == "last_affected" and here > key:
+        elif kind == "last_affected" and key < here:
             vulnerable = False
         if kind == "fixed" and here < key and fixed is None and vulnerable:
             fixed = value
@@ -101,6 +110,6 @@ def _next_fix(entry: dict, have, parser) -> str | None:
         for event in (found.get("events") or []) if isinstance(found, dict) else []:
             if isinstance(event, dict) and "fixed" in event:
                 key = _key(str(event["fixed"]), parser)
-                if key is not None and key > (1, have):
+                if key is not None and (1, have) < key:
                     fixes.append((key, str(event["fixed"])))
     return min(fixes)[1] if fixes else None
