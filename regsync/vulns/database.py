@@ -23,6 +23,7 @@ from regsync.vulns.versions import package_key
 
 MAX_RECORD_BYTES = 8 << 20        # the largest OSV records (kernel USNs) are a few MiB
 MAX_FILES = 2_000_000
+_KEPT = ("id", "aliases", "upstream", "severity", "affected")
 
 
 @dataclass
@@ -168,6 +169,10 @@ def _add(eco: Ecosystem, record, where: str) -> None:
     if record.get("withdrawn"):   # OSV: a withdrawn record no longer claims anything
         eco.withdrawn += 1
         return
+    # Kept in memory for the run: only what matching and the trail use (details and references are
+    # most of a record's bytes, and Debian's export holds over a hundred thousand records).
+    summary = str(record.get("summary") or record.get("details") or "")[:200]
+    record = {key: record[key] for key in _KEPT if key in record} | {"summary": summary}
     for affected in record.get("affected") or []:
         package = affected.get("package") if isinstance(affected, dict) else None
         if not isinstance(package, dict) or not isinstance(package.get("name"), str):
