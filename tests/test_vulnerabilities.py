@@ -289,9 +289,7 @@ def test_the_docs_policy_is_valid_and_its_scan_commands_run(tmp_path, osv_db, mo
     monkeypatch.chdir(tmp_path)
     (tmp_path / "policy.yaml").write_text(
         'version: 1\nregistries:\n  tuna: {url: "https://mirror.example"}\n'
-        '  harbor: {url: "https://harbor.example", kind: harbor}\n'
-        'indexes:\n  tuna-pypi: {url: "https://pypi.example/simple/"}\n'
-        '  internal: {kind: directory, path: wheelhouse}\n' + block.replace("max_age: 7d", "max_age: 1000w"))
+        '  harbor: {url: "https://harbor.example", kind: harbor}\n' + block.replace("max_age: 7d", "max_age: 1000w"))
     result = run_cli("policy", "check", "-p", "policy.yaml")
     assert result.exit_code == 0, result.output
     build_wheel(tmp_path, "requests", "2.30.0")
