@@ -169,7 +169,7 @@ GOALS = {("P1", "skopeo copy --all"): "<= 0.7×", ("P1", "curl GET→PUT floor")
          ("P2", "skopeo sync --all"): "<= 0.25×", ("P5", "pip download"): "<= 0.5×", ("P3", "skopeo sync --all"): "<= 0.15×",
          ("P4", ""): "<= 100 MB, flat", ("P5", ""): "flat", ("P6", ""): "linear", ("P7", ""): "<= 55% again",
          ("P8", "rattler solve"): "<= 1.5×, RSS <= 500 MB", ("P9", "conda-mirror"): "<= 0.5×",
-         ("P10", ""): "<= 0.15 s"}
+         ("P10", ""): "<= 0.15 s", ("P11", "regsync without the gate"): "<= 1.3×"}
 
 
 def _cpu(result: dict) -> str:
@@ -394,7 +394,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run of a few minutes")
     parser.add_argument("--only", default="P1,P2,P4,P5,P6,P7,P10",
-                        help="comma-separated ids (P2 includes P3; conda: P8,P9; start-up: P10)")
+                        help="comma-separated ids (P2 includes P3; conda: P8,P9; start-up: P10; image vulnerability gate: P11)")
     parser.add_argument("--scale", type=int, help="tags for P2/P3 (default 1000, 50 with --quick)")
     parser.add_argument("--p1-bytes", type=float, help="P1 image size in bytes (default 1.05e9, 1e8 with --quick)")
     parser.add_argument("--conda-mirror", help="P9: the conda-mirror executable (PyPI conda-mirror, own venv)")
@@ -425,6 +425,9 @@ def main() -> int:
         if "P8" in only:
             from benchmarks.conda import p8_plan
             rows.append(p8_plan(work, measure, 500 if args.quick else 5000))
+        if "P11" in only:
+            from benchmarks.vulns import p11_image_scan
+            rows.append(p11_image_scan(work, size, regsync, fresh, with_server_cpu, start_registry, two_registries))
         if "P9" in only:
             from benchmarks.conda import p9_mirror
             rows.append(p9_mirror(work, measure, args.conda_mirror))

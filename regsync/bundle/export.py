@@ -28,6 +28,7 @@ from regsync.pipeline.apply import Outcome, apply_plan
 from regsync.pipeline.make import make_plan
 from regsync.pipeline.plan import PlanItem
 from regsync.policy import LoadedPolicy
+from regsync.vulns.carry import carry_out, check_fresh
 
 
 class BundleDirectory:
@@ -82,6 +83,7 @@ def export_bundle(loaded: LoadedPolicy, endpoints: Endpoints, out: Path, audit, 
                   since: Path | None = None, volume_size: int | None = None, sign_key=None) -> Outcome:
     """`sign_key`: a private key (signing.load_private_key) that signs SHA256SUMS and bundle.json."""
     base = _base_bundle(since) if since else None
+    check_fresh(endpoints)
     stream = stamp(loaded.sha256)  # before resolving: a later export saw a later upstream
     plan = make_plan(loaded, endpoints, jobs, diff_target=False)
     leave_out = frozenset(base["blobs"]) if base else frozenset()
@@ -102,12 +104,15 @@ def export_bundle(loaded: LoadedPolicy, endpoints: Endpoints, out: Path, audit, 
         logger.error("nothing exported: the bundle files in {} are left as they were", out)
         return outcome
     sink.writer.write_index(sink.index())
+    carried = carry_out(endpoints, sink.writer.write_blob)   # the database the gates used, signed with the rest
     bundle = {"format": BUNDLE_FORMAT, "policy_sha256": loaded.sha256, "stream": stream,
               "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "artifacts": exported,
               "not_exported": outcome.problems}
     for kind in KINDS.values():
         if kind.bundle_section:
             bundle[kind.bundle_section] = sink.section(kind.bundle_section)
+    if carried is not None:
+        bundle["vulnerabilities"] = carried
     if base:
         bundle["since"] = {"bundle_sha256": base["sha256"], "created": base["created"],
                            "layers_left_out": sink.layers_left_out}

@@ -13,6 +13,8 @@ from regsync.errors import UsageError, VerificationError
 from regsync.kinds.registry import KINDS
 from regsync.kinds.oci.layout import LayoutSource
 from regsync.policy import LoadedPolicy
+from regsync.vulns.carry import carried_in
+from regsync.vulns.files import DB_KEY
 
 
 @dataclass
@@ -52,4 +54,7 @@ def open_bundle(root: Path, loaded: LoadedPolicy, more_blobs: tuple[Path, ...] =
     sources: dict = {}
     for kind in KINDS.values():
         sources.update(kind.bundle_sources(bundle, loaded.policy, lambda name: LayoutSource(root, name, more, index)))
+    if "vulnerabilities" in bundle:   # the gates use the database the export side used
+        sources[DB_KEY] = carried_in(bundle["vulnerabilities"], LayoutSource(root, "vulns", more, index).blob_path,
+                                     loaded.policy)
     return OpenedBundle(root, bundle, hashlib.sha256(checked["bundle.json"]).hexdigest(), evidence, sources)

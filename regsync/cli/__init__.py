@@ -25,6 +25,7 @@ LAZY_VERBS = {
     "import": "regsync.cli.verbs:import_cmd",
     "verify": "regsync.cli.verify:verify_cmd",
     "audit": "regsync.cli.audit:audit_group",
+    "scan": "regsync.cli.scan:scan_cmd",
     "client-config": "regsync.cli.clientconfig:client_config_cmd",
 }
 

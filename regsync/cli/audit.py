@@ -218,3 +218,31 @@ def merge_cmd(trails, output, key_path, sign_key_path):
     count = merge_trails(list(trails), output, key, sign_key)
     click.echo(f"{output}: {count} records from {len(trails)} trail(s)")
     return EXIT_OK
+
+
+@audit_group.command("inventory")
+@_trail
+@click.option("--format", "fmt", type=click.Choice(["cyclonedx"]), default="cyclonedx", show_default=True,
+              help="CycloneDX 1.6 JSON (Dependency-Track, Grype and Trivy read it).")
+@click.option("-o", "--output", type=click.Path(path_type=Path), help="Write the BOM here (default: stdout).")
+@run_guarded
+def inventory_cmd(trail, fmt, output):
+    """A bill of materials of what the trail says was imported: each pushed image, wheel and conda
+    package with its purl and sha256, how it was verified and who signed it (as evidence), the
+    packages the vulnerability gate found inside images (nested), and every known vulnerability
+    the gate matched, an ignore's reason as its analysis. Built from the trail alone.
+
+    \b
+    Example:
+      regsync audit inventory /var/lib/regsync/audit.jsonl --format cyclonedx -o imported.cdx.json
+    """
+    from regsync.audit.inventory import inventory
+    from regsync.ops import write_atomically
+
+    text, count = inventory(trail)
+    if output:
+        write_atomically(output, text)
+        click.echo(f"{output}: {count} component(s), CycloneDX 1.6", err=True)
+    else:
+        click.echo(text)
+    return EXIT_OK

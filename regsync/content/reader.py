@@ -41,11 +41,14 @@ class VerifyingReader:
     """Wraps `read(n)` of a source; fails before returning the last bytes of wrong content."""
 
     def __init__(self, read: Callable[[int], bytes], digest: str, size: int | None, what: str,
-                 on_bytes: Callable[[int], None] | None = None, hasher=None, count: int = 0):
-        """`hasher` and `count` resume a stream: `hasher` has already seen the first `count` bytes."""
+                 on_bytes: Callable[[int], None] | None = None, hasher=None, count: int = 0,
+                 tap: Callable[[bytes], None] | None = None):
+        """`hasher` and `count` resume a stream: `hasher` has already seen the first `count` bytes.
+        `tap` sees each chunk as it passes (an image's layers read while they are copied)."""
         self._read, self.digest, self.size, self.what = read, digest, size, what
         self.hasher = hasher or new_hash(digest)
         self._on_bytes = on_bytes
+        self._tap = tap
         self.count = count
         self.verified = False
 
@@ -68,6 +71,8 @@ class VerifyingReader:
             self._finish()
         if self._on_bytes:
             self._on_bytes(len(data))
+        if self._tap:
+            self._tap(data)
         return data
 
     def chunks(self, limit: int | None = None) -> Iterator[bytes]:

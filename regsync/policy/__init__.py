@@ -14,6 +14,7 @@ from regsync.kinds.oci.names import invalid_repository, is_repository
 from regsync.policy.lint import unanchored_regexes
 from regsync.policy.models import ImageRule, Index, PackageRule, Policy, Registry, parse_size  # noqa: F401
 from regsync.policy import conda as _conda  # noqa: F401  (completes Policy with channels: and conda:)
+from regsync.policy.vulns import check_vulnerability_references
 from regsync.policy.yamlsource import Document, load_document
 
 
@@ -160,6 +161,7 @@ def _check_references(policy: Policy, doc: Document) -> None:
     _check_bundle_references(policy, doc)
     _check_conda_references(policy, doc)
     _check_approval_references(policy, doc)
+    check_vulnerability_references(policy, doc)
 
 
 def _check_approval_references(policy: Policy, doc: Document) -> None:

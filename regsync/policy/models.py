@@ -11,6 +11,7 @@ from regsync.kinds.oci.names import check_tag
 from regsync.policy.patterns import compile_pattern, is_exact
 from regsync.policy.platforms import check_image_platform
 from regsync.times import parse_duration
+from regsync.policy.vulns import PackageGates, VulnDatabase, VulnGate
 from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, SecretStr,
                       ValidationInfo, field_validator, model_validator)
 
@@ -275,6 +276,7 @@ class Gates(Strict):
     cuda_max: str | None = None
     require_labels: dict[str, str] = {}
     platforms_required: list[ImagePlatform] = []
+    vulnerabilities: VulnGate | None = None   # regsync/policy/vulns.py
 
 
 class SignOnImport(Strict):
@@ -398,6 +400,7 @@ class PackageRule(Strict):
     only_binary: list[str] = []
     constraints: list[str] = []
     verify: PackageVerify = PackageVerify()
+    gates: PackageGates | None = None        # regsync/policy/vulns.py
 
 
 class AuditConfig(Strict):
@@ -443,3 +446,4 @@ class Policy(Strict):
     audit: AuditConfig = AuditConfig()
     bundle: BundleConfig = BundleConfig()
     approval: ApprovalConfig = ApprovalConfig()
+    vulnerabilities: VulnDatabase | None = None   # regsync/policy/vulns.py

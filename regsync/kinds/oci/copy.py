@@ -38,6 +38,19 @@ class BlobCopier:
         self._stopping = threading.Event()
         self._manifest_locks: dict[tuple[str, str, str], threading.Lock] = {}
         self._manifests_pushed: set[tuple[str, str, str]] = set()
+        self._taps: dict[str, Callable[[], object]] = {}   # digest -> make a tap (feed, close, abort)
+        self._tapped: dict[str, object] = {}               # digest -> a tap that saw the whole verified blob
+
+    def tap(self, digest: str, make: Callable[[], object]) -> None:
+        """See the blob's bytes as they are copied (the vulnerability gate reads layers so)."""
+        with self._lock:
+            self._taps.setdefault(digest, make)
+
+    def tapped(self, digest: str):
+        """The tap that saw every byte of `digest` verified in this run, or None (the blob was on the
+        target already, mounted, resumed or spooled: the caller reads it itself)."""
+        with self._lock:
+            return self._tapped.get(digest)
 
     def stop(self) -> None:
         self._stopping.set()
@@ -127,15 +140,28 @@ class BlobCopier:
                     raise VerificationError(f"{what}: server announces {declared} bytes, the manifest says {blob.size}"
                                             + (f" (from byte {offset})" if offset else ""))
                 hasher = checkpoint.hasher if checkpoint else None
+                tap = None
                 if appending:
                     reader = _spooling_reader(spool, kept, response.raw.read, blob, what, hasher, count)
                 else:
+                    with self._lock:
+                        make_tap = self._taps.get(blob.digest) if start == 0 else None
+                    tap = make_tap() if make_tap else None
                     reader = VerifyingReader(response.raw.read, blob.digest, blob.size, what, on_bytes=count,
-                                             hasher=hasher, count=start)
-                if checkpoint:
-                    dst.upload_blob(dst_repo, blob, reader, checkpoint=checkpoint)
-                else:
-                    dst.upload_blob(dst_repo, blob, reader)
+                                             hasher=hasher, count=start, tap=tap.feed if tap else None)
+                try:
+                    if checkpoint:
+                        dst.upload_blob(dst_repo, blob, reader, checkpoint=checkpoint)
+                    else:
+                        dst.upload_blob(dst_repo, blob, reader)
+                except BaseException:
+                    if tap:
+                        tap.abort()
+                    raise
+                if tap and reader.verified:
+                    tap.close()
+                    with self._lock:
+                        self._tapped[blob.digest] = tap
             if spool:
                 spool.discard()  # on the target now: the kept copy has done its job
             with self._lock:

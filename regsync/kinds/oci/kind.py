@@ -69,9 +69,17 @@ class ImageKind:
         verified = {"method": "sha256", "manifests": len(tree),
                     "blobs": len({b.digest for m in tree for b in m.blobs()})}
         verified.update(evidence_before_push(item, endpoints, root))  # a saved plan may be old or edited: check now
-        moved = copy_tree(src, src_repo, dst, dst_repo, tree, tag, blobs,
-                          on_verified=lambda: audit.record("verified", artifact=item.artifact(), policy_rule=item.rule,
-                                                           verification=verified))
+        gate = rule_of(endpoints.policy, item.rule).gates.vulnerabilities
+        if gate is not None:
+            from regsync.kinds.oci.vulns import image_vulnerabilities, tap_layers
+
+            tap_layers(blobs, tree)   # the layers' package databases are read as the layers are copied
+
+        def before_manifests() -> None:  # every blob verified on the target, no manifest pushed yet
+            if gate is not None:
+                verified["vulnerabilities"] = image_vulnerabilities(item, gate, endpoints, src, src_repo, tree, blobs)
+            audit.record("verified", artifact=item.artifact(), policy_rule=item.rule, verification=verified)
+        moved = copy_tree(src, src_repo, dst, dst_repo, tree, tag, blobs, on_verified=before_manifests)
         # What this push moved, not what the plan expected: a re-applied plan finds its blobs there.
         return {"artifact": {**item.artifact(), "size": moved}, "verification": verified,
                 **after_push(item, endpoints, tree, blobs, verified)}

@@ -72,6 +72,9 @@ def plan_packages(rules: list[PackageRule], endpoints: Endpoints, jobs: int = 8,
         list(pool.map(lambda pair: _check_provenance(pair[0], pair[1], endpoints),
                       [pair for pair in to_check if owned(pair[0])]))
         list(pool.map(_measure, [entry for entry in unsized if owned(entry[0])]))
+    for item, rule in to_check:
+        if owned(item) and item.changes and rule.gates is not None and rule.gates.vulnerabilities is not None:
+            check_vulnerabilities(item, rule, endpoints)
     return [item for item in items.values() if owned(item)], errors
 
 
@@ -88,6 +91,19 @@ def _resolution_error(rule: PackageRule, rule_name: str, exc: Exception, refused
     if isinstance(exc, ResolutionError) and refused:  # the resolver's message names the refused files
         return PlanError(source, f"refused by verification: {exc}", rule_name, refused=True)
     return PlanError(source, str(exc), rule_name)
+
+
+def check_vulnerabilities(item: PlanItem, rule: PackageRule, endpoints: Endpoints) -> None:
+    """The rule's vulnerability gate on the file (docs/vulnerabilities.md): a refusal names the ids,
+    the package and the fixed version; every match goes into the item's evidence either way."""
+    from regsync.vulns.files import gate_python_file
+    from regsync.vulns.gate import VulnerabilityRefusal
+
+    try:
+        evidence = gate_python_file(endpoints, rule.gates.vulnerabilities, item.source.split("/", 1)[1])
+    except VulnerabilityRefusal as exc:
+        item.action, item.reason, evidence = "refuse", exc.reason, exc.evidence
+    item.verification = {**(item.verification or {}), "vulnerabilities": evidence}
 
 
 def _check_provenance(item: PlanItem, rule: PackageRule, endpoints: Endpoints) -> None:

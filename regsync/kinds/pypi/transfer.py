@@ -81,6 +81,7 @@ def apply_package(item: PlanItem, endpoints, audit, on_bytes=None, artifact=None
     # Provenance binds name + sha256, so it is checked before the download: a refusal moves no bytes,
     # and the download then proves the bytes are the ones attested.
     provenance = check_provenance(rule, endpoints, filename, item.digest)
+    vulnerabilities = _vulnerability_gate(item, rule, endpoints)
     staging = _staging_dir(target)
     with tempfile.TemporaryDirectory(dir=staging, prefix=".regsync-") as work:
         path = Path(work) / filename
@@ -90,6 +91,8 @@ def apply_package(item: PlanItem, endpoints, audit, on_bytes=None, artifact=None
                         **_where_from(index, package)}
         if provenance is not None:
             verification["provenance"] = provenance
+        if vulnerabilities is not None:
+            verification["vulnerabilities"] = vulnerabilities
         audit.record("verified", artifact=artifact, policy_rule=item.rule, verification=verification)
         if target.put(path, filename, item.digest):
             # it landed there since the plan was read (another run, another operator): the same bytes
@@ -103,6 +106,18 @@ def used_metadata(index, package):
     if not package.has_metadata or not package.filename.endswith(".whl"):
         return None
     return index.metadata(package)
+
+
+def _vulnerability_gate(item: PlanItem, rule, endpoints) -> dict | None:
+    """Again before the push, with the database as it is now (a saved plan may be old)."""
+    if rule.gates is None or rule.gates.vulnerabilities is None:
+        return None
+    from regsync.kinds.pypi.plan import check_vulnerabilities
+
+    check_vulnerabilities(item, rule, endpoints)
+    if item.action == "refuse":
+        raise VerificationError(item.reason)
+    return item.verification["vulnerabilities"]
 
 
 def _where_from(index, package) -> dict:

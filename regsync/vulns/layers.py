@@ -1,0 +1,242 @@
+"""What an image holds, read from its layers as they stream: the OS (etc/os-release), OS packages
+(var/lib/dpkg/status and status.d/, lib/apk/db/installed), Python distributions (*.dist-info/METADATA)
+and conda environments (conda-meta/*.json). Layers apply in order, with OCI whiteouts: a later
+layer's file replaces or deletes an earlier one's. Only those files are kept, each bounded.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+import queue
+import re
+import tarfile
+import threading
+from email.parser import BytesHeaderParser
+
+MAX_FILE = 32 << 20        # a dpkg status of a full desktop system is ~5 MiB
+MAX_METADATA = 1 << 20     # headers only; a long description is cut, not read
+_WANTED = re.compile(r"(etc|usr/lib)/os-release|var/lib/dpkg/status|var/lib/dpkg/status\.d/[^/]+|lib/apk/db/installed"
+                     r"|.*/[^/]+\.dist-info/METADATA|(.*/)?conda-meta/[^/]+\.json")
+
+
+class LayerFiles:
+    """What one layer says about the files the database needs: (op, path, data) in tar order,
+    op being "file", "whiteout" (path deleted) or "opaque" (nothing below path from earlier layers)."""
+
+    def __init__(self):
+        self.ops: list[tuple[str, str, bytes | None]] = []
+
+
+def read_layer(stream, compression: str = "") -> LayerFiles:
+    """`stream` has read(n) (a verifying reader); read to its end, so its digest is checked."""
+    found = LayerFiles()
+    # 1 MiB steps: tarfile's stream mode reads (and skips member data) in bufsize steps (measured: ~10% less CPU)
+    with tarfile.open(fileobj=_decompressed(stream, compression), mode="r|*", bufsize=1 << 20) as tar:
+        for member in tar:
+            path = posixpath.normpath(member.name.lstrip("/")).lstrip("/")
+            folder, base = posixpath.split(path)
+            if base == ".wh..wh..opq":
+                found.ops.append(("opaque", folder, None))
+            elif base.startswith(".wh."):
+                found.ops.append(("whiteout", posixpath.join(folder, base[4:]), None))
+            elif member.isfile() and _WANTED.fullmatch(path):
+                handle = tar.extractfile(member)
+                limit = MAX_METADATA if path.endswith("METADATA") else MAX_FILE
+                found.ops.append(("file", path, handle.read(limit) if handle else b""))
+    while stream.read(1 << 20):   # the tar's end padding too: the digest is checked at the last byte
+        pass
+    return found
+
+
+class LayerCapture:
+    """A layer read from the chunks another thread copies (BlobCopier's tap), never held whole: a
+    parser thread pulls them through a small queue, which slows the copy when it falls behind.
+    `files` is set only when the copy saw every byte and verified the digest (`close`)."""
+
+    def __init__(self, compression: str = ""):
+        self.files: LayerFiles | None = None
+        self._queue: queue.Queue = queue.Queue(maxsize=8)
+        self._result: LayerFiles | None = None
+        self._thread = threading.Thread(target=self._parse, args=(compression,), daemon=True)
+        self._thread.start()
+
+    def feed(self, chunk: bytes) -> None:
+        self._queue.put(chunk)
+
+    def close(self) -> None:
+        """The copy is done and its digest checked: what was parsed is the layer's."""
+        self._queue.put(None)
+        self._thread.join(60)
+        self.files = self._result
+
+    def abort(self) -> None:
+        self._queue.put(None)
+
+    def _parse(self, compression: str) -> None:
+        source = _QueueFile(self._queue)
+        try:
+            self._result = read_layer(source, compression)
+        except Exception:  # noqa: BLE001 — not a tar the parser reads: the gate reads the layer itself
+            self._result = None
+        while not source.ended:   # never leave the copy blocked on a full queue
+            source.read(1 << 20)
+
+
+class _QueueFile:
+    """read(n) over chunks from a queue (None ends it), without copying what is left of a chunk."""
+
+    def __init__(self, chunks: queue.Queue):
+        self._chunks, self._chunk, self._at, self.ended = chunks, b"", 0, False
+
+    def read(self, n: int = -1) -> bytes:
+        parts = []
+        while n != 0:
+            if self._at >= len(self._chunk):
+                chunk = None if self.ended else self._chunks.get()
+                if chunk is None:
+                    self.ended = True
+                    break
+                self._chunk, self._at = chunk, 0
+            take = len(self._chunk) - self._at if n < 0 else min(n, len(self._chunk) - self._at)
+            parts.append(self._chunk[self._at:self._at + take])
+            self._at += take
+            n = n - take if n > 0 else n
+        return b"".join(parts)
+
+
+class ImageContents:
+    def __init__(self):
+        self.files: dict[str, bytes] = {}
+
+    def add_layer(self, stream, compression: str = "") -> None:
+        self.apply(read_layer(stream, compression))
+
+    def apply(self, layer: LayerFiles) -> None:
+        """Layers in order: a later layer's file replaces an earlier one's; whiteouts delete."""
+        for op, path, data in layer.ops:
+            if op == "file":
+                self.files[path] = data
+            else:
+                prefix = path + "/"
+                self.files = {p: d for p, d in self.files.items()
+                              if not p.startswith(prefix) and (op == "opaque" or p != path)}
+
+    def add_tree(self, root) -> None:
+        """An unpacked layer or root file system on disk (`regsync scan DIR`)."""
+        for path in sorted(root.rglob("*")):
+            relative = path.relative_to(root).as_posix()
+            if path.is_file() and not path.is_symlink() and _WANTED.fullmatch(relative):
+                with path.open("rb") as handle:
+                    self.files[relative] = handle.read(MAX_METADATA if relative.endswith("METADATA") else MAX_FILE)
+
+    def os_release(self) -> dict[str, str]:
+        text = (self.files.get("etc/os-release") or self.files.get("usr/lib/os-release") or b"").decode("utf-8", "replace")
+        found = {}
+        for line in text.splitlines():
+            key, eq, value = line.partition("=")
+            if eq:
+                found[key.strip()] = value.strip().strip('"').strip("'")
+        return found
+
+    def packages(self) -> tuple[list[tuple[str, str, str]], list[str]]:
+        """((ecosystem, name, version) …, what could not be named for the database)."""
+        found: list[tuple[str, str, str]] = []
+        not_covered: list[str] = []
+        ecosystem = _os_ecosystem(self.os_release())
+        dpkg = [d for p, d in sorted(self.files.items()) if p == "var/lib/dpkg/status" or p.startswith("var/lib/dpkg/status.d/")]
+        for name, version in _dpkg(dpkg):
+            if ecosystem is None or ecosystem.split(":")[0] not in ("Debian", "Ubuntu"):
+                not_covered.append(f"dpkg {name} {version} (the OS release is not one OSV names)")
+            else:
+                found.append((ecosystem, name, version))
+        for name, version in _apk(self.files.get("lib/apk/db/installed", b"")):
+            found.append((ecosystem or "Alpine", name, version))
+        python = set()
+        for path, data in self.files.items():
+            if path.endswith(".dist-info/METADATA"):
+                headers = BytesHeaderParser().parsebytes(data)
+                if headers.get("Name") and headers.get("Version"):
+                    python.add((headers["Name"], headers["Version"]))
+            elif "conda-meta/" in path:
+                named = _conda_record(data)
+                if named is not None:
+                    not_covered.append(f"conda {named[0]} {named[1]} (conda packages are not in OSV's data)")
+        found.extend(("PyPI", name, version) for name, version in sorted(python))
+        if not found and not not_covered:
+            not_covered.append("no package database found in the image (no dpkg, apk, Python or conda records)")
+        return found, not_covered
+
+
+def _decompressed(stream, compression: str):
+    if compression == "zstd":
+        try:
+            from compression import zstd
+        except ImportError:
+            from backports import zstd
+        return zstd.ZstdFile(stream)
+    return stream   # gzip and plain tar: tarfile's "r|*" tells them apart
+
+
+def compression_of(media_type: str) -> str:
+    return "zstd" if media_type.endswith("zstd") else "gzip" if "gzip" in media_type else ""
+
+
+def _os_ecosystem(release: dict[str, str]) -> str | None:
+    """The OSV ecosystem of the image's OS: Debian:12, Ubuntu:22.04:LTS, Alpine:v3.18."""
+    distro, version = release.get("ID", ""), release.get("VERSION_ID", "")
+    if not version:
+        return None
+    if distro == "debian":
+        return f"Debian:{version}"
+    if distro == "ubuntu":
+        return f"Ubuntu:{version}" + (":LTS" if "LTS" in release.get("VERSION", "") else "")
+    if distro == "alpine":
+        return "Alpine:v" + ".".join(version.split(".")[:2])
+    return None
+
+
+def _dpkg(files: list[bytes]):
+    """(source package, source version) of each installed package: OSV's Debian and Ubuntu records
+    name source packages (Source: "name (version)" when it differs from the binary's)."""
+    from debian.deb822 import Deb822
+
+    for data in files:
+        for paragraph in Deb822.iter_paragraphs(data.decode("utf-8", "replace").splitlines()):
+            if "installed" not in paragraph.get("Status", "install ok installed").split():
+                continue
+            name, version = paragraph.get("Package"), paragraph.get("Version")
+            if not name or not version:
+                continue
+            source = paragraph.get("Source", "").strip()
+            if source:
+                source_name, _, rest = source.partition(" ")
+                version = rest.strip("() ") or version
+                name = source_name
+            yield name, version
+
+
+def _apk(data: bytes):
+    name = version = None
+    for line in data.decode("utf-8", "replace").splitlines() + [""]:
+        if line.startswith("P:"):
+            name = line[2:]
+        elif line.startswith("V:"):
+            version = line[2:]
+        elif not line.strip():
+            if name and version:
+                yield name, version
+            name = version = None
+
+
+def _conda_record(data: bytes) -> tuple[str, str] | None:
+    """A conda package that is not also a Python distribution (those are read from their dist-info)."""
+    try:
+        record = json.loads(data)
+    except ValueError:
+        return None
+    if not isinstance(record, dict) or not record.get("name"):
+        return None
+    if any(".dist-info/" in str(f) for f in record.get("files") or []):
+        return None
+    return str(record["name"]), str(record.get("version", ""))
