@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import sys
+import traceback
 from contextlib import contextmanager
 
 from loguru import logger
@@ -36,15 +38,42 @@ def setup_logging(verbosity: int, log_format: str, run_id: str) -> None:
     _mode.update(json=log_format == "json", quiet=verbosity < 0)
     # diagnose would print every variable of every frame in a traceback (a password three times in
     # one, issue 11); backtrace only adds frames above the handler. A plain traceback names the bug.
-    safe = {"level": level, "diagnose": False, "backtrace": False, "filter": _not_quiet_notice}
+    # A closing line that needs a human passes under -qq too: the handler lets NOTICE through and
+    # the filter drops the ones nobody needs to read.
+    threshold = min(logger.level(level).no, logger.level(NOTICE).no)
+    safe = {"level": threshold, "diagnose": False, "backtrace": False, "filter": _filter(logger.level(level).no)}
     if log_format == "json":
-        logger.add(sys.stderr, serialize=True, **safe)
+        logger.add(_json_sink(sys.stderr), **safe)
     else:
         logger.add(sys.stderr, format=_text_format, colorize=None, **safe)
 
 
-def _not_quiet_notice(record) -> bool:
-    return not (_mode["quiet"] and record["level"].name == NOTICE)
+def _filter(level_no: int):
+    def accept(record) -> bool:
+        if record["level"].name == NOTICE:
+            return not _mode["quiet"] or record["extra"].get("needs_a_human", False)
+        return record["level"].no >= level_no
+    return accept
+
+
+# The fields a log pipeline filters on (docs/audit.md, "Logs as JSON"): flat, at the top of each line.
+JSON_FIELDS = ("event", "kind", "source", "target", "digest", "action", "reason", "exit_code", "bytes")
+
+
+def _json_sink(stream):
+    """One flat JSON object per line (Loki's `| json`, Elasticsearch's dotless fields): `ts`,
+    `level`, `message`, `run_id` and the event's own fields, instead of loguru's nested record."""
+    def write(message) -> None:
+        record = message.record
+        line = {"ts": record["time"].isoformat(timespec="milliseconds"), "level": record["level"].name,
+                "message": record["message"], "event": "log"}
+        line.update((key, value) for key, value in record["extra"].items() if key != "needs_a_human")
+        if record["exception"] is not None:  # only at -vv (an internal error's debug line)
+            kind, value, tb = record["exception"]
+            line["exception"] = "".join(traceback.format_exception(kind, value, tb))
+        stream.write(json.dumps(line, default=str) + "\n")
+        stream.flush()
+    return write
 
 
 def _text_format(record) -> str:
@@ -55,14 +84,14 @@ def _text_format(record) -> str:
 def say(message: str, *, needs_a_human: bool = False, **fields) -> None:
     """A line for the person running regsync: the run's summary, a closing note. Plain text on stderr,
     one JSON object under --log-format json (`fields` ride along), nothing under -q unless it needs
-    a human (a failure, a refusal)."""
-    logger.opt(depth=1).bind(**fields).log("ERROR" if needs_a_human and _mode["quiet"] else NOTICE, message)
+    a human (a failure, a refusal); never labelled as an error: it is the run's summary."""
+    logger.opt(depth=1).bind(needs_a_human=needs_a_human, **fields).log(NOTICE, message)
 
 
-def fail(message: str) -> None:
+def fail(message: str, **fields) -> None:
     """An error line that ends the command (usage, policy, runtime): plain `error: …`, or JSON."""
     if _mode["json"]:
-        logger.opt(depth=1).error(message)
+        logger.opt(depth=1).bind(event="error", **fields).error(message)
     else:
         logger.remove()  # nothing after the one line
         print(message, file=sys.stderr, flush=True)

@@ -210,6 +210,11 @@ def report_early_exit(options: RunOptions, policy_path, exc: RegsyncError) -> No
         write_metrics(options.metrics_file, counts={}, bytes_moved=0, duration=0.0, exit_code=exc.exit_code)
 
 
+def _kinds_in(policy) -> tuple[str, ...]:
+    """The kinds the policy has rules for: each gets its refused/failed series, at 0 when clean."""
+    return tuple(name for name, kind in KINDS.items() if kind.targets(policy))
+
+
 def _report_run(options: RunOptions, loaded, audit_path: Path, audit: AuditLog, finished: dict) -> None:
     if options.summary_json:
         write_summary(options.summary_json, {
@@ -221,7 +226,7 @@ def _report_run(options: RunOptions, loaded, audit_path: Path, audit: AuditLog, 
     if options.metrics_file:
         write_metrics(options.metrics_file, counts=finished["counts"], bytes_moved=finished["bytes"],
                       duration=finished["duration_seconds"], exit_code=finished["exit_code"],
-                      audit_head=audit.head)
+                      audit_head=audit.head, by_kind=dict(audit.by_kind), kinds=_kinds_in(loaded.policy))
 
 
 def _on_sigterm_interrupt() -> Callable[[], None]:

@@ -68,6 +68,7 @@ class AuditLog:
         self.path, self.run_id, self._sign_key = path, run_id, sign_key
         self.counts: Counter[str] = Counter()
         self.problems: list[dict] = []  # refused and failed artifacts, for the run summary
+        self.by_kind: Counter[tuple[str, str]] = Counter()  # (artifact kind, event), for per-kind metrics
         self._lock = threading.Lock()
         self._handle = None
         self._started = time.monotonic()
@@ -95,6 +96,8 @@ class AuditLog:
         with self._lock:
             if event in EVENTS:
                 self.counts[event] += 1
+                if artifact and artifact.get("kind"):
+                    self.by_kind[(artifact["kind"], event)] += 1
             if event in ("refused", "failed"):
                 self.problems.append({"event": event, "artifact": (artifact or {}).get("target")
                                       or (artifact or {}).get("source"), "reason": reason})

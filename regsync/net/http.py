@@ -129,8 +129,9 @@ class LoggedRetry(Retry):
         why = cause(error) if error is not None else f"HTTP {response.status}" if response is not None else "failed"
         attempt = len(retry.history)
         wait = (response is not None and retry.get_retry_after(response)) or retry.get_backoff_time()
-        logger.log("INFO" if attempt == 1 else "WARNING", "{} {}{}: {}; retry {} of {} in about {:.1f} s",
-                   method, where, urlsplit(url or "").path, why, attempt, attempt + (retry.total or 0), wait)
+        logger.bind(event="retry", reason=why).log(
+            "INFO" if attempt == 1 else "WARNING", "{} {}{}: {}; retry {} of {} in about {:.1f} s",
+            method, where, urlsplit(url or "").path, why, attempt, attempt + (retry.total or 0), wait)
         return retry
 
 
