@@ -22,7 +22,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from regsync import __version__
-from regsync.errors import RegsyncError
+from regsync.errors import RegsyncError, UsageError
 
 GENESIS = "0" * 64
 EVENTS = ("resolved", "verified", "pushed", "skipped", "refused", "failed")
@@ -61,6 +61,16 @@ def read_tail(handle) -> tuple[int, str, dict | None]:
         raise RegsyncError("the audit trail's last line is not an audit record; "
                            "refusing to extend it (check it with `regsync audit verify`)") from None
     return seq, hashlib.sha256(last).hexdigest(), record
+
+
+def check_audit_path(path: Path, setting: str) -> None:
+    """A trail must be a file: a directory (`--audit-file /tmp`) or, for `--audit-file`, a path in a
+    directory that does not exist (a typo more often than a wish) is a usage error, before anything
+    runs. The policy's `audit.path` keeps its directory created, as a fresh host needs."""
+    if path.is_dir():
+        raise UsageError(f"{setting} {path} is a directory: name a file in it, e.g. {path / 'regsync-audit.jsonl'}")
+    if setting == "--audit-file" and not path.parent.is_dir():
+        raise UsageError(f"--audit-file {path}: the directory {path.parent} does not exist (create it, or fix the path)")
 
 
 class AuditLog:

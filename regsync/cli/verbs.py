@@ -172,8 +172,10 @@ def _summarize(result, verb: str) -> int:
     if outcome.interrupted:
         say("interrupted: completed work stays completed; the next run finishes the rest", needs_a_human=True)
     reused = f" (+{human_size(outcome.reused)} re-sent from partial downloads a killed run kept)" if outcome.reused else ""
+    waited = f"; waited {result.lock_waited:.1f} s for the lock ({result.lock_holder})" if result.lock_holder else ""
     say(f"{outcome.pushed} {verb}, {outcome.skipped} unchanged, {outcome.refused} refused, {outcome.failed} failed; "
-        f"{human_size(outcome.bytes)} moved{reused}; audit: {result.audit_path}", needs_a_human=exit_code != EXIT_OK,
+        f"{human_size(outcome.bytes)} moved{reused}; audit: {result.audit_path}{waited}",
+        needs_a_human=exit_code != EXIT_OK, lock_waited_seconds=round(result.lock_waited, 1),
         event="summary", exit_code=exit_code, pushed=outcome.pushed, unchanged=outcome.skipped,
         refused=outcome.refused, failed=outcome.failed, bytes=outcome.bytes, reused_bytes=outcome.reused,
         audit=str(result.audit_path))
