@@ -37,6 +37,12 @@ def plan_cmd(policy_path, as_json, output, detailed_exitcode, jobs, rps):
     plan = runs.plan(policy_path, jobs, rps=rps)
     if output:
         plan.save(output)
+        from regsync.console import say
+
+        changes = sum(1 for item in plan.items if item.changes)
+        say(f"plan written to {output}: {len(plan.items)} item(s), {changes} to apply, {len(plan.errors)} error(s); "
+            f"apply exactly this with: regsync sync -p {policy_path} --plan {output}", event="plan-written",
+            path=str(output))
     if as_json:
         click.echo(plan.to_json(), nl=False)
     else:
@@ -125,9 +131,28 @@ def export_cmd(ctx, policy_path, output, since_bundle, volume_size, sign_key, si
     """
     from regsync import runs
 
+    import time
+
     options = runs.RunOptions(audit_file, wait_lock, jobs=jobs, run_id=ctx.obj["run_id"])
-    return _summarize(runs.export(policy_path, output, options, since_bundle, volume_size, sign_key,
-                                  sign_key_password_env), "exported")
+    started = time.time()
+    exit_code = _summarize(runs.export(policy_path, output, options, since_bundle, volume_size, sign_key,
+                                       sign_key_password_env), "exported")
+    _say_bundle_written(output, started, sign_key)
+    return exit_code
+
+
+def _say_bundle_written(output: Path, started: float, sign_key: Path | None) -> None:
+    """What export wrote where: the operator carries this directory (and its volumes) across."""
+    from regsync.console import human_size, say
+
+    manifest = output / "bundle.json"
+    if not manifest.is_file() or manifest.stat().st_mtime < started - 1:
+        return  # interrupted, or nothing exported and an earlier bundle left as it was
+    files = [path for path in output.rglob("*") if path.is_file()]
+    signed = (f"signed with {sign_key} (bundle.json.sig, SHA256SUMS.sig)"
+              if sign_key and (output / "SHA256SUMS.sig").is_file() else "not signed (--sign-key signs it)")
+    say(f"bundle written to {output}: {len(files)} file(s), {human_size(sum(f.stat().st_size for f in files))}; "
+        f"{signed}; check it with: cd {output} && sha256sum -c SHA256SUMS", event="bundle-written", path=str(output))
 
 
 @click.command("import")

@@ -1,0 +1,74 @@
+"""What an operator types and reads around the verbs (issue 24): global options where people put
+them, help that names every kind, and a line saying what `plan -o` and `export -o` wrote where."""
+
+import json
+
+from tests.fixtures.oci_layout import seed, write_image
+from tests.fixtures.policies import run_cli, write_policy
+
+
+def _policy(tmp_path, registry, registry2, unique_repo, oci_dir, tags=("1.0",)):
+    for n, tag in enumerate(tags):
+        write_image(oci_dir, tag, layer_size=3_000, seed=40 + n)
+        seed(registry, unique_repo, tag, oci_dir)
+    return write_policy(tmp_path, registry.url, registry2.url, unique_repo, tags=list(tags))
+
+
+def test_global_options_after_the_verb_are_accepted(tmp_path, registry, registry2, unique_repo, oci_dir):
+    policy = _policy(tmp_path, registry, registry2, unique_repo, oci_dir)
+    quiet = run_cli("sync", "-q", "-p", policy)
+    assert quiet.exit_code == 0 and quiet.output == "", quiet.output  # -q after the verb: a silent success
+    logged = run_cli("sync", "-p", policy, "--log-format", "json", "-v")
+    assert logged.exit_code == 0, logged.output
+    lines = [json.loads(line) for line in logged.stderr.splitlines()]
+    assert [line["event"] for line in lines if line["event"] == "summary"] == ["summary"]
+    nested = run_cli("audit", "list", tmp_path / "audit.jsonl", "--log-format=json", "--json", "-qq")
+    assert nested.exit_code == 0 and len(nested.stdout.splitlines()) == 7, nested.output  # two framed runs
+    # a verb option's value is never taken for a global option
+    value = run_cli("audit", "list", tmp_path / "audit.jsonl", "--artifact", "-q")
+    assert value.exit_code == 0, value.output  # hoisted, `--artifact` would have no value: exit 2
+    unknown = run_cli("sync", "-p", policy, "--no-such-flag")
+    assert unknown.exit_code == 2 and "No such option" in unknown.output
+
+
+def test_help_names_every_kind_of_artifact():
+    result = run_cli("--help")
+    assert result.exit_code == 0
+    text = " ".join(result.output.split())
+    assert "container images" in text and "Python packages" in text and "conda packages" in text, text
+    assert "may also follow the verb" in text
+
+
+def test_plan_output_says_what_was_written_where(tmp_path, registry, registry2, unique_repo, oci_dir):
+    policy = _policy(tmp_path, registry, registry2, unique_repo, oci_dir, tags=("1.0", "2.0"))
+    saved = tmp_path / "reviewed" / "plan.json"
+    saved.parent.mkdir()
+    result = run_cli("plan", "-p", policy, "-o", saved, "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["items"]  # stdout stays the JSON alone
+    assert (f"plan written to {saved}: 2 item(s), 2 to apply, 0 error(s); "
+            f"apply exactly this with: regsync sync -p {policy} --plan {saved}") in result.stderr, result.stderr
+    assert json.loads(saved.read_text())["items"]
+    quiet = run_cli("-q", "plan", "-p", policy, "-o", saved)
+    assert "plan written" not in quiet.stderr  # -q: only what needs a human
+
+
+def test_export_output_says_what_was_written_where_and_whether_it_is_signed(tmp_path, registry, registry2,
+                                                                            unique_repo, oci_dir):
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    policy = _policy(tmp_path, registry, registry2, unique_repo, oci_dir)
+    bundle = tmp_path / "bundle"
+    unsigned = run_cli("export", "-p", policy, "-o", bundle)
+    assert unsigned.exit_code == 0, unsigned.output
+    [line] = [line for line in unsigned.stderr.splitlines() if line.startswith("bundle written")]
+    files = [p for p in bundle.rglob("*") if p.is_file()]
+    assert line.startswith(f"bundle written to {bundle}: {len(files)} file(s), ") and "not signed" in line, line
+    assert f"cd {bundle} && sha256sum -c SHA256SUMS" in line
+    key = tmp_path / "bundle.key"
+    key.write_bytes(ec.generate_private_key(ec.SECP256R1()).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    signed = run_cli("export", "-p", policy, "-o", bundle, "--sign-key", key)
+    assert signed.exit_code == 0, signed.output
+    assert f"signed with {key} (bundle.json.sig, SHA256SUMS.sig)" in signed.stderr, signed.stderr
