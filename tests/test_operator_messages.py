@@ -136,3 +136,23 @@ audit: {{path: audit.jsonl}}
         assert "does not speak TLS" in error["reason"] and "tls.ca_file" not in error["reason"], error
     finally:
         index.stop()
+
+
+def test_a_target_that_refuses_connections_is_down_for_the_whole_run(tmp_path, registry, unique_repo, oci_dir):
+    tags = ["1.0", "2.0", "3.0", "4.0"]
+    for n, tag in enumerate(tags):
+        write_image(oci_dir, tag, layer_size=1_000, seed=60 + n)
+        seed(registry, unique_repo, tag, oci_dir)
+    dead = f"http://127.0.0.1:{free_port()}"
+    policy = write_policy(tmp_path, registry.url, dead, unique_repo, tags=tags, dst_options=FAST_RETRIES)
+    result = run_cli("--log-format", "json", "-v", "sync", "-p", policy, "--jobs", "1")
+    assert result.exit_code == 1, result.output
+    lines = [json.loads(line) for line in result.stderr.splitlines()]
+    retries = [line for line in lines if line["event"] == "retry"]
+    down = [line for line in lines if line["event"] == "down"]
+    failed = [line for line in lines if line["event"] == "failed"]
+    # the first item pays the retries; the target is then down: said once, never asked again
+    assert len(retries) == 2, [line["message"] for line in retries]
+    assert len(down) == 1 and down[0]["message"].startswith(f"{dead} refuses connections: treated as down"), down
+    assert len(failed) == len(tags) and all("connection refused" in line["reason"] for line in failed), failed
+    assert [r["event"] for r in audit_records(tmp_path / "audit.jsonl")] == ["failed"] * len(tags)

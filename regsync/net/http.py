@@ -8,6 +8,7 @@ adapter keeps two promises for every request: no body read whole is larger than 
 
 from __future__ import annotations
 
+import threading
 from urllib.parse import urljoin, urlsplit
 
 import requests
@@ -151,12 +152,26 @@ def retry_policy(attempts: int, backoff: float) -> Retry:
 class Transport(HTTPAdapter):
     def __init__(self, throttle: Throttle | None, max_body: int = MAX_BODY, **kwargs):
         self._throttle, self.max_body = throttle, max_body
+        # Origins that refused a connection through all their retries: down for the rest of the run
+        # (a session lives for one run). Asking again would cost every item the same retries (~16 s
+        # each with the defaults) for the same answer; a server that is only slow is not put here.
+        self._down: dict[str, requests.exceptions.ConnectionError] = {}
+        self._down_lock = threading.Lock()
         super().__init__(**kwargs)
 
     def send(self, request, stream=False, **kwargs):
+        where = origin(request.url)
+        refused = self._down.get(where)
+        if refused is not None:
+            raise requests.exceptions.ConnectionError(*refused.args, request=request)
         if self._throttle:
             self._throttle.consume()
-        response = super().send(request, stream=stream, **kwargs)
+        try:
+            response = super().send(request, stream=stream, **kwargs)
+        except requests.exceptions.ConnectionError as exc:
+            if cause(exc) == "connection refused":
+                self._mark_down(where, exc)
+            raise
         if response.is_redirect:
             target = urljoin(request.url, response.headers["Location"])
             self._preload(response, _REDIRECT_BODY, decode=False)  # requests would read it whole to drain it
@@ -166,6 +181,15 @@ class Transport(HTTPAdapter):
             # read it here, bounded, and hand requests the bytes.
             self._preload(response, self.max_body)
         return response
+
+    def _mark_down(self, where: str, exc: requests.exceptions.ConnectionError) -> None:
+        with self._down_lock:
+            first = where not in self._down
+            self._down[where] = exc
+        if first:  # said once per run, however many items were waiting on it
+            logger.bind(event="down", reason="connection refused").error(
+                "{} refuses connections: treated as down for the rest of this run; what needs it fails "
+                "without asking it again", where)
 
     @staticmethod
     def _preload(response: requests.Response, limit: int, decode: bool = True) -> None:
