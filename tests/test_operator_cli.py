@@ -72,3 +72,46 @@ def test_export_output_says_what_was_written_where_and_whether_it_is_signed(tmp_
     signed = run_cli("export", "-p", policy, "-o", bundle, "--sign-key", key)
     assert signed.exit_code == 0, signed.output
     assert f"signed with {key} (bundle.json.sig, SHA256SUMS.sig)" in signed.stderr, signed.stderr
+
+
+def _public_key(path):
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    path.write_bytes(ec.generate_private_key(ec.SECP256R1()).public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+
+
+def test_policy_check_shows_excludes_and_what_each_rule_requires_of_signatures(tmp_path, registry, registry2):
+    _public_key(tmp_path / "release.pub")
+    policy = write_policy(tmp_path, registry.url, registry2.url, "team/app",
+                          tags={"include": ["glob:1.*"], "exclude": ["glob:*-rc*"]},
+                          rule_extra='''    verify:
+      signature: required
+      trust: [release]
+      require_attestations: [{type: "https://slsa.dev/provenance/v1", trust: [release]}]
+  - {from: src/team/tool, to: dst/team/tool, tags: {include: ["2.0"]}}
+''')
+    policy.write_text(policy.read_text().replace("images:", "trust:\n  release: {cosign_key: release.pub}\nimages:"))
+    result = run_cli("policy", "check", "-p", policy)
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    at = lines.index("  image   src/team/app -> dst/team/app  [glob:1.*]; exclude [glob:*-rc*]")
+    assert lines[at + 1].split() == ["signature", "required,", "by", "one", "of:", "release;", "attestation",
+                                     "https://slsa.dev/provenance/v1", "required,", "trust", "release"], lines
+    at = lines.index("  image   src/team/tool -> dst/team/tool  [2.0]")
+    assert lines[at + 1].strip() == "signature off (not checked); no attestation required"
+
+
+def test_a_policy_with_several_errors_reports_all_of_them_in_one_pass(tmp_path, registry, registry2):
+    policy = write_policy(tmp_path, registry.url, registry2.url, "team/app", tags={"include": ["1.0"], "exlude": []},
+                          src_options=", tsl: {}", rule_extra="    verify: {signature: requird}\n")
+    result = run_cli("policy", "check", "-p", policy)
+    assert result.exit_code == 2
+    [line] = result.stderr.splitlines()  # still one line
+    assert line.startswith(f"error: {policy}: 3 errors: line 3: unknown key 'tsl'; line 8: unknown key 'exlude'; "
+                           "line 9: "), line
+    assert "signature" in line.split("line 9: ")[1]
+    one = write_policy(tmp_path, registry.url, registry2.url, "team/app", src_options=", tsl: {}", name="one.yaml")
+    single = run_cli("policy", "check", "-p", one)
+    assert single.stderr.strip() == f"error: {one}:3: unknown key 'tsl'"  # one error reads as before

@@ -145,11 +145,14 @@ def policy_check(policy_path):
     click.echo(f"  trust:      {', '.join(policy.trust) or '-'}")
     for rule in policy.images:
         tags = ", ".join(rule.tags.include)
-        extra = f"; platforms {', '.join(rule.platforms)}" if rule.platforms else ""
+        extra = f"; exclude [{', '.join(rule.tags.exclude)}]" if rule.tags.exclude else ""
+        extra += f"; platforms {', '.join(rule.platforms)}" if rule.platforms else ""
         click.echo(f"  image   {rule.source} -> {rule.target}  [{tags}]{extra}")
+        click.echo(f"          {_image_verification(rule.verify)}")
     for rule in policy.packages:
         click.echo(f"  package {rule.source} -> {rule.target}  [{', '.join(rule.requirements)}]"
                    f"{_provenance_summary(rule.verify)}")
+        click.echo(f"          hashes {rule.verify.hashes}{_attestations(rule.verify.require_attestations)}")
     if policy.conda:
         from regsync.kinds.conda.rules import describe
 
@@ -159,6 +162,24 @@ def policy_check(policy_path):
     if policy.bundle.signature != "off":
         click.echo(f"  bundles:    signature {policy.bundle.signature}, trust {', '.join(policy.bundle.trust)}")
     return EXIT_OK
+
+
+def _image_verification(verify) -> str:
+    """What a security reviewer reads first: is a signature required, from whom; which attestations."""
+    if verify.signature == "off":
+        signature = "signature off (not checked)"
+    else:
+        who = " and ".join(verify.trust) if verify.require_all else ", ".join(verify.trust)
+        signature = f"signature {verify.signature}, by {'all of' if verify.require_all else 'one of'}: {who}"
+    return signature + _attestations(verify.require_attestations)
+
+
+def _attestations(required) -> str:
+    if not required:
+        return "; no attestation required"
+    return "; " + "; ".join(f"attestation {wanted.type} {wanted.mode}, trust {', '.join(wanted.trust)}"
+                            + (f", match {', '.join(f'{k}={v}' for k, v in wanted.match.items())}" if wanted.match else "")
+                            for wanted in required)
 
 
 def _provenance_summary(verify) -> str:

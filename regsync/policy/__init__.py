@@ -51,7 +51,7 @@ def load_policy(path: str | Path, environ: dict[str, str] | None = None, offline
     try:
         policy = Policy.model_validate(doc.data, context={"base_dir": path.resolve().parent})
     except ValidationError as exc:
-        raise _first_error(exc, doc) from None
+        raise _all_errors(exc, doc) from None
     _check_references(policy, doc)
     for warning in unanchored_regexes(policy, doc):
         logger.warning(warning)
@@ -75,8 +75,22 @@ def _source_only(data: dict) -> set[tuple]:
     return {("registries", name) for name in registries} | {("indexes", name) for name in indexes}
 
 
-def _first_error(exc: ValidationError, doc: Document) -> PolicyError:
-    error = exc.errors(include_url=False)[0]
+def _all_errors(exc: ValidationError, doc: Document) -> PolicyError:
+    """Every error pydantic found, in file order: a policy with three typos is fixed in one round."""
+    found: list[PolicyError] = []
+    for error in exc.errors(include_url=False):
+        policy_error = _policy_error(error, doc)
+        if str(policy_error) not in {str(e) for e in found}:  # union branches repeat one complaint
+            found.append(policy_error)
+    if len(found) == 1:
+        return found[0]
+    found.sort(key=lambda e: e.line or 0)
+    # one line still (errors are, docs/security.md): each error with its line, in file order
+    listed = "; ".join(f"line {e.line}: {e.msg}" if e.line else e.msg for e in found)
+    return PolicyError(f"{len(found)} errors: {listed}", doc.file)
+
+
+def _policy_error(error: dict, doc: Document) -> PolicyError:
     loc = _document_path(error["loc"])
     if error["type"] == "extra_forbidden":
         return doc.error(loc, f"unknown key '{loc[-1]}'")
