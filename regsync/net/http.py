@@ -101,6 +101,18 @@ def connection_failure(error: BaseException, base: str, ca_setting: str = "tls.c
     return f"cannot connect to {where} ({why})"
 
 
+# What Go's net/http (docker-registry, Harbor, Nexus's Go front ends) answers, with a 400, to plain
+# HTTP on its TLS port (src/net/http/server.go, "Client sent an HTTP request to an HTTPS server.").
+TLS_SERVER_ANSWER = b"Client sent an HTTP request to an HTTPS server"
+
+
+def speaks_tls(url: str) -> str:
+    """The message for a plain-HTTP request that a TLS server answered."""
+    where = origin(url).replace("http://", "", 1) or url
+    return f"{where} speaks TLS, not plain HTTP (it answered 400 'Client sent an HTTP request to an HTTPS " \
+           f"server'): its URL starts with https://"
+
+
 # A server asking for a longer pause gets its answer back at once instead: a cron run must not
 # stall for the hours a rate limit (or a hostile "Retry-After: 99999999999") names.
 MAX_RETRY_AFTER = 60.0
