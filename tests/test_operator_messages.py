@@ -209,3 +209,28 @@ def test_http_at_a_tls_registry_says_it_speaks_tls_and_verify_names_allow_http(t
     _, public = _key_pair(tmp_path)
     plain = run_cli("verify", f"{registry2.host}/{unique_repo}:1.0", "--key", public)
     assert plain.exit_code == 1 and "--allow-http-registry" in plain.stderr, plain.output
+
+
+def test_an_index_url_without_simple_says_the_project_page_answered_404_there(tmp_path):
+    from tests.fixtures.pypi import SimpleIndex, build_wheel
+
+    index = SimpleIndex.serving([build_wheel(tmp_path / "wheels", "app", "1.0")])
+    try:
+        bare = index.url.removesuffix("simple/")
+        policy = tmp_path / "policy.yaml"
+        policy.write_text(f"""\
+version: 1
+indexes:
+  mirror: {{url: "{bare}", retries: {{attempts: 1, backoff_seconds: 0.1}}}}
+  internal: {{kind: directory, path: {tmp_path / 'tree'}}}
+packages:
+  - {{from: mirror, to: internal, requirements: ["app==1.0"], environments: [{{python: "3.12", platform: win_amd64}}]}}
+audit: {{path: audit.jsonl}}
+""")
+        result = run_cli("plan", "-p", policy, "--json")
+        assert result.exit_code == 1
+        said = [line for line in result.stderr.splitlines() if "answered 404" in line]
+        assert said == [f"WARNING mirror: the project page of app answered 404 at {bare}app/ (is {bare} the "
+                        "index's simple API? it usually ends in /simple/)"], result.stderr
+    finally:
+        index.stop()
