@@ -105,23 +105,62 @@ def human_size(n: int) -> str:
     return str(n)
 
 
-def render_plan(plan: Plan) -> None:
-    table = Table(title=f"regsync plan (policy sha256 {plan.policy_sha256[:12]})", title_justify="left")
-    for column in ("source", "target", "digest", "action", "size", "reason"):
-        table.add_column(column, overflow="fold", justify="right" if column == "size" else "left")
+def render_plan(plan: Plan, compact: bool = False, full_reasons: bool = False) -> None:
+    """The plan as a table, or `compact`: the changes only (copy, update, refuse, errors), one line each."""
+    from regsync.audit.report import signer_of  # the report's words for who signed what
+
+    if compact:
+        return _render_compact(plan, full_reasons, signer_of)
     styles = {"copy": "green", "update": "yellow", "skip": "dim", "refuse": "red"}
+    table = Table(title=f"regsync plan (policy sha256 {plan.policy_sha256[:12]})", title_justify="left")
+    for column in ("source", "target", "digest", "action", "size", "signer", "reason"):
+        table.add_column(column, overflow="fold", justify="right" if column == "size" else "left")
     for item in plan.items:
         short = item.digest.split(":", 1)[-1][:12] if item.digest else "-"
         # names and reasons come from servers (a refused tag is shown as listed): never read as markup
         table.add_row(escape(item.source), escape(item.target), short, f"[{styles[item.action]}]{item.action}[/]",
-                      human_size(item.bytes) if item.changes else "", escape(item.reason))
+                      human_size(item.bytes) if item.changes else "", escape(signer_of(item.verification)),
+                      escape(item.reason))
     for error in plan.errors:
-        table.add_row(escape(error.source), "", "-", "[red]error[/]", "", escape(error.reason))
+        table.add_row(escape(error.source), "", "-", "[red]error[/]", "", "", escape(error.reason))
     stdout.print(table)
+    _plan_totals(plan)
+
+
+def _render_compact(plan: Plan, full_reasons: bool, signer_of) -> None:
+    """One line per change, columns aligned, the target never cut: what does not fit the terminal is
+    cut from the end of the line (the reason), whole with `full_reasons` (-v) and in --json."""
+    styles = {"copy": "green", "update": "yellow", "refuse": "red", "error": "red"}
+    rows = [(item.action, item.target, item.digest.split(":", 1)[-1][:12] if item.digest else "-",
+             human_size(item.bytes) if item.changes else "",
+             "; ".join(part for part in (signer_of(item.verification) and f"signed by {signer_of(item.verification)}",
+                                         item.reason) if part))
+            for item in plan.items if item.changes or item.action == "refuse"]
+    rows += [("error", error.source, "-", "", error.reason) for error in plan.errors]
+    stdout.print(Text(f"regsync plan (policy sha256 {plan.policy_sha256[:12]}): the changes", style="bold"))
+    widths = [max((len(row[n]) for row in rows), default=0) for n in range(4)]
+    for row in rows:
+        head = "  ".join(cell.ljust(width) for cell, width in zip(row[:4], widths))
+        tail = row[4] if full_reasons else _first_line(row[4], limit=10_000)
+        line = f"{head}  {tail}".rstrip()
+        if not full_reasons and len(line) > stdout.width:
+            line = line[:max(len(head), stdout.width - 1)].rstrip() + "…"
+        stdout.print(Text(line, style=styles.get(row[0], "")), soft_wrap=True)
+    _plan_totals(plan, hidden=True)
+
+
+def _plan_totals(plan: Plan, hidden: bool = False) -> None:
     counts = {a: sum(1 for i in plan.items if i.action == a) for a in ("copy", "update", "skip", "refuse")}
     total = sum(i.bytes for i in plan.items if i.changes)
+    note = f" (not shown: {counts['skip']} unchanged; full reasons: --json or -v)" if hidden else ""
     stdout.print(f"{counts['copy']} to copy, {counts['update']} to update, {counts['skip']} unchanged, "
-                 f"{counts['refuse']} refused, {len(plan.errors)} error(s); {human_size(total)} to move")
+                 f"{counts['refuse']} refused, {len(plan.errors)} error(s); {human_size(total)} to move{note}")
+
+
+def _first_line(reason: str, limit: int = 80) -> str:
+    """A reason cut to one line: its first sentence or clause, at most `limit` characters."""
+    line = reason.splitlines()[0] if reason else ""
+    return line if len(line) <= limit else line[:limit - 1].rstrip() + "…"
 
 
 class _Speed(ProgressColumn):

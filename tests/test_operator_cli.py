@@ -115,3 +115,45 @@ def test_a_policy_with_several_errors_reports_all_of_them_in_one_pass(tmp_path, 
     one = write_policy(tmp_path, registry.url, registry2.url, "team/app", src_options=", tsl: {}", name="one.yaml")
     single = run_cli("policy", "check", "-p", one)
     assert single.stderr.strip() == f"error: {one}:3: unknown key 'tsl'"  # one error reads as before
+
+
+def test_plan_compact_shows_changes_one_line_each_with_the_signer(tmp_path, registry, registry2, unique_repo, oci_dir,
+                                                                  monkeypatch):
+    import zlib
+
+    from rich.console import Console
+
+    from regsync import console
+    from tests.fixtures.cosign import make_key, sign, write_public_key
+
+    key = make_key("ecdsa")
+    fingerprint = write_public_key(key, tmp_path / "cosign.pub")
+    images = {tag: write_image(oci_dir, tag, seed=zlib.crc32(f"{unique_repo}{tag}".encode()))
+              for tag in ("signed", "unsigned", "signed-2")}
+    for tag in images:
+        seed(registry, unique_repo, tag, oci_dir)
+    for tag in ("signed", "signed-2"):
+        sign(registry, unique_repo, images[tag].index_digest, key)
+    short = f"c/{zlib.crc32(unique_repo.encode()):08x}"  # a target as short as real ones, so the signer fits
+    policy = write_policy(tmp_path, registry.url, registry2.url, unique_repo, short, tags=["signed", "unsigned"],
+                          rule_extra="    verify: {signature: required, trust: [release]}\n")
+    policy.write_text(policy.read_text().replace("images:", "trust:\n  release: {cosign_key: cosign.pub}\nimages:"))
+    assert run_cli("sync", "-p", policy).exit_code == 3
+    policy.write_text(policy.read_text().replace('["signed", "unsigned"]', '["signed", "unsigned", "signed-2"]'))
+    monkeypatch.setattr(console, "stdout", Console(soft_wrap=True, width=100))  # a 100-column terminal
+    result = run_cli("plan", "-p", policy, "--compact")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    rows = [line for line in lines if line.startswith(("copy ", "refuse ", "update ", "error "))]
+    assert len(rows) == 2 and all(len(line) <= 100 for line in rows), result.stdout  # one line per change
+    [copy] = [row for row in rows if "copy" in row]
+    assert f"dst/{short}:signed-2" in copy and f"signed by release ({fingerprint[:19]}…)" in copy, copy
+    [refuse] = [row for row in rows if "refuse" in row]
+    assert f"dst/{short}:unsigned" in refuse and "  unsigned" in refuse, refuse
+    verbose = run_cli("-v", "plan", "-p", policy, "--compact")  # -v: the whole reason
+    [whole] = [line for line in verbose.stdout.splitlines() if line.startswith("refuse ")]
+    assert len(whole) > len(refuse) or not refuse.endswith("…"), (whole, refuse)
+    assert not any(":signed " in line and "skip" in line for line in lines)  # the unchanged row is left out
+    assert "(not shown: 1 unchanged; full reasons: --json or -v)" in " ".join(result.stdout.split())
+    full = run_cli("plan", "-p", policy)  # the full table has the signer too, and the skip row
+    assert "skip" in full.stdout and "┃ signer" in full.stdout and "│ release" in full.stdout, full.stdout

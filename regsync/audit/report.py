@@ -82,6 +82,11 @@ def _fold(artifacts: dict, record: dict) -> None:
     row.update(_evidence(row["verification"]))
 
 
+def signer_of(verification: dict | None) -> str:
+    """Who signed it, as the report's "Signed by" column says it (the plan table shows it too)."""
+    return _evidence(verification)["signer"]
+
+
 def _evidence(verification: dict | None) -> dict:
     """How the artifact was verified and by whom, in words a reviewer scans."""
     if not verification:

@@ -19,15 +19,18 @@ from regsync.errors import EXIT_CHANGES, EXIT_OK, EXIT_RUNTIME, UsageError
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON instead of a table.")
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="Save the plan JSON here (for sync --plan).")
 @click.option("--detailed-exitcode", is_flag=True, help="Exit 4 when there are changes to apply, 0 when none.")
+@click.option("--compact", is_flag=True, help="Only the changes (copy, update, refuse, errors), one line each: "
+              "reasons cut to their first line (all of it with -v or --json).")
 @jobs_option
 @rate_option
 @run_guarded
-def plan_cmd(policy_path, as_json, output, detailed_exitcode, jobs, rps):
+def plan_cmd(policy_path, as_json, output, detailed_exitcode, compact, jobs, rps):
     """Resolve the policy and diff it against the targets, without writing anything anywhere.
 
     \b
     Examples:
       regsync plan -p policy.yaml
+      regsync plan -p policy.yaml --compact          # what would change, one line each
       regsync plan -p policy.yaml --json | jq '.items[] | select(.action != "skip")'
       regsync plan -p policy.yaml -o plan.json && regsync sync -p policy.yaml --plan plan.json
     """
@@ -46,7 +49,7 @@ def plan_cmd(policy_path, as_json, output, detailed_exitcode, jobs, rps):
     if as_json:
         click.echo(plan.to_json(), nl=False)
     else:
-        render_plan(plan)
+        render_plan(plan, compact, full_reasons=click.get_current_context().find_root().params["verbose"] > 0)
     if plan.errors:
         return EXIT_RUNTIME
     return EXIT_CHANGES if detailed_exitcode and plan.has_changes else EXIT_OK
