@@ -113,16 +113,21 @@ def render_plan(plan: Plan, compact: bool = False, full_reasons: bool = False) -
         return _render_compact(plan, full_reasons, signer_of)
     styles = {"copy": "green", "update": "yellow", "skip": "dim", "refuse": "red"}
     table = Table(title=f"regsync plan (policy sha256 {plan.policy_sha256[:12]})", title_justify="left")
-    for column in ("source", "target", "digest", "action", "size", "signer", "reason"):
+    signers = [signer_of(item.verification) for item in plan.items]
+    columns = ("source", "target", "digest", "action", "size", *(("signer",) if any(signers) else ()), "reason")
+    for column in columns:
         table.add_column(column, overflow="fold", justify="right" if column == "size" else "left")
-    for item in plan.items:
+    for item, signer in zip(plan.items, signers):
         short = item.digest.split(":", 1)[-1][:12] if item.digest else "-"
         # names and reasons come from servers (a refused tag is shown as listed): never read as markup
-        table.add_row(escape(item.source), escape(item.target), short, f"[{styles[item.action]}]{item.action}[/]",
-                      human_size(item.bytes) if item.changes else "", escape(signer_of(item.verification)),
-                      escape(item.reason))
+        cells = {"source": escape(item.source), "target": escape(item.target), "digest": short,
+                 "action": f"[{styles[item.action]}]{item.action}[/]",
+                 "size": human_size(item.bytes) if item.changes else "", "signer": escape(signer),
+                 "reason": escape(item.reason)}
+        table.add_row(*(cells[column] for column in columns))
     for error in plan.errors:
-        table.add_row(escape(error.source), "", "-", "[red]error[/]", "", "", escape(error.reason))
+        cells = {"source": escape(error.source), "digest": "-", "action": "[red]error[/]", "reason": escape(error.reason)}
+        table.add_row(*(cells.get(column, "") for column in columns))
     stdout.print(table)
     _plan_totals(plan)
 
