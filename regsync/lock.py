@@ -42,21 +42,29 @@ class RunLock:
     def __init__(self, path: Path):
         self.path = path
         self._fd: int | None = None
+        self.waited = 0.0            # seconds spent waiting for another run to release it
+        self.waited_for = ""         # that run, as its lock file named it
 
     def acquire(self, wait_seconds: float = 0) -> "RunLock":
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        deadline = time.monotonic() + wait_seconds
+        begun = time.monotonic()
+        deadline = begun + wait_seconds
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
+                holder = os.pread(fd, 512, 0).decode(errors="replace").strip() or "unknown holder"
+                self.waited_for = self.waited_for or holder
                 if time.monotonic() >= deadline:
-                    holder = os.pread(fd, 512, 0).decode(errors="replace").strip() or "unknown holder"
                     os.close(fd)
-                    raise LockedError(f"another regsync run holds {self.path} ({holder})") from None
-                time.sleep(POLL_SECONDS)
+                    waited = f"; waited {time.monotonic() - begun:.1f} s (--wait-lock {wait_seconds:g})" \
+                        if wait_seconds else " (--wait-lock SECONDS waits for it)"
+                    raise LockedError(f"another regsync run holds {self.path} ({holder}){waited}") from None
+                time.sleep(min(POLL_SECONDS, max(0.0, deadline - time.monotonic())))
+        if self.waited_for:
+            self.waited = time.monotonic() - begun
         started = datetime.now(timezone.utc).isoformat(timespec="seconds")
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}, started {started}\n".encode(), 0)

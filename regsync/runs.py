@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from regsync.audit.log import AuditLog
+from regsync.audit.log import AuditLog, check_audit_path
 from regsync.endpoints import Endpoints
 from regsync.errors import EXIT_RUNTIME, RegsyncError, UsageError, VerificationError
 from regsync.kinds.registry import KINDS, kind_of
@@ -56,6 +56,8 @@ class RunResult:
     exit_code: int
     outcome: Outcome
     audit_path: Path
+    lock_waited: float = 0.0   # seconds this run waited for another run's lock (--wait-lock)
+    lock_holder: str = ""      # that run, as its lock file named it
 
 
 def load_checked(policy_path: Path, offline_sources: bool = False) -> LoadedPolicy:
@@ -180,6 +182,7 @@ def run_frame(loaded: LoadedPolicy, command: str, work: Callable[[Endpoints, Aud
     path = options.audit_file or policy.audit.path or DEFAULT_AUDIT
     lock = None
     try:
+        check_audit_path(path, "--audit-file" if options.audit_file else "audit.path")
         lock = RunLock(lock_path(path)).acquire(options.wait_lock)
         sign_key = None
         if policy.audit.sign_key:  # the signing code (cryptography) only for a signed trail
@@ -199,7 +202,9 @@ def run_frame(loaded: LoadedPolicy, command: str, work: Callable[[Endpoints, Aud
         deadline.daemon = True
         deadline.start()
     try:
-        return _audited(loaded, command, work, options, sources, audit)
+        result = _audited(loaded, command, work, options, sources, audit)
+        result.lock_waited, result.lock_holder = lock.waited, lock.waited_for
+        return result
     finally:
         if deadline is not None:
             deadline.cancel()
@@ -250,6 +255,11 @@ def report_early_exit(options: RunOptions, policy_path, exc: RegsyncError) -> No
         write_metrics(options.metrics_file, counts={}, bytes_moved=0, duration=0.0, exit_code=exc.exit_code)
 
 
+def _kinds_in(policy) -> tuple[str, ...]:
+    """The kinds the policy has rules for: each gets its refused/failed series, at 0 when clean."""
+    return tuple(name for name, kind in KINDS.items() if kind.targets(policy))
+
+
 def _report_run(options: RunOptions, loaded, audit_path: Path, audit: AuditLog, finished: dict) -> None:
     if options.summary_json:
         write_summary(options.summary_json, {
@@ -261,7 +271,7 @@ def _report_run(options: RunOptions, loaded, audit_path: Path, audit: AuditLog, 
     if options.metrics_file:
         write_metrics(options.metrics_file, counts=finished["counts"], bytes_moved=finished["bytes"],
                       duration=finished["duration_seconds"], exit_code=finished["exit_code"],
-                      audit_head=audit.head)
+                      audit_head=audit.head, by_kind=dict(audit.by_kind), kinds=_kinds_in(loaded.policy))
 
 
 def _on_sigterm_interrupt() -> Callable[[], None]:

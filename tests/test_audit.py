@@ -140,7 +140,7 @@ def test_summary_metrics_and_json_logs_share_the_run_id(tmp_path, registry, regi
     assert artifacts["pushed"] == 1 and artifacts["failed"] == 1
     assert "regsync_last_success_timestamp_seconds" not in families  # never succeeded yet
     assert families["regsync_run_duration_seconds"].samples[0].value > 0
-    log_run_ids = {json.loads(line)["record"]["extra"]["run_id"] for line in result.output.splitlines()
+    log_run_ids = {json.loads(line)["run_id"] for line in result.output.splitlines()
                    if line.startswith("{")}
     assert log_run_ids == {body["run_id"]} == {r["run_id"] for r in audit_records(tmp_path / "audit.jsonl", frame=True)}
 

@@ -128,3 +128,49 @@ def test_report_names_the_signer_gates_and_the_unsigned_refusal(tmp_path, regist
     assert pushed["signer"] == f"release ({fingerprint[:19]}…)" and "cosign" in pushed["method"]
     assert "max_size linux/amd64:" in pushed["gates"] and "max_size linux/arm64:" in pushed["gates"]
     assert pushed["platforms"] is None  # the whole index travelled: no platform filter
+
+
+MEASURE = """<script>
+window.addEventListener("load", function () {
+  function lines(cell) {  // how many lines the cell's text takes
+    var range = document.createRange(); range.selectNodeContents(cell);
+    var tops = {}; Array.prototype.forEach.call(range.getClientRects(), function (r) { tops[Math.round(r.top)] = 1; });
+    return Object.keys(tops).length;
+  }
+  var scroller = document.querySelector("#artifacts").parentElement, box = scroller.getBoundingClientRect();
+  var time = document.querySelector("#artifacts th:last-child").getBoundingClientRect();
+  var out = {viewport: window.innerWidth, page_overflow: document.documentElement.scrollWidth > window.innerWidth,
+             scroller_overflow: getComputedStyle(scroller).overflowX,
+             table_fits: scroller.scrollWidth <= scroller.clientWidth + 1,
+             time_visible: time.right <= box.right + 1 && time.width > 40,
+             run_id_lines: Array.prototype.map.call(document.querySelectorAll("td.run_id"), lines),
+             counts: Array.prototype.map.call(document.querySelectorAll("#runs td.counts"), function (c) { return c.textContent; })};
+  var pre = document.createElement("pre"); pre.id = "layout"; pre.textContent = JSON.stringify(out);
+  document.body.appendChild(pre);
+});
+</script></body>"""
+
+
+@pytest.mark.skipif(not CHROMIUM, reason="chromium is not installed (.ci/run installs it)")
+@pytest.mark.parametrize("width", [1280, 1920])
+def test_html_report_layout_in_chromium_at_common_widths(tmp_path, mixed_trail, width):
+    html_path = tmp_path / "report.html"
+    assert run_cli("audit", "report", mixed_trail, "--html", html_path).exit_code == 0
+    measured = tmp_path / "measured.html"
+    measured.write_text(html_path.read_text().replace("</body>", MEASURE, 1))
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={tmp_path / 'chromium'}", f"--window-size={width},1000"]
+    dom = subprocess.run([CHROMIUM, *flags, "--dump-dom", measured.as_uri()], capture_output=True, text=True,
+                         timeout=120).stdout
+    layout = json.loads(dom.split('<pre id="layout">', 1)[1].split("</pre>", 1)[0])
+    assert layout["viewport"] == width, layout  # the window size took: the figures below are for it
+    assert not layout["page_overflow"], layout  # nothing runs off the page's right edge
+    assert layout["run_id_lines"] and set(layout["run_id_lines"]) == {1}, layout  # a run id is one line
+    assert all("{" not in counts and ("pushed" in counts or "skipped" in counts) for counts in layout["counts"]), layout
+    # every column on screen, the time column included; a wider report scrolls in its box, never cut off
+    assert layout["table_fits"] and layout["time_visible"] and layout["scroller_overflow"] == "auto", layout
+    shot = tmp_path / f"report-{width}.png"
+    subprocess.run([CHROMIUM, *flags, f"--screenshot={shot}", html_path.as_uri()], capture_output=True, timeout=120)
+    assert shot.exists() and shot.stat().st_size > 10_000
+    shutil.copy(shot, tmp_path.parent / f"last-audit-report-{width}.png")  # kept for a human to look at

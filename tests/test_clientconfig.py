@@ -185,3 +185,48 @@ packages:
     pip = configparser.ConfigParser()
     pip.read_string(config_for(path, "pip")[0])
     assert pip["global"]["index-url"] == "https://wheels.corp.example/simple/"
+
+
+def test_error_notes_are_one_readable_line_without_literal_backslash_n(tmp_path):
+    renamed = policy_file(tmp_path, "https://harbor.corp.example", "/etc/ssl/corp-ca.pem", "ai-base/pytorch")
+    docker = run_cli("client-config", "-p", renamed, "--for", "docker")
+    assert docker.exit_code == 2 and "\\n" not in docker.stderr, docker.stderr
+    assert ("registry root. Pull the internal copies by their internal names: "
+            "docker.io/pytorch/pytorch  ->  harbor.corp.example/ai-base/pytorch") in docker.stderr
+    containerd = run_cli("client-config", "-p", renamed, "--for", "containerd", "--upstream", "quay.io")
+    assert "\\n" not in containerd.stderr, containerd.stderr
+
+
+def test_pip_config_for_pypiserver_says_reads_need_no_credentials_and_pip_proves_it(tmp_path, pypiserver):
+    import os
+    import sys
+
+    from tests.fixtures.pypi import SimpleIndex, build_wheel
+
+    index = SimpleIndex.serving([build_wheel(tmp_path / "wheels", "app", "1.0")])
+    try:
+        policy = tmp_path / "policy.yaml"
+        policy.write_text(f"""\
+version: 1
+indexes:
+  mirror: {{url: "{index.url}"}}
+  internal: {{url: "{pypiserver.simple}", upload_url: "{pypiserver.url}", kind: pypiserver,
+             auth: {{username: {pypiserver.username}, password: "{pypiserver.password}"}}}}
+packages:
+  - {{from: mirror, to: internal, requirements: [app], environments: [{{python: "3.12", platform: manylinux_2_28_x86_64}}]}}
+audit: {{path: audit.jsonl}}
+""")
+        assert run_cli("sync", "-p", policy).exit_code == 0
+    finally:
+        index.stop()
+    conf, notes = config_for(policy, "pip")
+    assert "pypiserver's default (-a update) serves reads anonymously, so clients need none" in notes, notes
+    assert "needs credentials to read" not in notes
+    (tmp_path / "pip.conf").write_text(conf)
+    # pip with exactly that file and no credentials anywhere (no netrc, no keyring) installs from it
+    env = {**os.environ, "PIP_CONFIG_FILE": str(tmp_path / "pip.conf"), "HOME": str(tmp_path), "NETRC": "/dev/null",
+           "PIP_KEYRING_PROVIDER": "disabled", "PIP_NO_INPUT": "1"}
+    pip = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
+                          "-d", str(tmp_path / "got"), "app==1.0"], env=env, capture_output=True, text=True, timeout=120)
+    assert pip.returncode == 0, pip.stderr
+    assert [p.name for p in (tmp_path / "got").iterdir()] == ["app-1.0-py3-none-any.whl"]

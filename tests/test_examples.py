@@ -279,3 +279,78 @@ def test_the_client_config_synopsis_names_every_client_and_nothing_else():
     assert sorted(named) == sorted(CLIENTS)
     for client in named:
         accepted(["client-config", "-p", "policy.yaml", "--for", client])
+
+
+def _real_exit_codes(tmp_path, registry, registry2, unique_repo, oci_dir) -> dict[str, int]:
+    """Exit codes of real runs: a refusal, a missing tag, a broken policy, a held lock."""
+    from regsync.lock import RunLock, lock_path
+    from tests.fixtures.oci_layout import seed, write_image
+    from tests.fixtures.policies import run_cli, write_policy
+
+    write_image(oci_dir, "1.0", layer_size=2_000, seed=11)
+    seed(registry, unique_repo, "1.0", oci_dir)
+    codes = {}
+    policy = write_policy(tmp_path, registry.url, registry2.url, unique_repo,
+                          tags={"include": ["1.0"], "pin": {"1.0": "sha256:" + "0" * 64}})
+    codes["refused"] = run_cli("sync", "-p", policy).exit_code
+    policy.write_text(policy.read_text().replace('"pin": {"1.0": "sha256:' + "0" * 64 + '"}', '"pin": {}')
+                      .replace('["1.0"]', '["1.0", "9.9"]'))
+    codes["failed"] = run_cli("sync", "-p", policy).exit_code
+    with RunLock(lock_path(tmp_path / "audit.jsonl")).acquire():
+        codes["locked"] = run_cli("sync", "-p", policy, "--wait-lock", "0.5").exit_code
+    policy.write_text(policy.read_text().replace("tags:", "tagz:"))
+    codes["broken"] = run_cli("sync", "-p", policy).exit_code
+    assert codes == {"refused": 3, "failed": 1, "locked": 5, "broken": 2}, codes
+    return codes
+
+
+def _pod_failure_action(policy: dict, container: str, exit_code: int) -> str:
+    """What a Job controller does with a pod that failed with `exit_code` (the first rule that matches,
+    as pkg/controller/job/pod_failure_policy.go reads them); "Count" when none does."""
+    for rule in policy["rules"]:
+        on = rule.get("onExitCodes")
+        if on and on.get("containerName", container) == container:
+            hit = exit_code in on["values"]
+            if hit if on["operator"] == "In" else not hit:
+                return rule["action"]
+    return "Count"
+
+
+def test_the_cronjob_and_the_systemd_unit_treat_each_real_exit_code_as_documented(tmp_path, registry, registry2,
+                                                                                   unique_repo, oci_dir):
+    codes = _real_exit_codes(tmp_path, registry, registry2, unique_repo, oci_dir)
+    job = list(yaml.safe_load_all((ROOT / "examples/kubernetes/cronjob.yaml").read_text()))[0]["spec"]["jobTemplate"]["spec"]
+    assert job["template"]["spec"]["restartPolicy"] == "Never"  # podFailurePolicy requires it
+    assert "backoffLimitPerIndex" in job and "backoffLimit" not in job  # FailIndex requires it
+    [container] = job["template"]["spec"]["containers"]
+    actions = {what: _pod_failure_action(job["podFailurePolicy"], container["name"], code) for what, code in codes.items()}
+    # a refusal ends its shard without a retry; a usage error the Job; a held lock is retried uncounted
+    assert actions == {"refused": "FailIndex", "failed": "Count", "locked": "Ignore", "broken": "FailJob"}, actions
+    assert {"type": "DisruptionTarget"} in [c for r in job["podFailurePolicy"]["rules"] for c in r.get("onPodConditions", [])]
+
+    unit = configparser.ConfigParser(strict=False, interpolation=None)
+    unit.read(ROOT / "examples/systemd/regsync.service")
+    service = unit["Service"]
+    success = {0, *map(int, service["SuccessExitStatus"].split())}
+    prevent = set(map(int, service["RestartPreventExitStatus"].split()))
+    assert service["Restart"] == "on-failure" and service["Type"] == "oneshot"
+    outcome = {what: "success" if code in success else "failed" if code in prevent else "restarted"
+               for what, code in codes.items()}
+    assert outcome == {"refused": "success", "failed": "restarted", "locked": "restarted", "broken": "failed"}, outcome
+
+
+def test_the_systemd_unit_passes_systemd_analyze_verify(tmp_path):
+    import shutil
+    import subprocess
+
+    if not shutil.which("systemd-analyze"):
+        pytest.skip("systemd-analyze is not installed")
+    text = (ROOT / "examples/systemd/regsync.service").read_text()
+    # the unit as installed, but runnable here: an existing binary and user, no secrets file
+    text = (text.replace("ExecStart=/opt/regsync/bin/regsync", "ExecStart=/bin/true").replace("User=regsync", "User=root")
+            .replace("Group=regsync", "Group=root").replace("EnvironmentFile=/etc/regsync/secrets.env\n", ""))
+    (tmp_path / "regsync.service").write_text(text)
+    shutil.copy(ROOT / "examples/systemd/regsync.timer", tmp_path / "regsync.timer")
+    checked = subprocess.run(["systemd-analyze", "verify", str(tmp_path / "regsync.service")], capture_output=True,
+                             text=True, timeout=60)
+    assert checked.returncode == 0 and "regsync.service" not in checked.stderr, checked.stderr

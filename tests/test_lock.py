@@ -2,6 +2,7 @@
 and two processes sharing one trail never fork its chain."""
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -54,12 +55,16 @@ def test_two_concurrent_runs_one_waits_for_the_other(tmp_path, registry, registr
     seed(registry, unique_repo, "a", oci_dir)
     policy = write_policy(tmp_path, registry.url, registry2.url, unique_repo, tags=["a"])
     command = [sys.executable, "-m", "regsync", "--no-progress", "sync", "-p", str(policy)]
-    first = subprocess.Popen(command + ["--bandwidth", "2MiB"], cwd=tmp_path, stderr=subprocess.PIPE, text=True)
+    # both may wait: on a loaded machine the second can start its run before the first does
+    first = subprocess.Popen(command + ["--bandwidth", "2MiB", "--wait-lock", "60"], cwd=tmp_path,
+                             stderr=subprocess.PIPE, text=True)
     time.sleep(0.8)
     second = subprocess.run(command + ["--wait-lock", "60"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
-    first.communicate(timeout=120)
-    assert first.returncode == 0 and second.returncode == 0, second.stderr
-    assert "0 pushed, 1 unchanged" in second.stderr  # it ran after the first, not beside it
+    _, first_stderr = first.communicate(timeout=120)
+    assert first.returncode == 0 and second.returncode == 0, (first_stderr, second.stderr)
+    pushed = ["1 pushed, 0 unchanged" in text for text in (first_stderr, second.stderr)]
+    unchanged = ["0 pushed, 1 unchanged" in text for text in (first_stderr, second.stderr)]
+    assert sorted(pushed) == [False, True] and unchanged == [not p for p in pushed], (first_stderr, second.stderr)
     assert run_cli("audit", "verify", tmp_path / "audit.jsonl").exit_code == 0
 
 
@@ -113,3 +118,43 @@ def test_sigterm_run_finished_records_the_interruption(tmp_path, registry, regis
     finished = audit_records(tmp_path / "audit.jsonl", frame=True)[-1]
     assert finished["event"] == "run-finished" and finished["interrupted"] is True and finished["exit_code"] == 1
     assert run_cli("audit", "verify", tmp_path / "audit.jsonl").exit_code == 0
+
+
+def test_wait_lock_says_it_waited_and_for_how_long(tmp_path, registry, registry2, unique_repo, oci_dir):
+    write_image(oci_dir, "a", seed=zlib.crc32(unique_repo.encode()))
+    seed(registry, unique_repo, "a", oci_dir)
+    policy = write_policy(tmp_path, registry.url, registry2.url, unique_repo, tags=["a"])
+    holder = hold_lock(tmp_path / "audit.jsonl.lock", 4)
+    try:
+        gave_up = run_cli("sync", "-p", policy, "--wait-lock", "0.6")
+        assert gave_up.exit_code == 5
+        assert f"pid {holder.pid}" in gave_up.stderr and "waited 0.6 s (--wait-lock 0.6)" in gave_up.stderr, gave_up.stderr
+        waited = run_cli("sync", "-p", policy, "--wait-lock", "20")
+    finally:
+        holder.kill()
+        holder.wait()
+    assert waited.exit_code == 0, waited.output
+    [summary] = [line for line in waited.stderr.splitlines() if "1 pushed" in line]
+    seconds = float(re.search(r"waited (\d+\.\d) s for the lock \(pid (\d+) on ", summary).group(1))
+    assert 0.3 <= seconds <= 20 and f"pid {holder.pid} on" in summary, summary
+    unlocked = run_cli("sync", "-p", policy, "--wait-lock", "20")
+    assert unlocked.exit_code == 0 and "for the lock" not in unlocked.stderr, unlocked.stderr
+    no_wait = run_cli("sync", "-p", policy)  # without --wait-lock, the message names the flag
+    assert no_wait.exit_code == 0
+
+
+def test_an_audit_file_that_is_a_directory_or_in_a_missing_one_is_a_usage_error(tmp_path, registry, registry2,
+                                                                                  unique_repo):
+    policy = write_policy(tmp_path, registry.url, registry2.url, unique_repo, tags=["a"])
+    summary = tmp_path / "summary.json"
+    directory = run_cli("sync", "-p", policy, "--audit-file", tmp_path, "--summary-json", summary)
+    assert directory.exit_code == 2, directory.output
+    assert directory.stderr.strip() == (f"error: --audit-file {tmp_path} is a directory: name a file in it, "
+                                        f"e.g. {tmp_path / 'regsync-audit.jsonl'}")
+    assert '"exit_code": 2' in summary.read_text()  # a cron wrapper still gets its summary
+    missing = tmp_path / "no-such-dir" / "audit.jsonl"
+    result = run_cli("sync", "-p", policy, "--audit-file", missing)
+    assert result.exit_code == 2 and "does not exist" in result.stderr and "internal error" not in result.stderr
+    assert not missing.parent.exists()  # nothing created for a typo
+    export = run_cli("export", "-p", policy, "-o", tmp_path / "bundle", "--audit-file", tmp_path)
+    assert export.exit_code == 2 and "is a directory" in export.stderr, export.output

@@ -157,7 +157,7 @@ def _killed_then_rerun(tmp_path, registry, registry2, repo, oci_dir, damage=Fals
     rerun = subprocess.run([*command[:3], "--log-format", "json", *command[3:]], cwd=tmp_path, env=env,
                            capture_output=True, text=True, timeout=120)
     assert rerun.returncode == 0, rerun.stderr
-    [summary] = [json.loads(line)["record"]["extra"] for line in rerun.stderr.splitlines()
+    [summary] = [json.loads(line) for line in rerun.stderr.splitlines()
                  if '"event": "summary"' in line]
     pulled = subprocess.run(["skopeo", "copy", "-q", "--src-tls-verify=false", f"docker://{registry2.host}/{repo}:big",
                              f"oci:{tmp_path / 'pulled'}:big"], capture_output=True, text=True, timeout=120)

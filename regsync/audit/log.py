@@ -22,7 +22,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from regsync import __version__
-from regsync.errors import RegsyncError
+from regsync.errors import RegsyncError, UsageError
 
 GENESIS = "0" * 64
 EVENTS = ("resolved", "verified", "pushed", "skipped", "refused", "failed")
@@ -63,11 +63,22 @@ def read_tail(handle) -> tuple[int, str, dict | None]:
     return seq, hashlib.sha256(last).hexdigest(), record
 
 
+def check_audit_path(path: Path, setting: str) -> None:
+    """A trail must be a file: a directory (`--audit-file /tmp`) or, for `--audit-file`, a path in a
+    directory that does not exist (a typo more often than a wish) is a usage error, before anything
+    runs. The policy's `audit.path` keeps its directory created, as a fresh host needs."""
+    if path.is_dir():
+        raise UsageError(f"{setting} {path} is a directory: name a file in it, e.g. {path / 'regsync-audit.jsonl'}")
+    if setting == "--audit-file" and not path.parent.is_dir():
+        raise UsageError(f"--audit-file {path}: the directory {path.parent} does not exist (create it, or fix the path)")
+
+
 class AuditLog:
     def __init__(self, path: Path | None, run_id: str, sign_key=None):
         self.path, self.run_id, self._sign_key = path, run_id, sign_key
         self.counts: Counter[str] = Counter()
         self.problems: list[dict] = []  # refused and failed artifacts, for the run summary
+        self.by_kind: Counter[tuple[str, str]] = Counter()  # (artifact kind, event), for per-kind metrics
         self._lock = threading.Lock()
         self._handle = None
         self._started = time.monotonic()
@@ -95,6 +106,8 @@ class AuditLog:
         with self._lock:
             if event in EVENTS:
                 self.counts[event] += 1
+                if artifact and artifact.get("kind"):
+                    self.by_kind[(artifact["kind"], event)] += 1
             if event in ("refused", "failed"):
                 self.problems.append({"event": event, "artifact": (artifact or {}).get("target")
                                       or (artifact or {}).get("source"), "reason": reason})

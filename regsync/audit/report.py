@@ -93,6 +93,11 @@ def _fold(artifacts: dict, record: dict) -> None:
     row.update(_evidence(row["verification"]))
 
 
+def signer_of(verification: dict | None) -> str:
+    """Who signed it, as the report's "Signed by" column says it (the plan table shows it too)."""
+    return _evidence(verification)["signer"]
+
+
 def _evidence(verification: dict | None) -> dict:
     """How the artifact was verified and by whom, in words a reviewer scans."""
     if not verification:
@@ -161,19 +166,28 @@ COLUMNS = [("decision", "Decision"), ("source", "Source"), ("target", "Target"),
            ("built_by", "Built by"), ("sbom", "SBOM"), ("gates", "Gates"), ("reason", "Reason"), ("run_id", "Run"), ("ts", "Time")]
 
 
+ALWAYS_SHOWN = {"decision", "source", "target", "digest", "size", "reason", "run_id", "ts"}
+
+
 def render_html(report: dict) -> str:
     e = html.escape
-    head = "".join(f'<th data-col="{i}" tabindex="0">{e(title)}</th>' for i, (_, title) in enumerate(COLUMNS))
+    # a column no row fills (no platform filter, no SBOM attestations) only takes width: left out
+    columns = [(name, title) for name, title in COLUMNS
+               if name in ALWAYS_SHOWN or any(_cell(a, name) for a in report["artifacts"])]
+    head = "".join(f'<th data-col="{i}" tabindex="0">{e(title)}</th>' for i, (_, title) in enumerate(columns))
+    # a digest is shown cut to its column (the whole of it stays in the cell: filter, copy, hover)
     body = "\n".join(
-        f'<tr class="{e(a["decision"])}">' + "".join(f'<td class="{name}">{e(_cell(a, name))}</td>'
-                                                 for name, _ in COLUMNS) + "</tr>"
+        f'<tr class="{e(a["decision"])}">' + "".join(
+            f'<td class="{name}"' + (f' title="{e(_cell(a, name))}"' if name == "digest" else "")
+            + f'>{e(_cell(a, name))}</td>' for name, _ in columns) + "</tr>"
         for a in report["artifacts"])
+    run_columns = ("run_id", "ts", "ts", "host", "user", "digest", "exit", "counts", "size", "signed", "approvers")
     runs = "\n".join(
-        "<tr>" + "".join(f"<td>{e(str(v))}</td>" for v in (
-            r["run_id"], r.get("started", ""), r.get("finished", "— (no run-finished)"), r.get("host", ""),
-            r.get("user", ""), (r.get("policy_sha256") or "")[:12], r.get("exit_code", ""),
-            json.dumps(r.get("counts") or {}), r.get("bytes", ""), "yes" if r.get("signed") else "no",
-            "; ".join(r.get("approvers") or []))) + "</tr>"
+        "<tr>" + "".join(f'<td class="{css}">{e(str(v))}</td>' for css, v in zip(run_columns, (
+            r["run_id"], _time(r.get("started", "")), _time(r.get("finished", "")) or "— (no run-finished)",
+            r.get("host", ""), r.get("user", ""), (r.get("policy_sha256") or "")[:12], r.get("exit_code", ""),
+            _counts(r.get("counts")), r.get("bytes", ""), "yes" if r.get("signed") else "no",
+            "; ".join(r.get("approvers") or [])))) + "</tr>"
         for r in report["runs"])
     totals = " · ".join(f'<span class="{e(k)}">{v} {e(k)}</span>' for k, v in report["totals"].items())
     return _PAGE.format(title=e(f"regsync audit report: {Path(report['trail']).name}"), trail=e(report["trail"]),
@@ -191,6 +205,15 @@ def _integrity_html(check: dict) -> str:
             f"{e(signed)}.</p>")
 
 
+def _counts(counts: dict | None) -> str:
+    """A run's counts as words ("2 pushed · 1 refused"), not JSON."""
+    return " · ".join(f"{n} {event}" for event, n in (counts or {}).items()) or "—"
+
+
+def _time(value) -> str:
+    return str(value)[:19].replace("T", " ") + "Z" if value else ""
+
+
 def _cell(row: dict, name: str) -> str:
     value = row.get(name)
     if value is None:
@@ -198,7 +221,7 @@ def _cell(row: dict, name: str) -> str:
     if isinstance(value, list):
         return ", ".join(map(str, value))
     if name == "ts":  # whole seconds read faster; the JSON report keeps the exact stamp
-        return str(value)[:19].replace("T", " ") + "Z"
+        return _time(value)
     return str(value)
 
 
@@ -210,18 +233,22 @@ body {{ font: 13px/1.4 system-ui, sans-serif; margin: 1.5rem; color: #1b1f24; }}
 h1 {{ font-size: 1.3rem; margin: 0 0 .3rem; }} h2 {{ font-size: 1.05rem; margin: 1.5rem 0 .4rem; }}
 .meta {{ color: #57606a; }} .integrity {{ padding: .35rem .6rem; border-radius: 4px; }}
 .integrity.intact {{ background: #dafbe1; }} .integrity.broken {{ background: #ffebe9; color: #b3261e; font-weight: 600; }} .totals span {{ font-weight: 600; }}
+.scroll {{ overflow-x: auto; }}  /* a narrow window scrolls the table, never cuts a column off */
 table {{ border-collapse: collapse; width: 100%; }}
 th, td {{ border-bottom: 1px solid #d0d7de; padding: .3rem .45rem; text-align: left; vertical-align: top;
-          overflow-wrap: anywhere; }}
-td.digest, td.run_id {{ font: 12px/1.35 ui-monospace, monospace; }} td.digest {{ min-width: 17ch; }}
-td.ts, td.decision {{ white-space: nowrap; }} td.size {{ text-align: right; }}
-td.source, td.target {{ min-width: 15ch; }} td.reason {{ min-width: 22ch; }}
-th {{ background: #f6f8fa; cursor: pointer; position: sticky; top: 0; white-space: nowrap; }}
+          overflow-wrap: break-word; }}
+td.digest, td.run_id {{ font: 12px/1.35 ui-monospace, monospace; }}
+td.digest {{ max-width: 15ch; overflow: hidden; text-overflow: ellipsis; }}
+td.ts, td.decision, td.run_id, td.digest, td.size, td.exit, td.signed {{ white-space: nowrap; }}
+td.size {{ text-align: right; }}
+td.source, td.target {{ min-width: 16ch; max-width: 30ch; overflow-wrap: anywhere; }}
+td.reason {{ min-width: 20ch; max-width: 36ch; overflow-wrap: anywhere; }} td.signer, td.gates, td.method {{ max-width: 30ch; }}
+th {{ background: #f6f8fa; cursor: pointer; }}
 tr.refused td:first-child, span.refused {{ color: #b3261e; }} tr.failed td:first-child, span.failed {{ color: #9a6700; }}
 tr.pushed td:first-child, span.pushed {{ color: #1a7f37; }} tr.skipped {{ color: #57606a; }}
 tr.refused {{ background: #fff1f0; }}
 .controls {{ margin: .6rem 0; display: flex; gap: .6rem; }} input, select {{ font: inherit; padding: .2rem .4rem; }}
-@media print {{ .controls {{ display: none; }} th {{ position: static; }} body {{ margin: 0; font-size: 10px; }}
+@media print {{ .controls {{ display: none; }} .scroll {{ overflow: visible; }} body {{ margin: 0; font-size: 10px; }}
                tr {{ break-inside: avoid; }} .integrity, tr.refused {{ print-color-adjust: exact; }} }}
 </style></head><body>
 <h1>{title}</h1>
@@ -232,14 +259,14 @@ tr.refused {{ background: #fff1f0; }}
 <div class="controls"><input id="filter" type="search" placeholder="filter: text in any column" aria-label="filter">
 <select id="decision" aria-label="decision"><option value="">every decision</option><option>refused</option>
 <option>failed</option><option>pushed</option><option>skipped</option></select></div>
-<table id="artifacts"><thead><tr>{head}</tr></thead><tbody>
+<div class="scroll"><table id="artifacts"><thead><tr>{head}</tr></thead><tbody>
 {body}
-</tbody></table>
+</tbody></table></div>
 <h2>Runs</h2>
-<table id="runs"><thead><tr><th>Run</th><th>Started</th><th>Finished</th><th>Host</th><th>User</th><th>Policy</th>
+<div class="scroll"><table id="runs"><thead><tr><th>Run</th><th>Started</th><th>Finished</th><th>Host</th><th>User</th><th>Policy</th>
 <th>Exit</th><th>Counts</th><th>Bytes</th><th>Signed</th><th>Approved by</th></tr></thead><tbody>
 {runs}
-</tbody></table>
+</tbody></table></div>
 <script>
 (function () {{
   var table = document.getElementById("artifacts"), body = table.tBodies[0];

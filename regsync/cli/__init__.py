@@ -9,6 +9,7 @@ tests/test_startup.py holds every module here to that."""
 from __future__ import annotations
 
 import importlib
+import re
 
 import click
 
@@ -30,7 +31,52 @@ LAZY_VERBS = {
 }
 
 
+# The global options that may also come after the verb (`regsync sync -q -p …`), as cobra-based tools
+# (kubectl, helm, skopeo) accept persistent flags anywhere.
+GLOBAL_FLAGS = re.compile(r"^(-v+|-q+|--verbose|--quiet|--no-progress)$")
+GLOBAL_WITH_VALUE = "--log-format"
+
+
+def hoist_global_options(group: click.Group, ctx: click.Context, args: list[str]) -> list[str]:
+    """`args` with the global options found after the verb moved before it. Only where unambiguous:
+    never past `--`, never the value of a verb's own option, never an option the verb defines itself."""
+    verb_at = next((i for i, arg in enumerate(args) if not arg.startswith("-")
+                    and (i == 0 or args[i - 1] != GLOBAL_WITH_VALUE)), None)
+    command = group.get_command(ctx, args[verb_at]) if verb_at is not None else None
+    if command is None:
+        return args
+    hoisted, kept, i = [], args[:verb_at + 1], verb_at + 1
+    while i < len(args):
+        arg = args[i]
+        own = {name for param in command.params if isinstance(param, click.Option) for name in param.opts}
+        takes_value = {name for param in command.params if isinstance(param, click.Option)
+                       and not param.is_flag and not param.count for name in param.opts}
+        if arg == "--":
+            kept += args[i:]
+            break
+        if isinstance(command, click.Group) and not arg.startswith("-"):
+            command = command.get_command(ctx, arg) or command
+        if arg in takes_value:
+            kept += args[i:i + 2]
+            i += 2
+            continue
+        if arg not in own and GLOBAL_FLAGS.match(arg):
+            hoisted.append(arg)
+        elif arg not in own and arg == GLOBAL_WITH_VALUE and i + 1 < len(args):
+            hoisted += args[i:i + 2]
+            i += 1
+        elif arg not in own and arg.startswith(GLOBAL_WITH_VALUE + "="):
+            hoisted.append(arg)
+        else:
+            kept.append(arg)
+        i += 1
+    return args[:verb_at] + hoisted + kept[verb_at:]
+
+
 class LazyGroup(click.Group):
+    def parse_args(self, ctx, args):
+        return super().parse_args(ctx, hoist_global_options(self, ctx, args))
+
     def list_commands(self, ctx):
         return sorted({*super().list_commands(ctx), *LAZY_VERBS})
 
@@ -50,8 +96,9 @@ class LazyGroup(click.Group):
 @click.option("--no-progress", is_flag=True, help="No progress bars (automatic when stderr is not a TTY).")
 @click.pass_context
 def cli(ctx, verbose, quiet, log_format, no_progress):
-    """Replicate container images (and Python packages) from public registries into a private
-    Harbor, Nexus or distribution registry, driven by a policy: resolve, plan, verify, push, audit.
+    """Replicate container images, Python packages and conda packages from public registries,
+    package indexes and conda channels into private ones (Harbor, Nexus, distribution, pypiserver,
+    devpi, a directory or an HTTP conda channel), driven by a policy: resolve, plan, verify, push, audit.
 
     \b
     A typical first session:
@@ -63,6 +110,7 @@ def cli(ctx, verbose, quiet, log_format, no_progress):
     \b
     Exit codes: 0 done, 1 runtime failure, 2 usage/policy error, 3 something was refused,
     4 plan --detailed-exitcode found changes, 5 another run holds the lock.
+    The options below may also follow the verb: regsync sync -q -p policy.yaml
     """
     import uuid
 
@@ -98,11 +146,14 @@ def policy_check(policy_path):
     click.echo(f"  trust:      {', '.join(policy.trust) or '-'}")
     for rule in policy.images:
         tags = ", ".join(rule.tags.include)
-        extra = f"; platforms {', '.join(rule.platforms)}" if rule.platforms else ""
+        extra = f"; exclude [{', '.join(rule.tags.exclude)}]" if rule.tags.exclude else ""
+        extra += f"; platforms {', '.join(rule.platforms)}" if rule.platforms else ""
         click.echo(f"  image   {rule.source} -> {rule.target}  [{tags}]{extra}")
+        click.echo(f"          {_image_verification(rule.verify)}")
     for rule in policy.packages:
         click.echo(f"  package {rule.source} -> {rule.target}  [{', '.join(rule.requirements)}]"
                    f"{_provenance_summary(rule.verify)}")
+        click.echo(f"          hashes {rule.verify.hashes}{_attestations(rule.verify.require_attestations)}")
     if policy.conda:
         from regsync.kinds.conda.rules import describe
 
@@ -118,6 +169,24 @@ def policy_check(policy_path):
         age = f", valid {format_duration(approval.max_age)} after the plan is made" if approval.max_age else ""
         click.echo(f"  approvals:  {approval.required} required of {', '.join(approval.trust)}{age}")
     return EXIT_OK
+
+
+def _image_verification(verify) -> str:
+    """What a security reviewer reads first: is a signature required, from whom; which attestations."""
+    if verify.signature == "off":
+        signature = "signature off (not checked)"
+    else:
+        who = " and ".join(verify.trust) if verify.require_all else ", ".join(verify.trust)
+        signature = f"signature {verify.signature}, by {'all of' if verify.require_all else 'one of'}: {who}"
+    return signature + _attestations(verify.require_attestations)
+
+
+def _attestations(required) -> str:
+    if not required:
+        return "; no attestation required"
+    return "; " + "; ".join(f"attestation {wanted.type} {wanted.mode}, trust {', '.join(wanted.trust)}"
+                            + (f", match {', '.join(f'{k}={v}' for k, v in wanted.match.items())}" if wanted.match else "")
+                            for wanted in required)
 
 
 def _provenance_summary(verify) -> str:

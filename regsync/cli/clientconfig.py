@@ -106,6 +106,12 @@ def _plain_http_warning(routes_: list[Route]) -> list[str]:
     return [f"{host} is plain HTTP: give it TLS; this file does not switch off verification" for host in plain]
 
 
+def _one_line(lines: list[str]) -> str:
+    """Notes folded into an error's one line (errors are one line: a newline would print as `\\n`)."""
+    head, *rest = [line.strip() for line in lines] or [""]
+    return f"{head} {'; '.join(rest)}" if head.endswith(":") else "; ".join([head, *rest])
+
+
 def _pull_lines(routes_: list[Route]) -> list[str]:
     return [f"  {r.upstream}/{r.source_repo}  ->  {_client_ref(r)}" for r in routes_]
 
@@ -130,7 +136,7 @@ def _docker(policy: Policy) -> Rendered:
     pull = ["Pull the internal copies by their internal names:", *_pull_lines(all_routes)]
     if not mirrors:
         raise UsageError("nothing for daemon.json: registry-mirrors needs a rule that keeps Docker Hub names "
-                         "unchanged at a registry root.\n" + "\n".join(pull))
+                         "unchanged at a registry root. " + _one_line(pull))
     notes = ["for /etc/docker/daemon.json (merge into an existing one)", *pull,
              *_ca_lines(all_routes, "/etc/docker/certs.d"), *_plain_http_warning(all_routes)]
     return Rendered(json.dumps({"registry-mirrors": mirrors}, indent=2) + "\n", notes)
@@ -154,7 +160,7 @@ def _containerd(policy: Policy, upstream: str | None = None) -> Rendered:
         notes += ["Not expressible as a host redirect (names change per repository); pull these directly:",
                   *_pull_lines(unmapped)]
     if not files:
-        raise UsageError("no upstream host can be redirected as a whole.\n" + "\n".join(notes))
+        raise UsageError("no upstream host can be redirected as a whole. " + _one_line(notes))
     if upstream is None and len(files) > 1:
         raise UsageError(f"one hosts.toml per upstream host: choose one with --upstream ({', '.join(files)})")
     host = upstream or next(iter(files))
@@ -197,7 +203,7 @@ def _podman(policy: Policy) -> Rendered:
         lines += ["", "[[registry]]", f'prefix = "{route.upstream}/{route.source_repo}"',
                   f'location = "{route.target_host}/{route.target_repo}"']
     if len(lines) == 1:
-        raise UsageError("no copy can be a registries.conf location.\n" + "\n".join(notes))
+        raise UsageError("no copy can be a registries.conf location. " + _one_line(notes))
     notes += _ca_lines(all_routes, "/etc/containers/certs.d") + _plain_http_warning(all_routes)
     return Rendered("\n".join(lines) + "\n", notes)
 
@@ -215,8 +221,13 @@ def _package_index(policy: Policy):
     if not index.url:
         notes.append(f"index '{name}' is a directory without a url: set `url:` on it to where clients read it")
     if index.auth and index.auth.username:
-        notes += ["The index needs credentials to read: give them to the client through keyring or ~/.netrc,",
-                  "not in this file (they would end up in images and logs)."]
+        # the policy's credentials are the ones regsync uploads with; whether reading needs them too
+        # is the server's setting (pypiserver's default `-a update` serves reads to anyone)
+        reads = ("pypiserver's default (-a update) serves reads anonymously, so clients need none; "
+                 "if it runs with -a download,list, " if index.kind == "pypiserver" else
+                 f"if index '{name}' also requires them to read, ")
+        notes += [f"The policy's credentials for '{name}' are for uploading. {reads}give them to the client "
+                  "through keyring or ~/.netrc, not in this file (they would end up in images and logs)."]
     if targets[1:]:
         notes.append(f"other package targets in this policy: {', '.join(targets[1:])}")
     return name, url, ca, notes

@@ -20,16 +20,16 @@ def run_guarded(fn):
         try:
             code = fn(*args, **kwargs)
         except RegsyncError as exc:
-            fail(f"error: {exc}")
+            fail(f"error: {exc}", exit_code=exc.exit_code)
             sys.exit(exc.exit_code)
         except KeyboardInterrupt:
-            fail("interrupted")
+            fail("interrupted", exit_code=EXIT_RUNTIME)
             sys.exit(EXIT_RUNTIME)
         except Exception as exc:  # a bug of ours: still one line, the traceback only when asked (-vv)
             from loguru import logger
 
             logger.opt(exception=exc).debug("internal error")
-            fail(f"internal error: {type(exc).__name__}: {exc} (rerun with -vv for details)")
+            fail(f"internal error: {type(exc).__name__}: {exc} (rerun with -vv for details)", exit_code=EXIT_RUNTIME)
             sys.exit(EXIT_RUNTIME)
         sys.exit(code or EXIT_OK)
     return wrapper

@@ -38,16 +38,19 @@ class PlanGroup(click.Group):
 @click.option("--bundle", type=click.Path(path_type=Path, exists=True, file_okay=False), multiple=True,
               metavar="DIR", help="Plan an import: this bundle stands in for the sources (repeat for its other "
                                   "volumes); apply it with `regsync import DIR --plan PLAN`.")
+@click.option("--compact", is_flag=True, help="Only the changes (copy, update, refuse, errors), one line each: "
+              "reasons cut to their first line (all of it with -v or --json).")
 @jobs_option
 @rate_option
 @click.pass_context
-def plan_cmd(ctx, policy_path, as_json, output, detailed_exitcode, bundle, jobs, rps):
+def plan_cmd(ctx, policy_path, as_json, output, detailed_exitcode, bundle, compact, jobs, rps):
     """Resolve the policy and diff it against the targets, without writing anything anywhere.
     `plan approve` signs a saved plan for review; `plan show` renders one (docs/approvals.md).
 
     \b
     Examples:
       regsync plan -p policy.yaml
+      regsync plan -p policy.yaml --compact          # what would change, one line each
       regsync plan -p policy.yaml --json | jq '.items[] | select(.action != "skip")'
       regsync plan -p policy.yaml -o plan.json && regsync sync -p policy.yaml --plan plan.json
       regsync plan show plan.json --format markdown
@@ -56,21 +59,27 @@ def plan_cmd(ctx, policy_path, as_json, output, detailed_exitcode, bundle, jobs,
     if ctx.invoked_subcommand is None:
         if policy_path is None:
             raise click.UsageError("Missing option '-p' / '--policy'.")
-        _plan(policy_path, as_json, output, detailed_exitcode, bundle, jobs, rps)
+        _plan(policy_path, as_json, output, detailed_exitcode, bundle, compact, jobs, rps)
 
 
 @run_guarded
-def _plan(policy_path, as_json, output, detailed_exitcode, bundle, jobs, rps):
+def _plan(policy_path, as_json, output, detailed_exitcode, bundle, compact, jobs, rps):
     from regsync import runs
     from regsync.console import render_plan
 
     plan = runs.plan(policy_path, jobs, rps=rps, bundle=bundle)
     if output:
         plan.save(output)
+        from regsync.console import say
+
+        changes = sum(1 for item in plan.items if item.changes)
+        say(f"plan written to {output}: {len(plan.items)} item(s), {changes} to apply, {len(plan.errors)} error(s); "
+            f"apply exactly this with: regsync sync -p {policy_path} --plan {output}", event="plan-written",
+            path=str(output))
     if as_json:
         click.echo(plan.to_json(), nl=False)
     else:
-        render_plan(plan)
+        render_plan(plan, compact, full_reasons=click.get_current_context().find_root().params["verbose"] > 0)
     if plan.errors:
         return EXIT_RUNTIME
     return EXIT_CHANGES if detailed_exitcode and plan.has_changes else EXIT_OK
@@ -155,9 +164,28 @@ def export_cmd(ctx, policy_path, output, since_bundle, volume_size, sign_key, si
     """
     from regsync import runs
 
+    import time
+
     options = runs.RunOptions(audit_file, wait_lock, jobs=jobs, run_id=ctx.obj["run_id"])
-    return _summarize(runs.export(policy_path, output, options, since_bundle, volume_size, sign_key,
-                                  sign_key_password_env), "exported")
+    started = time.time()
+    exit_code = _summarize(runs.export(policy_path, output, options, since_bundle, volume_size, sign_key,
+                                       sign_key_password_env), "exported")
+    _say_bundle_written(output, started, sign_key)
+    return exit_code
+
+
+def _say_bundle_written(output: Path, started: float, sign_key: Path | None) -> None:
+    """What export wrote where: the operator carries this directory (and its volumes) across."""
+    from regsync.console import human_size, say
+
+    manifest = output / "bundle.json"
+    if not manifest.is_file() or manifest.stat().st_mtime < started - 1:
+        return  # interrupted, or nothing exported and an earlier bundle left as it was
+    files = [path for path in output.rglob("*") if path.is_file()]
+    signed = (f"signed with {sign_key} (bundle.json.sig, SHA256SUMS.sig)"
+              if sign_key and (output / "SHA256SUMS.sig").is_file() else "not signed (--sign-key signs it)")
+    say(f"bundle written to {output}: {len(files)} file(s), {human_size(sum(f.stat().st_size for f in files))}; "
+        f"{signed}; check it with: cd {output} && sha256sum -c SHA256SUMS", event="bundle-written", path=str(output))
 
 
 @click.command("import")
@@ -212,8 +240,10 @@ def _summarize(result, verb: str) -> int:
     if outcome.interrupted:
         say("interrupted: completed work stays completed; the next run finishes the rest", needs_a_human=True)
     reused = f" (+{human_size(outcome.reused)} re-sent from partial downloads a killed run kept)" if outcome.reused else ""
+    waited = f"; waited {result.lock_waited:.1f} s for the lock ({result.lock_holder})" if result.lock_holder else ""
     say(f"{outcome.pushed} {verb}, {outcome.skipped} unchanged, {outcome.refused} refused, {outcome.failed} failed; "
-        f"{human_size(outcome.bytes)} moved{reused}; audit: {result.audit_path}", needs_a_human=exit_code != EXIT_OK,
+        f"{human_size(outcome.bytes)} moved{reused}; audit: {result.audit_path}{waited}",
+        needs_a_human=exit_code != EXIT_OK, lock_waited_seconds=round(result.lock_waited, 1),
         event="summary", exit_code=exit_code, pushed=outcome.pushed, unchanged=outcome.skipped,
         refused=outcome.refused, failed=outcome.failed, bytes=outcome.bytes, reused_bytes=outcome.reused,
         audit=str(result.audit_path))

@@ -67,7 +67,7 @@ def verify_cmd(image_ref, key, certificate_identity, certificate_identity_regexp
 
 def _verify(image_ref, key, identity, identity_regex, issuer, trusted_root, attestation_type, allow_http,
             cacert) -> int:
-    from regsync.errors import EXIT_OK
+    from regsync.errors import EXIT_OK, RegistryError
     from regsync.kinds.oci.client import RegistryClient
     from regsync.kinds.oci.credentials import resolve_credentials
     from regsync.policy.models import Auth, ImageVerify
@@ -78,7 +78,13 @@ def _verify(image_ref, key, identity, identity_regex, issuer, trusted_root, atte
     client = RegistryClient(host, f"{'http' if allow_http else 'https'}://{host}",
                             resolve_credentials(Auth(docker_config=True), host), ca_file=cacert)
     client.ca_setting = "--registry-cacert"
-    found = client.head_manifest(repo, reference)
+    try:
+        found = client.head_manifest(repo, reference)
+    except RegistryError as exc:
+        if not allow_http and "does not speak TLS" in str(exc):  # the fix is a flag of this command
+            raise RegistryError(exc.ref, exc.status, f"{host} does not speak TLS: for a plain-HTTP registry "
+                                                     f"(loopback, a test) add --allow-http-registry") from None
+        raise
     if found is None:
         raise UsageError(f"{image_ref}: no such image")
     name = "key" if key else "keyless"

@@ -8,6 +8,7 @@ adapter keeps two promises for every request: no body read whole is larger than 
 
 from __future__ import annotations
 
+import threading
 from urllib.parse import urljoin, urlsplit
 
 import requests
@@ -100,6 +101,18 @@ def connection_failure(error: BaseException, base: str, ca_setting: str = "tls.c
     return f"cannot connect to {where} ({why})"
 
 
+# What Go's net/http (docker-registry, Harbor, Nexus's Go front ends) answers, with a 400, to plain
+# HTTP on its TLS port (src/net/http/server.go, "Client sent an HTTP request to an HTTPS server.").
+TLS_SERVER_ANSWER = b"Client sent an HTTP request to an HTTPS server"
+
+
+def speaks_tls(url: str) -> str:
+    """The message for a plain-HTTP request that a TLS server answered."""
+    where = origin(url).replace("http://", "", 1) or url
+    return f"{where} speaks TLS, not plain HTTP (it answered 400 'Client sent an HTTP request to an HTTPS " \
+           f"server'): its URL starts with https://"
+
+
 # A server asking for a longer pause gets its answer back at once instead: a cron run must not
 # stall for the hours a rate limit (or a hostile "Retry-After: 99999999999") names.
 MAX_RETRY_AFTER = 60.0
@@ -129,8 +142,9 @@ class LoggedRetry(Retry):
         why = cause(error) if error is not None else f"HTTP {response.status}" if response is not None else "failed"
         attempt = len(retry.history)
         wait = (response is not None and retry.get_retry_after(response)) or retry.get_backoff_time()
-        logger.log("INFO" if attempt == 1 else "WARNING", "{} {}{}: {}; retry {} of {} in about {:.1f} s",
-                   method, where, urlsplit(url or "").path, why, attempt, attempt + (retry.total or 0), wait)
+        logger.bind(event="retry", reason=why).log(
+            "INFO" if attempt == 1 else "WARNING", "{} {}{}: {}; retry {} of {} in about {:.1f} s",
+            method, where, urlsplit(url or "").path, why, attempt, attempt + (retry.total or 0), wait)
         return retry
 
 
@@ -150,12 +164,26 @@ def retry_policy(attempts: int, backoff: float) -> Retry:
 class Transport(HTTPAdapter):
     def __init__(self, throttle: Throttle | None, max_body: int = MAX_BODY, **kwargs):
         self._throttle, self.max_body = throttle, max_body
+        # Origins that refused a connection through all their retries: down for the rest of the run
+        # (a session lives for one run). Asking again would cost every item the same retries (~16 s
+        # each with the defaults) for the same answer; a server that is only slow is not put here.
+        self._down: dict[str, requests.exceptions.ConnectionError] = {}
+        self._down_lock = threading.Lock()
         super().__init__(**kwargs)
 
     def send(self, request, stream=False, **kwargs):
+        where = origin(request.url)
+        refused = self._down.get(where)
+        if refused is not None:
+            raise requests.exceptions.ConnectionError(*refused.args, request=request)
         if self._throttle:
             self._throttle.consume()
-        response = super().send(request, stream=stream, **kwargs)
+        try:
+            response = super().send(request, stream=stream, **kwargs)
+        except requests.exceptions.ConnectionError as exc:
+            if cause(exc) == "connection refused":
+                self._mark_down(where, exc)
+            raise
         if response.is_redirect:
             target = urljoin(request.url, response.headers["Location"])
             self._preload(response, _REDIRECT_BODY, decode=False)  # requests would read it whole to drain it
@@ -165,6 +193,15 @@ class Transport(HTTPAdapter):
             # read it here, bounded, and hand requests the bytes.
             self._preload(response, self.max_body)
         return response
+
+    def _mark_down(self, where: str, exc: requests.exceptions.ConnectionError) -> None:
+        with self._down_lock:
+            first = where not in self._down
+            self._down[where] = exc
+        if first:  # said once per run, however many items were waiting on it
+            logger.bind(event="down", reason="connection refused").error(
+                "{} refuses connections: treated as down for the rest of this run; what needs it fails "
+                "without asking it again", where)
 
     @staticmethod
     def _preload(response: requests.Response, limit: int, decode: bool = True) -> None:

@@ -58,10 +58,12 @@ def apply_plan(plan: Plan, endpoints: Endpoints, audit: AuditLog, jobs: int = 8,
     if bandwidth:
         on_bytes = _throttled(on_bytes, Throttle(bandwidth))
     for error in plan.errors:
-        audit.record("refused" if error.refused else "failed", artifact={"source": error.source},
-                     policy_rule=error.rule, reason=error.reason)
-        logger.error("{}", error.reason if error.source in error.reason else f"{error.source}: {error.reason}")
-        _count(outcome, error.source, error.reason, "refused" if error.refused else "failed")
+        event = "refused" if error.refused else "failed"
+        artifact = {"kind": error.kind, "source": error.source} if error.kind else {"source": error.source}
+        audit.record(event, artifact=artifact, policy_rule=error.rule, reason=error.reason)
+        logger.bind(**artifact, event=event, reason=error.reason).error(
+            "{}", error.reason if error.source in error.reason else f"{error.source}: {error.reason}")
+        _count(outcome, error.source, error.reason, event)
     for item in plan.items:
         _authorize(item, endpoints)
         if item.action == "skip":
@@ -82,13 +84,15 @@ def apply_plan(plan: Plan, endpoints: Endpoints, audit: AuditLog, jobs: int = 8,
                 logger.info("unchanged {} ({}): already on the target", item.target, item.digest)
             elif error is None:
                 outcome.pushed += 1
-                logger.info("{} {} ({})", "exported" if into is not None else "pushed", item.target, item.digest)
+                done = "exported" if into is not None else "pushed"
+                logger.bind(**log_fields(item, done)).info("{} {} ({})", done, item.target, item.digest)
             elif isinstance(error, VerificationError):
                 _refuse(item, error.reason, audit, outcome)
             else:
                 audit.record("failed", artifact=item.artifact(), policy_rule=item.rule, reason=str(error))
                 message = str(error)  # most errors already start with the reference they concern
-                logger.error("{}", message if message.startswith(item.target) else f"{item.target}: {message}")
+                logger.bind(**log_fields(item, "failed", message)).error(
+                    "{}", message if message.startswith(item.target) else f"{item.target}: {message}")
                 _count(outcome, item.source, str(error), "failed")
     except KeyboardInterrupt:
         # SIGINT/SIGTERM: start nothing new; uploads in flight finish or are abandoned uncommitted,
@@ -102,6 +106,12 @@ def apply_plan(plan: Plan, endpoints: Endpoints, audit: AuditLog, jobs: int = 8,
     outcome.bytes = run.moved
     outcome.reused = run.reused
     return outcome
+
+
+def log_fields(item: PlanItem, event: str, reason: str | None = None) -> dict:
+    """The flat fields a JSON log line carries for an item (docs/audit.md, "Logs as JSON")."""
+    return {"event": event, "kind": item.kind, "source": item.source, "target": item.target, "digest": item.digest,
+            "action": item.action, "reason": reason, "bytes": item.bytes}
 
 
 def _throttled(on_bytes, throttle: Throttle):
@@ -134,7 +144,7 @@ def _refuse(item: PlanItem, reason: str, audit: AuditLog, outcome: Outcome) -> N
     # what was checked before the refusal (gates passed, signers found) is evidence for the reviewer too
     audit.record("refused", artifact=item.artifact(), policy_rule=item.rule, verification=item.verification,
                  reason=reason)
-    logger.warning("refused {}: {}", item.source, reason)
+    logger.bind(**log_fields(item, "refused", reason)).warning("refused {}: {}", item.source, reason)
     _count(outcome, item.source, reason, "refused")
 
 

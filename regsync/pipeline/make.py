@@ -18,6 +18,8 @@ def make_plan(loaded: LoadedPolicy, endpoints: Endpoints, jobs: int = 8, shard: 
     for kind in KINDS.values():
         kind_items, kind_errors = kind.plan(loaded.policy, endpoints, jobs, shard, diff_target)
         items += kind_items
+        for error in kind_errors:
+            error.kind = error.kind or kind.name
         errors += kind_errors
     for item in items:
         _authorize(item, loaded.policy)

@@ -65,6 +65,7 @@ class PlanError:
     reason: str
     rule: str = ""
     refused: bool = False   # it failed only because verification refused what it needed: exit 3, not 1
+    kind: str = ""          # the Kind that planned it (PlanItem.kind), for per-kind metrics and logs
 
 
 @dataclass

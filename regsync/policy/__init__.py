@@ -57,7 +57,7 @@ def load_policy(path: str | Path, environ: dict[str, str] | None = None, offline
     try:
         policy = Policy.model_validate(doc.data, context={"base_dir": path.resolve().parent})
     except ValidationError as exc:
-        raise _first_error(exc, doc) from None
+        raise _all_errors(exc, doc) from None
     if stood_in:
         policy = policy.model_copy(update={section: {**getattr(policy, section), **{
             name: stand_in_placeholder(section) for where, name in stood_in if where == section}}
@@ -98,8 +98,22 @@ def _source_only(data: dict) -> set[tuple]:
             if isinstance(data.get(section), dict) and name in data[section]}
 
 
-def _first_error(exc: ValidationError, doc: Document) -> PolicyError:
-    error = exc.errors(include_url=False)[0]
+def _all_errors(exc: ValidationError, doc: Document) -> PolicyError:
+    """Every error pydantic found, in file order: a policy with three typos is fixed in one round."""
+    found: list[PolicyError] = []
+    for error in exc.errors(include_url=False):
+        policy_error = _policy_error(error, doc)
+        if str(policy_error) not in {str(e) for e in found}:  # union branches repeat one complaint
+            found.append(policy_error)
+    if len(found) == 1:
+        return found[0]
+    found.sort(key=lambda e: e.line or 0)
+    # one line still (errors are, docs/security.md): each error with its line, in file order
+    listed = "; ".join(f"line {e.line}: {e.msg}" if e.line else e.msg for e in found)
+    return PolicyError(f"{len(found)} errors: {listed}", doc.file)
+
+
+def _policy_error(error: dict, doc: Document) -> PolicyError:
     loc = _document_path(error["loc"])
     if error["type"] == "extra_forbidden":
         return doc.error(loc, f"unknown key '{loc[-1]}'")

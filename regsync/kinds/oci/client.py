@@ -17,8 +17,8 @@ from regsync.errors import NotFound, RegistryError, VerificationError
 from regsync.kinds.oci.auth import MAX_TOKEN_BYTES, Credentials, RegistryAuth
 from regsync.kinds.oci.manifest import ACCEPT, MAX_MANIFEST_BYTES, Descriptor, Manifest
 from regsync.kinds.oci.names import check_digest, quoted_repository, registry_path
-from regsync.net.http import (MAX_RETRY_AFTER, connection_failure, downgrades, make_session, origin,
-                              require_https, retry_after, retry_policy)
+from regsync.net.http import (MAX_RETRY_AFTER, TLS_SERVER_ANSWER, connection_failure, downgrades, make_session,
+                              origin, require_https, retry_after, retry_policy, speaks_tls)
 from regsync.content.reader import IDENTITY, SizedBody, VerifyingReader, read_bounded, read_document
 from regsync.net.throttle import Throttle
 
@@ -78,14 +78,22 @@ class RegistryClient:
             raise RegistryError(ref, None, f"{self.base} sent an unusable response: a redirect to an invalid URL") from None
         if response.status_code in ok:
             return response
-        raise self._error(response, ref)
+        error = self._error(response, ref)
+        if error.status == 401 and self.session.auth.credentials is None:  # nothing was sent: say that
+            from regsync.kinds.oci.credentials import no_credentials_found
+
+            error = RegistryError(ref, 401, no_credentials_found(self.host))
+        raise error
 
     @staticmethod
     def _error(response: requests.Response, ref: str) -> RegistryError:
         status = response.status_code
         detail = code = ""
         try:
-            errors = json.loads(read_bounded(response, _MAX_ERROR_BODY) or b"").get("errors") or []
+            body = read_bounded(response, _MAX_ERROR_BODY) or b""
+            if status == 400 and TLS_SERVER_ANSWER in body:
+                return RegistryError(ref, status, speaks_tls(response.url))
+            errors = json.loads(body).get("errors") or []
             if errors:
                 code = str(errors[0].get("code", ""))[:100]
                 detail = f": {code} {str(errors[0].get('message', ''))[:300]}".rstrip()

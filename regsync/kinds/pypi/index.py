@@ -121,6 +121,10 @@ class PackageIndex:
         else:
             raise RegistryError(f"{self.name}/{key}", None, f"more than {MAX_PAGE_REDIRECTS} redirects")
         if response.status_code == 404:
+            if not target:  # on a source, the usual cause is an index URL without its /simple/ part
+                logger.bind(event="not-found", source=f"{self.name}/{key}", reason="HTTP 404").warning(
+                    "{}: the project page of {} answered 404 at {} (is {} the index's simple API? it "
+                    "usually ends in /simple/)", self.name, key, public_url(url), public_url(self.url))
             return None
         response.raise_for_status()
         if response.status_code != 200:
