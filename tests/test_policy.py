@@ -323,7 +323,7 @@ def test_an_image_platform_typo_is_a_policy_error_with_a_suggestion(tmp_path, ol
 
 
 def test_policy_check_refuses_a_platform_typo_with_exit_2(tmp_path):
-    path = write(tmp_path, IMAGE_PLATFORMS.replace("[linux/amd64,", "[linux/amd46,"))
+    path = write(tmp_path, IMAGE_PLATFORMS.replace("[linux/amd64,", "[linux/amd46,", 1))
     checked = CliRunner().invoke(cli, ["policy", "check", "-p", str(path)])
     assert checked.exit_code == 2, checked.output
     assert f"{path}:9:" in checked.output and "did you mean linux/amd64?" in checked.output
