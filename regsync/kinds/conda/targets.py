@@ -12,7 +12,6 @@ stay listed.
 from __future__ import annotations
 
 import json
-import os
 import threading
 from pathlib import Path
 
@@ -20,7 +19,7 @@ import requests
 
 from regsync.errors import RegistryError
 from regsync.net.http import OriginBoundBasicAuth, make_session, origin, retry_policy
-from regsync.content.files import write_atomically
+from regsync.content.files import place_published, write_atomically
 from regsync.content.reader import CHUNK, SizedBody, read_bounded
 
 try:
@@ -115,7 +114,7 @@ class DirectoryChannel(_Channel):
     def put(self, path: Path, subdir: str, filename: str) -> None:
         folder = self.root / subdir
         folder.mkdir(parents=True, exist_ok=True)
-        os.replace(path, folder / filename)
+        place_published(path, folder / filename)  # 0644, never the state dir's 0600
 
     def _read(self, subdir: str) -> dict | None:
         try:
