@@ -77,7 +77,10 @@ def apply_plan(plan: Plan, endpoints: Endpoints, audit: AuditLog, jobs: int = 8,
     step = (lambda item: _export_item(item, run, into)) if into is not None else (lambda item: _apply_item(item, run))
     try:
         for item, error in zip(changes, item_pool.map(step, changes)):
-            if error is None:
+            if error == "skipped":
+                outcome.skipped += 1
+                logger.info("unchanged {} ({}): already on the target", item.target, item.digest)
+            elif error is None:
                 outcome.pushed += 1
                 logger.info("{} {} ({})", "exported" if into is not None else "pushed", item.target, item.digest)
             elif isinstance(error, VerificationError):
@@ -96,6 +99,11 @@ def apply_plan(plan: Plan, endpoints: Endpoints, audit: AuditLog, jobs: int = 8,
     finally:
         item_pool.shutdown(wait=True, cancel_futures=True)
         sub_pool.shutdown(wait=True, cancel_futures=True)
+    for item, error in run.finish():  # pushed, but what completes it (a listing) failed
+        outcome.pushed -= 1
+        audit.record("failed", artifact=item.artifact(), policy_rule=item.rule, reason=str(error))
+        logger.error("{}", error)
+        _count(outcome, item.source, str(error), "failed")
     outcome.bytes = run.moved
     outcome.reused = run.reused
     return outcome
@@ -135,12 +143,17 @@ def _refuse(item: PlanItem, reason: str, audit: AuditLog, outcome: Outcome) -> N
     _count(outcome, item.source, reason, "refused")
 
 
-def _apply_item(item: PlanItem, run: Run) -> Exception | None:
+def _apply_item(item: PlanItem, run: Run) -> Exception | str | None:
+    """None when pushed, "skipped" when the target already held it (a saved plan applied again)."""
+    event = []
+
     def transfer() -> None:
         fields = kind_of(item).transfer(item, run)
         fields.setdefault("artifact", item.artifact())
-        run.audit.record("pushed", policy_rule=item.rule, **fields)
-    return _guarded(item, transfer)
+        event.append(fields.pop("event", "pushed"))
+        run.audit.record(event[0], policy_rule=item.rule, **fields)
+    error = _guarded(item, transfer)
+    return "skipped" if error is None and event == ["skipped"] else error
 
 
 def _export_item(item: PlanItem, run: Run, sink: BundleSink) -> Exception | None:

@@ -92,6 +92,13 @@ class Run:
         for state in states:
             state.stop()
 
+    def finish(self) -> list[tuple["PlanItem", Exception]]:
+        """Once every transfer is over (a stop included): each state's closing step (a conda target's
+        listing written once for the run); returns the items it could not complete, with why."""
+        with self._lock:
+            states = list(self._states.values())
+        return [failure for state in states if hasattr(state, "finish") for failure in state.finish()]
+
     @property
     def reused(self) -> int:
         return sum(state.reused for state in self._states.values())
@@ -121,7 +128,9 @@ class Kind(Protocol):
     def transfer(self, item: "PlanItem", run: Run) -> dict:
         """Fetch, verify (again, against the policy's rule) and push one item. Records `verified`
         itself; returns the `pushed` record's fields (at least `verification`; `artifact` to say
-        what this push moved when it differs from the plan's item)."""
+        what this push moved when it differs from the plan's item). A target that already holds the
+        item (a saved plan applied again) is no push: `{"event": "skipped", "reason": ...}`, with
+        nothing fetched."""
 
     def export(self, item: "PlanItem", run: Run, sink: BundleSink) -> dict:
         """Fetch and verify one item into the bundle; returns the verification evidence."""

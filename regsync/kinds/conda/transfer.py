@@ -48,8 +48,9 @@ def admitted(item, rules, channels, record) -> str:
         for platform in platforms(rule) for virtual in rule.virtual_packages))
 
 
-def apply_conda(item, endpoints, audit, on_bytes=None, artifact=None) -> dict:
-    """Returns the verification evidence (for the `pushed` record too)."""
+def apply_conda(item, endpoints, audit, on_bytes=None, artifact=None) -> dict | None:
+    """Returns the verification evidence (for the `pushed` record too); None when the target already
+    lists the file with this very record (a saved plan applied again): nothing fetched or written."""
     rules, channels, source, record, published = planned_record(item, endpoints)
     source_name, subdir, filename = split_ref(item.source)
     item.rule = admitted(item, rules, channels, record)
@@ -62,9 +63,11 @@ def apply_conda(item, endpoints, audit, on_bytes=None, artifact=None) -> dict:
                                 f"never overwritten")
     method = item.digest.partition(":")[0]
     against = f"{source_name}/{subdir}/repodata.json"
+    if held == published:
+        return None
     if held is not None:
         # a patched record for a file the target holds (its bytes verified when they were placed)
-        target.publish(subdir, {filename: published})
+        target.publish(subdir, {filename: published}, source)
         evidence = {"method": method, "against": against, "record_only": True}
         return {**evidence, "attestation": attestation} if attestation else evidence
     with tempfile.TemporaryDirectory(dir=target.staging, prefix=".regsync-") as work:
@@ -81,7 +84,7 @@ def apply_conda(item, endpoints, audit, on_bytes=None, artifact=None) -> dict:
             verification["attestation"] = attestation
         audit.record("verified", artifact=artifact, policy_rule=item.rule, verification=verification)
         target.put(path, subdir, filename)
-    target.publish(subdir, {filename: published})
+    target.publish(subdir, {filename: published}, source)
     return verification
 
 
