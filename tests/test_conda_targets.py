@@ -173,7 +173,7 @@ def test_one_listing_rewrite_per_run_over_a_big_listing_in_another_layout(tmp_pa
     """A target listing written by another tool (conda-index's indented, sorted layout) with 3000
     records: one run adding files rewrites each subdir's listing once, whatever the number of files
     and workers, keeps every record it had as it was, and leaves it in regsync's line layout, which
-    the next run streams (issue 20 item 9; the time and memory figures are benchmark P11)."""
+    the next run streams (issue 20 item 9; the time and memory figures are benchmark P12)."""
     from tests.fixtures.nginx import dav_front
 
     channel = make_channel(tmp_path / "up", [Pkg(f"lib{n}", "1.0", "0") for n in range(6)] +

@@ -32,6 +32,8 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable, Iterator, Mapping
 
+from regsync.errors import RegistryError
+
 SECTIONS = ("packages", "packages.conda")
 _DECODER = json.JSONDecoder()
 
@@ -131,7 +133,15 @@ class Listed(Mapping):
                 self._texts[part[1]] = part[2]
 
     def __getitem__(self, filename: str) -> dict:
-        return json.loads(self._texts[filename])
+        text = self._texts[filename]
+        try:
+            record = json.loads(text)
+        except ValueError:
+            record = None
+        if not isinstance(record, dict):  # a line edited by hand: never guessed at
+            raise RegistryError(f"repodata.json of the target: {filename}", None,
+                                "its record is not one JSON object: fix or remove that line")
+        return record
 
     def __iter__(self):
         return iter(self._texts)
