@@ -110,7 +110,7 @@ class BundleChannel:
 
     def __init__(self, name: str, entries: list[dict], layout: LayoutSource, scratch):
         self.name, self._layout, self._scratch = name, layout, scratch
-        root = Path(scratch.name) / name
+        root = self._root = Path(scratch.name) / name
         by_subdir: dict[str, dict] = {"noarch": {}}
         for entry in entries:
             split_filename(entry["filename"])
@@ -147,6 +147,15 @@ class BundleChannel:
 
     def listed_in(self, record) -> str:
         return str(record.url).rsplit("/", 2)[-2]
+
+    def files_elsewhere(self, subdir: str) -> None:
+        return None
+
+    def records_named(self, subdir: str, name: str) -> list:
+        from regsync.kinds.conda.channel import records_in_file
+
+        path = self._root / subdir / "repodata.json"
+        return records_in_file(self.rattler_channel(), subdir, name, path) if path.exists() else []
 
     def published(self, subdir: str, record) -> dict:
         return self._records.get(subdir, {}).get(record.file_name) or rattler_json(record)

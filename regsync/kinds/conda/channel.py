@@ -84,6 +84,21 @@ class SourceChannel:
             return listing.records[record.file_name]
         return rattler_json(record)
 
+    def records_named(self, subdir: str, name: str) -> list:
+        """rattler's records of `name` in the subdir's repodata, both package formats of a build (the
+        solver's reading offers only the .conda); a sharded subdir as rattler's Gateway reads it."""
+        if self._listings.get(subdir) is not None:
+            return records_in_file(self.rattler_channel([subdir]), subdir, name, self._root / subdir / "repodata.json")
+        return asyncio.run(self.gateway.query([self.rattler_channel([subdir])], [subdir], [name], recursive=False,
+                                              channel_relations="disabled"))[0]
+
+    def files_elsewhere(self, subdir: str) -> str | None:
+        """Where the subdir's files are when the channel says elsewhere (CEP-15 base_url), else None."""
+        listing = self._listings.get(subdir)
+        if listing is None or listing.files_url == f"{self.url}/{subdir}":
+            return None
+        return listing.files_url
+
     def removed(self, subdir: str) -> list:
         listing = self._listings.get(subdir)
         return listing.removed if listing is not None else []
@@ -189,10 +204,10 @@ class Channels:
         matched: set[str] = set()
         found, taken = [], {}
         for channel in channels:
-            for platform in platforms:  # one query per channel and subdir: nothing to pair up afterwards
-                listed = asyncio.run(self._gateway.query([channel.rattler_channel(platforms)], [platform],
-                                                         list(wanted.values()), recursive=False,
-                                                         channel_relations="disabled"))[0]
+            channel.rattler_channel(platforms)   # each subdir's repodata read (bounded) before rattler looks
+            for platform in platforms:  # one look per channel and subdir: nothing to pair up afterwards
+                names = dict.fromkeys(spec.name.normalized for spec in wanted.values())
+                listed = [record for name in names for record in channel.records_named(platform, name)]
                 for record in listed:
                     # strict channel priority: a name the first channel has is taken from it alone
                     if taken.setdefault(record.name.normalized, channel) is not channel:
@@ -218,10 +233,8 @@ class Channels:
         """(rattler record, record as published) for `filename` as the subdir's repodata lists it now,
         or None."""
         name = split_filename(filename)[0]
-        platforms = [subdir, "noarch"] if subdir != "noarch" else ["noarch"]
-        found = asyncio.run(self._gateway.query([channel.rattler_channel(platforms)], [subdir], [name],
-                                                recursive=False, channel_relations="disabled"))
-        for record in found[0]:
+        channel.rattler_channel([subdir, "noarch"] if subdir != "noarch" else ["noarch"])
+        for record in channel.records_named(subdir, name):
             if record.file_name == filename and channel.listed_in(record) == subdir:
                 return record, channel.published(subdir, record)
         return None
@@ -235,6 +248,14 @@ class Found:
     subdir: str
     filename: str
     record: dict
+
+
+def records_in_file(rattler_channel, subdir: str, name: str, path: Path) -> list:
+    """rattler's records of `name` in a local repodata.json, every package format."""
+    from rattler import PackageFormatSelection, SparseRepoData
+
+    with SparseRepoData(rattler_channel, subdir, path) as sparse:
+        return sparse.load_records(name, PackageFormatSelection.BOTH)
 
 
 def _closure_key(sources, specs, subdir, virtual) -> tuple:

@@ -36,6 +36,7 @@ MAX_COMPRESSED = 256 << 20   # a source's repodata.json.zst as sent (conda-forge
 MAX_REPODATA = 1 << 30       # a source's repodata.json, inflated or as sent (conda-forge's linux-64: ~300 MiB)
 SHARDS = "repodata_shards.msgpack.zst"
 _STATE = "regsync-state.json"
+_LISTS = ("depends", "constrains")
 
 
 @dataclass
@@ -169,4 +170,15 @@ def _write_local(local: Path, repodata: dict, files_url: str) -> None:
     `info` of the copy differs; the records are the same objects."""
     info = repodata.get("info") if isinstance(repodata.get("info"), dict) else {}
     copy = {**repodata, "info": {**info, "base_url": files_url + "/"}, "repodata_version": 2}
+    for key in ("packages", "packages.conda"):
+        if isinstance(copy.get(key), dict):
+            copy[key] = {filename: _readable(record) for filename, record in copy[key].items()}
     write_atomically(local, json.dumps(copy).encode())
+
+
+def _readable(record):
+    """A list field published as null (conda reads it as empty; rattler refuses the whole subdir):
+    empty in the copy rattler reads. The record carried to the target stays as published."""
+    if isinstance(record, dict) and any(record.get(key, ()) is None for key in _LISTS):
+        return {**record, **{key: [] for key in _LISTS if key in record and record[key] is None}}
+    return record
