@@ -72,7 +72,10 @@ def planned(path) -> list[dict]:
 
 def test_without_dependencies_every_channel_and_noarch_and_a_spec_matching_nothing_is_named(tmp_path):
     """Issue 20 item 1: `from: [main, r]`, r-base only in r, affine only in main's noarch."""
-    main, r = serve(real_channel(tmp_path, "defaults-2018/main")), serve(real_channel(tmp_path, "defaults-2018/r"))
+    r_root = real_channel(tmp_path, "defaults-2018/r")
+    (r_root / "noarch").mkdir()   # as the r channel has it (empty here)
+    (r_root / "noarch/repodata.json").write_text('{"info": {"subdir": "noarch"}, "packages": {}}')
+    main, r = serve(real_channel(tmp_path, "defaults-2018/main")), serve(r_root)
     try:
         path = policy(tmp_path, {"main": main.url, "r": r.url}, ["r-base=3.5.0", "affine", "nosuchpackage>=1"])
         result = run_cli("plan", "-p", path, "--json")
