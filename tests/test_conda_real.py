@@ -92,12 +92,12 @@ def test_both_formats_come_along_and_a_file_is_fetched_from_the_subdir_that_list
     and libffi 3.4.2 h7f98852_5 as .tar.bz2 and .conda."""
     root = real_channel(tmp_path, "conda-forge-numpy")
     served = provide(root, "linux-64", "pip-24.0-pyhd8ed1ab_0.conda", built_as="noarch")
+    both = [provide(root, "linux-64", f"libffi-3.4.2-h7f98852_5{ext}") for ext in (".tar.bz2", ".conda")]
     forge = serve(root)
     try:
         sources = {i["source"] for i in planned(policy(tmp_path, {"forge": forge.url}, ["libffi", "pip"]))}
         assert sources == {"forge/linux-64/libffi-3.4.2-h7f98852_5.tar.bz2", "forge/linux-64/libffi-3.4.2-h7f98852_5.conda",
                            "forge/linux-64/pip-24.0-pyhd8ed1ab_0.conda"}
-        both = [provide(root, "linux-64", f"libffi-3.4.2-h7f98852_5{ext}") for ext in (".tar.bz2", ".conda")]
         synced = run_cli("sync", "-p", policy(tmp_path, {"forge": forge.url}, ["pip", "libffi"]))
         assert synced.exit_code == 0, synced.output
         assert "/linux-64/pip-24.0-pyhd8ed1ab_0.conda" in forge.paths
@@ -177,8 +177,10 @@ def test_name_version_build_specs_are_read_as_conda_reads_them(tmp_path):
 def test_md5_only_records_are_refused_unless_the_rule_allows_them(tmp_path):
     """Issue 20 items 7 and 10: anaconda.org's conda-test channel publishes md5 and size only."""
     root = real_channel(tmp_path, "conda-test")
-    ctest = serve(root)
     filename = "flask-0.11.1-py_0.tar.bz2"
+    served = provide(root, "noarch", filename)
+    (root / "noarch" / filename).rename(tmp_path / filename)
+    ctest = serve(root)
     try:
         refusing = policy(tmp_path, {"ctest": ctest.url}, ["flask"], platforms=["noarch"])
         [item] = planned(refusing)
@@ -186,11 +188,11 @@ def test_md5_only_records_are_refused_unless_the_rule_allows_them(tmp_path):
         allowing = policy(tmp_path, {"ctest": ctest.url}, ["flask"], platforms=["noarch"],
                           extra="    weak_digests: allow\n")
         [item] = planned(allowing)
-        assert item["action"] == "copy" and item["digest"] == "md5:6b06127706cf0ba57c6e13258bb222e7"
+        assert item["action"] == "copy" and item["digest"] == f"md5:{served['md5']}"
         missing = run_cli("sync", "-p", allowing)   # the file is not there (yet): the error names the subdir
         assert missing.exit_code != 0 and f"ctest/noarch/{filename}" in missing.output, missing.output
         assert "download failed" in missing.output
-        served = provide(root, "noarch", filename)
+        (tmp_path / filename).rename(root / "noarch" / filename)
         synced = run_cli("sync", "-p", allowing)
         assert synced.exit_code == 0, synced.output
         [verified] = [r for r in audit_records(tmp_path / "audit.jsonl") if r["event"] == "verified"]
