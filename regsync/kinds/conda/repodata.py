@@ -42,8 +42,10 @@ _PUBLISHED = "published.json"
 # A record's key in `packages`/`packages.conda`: a package file name (names.py's grammar) then `: {`.
 # Only a key is followed by a colon; a match that is not a record is dropped when it is read (see
 # Listing.record). An index of offsets keeps memory to a few dozen bytes per record, where a parsed
-# conda-forge subdir would take gigabytes of Python objects.
-_KEY = re.compile(rb'"([A-Za-z0-9_.][A-Za-z0-9_.!+-]{0,254}(?:\.conda|\.tar\.bz2))"\s*:\s*\{')
+# conda-forge subdir would take gigabytes of Python objects. One pattern per extension, each starting
+# with a literal (re then skips ahead at memchr speed; an alternation is 6x slower, measured).
+_KEY_ENDS = (re.compile(rb'\.conda"\s*:\s*\{'), re.compile(rb'\.tar\.bz2"\s*:\s*\{'))
+_NAME = re.compile(rb"[A-Za-z0-9_.][A-Za-z0-9_.!+-]{0,254}")
 _LISTS = ("depends", "constrains")
 _NULL_LIST = re.compile(rb'"(?:depends|constrains)"\s*:\s*null')
 
@@ -56,8 +58,13 @@ class Listing:
         with open(path, "rb") as handle:
             self._data = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) if path.stat().st_size else b""
         self._offsets: dict[str, list[int]] = {}
-        for match in _KEY.finditer(self._data):
-            self._offsets.setdefault(match.group(1).decode(), []).append(match.end() - 1)
+        data = self._data
+        for pattern in _KEY_ENDS:
+            for match in pattern.finditer(data):
+                quote = data.find(b'"', match.start())
+                start = data.rfind(b'"', max(0, match.start() - 256), match.start())
+                if start != -1 and _NAME.fullmatch(data, start + 1, quote):
+                    self._offsets.setdefault(data[start + 1:quote].decode(), []).append(match.end() - 1)
 
     def __contains__(self, filename: str) -> bool:
         return filename in self._offsets
