@@ -264,3 +264,16 @@ def test_a_zstd_bomb_in_source_repodata_is_not_inflated_past_the_limit(tmp_path,
         assert "bomb/linux-64/repodata.json: inflates to more than 1048576 bytes; refused" in result.output
     finally:
         bomb.stop()
+
+
+def test_a_failed_download_names_the_subdir(tmp_path):
+    """Issue 20 item 10."""
+    root = make_channel(tmp_path / "chan", [Pkg("zlib", "1.2.11", "0", subdir="win-64")])
+    (root / "win-64/zlib-1.2.11-0.conda").unlink()
+    chan = serve(root)
+    try:
+        result = run_cli("sync", "-p", policy(tmp_path, {"chan": chan.url}, ["zlib"], platforms=["win-64"]))
+        assert result.exit_code == 1, result.output
+        assert "chan/win-64/zlib-1.2.11-0.conda: download failed" in result.output
+    finally:
+        chan.stop()
