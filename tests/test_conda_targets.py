@@ -112,7 +112,7 @@ def test_upstream_order_is_kept_so_clients_see_the_same_formats(tmp_path):
 
         @staticmethod
         def listing(subdir):
-            return Listing(subdir, "", {**write_root["packages"], **write_root["packages.conda"]})
+            return Listing(subdir, root / subdir / "repodata.json")
 
     first_run = DirectoryChannel("internal", tmp_path / "mirror")
     for filename in ("x-1.0-1.conda", "x-1.0-2.tar.bz2", "x-1.0-1.tar.bz2", "x-1.0-2.conda"):  # as workers finish

@@ -20,7 +20,7 @@ from pathlib import Path
 from loguru import logger
 
 from regsync.kinds.conda.attest import check_attestation
-from regsync.kinds.conda.channel import CondaFile, rattler_json
+from regsync.kinds.conda.channel import CondaFile, rattler_json, records_in_file
 from regsync.kinds.conda.transfer import admitted, planned_record
 from regsync.kinds.conda.names import known_subdirs, split_filename, split_ref
 from regsync.errors import NotFound, RegistryError, VerificationError
@@ -44,14 +44,14 @@ def export_conda(item, endpoints, writer: LayoutWriter, on_bytes=None) -> tuple[
              "size": published.get("size"), "record": published}
     if check_attestation(rules, endpoints.policy, record, item.source) and record.attestations_sha256 is not None:
         # verified here; carried so the far side verifies it again, offline, from the bundle alone
-        sidecar = _sidecar(source, subdir, source.file(subdir, filename, published), published["attestations_sha256"])
+        sidecar = _sidecar(source, subdir, source.file(subdir, record, published), published["attestations_sha256"])
         writer.write_blob(f"sha256:{published['attestations_sha256']}", [sidecar])
     if writer.has_blob(item.digest):
         return entry, 0
     final = blob_path(writer.root, item.digest)
     partial = final.with_name(f".{final.name}.{os.getpid()}.partial")
     try:
-        package = source.file(subdir, filename, published)
+        package = source.file(subdir, record, published)
         fetch_verified(source, package, partial, on_bytes, package.where)
     except BaseException:
         partial.unlink(missing_ok=True)
@@ -110,7 +110,7 @@ class BundleChannel:
 
     def __init__(self, name: str, entries: list[dict], layout: LayoutSource, scratch):
         self.name, self._layout, self._scratch = name, layout, scratch
-        root = Path(scratch.name) / name
+        root = self._root = Path(scratch.name) / name
         by_subdir: dict[str, dict] = {"noarch": {}}
         for entry in entries:
             split_filename(entry["filename"])
@@ -145,13 +145,24 @@ class BundleChannel:
 
         return Channel(self.url + "/")
 
+    def upstream(self, record):
+        return record
+
     def listed_in(self, record) -> str:
         return str(record.url).rsplit("/", 2)[-2]
+
+    def files_elsewhere(self, subdir: str, url: str) -> None:
+        return None
+
+    def records_named(self, subdir: str, name: str) -> list:
+        path = self._root / subdir / "repodata.json"
+        return records_in_file(self.rattler_channel(), subdir, name, path) if path.exists() else []
 
     def published(self, subdir: str, record) -> dict:
         return self._records.get(subdir, {}).get(record.file_name) or rattler_json(record)
 
-    def file(self, subdir: str, filename: str, published: dict) -> CondaFile:
+    def file(self, subdir: str, record, published: dict) -> CondaFile:
+        filename = record.file_name
         split_filename(filename)
         return CondaFile(filename, f"bundle:{self.name}/{subdir}/{filename}", published.get("size"),
                          {"sha256": published.get("sha256")}, f"{self.name}/{subdir}/{filename}")

@@ -67,34 +67,52 @@ class SourceChannel:
         local = all([self.listing(subdir) is not None for subdir in subdirs])
         return Channel((self._root.as_uri() if local else self.url) + "/")
 
+    def upstream(self, record):
+        """`record` with its URL where the channel serves the file: rattler read the local copy, so a
+        URL under it is the channel's own (CEP-15 base_url, absolute, already names elsewhere)."""
+        url, local = str(record.url), self._root.as_uri() + "/"
+        if url.startswith(local):
+            record.url = f"{self.url}/{url[len(local):]}"
+        return record
+
     def listed_in(self, record) -> str:
         """The subdir whose repodata listed `record` (mamba's conda-forge snapshot lists noarch records
         in linux-64's): its file is fetched from there, wherever the record's `subdir` says."""
-        folder = str(record.url).rsplit("/", 1)[0]
-        for subdir, listing in list(self._listings.items()):
-            if listing is not None and listing.files_url == folder:
-                return subdir
-        return folder.rsplit("/", 1)[-1] if folder.startswith(self.url + "/") else record.subdir
+        url = str(record.url)
+        if url.startswith(self.url + "/") and url.count("/") == self.url.count("/") + 2:
+            return url.rsplit("/", 2)[-2]
+        listing = [subdir for subdir, found in list(self._listings.items())
+                   if found is not None and record.file_name in found]
+        return record.subdir if record.subdir in listing or not listing else listing[0]
 
     def published(self, subdir: str, record) -> dict:
         """The record key for key as the channel's repodata has it (rattler's reading of it for a
         sharded subdir)."""
         listing = self._listings.get(subdir)
-        if listing is not None and record.file_name in listing.records:
-            return listing.records[record.file_name]
-        return rattler_json(record)
+        raw = listing.record(record.file_name, record.name.source, _rattler_digests(record)) if listing else None
+        return raw if raw is not None else rattler_json(record)
 
-    def removed(self, subdir: str) -> list:
-        listing = self._listings.get(subdir)
-        return listing.removed if listing is not None else []
+    def records_named(self, subdir: str, name: str) -> list:
+        """rattler's records of `name` in the subdir's repodata, both package formats of a build (the
+        solver's reading offers only the .conda); a sharded subdir as rattler's Gateway reads it."""
+        if self._listings.get(subdir) is not None:
+            found = records_in_file(self.rattler_channel([subdir]), subdir, name, self._root / subdir / "repodata.json")
+        else:
+            found = asyncio.run(self.gateway.query([self.rattler_channel([subdir])], [subdir], [name], recursive=False,
+                                                   channel_relations="disabled"))[0]
+        return [self.upstream(record) for record in found]
 
-    def file(self, subdir: str, filename: str, published: dict) -> CondaFile:
-        """The download of `filename`: where the channel's repodata says its files are (CEP-15
-        base_url, else `<channel>/<subdir>/`), never the record's own `url`, which the server wrote."""
+    def files_elsewhere(self, subdir: str, url: str) -> str | None:
+        """Where the subdir's files are when the channel says elsewhere (CEP-15 base_url), else None."""
+        folder = url.rsplit("/", 1)[0]
+        return None if folder == f"{self.url}/{subdir}" else folder
+
+    def file(self, subdir: str, record, published: dict) -> CondaFile:
+        """The download of `record`: where the channel's repodata says its files are (CEP-15 base_url,
+        else `<channel>/<subdir>/`), never the record's own `url` field, which the server wrote."""
+        filename = record.file_name
         split_filename(filename)
-        listing = self._listings.get(subdir)
-        folder = listing.files_url if listing is not None else f"{self.url}/{subdir}"
-        return CondaFile(filename, f"{folder}/{filename}", published.get("size"), _digests(published),
+        return CondaFile(filename, str(record.url), published.get("size"), _digests(published),
                          f"{self.name}/{subdir}/{filename}")
 
     def open(self, package: CondaFile, start: int = 0) -> requests.Response:
@@ -109,6 +127,11 @@ class SourceChannel:
             response.close()
             raise RegistryError(where, response.status_code, "download failed")
         return response
+
+
+def _rattler_digests(record) -> dict[str, str]:
+    return {key: value.hex() if isinstance(value, bytes) else str(value)
+            for key, value in (("sha256", record.sha256), ("md5", record.md5)) if value is not None}
 
 
 def _digests(published: dict) -> dict:
@@ -180,8 +203,10 @@ class Channels:
             found = []
             for record in records:
                 channel = by_url[str(record.channel).rstrip("/")]
+                channel.upstream(record)
                 listed_in = channel.listed_in(record)
-                found.append(Found(channel, listed_in, record.file_name, channel.published(listed_in, record)))
+                found.append(Found(channel, listed_in, record.file_name, channel.published(listed_in, record),
+                                   str(record.url)))
             self._closures[_closure_key(sources, specs, subdir, virtual)] = frozenset(
                 (f.channel.name, f.subdir, f.filename) for f in found)
             return found
@@ -189,10 +214,10 @@ class Channels:
         matched: set[str] = set()
         found, taken = [], {}
         for channel in channels:
-            for platform in platforms:  # one query per channel and subdir: nothing to pair up afterwards
-                listed = asyncio.run(self._gateway.query([channel.rattler_channel(platforms)], [platform],
-                                                         list(wanted.values()), recursive=False,
-                                                         channel_relations="disabled"))[0]
+            channel.rattler_channel(platforms)   # each subdir's repodata read (bounded) before rattler looks
+            for platform in platforms:  # one look per channel and subdir: nothing to pair up afterwards
+                names = dict.fromkeys(spec.name.normalized for spec in wanted.values())
+                listed = [record for name in names for record in channel.records_named(platform, name)]
                 for record in listed:
                     # strict channel priority: a name the first channel has is taken from it alone
                     if taken.setdefault(record.name.normalized, channel) is not channel:
@@ -200,8 +225,8 @@ class Channels:
                     hits = [text for text, spec in wanted.items() if spec.matches(record)]
                     if hits:
                         matched.update(hits)
-                        listed_in = channel.listed_in(record)
-                        found.append(Found(channel, listed_in, record.file_name, channel.published(listed_in, record)))
+                        found.append(Found(channel, platform, record.file_name, channel.published(platform, record),
+                                           str(record.url)))
         for spec in specs:
             if spec not in matched:
                 logger.warning("{} {}: the spec '{}' matches no record", "/".join(sources), "+".join(platforms), spec)
@@ -218,10 +243,8 @@ class Channels:
         """(rattler record, record as published) for `filename` as the subdir's repodata lists it now,
         or None."""
         name = split_filename(filename)[0]
-        platforms = [subdir, "noarch"] if subdir != "noarch" else ["noarch"]
-        found = asyncio.run(self._gateway.query([channel.rattler_channel(platforms)], [subdir], [name],
-                                                recursive=False, channel_relations="disabled"))
-        for record in found[0]:
+        channel.rattler_channel([subdir, "noarch"] if subdir != "noarch" else ["noarch"])
+        for record in channel.records_named(subdir, name):
             if record.file_name == filename and channel.listed_in(record) == subdir:
                 return record, channel.published(subdir, record)
         return None
@@ -235,6 +258,15 @@ class Found:
     subdir: str
     filename: str
     record: dict
+    url: str      # where the file is (rattler's reading of the channel's repodata, never the record's `url`)
+
+
+def records_in_file(rattler_channel, subdir: str, name: str, path: Path) -> list:
+    """rattler's records of `name` in a local repodata.json, every package format."""
+    from rattler import PackageFormatSelection, SparseRepoData
+
+    with SparseRepoData(rattler_channel, subdir, path) as sparse:
+        return sparse.load_records(name, PackageFormatSelection.BOTH)
 
 
 def _closure_key(sources, specs, subdir, virtual) -> tuple:

@@ -53,6 +53,10 @@ def _item(found, rule, rule_name: str) -> PlanItem:
         check_item(item.source, item.target, item.digest)
     except ValueError as exc:
         item.action, item.reason, item.bytes = "refuse", f"the channel's repodata lists {exc}", 0
+        return item
+    elsewhere = found.channel.files_elsewhere(subdir, found.url)
+    if elsewhere:
+        item.reason = f"from {elsewhere}/ (the channel's base_url)"
     return item
 
 

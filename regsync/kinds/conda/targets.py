@@ -101,7 +101,7 @@ class _Channel:
             known = key in self._orders
         if not known:
             listing = listing_of(subdir)
-            order = {name: place for place, name in enumerate(listing.records)} if listing is not None else {}
+            order = listing.positions() if listing is not None else {}
             with self._lock:
                 self._orders.setdefault(key, order)
         return key

@@ -72,7 +72,7 @@ def apply_conda(item, endpoints, audit, on_bytes=None, artifact=None) -> dict | 
         return {**evidence, "attestation": attestation} if attestation else evidence
     with tempfile.TemporaryDirectory(dir=target.staging, prefix=".regsync-") as work:
         path = Path(work) / filename
-        package = source.file(subdir, filename, published)
+        package = source.file(subdir, record, published)
         if method == "md5":
             fetch_md5_verified(source, package, item.digest, path, on_bytes)
         else:
