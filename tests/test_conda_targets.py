@@ -138,6 +138,44 @@ def test_upstream_order_is_kept_so_clients_see_the_same_formats(tmp_path):
     assert len(upstream_offers) == 6 and mirror_offers == upstream_offers
 
 
+def test_a_mirror_offers_both_formats_where_upstream_does(tmp_path):
+    """End to end: real .conda and .tar.bz2 files of x's three builds, upstream listing them newest
+    first; two runs (two builds, then the third) with `dependencies: false`: rattler offers the same
+    six files from the mirror as from upstream."""
+    import conda_package_handling.api as cph
+    import rattler.index
+
+    from tests.fixtures.conda import build_package
+
+    root = make_channel(tmp_path / "up", [])
+    for build in "210":
+        made = build_package(root, Pkg("x", "1.0", build))
+        cph.transmute(str(made), ".tar.bz2", out_folder=str(made.parent))
+    asyncio.run(rattler.index.index_fs(root, write_zst=False, force=True))
+    repodata = json.loads((root / "linux-64/repodata.json").read_text())
+    for key in ("packages", "packages.conda"):
+        repodata[key] = dict(sorted(repodata[key].items(), reverse=True))
+    (root / "linux-64/repodata.json").write_text(json.dumps(repodata, indent=1))  # in this order, not sorted
+    served = serve(root)
+    target = f"{{kind: directory, path: {tmp_path / 'mirror'}}}"
+    try:
+        upstream_offers = sorted(r.file_name for r in query(served.url, ["x"], tmp_path / "c-up"))
+        assert len(upstream_offers) == 6
+        for specs in (["x=1.0=2", "x=1.0=1"], ["x"]):
+            synced = run_cli("sync", "-p", channel_policy(tmp_path, served.url, target, specs))
+            assert synced.exit_code == 0, synced.output
+    finally:
+        served.stop()
+    listed = json.loads((tmp_path / "mirror/linux-64/repodata.json").read_text())
+    for key in ("packages", "packages.conda"):
+        assert list(listed[key]) == list(repodata[key]), key
+    mirror = serve(tmp_path / "mirror")
+    try:
+        assert sorted(r.file_name for r in query(mirror.url, ["x"], tmp_path / "c-mirror")) == upstream_offers
+    finally:
+        mirror.stop()
+
+
 def test_a_saved_plan_applied_twice_is_a_no_op(tmp_path):
     """`sync --plan plan.json` again (a cron retry, a second operator): nothing fetched, nothing
     written, every item audited `skipped`, exit 0 (issue 21 item 2)."""
