@@ -169,7 +169,8 @@ GOALS = {("P1", "skopeo copy --all"): "<= 0.7×", ("P1", "curl GET→PUT floor")
          ("P2", "skopeo sync --all"): "<= 0.25×", ("P5", "pip download"): "<= 0.5×", ("P3", "skopeo sync --all"): "<= 0.15×",
          ("P4", ""): "<= 100 MB, flat", ("P5", ""): "flat", ("P6", ""): "linear", ("P7", ""): "<= 55% again",
          ("P8", "rattler solve"): "<= 1.5×, RSS <= 500 MB", ("P9", "conda-mirror"): "<= 0.5×",
-         ("P10", ""): "<= 0.15 s", ("P11", "regsync without the gate"): "<= 1.3×"}
+         ("P10", ""): "<= 0.15 s", ("P11", "regsync without the gate"): "<= 1.3×",
+         ("P12", ""): "one pass; RSS well below 10x the listing"}
 
 
 def _cpu(result: dict) -> str:
@@ -394,9 +395,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run of a few minutes")
     parser.add_argument("--only", default="P1,P2,P4,P5,P6,P7,P10",
-                        help="comma-separated ids (P2 includes P3; conda: P8,P9; start-up: P10; image vulnerability gate: P11)")
+                        help="comma-separated ids (P2 includes P3; conda: P8,P9,P12; start-up: P10; image vulnerability gate: P11)")
     parser.add_argument("--scale", type=int, help="tags for P2/P3 (default 1000, 50 with --quick)")
     parser.add_argument("--p1-bytes", type=float, help="P1 image size in bytes (default 1.05e9, 1e8 with --quick)")
+    parser.add_argument("--p12-python", help="P12 again with this interpreter's regsync (e.g. a venv of main's)")
     parser.add_argument("--conda-mirror", help="P9: the conda-mirror executable (PyPI conda-mirror, own venv)")
     parser.add_argument("--p5-latency-ms", type=int, default=30,
                         help="P5 runs twice: index on this machine, and this many ms away per request (default 30)")
@@ -431,6 +433,12 @@ def main() -> int:
         if "P9" in only:
             from benchmarks.conda import p9_mirror
             rows.append(p9_mirror(work, measure, args.conda_mirror))
+        if "P12" in only:
+            from benchmarks.conda import p12_big_listing
+            rows.append(p12_big_listing(work, measure, 1000 if args.quick else 10_700))
+            if args.p12_python:  # the same row with another checkout's regsync (the code before a change)
+                rows.append(p12_big_listing(work, measure, 1000 if args.quick else 10_700, args.p12_python,
+                                            f"with {args.p12_python}"))
     finally:  # a row that fails still leaves the rows measured before it
         shutil.rmtree(work, ignore_errors=True)
         table = render(rows)

@@ -143,3 +143,57 @@ audit: {{path: {work / 'p9-audit.jsonl'}}}
     finally:
         web.stop()
     return {"id": "P9", "work": f"cold mirror of a {count}-package closure", "regsync": ours, "peers": peers}
+
+
+def p12_big_listing(work: Path, measure, names: int = 10_700, python: str = sys.executable,
+                    label: str = "regsync") -> dict:
+    """P12 (issue 20 item 9): `regsync sync` adding 8 small packages to a directory target whose
+    linux-64/repodata.json already lists names × 30 records (10 700 names: ~134 MB as conda-index
+    writes it, indented and sorted). Measured twice on a fresh copy of the target each time: the
+    listing as another tool wrote it (read whole once, then rewritten in regsync's layout) and as
+    regsync keeps it (one record per line, streamed). `python`: the interpreter to run regsync with
+    (another checkout's, to measure the code before a change)."""
+    from regsync.kinds.conda.listing import merged, parts_of_document
+    from tests.fixtures.conda import Pkg, make_channel
+
+    generated = work / "p12-generated"
+    records = synthetic_channel(generated, names)
+    listing = json.loads((generated / "linux-64" / "repodata.json").read_bytes())
+    foreign = work / "p12-foreign.json"
+    foreign.write_text(json.dumps(listing, indent=2, sort_keys=True))
+    own = work / "p12-own.json"
+    with open(own, "w") as out:
+        for chunk in merged(parts_of_document(foreign.read_bytes()), {}, lambda name: None):
+            out.write(chunk)
+    del listing
+    shutil.rmtree(generated)
+    channel = make_channel(work / "p12-channel", [Pkg(f"small{n}", "1.0", "0") for n in range(8)])
+    web = static_front(work / "p12-nginx", channel)
+    results = {}
+    try:
+        for layout, source in (("another tool's layout", foreign), ("regsync's layout", own)):
+            target = work / "p12-mirror"
+            shutil.rmtree(target, ignore_errors=True)
+            (target / "linux-64").mkdir(parents=True)
+            shutil.copyfile(source, target / "linux-64" / "repodata.json")
+            policy = work / "p12-policy.yaml"
+            policy.write_text(f"""version: 1
+channels:
+  up: {{url: "{web.url}"}}
+  internal: {{kind: directory, path: {target}}}
+conda:
+  - {{from: up, to: internal, platforms: [linux-64], specs: {json.dumps([f"small{n}" for n in range(8)])}}}
+""")
+            os.environ["REGSYNC_STATE_DIR"] = str(work / "p12-state")
+            try:
+                result = measure([python, "-m", "regsync", "-q", "--no-progress", "sync", "-p", str(policy)], cwd=work)
+            finally:
+                del os.environ["REGSYNC_STATE_DIR"]
+            listed = json.loads((target / "linux-64" / "repodata.json").read_bytes())
+            assert len(listed["packages.conda"]) == records + 8, len(listed["packages.conda"])
+            result["listing_mb"] = round(source.stat().st_size / 1e6, 1)
+            results[layout] = result
+    finally:
+        web.stop()
+    return {"id": "P12", "work": f"add 8 small packages to a target listing {records} records ({label})",
+            "regsync": results, "peers": {}}

@@ -77,6 +77,38 @@ def write_atomically(path: Path, data: str | bytes) -> None:
     os.replace(tmp, path)
 
 
+def published_mode() -> int:
+    """The mode of a file published for others to read: 0666 less the process's umask, what open()
+    gives a new file (0644 under the usual 022). Read from /proc where it is said, since setting the
+    umask to learn it would change it for every thread for a moment."""
+    global _PUBLISHED_MODE
+    if _PUBLISHED_MODE is None:
+        umask = None
+        try:
+            with open("/proc/self/status") as status:
+                umask = next((int(line.split()[1], 8) for line in status if line.startswith("Umask:")), None)
+        except OSError:
+            pass
+        if umask is None:
+            with _UMASK_LOCK:
+                umask = os.umask(0o077)
+                os.umask(umask)
+        _PUBLISHED_MODE = 0o666 & ~umask
+    return _PUBLISHED_MODE
+
+
+_PUBLISHED_MODE: int | None = None
+_UMASK_LOCK = threading.Lock()
+
+
+def place_published(path: Path, destination: Path) -> None:
+    """Move a finished file (same filesystem) into a tree a web server serves, in one step and with
+    the mode of a published file: the bytes may have waited in the private state dir (0600), and a
+    server running as another user (nginx as www-data) must be able to read what it serves."""
+    os.chmod(path, published_mode())
+    os.replace(path, destination)
+
+
 def write_private_json(path: Path, doc: dict) -> None:
     """Replace `path` with `doc` in one step, readable by this user only (a checkpoint is read back
     only after it is whole: a crash leaves the old one or the new one)."""

@@ -103,6 +103,11 @@ def apply_plan(plan: Plan, endpoints: Endpoints, audit: AuditLog, jobs: int = 8,
     finally:
         item_pool.shutdown(wait=True, cancel_futures=True)
         sub_pool.shutdown(wait=True, cancel_futures=True)
+    for item, error in run.finish():  # pushed, but what completes it (a listing) failed
+        outcome.pushed -= 1
+        audit.record("failed", artifact=item.artifact(), policy_rule=item.rule, reason=str(error))
+        logger.error("{}", error)
+        _count(outcome, item.source, str(error), "failed")
     outcome.bytes = run.moved
     outcome.reused = run.reused
     return outcome

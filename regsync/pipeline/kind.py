@@ -92,6 +92,13 @@ class Run:
         for state in states:
             state.stop()
 
+    def finish(self) -> list[tuple["PlanItem", Exception]]:
+        """Once every transfer is over (a stop included): each state's closing step (a conda target's
+        listing written once for the run); returns the items it could not complete, with why."""
+        with self._lock:
+            states = list(self._states.values())
+        return [failure for state in states if hasattr(state, "finish") for failure in state.finish()]
+
     @property
     def reused(self) -> int:
         return sum(state.reused for state in self._states.values())

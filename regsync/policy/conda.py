@@ -72,6 +72,8 @@ class CondaRule(Strict):
     dependencies: bool = False
     virtual_packages: list[dict[str, str]] = [{}]   # one closure per set: the hosts it is for
     verify: CondaVerify = CondaVerify()
+    # records with md5 and size but no sha256 (older anaconda.org channels): refused unless allowed
+    weak_digests: Literal["refuse", "allow"] = "refuse"
 
     @field_validator("sources", "virtual_packages", mode="before")
     @classmethod

@@ -20,9 +20,8 @@ from pathlib import Path
 from loguru import logger
 
 from regsync.kinds.conda.attest import check_attestation
-from regsync.kinds.conda.channel import CondaFile
-from regsync.kinds.conda.rules import admit_record
-from regsync.kinds.conda.transfer import planned_record
+from regsync.kinds.conda.channel import CondaFile, rattler_json, records_in_file
+from regsync.kinds.conda.transfer import admitted, planned_record
 from regsync.kinds.conda.names import known_subdirs, split_filename, split_ref
 from regsync.errors import NotFound, RegistryError, VerificationError
 from regsync.kinds.oci.layout import LayoutSource, LayoutWriter, blob_path, open_regular
@@ -35,21 +34,25 @@ MAX_SIDECAR = 4 << 20   # rattler's own bound on an attestation sidecar
 
 def export_conda(item, endpoints, writer: LayoutWriter, on_bytes=None) -> tuple[dict, int]:
     """One planned file into the blob store (verified); returns its bundle.json entry and bytes moved."""
-    rules, _, source, record, published = planned_record(item, endpoints)
+    rules, channels, source, record, published = planned_record(item, endpoints)
     source_name, subdir, filename = split_ref(item.source)
-    admit_record(rules, record)
+    admitted(item, rules, channels, record)
+    if not SHA256.fullmatch(item.digest):
+        raise VerificationError(f"{item.source}: a record with md5 only is not exported (a bundle's files are "
+                                "named and signed by sha256)")
     entry = {"channel": source_name, "subdir": subdir, "filename": filename, "sha256": item.digest,
              "size": published.get("size"), "record": published}
     if check_attestation(rules, endpoints.policy, record, item.source) and record.attestations_sha256 is not None:
         # verified here; carried so the far side verifies it again, offline, from the bundle alone
-        sidecar = _sidecar(source, subdir, filename, published["attestations_sha256"])
+        sidecar = _sidecar(source, subdir, source.file(subdir, record, published), published["attestations_sha256"])
         writer.write_blob(f"sha256:{published['attestations_sha256']}", [sidecar])
     if writer.has_blob(item.digest):
         return entry, 0
     final = blob_path(writer.root, item.digest)
     partial = final.with_name(f".{final.name}.{os.getpid()}.partial")
     try:
-        fetch_verified(source, source.file(subdir, published), partial, on_bytes)
+        package = source.file(subdir, record, published)
+        fetch_verified(source, package, partial, on_bytes, package.where)
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
@@ -57,10 +60,11 @@ def export_conda(item, endpoints, writer: LayoutWriter, on_bytes=None) -> tuple[
     return entry, final.stat().st_size
 
 
-def _sidecar(source, subdir: str, filename: str, sha256: str) -> bytes:
+def _sidecar(source, subdir: str, package: CondaFile, sha256: str) -> bytes:
     from regsync.content.reader import read_bounded
 
-    url = f"{source.url}/{subdir}/{filename}.sigs.{sha256}"
+    filename = package.filename
+    url = f"{package.url}.sigs.{sha256}"
     response = source.session.get(url, stream=True, timeout=(15, 60))
     if response.status_code != 200:
         response.close()
@@ -97,8 +101,8 @@ def _valid(entry) -> bool:
     return (isinstance(entry.get("sha256"), str) and bool(SHA256.fullmatch(entry["sha256"]))
             and isinstance(entry.get("size"), int) and 0 <= entry["size"] <= MAX_PACKAGE_BYTES
             and isinstance(record, dict) and f"sha256:{record.get('sha256')}" == entry["sha256"]
-            and record.get("size") == entry["size"] and record.get("fn") == entry["filename"]
-            and record.get("subdir") in (entry["subdir"], None) and entry["subdir"] in known_subdirs())
+            and record.get("size") == entry["size"] and record.get("fn", entry["filename"]) == entry["filename"]
+            and entry["subdir"] in known_subdirs())
 
 
 class BundleChannel:
@@ -106,16 +110,17 @@ class BundleChannel:
 
     def __init__(self, name: str, entries: list[dict], layout: LayoutSource, scratch):
         self.name, self._layout, self._scratch = name, layout, scratch
-        root = Path(scratch.name) / name
+        root = self._root = Path(scratch.name) / name
         by_subdir: dict[str, dict] = {"noarch": {}}
         for entry in entries:
             split_filename(entry["filename"])
             by_subdir.setdefault(entry["subdir"], {})[entry["filename"]] = entry["record"]
+        self._records = by_subdir
         for subdir, records in by_subdir.items():
             repodata = {"info": {"subdir": subdir}, "packages": {}, "packages.conda": {}, "repodata_version": 1}
             for filename, record in records.items():
                 key = "packages.conda" if filename.endswith(".conda") else "packages"
-                repodata[key][filename] = {k: v for k, v in record.items() if k != "fn"}
+                repodata[key][filename] = record
             (root / subdir).mkdir(parents=True, exist_ok=True)
             (root / subdir / "repodata.json").write_text(json.dumps(repodata))
             for filename, record in records.items():
@@ -135,16 +140,33 @@ class BundleChannel:
         if hashlib.sha256(raw).hexdigest() == sha256:
             (folder / f"{filename}.sigs.{sha256}").write_bytes(raw)
 
-    def rattler_channel(self):
+    def rattler_channel(self, subdirs=()):
         from rattler import Channel
 
         return Channel(self.url + "/")
 
-    def file(self, subdir: str, record: dict) -> CondaFile:
-        split_filename(record["fn"])
-        return CondaFile(record["fn"], f"bundle:{self.name}/{subdir}/{record['fn']}", record.get("size"),
-                         {"sha256": record.get("sha256")})
+    def upstream(self, record):
+        return record
+
+    def listed_in(self, record) -> str:
+        return str(record.url).rsplit("/", 2)[-2]
+
+    def files_elsewhere(self, subdir: str, url: str) -> None:
+        return None
+
+    def records_named(self, subdir: str, name: str) -> list:
+        path = self._root / subdir / "repodata.json"
+        return records_in_file(self.rattler_channel(), subdir, name, path) if path.exists() else []
+
+    def published(self, subdir: str, record) -> dict:
+        return self._records.get(subdir, {}).get(record.file_name) or rattler_json(record)
+
+    def file(self, subdir: str, record, published: dict) -> CondaFile:
+        filename = record.file_name
+        split_filename(filename)
+        return CondaFile(filename, f"bundle:{self.name}/{subdir}/{filename}", published.get("size"),
+                         {"sha256": published.get("sha256")}, f"{self.name}/{subdir}/{filename}")
 
     def open(self, package: CondaFile, start: int = 0) -> FileResponse:
         return FileResponse.of_blob(self._layout, f"sha256:{package.digests['sha256']}",
-                                    f"{self.name}/{package.filename}", start)
+                                    package.where, start)

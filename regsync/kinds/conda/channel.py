@@ -20,6 +20,7 @@ import requests
 from loguru import logger
 
 from regsync.kinds.conda.names import split_filename
+from regsync.kinds.conda.repodata import Listing, fetch_listing, local_root
 from regsync.errors import RegistryError
 from regsync.net.http import make_session, require_https, retry_policy
 from regsync.content.files import private_subdir, state_dir
@@ -38,40 +39,103 @@ class CondaFile:
     url: str
     size: int | None
     digests: dict
+    where: str = ""   # channel/subdir/file, for messages
 
 
 class SourceChannel:
-    def __init__(self, name: str, cfg, gateway):
+    def __init__(self, name: str, cfg, gateway, cache: Path):
         self.name, self.url = name, cfg.url.rstrip("/")
         self.gateway = gateway
         self.session = make_session(cfg.tls.ca_file if cfg.tls else None,
                                     retry=retry_policy(cfg.retries.attempts, cfg.retries.backoff_seconds))
+        self._root = local_root(cache, self.url)
+        self._listings: dict[str, Listing | None] = {}
+        self._lock = threading.Lock()
 
-    def rattler_channel(self):
+    def listing(self, subdir: str) -> Listing | None:
+        """The subdir's repodata as published (read once per run, bounded); None: shards only."""
+        with self._lock:
+            if subdir not in self._listings:
+                self._listings[subdir] = fetch_listing(self.session, self.name, self.url, subdir, self._root)
+            return self._listings[subdir]
+
+    def rattler_channel(self, subdirs):
+        """The channel rattler reads: regsync's bounded local copy, or (a subdir offering only CEP-16
+        shards) the channel itself."""
         from rattler import Channel
 
-        return Channel(self.url + "/")
+        local = all([self.listing(subdir) is not None for subdir in subdirs])
+        return Channel((self._root.as_uri() if local else self.url) + "/")
 
-    def file(self, subdir: str, record: dict) -> CondaFile:
-        """The download of `record`, at the channel's own URL (never the record's `url`, which the
-        server wrote)."""
-        filename = record["fn"]
+    def upstream(self, record):
+        """`record` with its URL where the channel serves the file: rattler read the local copy, so a
+        URL under it is the channel's own (CEP-15 base_url, absolute, already names elsewhere)."""
+        url, local = str(record.url), self._root.as_uri() + "/"
+        if url.startswith(local):
+            record.url = f"{self.url}/{url[len(local):]}"
+        return record
+
+    def listed_in(self, record) -> str:
+        """The subdir whose repodata listed `record` (mamba's conda-forge snapshot lists noarch records
+        in linux-64's): its file is fetched from there, wherever the record's `subdir` says."""
+        url = str(record.url)
+        if url.startswith(self.url + "/") and url.count("/") == self.url.count("/") + 2:
+            return url.rsplit("/", 2)[-2]
+        listing = [subdir for subdir, found in list(self._listings.items())
+                   if found is not None and record.file_name in found]
+        return record.subdir if record.subdir in listing or not listing else listing[0]
+
+    def published(self, subdir: str, record) -> dict:
+        """The record key for key as the channel's repodata has it (rattler's reading of it for a
+        sharded subdir)."""
+        listing = self._listings.get(subdir)
+        raw = listing.record(record.file_name, record.name.source, _rattler_digests(record)) if listing else None
+        return raw if raw is not None else rattler_json(record)
+
+    def records_named(self, subdir: str, name: str) -> list:
+        """rattler's records of `name` in the subdir's repodata, both package formats of a build (the
+        solver's reading offers only the .conda); a sharded subdir as rattler's Gateway reads it."""
+        if self._listings.get(subdir) is not None:
+            found = records_in_file(self.rattler_channel([subdir]), subdir, name, self._root / subdir / "repodata.json")
+        else:
+            found = asyncio.run(self.gateway.query([self.rattler_channel([subdir])], [subdir], [name], recursive=False,
+                                                   channel_relations="disabled"))[0]
+        return [self.upstream(record) for record in found]
+
+    def files_elsewhere(self, subdir: str, url: str) -> str | None:
+        """Where the subdir's files are when the channel says elsewhere (CEP-15 base_url), else None."""
+        folder = url.rsplit("/", 1)[0]
+        return None if folder == f"{self.url}/{subdir}" else folder
+
+    def file(self, subdir: str, record, published: dict) -> CondaFile:
+        """The download of `record`: where the channel's repodata says its files are (CEP-15 base_url,
+        else `<channel>/<subdir>/`), never the record's own `url` field, which the server wrote."""
+        filename = record.file_name
         split_filename(filename)
-        return CondaFile(filename, f"{self.url}/{subdir}/{filename}", record.get("size"),
-                         {"sha256": record.get("sha256")})
+        return CondaFile(filename, str(record.url), published.get("size"), _digests(published),
+                         f"{self.name}/{subdir}/{filename}")
 
     def open(self, package: CondaFile, start: int = 0) -> requests.Response:
-        where = f"{self.name}/{package.filename}"
+        where = package.where
         headers = {"Range": f"bytes={start}-"} if start else {}
         require_https(self.url, package.url, where, "its file link")
         try:
             response = self.session.get(package.url, stream=True, timeout=(15, 300), headers=headers)
         except requests.RequestException:
-            raise RegistryError(where, None, f"cannot reach {self.url}") from None
+            raise RegistryError(where, None, f"cannot reach {package.url.rsplit('/', 1)[0]}") from None
         if response.status_code not in ((200, 206) if start else (200,)):
             response.close()
             raise RegistryError(where, response.status_code, "download failed")
         return response
+
+
+def _rattler_digests(record) -> dict[str, str]:
+    return {key: value.hex() if isinstance(value, bytes) else str(value)
+            for key, value in (("sha256", record.sha256), ("md5", record.md5)) if value is not None}
+
+
+def _digests(published: dict) -> dict:
+    return {key: published[key] for key in ("sha256", "md5") if isinstance(published.get(key), str)}
 
 
 class Channels:
@@ -83,12 +147,15 @@ class Channels:
         self._lock = threading.Lock()
         self._gateway = None
         self._scratch = None
+        self._cache: Path | None = None
+        self._closures: dict[tuple, frozenset] = {}
 
     def source(self, name: str) -> SourceChannel:
         with self._lock:
             gateway = self._gateway_locked()
+            cache = self._cache
         return self._endpoints.client(f"channel:{name}",
-                                      lambda: SourceChannel(name, self._policy.channels[name], gateway))
+                                      lambda: SourceChannel(name, self._policy.channels[name], gateway, cache))
 
     def target(self, name: str):
         """The target channel `name` (one object per run: one lock around each repodata rewrite)."""
@@ -100,7 +167,8 @@ class Channels:
         from rattler import Gateway
 
         if self._gateway is None:
-            self._gateway = Gateway(cache_dir=self._cache_dir(), show_progress=False)
+            self._cache = self._cache_dir()
+            self._gateway = Gateway(cache_dir=self._cache, show_progress=False)
         return self._gateway
 
     def _cache_dir(self) -> Path:
@@ -116,49 +184,101 @@ class Channels:
         return Path(self._scratch.name)
 
     def solve(self, sources: list[str], specs: list[str], subdir: str, virtual: dict[str, str],
-              dependencies: bool) -> list[tuple[SourceChannel, dict]]:
-        """(channel, record as published) for the closure of `specs` on `subdir` (noarch included);
-        without dependencies, every record matching a spec, from the first channel that has the name."""
+              dependencies: bool) -> list[Found]:
+        """The closure of `specs` on `subdir` (noarch included), each record as published; without
+        dependencies, every record matching a spec (both formats of a build, every subdir), from the
+        first channel that has the name; a warning for a spec that matches none."""
         import rattler
 
         channels = [self.source(name) for name in sources]
         platforms = [subdir, "noarch"] if subdir != "noarch" else ["noarch"]
         if dependencies:
+            by_url = {}
+            for channel in channels:
+                by_url[str(channel.rattler_channel(platforms).base_url).rstrip("/")] = channel
             records = asyncio.run(rattler.solve(
-                [c.rattler_channel() for c in channels], specs, gateway=self._gateway, platforms=platforms,
+                [c.rattler_channel(platforms) for c in channels], specs, gateway=self._gateway, platforms=platforms,
                 virtual_packages=virtual_packages(subdir, virtual), channel_priority=rattler.ChannelPriority.Strict,
                 channel_relations="disabled"))
-        else:
-            per_channel = asyncio.run(self._gateway.query(
-                [c.rattler_channel() for c in channels], platforms, specs, recursive=False, channel_relations="disabled"))
-            records, taken = [], {}
-            wanted = [rattler.MatchSpec(spec) for spec in specs]
-            for channel, found in zip(channels, per_channel):
-                for record in found:
-                    if taken.setdefault(record.name.normalized, channel) is channel and \
-                            any(spec.matches(record) for spec in wanted):  # strict priority, then the specs
-                        records.append(record)
-        by_url = {c.url: c for c in channels}
-        return [(by_url[str(record.channel).rstrip("/")], published(record)) for record in records]
+            found = []
+            for record in records:
+                channel = by_url[str(record.channel).rstrip("/")]
+                channel.upstream(record)
+                listed_in = channel.listed_in(record)
+                found.append(Found(channel, listed_in, record.file_name, channel.published(listed_in, record),
+                                   str(record.url)))
+            self._closures[_closure_key(sources, specs, subdir, virtual)] = frozenset(
+                (f.channel.name, f.subdir, f.filename) for f in found)
+            return found
+        wanted = {spec: rattler.MatchSpec(spec) for spec in specs}
+        matched: set[str] = set()
+        found, taken = [], {}
+        for channel in channels:
+            channel.rattler_channel(platforms)   # each subdir's repodata read (bounded) before rattler looks
+            for platform in platforms:  # one look per channel and subdir: nothing to pair up afterwards
+                names = dict.fromkeys(spec.name.normalized for spec in wanted.values())
+                listed = [record for name in names for record in channel.records_named(platform, name)]
+                for record in listed:
+                    # strict channel priority: a name the first channel has is taken from it alone
+                    if taken.setdefault(record.name.normalized, channel) is not channel:
+                        continue
+                    hits = [text for text, spec in wanted.items() if spec.matches(record)]
+                    if hits:
+                        matched.update(hits)
+                        found.append(Found(channel, platform, record.file_name, channel.published(platform, record),
+                                           str(record.url)))
+        for spec in specs:
+            if spec not in matched:
+                logger.warning("{} {}: the spec '{}' matches no record", "/".join(sources), "+".join(platforms), spec)
+        return found
+
+    def closure(self, sources: list[str], specs: list[str], subdir: str, virtual: dict[str, str]) -> frozenset:
+        """(channel, subdir, file name) of every file in the closure, solved once per run."""
+        key = _closure_key(sources, specs, subdir, virtual)
+        if key not in self._closures:
+            self.solve(sources, specs, subdir, virtual, True)
+        return self._closures[key]
 
     def record(self, channel: SourceChannel, subdir: str, filename: str):
-        """(rattler record, record as published) for `filename` as the channel lists it now, or None."""
+        """(rattler record, record as published) for `filename` as the subdir's repodata lists it now,
+        or None."""
         name = split_filename(filename)[0]
-        found = asyncio.run(self._gateway.query([channel.rattler_channel()], [subdir], [name], recursive=False,
-                                                channel_relations="disabled"))
-        for record in found[0]:
-            if record.file_name == filename and record.subdir == subdir:
-                return record, published(record)
+        channel.rattler_channel([subdir, "noarch"] if subdir != "noarch" else ["noarch"])
+        for record in channel.records_named(subdir, name):
+            if record.file_name == filename and channel.listed_in(record) == subdir:
+                return record, channel.published(subdir, record)
         return None
 
 
-def published(record) -> dict:
-    """A RepoDataRecord as the channel's repodata carries it (hot-fix patches included), plus `fn`."""
+@dataclass
+class Found:
+    """A file a rule plans: the channel and subdir whose repodata listed it, its record as published."""
+
+    channel: object
+    subdir: str
+    filename: str
+    record: dict
+    url: str      # where the file is (rattler's reading of the channel's repodata, never the record's `url`)
+
+
+def records_in_file(rattler_channel, subdir: str, name: str, path: Path) -> list:
+    """rattler's records of `name` in a local repodata.json, every package format."""
+    from rattler import PackageFormatSelection, SparseRepoData
+
+    with SparseRepoData(rattler_channel, subdir, path) as sparse:
+        return sparse.load_records(name, PackageFormatSelection.BOTH)
+
+
+def _closure_key(sources, specs, subdir, virtual) -> tuple:
+    return tuple(sources), tuple(specs), subdir, tuple(sorted(virtual.items()))
+
+
+def rattler_json(record) -> dict:
+    """rattler's reading of a record (for a subdir only rattler read: CEP-16 shards), without the
+    fields rattler adds to say where it found it."""
     body = json.loads(record.to_json())
-    filename = body["fn"]
     for key in _LOCATION_FIELDS:
         body.pop(key, None)
-    body["fn"] = filename
     return body
 
 

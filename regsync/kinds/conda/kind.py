@@ -6,10 +6,12 @@ air-gap bundle's stand-in for a source), and `conda:channels` for the rattler Ga
 from __future__ import annotations
 
 from regsync.errors import InvalidName
+from regsync.kinds.conda.channel import channels_of
 from regsync.kinds.conda.bundle import conda_stand_ins, export_conda
 from regsync.kinds.conda.names import check_item
 from regsync.kinds.conda.plan import plan_conda
 from regsync.kinds.conda.rules import conda_rules_for
+from regsync.kinds.conda.targets import RunListings
 from regsync.kinds.conda.transfer import apply_conda
 from regsync.pipeline.kind import BundleSink, Run
 from regsync.pipeline.plan import PlanItem
@@ -41,8 +43,15 @@ class CondaKind:
         return None
 
     def transfer(self, item: PlanItem, run: Run) -> dict:
-        # a conda package is one more artifact: same pool, same verification rule, same audit records
-        return {"verification": apply_conda(item, run.endpoints, run.audit, run.on_bytes, item.artifact())}
+        # a conda package is one more artifact: same pool, same verification rule, same audit records;
+        # its record is listed when the run's transfers are over (RunListings: one rewrite per listing)
+        listings = run.state("conda:listings", lambda: RunListings(channels_of(run.endpoints).target))
+        verification = apply_conda(item, run.endpoints, run.audit, run.on_bytes, item.artifact())
+        if verification is None:
+            return {"event": "skipped", "artifact": {**item.artifact(), "size": 0},
+                    "reason": "already in the target channel with this record (the plan was applied before)"}
+        listings.expect(item)
+        return {"verification": verification}
 
     def export(self, item: PlanItem, run: Run, sink: BundleSink) -> dict:
         entry, _ = export_conda(item, run.endpoints, sink.writer, run.on_bytes)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from loguru import logger
 
 from regsync.kinds.conda.channel import channels_of
-from regsync.kinds.conda.names import check_item
+from regsync.kinds.conda.names import check_item, record_digest, record_size as _size
 from regsync.errors import RegistryError
 from regsync.pipeline.plan import PlanError, PlanItem
 
@@ -28,29 +28,35 @@ def plan_conda(endpoints, shard=None, diff_target: bool = True) -> tuple[list[Pl
                     errors.append(PlanError(f"{label}: {', '.join(rule.specs)}", _reason(exc), rule_name))
                     continue
                 logger.info("{}: {} record(s)", label, len(found))
-                for channel, record in found:
-                    item = _item(channel.name, rule.target, record, rule_name)
+                for one in found:
+                    item = _item(one, rule, rule_name)
                     if item.target not in items:
-                        items[item.target] = (item, record)
+                        items[item.target] = (item, one.record)
     existing: dict[tuple[str, str], dict] = {}
     for item, record in items.values() if diff_target else ():
         _diff(item, record, channels, existing)
     return [item for item, _ in items.values() if shard is None or shard.owns(item.target)], errors
 
 
-def _item(source: str, target: str, record: dict, rule_name: str) -> PlanItem:
-    subdir, filename = record["subdir"], record["fn"]
-    sha256 = record.get("sha256")
-    item = PlanItem("conda", f"{source}/{subdir}/{filename}", f"{target}/{subdir}/{filename}",
-                    f"sha256:{sha256}" if sha256 else "", "copy", bytes=int(record.get("size") or 0), rule=rule_name,
-                    project=record.get("name"))
-    if not sha256:
-        item.action, item.reason = "refuse", "the channel's repodata gives no sha256 for this file"
+def _item(found, rule, rule_name: str) -> PlanItem:
+    subdir, filename, record = found.subdir, found.filename, found.record
+    digest = record_digest(record, rule.weak_digests == "allow")
+    item = PlanItem("conda", f"{found.channel.name}/{subdir}/{filename}", f"{rule.target}/{subdir}/{filename}",
+                    digest or "", "copy", bytes=_size(record), rule=rule_name, project=record.get("name"))
+    if not digest:
+        item.action, item.reason = "refuse", ("the channel's repodata gives no sha256 for this file (md5 and size "
+                                              "only: a rule with weak_digests: allow mirrors it)"
+                                              if isinstance(record.get("md5"), str) and _size(record)
+                                              else "the channel's repodata gives no sha256 for this file")
         return item
     try:  # names from the server's repodata, before they reach a path or a URL
         check_item(item.source, item.target, item.digest)
     except ValueError as exc:
         item.action, item.reason, item.bytes = "refuse", f"the channel's repodata lists {exc}", 0
+        return item
+    elsewhere = found.channel.files_elsewhere(subdir, found.url)
+    if elsewhere:
+        item.reason = f"from {elsewhere}/ (the channel's base_url)"
     return item
 
 
@@ -64,15 +70,15 @@ def _diff(item: PlanItem, record: dict, channels, cache: dict) -> None:
     present = cache[key].get(filename)
     if present is None:
         return
-    if f"sha256:{present.get('sha256')}" == item.digest:
+    if record_digest(present, True) == item.digest:
         item.bytes = 0
-        if present == {k: v for k, v in record.items() if k != "fn"}:
+        if present == record:
             item.action, item.reason = "skip", "already in the target channel"
         else:  # the file is the same; clients must resolve with the channel's record as it is now
             item.action, item.reason = "update", "upstream changed its record (a repodata patch): listing it anew"
     else:
         item.action = "refuse"
-        item.reason = f"the target lists {filename} with sha256 {present.get('sha256')}; never overwritten"
+        item.reason = f"the target lists {filename} with {record_digest(present, True)}; never overwritten"
 
 
 def _reason(exc: Exception) -> str:

@@ -26,20 +26,24 @@ def conda_rules_for(policy, source: str, target: str) -> list[tuple[str, object]
     return found
 
 
-def admit_record(rules: list[tuple[str, object]], record) -> str:
-    """The name of a rule that admits `record` (a rattler record, as the channel lists it now): any
-    rule that mirrors a closure (not solved again at apply, as for packages), or one whose specs match
-    the record (rattler's own MatchSpec.matches)."""
+def admit_record(rules: list[tuple[str, object]], record, in_closure) -> str:
+    """The name of a rule that admits `record` (a rattler record, as the channel lists it now): one
+    whose closure, solved again from the policy (`in_closure(rule)`), holds this very file, or one
+    whose specs match it (rattler's own MatchSpec.matches). A saved plan only narrows the policy."""
     from rattler import MatchSpec
 
     for name, rule in rules:
-        if rule.dependencies:
+        if not rule.dependencies and any(MatchSpec(spec).matches(record) for spec in rule.specs):
             return name
     for name, rule in rules:
-        if any(MatchSpec(spec).matches(record) for spec in rule.specs):
+        if rule.dependencies and in_closure(rule):
             return name
-    raise VerificationError(f"{NOT_ALLOWED}: {record.file_name} matches none of the specs "
-                            f"{[s for _, r in rules for s in r.specs]}")
+    closures = [s for _, r in rules if r.dependencies for s in r.specs]
+    matching = [s for _, r in rules if not r.dependencies for s in r.specs]
+    what = " and ".join(part for part in (
+        f"is in no closure the policy solves for {closures}" if closures else "",
+        f"matches none of the specs {matching}" if matching else "") if part)
+    raise VerificationError(f"{NOT_ALLOWED}: {record.file_name} {what}")
 
 
 def describe(rule) -> str:
@@ -47,6 +51,8 @@ def describe(rule) -> str:
     hosts = "; ".join(" ".join(f"{k}={v}" for k, v in found.items()) or "no virtual packages"
                       for found in rule.virtual_packages)
     what = f"closure for {hosts}" if rule.dependencies else "matching records only"
+    if rule.weak_digests == "allow":
+        what += "; md5-only records verified by md5 and size"
     verify = f"; attestations {rule.verify.attestations}, trust {', '.join(rule.verify.trust)}" \
         if rule.verify.attestations != "off" else ""
     return (f"{', '.join(rule.sources)} -> {rule.target}  [{', '.join(rule.specs)}]; "

@@ -1,27 +1,38 @@
 """Target channels: a static channel directory, or files written by HTTP PUT (Nexus raw-hosted,
 Artifactory generic). Either way the target's `<subdir>/repodata.json` (and `.zst`) lists exactly
-the files mirrored there, with upstream's records as published: a package's own info/index.json is
-never read (it lacks the channel's hot-fix patches, and clients would resolve differently).
+the files mirrored there, each with upstream's record exactly as the channel published it (the
+dict the source side hands over, written key for key: nothing re-serialised through a model, no
+key added or dropped): a package's own info/index.json is never read (it lacks the channel's
+hot-fix patches, and clients would resolve differently).
 
 Order is what keeps a reader safe: a file is in place before any repodata lists it, and each
 repodata is replaced whole (rename in a directory; one PUT over HTTP). Records merge into what the
 target already lists, so files mirrored by earlier runs, and files upstream has removed since,
-stay listed.
+stay listed; new ones take their place in upstream's order (listing.py says why it matters).
+
+One rewrite per run: a transfer places its file and hands its record over (`publish`); when every
+transfer of the run is over, `RunListings.finish` writes each subdir's listing once, in one
+streamed pass over the old one (listing.py), whatever the number of files and workers.
 """
 
 from __future__ import annotations
 
-import json
 import os
+import tempfile
 import threading
+from collections.abc import Iterable, Mapping
+from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import urljoin
 
 import requests
+from loguru import logger
 
-from regsync.errors import RegistryError
-from regsync.net.http import OriginBoundBasicAuth, make_session, origin, retry_policy
-from regsync.content.files import write_atomically
+from regsync.content.files import create_new, place_published
 from regsync.content.reader import CHUNK, SizedBody, read_bounded
+from regsync.errors import RegistryError
+from regsync.kinds.conda.listing import Listed, NotOurs, empty_parts, merged, parts_of_document, parts_of_lines
+from regsync.net.http import OriginBoundBasicAuth, make_session, origin, retry_policy
 
 try:
     from compression import zstd  # Python 3.14
@@ -29,74 +40,144 @@ except ImportError:
     from backports import zstd
 
 MAX_REPODATA = 1 << 30   # a target's repodata read back (JSON); a whole conda-forge subdir is < 1 GiB
-_KEYS = {".conda": "packages.conda", ".tar.bz2": "packages"}
-
-
-def empty_repodata(subdir: str) -> dict:
-    return {"info": {"subdir": subdir}, "packages": {}, "packages.conda": {}, "removed": [], "repodata_version": 1}
-
-
-def listed(repodata: dict) -> dict[str, dict]:
-    return {**repodata.get("packages", {}), **repodata.get("packages.conda", {})}
-
-
-def merged(repodata: dict, records: dict[str, dict]) -> dict:
-    for filename, record in records.items():
-        key = _KEYS[".conda" if filename.endswith(".conda") else ".tar.bz2"]
-        repodata.setdefault(key, {})[filename] = {k: v for k, v in record.items() if k != "fn"}
-    return repodata
-
-
-def encoded(repodata: dict) -> tuple[bytes, bytes]:
-    raw = json.dumps(repodata, indent=1, sort_keys=True).encode()
-    return raw, zstd.compress(raw)
+MAX_REDIRECTS = 5
+_WRITE_BLOCK = 1 << 20
 
 
 class _Channel:
     name: str
 
     def __init__(self):
-        self._lock = threading.Lock()   # one read-merge-write of a repodata at a time
-        self._pending: dict[str, dict[str, dict]] = {}
-        self._pending_lock = threading.Lock()
-        self._before: dict[str, dict[str, dict]] = {}
+        self._lock = threading.Lock()
+        self._pending: dict[str, dict[str, tuple[str | None, dict]]] = {}   # subdir → file → (source, record)
+        self._orders: dict[str, dict[str, int]] = {}     # "source/subdir" → file → its place upstream
+        self._listed: dict[str, Listed] = {}
 
-    def existing(self, subdir: str) -> dict[str, dict]:
-        """File name → record of what the target lists for `subdir`."""
-        return listed(self._read(subdir) or empty_repodata(subdir))
-
-    def listed_before(self, subdir: str) -> dict[str, dict]:
-        """What the target listed when this run first looked (read once per run and subdir): apply
-        checks a saved plan against it without reading a large repodata once per file."""
-        with self._pending_lock:
-            if subdir not in self._before:
-                self._before[subdir] = self.existing(subdir)
-            return self._before[subdir]
-
-    def publish(self, subdir: str, records: dict[str, dict]) -> None:
-        """List `records` (their files already in place) in the subdir's repodata, merged with what it
-        lists; and make sure noarch/repodata.json exists, which every client asks for. Returns once a
-        written repodata lists them.
-
-        Group commit: workers finishing together share one rewrite (a big target's repodata is
-        rewritten once per batch, not once per file). Whoever takes the lock writes everything
-        pending; a worker whose records were taken waited on that lock, so they are written."""
-        with self._pending_lock:
-            self._pending.setdefault(subdir, {}).update(records)
+    def existing(self, subdir: str) -> Mapping[str, dict]:
+        """File name → record of what the target lists for `subdir`, read once per run (this run
+        writes no listing before its end), each record kept as its text until looked up."""
         with self._lock:
-            with self._pending_lock:
-                batch = self._pending.pop(subdir, None)
-            if not batch:
-                return
+            if subdir not in self._listed:
+                self._listed[subdir] = self._read_listed(subdir)
+            return self._listed[subdir]
+
+    # what the target listed when this run first looked: apply checks a saved plan against it
+    listed_before = existing
+
+    def publish(self, subdir: str, records: dict[str, dict], source=None) -> None:
+        """List `records` (their files already in place) at the end of the run (RunListings), each
+        exactly as given; `source`: the channel they come from, whose repodata's order they keep."""
+        key = self._remember_order(source, subdir)
+        with self._lock:
+            pending = self._pending.setdefault(subdir, {})
+            for filename, record in records.items():
+                pending[filename] = (key, record)
+
+    def flush(self) -> list[tuple[str, str, Exception]]:
+        """Write every listing this run has records for, once each (and noarch/repodata.json, which
+        every client asks for, when it is missing); (subdir, file, error) of records not listed."""
+        with self._lock:
+            pending, self._pending = self._pending, {}
+        failures = []
+        for subdir, records in pending.items():
             try:
-                repodata = self._read(subdir) or empty_repodata(subdir)
-                self._write(subdir, *encoded(merged(repodata, batch)))
-            except BaseException:
-                with self._pending_lock:  # the next waiter tries again; none returns as if listed
-                    self._pending[subdir] = {**batch, **self._pending.get(subdir, {})}
-                raise
-            if subdir != "noarch" and self._read("noarch") is None:
-                self._write("noarch", *encoded(empty_repodata("noarch")))
+                self._rewrite(subdir, records)
+            except (RegistryError, OSError, ValueError) as exc:
+                failures += [(subdir, filename, exc) for filename in records]
+        if pending and "noarch" not in pending:
+            try:
+                if not self._exists("noarch"):
+                    self._write("noarch", empty_parts("noarch"), {}, lambda name: None)
+            except (RegistryError, OSError) as exc:  # the records are listed; clients that ask fail
+                logger.warning("{}: cannot write an empty noarch/repodata.json: {}", self.name, exc)
+        return failures
+
+    def _remember_order(self, source, subdir: str) -> str | None:
+        listing_of = getattr(source, "listing", None)
+        if listing_of is None:
+            return None
+        key = f"{source.name}/{subdir}"
+        with self._lock:
+            known = key in self._orders
+        if not known:
+            listing = listing_of(subdir)
+            order = listing.positions() if listing is not None else {}
+            with self._lock:
+                self._orders.setdefault(key, order)
+        return key
+
+    def _rewrite(self, subdir: str, records: dict[str, tuple[str | None, dict]]) -> None:
+        orders = [self._orders[key] for key in dict.fromkeys(k for k, _ in records.values() if k is not None)]
+
+        def rank(name: str):
+            for number, order in enumerate(orders):
+                if name in order:
+                    return number, order[name]
+            return None
+
+        batch = {name: (rank(name), record) for name, (_, record) in records.items()}
+        try:
+            with self._parts(subdir) as parts:
+                self._write(subdir, parts, batch, rank)
+        except NotOurs:  # another tool's layout: read whole this once, written in regsync's from now on
+            with self._parts(subdir, whole=True) as parts:
+                self._write(subdir, parts, batch, rank)
+
+    def _read_listed(self, subdir: str) -> Listed:
+        try:
+            with self._parts(subdir) as parts:
+                return Listed(parts)
+        except NotOurs:
+            with self._parts(subdir, whole=True) as parts:
+                return Listed(parts)
+
+    @contextmanager
+    def _parts(self, subdir: str, whole: bool = False):
+        """The subdir's listing as parts (listing.py): streamed line by line from regsync's layout,
+        or (`whole`) read as one JSON document within MAX_REPODATA; a new channel's when absent."""
+        where = f"{self.name}/{subdir}/repodata.json"
+        with self._local_copy(subdir) as path:
+            if path is None:
+                yield iter(empty_parts(subdir))
+            elif whole:
+                with open(path, "rb") as handle:
+                    data = handle.read(MAX_REPODATA + 1)
+                if len(data) > MAX_REPODATA:
+                    raise RegistryError(where, None, f"larger than {MAX_REPODATA} bytes")
+                try:
+                    parts = parts_of_document(data)
+                except ValueError as exc:
+                    raise RegistryError(where, None, f"{exc}: fix or remove it") from None
+                yield parts
+            else:
+                with open(path, encoding="utf-8", errors="strict", newline="\n") as handle:
+                    try:
+                        yield parts_of_lines(handle)
+                    except UnicodeDecodeError:
+                        raise NotOurs("not UTF-8") from None
+
+    def _write(self, subdir: str, parts: Iterable[tuple], batch: dict, rank) -> None:
+        """The merged listing, streamed into repodata.json and its .zst side by side, then published."""
+        with self._scratch(subdir) as (raw_path, zst_path):
+            with os.fdopen(create_new(raw_path, 0o666), "wb") as raw, \
+                    os.fdopen(create_new(zst_path, 0o666), "wb") as packed, zstd.ZstdFile(packed, "wb") as zst:
+                block: list[bytes] = []
+                size = 0
+                for text in merged(parts, batch, rank):
+                    data = text.encode()
+                    block.append(data)
+                    size += len(data)
+                    if size >= _WRITE_BLOCK:
+                        _write_both(raw, zst, block)
+                        block, size = [], 0
+                _write_both(raw, zst, block)
+            self._commit(subdir, raw_path, zst_path)
+
+
+def _write_both(raw, zst, block: list[bytes]) -> None:
+    data = b"".join(block)
+    raw.write(data)
+    zst.write(data)
 
 
 class DirectoryChannel(_Channel):
@@ -115,24 +196,41 @@ class DirectoryChannel(_Channel):
     def put(self, path: Path, subdir: str, filename: str) -> None:
         folder = self.root / subdir
         folder.mkdir(parents=True, exist_ok=True)
-        os.replace(path, folder / filename)
+        place_published(path, folder / filename)  # 0644, never the state dir's 0600
 
-    def _read(self, subdir: str) -> dict | None:
+    def _exists(self, subdir: str) -> bool:
+        return (self.root / subdir / "repodata.json").exists()
+
+    @contextmanager
+    def _local_copy(self, subdir: str):
+        path = self.root / subdir / "repodata.json"
+        yield path if path.exists() else None
+
+    @contextmanager
+    def _scratch(self, subdir: str):
+        folder = self.root / subdir
+        folder.mkdir(parents=True, exist_ok=True)
+        stem = f"{os.getpid()}.{threading.get_ident()}.tmp"
+        paths = folder / f".repodata.json.{stem}", folder / f".repodata.json.zst.{stem}"
         try:
-            return json.loads((self.root / subdir / "repodata.json").read_bytes())
-        except FileNotFoundError:
-            return None
-        except ValueError:
-            raise RegistryError(f"{self.name}/{subdir}/repodata.json", None, "not JSON: fix or remove it") from None
+            yield paths
+        finally:
+            for path in paths:
+                path.unlink(missing_ok=True)
 
-    def _write(self, subdir: str, raw: bytes, zst: bytes) -> None:
+    def _commit(self, subdir: str, raw: Path, zst: Path) -> None:
         # .zst first: a client that prefers it must never find it older than the .json it replaces
-        write_atomically(self.root / subdir / "repodata.json.zst", zst)
-        write_atomically(self.root / subdir / "repodata.json", raw)
+        os.replace(zst, self.root / subdir / "repodata.json.zst")
+        os.replace(raw, self.root / subdir / "repodata.json")
 
 
 class HttpChannel(_Channel):
-    """Files by HTTP PUT under a base URL: Nexus raw-hosted, Artifactory generic, WebDAV."""
+    """Files by HTTP PUT under a base URL: Nexus raw-hosted, Artifactory generic, WebDAV.
+
+    Nothing leaves the channel's origin: a read redirected to another origin is not read (an error
+    naming where it pointed, never that listing taken for the target's), a PUT answered with a
+    redirect is not followed (an error: the file is not there). Redirects on the channel's own
+    origin are followed for reads, as for package indexes (kinds/pypi/index.py)."""
 
     def __init__(self, name: str, cfg):
         super().__init__()
@@ -145,45 +243,129 @@ class HttpChannel(_Channel):
         self.staging = None
 
     def put(self, path: Path, subdir: str, filename: str) -> None:
+        self._put_file(f"{subdir}/{filename}", path, "application/octet-stream")
+
+    def _put_file(self, relative: str, path: Path, content_type: str) -> None:
         size = path.stat().st_size
         with open(path, "rb") as handle:
-            body = SizedBody(iter(lambda: handle.read(CHUNK), b""), size)
-            self._put(f"{subdir}/{filename}", body, "application/octet-stream")
+            self._put(relative, SizedBody(iter(lambda: handle.read(CHUNK), b""), size), content_type)
 
     def _put(self, relative: str, body, content_type: str) -> None:
         url = f"{self.url}/{relative}"
         try:
-            response = self.session.put(url, data=body, headers={"Content-Type": content_type}, timeout=(15, 600))
-        except requests.RequestException as exc:
-            raise RegistryError(f"{self.name}/{relative}", None, f"upload failed: {type(exc).__name__}") from None
+            response = self.session.put(url, data=body, headers={"Content-Type": content_type}, timeout=(15, 600),
+                                        allow_redirects=False)
+        except requests.RequestException:
+            raise RegistryError(f"{self.name}/{relative}", None, "upload failed: cannot reach the channel") from None
         response.close()
+        if response.is_redirect:
+            elsewhere = origin(urljoin(url, response.headers["Location"])) or "a URL without a host"
+            logger.info("{}: PUT {} answered {} to {}: not followed", self.name, relative, response.status_code,
+                        elsewhere)
+            raise RegistryError(f"{self.name}/{relative}", response.status_code,
+                                f"upload redirected to {elsewhere}: not followed, the file is not on the target")
         if response.status_code not in (200, 201, 204):
             raise RegistryError(f"{self.name}/{relative}", response.status_code, "upload refused")
 
-    def _read(self, subdir: str) -> dict | None:
+    def _get(self, subdir: str):
+        """The listing's response (None: the target has none), redirects followed on this origin only."""
         where = f"{self.name}/{subdir}/repodata.json"
-        try:
-            response = self.session.get(f"{self.url}/{subdir}/repodata.json", stream=True, timeout=(15, 300))
-        except requests.RequestException:
-            raise RegistryError(where, None, f"cannot reach {self.url}") from None
+        url = f"{self.url}/{subdir}/repodata.json"
+        for _ in range(MAX_REDIRECTS + 1):
+            try:
+                response = self.session.get(url, stream=True, timeout=(15, 300), allow_redirects=False)
+            except requests.RequestException:
+                raise RegistryError(where, None, f"cannot reach {origin(self.url)}") from None
+            if not response.is_redirect:
+                break
+            location = urljoin(url, response.headers["Location"])
+            response.close()
+            if origin(location) != origin(self.url):
+                elsewhere = origin(location) or "a URL without a host"
+                logger.info("{}: {} answered {} to {}: not read as the target's listing", self.name, where,
+                            response.status_code, elsewhere)
+                raise RegistryError(where, response.status_code, f"redirects to another origin ({elsewhere}): "
+                                    f"not read as the target's listing, nothing written over it")
+            url = location
+        else:
+            raise RegistryError(where, None, f"more than {MAX_REDIRECTS} redirects")
         if response.status_code == 404:
             response.close()
             return None
         if response.status_code != 200:
             response.close()
             raise RegistryError(where, response.status_code, "cannot read the target's repodata")
-        body = read_bounded(response, MAX_REPODATA)
-        if body is None:
-            raise RegistryError(where, None, f"larger than {MAX_REPODATA} bytes")
-        try:
-            return json.loads(body)
-        except ValueError:
-            raise RegistryError(where, None, "not JSON") from None
+        return response
 
-    def _write(self, subdir: str, raw: bytes, zst: bytes) -> None:
-        self._put(f"{subdir}/repodata.json.zst", zst, "application/zstd")
-        self._put(f"{subdir}/repodata.json", raw, "application/json")
+    def _exists(self, subdir: str) -> bool:
+        response = self._get(subdir)
+        if response is not None:
+            response.close()
+        return response is not None
+
+    @contextmanager
+    def _local_copy(self, subdir: str):
+        """The listing downloaded (streamed, at most MAX_REPODATA bytes) into a private scratch file."""
+        response = self._get(subdir)
+        if response is None:
+            yield None
+            return
+        with tempfile.TemporaryDirectory(prefix="regsync-repodata-") as work:
+            path = Path(work) / "repodata.json"
+            size = 0
+            try:
+                with open(path, "wb") as out:
+                    for chunk in response.iter_content(CHUNK):
+                        size += len(chunk)
+                        if size > MAX_REPODATA:
+                            raise RegistryError(f"{self.name}/{subdir}/repodata.json", None,
+                                                f"larger than {MAX_REPODATA} bytes")
+                        out.write(chunk)
+            except requests.RequestException:
+                raise RegistryError(f"{self.name}/{subdir}/repodata.json", None, "the download broke off") from None
+            finally:
+                response.close()
+            yield path
+
+    @contextmanager
+    def _scratch(self, subdir: str):
+        with tempfile.TemporaryDirectory(prefix="regsync-repodata-") as work:
+            yield Path(work) / "repodata.json", Path(work) / "repodata.json.zst"
+
+    def _commit(self, subdir: str, raw: Path, zst: Path) -> None:
+        self._put_file(f"{subdir}/repodata.json.zst", zst, "application/zstd")
+        self._put_file(f"{subdir}/repodata.json", raw, "application/json")
 
 
 def target_channel(name: str, cfg) -> _Channel:
     return DirectoryChannel(name, cfg.path) if cfg.kind == "directory" else HttpChannel(name, cfg)
+
+
+class RunListings:
+    """A run's conda targets (Run.state): the items whose records wait to be listed, and, once every
+    transfer is over (Run.finish), each target's listings written once."""
+
+    reused = 0
+
+    def __init__(self, target_of):
+        self._target_of = target_of           # target channel name → its (per-run) channel object
+        self._items: dict[str, object] = {}   # target ref → item
+        self._lock = threading.Lock()
+
+    def expect(self, item) -> None:
+        with self._lock:
+            self._items[item.target] = item
+
+    def stop(self) -> None:
+        """Nothing to stop: files already placed are still listed at the end."""
+
+    def finish(self) -> list[tuple[object, Exception]]:
+        with self._lock:
+            items, self._items = self._items, {}
+        failures = []
+        for name in dict.fromkeys(ref.split("/", 1)[0] for ref in items):
+            for subdir, filename, error in self._target_of(name).flush():
+                item = items.get(f"{name}/{subdir}/{filename}")
+                if item is not None:
+                    failures.append((item, RegistryError(item.target, None, f"placed but not listed: {error}")))
+        return failures

@@ -4,13 +4,15 @@ resumed after a kill), placed on the target, and only then listed in the target'
 
 from __future__ import annotations
 
+import hashlib
 import tempfile
 from pathlib import Path
 
 from regsync.kinds.conda.attest import check_attestation
 from regsync.kinds.conda.channel import channels_of
-from regsync.kinds.conda.names import split_ref
+from regsync.kinds.conda.names import record_digest, split_ref
 from regsync.kinds.conda.rules import admit_record, conda_rules_for
+from regsync.content.reader import VerifyingReader
 from regsync.errors import RegistryError, VerificationError
 from regsync.kinds.pypi.fetch import fetch_verified
 
@@ -27,37 +29,75 @@ def planned_record(item, endpoints):
     if found is None:
         raise RegistryError(item.source, 404, "no longer in the channel's repodata")
     record, published = found
-    if f"sha256:{published.get('sha256')}" != item.digest:
-        raise VerificationError(f"{item.source}: the channel's repodata now gives sha256 {published.get('sha256')}, "
-                                f"the plan says {item.digest}")
+    weak = any(rule.weak_digests == "allow" for _, rule in rules)
+    digest = record_digest(published, weak)
+    if digest is None:
+        raise VerificationError(f"{item.source}: the channel's repodata gives no sha256 for it"
+                                + (" (md5 and size only: weak_digests: allow mirrors it)" if published.get("md5") else ""))
+    if digest != item.digest:
+        raise VerificationError(f"{item.source}: the channel's repodata now gives {digest}, the plan says {item.digest}")
     return rules, channels, source, record, published
 
 
-def apply_conda(item, endpoints, audit, on_bytes=None, artifact=None) -> dict:
-    """Returns the verification evidence (for the `pushed` record too)."""
+def admitted(item, rules, channels, record) -> str:
+    """The rule that admits the file: its specs match it, or the closure the policy solves holds it."""
+    source_name, subdir, filename = split_ref(item.source)
+    platforms = lambda rule: [subdir] if subdir != "noarch" else list(dict.fromkeys(rule.platforms))  # noqa: E731
+    return admit_record(rules, record, lambda rule: any(
+        (source_name, subdir, filename) in channels.closure(rule.sources, list(rule.specs), platform, virtual)
+        for platform in platforms(rule) for virtual in rule.virtual_packages))
+
+
+def apply_conda(item, endpoints, audit, on_bytes=None, artifact=None) -> dict | None:
+    """Returns the verification evidence (for the `pushed` record too); None when the target already
+    lists the file with this very record (a saved plan applied again): nothing fetched or written."""
     rules, channels, source, record, published = planned_record(item, endpoints)
     source_name, subdir, filename = split_ref(item.source)
-    item.rule = admit_record(rules, record)
+    item.rule = admitted(item, rules, channels, record)
     attestation = check_attestation(rules, endpoints.policy, record, item.source)
     target = channels.target(split_ref(item.target)[0])
     held = target.listed_before(subdir).get(filename)
-    if held is not None and f"sha256:{held.get('sha256')}" != item.digest:
+    if held is not None and record_digest(held, True) != item.digest:
         # the plan saw none (or this one); the target has since listed other bytes under the name
-        raise VerificationError(f"{item.target}: the target lists it with sha256 {held.get('sha256')}; "
+        raise VerificationError(f"{item.target}: the target lists it with {record_digest(held, True)}; "
                                 f"never overwritten")
+    method = item.digest.partition(":")[0]
+    against = f"{source_name}/{subdir}/repodata.json"
+    if held == published:
+        return None
     if held is not None:
         # a patched record for a file the target holds (its bytes verified when they were placed)
-        target.publish(subdir, {filename: published})
-        evidence = {"method": "sha256", "against": f"{source_name}/{subdir}/repodata.json", "record_only": True}
+        target.publish(subdir, {filename: published}, source)
+        evidence = {"method": method, "against": against, "record_only": True}
         return {**evidence, "attestation": attestation} if attestation else evidence
     with tempfile.TemporaryDirectory(dir=target.staging, prefix=".regsync-") as work:
         path = Path(work) / filename
-        fetch_verified(source, source.file(subdir, published), path, on_bytes)
-        verification = {"method": "sha256", "against": f"{source_name}/{subdir}/repodata.json", "rechecked": True,
-                        "size": published.get("size")}
+        package = source.file(subdir, record, published)
+        if method == "md5":
+            fetch_md5_verified(source, package, item.digest, path, on_bytes)
+        else:
+            fetch_verified(source, package, path, on_bytes, package.where)
+        verification = {"method": method, "against": against, "rechecked": True, "size": published.get("size")}
+        if method == "md5":
+            verification["weak_digest"] = "the channel gives md5 and size only (weak_digests: allow)"
         if attestation is not None:
             verification["attestation"] = attestation
         audit.record("verified", artifact=artifact, policy_rule=item.rule, verification=verification)
         target.put(path, subdir, filename)
-    target.publish(subdir, {filename: published})
+    target.publish(subdir, {filename: published}, source)
     return verification
+
+
+def fetch_md5_verified(source, package, digest: str, path: Path, on_bytes=None) -> None:
+    """A record with md5 and size only (weak_digests: allow): streamed, its md5 and size checked
+    before the file is handed on. Not resumed after a kill (the resumable path is sha256's)."""
+    response = source.open(package)
+    try:
+        reader = VerifyingReader(response.raw.read, digest, package.size, package.where, on_bytes,
+                                 hasher=hashlib.md5(usedforsecurity=False))
+        with open(path, "wb") as handle:
+            for chunk in reader.chunks():
+                handle.write(chunk)
+            reader.read(1)  # at the stated size: the digest is checked here
+    finally:
+        response.close()

@@ -69,9 +69,10 @@ def kept_size(index, package: DistributionPackage) -> int | None:
     return path.stat().st_size if path else None
 
 
-def fetch_verified(index, package: DistributionPackage, path: Path, on_bytes=None) -> str:
-    """Stream `package` to `path`, its sha256 checked against the index; returns the digest."""
-    where = f"{index.name}/{package.filename}"
+def fetch_verified(index, package: DistributionPackage, path: Path, on_bytes=None, where: str = "") -> str:
+    """Stream `package` to `path`, its sha256 checked against the index; returns the digest. `where`
+    names the file in messages (default `index/filename`)."""
+    where = where or f"{index.name}/{package.filename}"
     digest = sha256_of(package)
     if digest is None:
         raise VerificationError(f"{where}: the index gives no sha256 for it")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import html
 import json
-import os
 import threading
 from collections.abc import Mapping
 from pathlib import Path
@@ -21,7 +20,7 @@ from regsync.kinds.pypi.index import PackageIndex
 from regsync.kinds.pypi.wheel import wheel_metadata
 from regsync.kinds.pypi.ref import sha256_of
 from regsync.content.reader import CHUNK
-from regsync.content.files import write_atomically
+from regsync.content.files import place_published, write_atomically
 
 
 class UploadTarget:
@@ -140,7 +139,7 @@ class DirectoryTarget:
         project = _project_of(filename)
         folder = self.root / project
         folder.mkdir(parents=True, exist_ok=True)
-        os.replace(path, folder / filename)  # same filesystem as the staging dir: atomic
+        place_published(path, folder / filename)  # same filesystem as the staging dir: atomic; 0644
         with self._lock:
             page = self._read_json(project)
             files = [f for f in page.get("files", []) if f["filename"] != filename]
