@@ -277,3 +277,25 @@ def test_a_failed_download_names_the_subdir(tmp_path):
         assert "chan/win-64/zlib-1.2.11-0.conda: download failed" in result.output
     finally:
         chan.stop()
+
+
+def test_a_revoked_record_reaches_the_target_as_published(tmp_path):
+    """Issue 20 item 3: conda-index's hot-fix channel, its revoke applied as conda-index applies it."""
+    root = real_channel(tmp_path, "index-hotfix")
+    repodata = json.loads((root / "osx-64/repodata.json").read_text())
+    record = repodata["packages"]["revoke_test-1.0-0.tar.bz2"]
+    record["revoked"] = True
+    record["depends"].append("package_has_been_revoked")
+    (root / "osx-64/repodata.json").write_text(json.dumps(repodata, indent=2))
+    (root / "noarch").mkdir()
+    (root / "noarch/repodata.json").write_text('{"info": {"subdir": "noarch"}, "packages": {}}')
+    hotfix = serve(root)
+    try:
+        synced = run_cli("sync", "-p", policy(tmp_path, {"hotfix": hotfix.url}, ["revoke_test"], platforms=["osx-64"]))
+        assert synced.exit_code == 0, synced.output
+        listed = json.loads((tmp_path / "mirror/osx-64/repodata.json").read_text())["packages"]
+        assert listed["revoke_test-1.0-0.tar.bz2"] == record and record["revoked"] is True
+        assert (tmp_path / "mirror/osx-64/revoke_test-1.0-0.tar.bz2").read_bytes() == \
+            (DATA / "index-hotfix/osx-64/revoke_test-1.0-0.tar.bz2").read_bytes()
+    finally:
+        hotfix.stop()

@@ -50,6 +50,7 @@ class SourceChannel:
                                     retry=retry_policy(cfg.retries.attempts, cfg.retries.backoff_seconds))
         self._root = local_root(cache, self.url)
         self._listings: dict[str, Listing | None] = {}
+        self._sparse: dict[str, object] = {}
         self._lock = threading.Lock()
 
     def listing(self, subdir: str) -> Listing | None:
@@ -96,7 +97,13 @@ class SourceChannel:
         """rattler's records of `name` in the subdir's repodata, both package formats of a build (the
         solver's reading offers only the .conda); a sharded subdir as rattler's Gateway reads it."""
         if self._listings.get(subdir) is not None:
-            found = records_in_file(self.rattler_channel([subdir]), subdir, name, self._root / subdir / "repodata.json")
+            from rattler import PackageFormatSelection
+
+            channel = self.rattler_channel([subdir])
+            with self._lock:  # one index of the subdir per run (opening it scans the whole file)
+                if subdir not in self._sparse:
+                    self._sparse[subdir] = sparse_repodata(channel, subdir, self._root / subdir / "repodata.json")
+                found = self._sparse[subdir].load_records(name, PackageFormatSelection.BOTH)
         else:
             found = asyncio.run(self.gateway.query([self.rattler_channel([subdir])], [subdir], [name], recursive=False,
                                                    channel_relations="disabled"))[0]
@@ -245,7 +252,7 @@ class Channels:
         name = split_filename(filename)[0]
         channel.rattler_channel([subdir, "noarch"] if subdir != "noarch" else ["noarch"])
         for record in channel.records_named(subdir, name):
-            if record.file_name == filename and channel.listed_in(record) == subdir:
+            if record.file_name == filename:
                 return record, channel.published(subdir, record)
         return None
 
@@ -261,11 +268,17 @@ class Found:
     url: str      # where the file is (rattler's reading of the channel's repodata, never the record's `url`)
 
 
+def sparse_repodata(rattler_channel, subdir: str, path: Path):
+    from rattler import SparseRepoData
+
+    return SparseRepoData(rattler_channel, subdir, path)
+
+
 def records_in_file(rattler_channel, subdir: str, name: str, path: Path) -> list:
     """rattler's records of `name` in a local repodata.json, every package format."""
-    from rattler import PackageFormatSelection, SparseRepoData
+    from rattler import PackageFormatSelection
 
-    with SparseRepoData(rattler_channel, subdir, path) as sparse:
+    with sparse_repodata(rattler_channel, subdir, path) as sparse:
         return sparse.load_records(name, PackageFormatSelection.BOTH)
 
 

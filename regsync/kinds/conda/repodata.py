@@ -20,6 +20,7 @@ import json
 import mmap
 import os
 import re
+import shutil
 from pathlib import Path
 
 import requests
@@ -211,7 +212,10 @@ def _readable_copy(folder: Path, where: str) -> None:
         with open(published, "rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
             nulls = _NULL_LIST.search(data) is not None
     if not nulls:
-        os.link(published, tmp)
+        try:
+            os.link(published, tmp)
+        except OSError:  # a filesystem without hard links
+            shutil.copyfile(published, tmp)
     else:
         repodata = _loaded(published.read_bytes(), where)
         for key in ("packages", "packages.conda"):
