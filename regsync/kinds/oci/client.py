@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import re
 import threading
 from collections import OrderedDict
 from urllib.parse import quote, urljoin, urlsplit
 
 import requests
-import urllib3
 from loguru import logger
 
 from regsync.content.digest import Digest, is_digest, matches
@@ -17,15 +15,13 @@ from regsync.errors import NotFound, RegistryError, VerificationError
 from regsync.kinds.oci.auth import MAX_TOKEN_BYTES, Credentials, RegistryAuth
 from regsync.kinds.oci.manifest import ACCEPT, MAX_MANIFEST_BYTES, Descriptor, Manifest
 from regsync.kinds.oci.names import check_digest, quoted_repository, registry_path
-from regsync.net.http import (MAX_RETRY_AFTER, TLS_SERVER_ANSWER, connection_failure, downgrades, make_session,
-                              origin, require_https, retry_after, retry_policy, speaks_tls)
-from regsync.content.reader import IDENTITY, SizedBody, VerifyingReader, read_bounded, read_document
+from regsync.kinds.oci.answers import NAME_UNKNOWN, declared_length, error_of, unusable
+from regsync.net.http import connection_failure, downgrades, make_session, origin, require_https, retry_policy
+from regsync.content.reader import IDENTITY, SizedBody, VerifyingReader, read_document
 from regsync.net.throttle import Throttle
 
 _TIMEOUT = (15, 300)  # (connect, read) seconds; a stalled mirror must not hang a cron run
 _MAX_TAG_PAGES = 10_000
-_MAX_ERROR_BODY = 64 << 10  # only the first error's code and message are shown
-NAME_UNKNOWN = "NAME_UNKNOWN"  # distribution spec: "repository name not known to registry"
 
 
 class RegistryClient:
@@ -73,51 +69,17 @@ class RegistryClient:
         except requests.exceptions.RequestException as exc:
             # A body that breaks off or does not decode, a garbage Retry-After, redirects in a loop
             # or to nowhere: the server's doing, so a failed request rather than a bug of ours.
-            raise RegistryError(ref, None, f"{self.base} sent an unusable response: {_unusable(exc)}") from None
+            raise RegistryError(ref, None, f"{self.base} sent an unusable response: {unusable(exc)}") from None
         except ValueError:  # urllib.parse on a redirect's Location, before requests can wrap it
             raise RegistryError(ref, None, f"{self.base} sent an unusable response: a redirect to an invalid URL") from None
         if response.status_code in ok:
             return response
-        error = self._error(response, ref)
+        error = error_of(response, ref)
         if error.status == 401 and self.session.auth.credentials is None:  # nothing was sent: say that
             from regsync.kinds.oci.credentials import no_credentials_found
 
             error = RegistryError(ref, 401, no_credentials_found(self.host))
         raise error
-
-    @staticmethod
-    def _error(response: requests.Response, ref: str) -> RegistryError:
-        status = response.status_code
-        detail = code = ""
-        try:
-            body = read_bounded(response, _MAX_ERROR_BODY) or b""
-            if status == 400 and TLS_SERVER_ANSWER in body:
-                return RegistryError(ref, status, speaks_tls(response.url))
-            errors = json.loads(body).get("errors") or []
-            if errors:
-                code = str(errors[0].get("code", ""))[:100]
-                detail = f": {code} {str(errors[0].get('message', ''))[:300]}".rstrip()
-        except (ValueError, AttributeError, TypeError, urllib3.exceptions.HTTPError, OSError,
-                requests.exceptions.RequestException):
-            pass  # the status says enough; a body that breaks off or is not JSON adds nothing
-        wait = retry_after(response)
-        if wait is not None and wait > MAX_RETRY_AFTER:
-            detail += f"; it asks to retry later than regsync waits ({MAX_RETRY_AFTER:.0f} s)"
-        response.close()
-        error = RegistryClient._error_for(status, ref, detail, code)
-        error.method = response.request.method if response.request else None
-        error.code = code
-        return error
-
-    @staticmethod
-    def _error_for(status: int, ref: str, detail: str, code: str = "") -> RegistryError:
-        if status == 401:
-            return RegistryError(ref, status, "authentication failed (check the credentials)")
-        if status == 403:
-            return RegistryError(ref, status, "access denied")
-        if status == 404:
-            return NotFound(ref, status, "repository not found" if code == NAME_UNKNOWN else "not found")
-        return RegistryError(ref, status, f"registry error{detail}")
 
     def ref(self, repo: str, reference: str = "") -> str:
         sep = "@" if is_digest(reference) else ":"
@@ -431,33 +393,8 @@ class _BoundedCache:
                 self._items.popitem(last=False)
 
 
-def declared_length(response: requests.Response, ref: str) -> int | None:
-    """The Content-Length a server announced, or None; garbage (a hostile server) is a refusal."""
-    value = response.headers.get("Content-Length")
-    if value is None:
-        return None
-    if not value.strip().isdigit():
-        raise VerificationError(f"{ref}: invalid Content-Length {value[:40]!r}")
-    return int(value)
-
-
 def _blob_path(repo: str, digest: str) -> str:
     return registry_path(repo, "blobs", check_digest(digest))
-
-
-_UNUSABLE = ((requests.exceptions.ContentDecodingError, "a body that does not decode as its Content-Encoding says"),
-             (requests.exceptions.ChunkedEncodingError, "a body that broke off"),
-             (requests.exceptions.InvalidHeader, "an invalid header"),
-             (requests.exceptions.TooManyRedirects, "too many redirects"),
-             ((requests.exceptions.InvalidURL, requests.exceptions.MissingSchema, requests.exceptions.InvalidSchema),
-              "a redirect to an invalid URL"))
-
-
-def _unusable(exc: requests.exceptions.RequestException) -> str:
-    named = re.match(r"Invalid ([\w-]+) header", str(exc))  # urllib3's words; the value is the server's
-    if isinstance(exc, requests.exceptions.InvalidHeader) and named:
-        return f"an invalid {named.group(1)} header"
-    return next((what for kind, what in _UNUSABLE if isinstance(exc, kind)), type(exc).__name__)
 
 
 def _with_digest(location: str, digest: str) -> str:

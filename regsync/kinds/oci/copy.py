@@ -15,7 +15,8 @@ from loguru import logger
 
 from regsync.errors import Interrupted, RegistryError, VerificationError
 from regsync.net.http import TRANSIENT_STATUS
-from regsync.kinds.oci.client import RegistryClient, declared_length
+from regsync.kinds.oci.answers import declared_length
+from regsync.kinds.oci.client import RegistryClient
 from regsync.kinds.oci.manifest import Descriptor, Manifest
 from regsync.content.partial import PartialFile
 from regsync.content.reader import CHUNK, VerifyingReader, continues_at

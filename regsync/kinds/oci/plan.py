@@ -19,7 +19,7 @@ from regsync.kinds.oci.manifest import Descriptor, Manifest, filter_index
 from regsync.kinds.oci.tree import MAX_INDEX_DEPTH, manifest_tree
 from regsync.kinds.oci.names import invalid_tag, is_tag, shown
 from regsync.pipeline.plan import PlanError, PlanItem
-from regsync.kinds.oci.client import NAME_UNKNOWN
+from regsync.kinds.oci.answers import NAME_UNKNOWN
 from regsync.policy.models import ImageRule
 from regsync.kinds.oci.tags import select_tags, select_tags_ordered
 from regsync.policy.patterns import is_exact
