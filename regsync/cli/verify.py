@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 
 from regsync.errors import UsageError
-from regsync.kinds.oci.names import invalid_repository, invalid_tag, is_repository, is_tag, shown
+from regsync.policy.names import invalid_repository, invalid_tag, is_repository, is_tag, shown
 
 _REF = re.compile(r"^(?P<host>[^/]+)/(?P<repo>[^@:]+(?:/[^@:]+)*)(?::(?P<tag>[\w][\w.-]{0,127}))?"
                   r"(?:@(?P<digest>sha256:[0-9a-f]{64}))?$")

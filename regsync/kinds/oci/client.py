@@ -16,7 +16,8 @@ from regsync.content.digest import Digest, is_digest, matches
 from regsync.errors import NotFound, RegistryError, VerificationError
 from regsync.kinds.oci.auth import MAX_TOKEN_BYTES, Credentials, RegistryAuth
 from regsync.kinds.oci.manifest import ACCEPT, MAX_MANIFEST_BYTES, Descriptor, Manifest
-from regsync.kinds.oci.names import check_digest, quoted_repository, registry_path
+from regsync.kinds.oci.names import quoted_repository, registry_path
+from regsync.policy.names import check_digest
 from regsync.net.http import (MAX_RETRY_AFTER, TLS_SERVER_ANSWER, connection_failure, downgrades, make_session,
                               origin, require_https, retry_after, retry_policy, speaks_tls)
 from regsync.content.reader import IDENTITY, SizedBody, VerifyingReader, read_bounded, read_document
