@@ -23,10 +23,11 @@ from pathlib import Path
 from regsync.audit.log import AuditLog, check_audit_path
 from regsync.endpoints import Endpoints
 from regsync.errors import EXIT_RUNTIME, RegsyncError, UsageError, VerificationError
-from regsync.kinds.registry import KINDS, kind_of
+from regsync.kinds.registry import KINDS
 from regsync.lock import RunLock, lock_path
 from regsync.ops import write_metrics, write_summary
 from regsync.pipeline.apply import Outcome, apply_plan, check_not_stale
+from regsync.pipeline.kind import kind_of
 from regsync.pipeline.make import make_plan
 from regsync.pipeline.plan import Plan
 from regsync.pipeline.shard import Shard
@@ -74,11 +75,12 @@ def plan(policy_path: Path, jobs: int = 8, shard: Shard | None = None, rps: floa
     (then its other volumes) stands in for the sources, as on import: the plan `import --plan` applies."""
     if not bundle:
         loaded = load_checked(policy_path)
-        return make_plan(loaded, Endpoints(loaded, jobs, rps), jobs, shard)
+        return make_plan(loaded, Endpoints(loaded, jobs, rps), KINDS, jobs, shard)
     from regsync.bundle.source import open_bundle
 
     loaded = load_checked(policy_path, offline_sources=True)
-    return make_plan(loaded, Endpoints(loaded, jobs, rps, open_bundle(bundle[0], loaded, bundle[1:]).sources), jobs, shard)
+    sources = open_bundle(bundle[0], loaded, KINDS, bundle[1:]).sources
+    return make_plan(loaded, Endpoints(loaded, jobs, rps, sources), KINDS, jobs, shard)
 
 
 def sync(policy_path: Path, options: RunOptions, plan_path: Path | None = None,
@@ -91,13 +93,13 @@ def sync(policy_path: Path, options: RunOptions, plan_path: Path | None = None,
     def work(endpoints: Endpoints, audit: AuditLog) -> Outcome:
         if plan_path:
             planned = _saved_plan(plan_path, loaded, audit)
-            check_not_stale(planned, endpoints)
+            check_not_stale(planned, endpoints, KINDS)
         else:
             _no_plan_needs_no_approval(loaded, "sync")
-            planned = make_plan(loaded, endpoints, options.jobs, shard)
+            planned = make_plan(loaded, endpoints, KINDS, options.jobs, shard)
         total = sum(item.bytes for item in planned.items if item.changes)
         with (options.progress(total) if options.progress else nullcontext()) as on_bytes:
-            return apply_plan(planned, endpoints, audit, options.jobs, on_bytes, options.bandwidth)
+            return apply_plan(planned, endpoints, KINDS, audit, options.jobs, on_bytes, options.bandwidth)
 
     return run_frame(loaded, "sync", work, options)
 
@@ -117,10 +119,10 @@ def export(policy_path: Path, out: Path, options: RunOptions, since: Path | None
     key = signing_key_for(loaded, key)  # a bundle the far side would refuse is refused here, before any fetch
 
     def work(endpoints: Endpoints, audit: AuditLog) -> Outcome:
-        return export_bundle(loaded, endpoints, out, audit, options.jobs, since=since, volume_size=volume_size,
-                             sign_key=key)
+        return export_bundle(loaded, endpoints, KINDS, out, audit, options.jobs, since=since,
+                             volume_size=volume_size, sign_key=key)
 
-    return run_frame(loaded, "export", work, options, sources=lambda audit: export_stand_ins(loaded))
+    return run_frame(loaded, "export", work, options, sources=lambda audit: export_stand_ins(loaded, KINDS))
 
 
 def import_(policy_path: Path, bundle: Path, options: RunOptions, more_blobs: tuple[Path, ...] = (),
@@ -131,13 +133,13 @@ def import_(policy_path: Path, bundle: Path, options: RunOptions, more_blobs: tu
     from regsync.bundle.importing import BundleImport
 
     loaded = _load_for_run(policy_path, options, offline_sources=True)
-    job = BundleImport(bundle, loaded, more_blobs, allow_rollback)
+    job = BundleImport(bundle, loaded, KINDS, more_blobs, allow_rollback)
 
     def work(endpoints: Endpoints, audit: AuditLog) -> Outcome:
         planned = None
         if plan_path:
             planned = _saved_plan(plan_path, loaded, audit)
-            check_not_stale(planned, endpoints)
+            check_not_stale(planned, endpoints, KINDS)
         else:
             _no_plan_needs_no_approval(loaded, "import")
         return job.run(endpoints, audit, options.jobs, planned)
@@ -150,7 +152,7 @@ def _saved_plan(plan_path: Path, loaded: LoadedPolicy, audit: AuditLog) -> Plan:
     """A saved plan, checked before anything is touched: its names, the policy it was made from and,
     when the policy has `approval:`, its signed approvals (recorded in the audit trail)."""
     def check_names(item):
-        return kind_of(item).check_names(item) if item.kind in KINDS else None
+        return kind_of(KINDS, item).check_names(item) if item.kind in KINDS else None
 
     if loaded.policy.approval.trust:  # the approvals' keys (cryptography) only for a policy that has them
         from regsync.approvals.check import load_approved

@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from regsync.errors import PolicyError, VerificationError
 from regsync.kinds.oci.client import RegistryClient
-from regsync.kinds.oci.names import is_digest, is_repository, is_tag
+from regsync.policy.names import is_digest, is_repository, is_tag
 from regsync.policy import load_policy
 from tests.fixtures.faultproxy import FaultProxy
 from tests.fixtures.oci_layout import digest_of, inspect_raw, seed, write_image

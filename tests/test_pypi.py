@@ -231,6 +231,7 @@ def test_pip_config_points_at_the_target_with_its_ca(tmp_path, index, pypiserver
 
 def test_shards_split_package_files_disjointly(tmp_path, index):
     from regsync.endpoints import Endpoints
+    from regsync.kinds.registry import KINDS
     from regsync.policy import load_policy
     from regsync.pipeline.make import make_plan
     from regsync.pipeline.shard import Shard
@@ -238,7 +239,7 @@ def test_shards_split_package_files_disjointly(tmp_path, index):
     loaded = load_policy(policy(tmp_path, index, "directory", '["app"]'))
 
     def planned(shard=None):
-        return {item.target for item in make_plan(loaded, Endpoints(loaded), shard=shard).items}
+        return {item.target for item in make_plan(loaded, Endpoints(loaded), KINDS, shard=shard).items}
 
     whole, first, second = planned(), planned(Shard(0, 2)), planned(Shard(1, 2))
     assert len(whole) >= 4 and first | second == whole and not first & second

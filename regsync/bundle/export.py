@@ -19,12 +19,12 @@ from regsync.bundle.format import (BUNDLE_FORMAT, bundle_meta, gather_volumes, r
 from regsync.bundle.signature import forget_signatures, sign_file
 from regsync.bundle.streams import stamp
 from regsync.content.files import write_atomically
+from regsync.content.layout import DIGEST, REF_NAME, SOURCE_DIGEST, LayoutWriter
 from regsync.endpoints import Endpoints
 from regsync.errors import RegistryError, UsageError, VerificationError
 from regsync.console import say
-from regsync.kinds.registry import KINDS, kind_of
-from regsync.kinds.oci.layout import DIGEST, REF_NAME, SOURCE_DIGEST, LayoutWriter
 from regsync.pipeline.apply import Outcome, apply_plan
+from regsync.pipeline.kind import Kinds, kind_of
 from regsync.pipeline.make import make_plan
 from regsync.pipeline.plan import PlanItem
 from regsync.policy import LoadedPolicy
@@ -79,23 +79,24 @@ class BundleDirectory:
         return len(self._left_out)
 
 
-def export_bundle(loaded: LoadedPolicy, endpoints: Endpoints, out: Path, audit, jobs: int = 8, on_bytes=None,
-                  since: Path | None = None, volume_size: int | None = None, sign_key=None) -> Outcome:
-    """`sign_key`: a private key (signing.load_private_key) that signs SHA256SUMS and bundle.json."""
+def export_bundle(loaded: LoadedPolicy, endpoints: Endpoints, kinds: Kinds, out: Path, audit, jobs: int = 8,
+                  on_bytes=None, since: Path | None = None, volume_size: int | None = None, sign_key=None) -> Outcome:
+    """`kinds`: what make_plan and apply_plan are given; each writes its own section of bundle.json.
+    `sign_key`: a private key (signing.load_private_key) that signs SHA256SUMS and bundle.json."""
     base = _base_bundle(since) if since else None
     check_fresh(endpoints)
     stream = stamp(loaded.sha256)  # before resolving: a later export saw a later upstream
-    plan = make_plan(loaded, endpoints, jobs, diff_target=False)
+    plan = make_plan(loaded, endpoints, kinds, jobs, diff_target=False)
     leave_out = frozenset(base["blobs"]) if base else frozenset()
     if volume_size:
-        _check_volume_size(plan, endpoints, volume_size, leave_out)  # before the first byte is written
+        _check_volume_size(plan, endpoints, kinds, volume_size, leave_out)  # before the first byte is written
     sink = BundleDirectory(out, plan.items, leave_out)
     gather_volumes(out)  # a re-run resumes with what earlier volumes already hold
     # Re-running completes a half-written bundle: blobs already there are kept once their bytes hash
     # to their names (what SHA256SUMS, and a signature over it, will say of them). Refs are not:
     # index.json names only what this run verified.
     sink.writer.drop_unverified_blobs(jobs)
-    outcome = apply_plan(plan, endpoints, audit, jobs, on_bytes, into=sink)
+    outcome = apply_plan(plan, endpoints, kinds, audit, jobs, on_bytes, into=sink)
     if outcome.interrupted:
         return outcome
     exported = sink.artifacts()
@@ -108,7 +109,7 @@ def export_bundle(loaded: LoadedPolicy, endpoints: Endpoints, out: Path, audit, 
     bundle = {"format": BUNDLE_FORMAT, "policy_sha256": loaded.sha256, "stream": stream,
               "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "artifacts": exported,
               "not_exported": outcome.problems}
-    for kind in KINDS.values():
+    for kind in kinds.values():
         if kind.bundle_section:
             bundle[kind.bundle_section] = sink.section(kind.bundle_section)
     if carried is not None:
@@ -134,7 +135,7 @@ def export_bundle(loaded: LoadedPolicy, endpoints: Endpoints, out: Path, audit, 
     return outcome
 
 
-def _check_volume_size(plan, endpoints: Endpoints, volume_size: int, leave_out: frozenset) -> None:
+def _check_volume_size(plan, endpoints: Endpoints, kinds: Kinds, volume_size: int, leave_out: frozenset) -> None:
     """A blob is never split across media: one larger than a volume is refused before anything is
     written, rather than after hours of downloading. Manifests read here are cached for the export."""
     largest, what = 0, ""
@@ -142,7 +143,7 @@ def _check_volume_size(plan, endpoints: Endpoints, volume_size: int, leave_out: 
         if item.action == "refuse":
             continue
         try:
-            sizes = kind_of(item).export_sizes(item, endpoints, leave_out)
+            sizes = kind_of(kinds, item).export_sizes(item, endpoints, leave_out)
         except (RegistryError, VerificationError):
             continue  # the export itself reports it
         if sizes and max(sizes) > largest:
@@ -152,10 +153,10 @@ def _check_volume_size(plan, endpoints: Endpoints, volume_size: int, leave_out: 
                          f"in {what}); a blob is never split across volumes: nothing was written")
 
 
-def export_stand_ins(loaded: LoadedPolicy) -> dict:
+def export_stand_ins(loaded: LoadedPolicy, kinds: Kinds) -> dict:
     """What export reads in place of the targets: they are across the gap, so nothing is there yet."""
     stand_ins: dict = {}
-    for kind in KINDS.values():
+    for kind in kinds.values():
         stand_ins.update(kind.export_stand_ins(loaded.policy))
     return stand_ins
 

@@ -15,8 +15,8 @@ import shutil
 from pathlib import Path
 
 from regsync.content.files import write_atomically
+from regsync.content.layout import open_regular
 from regsync.errors import NotFound, UsageError, VerificationError
-from regsync.kinds.oci.layout import open_regular
 
 BUNDLE_FORMAT = "regsync-bundle/1"
 MAX_BUNDLE_JSON = 64 * 1024 * 1024

@@ -11,8 +11,8 @@ from loguru import logger
 from regsync.bundle import streams
 from regsync.bundle.source import OpenedBundle, open_bundle
 from regsync.errors import VerificationError
-from regsync.kinds.registry import kind_of
 from regsync.pipeline.apply import Outcome, apply_plan
+from regsync.pipeline.kind import Kinds, kind_of
 from regsync.pipeline.make import make_plan
 from regsync.pipeline.plan import Plan, PlanError
 from regsync.policy import LoadedPolicy
@@ -27,13 +27,14 @@ class BundleImport:
     """One `regsync import`: `sources` opens and checks the bundle inside the audited run (so a
     refusal is an audit record), `run` plans against the target and applies."""
 
-    def __init__(self, root: Path, loaded: LoadedPolicy, more_blobs: tuple[Path, ...] = (),
+    def __init__(self, root: Path, loaded: LoadedPolicy, kinds: Kinds, more_blobs: tuple[Path, ...] = (),
                  allow_rollback: bool = False):
         self.root, self.loaded, self.more_blobs, self.allow_rollback = root, loaded, more_blobs, allow_rollback
+        self.kinds = kinds
         self.bundle: OpenedBundle | None = None
 
     def sources(self, audit) -> dict:
-        bundle = open_bundle(self.root, self.loaded, self.more_blobs)
+        bundle = open_bundle(self.root, self.loaded, self.kinds, self.more_blobs)
         sid, sequence = streams.identity_of(bundle.meta) or (None, None)
         artifact = {"bundle": str(self.root), "bundle_sha256": bundle.sha256, "stream": sid, "sequence": sequence}
         replay = streams.claim(bundle.meta, bundle.sha256, self.allow_rollback)  # RollbackRefused: exit 2
@@ -50,13 +51,13 @@ class BundleImport:
     def run(self, endpoints, audit, jobs: int, saved: Plan | None = None) -> Outcome:
         """Plan against the target (or take the saved, approved plan `saved`), then apply."""
         bundle, policy = self.bundle, self.loaded.policy
-        plan = saved or make_plan(self.loaded, endpoints, jobs)
+        plan = saved or make_plan(self.loaded, endpoints, self.kinds, jobs)
         carry_refusals(plan, bundle.meta.get("not_exported"))
         if bundle.signature is None and policy.bundle.signature == "optional":
-            refuse_what_only_the_bundle_vouches_for(plan, policy)
+            refuse_what_only_the_bundle_vouches_for(plan, policy, self.kinds)
         verified_at = _verified_at(bundle.meta.get("artifacts"))
         _warn_of_older_images(plan, verified_at)
-        outcome = apply_plan(plan, endpoints, audit, jobs)
+        outcome = apply_plan(plan, endpoints, self.kinds, audit, jobs)
         failed = {problem["source"] for problem in outcome.problems}
         pushed = {item.target: {"digest": item.digest, "verified_at": verified_at.get(item.target)}
                   for item in plan.items if item.changes and item.source not in failed}
@@ -91,7 +92,7 @@ def _valid_problem(entry) -> bool:
                     for key in ("source", "reason")))
 
 
-def refuse_what_only_the_bundle_vouches_for(plan: Plan, policy) -> None:
+def refuse_what_only_the_bundle_vouches_for(plan: Plan, policy, kinds: Kinds) -> None:
     """An unsigned bundle under `bundle: {signature: optional}`: its sha256 sums and records are the
     carrier's word. Only items whose rule demands evidence that verifies without the bundle (an
     image signature or attestation, a package's or conda file's attestation, checked against the
@@ -99,7 +100,7 @@ def refuse_what_only_the_bundle_vouches_for(plan: Plan, policy) -> None:
     for item in plan.items:
         if not item.changes:
             continue
-        kind = kind_of(item)
+        kind = kind_of(kinds, item)
         try:
             rule = kind.authorize(item, policy)
         except VerificationError:

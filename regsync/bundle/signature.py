@@ -13,9 +13,9 @@ import base64
 from pathlib import Path
 
 from regsync.errors import NotFound, UsageError, VerificationError
-from regsync.kinds.oci.layout import open_regular
 from regsync.policy import LoadedPolicy
 from regsync.content.files import write_atomically
+from regsync.content.layout import open_regular
 from regsync.trust.keys import (MAX_SIGNATURE_BYTES, PublicKey, decode_blob_signature, fingerprint, load_public_key,
                                 verifies)
 from regsync.trust.signing import sign_bytes

@@ -9,9 +9,9 @@ from pathlib import Path
 
 from regsync.bundle.format import MAX_VOLUMES, SMALL_FILES, bundle_meta, check_complete, check_sums, read_present
 from regsync.bundle.signature import check_signatures
+from regsync.content.layout import LayoutBlobs
 from regsync.errors import UsageError, VerificationError
-from regsync.kinds.registry import KINDS
-from regsync.kinds.oci.layout import LayoutSource
+from regsync.pipeline.kind import Kinds
 from regsync.policy import LoadedPolicy
 from regsync.vulns.carry import carried_in
 from regsync.vulns.files import DB_KEY
@@ -26,8 +26,9 @@ class OpenedBundle:
     sources: dict         # the stand-ins for the policy's sources (Endpoints keys)
 
 
-def open_bundle(root: Path, loaded: LoadedPolicy, more_blobs: tuple[Path, ...] = ()) -> OpenedBundle:
-    """Check the bundle's own files and return it, with its stand-ins for the policy's sources.
+def open_bundle(root: Path, loaded: LoadedPolicy, kinds: Kinds, more_blobs: tuple[Path, ...] = ()) -> OpenedBundle:
+    """Check the bundle's own files and return it, with its stand-ins for the policy's sources (each
+    of `kinds` makes its own from the bundle's layout).
 
     `more_blobs`: further directories with blobs only (the other volumes of a split bundle, or the
     base bundle of an incremental one); their blobs are verified by digest as they stream.
@@ -52,9 +53,9 @@ def open_bundle(root: Path, loaded: LoadedPolicy, more_blobs: tuple[Path, ...] =
         check_complete(directory, checked["SHA256SUMS"] if directory == root else None)
     index, more = checked["index.json"], tuple(more_blobs)
     sources: dict = {}
-    for kind in KINDS.values():
-        sources.update(kind.bundle_sources(bundle, loaded.policy, lambda name: LayoutSource(root, name, more, index)))
+    for kind in kinds.values():
+        sources.update(kind.bundle_sources(bundle, loaded.policy, lambda name: LayoutBlobs(root, name, more, index)))
     if "vulnerabilities" in bundle:   # the gates use the database the export side used
-        sources[DB_KEY] = carried_in(bundle["vulnerabilities"], LayoutSource(root, "vulns", more, index).blob_path,
+        sources[DB_KEY] = carried_in(bundle["vulnerabilities"], LayoutBlobs(root, "vulns", more, index).blob_path,
                                      loaded.policy)
     return OpenedBundle(root, bundle, hashlib.sha256(checked["bundle.json"]).hexdigest(), evidence, sources)

@@ -14,7 +14,6 @@ from pathlib import Path
 import click
 
 from regsync.errors import UsageError
-from regsync.kinds.oci.names import invalid_repository, invalid_tag, is_repository, is_tag, shown
 
 _REF = re.compile(r"^(?P<host>[^/]+)/(?P<repo>[^@:]+(?:/[^@:]+)*)(?::(?P<tag>[\w][\w.-]{0,127}))?"
                   r"(?:@(?P<digest>sha256:[0-9a-f]{64}))?$")
@@ -22,6 +21,9 @@ _REF = re.compile(r"^(?P<host>[^/]+)/(?P<repo>[^@:]+(?:/[^@:]+)*)(?::(?P<tag>[\w
 
 def parse_image_ref(ref: str) -> tuple[str, str, str]:
     """'127.0.0.1:5000/ai/pytorch:2.9' → (host, repo, tag or digest); a digest wins over a tag."""
+    # inside: importing regsync.policy loads pydantic, and `verify --help` must not (benchmarks P10)
+    from regsync.policy.names import invalid_repository, invalid_tag, is_repository, is_tag, shown
+
     match = _REF.match(ref)
     if not match or not ("." in match["host"] or ":" in match["host"] or match["host"] == "localhost"):
         raise UsageError(f"'{ref}' is not HOST[:PORT]/REPOSITORY[:TAG|@DIGEST] (e.g. registry.corp/ai/torch:2.9)")

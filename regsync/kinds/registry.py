@@ -1,27 +1,20 @@
 """The registry of kinds of artifact (docs/architecture.md, "The Kind protocol").
 
 Each kind is one folder here implementing regsync.pipeline.kind.Kind; adding one is one line below.
-The order is the plan's order.
+The order is the plan's order. regsync/runs.py hands this mapping to the pipeline and the bundle;
+nothing below it imports this module.
 """
 
 from __future__ import annotations
 
-from regsync.errors import VerificationError
 from regsync.kinds.conda.kind import CondaKind
 from regsync.kinds.oci.kind import ImageKind
 from regsync.kinds.pypi.kind import PackageKind
-from regsync.pipeline.kind import Kind
+from regsync.pipeline.kind import Kinds
 
-KINDS: dict[str, Kind] = {kind.name: kind for kind in (
+KINDS: Kinds = {kind.name: kind for kind in (
     ImageKind(),
     PackageKind(),
     CondaKind(),
 )}
 
-
-def kind_of(item) -> Kind:
-    """The Kind of a plan item; a kind this build does not know is refused, never guessed."""
-    try:
-        return KINDS[item.kind]
-    except (KeyError, TypeError):
-        raise VerificationError(f"not allowed by the policy: unknown kind of artifact '{item.kind}'") from None

@@ -15,8 +15,7 @@ from regsync.endpoints import Endpoints
 from regsync.errors import (EXIT_OK, EXIT_REFUSED, EXIT_RUNTIME, Interrupted, RegistryError, UsageError,
                             VerificationError)
 from regsync.net.throttle import Throttle
-from regsync.kinds.registry import kind_of
-from regsync.pipeline.kind import BundleSink, Run
+from regsync.pipeline.kind import BundleSink, Kind, Kinds, Run, kind_of
 from regsync.pipeline.plan import Plan, PlanItem
 
 
@@ -38,11 +37,11 @@ class Outcome:
         return EXIT_REFUSED if self.refused else EXIT_OK
 
 
-def check_not_stale(plan: Plan, endpoints: Endpoints) -> None:
+def check_not_stale(plan: Plan, endpoints: Endpoints, kinds: Kinds) -> None:
     """A saved plan applies only to the target state it was made against."""
     for item in plan.items:
         try:
-            kind = kind_of(item)
+            kind = kind_of(kinds, item)
         except VerificationError:  # apply refuses it; its target is never even looked at
             continue
         moved = None if item.action == "refuse" else kind.is_stale(item, endpoints)
@@ -50,10 +49,11 @@ def check_not_stale(plan: Plan, endpoints: Endpoints) -> None:
             raise UsageError(f"the plan is stale: {moved}; run `regsync plan` again")
 
 
-def apply_plan(plan: Plan, endpoints: Endpoints, audit: AuditLog, jobs: int = 8,
+def apply_plan(plan: Plan, endpoints: Endpoints, kinds: Kinds, audit: AuditLog, jobs: int = 8,
                on_bytes: Callable[[int], None] | None = None, bandwidth: int | None = None,
                into: BundleSink | None = None) -> Outcome:
-    """`into`: export, a bundle sink instead of the targets; each item is verified into it."""
+    """`kinds`: who transfers each item (its `kind` names one; an unknown one is refused).
+    `into`: export, a bundle sink instead of the targets; each item is verified into it."""
     outcome = Outcome()
     if bandwidth:
         on_bytes = _throttled(on_bytes, Throttle(bandwidth))
@@ -65,7 +65,7 @@ def apply_plan(plan: Plan, endpoints: Endpoints, audit: AuditLog, jobs: int = 8,
             "{}", error.reason if error.source in error.reason else f"{error.source}: {error.reason}")
         _count(outcome, error.source, error.reason, event)
     for item in plan.items:
-        _authorize(item, endpoints)
+        _authorize(kinds, item, endpoints)
         if item.action == "skip":
             audit.record("skipped", artifact=item.artifact(), policy_rule=item.rule, reason=item.reason)
             outcome.skipped += 1
@@ -76,7 +76,12 @@ def apply_plan(plan: Plan, endpoints: Endpoints, audit: AuditLog, jobs: int = 8,
     sub_pool = ThreadPoolExecutor(jobs, thread_name_prefix="blob")
     item_pool = ThreadPoolExecutor(jobs, thread_name_prefix="item")
     run = Run(endpoints, audit, sub_pool, on_bytes)
-    step = (lambda item: _export_item(item, run, into)) if into is not None else (lambda item: _apply_item(item, run))
+    if into is not None:
+        def step(item):
+            return _export_item(kind_of(kinds, item), item, run, into)
+    else:
+        def step(item):
+            return _apply_item(kind_of(kinds, item), item, run)
     try:
         for item, error in zip(changes, item_pool.map(step, changes)):
             if error == "skipped":
@@ -127,11 +132,11 @@ def _throttled(on_bytes, throttle: Throttle):
     return count
 
 
-def _authorize(item: PlanItem, endpoints: Endpoints) -> None:
+def _authorize(kinds: Kinds, item: PlanItem, endpoints: Endpoints) -> None:
     """The item's rule from the policy, not from the plan; a copy or update the policy would not plan
     becomes a refusal. A skip or refusal stays what it is: neither pushes anything."""
     try:
-        kind_of(item).authorize(item, endpoints.policy)
+        kind_of(kinds, item).authorize(item, endpoints.policy)
     except VerificationError as exc:
         if item.changes:
             item.action, item.reason, item.verification = "refuse", exc.reason, None
@@ -153,12 +158,12 @@ def _refuse(item: PlanItem, reason: str, audit: AuditLog, outcome: Outcome) -> N
     _count(outcome, item.source, reason, "refused")
 
 
-def _apply_item(item: PlanItem, run: Run) -> Exception | str | None:
+def _apply_item(kind: Kind, item: PlanItem, run: Run) -> Exception | str | None:
     """None when pushed, "skipped" when the target already held it (a saved plan applied again)."""
     event = []
 
     def transfer() -> None:
-        fields = kind_of(item).transfer(item, run)
+        fields = kind.transfer(item, run)
         fields.setdefault("artifact", item.artifact())
         event.append(fields.pop("event", "pushed"))
         run.audit.record(event[0], policy_rule=item.rule, **fields)
@@ -166,9 +171,9 @@ def _apply_item(item: PlanItem, run: Run) -> Exception | str | None:
     return "skipped" if error is None and event == ["skipped"] else error
 
 
-def _export_item(item: PlanItem, run: Run, sink: BundleSink) -> Exception | None:
+def _export_item(kind: Kind, item: PlanItem, run: Run, sink: BundleSink) -> Exception | None:
     def export() -> None:
-        verification = kind_of(item).export(item, run, sink)
+        verification = kind.export(item, run, sink)
         record = run.audit.record("verified", artifact=item.artifact(), policy_rule=item.rule,
                                   verification=verification, reason="exported to bundle")
         sink.add_artifact(item, {**item.artifact(), "verification": verification, "audit_seq": record.get("seq"),

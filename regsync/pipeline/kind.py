@@ -1,19 +1,19 @@
 """The seam between the pipeline and a kind of artifact (docs/architecture.md, "The Kind protocol").
 
 The pipeline plans, authorizes, applies and exports items without knowing what they are: each
-`PlanItem.kind` names a `Kind` in the registry (regsync/kinds/registry.py), and every step that
-differs between kinds is a method here. A new kind is one folder under kinds/ that
-implements this protocol, plus one line in the registry.
+`PlanItem.kind` names a `Kind` in the mapping the caller hands it (regsync.runs passes the
+registry, regsync/kinds/registry.py), and every step that differs between kinds is a method here.
+A new kind is one folder under kinds/ that implements this protocol, plus one line in the registry.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Protocol
 
-from regsync.errors import Interrupted
+from regsync.errors import Interrupted, VerificationError
 
 if TYPE_CHECKING:
     from regsync.audit.log import AuditLog
@@ -146,9 +146,21 @@ class Kind(Protocol):
         """Stand-ins for this kind's targets while exporting (they are across the gap: empty)."""
 
     def bundle_sources(self, bundle: dict, policy: "Policy", layout_for: Callable[[str], object]) -> dict:
-        """This kind's sources, served from an opened bundle (`layout_for(name)` reads its layout)."""
+        """This kind's sources, served from an opened bundle: `layout_for(name)` is the bundle's layout
+        for source `name` (a regsync.content.layout.LayoutBlobs: its blobs, index.json's checked bytes)."""
 
     def verifies_without_bundle(self, rule) -> bool:
         """Whether `rule` (the one authorize returned) refuses every item without evidence that
         verifies against the policy's own trust roots (a signature, an attestation), not only against
         the digests a bundle lists: from an unsigned bundle only such items are imported."""
+
+
+Kinds = Mapping[str, Kind]   # name → Kind, in plan order: what make_plan, apply_plan and the bundle are given
+
+
+def kind_of(kinds: Kinds, item) -> Kind:
+    """The Kind of a plan item; a kind this build does not know is refused, never guessed."""
+    try:
+        return kinds[item.kind]
+    except (KeyError, TypeError):
+        raise VerificationError(f"not allowed by the policy: unknown kind of artifact '{item.kind}'") from None

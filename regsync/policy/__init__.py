@@ -10,7 +10,7 @@ from loguru import logger
 from pydantic import ValidationError
 
 from regsync.errors import PolicyError
-from regsync.kinds.oci.names import invalid_repository, is_repository
+from regsync.policy.names import invalid_repository, is_repository
 from regsync.policy.lint import unanchored_regexes
 from regsync.policy.models import ImageRule, Index, PackageRule, Policy, Registry, parse_size  # noqa: F401
 from regsync.policy import conda as _conda  # noqa: F401  (completes Policy with channels: and conda:)

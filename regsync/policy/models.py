@@ -7,7 +7,7 @@ from urllib.parse import urlsplit
 from pathlib import Path
 from typing import Annotated, Literal
 
-from regsync.kinds.oci.names import check_tag
+from regsync.policy.names import check_tag
 from regsync.policy.patterns import compile_pattern, is_exact
 from regsync.policy.platforms import check_image_platform
 from regsync.times import parse_duration

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from regsync.kinds.oci.cosign import SignedPayload
 from regsync.policy.models import Trust
 from regsync.trust.failures import Failure, worst
 from regsync.trust.keys import MalformedSignature, PublicKey, load_public_key
+from regsync.trust.payload import SignedPayload
 
 
 def verify_entry(name: str, entry: Trust, payloads: list[SignedPayload], digest: str,

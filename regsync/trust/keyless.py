@@ -39,7 +39,7 @@ from sigstore.errors import VerificationError as SigstoreError
 
 from regsync.errors import PolicyError
 from regsync.policy.models import Keyless, Trust
-from regsync.kinds.oci.cosign import BUNDLE_ANNOTATION, CERTIFICATE_ANNOTATION, CHAIN_ANNOTATION, SignedPayload
+from regsync.trust.payload import BUNDLE_ANNOTATION, CERTIFICATE_ANNOTATION, CHAIN_ANNOTATION, SignedPayload
 
 FULCIO_ISSUER_V2 = ObjectIdentifier("1.3.6.1.4.1.57264.1.8")   # DER UTF8String
 FULCIO_ISSUER_V1 = ObjectIdentifier("1.3.6.1.4.1.57264.1.1")   # raw bytes (deprecated, still issued)

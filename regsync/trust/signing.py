@@ -1,36 +1,22 @@
-"""Sign on import: the pushed digest is signed with the enterprise's key, exactly as
-`cosign sign --key` would, so internal clusters can enforce admission policy on it.
-
-The signature goes to the target's `sha256-<hex>.sig` tag; signatures already there (copied from
-upstream) are kept and ours is appended as one more layer, as cosign does when signing again.
+"""Private signing keys (PKCS#8 PEM or cosign.key) and the signature scheme cosign uses for each
+key type. Used to sign on import (kinds/oci/signing.py), audit records, bundles and approvals.
 """
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import json
 import os
 import threading
-from io import BytesIO
 from pathlib import Path
 
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 
-from regsync.errors import NotFound, PolicyError
-from regsync.kinds.oci.client import RegistryClient
-from regsync.kinds.oci.manifest import OCI_MANIFEST, Descriptor, Manifest
-from regsync.policy.models import SignOnImport
-from regsync.content.reader import VerifyingReader
-from regsync.content.digest import digest_of
+from regsync.errors import PolicyError
 from regsync.content.files import read_local_file
 from regsync.trust import cosign_key
-from regsync.kinds.oci.cosign import SIGNATURE_ANNOTATION, SIGNATURE_TYPE, SIMPLE_SIGNING, attachment_tag
-from regsync.trust.keys import MAX_KEY_BYTES, fingerprint
-
-OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+from regsync.trust.keys import MAX_KEY_BYTES
 COSIGN_PASSWORD_ENV = "COSIGN_PASSWORD"   # where cosign itself reads a key's password
 _cache: dict[bytes, object] = {}
 _cache_lock = threading.Lock()
@@ -95,33 +81,3 @@ def sign_bytes(key, payload: bytes) -> bytes:
         return key.sign(payload, padding.PKCS1v15(), hashes.SHA256())
     return key.sign(payload)
 
-
-def sign_pushed(config: SignOnImport, client: RegistryClient, repo: str, digest: str) -> dict:
-    key = load_private_key(config.key, config.password_env)
-    payload = json.dumps({"critical": {"identity": {"docker-reference": f"{client.host}/{repo}"},
-                                       "image": {"docker-manifest-digest": digest},
-                                       "type": SIGNATURE_TYPE},
-                          "optional": None}, separators=(",", ":")).encode()
-    layer = _push_bytes(client, repo, payload)
-    layer.update(mediaType=SIMPLE_SIGNING,
-                 annotations={SIGNATURE_ANNOTATION: base64.b64encode(sign_bytes(key, payload)).decode()})
-    tag = attachment_tag(digest)
-    try:
-        doc = dict(client.get_manifest(repo, tag).doc)
-    except NotFound:
-        doc = {"schemaVersion": 2, "mediaType": OCI_MANIFEST,
-               "config": {"mediaType": OCI_CONFIG, **_push_bytes(client, repo, b"{}")}, "layers": []}
-    doc["layers"] = list(doc.get("layers") or []) + [layer]
-    raw = json.dumps(doc, separators=(",", ":")).encode()
-    manifest = Manifest(raw, OCI_MANIFEST, digest_of(raw), doc)
-    client.put_manifest(repo, tag, manifest)
-    return {"method": "cosign-key", "key_fingerprint": fingerprint(key.public_key()),
-            "signature_manifest": manifest.digest, "tag": tag}
-
-
-def _push_bytes(client: RegistryClient, repo: str, data: bytes) -> dict:
-    digest = digest_of(data)
-    if not client.blob_exists(repo, digest):
-        reader = VerifyingReader(BytesIO(data).read, digest, len(data), client.ref(repo, digest))
-        client.upload_blob(repo, Descriptor("application/octet-stream", digest, len(data)), reader)
-    return {"digest": digest, "size": len(data)}

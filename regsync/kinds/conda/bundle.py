@@ -24,7 +24,7 @@ from regsync.kinds.conda.channel import CondaFile, rattler_json, records_in_file
 from regsync.kinds.conda.transfer import admitted, planned_record
 from regsync.kinds.conda.names import known_subdirs, split_filename, split_ref
 from regsync.errors import NotFound, RegistryError, VerificationError
-from regsync.kinds.oci.layout import LayoutSource, LayoutWriter, blob_path, open_regular
+from regsync.content.layout import LayoutBlobs, LayoutWriter, blob_path, open_regular
 from regsync.kinds.pypi.fetch import FileResponse, fetch_verified
 
 SHA256 = re.compile(r"sha256:[0-9a-f]{64}")
@@ -76,7 +76,7 @@ def _sidecar(source, subdir: str, package: CondaFile, sha256: str) -> bytes:
     return raw
 
 
-def conda_stand_ins(entries, policy, layout: LayoutSource) -> dict:
+def conda_stand_ins(entries, policy, layout: LayoutBlobs) -> dict:
     """The policy's source channels, served from the bundle: `channel:<name>` keys for Endpoints."""
     if not policy.conda:
         return {}
@@ -108,7 +108,7 @@ def _valid(entry) -> bool:
 class BundleChannel:
     """A source channel read from the bundle: what Channels and the verified download use."""
 
-    def __init__(self, name: str, entries: list[dict], layout: LayoutSource, scratch):
+    def __init__(self, name: str, entries: list[dict], layout: LayoutBlobs, scratch):
         self.name, self._layout, self._scratch = name, layout, scratch
         root = self._root = Path(scratch.name) / name
         by_subdir: dict[str, dict] = {"noarch": {}}

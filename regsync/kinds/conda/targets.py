@@ -29,7 +29,7 @@ import requests
 from loguru import logger
 
 from regsync.content.files import create_new, place_published
-from regsync.content.reader import CHUNK, SizedBody, read_bounded
+from regsync.content.reader import CHUNK, SizedBody
 from regsync.errors import RegistryError
 from regsync.kinds.conda.listing import Listed, NotOurs, empty_parts, merged, parts_of_document, parts_of_lines
 from regsync.net.http import OriginBoundBasicAuth, make_session, origin, retry_policy

@@ -15,8 +15,8 @@ from regsync.kinds.oci.names import split_image_ref
 from regsync.kinds.oci.referrers import copy_referrers
 from regsync.kinds.oci.tree import manifest_tree
 from regsync.kinds.oci.rules import rule_of
+from regsync.kinds.oci.signing import sign_pushed
 from regsync.pipeline.plan import PlanItem
-from regsync.trust.signing import sign_pushed
 
 
 def after_push(item: PlanItem, endpoints: Endpoints, tree: list[Manifest], blobs, evidence: dict | None = None) -> dict:

@@ -27,7 +27,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from regsync.errors import VerificationError
 from regsync.policy.models import ImageVerify, Trust
-from regsync.kinds.oci.cosign import SignedPayload, attachment_tag, fetch_attached_layers
+from regsync.kinds.oci.cosign import attachment_tag, fetch_attached_layers
+from regsync.trust.payload import SignedPayload
 from regsync.trust.intoto import DSSE_ENVELOPE, Envelope, Malformed, mismatch, parse_envelope, subject_digests, summary
 from regsync.trust.keys import MalformedSignature, load_public_key
 from regsync.kinds.oci.signatures import fetch_bundles

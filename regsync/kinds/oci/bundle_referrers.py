@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 
-from regsync.kinds.oci.layout import LayoutWriter, copy_into_layout
+from regsync.content.layout import LayoutWriter
+from regsync.kinds.oci.layout import copy_into_layout
 from regsync.kinds.oci.manifest import OCI_INDEX, Manifest
 from regsync.policy.models import ImageRule, Trust
 from regsync.kinds.oci.tree import manifest_tree

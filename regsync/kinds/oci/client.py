@@ -14,8 +14,9 @@ from regsync.content.digest import Digest, is_digest, matches
 from regsync.errors import NotFound, RegistryError, VerificationError
 from regsync.kinds.oci.auth import MAX_TOKEN_BYTES, Credentials, RegistryAuth
 from regsync.kinds.oci.manifest import ACCEPT, MAX_MANIFEST_BYTES, Descriptor, Manifest
-from regsync.kinds.oci.names import check_digest, quoted_repository, registry_path
+from regsync.kinds.oci.names import quoted_repository, registry_path
 from regsync.kinds.oci.answers import NAME_UNKNOWN, declared_length, error_of, unusable
+from regsync.policy.names import check_digest
 from regsync.net.http import connection_failure, downgrades, make_session, origin, require_https, retry_policy
 from regsync.content.reader import IDENTITY, SizedBody, VerifyingReader, read_document
 from regsync.net.throttle import Throttle

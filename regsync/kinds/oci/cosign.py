@@ -3,32 +3,20 @@
 For an image `sha256:<hex>`, cosign pushes an OCI image manifest tagged `sha256-<hex>.sig` in the
 same repository. Each layer of media type `application/vnd.dev.cosign.simplesigning.v1+json` is a
 "simple signing" payload naming the image digest, with the signature over the payload's exact bytes
-in the layer annotation `dev.cosignproject.cosign/signature` (base64). Attestations and SBOMs use
-the same naming with `.att` and `.sbom`.
+in the layer annotation `dev.cosignproject.cosign/signature` (base64); the payload format and the
+annotation names are trust/payload.py's. Attestations and SBOMs use the same naming with `.att` and
+`.sbom`.
 """
 
 from __future__ import annotations
-
-import base64
-import binascii
-import json
-from dataclasses import dataclass, field
 
 from regsync.errors import NotFound, VerificationError
 from regsync.kinds.oci.client import RegistryClient
 from regsync.kinds.oci.manifest import Manifest
 from regsync.content.reader import read_small_blob
+from regsync.trust.payload import MAX_PAYLOAD_BYTES, SIMPLE_SIGNING, SignedPayload
 
-SIMPLE_SIGNING = "application/vnd.dev.cosign.simplesigning.v1+json"
-SIGNATURE_ANNOTATION = "dev.cosignproject.cosign/signature"
-CERTIFICATE_ANNOTATION = "dev.sigstore.cosign/certificate"
-CHAIN_ANNOTATION = "dev.sigstore.cosign/chain"
-BUNDLE_ANNOTATION = "dev.sigstore.cosign/bundle"
-SIGNATURE_TYPE = "cosign container image signature"
 ATTACHMENT_SUFFIXES = ("sig", "att", "sbom")
-
-# A payload is a few hundred bytes; cosign itself refuses far less than this.
-MAX_PAYLOAD_BYTES = 1 << 20
 MAX_SIGNATURE_LAYERS = 100
 
 
@@ -36,26 +24,6 @@ def attachment_tag(digest: str, suffix: str = "sig") -> str:
     """'sha256:ab…' → 'sha256-ab….sig' (cosign's tag for things attached to that digest)."""
     algorithm, _, hexdigest = digest.partition(":")
     return f"{algorithm}-{hexdigest}.{suffix}"
-
-
-@dataclass(frozen=True)
-class SignedPayload:
-    layer_digest: str
-    payload: bytes
-    signature: bytes | None                 # None when the annotation is missing or not base64
-    annotations: dict = field(default_factory=dict, compare=False)
-
-    def signed_digest(self) -> str | None:
-        """The image digest the payload vouches for, or None when it is not a cosign payload."""
-        try:
-            doc = json.loads(self.payload)
-            critical = doc["critical"]
-            if critical.get("type", "").lower() != SIGNATURE_TYPE:
-                return None
-            digest = critical["image"]["docker-manifest-digest"]
-        except (ValueError, KeyError, TypeError, AttributeError):
-            return None
-        return digest if isinstance(digest, str) else None
 
 
 def fetch_signatures(client: RegistryClient, repo: str, digest: str) -> tuple[str, list[SignedPayload]] | None:
@@ -90,13 +58,5 @@ def _read_payload(client: RegistryClient, repo: str, manifest: Manifest, layer: 
         raise VerificationError(f"signature invalid: {where} has a malformed or oversized descriptor")
     payload = read_small_blob(client, repo, digest, size)
     annotations = layer.get("annotations") if isinstance(layer.get("annotations"), dict) else {}
-    return SignedPayload(digest, payload, _b64(annotations.get(SIGNATURE_ANNOTATION)), annotations)
+    return SignedPayload.from_layer(digest, payload, annotations)
 
-
-def _b64(text) -> bytes | None:
-    if not isinstance(text, str) or not text:
-        return None
-    try:
-        return base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        return None

@@ -6,7 +6,8 @@ from regsync.errors import VerificationError
 from regsync.kinds.oci.copy import BlobCopier, copy_tree
 from regsync.kinds.oci.cosign import ATTACHMENT_SUFFIXES, attachment_tag
 from regsync.kinds.oci.manifest import filter_index
-from regsync.kinds.oci.names import check_digest, check_image_ref, split_image_ref, split_ref
+from regsync.kinds.oci.names import split_image_ref, split_ref
+from regsync.policy.names import check_digest, check_image_ref
 from regsync.kinds.oci.rules import authorize_image, image_rule_for, rule_of
 from regsync.kinds.oci.tree import manifest_tree
 from regsync.pipeline.kind import BundleSink, Run
@@ -126,7 +127,9 @@ class ImageKind:
 
     def bundle_sources(self, bundle: dict, policy, layout_for) -> dict:
         """The policy's source registries, served from the bundle's OCI layout."""
-        return {name: layout_for(name) for name in {split_ref(rule.source)[0] for rule in policy.images}}
+        from regsync.kinds.oci.layout import LayoutSource
+
+        return {name: LayoutSource.over(layout_for(name)) for name in {split_ref(rule.source)[0] for rule in policy.images}}
 
     def verifies_without_bundle(self, rule) -> bool:
         verify = rule.verify

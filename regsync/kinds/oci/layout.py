@@ -1,112 +1,24 @@
-"""An OCI image layout on disk: the sink of `regsync export` and, on the air-gapped side, a
-source with the same read methods as a registry, so `regsync import` pushes with the same engine.
+"""An OCI image layout read as a registry, on the air-gapped side: `regsync import` serves the
+bundle's refs and manifests with the same read methods as a registry, so it pushes with the same
+engine; and the copy of an image tree into the layout on export. The blob store itself, which every
+kind shares, is regsync/content/layout.py.
 
-The layout on the import side is untrusted input: blob paths are built only from digests that
-match `sha256:<64 hex>`, files are opened without following symlinks, and every read is bounded
-and digest-checked like a registry's.
+The layout on the import side is untrusted input: every read is bounded and digest-checked like a
+registry's, and its refs' names are checked against the distribution grammar.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import threading
-import re
-import stat
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from loguru import logger
-
+from regsync.content.layout import (DIGEST, MAX_INDEX_BYTES, REF_NAME, SOURCE_DIGEST, LayoutBlobs, LayoutWriter,
+                                    blob_path, open_regular)
+from regsync.content.reader import VerifyingReader
 from regsync.errors import NotFound, UsageError, VerificationError
 from regsync.kinds.oci.manifest import MAX_MANIFEST_BYTES, Descriptor, Manifest
-from regsync.kinds.oci.names import InvalidName, check_image_ref, shown
-from regsync.content.reader import CHUNK, VerifyingReader
-from regsync.content.files import create_new, write_atomically
-
-DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
-
-
-def blob_path(root: Path, digest: str) -> Path:
-    if not DIGEST.fullmatch(digest or ""):
-        # A bundle's blob store and its SHA256SUMS are sha256-addressed: other content is refused.
-        raise VerificationError(f"'{str(digest)[:80]}' is not a sha256 digest (a bundle holds sha256-addressed "
-                                f"content only)")
-    return root / "blobs" / "sha256" / digest.split(":", 1)[1]
-
-
-def open_regular(path: Path):
-    """Open a file that must be a regular file inside the layout: no symlink, no device."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    except FileNotFoundError:
-        raise NotFound(str(path.name), 404, "not in the bundle") from None
-    except OSError:
-        raise VerificationError(f"{path.name}: not a regular file (a symlink is never followed)") from None
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise VerificationError(f"{path.name}: not a regular file")
-    return os.fdopen(fd, "rb")
-
-
-class LayoutWriter:
-    def __init__(self, root: Path):
-        self.root = root
-        (root / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
-        write_atomically(root / "oci-layout", '{"imageLayoutVersion": "1.0.0"}')
-
-    def has_blob(self, digest: str) -> bool:
-        return blob_path(self.root, digest).exists()
-
-    def write_blob(self, digest: str, chunks) -> None:
-        """Blobs are stored once; a blob is renamed into place only after its digest checked out."""
-        path = blob_path(self.root, digest)
-        if path.exists():
-            return
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.partial")
-        try:
-            with os.fdopen(create_new(tmp, 0o666), "wb") as out:
-                for chunk in chunks:
-                    out.write(chunk)
-        except BaseException:
-            tmp.unlink(missing_ok=True)  # a blob that failed verification leaves nothing behind
-            raise
-        os.replace(tmp, path)
-
-    def drop_unverified_blobs(self, jobs: int = 4) -> int:
-        """Remove every blob already here whose bytes do not hash to its name (or that is no regular
-        file): a directory written to before is trusted for nothing, so what is kept is exactly what
-        SHA256SUMS will claim. Returns how many were removed (they are fetched again)."""
-        folder = self.root / "blobs" / "sha256"
-        names = [entry.name for entry in os.scandir(folder) if not entry.name.startswith(".")]
-        with ThreadPoolExecutor(max(1, jobs)) as pool:  # hashlib releases the GIL: disks, not threads, bound it
-            bad = [name for name, ok in zip(names, pool.map(lambda n: _holds_its_digest(folder / n), names)) if not ok]
-        for name in bad:
-            logger.warning("{}: an existing blob does not match its name (altered or damaged); fetching it again",
-                           name[:80])
-            (folder / name).unlink(missing_ok=True)
-        return len(bad)
-
-    def write_manifest(self, manifest: Manifest) -> None:
-        self.write_blob(manifest.digest, [manifest.raw])
-
-    def write_index(self, refs: list[dict]) -> None:
-        body = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": refs}
-        write_atomically(self.root / "index.json", json.dumps(body, indent=1))
-
-
-def _holds_its_digest(path: Path) -> bool:
-    if not DIGEST.fullmatch(f"sha256:{path.name}"):
-        return False
-    try:
-        with open_regular(path) as handle:
-            hasher = hashlib.sha256()
-            while chunk := handle.read(CHUNK):
-                hasher.update(chunk)
-    except (NotFound, VerificationError):
-        return False
-    return hasher.hexdigest() == path.name
+from regsync.policy.names import InvalidName, check_image_ref, shown
 
 
 class _BlobResponse:
@@ -122,36 +34,25 @@ class _BlobResponse:
         self.raw.close()
 
 
-REF_NAME = "org.opencontainers.image.ref.name"
-# On a ref whose manifest regsync filtered by platform: the source's own (signed) index digest.
-SOURCE_DIGEST = "io.github.regsync.source-digest"
-MAX_INDEX_BYTES = 64 * 1024 * 1024
-
-
-class LayoutSource:
+class LayoutSource(LayoutBlobs):
     """Reads a layout the way RegistryClient reads registry `name`: tags come from index.json refs
     named "<registry>/<repository>:<tag>", so tag selection, planning and copying run unchanged."""
 
     def __init__(self, root: Path, name: str = "bundle", more_blobs: tuple[Path, ...] = (),
                  index: bytes | None = None):
-        """`more_blobs`: further directories holding blobs (other volumes, the base of an incremental
-        bundle); read as untrusted as the bundle itself, and only for blobs, never for refs.
-        `index`: index.json's bytes as already checked (against SHA256SUMS and its signature), so
-        the refs come from exactly those bytes; read from the file when not given."""
-        self.root, self.name = root, name
+        """As LayoutBlobs; `more_blobs` are read only for blobs, never for refs, and the refs come
+        from exactly the `index` bytes when given."""
+        super().__init__(root, name, more_blobs, index)
         self.base = str(root)
         self.resumable = False   # a local file: nothing to resume
-        self._blob_roots = (root, *more_blobs)
-        self._refs = self._read_refs(index)
+        self._refs = self._read_refs(self.read_index())
 
-    def blob_path(self, digest: str) -> Path:
-        paths = [blob_path(root, digest) for root in self._blob_roots]
-        return next((path for path in paths if os.path.lexists(path)), paths[0])
+    @classmethod
+    def over(cls, blobs: LayoutBlobs) -> "LayoutSource":
+        """The refs and blobs of what the bundle hands a kind (regsync/bundle/source.py)."""
+        return cls(blobs.root, blobs.name, blobs.more_blobs, blobs.index)
 
-    def _read_refs(self, raw: bytes | None) -> dict[str, dict]:
-        if raw is None:
-            with open_regular(self.root / "index.json") as handle:
-                raw = handle.read(MAX_INDEX_BYTES + 1)
+    def _read_refs(self, raw: bytes) -> dict[str, dict]:
         if len(raw) > MAX_INDEX_BYTES:
             raise VerificationError("index.json is too large to be a bundle index")
         try:
@@ -249,6 +150,3 @@ def copy_into_layout(src, src_repo: str, tree: list[Manifest], writer: LayoutWri
     for manifest in tree:
         writer.write_manifest(manifest)
     return moved
-
-
-__all__ = ["LayoutWriter", "LayoutSource", "copy_into_layout", "blob_path", "Descriptor", "CHUNK"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 
 from regsync.errors import VerificationError
-from regsync.kinds.oci.names import is_tag
+from regsync.policy.names import is_tag
 from regsync.kinds.oci.tags import select_tags
 from regsync.pipeline.plan import PlanItem
 from regsync.pipeline.rules import NOT_ALLOWED, rule_named, the_one

@@ -20,7 +20,7 @@ from packaging.utils import canonicalize_name
 from pypi_simple import DistributionPackage
 
 from regsync.errors import NotFound, VerificationError
-from regsync.kinds.oci.layout import LayoutSource, LayoutWriter, blob_path, open_regular
+from regsync.content.layout import LayoutBlobs, LayoutWriter, blob_path, open_regular
 from regsync.pipeline.plan import PlanItem
 from regsync.kinds.pypi.wheel import check_wheel, wheel_metadata
 from regsync.kinds.pypi.ref import project_of, sha256_of
@@ -85,7 +85,7 @@ def _export_provenance(item: PlanItem, endpoints, writer: LayoutWriter, filename
     return digest
 
 
-def index_stand_ins(entries, policy, layout: LayoutSource) -> dict:
+def index_stand_ins(entries, policy, layout: LayoutBlobs) -> dict:
     """The policy's source indexes, served from the bundle: `index:<name>` keys for Endpoints."""
     valid = [e for e in entries if _valid(e)] if isinstance(entries, list) else []
     if isinstance(entries, list) and len(valid) != len(entries):
@@ -113,7 +113,7 @@ class BundleIndex:
 
     offline = True   # what it serves was stored by export, provenance included: nothing is fetched
 
-    def __init__(self, name: str, entries: list[dict], layout: LayoutSource):
+    def __init__(self, name: str, entries: list[dict], layout: LayoutBlobs):
         self.name, self.url = name, f"bundle:{name}/"
         self._layout = layout
         self._packages = [_package(e) for e in entries]

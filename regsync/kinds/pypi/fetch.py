@@ -187,7 +187,7 @@ class FileResponse:
     @classmethod
     def of_blob(cls, layout, digest: str, what: str, start: int = 0) -> "FileResponse":
         """A bundle's blob from byte `start`, opened as a regular file of the bundle's (no symlink)."""
-        from regsync.kinds.oci.layout import open_regular
+        from regsync.content.layout import open_regular
 
         try:
             handle = open_regular(layout.blob_path(digest))
