@@ -46,7 +46,7 @@ def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
 
 
 def scopes_for(request: requests.PreparedRequest) -> tuple[str, ...]:
-    url = urlsplit(request.url)
+    url = urlsplit(request.url or "")  # a prepared request always has its url
     match = _REPO_PATH.match(url.path)
     if not match:
         return ()
@@ -68,7 +68,7 @@ class RegistryAuth(AuthBase):
         self._lock = threading.Lock()
 
     def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
-        if origin(request.url) != self.origin:
+        if origin(request.url or "") != self.origin:
             return request  # credentials go to the registry's own origin only
         self._authorize(request, refresh=False)
         request.register_hook("response", self._on_response)
@@ -107,7 +107,7 @@ class RegistryAuth(AuthBase):
             # Ask for what we need and what the registry named (it may want more, e.g. a mount source).
             scopes = tuple(dict.fromkeys(scopes_for(retry) + tuple(params.get("scope", "").split())))
             retry.headers["Authorization"] = f"Bearer {self._token(scopes, refresh=True)}"
-        retry._regsync_retried = True
+        retry._regsync_retried = True  # type: ignore[attr-defined]  # our marker on requests' object, read back by getattr
         read_bounded(response, _DRAIN_BYTES, decode=False)  # drain so the connection goes back to the pool
         response.close()
         new = response.connection.send(retry, **kwargs)
