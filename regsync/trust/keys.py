@@ -30,7 +30,7 @@ class MalformedSignature(ValueError):
 @dataclass(frozen=True)
 class PublicKey:
     name: str          # the trust entry's name in the policy
-    key: object
+    key: ec.EllipticCurvePublicKey | rsa.RSAPublicKey | ed25519.Ed25519PublicKey
     fingerprint: str   # sha256 of the DER SubjectPublicKeyInfo, the key id sigstore tools print
 
     @property
@@ -49,20 +49,21 @@ class PublicKey:
             if isinstance(self.key, ec.EllipticCurvePublicKey):
                 self.key.verify(signature, payload, ec.ECDSA(hashes.SHA256()))
             elif isinstance(self.key, rsa.RSAPublicKey):
-                self._verify_rsa(signature, payload)
+                _verify_rsa(self.key, signature, payload)
             else:
                 self.key.verify(signature, payload)
         except (InvalidSignature, ValueError):
             return False
         return True
 
-    def _verify_rsa(self, signature: bytes, payload: bytes) -> None:
-        try:
-            self.key.verify(signature, payload, padding.PKCS1v15(), hashes.SHA256())
-        except InvalidSignature:
-            # cosign's default is PKCS#1 v1.5; keys from some KMS sign with PSS instead.
-            self.key.verify(signature, payload, padding.PSS(padding.MGF1(hashes.SHA256()), padding.PSS.AUTO),
-                            hashes.SHA256())
+
+def _verify_rsa(key: rsa.RSAPublicKey, signature: bytes, payload: bytes) -> None:
+    try:
+        key.verify(signature, payload, padding.PKCS1v15(), hashes.SHA256())
+    except InvalidSignature:
+        # cosign's default is PKCS#1 v1.5; keys from some KMS sign with PSS instead.
+        key.verify(signature, payload, padding.PSS(padding.MGF1(hashes.SHA256()), padding.PSS.AUTO),
+                   hashes.SHA256())
 
 
 def decode_blob_signature(raw: bytes) -> bytes:
