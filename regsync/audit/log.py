@@ -132,7 +132,7 @@ class AuditLog:
                 os.fsync(self._handle.fileno())
                 self._handle.close()
                 self._handle = None
-                if self._new_file:  # a new file's name lives in its directory: make that durable too
+                if self._new_file and self.path is not None:  # a new file's name lives in its directory: make that durable too
                     _fsync_directory(self.path.parent)
 
 

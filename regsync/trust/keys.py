@@ -125,3 +125,10 @@ def parse_public_key(pem: bytes, name: str, where: str) -> PublicKey:
 def load_public_key(path: Path, name: str) -> PublicKey:
     pem = read_local_file(path, MAX_KEY_BYTES, _label(name), "a public key")
     return parse_public_key(pem, name, str(path))
+
+
+def load_entry_key(name: str, cosign_key: Path | None) -> PublicKey:
+    """The key of a trust entry that `bundle.trust` or `approval.trust` names."""
+    if cosign_key is None:  # policy check refuses this already (policy/__init__.py, _check_key_entries)
+        raise PolicyError(f"trust entry '{name}' must be a cosign_key")
+    return load_public_key(cosign_key, name)
