@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from typing import Any
 
 from regsync.kinds.oci.client import RegistryClient
 from regsync.kinds.oci.credentials import resolve_credentials
@@ -21,7 +22,9 @@ class Endpoints:
         self._max_rps = max_requests_per_second
         self._policy = loaded.policy
         self._pool_size = max(4, jobs * 2)
-        self._clients: dict[str, RegistryClient] = dict(sources or {})
+        # Registry clients (or MirroredRegistry, which stands for one), package indexes and targets,
+        # a kind's own clients, stand-ins: each caller knows what its key holds.
+        self._clients: dict[str, Any] = dict(sources or {})
         self._lock = threading.Lock()
 
     @property

@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, TypeVar, cast
 
 from regsync.errors import Interrupted
 
@@ -30,6 +30,9 @@ class RunState(Protocol):
 
     def stop(self) -> None:
         """SIGTERM or the deadline: start nothing new."""
+
+
+S = TypeVar("S", bound=RunState)
 
 
 class BundleSink(Protocol):
@@ -78,12 +81,12 @@ class Run:
             # its partial and checkpoint (at most a second old) stay for the next run.
             raise Interrupted()
 
-    def state(self, key: str, make: Callable[[], RunState]) -> RunState:
+    def state(self, key: str, make: Callable[[], S]) -> S:
         """The kind's state for this run under `key`, made on first use."""
         with self._lock:
             if key not in self._states:
                 self._states[key] = make()
-            return self._states[key]
+            return cast(S, self._states[key])  # a key is always made by the same kind's `make`
 
     def stop(self) -> None:
         self.stopping.set()

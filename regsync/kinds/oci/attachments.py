@@ -8,6 +8,7 @@ from loguru import logger
 
 from regsync.endpoints import Endpoints
 from regsync.errors import PolicyError, RegistryError
+from regsync.kinds.oci.client import RegistryClient
 from regsync.kinds.oci.copy import copy_tree
 from regsync.kinds.oci.cosign import ATTACHMENT_SUFFIXES, attachment_tag
 from regsync.kinds.oci.manifest import Manifest
@@ -45,7 +46,7 @@ def after_push(item: PlanItem, endpoints: Endpoints, tree: list[Manifest], blobs
     return extras
 
 
-def _extras_route(item: PlanItem, endpoints: Endpoints):
+def _extras_route(item: PlanItem, endpoints: Endpoints) -> tuple[RegistryClient, str, RegistryClient, str] | None:
     """(src, src_repo, dst, dst_repo) for copying what names the image, or None when it names the
     unfiltered index and the target holds a platform-filtered one."""
     if item.source_digest and item.source_digest != item.digest:
@@ -90,9 +91,10 @@ def copy_attachments(src, src_repo: str, dst, dst_repo: str, tree: list[Manifest
             tag = attachment_tag(manifest.digest, suffix)
             pinned = (verified or {}).get(tag)
             found = None if pinned else src.head_manifest(src_repo, tag)
-            if pinned is None and found is None:
+            digest = pinned or (found.digest if found is not None else None)
+            if digest is None:
                 continue
-            attached = src.get_manifest(src_repo, pinned or found.digest)
+            attached = src.get_manifest(src_repo, digest)
             copy_tree(src, src_repo, dst, dst_repo, manifest_tree(src, src_repo, attached), tag, blobs)
             copied.append(f"{tag}@{attached.digest}")
     return copied

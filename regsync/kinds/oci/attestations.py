@@ -29,8 +29,8 @@ from regsync.errors import VerificationError
 from regsync.policy.models import ImageVerify, Trust
 from regsync.kinds.oci.cosign import SignedPayload, attachment_tag, fetch_attached_layers
 from regsync.trust.intoto import DSSE_ENVELOPE, Envelope, Malformed, mismatch, parse_envelope, subject_digests, summary
-from regsync.trust.keys import MalformedSignature, load_public_key
-from regsync.kinds.oci.signatures import fetch_bundles
+from regsync.trust.keys import MalformedSignature, load_entry_key
+from regsync.kinds.oci.signatures import FoundBundle, fetch_bundles
 from regsync.trust.failures import Failure
 from regsync.trust.requirements import evaluate, worst
 
@@ -41,7 +41,7 @@ class Found:
     manifest: str | None = None     # the `.att` manifest digest, pinned for the copy when verified
     envelope: Envelope | None = None
     layer: SignedPayload | None = None      # a `.att` layer (its bytes are the envelope JSON)
-    bundle: object | None = None            # a bundle.FoundBundle
+    bundle: FoundBundle | None = None
     problem: str | None = None              # unreadable: the reason it cannot count
 
     def statement(self) -> dict:
@@ -84,6 +84,7 @@ def find_attestations(client, repo: str, digest: str, keyless: bool) -> list[Fou
             if bundle.problem:
                 found.append(Found(where, bundle=bundle, problem=bundle.problem))
                 continue
+            assert bundle.raw is not None, "a bundle read without a problem has its bytes"
             try:
                 envelope = json.loads(bundle.raw).get("dsseEnvelope")
             except (ValueError, AttributeError):
@@ -132,13 +133,15 @@ def _signed_by(entry_name: str, entry: Trust, candidate: Found, predicate_type: 
         if isinstance(outcome, Failure) and outcome.category == "payload names another digest":
             return Failure("subject mismatch", outcome.detail)
         return outcome
+    envelope = candidate.envelope
+    assert envelope is not None, "a candidate without a problem or a bundle is a parsed .att layer"
     if entry.cosign_key is not None:
-        return _keyed(entry_name, entry, candidate.envelope)
-    return _keyless_legacy(entry_name, entry, candidate)
+        return _keyed(entry_name, entry, envelope)
+    return _keyless_legacy(entry_name, entry, candidate, envelope)
 
 
 def _keyed(entry_name: str, entry: Trust, envelope: Envelope) -> dict | Failure:
-    key = load_public_key(entry.cosign_key, entry_name)
+    key = load_entry_key(entry_name, entry.cosign_key)
     pae = envelope.pae()
     malformed = None
     for signature in envelope.signatures:
@@ -153,21 +156,22 @@ def _keyed(entry_name: str, entry: Trust, envelope: Envelope) -> dict | Failure:
     return Failure("wrong key", f"no DSSE signature verifies with trust entry '{entry_name}' ({key.fingerprint})")
 
 
-def _keyless_legacy(entry_name: str, entry: Trust, candidate: Found) -> dict | Failure:
+def _keyless_legacy(entry_name: str, entry: Trust, candidate: Found, envelope: Envelope) -> dict | Failure:
     from regsync.trust.keyless import Refusal, fulcio_issuer, load_trust_root, signer_identity, \
         verify_legacy_certificate
 
-    layer = candidate.layer
+    layer, keyless = candidate.layer, entry.keyless
+    assert layer is not None and keyless is not None, "a .att layer, checked by a keyless entry"
     root = load_trust_root(entry, entry_name)
     try:
-        cert, rekor, signed_at = verify_legacy_certificate(entry_name, entry.keyless, root, layer)
+        cert, rekor, signed_at = verify_legacy_certificate(entry_name, keyless, root, layer)
     except Refusal as exc:
         return Failure(exc.category, exc.detail)
-    if not _log_entry_binds(rekor["body"], cert, layer.payload, candidate.envelope):
+    if not _log_entry_binds(rekor["body"], cert, layer.payload, envelope):
         return Failure("signature invalid", "the Rekor entry does not record this certificate and envelope")
     key = cert.public_key()
-    pae = candidate.envelope.pae()
-    for signature in candidate.envelope.signatures:
+    pae = envelope.pae()
+    for signature in envelope.signatures:
         try:
             if isinstance(key, ec.EllipticCurvePublicKey):
                 key.verify(signature, pae, ec.ECDSA(hashes.SHA256()))

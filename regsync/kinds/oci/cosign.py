@@ -89,7 +89,7 @@ def _read_payload(client: RegistryClient, repo: str, manifest: Manifest, layer: 
     if not isinstance(digest, str) or not isinstance(size, int) or not 0 <= size <= MAX_PAYLOAD_BYTES:
         raise VerificationError(f"signature invalid: {where} has a malformed or oversized descriptor")
     payload = read_small_blob(client, repo, digest, size)
-    annotations = layer.get("annotations") if isinstance(layer.get("annotations"), dict) else {}
+    annotations = got if isinstance(got := layer.get("annotations"), dict) else {}
     return SignedPayload(digest, payload, _b64(annotations.get(SIGNATURE_ANNOTATION)), annotations)
 
 

@@ -108,11 +108,11 @@ def _cuda(limit: str, config: dict, tag: str, platform: str) -> str:
 
 
 def cuda_version(config: dict, tag: str) -> tuple[str | None, str]:
-    inner = config.get("config") if isinstance(config.get("config"), dict) else {}
+    inner = got if isinstance(got := config.get("config"), dict) else {}
     for entry in inner.get("Env") or []:
         if isinstance(entry, str) and entry.startswith("CUDA_VERSION="):
             return entry.split("=", 1)[1].strip(), "env CUDA_VERSION"
-    labels = inner.get("Labels") if isinstance(inner.get("Labels"), dict) else {}
+    labels = got if isinstance(got := inner.get("Labels"), dict) else {}
     if labels.get("com.nvidia.cuda.version"):
         return str(labels["com.nvidia.cuda.version"]), "label com.nvidia.cuda.version"
     match = _CUDA_IN_TAG.search(tag)
@@ -120,8 +120,8 @@ def cuda_version(config: dict, tag: str) -> tuple[str | None, str]:
 
 
 def _labels(required: dict[str, str], config: dict, platform: str) -> None:
-    inner = config.get("config") if isinstance(config.get("config"), dict) else {}
-    labels = inner.get("Labels") if isinstance(inner.get("Labels"), dict) else {}
+    inner = got if isinstance(got := config.get("config"), dict) else {}
+    labels = got if isinstance(got := inner.get("Labels"), dict) else {}
     for key, value in required.items():
         if key not in labels:
             raise VerificationError(f"gate require_labels: {platform} has no label {key}")
@@ -130,7 +130,7 @@ def _labels(required: dict[str, str], config: dict, platform: str) -> None:
                                     f"the policy requires {value!r}")
 
 
-def _human(size: int) -> str:
+def _human(size: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB"):
         if size < 1024 or unit == "GiB":
             return f"{size:.1f} {unit}" if unit != "B" else f"{size} B"

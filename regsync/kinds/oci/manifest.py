@@ -147,7 +147,7 @@ def filter_index(index: Manifest, platforms: list[str]) -> Manifest:
     wanted = set(platforms)
     entries = index.doc.get("manifests") or []
     children = index.children()  # each entry parsed and checked, in the same order
-    chosen = [child.runnable and bool(child.platform) and platform_matches(child.platform, wanted)
+    chosen = [bool(child.runnable and child.platform and platform_matches(child.platform, wanted))
               for child in children]
     images = {child.digest for child, keep in zip(children, chosen) if keep}
     if not images:

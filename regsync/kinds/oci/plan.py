@@ -58,7 +58,10 @@ def plan_images(rules: list[ImageRule], endpoints: Endpoints, jobs: int, shard: 
             logger.info("{}: {} tag(s) selected", rule.source, len(tags))
             items += [_refuse_invalid(rule, rule_name, tag) for tag in invalid]
             for outcome in pool.map(lambda tag: _plan_tag(rule, rule_name, endpoints, tag, diff_target), tags):
-                (errors if isinstance(outcome, PlanError) else items).append(outcome)
+                if isinstance(outcome, PlanError):
+                    errors.append(outcome)
+                else:
+                    items.append(outcome)
     return items, errors
 
 

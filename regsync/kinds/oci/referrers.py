@@ -8,6 +8,7 @@ which clients pushing to such registries maintain themselves.
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from loguru import logger
 
@@ -108,8 +109,8 @@ def copy_referrers(src: RegistryClient, src_repo: str, dst: RegistryClient, dst_
 def referrer_descriptor(manifest: Manifest) -> dict:
     """The index entry for a referrer, built from its verified manifest as the spec's referrers API
     builds it (the source's client-written entry could misstate its type or size)."""
-    config = manifest.doc.get("config") if isinstance(manifest.doc.get("config"), dict) else {}
-    descriptor = {"mediaType": manifest.media_type, "digest": manifest.digest, "size": len(manifest.raw)}
+    config = got if isinstance(got := manifest.doc.get("config"), dict) else {}
+    descriptor: dict[str, Any] = {"mediaType": manifest.media_type, "digest": manifest.digest, "size": len(manifest.raw)}
     artifact_type = manifest.doc.get("artifactType") or config.get("mediaType")
     if isinstance(artifact_type, str):
         descriptor["artifactType"] = artifact_type
@@ -121,7 +122,7 @@ def referrer_descriptor(manifest: Manifest) -> dict:
 def _extend_fallback_index(client: RegistryClient, repo: str, subject: str, descriptors: list[dict]) -> None:
     tag = referrers_tag(subject)
     try:
-        doc = dict(client.get_manifest(repo, tag).doc)
+        doc: dict[str, Any] = dict(client.get_manifest(repo, tag).doc)
     except NotFound:
         doc = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []}
     present = {d.get("digest") for d in doc.get("manifests") or []}

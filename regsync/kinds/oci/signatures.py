@@ -14,7 +14,7 @@ from regsync.policy.models import ImageVerify, Trust
 from regsync.kinds.oci.cosign import attachment_tag, fetch_signatures
 from regsync.kinds.oci.referrers import list_referrers, read_artifact_layer
 from regsync.trust.entry import verify_entry
-from regsync.trust.failures import worst
+from regsync.trust.failures import Failure, worst
 BUNDLE_ARTIFACT_TYPES = ("application/vnd.dev.sigstore.bundle.v0.3+json",
                          "application/vnd.dev.sigstore.bundle+json;version=0.3")
 
@@ -51,10 +51,14 @@ def _verified(client, repo, digest, verify: ImageVerify, trust: dict[str, Trust]
     manifest_digest, payloads = found or (None, [])
     if not payloads and not bundles:
         raise VerificationError(f"unsigned: {client.name}/{repo}:{attachment_tag(digest)} holds no signature")
-    evidence, failures = [], []
+    evidence: list[dict] = []
+    failures: list[Failure] = []
     for name in verify.trust:
         outcome = verify_entry(name, trust[name], payloads, digest, bundles)
-        (evidence if isinstance(outcome, dict) else failures).append(outcome)
+        if isinstance(outcome, dict):
+            evidence.append(outcome)
+        else:
+            failures.append(outcome)
     if failures and (verify.require_all or not evidence):
         raise VerificationError(worst(failures).reason)
     return {"status": "verified", "signature_manifest": manifest_digest, "signers": evidence}

@@ -60,6 +60,7 @@ def _check(rule: ImageRule, endpoints: Endpoints, tag: str, source_digest: str, 
 
 def crosscheck(endpoints: Endpoints, rule: ImageRule, repo: str, tag: str, digest: str) -> dict:
     """The digest a second registry serves for the same tag must be the canonical one."""
+    assert rule.crosscheck is not None, "called for a rule with crosscheck: only"
     other = endpoints.registry(rule.crosscheck)
     found = other.head_manifest(repo, tag)
     if found is None:
