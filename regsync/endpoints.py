@@ -60,6 +60,8 @@ class Endpoints:
             key = f"index:{name}"
             if key not in self._clients:
                 cfg = self._policy.indexes[name]
+                # Index checks that only kind: directory has no url (a directory is not read through here).
+                assert cfg.url is not None, f"index '{name}' has no url"
                 primary = self._package_index(name, cfg, cfg.url, resolve_credentials(cfg.auth, _host(cfg.url)),
                                               cfg.upload_url)
                 mirrors = [self._package_index(name, cfg, url, _mirror_credentials(cfg, url)) for url in cfg.mirrors]
@@ -81,9 +83,12 @@ class Endpoints:
         key = f"target:{name}"
         if key not in self._clients:
             # what a target holds is read from the target itself, never from a mirror of it
-            target = (DirectoryTarget(name, cfg.path) if cfg.kind == "directory"
-                      else UploadTarget(name, self.index(name).primary,
-                                        cfg.upload_url or cfg.url))
+            if cfg.kind == "directory":
+                assert cfg.path is not None, "Index checks that kind: directory has a path"
+                target = DirectoryTarget(name, cfg.path)
+            else:
+                assert cfg.url is not None, "Index checks that every other kind has a url"
+                target = UploadTarget(name, self.index(name).primary, cfg.upload_url or cfg.url)
             with self._lock:
                 self._clients.setdefault(key, target)
         return self._clients[key]

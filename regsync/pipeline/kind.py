@@ -104,7 +104,10 @@ class Kind(Protocol):
     """A kind of artifact: images, Python packages, conda packages."""
 
     name: str   # PlanItem.kind, the plan's and the audit trail's word for it
-    bundle_section: str | None   # its list in bundle.json (packages: "packages"), if it keeps one
+
+    @property
+    def bundle_section(self) -> str | None:
+        """Its list in bundle.json (packages: "packages"), if it keeps one (a class attribute will do)."""
 
     def plan(self, policy: "Policy", endpoints: "Endpoints", jobs: int, shard: "Shard | None",
              diff_target: bool) -> tuple[list["PlanItem"], list["PlanError"]]:
@@ -128,8 +131,9 @@ class Kind(Protocol):
         item (a saved plan applied again) is no push: `{"event": "skipped", "reason": ...}`, with
         nothing fetched."""
 
-    def export(self, item: "PlanItem", run: Run, sink: BundleSink) -> dict:
-        """Fetch and verify one item into the bundle; returns the verification evidence."""
+    def export(self, item: "PlanItem", run: Run, sink: BundleSink) -> dict | None:
+        """Fetch and verify one item into the bundle; returns the verification evidence (None for an
+        image whose rule checks no signature: its plan item carries none)."""
 
     def export_sizes(self, item: "PlanItem", endpoints: "Endpoints", leave_out: frozenset[str]) -> list[int]:
         """The sizes of the files export would write for the item (blobs in `leave_out` are not

@@ -11,6 +11,7 @@ Verifier (trusted_root.json, offline), a subject naming this file and its sha256
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from regsync.errors import VerificationError
 from regsync.policy.models import PackageRule
@@ -19,11 +20,14 @@ from regsync.kinds.pypi.provenance import fetch_provenance, parse_provenance, pr
 from regsync.trust.intoto import INTOTO_PAYLOAD, Malformed, mismatch, parse_statement, subject_digests, summary
 from regsync.trust.failures import Failure
 
+if TYPE_CHECKING:
+    from pypi_attestations import Attestation  # 0.3 s to import: only runs that verify provenance pay
+
 
 @dataclass(frozen=True)
 class _Candidate:
     where: str
-    attestation: object   # pypi_attestations.Attestation
+    attestation: Attestation
 
     def statement(self) -> dict:
         return parse_statement(self.attestation.envelope.statement)

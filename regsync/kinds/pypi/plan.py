@@ -57,7 +57,9 @@ def plan_packages(rules: list[PackageRule], endpoints: Endpoints, jobs: int = 8,
             for candidate in closure:
                 key = (rule.target, candidate.file.filename)
                 if key in items:
-                    items[key].environments.append(env.label)
+                    known = items[key].environments
+                    assert known is not None, "_item gives every package item its environments"
+                    known.append(env.label)
                     continue
                 items[key] = _item(candidate.file, rule, rule_name, env, target, index)
                 if items[key].changes:
