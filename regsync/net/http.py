@@ -8,6 +8,7 @@ adapter keeps two promises for every request: no body read whole is larger than 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from urllib.parse import urljoin, urlsplit
 
 import requests
@@ -152,14 +153,18 @@ class Transport(HTTPAdapter):
         self._throttle, self.max_body = throttle, max_body
         super().__init__(**kwargs)
 
-    def send(self, request, stream=False, **kwargs):
+    def send(self, request: requests.PreparedRequest, stream: bool = False,
+             timeout: float | tuple[float, float] | tuple[float, None] | None = None, verify: bool | str = True,
+             cert: bytes | str | tuple[bytes | str, bytes | str] | None = None,
+             proxies: Mapping[str, str] | None = None) -> requests.Response:
         if self._throttle:
             self._throttle.consume()
-        response = super().send(request, stream=stream, **kwargs)
+        response = super().send(request, stream=stream, timeout=timeout, verify=verify, cert=cert, proxies=proxies)
         if response.is_redirect:
-            target = urljoin(request.url, response.headers["Location"])
+            url = request.url or ""  # a prepared request always has its url
+            target = urljoin(url, response.headers["Location"])
             self._preload(response, _REDIRECT_BODY, decode=False)  # requests would read it whole to drain it
-            require_https(request.url, target, origin(request.url), "a redirect")
+            require_https(url, target, origin(url), "a redirect")
         elif not stream:
             # requests reads a body it was not asked to stream with no limit at all (`r.content`):
             # read it here, bounded, and hand requests the bytes.
