@@ -29,7 +29,7 @@ class Outcome:
     bytes: int = 0          # fetched from sources
     reused: int = 0         # sent again from partial downloads an earlier (killed) run kept on disk
     interrupted: bool = False
-    problems: list[dict] = field(default_factory=list)   # {source, reason, event} of each refusal and failure
+    problems: list[dict[str, str]] = field(default_factory=list)   # {source, reason, event} of each refusal and failure
 
     @property
     def exit_code(self) -> int:
@@ -104,7 +104,7 @@ def apply_plan(plan: Plan, endpoints: Endpoints, audit: AuditLog, jobs: int = 8,
     return outcome
 
 
-def _throttled(on_bytes, throttle: Throttle):
+def _throttled(on_bytes: Callable[[int], None] | None, throttle: Throttle) -> Callable[[int], None]:
     def count(n: int) -> None:
         if on_bytes:
             on_bytes(n)
