@@ -11,6 +11,7 @@ from regsync.kinds.conda.kind import CondaKind
 from regsync.kinds.oci.kind import ImageKind
 from regsync.kinds.pypi.kind import PackageKind
 from regsync.pipeline.kind import Kind
+from regsync.pipeline.plan import PlanItem
 
 KINDS: dict[str, Kind] = {kind.name: kind for kind in (
     ImageKind(),
@@ -19,7 +20,7 @@ KINDS: dict[str, Kind] = {kind.name: kind for kind in (
 )}
 
 
-def kind_of(item) -> Kind:
+def kind_of(item: PlanItem) -> Kind:
     """The Kind of a plan item; a kind this build does not know is refused, never guessed."""
     try:
         return KINDS[item.kind]

@@ -15,6 +15,7 @@ import re
 import threading
 import time
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import requests
@@ -71,17 +72,18 @@ class RegistryAuth(AuthBase):
         if origin(request.url or "") != self.origin:
             return request  # credentials go to the registry's own origin only
         self._authorize(request, refresh=False)
-        request.register_hook("response", self._on_response)
+        # register_hook is unannotated in types-requests
+        request.register_hook("response", self._on_response)  # type: ignore[no-untyped-call]
         return request
 
-    def _authorize(self, request, refresh: bool) -> None:
+    def _authorize(self, request: requests.PreparedRequest, refresh: bool) -> None:
         if self._scheme == "basic" and self.credentials:
             HTTPBasicAuth(self.credentials.username, self.credentials.password)(request)
         elif self._scheme == "bearer":
             scopes = scopes_for(request) or tuple(self._params.get("scope", "").split())
             request.headers["Authorization"] = f"Bearer {self._token(scopes, refresh)}"
 
-    def _on_response(self, response: requests.Response, **kwargs) -> requests.Response:
+    def _on_response(self, response: requests.Response, **kwargs: Any) -> requests.Response:
         challenge = response.headers.get("WWW-Authenticate", "")
         if response.status_code != 401 or not challenge or getattr(response.request, "_regsync_retried", False):
             return response

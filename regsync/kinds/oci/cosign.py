@@ -13,6 +13,7 @@ import base64
 import binascii
 import json
 from dataclasses import dataclass, field
+from typing import Any
 
 from regsync.errors import NotFound, VerificationError
 from regsync.kinds.oci.client import RegistryClient
@@ -43,7 +44,7 @@ class SignedPayload:
     layer_digest: str
     payload: bytes
     signature: bytes | None                 # None when the annotation is missing or not base64
-    annotations: dict = field(default_factory=dict, compare=False)
+    annotations: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def signed_digest(self) -> str | None:
         """The image digest the payload vouches for, or None when it is not a cosign payload."""
@@ -83,7 +84,7 @@ def fetch_attached_layers(client: RegistryClient, repo: str, digest: str, suffix
     return manifest.digest, [_read_payload(client, repo, manifest, layer) for layer in signed]
 
 
-def _read_payload(client: RegistryClient, repo: str, manifest: Manifest, layer: dict) -> SignedPayload:
+def _read_payload(client: RegistryClient, repo: str, manifest: Manifest, layer: dict[str, Any]) -> SignedPayload:
     where = f"{client.ref(repo, manifest.digest)} layer"
     digest, size = layer.get("digest"), layer.get("size")
     if not isinstance(digest, str) or not isinstance(size, int) or not 0 <= size <= MAX_PAYLOAD_BYTES:
@@ -93,7 +94,7 @@ def _read_payload(client: RegistryClient, repo: str, manifest: Manifest, layer: 
     return SignedPayload(digest, payload, _b64(annotations.get(SIGNATURE_ANNOTATION)), annotations)
 
 
-def _b64(text) -> bytes | None:
+def _b64(text: object) -> bytes | None:
     if not isinstance(text, str) or not text:
         return None
     try:

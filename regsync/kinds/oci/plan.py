@@ -13,11 +13,11 @@ from loguru import logger
 
 from regsync.endpoints import Endpoints
 from regsync.kinds.oci.names import split_ref
-from regsync.errors import NotFound, RegistryError, VerificationError
+from regsync.errors import NotFound, RegistryError, VerificationError, shown
 from regsync.kinds.oci.client import RegistryClient
 from regsync.kinds.oci.manifest import Descriptor, Manifest, filter_index
 from regsync.kinds.oci.tree import MAX_INDEX_DEPTH, manifest_tree
-from regsync.kinds.oci.names import invalid_tag, is_tag, shown
+from regsync.kinds.oci.names import invalid_tag, is_tag
 from regsync.pipeline.plan import PlanError, PlanItem
 from regsync.kinds.oci.client import NAME_UNKNOWN
 from regsync.policy.models import ImageRule
@@ -174,7 +174,7 @@ def _carried_note(reduced: Manifest) -> str:
             f"kept platforms" if carried else "")
 
 
-def _get_by_tag(client, repo: str, tag: str) -> Descriptor | None:
+def _get_by_tag(client: RegistryClient, repo: str, tag: str) -> Descriptor | None:
     """The tag's manifest, fetched and remembered by digest (so the later GET by digest is free)."""
     try:
         manifest = client.get_manifest(repo, tag)

@@ -7,8 +7,10 @@ none); nothing is uploaded.
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from loguru import logger
+from pypi_simple import DistributionPackage
 
 from regsync.endpoints import Endpoints
 from regsync.errors import RegistryError, VerificationError
@@ -37,7 +39,7 @@ def plan_packages(rules: list[PackageRule], endpoints: Endpoints, jobs: int = 8,
         index, target = endpoints.index(rule.source), endpoints.package_target(rule.target)
         requirements, constraints, options = rule_inputs(rule, rule_name)
         for env in rule_environments(rule):
-            refused: dict = {}
+            refused: dict[str, Any] = {}
             try:
                 closure = resolve(index, requirements, env, options, rule.dependencies, constraints, refused)
             except (ResolutionError, RegistryError, VerificationError) as exc:
@@ -77,13 +79,13 @@ def plan_packages(rules: list[PackageRule], endpoints: Endpoints, jobs: int = 8,
     return [item for item in items.values() if owned(item)], errors
 
 
-def _measure(entry) -> None:
+def _measure(entry: tuple[PlanItem, Any, DistributionPackage]) -> None:
     """A HEAD for the size a simple page (PEP 503 HTML) does not give, so the plan's total is true."""
     item, index, package = entry
     item.bytes = index.size_of(package) or 0
 
 
-def _resolution_error(rule: PackageRule, rule_name: str, exc: Exception, refused: dict) -> PlanError:
+def _resolution_error(rule: PackageRule, rule_name: str, exc: Exception, refused: dict[str, Any]) -> PlanError:
     """A closure that cannot be resolved because verification refused candidates (tampered bytes) is
     a security refusal (exit 3) naming them; without refusals it is a runtime failure (exit 1)."""
     source = f"{rule.source}: {', '.join(rule.requirements)}"
@@ -108,7 +110,9 @@ def _check_provenance(item: PlanItem, rule: PackageRule, endpoints: Endpoints) -
         item.verification = {"provenance": evidence}
 
 
-def _item(package, rule: PackageRule, rule_name: str, env: TargetEnvironment, target, index) -> PlanItem:
+# index and target: PackageIndex, MirroredIndex, a sink or a bundle's stand-ins (no declared interface yet)
+def _item(package: DistributionPackage, rule: PackageRule, rule_name: str, env: TargetEnvironment, target: Any,
+          index: Any) -> PlanItem:
     digest = sha256_of(package) or ""
     item = PlanItem("package", f"{rule.source}/{package.filename}", f"{rule.target}/{package.filename}", digest,
                     "copy", bytes=package.size or kept_size(index, package) or 0, rule=rule_name,
