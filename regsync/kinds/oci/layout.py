@@ -14,14 +14,17 @@ import os
 import threading
 import re
 import stat
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any, BinaryIO
 
 from loguru import logger
 
-from regsync.errors import NotFound, UsageError, VerificationError
+from regsync.errors import InvalidName, NotFound, UsageError, VerificationError, shown
+from regsync.kinds.oci.client import RegistryClient
 from regsync.kinds.oci.manifest import MAX_MANIFEST_BYTES, Descriptor, Manifest
-from regsync.kinds.oci.names import InvalidName, check_image_ref, shown
+from regsync.kinds.oci.names import check_image_ref
 from regsync.content.reader import CHUNK, VerifyingReader
 from regsync.content.files import create_new, write_atomically
 
@@ -36,7 +39,7 @@ def blob_path(root: Path, digest: str) -> Path:
     return root / "blobs" / "sha256" / digest.split(":", 1)[1]
 
 
-def open_regular(path: Path):
+def open_regular(path: Path) -> BinaryIO:
     """Open a file that must be a regular file inside the layout: no symlink, no device."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
@@ -59,7 +62,7 @@ class LayoutWriter:
     def has_blob(self, digest: str) -> bool:
         return blob_path(self.root, digest).exists()
 
-    def write_blob(self, digest: str, chunks) -> None:
+    def write_blob(self, digest: str, chunks: Iterable[bytes]) -> None:
         """Blobs are stored once; a blob is renamed into place only after its digest checked out."""
         path = blob_path(self.root, digest)
         if path.exists():
@@ -91,7 +94,7 @@ class LayoutWriter:
     def write_manifest(self, manifest: Manifest) -> None:
         self.write_blob(manifest.digest, [manifest.raw])
 
-    def write_index(self, refs: list[dict]) -> None:
+    def write_index(self, refs: list[dict[str, Any]]) -> None:
         body = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": refs}
         write_atomically(self.root / "index.json", json.dumps(body, indent=1))
 
@@ -112,13 +115,13 @@ def _holds_its_digest(path: Path) -> bool:
 class _BlobResponse:
     """What BlobCopier needs of an HTTP response: `.raw.read`, `.headers`, a context manager."""
 
-    def __init__(self, handle, size: int):
+    def __init__(self, handle: BinaryIO, size: int) -> None:
         self.raw, self.headers = handle, {"Content-Length": str(size)}
 
-    def __enter__(self):
+    def __enter__(self) -> _BlobResponse:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.raw.close()
 
 
@@ -148,7 +151,7 @@ class LayoutSource:
         paths = [blob_path(root, digest) for root in self._blob_roots]
         return next((path for path in paths if os.path.lexists(path)), paths[0])
 
-    def _read_refs(self, raw: bytes | None) -> dict[str, dict]:
+    def _read_refs(self, raw: bytes | None) -> dict[str, dict[str, Any]]:
         if raw is None:
             with open_regular(self.root / "index.json") as handle:
                 raw = handle.read(MAX_INDEX_BYTES + 1)
@@ -225,12 +228,13 @@ class LayoutSource:
     def blob_exists(self, repo: str, digest: str) -> bool:
         return self.blob_path(digest).is_file()
 
-    def get_referrers(self, repo: str, digest: str) -> dict | None:
+    def get_referrers(self, repo: str, digest: str) -> dict[str, Any] | None:
         """A layout has no referrers API: None sends readers to the referrers tag, which export writes."""
         return None
 
 
-def copy_into_layout(src, src_repo: str, tree: list[Manifest], writer: LayoutWriter, on_bytes=None,
+def copy_into_layout(src: RegistryClient, src_repo: str, tree: list[Manifest], writer: LayoutWriter,
+                     on_bytes: Callable[[int], None] | None = None,
                      leave_out: frozenset[str] = frozenset()) -> int:
     """Blobs then manifests of one image tree into the layout; every blob verified on the way.
 

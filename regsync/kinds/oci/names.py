@@ -9,6 +9,7 @@ repository's path once urllib3 normalises it. URLs are then built from quoted pa
 from __future__ import annotations
 
 import re
+from typing import TypeGuard
 from urllib.parse import quote
 
 from regsync.errors import InvalidName, shown
@@ -27,50 +28,50 @@ _REPOSITORY = re.compile(REPOSITORY_RULE)
 _DIGEST = re.compile(DIGEST_RULE)
 
 
-def is_tag(value) -> bool:
+def is_tag(value: object) -> TypeGuard[str]:
     return isinstance(value, str) and _TAG.fullmatch(value) is not None
 
 
-def is_repository(value) -> bool:
+def is_repository(value: object) -> TypeGuard[str]:
     return isinstance(value, str) and len(value) <= MAX_REPOSITORY and _REPOSITORY.fullmatch(value) is not None
 
 
-def is_digest(value) -> bool:
+def is_digest(value: object) -> TypeGuard[str]:
     return isinstance(value, str) and len(value) <= MAX_DIGEST and _DIGEST.fullmatch(value) is not None
 
 
-def invalid_tag(value) -> str:
+def invalid_tag(value: object) -> str:
     return f"invalid tag name '{shown(value)}' (a tag is {TAG_RULE}, distribution spec)"
 
 
-def invalid_repository(value) -> str:
+def invalid_repository(value: object) -> str:
     return (f"invalid repository name '{shown(value)}' (lower-case components of letters and digits "
             f"joined by . _ __ or -, separated by /, at most {MAX_REPOSITORY} characters; distribution spec)")
 
 
-def invalid_digest(value) -> str:
+def invalid_digest(value: object) -> str:
     return f"invalid digest '{shown(value)}' (a digest is algorithm:hex)"
 
 
-def check_tag(value) -> str:
+def check_tag(value: object) -> str:
     if not is_tag(value):
         raise InvalidName(invalid_tag(value))
     return value
 
 
-def check_repository(value) -> str:
+def check_repository(value: object) -> str:
     if not is_repository(value):
         raise InvalidName(invalid_repository(value))
     return value
 
 
-def check_digest(value) -> str:
+def check_digest(value: object) -> str:
     if not is_digest(value):
         raise InvalidName(invalid_digest(value))
     return value
 
 
-def check_reference(value) -> str:
+def check_reference(value: object) -> str:
     """A manifest reference: a digest when it has a ':' (a tag never does), else a tag."""
     return check_digest(value) if isinstance(value, str) and ":" in value else check_tag(value)
 
