@@ -103,9 +103,10 @@ def export_bundle(loaded: LoadedPolicy, endpoints: Endpoints, out: Path, audit, 
         logger.error("nothing exported: the bundle files in {} are left as they were", out)
         return outcome
     sink.writer.write_index(sink.index())
-    bundle: dict[str, Any] = {"format": BUNDLE_FORMAT, "policy_sha256": loaded.sha256, "stream": stream,
-                              "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "artifacts": exported,
-                              "not_exported": outcome.problems}
+    bundle: dict[str, Any] = {
+        "format": BUNDLE_FORMAT, "policy_sha256": loaded.sha256, "stream": stream,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "artifacts": exported,
+        "not_exported": outcome.problems}
     for kind in KINDS.values():
         if kind.bundle_section:
             bundle[kind.bundle_section] = sink.section(kind.bundle_section)

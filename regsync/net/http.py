@@ -183,7 +183,8 @@ class Transport(HTTPAdapter):
             where = origin(response.url) + urlsplit(response.url).path
             raise RegistryError(where, response.status_code, f"response larger than {limit} bytes refused")
         # What requests itself does once it has read a body (Response.content).
-        response._content, response._content_consumed = body or b"", True  # type: ignore[attr-defined]  # requests' private fields, set as Response.content sets them
+        # requests' private fields (undeclared in its stubs), set as Response.content sets them
+        response._content, response._content_consumed = body or b"", True  # type: ignore[attr-defined]
 
 
 def make_session(ca_file=None, pool_size: int = 16, retry: Retry | None = None,

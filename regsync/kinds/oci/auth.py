@@ -109,7 +109,8 @@ class RegistryAuth(AuthBase):
             # Ask for what we need and what the registry named (it may want more, e.g. a mount source).
             scopes = tuple(dict.fromkeys(scopes_for(retry) + tuple(params.get("scope", "").split())))
             retry.headers["Authorization"] = f"Bearer {self._token(scopes, refresh=True)}"
-        retry._regsync_retried = True  # type: ignore[attr-defined]  # our marker on requests' object, read back by getattr
+        # our own marker on requests' object, read back with getattr above
+        retry._regsync_retried = True  # type: ignore[attr-defined]
         read_bounded(response, _DRAIN_BYTES, decode=False)  # drain so the connection goes back to the pool
         response.close()
         new = response.connection.send(retry, **kwargs)

@@ -111,7 +111,8 @@ def referrer_descriptor(manifest: Manifest) -> dict[str, Any]:
     """The index entry for a referrer, built from its verified manifest as the spec's referrers API
     builds it (the source's client-written entry could misstate its type or size)."""
     config = got if isinstance(got := manifest.doc.get("config"), dict) else {}
-    descriptor: dict[str, Any] = {"mediaType": manifest.media_type, "digest": manifest.digest, "size": len(manifest.raw)}
+    descriptor: dict[str, Any] = {"mediaType": manifest.media_type, "digest": manifest.digest,
+                                  "size": len(manifest.raw)}
     artifact_type = manifest.doc.get("artifactType") or config.get("mediaType")
     if isinstance(artifact_type, str):
         descriptor["artifactType"] = artifact_type
