@@ -19,6 +19,7 @@ import binascii
 import hashlib
 import json
 from dataclasses import dataclass
+from typing import Any
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -26,7 +27,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from regsync.errors import VerificationError
-from regsync.policy.models import ImageVerify, Trust
+from regsync.kinds.oci.client import RegistryClient
+from regsync.policy.models import AttestationRequirement, ImageVerify, Trust
 from regsync.kinds.oci.cosign import SignedPayload, attachment_tag, fetch_attached_layers
 from regsync.trust.intoto import DSSE_ENVELOPE, Envelope, Malformed, mismatch, parse_envelope, subject_digests, summary
 from regsync.trust.keys import MalformedSignature, load_entry_key
@@ -44,13 +46,14 @@ class Found:
     bundle: FoundBundle | None = None
     problem: str | None = None              # unreadable: the reason it cannot count
 
-    def statement(self) -> dict:
+    def statement(self) -> dict[str, Any]:
         if self.envelope is None:
             raise Malformed(self.problem or "no DSSE envelope")
         return self.envelope.statement()
 
 
-def check_attestations(client, repo: str, digest: str, verify: ImageVerify, trust: dict[str, Trust]) -> list | None:
+def check_attestations(client: RegistryClient, repo: str, digest: str, verify: ImageVerify,
+                       trust: dict[str, Trust]) -> list[Any] | None:
     """Evidence per requirement for the audit record; raises VerificationError for the first
     `required` one that is not met (an `optional` one records its reason instead)."""
     if not verify.require_attestations:
@@ -67,7 +70,7 @@ def check_attestations(client, repo: str, digest: str, verify: ImageVerify, trus
                                                                                  digest, trust))
 
 
-def find_attestations(client, repo: str, digest: str, keyless: bool) -> list[Found]:
+def find_attestations(client: RegistryClient, repo: str, digest: str, keyless: bool) -> list[Found]:
     found = []
     attached = fetch_attached_layers(client, repo, digest, "att", DSSE_ENVELOPE)
     if attached is not None:
@@ -98,7 +101,8 @@ def find_attestations(client, repo: str, digest: str, keyless: bool) -> list[Fou
     return found
 
 
-def _verify_candidate(wanted, name: str, candidate: Found, statement: dict, digest: str, trust) -> dict | Failure:
+def _verify_candidate(wanted: AttestationRequirement, name: str, candidate: Found, statement: dict[str, Any],
+                      digest: str, trust: dict[str, Trust]) -> dict[str, Any] | Failure:
     failures = []
     for entry_name in wanted.trust:
         signer = _signed_by(entry_name, trust[entry_name], candidate, wanted.type, digest)
@@ -120,7 +124,8 @@ def _verify_candidate(wanted, name: str, candidate: Found, statement: dict, dige
     return worst(failures)
 
 
-def _signed_by(entry_name: str, entry: Trust, candidate: Found, predicate_type: str, digest: str) -> dict | Failure:
+def _signed_by(entry_name: str, entry: Trust, candidate: Found, predicate_type: str,
+               digest: str) -> dict[str, Any] | Failure:
     """Who signed the envelope, when `entry` vouches for it; a Failure otherwise."""
     if candidate.bundle is not None:
         if entry.keyless is None:
@@ -128,8 +133,8 @@ def _signed_by(entry_name: str, entry: Trust, candidate: Found, predicate_type: 
         from regsync.trust.sigstore import verify_bundle
         from regsync.trust.keyless import load_trust_root
 
-        outcome = verify_bundle(entry_name, entry.keyless, load_trust_root(entry, entry_name), candidate.bundle,
-                                digest, (predicate_type,))
+        outcome: dict[str, Any] | Failure = verify_bundle(
+            entry_name, entry.keyless, load_trust_root(entry, entry_name), candidate.bundle, digest, (predicate_type,))
         if isinstance(outcome, Failure) and outcome.category == "payload names another digest":
             return Failure("subject mismatch", outcome.detail)
         return outcome
@@ -140,7 +145,7 @@ def _signed_by(entry_name: str, entry: Trust, candidate: Found, predicate_type: 
     return _keyless_legacy(entry_name, entry, candidate, envelope)
 
 
-def _keyed(entry_name: str, entry: Trust, envelope: Envelope) -> dict | Failure:
+def _keyed(entry_name: str, entry: Trust, envelope: Envelope) -> dict[str, Any] | Failure:
     key = load_entry_key(entry_name, entry.cosign_key)
     pae = envelope.pae()
     malformed = None
@@ -156,7 +161,7 @@ def _keyed(entry_name: str, entry: Trust, envelope: Envelope) -> dict | Failure:
     return Failure("wrong key", f"no DSSE signature verifies with trust entry '{entry_name}' ({key.fingerprint})")
 
 
-def _keyless_legacy(entry_name: str, entry: Trust, candidate: Found, envelope: Envelope) -> dict | Failure:
+def _keyless_legacy(entry_name: str, entry: Trust, candidate: Found, envelope: Envelope) -> dict[str, Any] | Failure:
     from regsync.trust.keyless import Refusal, fulcio_issuer, load_trust_root, signer_identity, \
         verify_legacy_certificate
 
@@ -204,6 +209,6 @@ def _log_entry_binds(body: bytes, cert: x509.Certificate, envelope_bytes: bytes,
     return False
 
 
-def _same_cert(b64_pem, cert: x509.Certificate) -> bool:
+def _same_cert(b64_pem: str | bytes, cert: x509.Certificate) -> bool:
     return x509.load_pem_x509_certificate(base64.b64decode(b64_pem)) == cert
 
