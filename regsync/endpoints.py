@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from typing import Any
 
 from regsync.kinds.oci.client import RegistryClient
 from regsync.kinds.oci.credentials import resolve_credentials
@@ -21,7 +22,9 @@ class Endpoints:
         self._max_rps = max_requests_per_second
         self._policy = loaded.policy
         self._pool_size = max(4, jobs * 2)
-        self._clients: dict[str, RegistryClient] = dict(sources or {})
+        # Registry clients (or MirroredRegistry, which stands for one), package indexes and targets,
+        # a kind's own clients, stand-ins: each caller knows what its key holds.
+        self._clients: dict[str, Any] = dict(sources or {})
         self._lock = threading.Lock()
 
     @property
@@ -57,6 +60,8 @@ class Endpoints:
             key = f"index:{name}"
             if key not in self._clients:
                 cfg = self._policy.indexes[name]
+                # Index checks that only kind: directory has no url (a directory is not read through here).
+                assert cfg.url is not None, f"index '{name}' has no url"
                 primary = self._package_index(name, cfg, cfg.url, resolve_credentials(cfg.auth, _host(cfg.url)),
                                               cfg.upload_url)
                 mirrors = [self._package_index(name, cfg, url, _mirror_credentials(cfg, url)) for url in cfg.mirrors]
@@ -78,9 +83,12 @@ class Endpoints:
         key = f"target:{name}"
         if key not in self._clients:
             # what a target holds is read from the target itself, never from a mirror of it
-            target = (DirectoryTarget(name, cfg.path) if cfg.kind == "directory"
-                      else UploadTarget(name, self.index(name).primary,
-                                        cfg.upload_url or cfg.url))
+            if cfg.kind == "directory":
+                assert cfg.path is not None, "Index checks that kind: directory has a path"
+                target = DirectoryTarget(name, cfg.path)
+            else:
+                assert cfg.url is not None, "Index checks that every other kind has a url"
+                target = UploadTarget(name, self.index(name).primary, cfg.upload_url or cfg.url)
             with self._lock:
                 self._clients.setdefault(key, target)
         return self._clients[key]

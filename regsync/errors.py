@@ -72,7 +72,7 @@ class LockedError(RegsyncError):
 class Interrupted(RegistryError):
     """SIGTERM or the deadline reached a transfer: it stops here and resumes on the next run."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__("run", None, "interrupted before this transfer started")
 
 

@@ -216,6 +216,8 @@ def run_frame(loaded: LoadedPolicy, command: str, work: Callable[[Endpoints, Aud
 
 def _audited(loaded, command, work, options: RunOptions, sources, audit: AuditLog) -> RunResult:
     policy = loaded.policy
+    audit_path = audit.path
+    assert audit_path is not None, "run_frame opens the audit log on a file"
     targets: set[str] = set()
     for kind in KINDS.values():
         targets |= kind.targets(policy)
@@ -234,8 +236,8 @@ def _audited(loaded, command, work, options: RunOptions, sources, audit: AuditLo
         interrupted = outcome.interrupted if outcome else sys.exc_info()[0] is KeyboardInterrupt
         finished = audit.finish_run(exit_code=exit_code, bytes_moved=moved, interrupted=interrupted)
         audit.close()
-        _report_run(options, loaded, audit.path, audit, finished)
-    return RunResult(exit_code, outcome, audit.path)
+        _report_run(options, loaded, audit_path, audit, finished)
+    return RunResult(exit_code, outcome, audit_path)
 
 
 def _load_for_run(policy_path: Path, options: RunOptions, offline_sources: bool = False) -> LoadedPolicy:
@@ -276,7 +278,7 @@ def _report_run(options: RunOptions, loaded, audit_path: Path, audit: AuditLog, 
                       audit_head=audit.head, by_kind=dict(audit.by_kind), kinds=_kinds_in(loaded.policy))
 
 
-def _on_sigterm_interrupt() -> Callable[[], None]:
+def _on_sigterm_interrupt() -> Callable[[], object]:
     """SIGTERM (cron timeout, Kubernetes) takes the same clean path as Ctrl-C. Signals can only be
     handled on the main thread: a run started from another thread stops on its deadline only."""
     if threading.current_thread() is not threading.main_thread():

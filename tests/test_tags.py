@@ -27,6 +27,12 @@ def test_pattern_kinds_and_combination(include, exclude, expected):
     assert sorted(select_tags(TAGS, include, exclude)) == sorted(expected)
 
 
+def test_arbitrary_equality_range_does_not_crash():
+    # `===` compares text; a non-version operand used to raise AttributeError while compiling.
+    assert select_tags(TAGS, ["semver:===2.9.1"]) == ["2.9.1"]
+    assert select_tags(TAGS, ["semver:===nightly"]) == []
+
+
 def test_latest_orders_by_version():
     assert select_tags(TAGS, ["semver:>=2"], latest=2) == ["3.0.0", "2.10.0"]
 

@@ -17,7 +17,7 @@ from regsync.errors import UsageError
 from regsync.pipeline.plan import Plan, PlanItem
 from regsync.policy import LoadedPolicy, load_policy
 from regsync.times import format_duration, parse_time
-from regsync.trust.keys import PublicKey, fingerprint, load_public_key
+from regsync.trust.keys import PublicKey, fingerprint, load_entry_key
 
 # A plan stamped later than this is refused: a future `created` would stretch max_age.
 CLOCK_SKEW = timedelta(minutes=5)
@@ -62,7 +62,7 @@ def load_for_review(policy_path: Path) -> LoadedPolicy:
 
 def trusted_keys(loaded: LoadedPolicy) -> list[PublicKey]:
     policy = loaded.policy
-    return [load_public_key(policy.trust[name].cosign_key, name) for name in dict.fromkeys(policy.approval.trust)]
+    return [load_entry_key(name, policy.trust[name].cosign_key) for name in dict.fromkeys(policy.approval.trust)]
 
 
 def parse_plan(data: bytes, plan_path: Path, check_names: Callable[[PlanItem], None] | None = None) -> Plan:

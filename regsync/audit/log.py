@@ -145,7 +145,8 @@ class AuditLog:
                 os.fsync(self._handle.fileno())
                 self._handle.close()
                 self._handle = None
-                if self._new_file:  # a new file's name lives in its directory: make that durable too
+                # a new file's name lives in its directory: make that durable too
+                if self._new_file and self.path is not None:
                     _fsync_directory(self.path.parent)
 
 

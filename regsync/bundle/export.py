@@ -11,6 +11,7 @@ import json
 import threading
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 from loguru import logger
 
@@ -106,7 +107,7 @@ def export_bundle(loaded: LoadedPolicy, endpoints: Endpoints, kinds: Kinds, out:
         return outcome
     sink.writer.write_index(sink.index())
     carried = carry_out(endpoints, sink.writer.write_blob)   # the database the gates used, signed with the rest
-    bundle = {"format": BUNDLE_FORMAT, "policy_sha256": loaded.sha256, "stream": stream,
+    bundle: dict[str, Any] = {"format": BUNDLE_FORMAT, "policy_sha256": loaded.sha256, "stream": stream,
               "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "artifacts": exported,
               "not_exported": outcome.problems}
     for kind in kinds.values():

@@ -84,8 +84,8 @@ def check_sums(root: Path, checked: dict[str, bytes]) -> None:
     """The bundle's small files must match SHA256SUMS (blobs are verified by digest as they stream);
     `checked` holds the bytes of each as read once, the ones import goes on to use."""
     try:
-        sums = dict(reversed(line.split("  ", 1)) for line in checked["SHA256SUMS"].decode().splitlines()
-                    if "  " in line)
+        sums = {name: digest for digest, name in (line.split("  ", 1) for line in
+                                                  checked["SHA256SUMS"].decode().splitlines() if "  " in line)}
     except UnicodeDecodeError:
         raise VerificationError(f"{root}/SHA256SUMS is not a checksum list") from None
     for name in SMALL_FILES:

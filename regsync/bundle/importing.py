@@ -51,6 +51,7 @@ class BundleImport:
     def run(self, endpoints, audit, jobs: int, saved: Plan | None = None) -> Outcome:
         """Plan against the target (or take the saved, approved plan `saved`), then apply."""
         bundle, policy = self.bundle, self.loaded.policy
+        assert bundle is not None, "sources() comes before run()"
         plan = saved or make_plan(self.loaded, endpoints, self.kinds, jobs)
         carry_refusals(plan, bundle.meta.get("not_exported"))
         if bundle.signature is None and policy.bundle.signature == "optional":

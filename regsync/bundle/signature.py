@@ -16,7 +16,7 @@ from regsync.errors import NotFound, UsageError, VerificationError
 from regsync.policy import LoadedPolicy
 from regsync.content.files import write_atomically
 from regsync.content.layout import open_regular
-from regsync.trust.keys import (MAX_SIGNATURE_BYTES, PublicKey, decode_blob_signature, fingerprint, load_public_key,
+from regsync.trust.keys import (MAX_SIGNATURE_BYTES, PublicKey, decode_blob_signature, fingerprint, load_entry_key,
                                 verifies)
 from regsync.trust.signing import sign_bytes
 
@@ -52,7 +52,7 @@ def sign_file(directory: Path, name: str, data: bytes, key) -> None:
 
 def trusted_keys(loaded: LoadedPolicy) -> list[PublicKey]:
     policy = loaded.policy
-    return [load_public_key(policy.trust[name].cosign_key, name) for name in policy.bundle.trust]
+    return [load_entry_key(name, policy.trust[name].cosign_key) for name in policy.bundle.trust]
 
 
 def check_signatures(root: Path, loaded: LoadedPolicy, checked: dict[str, bytes]) -> dict | None:

@@ -26,8 +26,8 @@ from pathlib import Path
 
 from loguru import logger
 
-from regsync.content.reader import CHUNK
-from regsync.content.sha256 import ResumableSha256
+from regsync.content.reader import CHUNK, VerifyingReader
+from regsync.content.sha256 import ResumableSha256, Sha256
 from regsync.content.files import create_new, private_subdir, read_private_json, state_dir, write_private_json
 
 # fsync is what makes a checkpoint honest, and it stalls the stream: at most every 32 MiB on a fast
@@ -41,7 +41,7 @@ _pruned: set[Path] = set()
 _warned: set[Path] = set()
 
 
-def new_sha256():
+def new_sha256() -> Sha256:
     """A hasher whose state can be checkpointed when libcrypto is there; hashlib's otherwise."""
     return ResumableSha256() if ResumableSha256.available() else hashlib.sha256()
 
@@ -55,8 +55,8 @@ class PartialFile:
         self._handle = handle
         self.size: int | None = None      # the file's total length, once a server has said it
         self.written = 0
-        self.hasher = None                 # has seen exactly the bytes written so far
-        self.reader = None                 # the VerifyingReader feeding it, when one is running
+        self.hasher: Sha256 | None = None  # has seen exactly the bytes written so far
+        self.reader: VerifyingReader | None = None  # the VerifyingReader feeding it, when one is running
         self._saved_at = (0, time.monotonic())
 
     @classmethod
@@ -199,7 +199,7 @@ class PartialFile:
         if self.record is not None:
             self.record.unlink(missing_ok=True)
 
-    def _rehash(self, offset: int):
+    def _rehash(self, offset: int) -> Sha256:
         hasher = new_sha256()
         self._handle.seek(0)
         left = offset

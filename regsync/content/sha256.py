@@ -4,6 +4,15 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+from typing import Any, Protocol
+
+
+class Sha256(Protocol):
+    """What both ResumableSha256 and hashlib's sha256 offer."""
+
+    def update(self, data: bytes, /) -> None: ...
+
+    def hexdigest(self) -> str: ...
 
 
 class ResumableSha256:
@@ -14,7 +23,7 @@ class ResumableSha256:
     """
 
     _CTX_SIZE = 112  # sizeof(SHA256_CTX): h[8], Nl, Nh, data[16], num, md_len (32-bit words)
-    _lib = None
+    _lib: Any = None  # ctypes.CDLL of libcrypto: its functions are looked up by name at run time
 
     def __init__(self, state: bytes | None = None):
         lib = self._libcrypto()

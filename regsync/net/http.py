@@ -9,6 +9,8 @@ adapter keeps two promises for every request: no body read whole is larger than 
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
+from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import requests
@@ -171,8 +173,9 @@ class Transport(HTTPAdapter):
         self._down_lock = threading.Lock()
         super().__init__(**kwargs)
 
-    def send(self, request, stream=False, **kwargs):
-        where = origin(request.url)
+    def send(self, request: requests.PreparedRequest, stream: bool = False,  # type: ignore[override]
+             **kwargs: Any) -> requests.Response:
+        where = origin(request.url or "")  # a prepared request always has its url
         refused = self._down.get(where)
         if refused is not None:
             raise requests.exceptions.ConnectionError(*refused.args, request=request)
@@ -185,9 +188,10 @@ class Transport(HTTPAdapter):
                 self._mark_down(where, exc)
             raise
         if response.is_redirect:
-            target = urljoin(request.url, response.headers["Location"])
+            url = request.url or ""  # a prepared request always has its url
+            target = urljoin(url, response.headers["Location"])
             self._preload(response, _REDIRECT_BODY, decode=False)  # requests would read it whole to drain it
-            require_https(request.url, target, origin(request.url), "a redirect")
+            require_https(url, target, origin(url), "a redirect")
         elif not stream:
             # requests reads a body it was not asked to stream with no limit at all (`r.content`):
             # read it here, bounded, and hand requests the bytes.
@@ -215,7 +219,8 @@ class Transport(HTTPAdapter):
             where = origin(response.url) + urlsplit(response.url).path
             raise RegistryError(where, response.status_code, f"response larger than {limit} bytes refused")
         # What requests itself does once it has read a body (Response.content).
-        response._content, response._content_consumed = body or b"", True
+        # requests' private fields (undeclared in its stubs), set as Response.content sets them
+        response._content, response._content_consumed = body or b"", True  # type: ignore[attr-defined]
 
 
 def make_session(ca_file=None, pool_size: int = 16, retry: Retry | None = None,

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 from loguru import logger
 
@@ -28,7 +29,7 @@ class Outcome:
     bytes: int = 0          # fetched from sources
     reused: int = 0         # sent again from partial downloads an earlier (killed) run kept on disk
     interrupted: bool = False
-    problems: list[dict] = field(default_factory=list)   # {source, reason, event} of each refusal and failure
+    problems: list[dict[str, str]] = field(default_factory=list)   # {source, reason, event} of each refusal and failure
 
     @property
     def exit_code(self) -> int:
@@ -77,10 +78,12 @@ def apply_plan(plan: Plan, endpoints: Endpoints, kinds: Kinds, audit: AuditLog, 
     item_pool = ThreadPoolExecutor(jobs, thread_name_prefix="item")
     run = Run(endpoints, audit, sub_pool, on_bytes)
     if into is not None:
-        def step(item):
-            return _export_item(kind_of(kinds, item), item, run, into)
+        sink = into
+
+        def step(item: PlanItem) -> Exception | str | None:
+            return _export_item(kind_of(kinds, item), item, run, sink)
     else:
-        def step(item):
+        def step(item: PlanItem) -> Exception | str | None:
             return _apply_item(kind_of(kinds, item), item, run)
     try:
         for item, error in zip(changes, item_pool.map(step, changes)):
@@ -118,13 +121,13 @@ def apply_plan(plan: Plan, endpoints: Endpoints, kinds: Kinds, audit: AuditLog, 
     return outcome
 
 
-def log_fields(item: PlanItem, event: str, reason: str | None = None) -> dict:
+def log_fields(item: PlanItem, event: str, reason: str | None = None) -> dict[str, Any]:
     """The flat fields a JSON log line carries for an item (docs/audit.md, "Logs as JSON")."""
     return {"event": event, "kind": item.kind, "source": item.source, "target": item.target, "digest": item.digest,
             "action": item.action, "reason": reason, "bytes": item.bytes}
 
 
-def _throttled(on_bytes, throttle: Throttle):
+def _throttled(on_bytes: Callable[[int], None] | None, throttle: Throttle) -> Callable[[int], None]:
     def count(n: int) -> None:
         if on_bytes:
             on_bytes(n)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
 from regsync.errors import Interrupted, VerificationError
 
@@ -32,23 +32,26 @@ class RunState(Protocol):
         """SIGTERM or the deadline: start nothing new."""
 
 
+S = TypeVar("S", bound=RunState)
+
+
 class BundleSink(Protocol):
     """Where export writes: the air-gap bundle (regsync/bundle/), as the kinds see it."""
 
     leave_out: frozenset[str]       # blobs an earlier bundle carried (--since-bundle)
 
     @property
-    def writer(self):
+    def writer(self) -> Any:  # kinds/oci/layout.LayoutWriter, which pipeline/ may not name
         """The OCI layout every kind stores its bytes in (blobs named by their sha256)."""
 
-    def add_ref(self, name: str, manifest, source_digest: str | None = None) -> None:
+    def add_ref(self, name: str, manifest: Any, source_digest: str | None = None) -> None:
         """Name a manifest in index.json (`<registry>/<repository>:<tag>` as the policy names its
         source); `source_digest`: the source's digest when the manifest was made from it (a filter)."""
 
-    def add_artifact(self, item: "PlanItem", entry: dict) -> None:
+    def add_artifact(self, item: "PlanItem", entry: dict[str, Any]) -> None:
         """An item verified into the bundle: its entry in bundle.json's `artifacts`."""
 
-    def add_entry(self, item: "PlanItem", section: str, entry: dict) -> None:
+    def add_entry(self, item: "PlanItem", section: str, entry: dict[str, Any]) -> None:
         """A kind's own record in bundle.json (packages: its `packages` list)."""
 
     def left_out(self, digests: set[str]) -> None:
@@ -78,12 +81,12 @@ class Run:
             # its partial and checkpoint (at most a second old) stay for the next run.
             raise Interrupted()
 
-    def state(self, key: str, make: Callable[[], RunState]) -> RunState:
+    def state(self, key: str, make: Callable[[], S]) -> S:
         """The kind's state for this run under `key`, made on first use."""
         with self._lock:
             if key not in self._states:
                 self._states[key] = make()
-            return self._states[key]
+            return cast(S, self._states[key])  # a key is always made by the same kind's `make`
 
     def stop(self) -> None:
         self.stopping.set()
@@ -108,14 +111,17 @@ class Kind(Protocol):
     """A kind of artifact: images, Python packages, conda packages."""
 
     name: str   # PlanItem.kind, the plan's and the audit trail's word for it
-    bundle_section: str | None   # its list in bundle.json (packages: "packages"), if it keeps one
+
+    @property
+    def bundle_section(self) -> str | None:
+        """Its list in bundle.json (packages: "packages"), if it keeps one (a class attribute will do)."""
 
     def plan(self, policy: "Policy", endpoints: "Endpoints", jobs: int, shard: "Shard | None",
              diff_target: bool) -> tuple[list["PlanItem"], list["PlanError"]]:
         """The policy's rules of this kind → plan items, read-only. `diff_target=False` (export):
         every selected artifact is planned as a copy, the target unseen."""
 
-    def authorize(self, item: "PlanItem", policy: "Policy"):
+    def authorize(self, item: "PlanItem", policy: "Policy") -> object:
         """Recheck: the policy's rule for the item (never the plan's word), after setting
         `item.rule` to its name; raises VerificationError when the policy would not plan it."""
 
@@ -125,15 +131,16 @@ class Kind(Protocol):
     def is_stale(self, item: "PlanItem", endpoints: "Endpoints") -> str | None:
         """A saved plan's item against the target now: why it no longer applies, or None."""
 
-    def transfer(self, item: "PlanItem", run: Run) -> dict:
+    def transfer(self, item: "PlanItem", run: Run) -> dict[str, Any]:
         """Fetch, verify (again, against the policy's rule) and push one item. Records `verified`
         itself; returns the `pushed` record's fields (at least `verification`; `artifact` to say
         what this push moved when it differs from the plan's item). A target that already holds the
         item (a saved plan applied again) is no push: `{"event": "skipped", "reason": ...}`, with
         nothing fetched."""
 
-    def export(self, item: "PlanItem", run: Run, sink: BundleSink) -> dict:
-        """Fetch and verify one item into the bundle; returns the verification evidence."""
+    def export(self, item: "PlanItem", run: Run, sink: BundleSink) -> dict[str, Any] | None:
+        """Fetch and verify one item into the bundle; returns the verification evidence (None for an
+        image whose rule checks no signature: its plan item carries none)."""
 
     def export_sizes(self, item: "PlanItem", endpoints: "Endpoints", leave_out: frozenset[str]) -> list[int]:
         """The sizes of the files export would write for the item (blobs in `leave_out` are not
@@ -142,14 +149,15 @@ class Kind(Protocol):
     def targets(self, policy: "Policy") -> set[str]:
         """The target names the policy's rules of this kind write to (for the audit trail's run record)."""
 
-    def export_stand_ins(self, policy: "Policy") -> dict:
+    def export_stand_ins(self, policy: "Policy") -> dict[str, Any]:
         """Stand-ins for this kind's targets while exporting (they are across the gap: empty)."""
 
-    def bundle_sources(self, bundle: dict, policy: "Policy", layout_for: Callable[[str], object]) -> dict:
+    def bundle_sources(self, bundle: dict[str, Any], policy: "Policy",
+                       layout_for: Callable[[str], object]) -> dict[str, Any]:
         """This kind's sources, served from an opened bundle: `layout_for(name)` is the bundle's layout
         for source `name` (a regsync.content.layout.LayoutBlobs: its blobs, index.json's checked bytes)."""
 
-    def verifies_without_bundle(self, rule) -> bool:
+    def verifies_without_bundle(self, rule: Any) -> bool:
         """Whether `rule` (the one authorize returned) refuses every item without evidence that
         verifies against the policy's own trust roots (a signature, an attestation), not only against
         the digests a bundle lists: from an unsigned bundle only such items are imported."""
@@ -158,7 +166,7 @@ class Kind(Protocol):
 Kinds = Mapping[str, Kind]   # name → Kind, in plan order: what make_plan, apply_plan and the bundle are given
 
 
-def kind_of(kinds: Kinds, item) -> Kind:
+def kind_of(kinds: Kinds, item: "PlanItem") -> Kind:
     """The Kind of a plan item; a kind this build does not know is refused, never guessed."""
     try:
         return kinds[item.kind]

@@ -13,9 +13,16 @@ from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
 
+from typing import TYPE_CHECKING, Any, TypeVar
+
 from pydantic import TypeAdapter, ValidationError
 
 from regsync.errors import InvalidName, UsageError, shown
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+D = TypeVar("D", bound="DataclassInstance")  # PlanItem, PlanError
 
 PLAN_VERSION = 1
 ACTIONS = ("copy", "update", "skip", "refuse")
@@ -38,7 +45,7 @@ class PlanItem:
     platforms: list[str] | None = None
     rule: str = ""
     environments: list[str] | None = None   # packages: the target environments that need this file
-    verification: dict | None = None   # signature, gate and cross-check evidence found at plan time
+    verification: dict[str, Any] | None = None   # signature, gate and cross-check evidence found at plan time
     source_index: str | None = None    # packages: the index (primary or mirror) whose page gave the sha256
     project: str | None = None         # packages: the project the file belongs to, as its index page names it
 
@@ -46,7 +53,7 @@ class PlanItem:
     def changes(self) -> bool:
         return self.action in ("copy", "update")
 
-    def artifact(self) -> dict:
+    def artifact(self) -> dict[str, Any]:
         """The item as the audit trail's `artifact` field names it."""
         artifact = {"kind": self.kind, "source": self.source, "target": self.target, "digest": self.digest,
                     "size": self.bytes}
@@ -128,16 +135,17 @@ class Plan:
 
 
 @functools.cache
-def _adapter(cls) -> TypeAdapter:
+def _adapter(cls: type[D]) -> TypeAdapter[D]:
     return TypeAdapter(cls)
 
 
-def _build(cls, raw: dict):
+def _build(cls: type[D], raw: dict[str, Any]) -> D:
     names = {f.name for f in fields(cls)}
     unknown = set(raw) - names
     if unknown:
         raise KeyError(unknown)
     try:  # a plan file is input like any other: a digest that is a number is refused here, not deep in apply
-        return _adapter(cls).validate_python(raw)
+        built: D = _adapter(cls).validate_python(raw)  # functools.cache hides TypeAdapter[D]'s parameter
     except ValidationError as exc:
         raise ValueError(str(exc)) from None
+    return built

@@ -11,19 +11,24 @@ sha256) are run again by each kind's transfer against the rule found here. Each 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TypeVar
+
 from regsync.errors import VerificationError
+
+R = TypeVar("R")  # a kind's rule model (ImageRule, PackageRule, …)
 
 NOT_ALLOWED = "not allowed by the policy"
 
 
-def the_one(found: list, none: str, several: str):
+def the_one(found: list[tuple[str, R]], none: str, several: str) -> tuple[str, R]:
     """The single (name, rule) found; refused when none or several rules match."""
     if len(found) != 1:
         raise VerificationError(f"{NOT_ALLOWED}: {several if found else none}")
     return found[0]
 
 
-def rule_named(rules: list, section: str, rule_name: str):
+def rule_named(rules: Sequence[R], section: str, rule_name: str) -> R:
     """'images[3]' (section 'images') → rules[3]. At apply time the name is the one authorize found
     in the policy for the item's source and target, never the plan's word."""
     try:

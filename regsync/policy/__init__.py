@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+from typing import Any
 from dataclasses import dataclass
 from pathlib import Path
 
 from loguru import logger
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from regsync.errors import PolicyError
 from regsync.policy.names import invalid_repository, is_repository
@@ -15,7 +16,7 @@ from regsync.policy.lint import unanchored_regexes
 from regsync.policy.models import ImageRule, Index, PackageRule, Policy, Registry, parse_size  # noqa: F401
 from regsync.policy import conda as _conda  # noqa: F401  (completes Policy with channels: and conda:)
 from regsync.policy.vulns import check_vulnerability_references
-from regsync.policy.yamlsource import Document, load_document
+from regsync.policy.yamlsource import Document, Path_, load_document
 
 
 @dataclass(frozen=True)
@@ -71,8 +72,9 @@ def load_policy(path: str | Path, environ: dict[str, str] | None = None, offline
 def stand_in_placeholder(section: str):
     """What a stood-in source's entry becomes: its model with nothing of the policy's settings in it
     (built without validation: nothing of it is ever used, the bundle's stand-in is)."""
-    model = {"registries": Registry, "indexes": Index, "channels": _conda.CondaChannel}[section]
-    return model.model_construct(url=None)
+    models: dict[str, type[BaseModel]] = {"registries": Registry, "indexes": Index,
+                                          "channels": _conda.CondaChannel}
+    return models[section].model_construct(url=None)
 
 
 def _source_only(data: dict) -> set[tuple]:
@@ -113,7 +115,7 @@ def _all_errors(exc: ValidationError, doc: Document) -> PolicyError:
     return PolicyError(f"{len(found)} errors: {listed}", doc.file)
 
 
-def _policy_error(error: dict, doc: Document) -> PolicyError:
+def _policy_error(error: Any, doc: Document) -> PolicyError:  # a pydantic ErrorDetails
     loc = _document_path(error["loc"])
     if error["type"] == "extra_forbidden":
         return doc.error(loc, f"unknown key '{loc[-1]}'")
@@ -156,7 +158,7 @@ def _check_references(policy: Policy, doc: Document) -> None:
                     raise doc.error(("images", i, "verify", "require_attestations", n, "trust"),
                                     f"unknown trust entry '{name}'")
     for i, rule in enumerate(policy.packages):
-        named = [(("packages", i, "from"), rule.source), (("packages", i, "to"), rule.target)]
+        named: list[tuple[Path_, str]] = [(("packages", i, "from"), rule.source), (("packages", i, "to"), rule.target)]
         if rule.verify.provenance_from is not None:
             named.append((("packages", i, "verify", "provenance_from"), rule.verify.provenance_from))
         for where, name in named:

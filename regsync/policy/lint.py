@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 
 from regsync.policy.models import Policy
-from regsync.policy.yamlsource import Document
+from regsync.policy.yamlsource import Document, Path_
 
 _LEADING_FLAGS = re.compile(r"\(\?[aiLmsux]+\)")
 # What an example identity gains in front of / after the pattern: a name someone else can hold.
@@ -20,7 +20,7 @@ _AROUND = {"tag": ("1", "-rc"), "identity": ("https://attacker.example/", "-atta
 
 def unanchored_regexes(policy: Policy, doc: Document) -> list[str]:
     """One warning per regex that does not match whole values, as `file:line: …`."""
-    found = []
+    found: list[tuple[Path_, str, str, str, str]] = []
     for i, rule in enumerate(policy.images):
         for key, verb in (("include", "matches"), ("exclude", "excludes")):
             for j, pattern in enumerate(getattr(rule.tags, key)):
@@ -40,7 +40,8 @@ def unanchored_regexes(policy: Policy, doc: Document) -> list[str]:
 
 
 def _anchoring_problem(regex: str, noun: str, verb: str) -> str | None:
-    body = regex[_LEADING_FLAGS.match(regex).end():] if _LEADING_FLAGS.match(regex) else regex
+    flags = _LEADING_FLAGS.match(regex)
+    body = regex[flags.end():] if flags else regex
     tokens, alternation = _top_level_tokens(body)
     starts = bool(tokens) and tokens[0] in ("^", r"\A")
     ends = bool(tokens) and tokens[-1] in ("$", r"\Z")

@@ -441,8 +441,8 @@ class Policy(Strict):
     trust: dict[str, Trust] = {}
     images: list[ImageRule] = []
     packages: list[PackageRule] = []
-    channels: dict[str, "CondaChannel"] = {}   # regsync/policy/conda.py completes these two
-    conda: list["CondaRule"] = []
+    channels: dict[str, "CondaChannel"] = {}  # type: ignore[name-defined]  # regsync/policy/conda.py completes
+    conda: list["CondaRule"] = []  # type: ignore[name-defined]  # these two (importing it here would be a cycle)
     audit: AuditConfig = AuditConfig()
     bundle: BundleConfig = BundleConfig()
     approval: ApprovalConfig = ApprovalConfig()

@@ -67,7 +67,7 @@ def compile_pattern(pattern: str) -> Matcher:
         return lambda tag: regex.search(tag) is not None
     spec = _semver_specifier(body)
     # Pre-releases match only when the range itself names one (npm's and pip's rule alike).
-    prereleases = any(loose_version(s.version.rstrip(".*")).is_prerelease for s in spec)
+    prereleases = any(v.is_prerelease for s in spec if (v := loose_version(s.version.rstrip(".*"))) is not None)
 
     def in_range(tag: str) -> bool:
         version = loose_version(tag)

@@ -55,16 +55,18 @@ def verify_keyless(name: str, entry: Trust, payloads: list[SignedPayload], diges
     from regsync.trust.keyless import Refusal, load_trust_root, verify_legacy
     from regsync.trust.sigstore import verify_bundle
 
+    keyless = entry.keyless
+    assert keyless is not None, "a trust entry without cosign_key is keyless (policy/models.py checks)"
     root = load_trust_root(entry, name)
     failures = []
     for found in bundles:
-        outcome = verify_bundle(name, entry.keyless, root, found, digest, tuple(entry.predicate_types))
+        outcome = verify_bundle(name, keyless, root, found, digest, tuple(entry.predicate_types))
         if isinstance(outcome, dict):
             return outcome
         failures.append(outcome)
     for signed in payloads:
         try:
-            return verify_legacy(name, entry.keyless, root, signed, digest)
+            return verify_legacy(name, keyless, root, signed, digest)
         except Refusal as exc:
             failures.append(Failure(exc.category, exc.detail))
     if not failures:

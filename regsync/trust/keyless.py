@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
+from typing import cast
 
 import rfc8785
 from cryptography import x509
@@ -81,13 +82,15 @@ class Constraints:
             except (SigstoreError, x509.ExtensionNotFound):
                 return False
             return True
-        return any(re.search(self.wanted.identity_regex, value) for value in identities_of(cert))
+        regex = self.wanted.identity_regex
+        assert regex is not None, "a keyless entry names identity or identity_regex (policy/models.py checks)"
+        return any(re.search(regex, value) for value in identities_of(cert))
 
 
 def fulcio_issuer(cert: x509.Certificate) -> str | None:
     for oid in (FULCIO_ISSUER_V2, FULCIO_ISSUER_V1):
         try:
-            value = cert.extensions.get_extension_for_oid(oid).value.value
+            value = _unrecognized(cert, oid)
         except x509.ExtensionNotFound:
             continue
         text = der_utf8(value) if oid == FULCIO_ISSUER_V2 else None
@@ -98,9 +101,14 @@ def fulcio_issuer(cert: x509.Certificate) -> str | None:
 def fulcio_claim(cert: x509.Certificate, oid: ObjectIdentifier) -> str | None:
     """A Fulcio claim extension (1.3.6.1.4.1.57264.1.8 and later): a DER UTF8String."""
     try:
-        return der_utf8(cert.extensions.get_extension_for_oid(oid).value.value)
+        return der_utf8(_unrecognized(cert, oid))
     except x509.ExtensionNotFound:
         return None
+
+
+def _unrecognized(cert: x509.Certificate, oid: ObjectIdentifier) -> bytes:
+    """The raw value of an extension cryptography does not parse (all of Fulcio's are such)."""
+    return cast(x509.UnrecognizedExtension, cert.extensions.get_extension_for_oid(oid).value).value
 
 
 def der_utf8(der: bytes) -> str | None:
@@ -113,7 +121,7 @@ def der_utf8(der: bytes) -> str | None:
 def signer_identity(cert: x509.Certificate) -> str | None:
     """The identity the audit names: the first URI or e-mail SAN (None for a certificate whose
     identity is only an otherName, which the `identity:` check accepts like sigstore does)."""
-    return (identities_of(cert) or [None])[0]
+    return next(iter(identities_of(cert)), None)
 
 
 def identities_of(cert: x509.Certificate) -> list[str]:

@@ -30,7 +30,7 @@ class MalformedSignature(ValueError):
 @dataclass(frozen=True)
 class PublicKey:
     name: str          # the trust entry's name in the policy
-    key: object
+    key: ec.EllipticCurvePublicKey | rsa.RSAPublicKey | ed25519.Ed25519PublicKey
     fingerprint: str   # sha256 of the DER SubjectPublicKeyInfo, the key id sigstore tools print
 
     @property
@@ -49,20 +49,21 @@ class PublicKey:
             if isinstance(self.key, ec.EllipticCurvePublicKey):
                 self.key.verify(signature, payload, ec.ECDSA(hashes.SHA256()))
             elif isinstance(self.key, rsa.RSAPublicKey):
-                self._verify_rsa(signature, payload)
+                _verify_rsa(self.key, signature, payload)
             else:
                 self.key.verify(signature, payload)
         except (InvalidSignature, ValueError):
             return False
         return True
 
-    def _verify_rsa(self, signature: bytes, payload: bytes) -> None:
-        try:
-            self.key.verify(signature, payload, padding.PKCS1v15(), hashes.SHA256())
-        except InvalidSignature:
-            # cosign's default is PKCS#1 v1.5; keys from some KMS sign with PSS instead.
-            self.key.verify(signature, payload, padding.PSS(padding.MGF1(hashes.SHA256()), padding.PSS.AUTO),
-                            hashes.SHA256())
+
+def _verify_rsa(key: rsa.RSAPublicKey, signature: bytes, payload: bytes) -> None:
+    try:
+        key.verify(signature, payload, padding.PKCS1v15(), hashes.SHA256())
+    except InvalidSignature:
+        # cosign's default is PKCS#1 v1.5; keys from some KMS sign with PSS instead.
+        key.verify(signature, payload, padding.PSS(padding.MGF1(hashes.SHA256()), padding.PSS.AUTO),
+                   hashes.SHA256())
 
 
 def decode_blob_signature(raw: bytes) -> bytes:
@@ -124,3 +125,10 @@ def parse_public_key(pem: bytes, name: str, where: str) -> PublicKey:
 def load_public_key(path: Path, name: str) -> PublicKey:
     pem = read_local_file(path, MAX_KEY_BYTES, _label(name), "a public key")
     return parse_public_key(pem, name, str(path))
+
+
+def load_entry_key(name: str, cosign_key: Path | None) -> PublicKey:
+    """The key of a trust entry that `bundle.trust` or `approval.trust` names."""
+    if cosign_key is None:  # policy check refuses this already (policy/__init__.py, _check_key_entries)
+        raise PolicyError(f"trust entry '{name}' must be a cosign_key")
+    return load_public_key(cosign_key, name)

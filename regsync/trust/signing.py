@@ -8,6 +8,7 @@ import hashlib
 import os
 import threading
 from pathlib import Path
+from typing import Any
 
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
@@ -59,9 +60,9 @@ def _open_pkcs8(pem: bytes, password: bytes | None, path, what: str):
         raise PolicyError(f"{what}: {path} is not a PKCS#8 PEM private key, or the password is wrong") from None
 
 
-def _open_cosign_key(pem: bytes, password: bytes, path, env: str, what: str):
+def _open_cosign_key(pem: bytes, password: bytes | None, path, env: str | None, what: str):
     try:
-        der = cosign_key.decrypt(pem, password)
+        der = cosign_key.decrypt(pem, password or b"")  # never None: a cosign.key always has a password env
     except cosign_key.CannotDecrypt:
         raise PolicyError(f"{what}: {path} does not open with the password in {env} (a wrong password, "
                           f"or the file was changed)") from None

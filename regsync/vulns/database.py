@@ -13,6 +13,7 @@ import hashlib
 import json
 import threading
 import zipfile
+from typing import Any
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -104,7 +105,7 @@ class OsvDatabase:
     def evidence(self, name: str) -> dict:
         """What the audit trail says about the data a decision used."""
         eco = self.ecosystem(name)
-        found = {"sha256": self.sha256, "ecosystem": name}
+        found: dict[str, Any] = {"sha256": self.sha256, "ecosystem": name}
         if eco is not None:
             found["records"] = eco.records
             found["newest_record"] = eco.newest.isoformat() if eco.newest else None

@@ -8,6 +8,8 @@ never clean: the gate refuses what it was asked to check and could not.
 
 from __future__ import annotations
 
+from typing import Any
+
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
@@ -58,7 +60,7 @@ def judge(matches: list[Match], gate: VulnGate, verdict: Verdict | None = None) 
 
 
 def check_packages(db: OsvDatabase, gate: VulnGate, packages: list[tuple[str, str, str]], what: str,
-                   not_covered: list[str] = (), listed: bool = False) -> dict:
+                   not_covered: tuple[str, ...] | list[str] = (), listed: bool = False) -> dict[str, Any]:
     """Gate (ecosystem, name, version) triples found in one artifact; returns the evidence for the
     plan and the audit record, or raises VerificationError naming ids, packages and fixed versions.
     `not_covered`: what the artifact holds that could not be named; `listed`: the evidence lists

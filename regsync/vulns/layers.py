@@ -116,6 +116,7 @@ class ImageContents:
         """Layers in order: a later layer's file replaces an earlier one's; whiteouts delete."""
         for op, path, data in layer.ops:
             if op == "file":
+                assert data is not None, "a file op carries its bytes"
                 self.files[path] = data
             else:
                 prefix = path + "/"

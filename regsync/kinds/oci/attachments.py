@@ -4,11 +4,14 @@ named by the evidence handed in."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from loguru import logger
 
 from regsync.endpoints import Endpoints
 from regsync.errors import PolicyError, RegistryError
-from regsync.kinds.oci.copy import copy_tree
+from regsync.kinds.oci.client import RegistryClient
+from regsync.kinds.oci.copy import BlobCopier, copy_tree
 from regsync.kinds.oci.cosign import ATTACHMENT_SUFFIXES, attachment_tag
 from regsync.kinds.oci.manifest import Manifest
 from regsync.kinds.oci.names import split_image_ref
@@ -19,11 +22,12 @@ from regsync.kinds.oci.signing import sign_pushed
 from regsync.pipeline.plan import PlanItem
 
 
-def after_push(item: PlanItem, endpoints: Endpoints, tree: list[Manifest], blobs, evidence: dict | None = None) -> dict:
+def after_push(item: PlanItem, endpoints: Endpoints, tree: list[Manifest], blobs: BlobCopier,
+               evidence: dict[str, Any] | None = None) -> dict[str, Any]:
     """Attachments copied along, then our own signature when `sign:` is set (extra audit fields).
 
     `evidence`: what was verified before the push; the `.sig` it names is the one copied."""
-    extras: dict = {}
+    extras: dict[str, Any] = {}
     rule = rule_of(endpoints.policy, item.rule)
     route = _extras_route(item, endpoints) if rule.copy_extras.signatures or rule.copy_extras.referrers else None
     if route and rule.copy_extras.signatures:
@@ -45,7 +49,7 @@ def after_push(item: PlanItem, endpoints: Endpoints, tree: list[Manifest], blobs
     return extras
 
 
-def _extras_route(item: PlanItem, endpoints: Endpoints):
+def _extras_route(item: PlanItem, endpoints: Endpoints) -> tuple[RegistryClient, str, RegistryClient, str] | None:
     """(src, src_repo, dst, dst_repo) for copying what names the image, or None when it names the
     unfiltered index and the target holds a platform-filtered one."""
     if item.source_digest and item.source_digest != item.digest:
@@ -57,13 +61,13 @@ def _extras_route(item: PlanItem, endpoints: Endpoints):
     return endpoints.registry(src_name), src_repo, endpoints.registry(dst_name), dst_repo
 
 
-def verified_signature_manifest(evidence: dict | None) -> str | None:
+def verified_signature_manifest(evidence: dict[str, Any] | None) -> str | None:
     """The `.sig` manifest digest a verification accepted, when it accepted one."""
     signature = (evidence or {}).get("signature") or {}
     return signature.get("signature_manifest") if signature.get("status") == "verified" else None
 
 
-def verified_attachments(evidence: dict | None, digest: str) -> dict[str, str]:
+def verified_attachments(evidence: dict[str, Any] | None, digest: str) -> dict[str, str]:
     """Attachment tag → the manifest digest a verification accepted (`.sig`, and `.att` when an
     attestation requirement was met from it): what is copied, whatever the tags say by then."""
     pinned = {}
@@ -76,7 +80,8 @@ def verified_attachments(evidence: dict | None, digest: str) -> dict[str, str]:
     return pinned
 
 
-def copy_attachments(src, src_repo: str, dst, dst_repo: str, tree: list[Manifest], blobs,
+def copy_attachments(src: RegistryClient, src_repo: str, dst: RegistryClient, dst_repo: str, tree: list[Manifest],
+                     blobs: BlobCopier,
                      verified: dict[str, str] | None = None) -> list[str]:
     """Copy `.sig`/`.att`/`.sbom` of the image and its children, bytes (so digests) unchanged.
 
@@ -90,16 +95,17 @@ def copy_attachments(src, src_repo: str, dst, dst_repo: str, tree: list[Manifest
             tag = attachment_tag(manifest.digest, suffix)
             pinned = (verified or {}).get(tag)
             found = None if pinned else src.head_manifest(src_repo, tag)
-            if pinned is None and found is None:
+            digest = pinned or (found.digest if found is not None else None)
+            if digest is None:
                 continue
-            attached = src.get_manifest(src_repo, pinned or found.digest)
+            attached = src.get_manifest(src_repo, digest)
             copy_tree(src, src_repo, dst, dst_repo, manifest_tree(src, src_repo, attached), tag, blobs)
             copied.append(f"{tag}@{attached.digest}")
     return copied
 
 
-def copy_image_referrers(src, src_repo: str, dst, dst_repo: str, tree: list[Manifest],
-                         blobs) -> tuple[list[str], list[str]]:
+def copy_image_referrers(src: RegistryClient, src_repo: str, dst: RegistryClient, dst_repo: str, tree: list[Manifest],
+                         blobs: BlobCopier) -> tuple[list[str], list[str]]:
     """`copy: {referrers: true}`: OCI 1.1 referrers of the image and its children, after the image;
     (copied, refused)."""
     return copy_referrers(src, src_repo, dst, dst_repo, [manifest.digest for manifest in tree], blobs)

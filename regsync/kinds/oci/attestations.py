@@ -19,6 +19,7 @@ import binascii
 import hashlib
 import json
 from dataclasses import dataclass
+from typing import Any
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -26,12 +27,13 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from regsync.errors import VerificationError
-from regsync.policy.models import ImageVerify, Trust
+from regsync.kinds.oci.client import RegistryClient
+from regsync.policy.models import AttestationRequirement, ImageVerify, Trust
 from regsync.kinds.oci.cosign import attachment_tag, fetch_attached_layers
 from regsync.trust.payload import SignedPayload
 from regsync.trust.intoto import DSSE_ENVELOPE, Envelope, Malformed, mismatch, parse_envelope, subject_digests, summary
-from regsync.trust.keys import MalformedSignature, load_public_key
-from regsync.kinds.oci.signatures import fetch_bundles
+from regsync.trust.keys import MalformedSignature, load_entry_key
+from regsync.kinds.oci.signatures import FoundBundle, fetch_bundles
 from regsync.trust.failures import Failure
 from regsync.trust.requirements import evaluate, worst
 
@@ -42,16 +44,17 @@ class Found:
     manifest: str | None = None     # the `.att` manifest digest, pinned for the copy when verified
     envelope: Envelope | None = None
     layer: SignedPayload | None = None      # a `.att` layer (its bytes are the envelope JSON)
-    bundle: object | None = None            # a bundle.FoundBundle
+    bundle: FoundBundle | None = None
     problem: str | None = None              # unreadable: the reason it cannot count
 
-    def statement(self) -> dict:
+    def statement(self) -> dict[str, Any]:
         if self.envelope is None:
             raise Malformed(self.problem or "no DSSE envelope")
         return self.envelope.statement()
 
 
-def check_attestations(client, repo: str, digest: str, verify: ImageVerify, trust: dict[str, Trust]) -> list | None:
+def check_attestations(client: RegistryClient, repo: str, digest: str, verify: ImageVerify,
+                       trust: dict[str, Trust]) -> list[Any] | None:
     """Evidence per requirement for the audit record; raises VerificationError for the first
     `required` one that is not met (an `optional` one records its reason instead)."""
     if not verify.require_attestations:
@@ -68,7 +71,7 @@ def check_attestations(client, repo: str, digest: str, verify: ImageVerify, trus
                                                                                  digest, trust))
 
 
-def find_attestations(client, repo: str, digest: str, keyless: bool) -> list[Found]:
+def find_attestations(client: RegistryClient, repo: str, digest: str, keyless: bool) -> list[Found]:
     found = []
     attached = fetch_attached_layers(client, repo, digest, "att", DSSE_ENVELOPE)
     if attached is not None:
@@ -85,6 +88,7 @@ def find_attestations(client, repo: str, digest: str, keyless: bool) -> list[Fou
             if bundle.problem:
                 found.append(Found(where, bundle=bundle, problem=bundle.problem))
                 continue
+            assert bundle.raw is not None, "a bundle read without a problem has its bytes"
             try:
                 envelope = json.loads(bundle.raw).get("dsseEnvelope")
             except (ValueError, AttributeError):
@@ -98,7 +102,8 @@ def find_attestations(client, repo: str, digest: str, keyless: bool) -> list[Fou
     return found
 
 
-def _verify_candidate(wanted, name: str, candidate: Found, statement: dict, digest: str, trust) -> dict | Failure:
+def _verify_candidate(wanted: AttestationRequirement, name: str, candidate: Found, statement: dict[str, Any],
+                      digest: str, trust: dict[str, Trust]) -> dict[str, Any] | Failure:
     failures = []
     for entry_name in wanted.trust:
         signer = _signed_by(entry_name, trust[entry_name], candidate, wanted.type, digest)
@@ -120,7 +125,8 @@ def _verify_candidate(wanted, name: str, candidate: Found, statement: dict, dige
     return worst(failures)
 
 
-def _signed_by(entry_name: str, entry: Trust, candidate: Found, predicate_type: str, digest: str) -> dict | Failure:
+def _signed_by(entry_name: str, entry: Trust, candidate: Found, predicate_type: str,
+               digest: str) -> dict[str, Any] | Failure:
     """Who signed the envelope, when `entry` vouches for it; a Failure otherwise."""
     if candidate.bundle is not None:
         if entry.keyless is None:
@@ -128,18 +134,20 @@ def _signed_by(entry_name: str, entry: Trust, candidate: Found, predicate_type: 
         from regsync.trust.sigstore import verify_bundle
         from regsync.trust.keyless import load_trust_root
 
-        outcome = verify_bundle(entry_name, entry.keyless, load_trust_root(entry, entry_name), candidate.bundle,
-                                digest, (predicate_type,))
+        outcome: dict[str, Any] | Failure = verify_bundle(
+            entry_name, entry.keyless, load_trust_root(entry, entry_name), candidate.bundle, digest, (predicate_type,))
         if isinstance(outcome, Failure) and outcome.category == "payload names another digest":
             return Failure("subject mismatch", outcome.detail)
         return outcome
+    envelope = candidate.envelope
+    assert envelope is not None, "a candidate without a problem or a bundle is a parsed .att layer"
     if entry.cosign_key is not None:
-        return _keyed(entry_name, entry, candidate.envelope)
-    return _keyless_legacy(entry_name, entry, candidate)
+        return _keyed(entry_name, entry, envelope)
+    return _keyless_legacy(entry_name, entry, candidate, envelope)
 
 
-def _keyed(entry_name: str, entry: Trust, envelope: Envelope) -> dict | Failure:
-    key = load_public_key(entry.cosign_key, entry_name)
+def _keyed(entry_name: str, entry: Trust, envelope: Envelope) -> dict[str, Any] | Failure:
+    key = load_entry_key(entry_name, entry.cosign_key)
     pae = envelope.pae()
     malformed = None
     for signature in envelope.signatures:
@@ -154,21 +162,22 @@ def _keyed(entry_name: str, entry: Trust, envelope: Envelope) -> dict | Failure:
     return Failure("wrong key", f"no DSSE signature verifies with trust entry '{entry_name}' ({key.fingerprint})")
 
 
-def _keyless_legacy(entry_name: str, entry: Trust, candidate: Found) -> dict | Failure:
+def _keyless_legacy(entry_name: str, entry: Trust, candidate: Found, envelope: Envelope) -> dict[str, Any] | Failure:
     from regsync.trust.keyless import Refusal, fulcio_issuer, load_trust_root, signer_identity, \
         verify_legacy_certificate
 
-    layer = candidate.layer
+    layer, keyless = candidate.layer, entry.keyless
+    assert layer is not None and keyless is not None, "a .att layer, checked by a keyless entry"
     root = load_trust_root(entry, entry_name)
     try:
-        cert, rekor, signed_at = verify_legacy_certificate(entry_name, entry.keyless, root, layer)
+        cert, rekor, signed_at = verify_legacy_certificate(entry_name, keyless, root, layer)
     except Refusal as exc:
         return Failure(exc.category, exc.detail)
-    if not _log_entry_binds(rekor["body"], cert, layer.payload, candidate.envelope):
+    if not _log_entry_binds(rekor["body"], cert, layer.payload, envelope):
         return Failure("signature invalid", "the Rekor entry does not record this certificate and envelope")
     key = cert.public_key()
-    pae = candidate.envelope.pae()
-    for signature in candidate.envelope.signatures:
+    pae = envelope.pae()
+    for signature in envelope.signatures:
         try:
             if isinstance(key, ec.EllipticCurvePublicKey):
                 key.verify(signature, pae, ec.ECDSA(hashes.SHA256()))
@@ -201,6 +210,6 @@ def _log_entry_binds(body: bytes, cert: x509.Certificate, envelope_bytes: bytes,
     return False
 
 
-def _same_cert(b64_pem, cert: x509.Certificate) -> bool:
+def _same_cert(b64_pem: str | bytes, cert: x509.Certificate) -> bool:
     return x509.load_pem_x509_certificate(base64.b64decode(b64_pem)) == cert
 

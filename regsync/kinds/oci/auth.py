@@ -15,6 +15,7 @@ import re
 import threading
 import time
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import requests
@@ -46,7 +47,7 @@ def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
 
 
 def scopes_for(request: requests.PreparedRequest) -> tuple[str, ...]:
-    url = urlsplit(request.url)
+    url = urlsplit(request.url or "")  # a prepared request always has its url
     match = _REPO_PATH.match(url.path)
     if not match:
         return ()
@@ -68,20 +69,21 @@ class RegistryAuth(AuthBase):
         self._lock = threading.Lock()
 
     def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
-        if origin(request.url) != self.origin:
+        if origin(request.url or "") != self.origin:
             return request  # credentials go to the registry's own origin only
         self._authorize(request, refresh=False)
-        request.register_hook("response", self._on_response)
+        # register_hook is unannotated in types-requests
+        request.register_hook("response", self._on_response)  # type: ignore[no-untyped-call]
         return request
 
-    def _authorize(self, request, refresh: bool) -> None:
+    def _authorize(self, request: requests.PreparedRequest, refresh: bool) -> None:
         if self._scheme == "basic" and self.credentials:
             HTTPBasicAuth(self.credentials.username, self.credentials.password)(request)
         elif self._scheme == "bearer":
             scopes = scopes_for(request) or tuple(self._params.get("scope", "").split())
             request.headers["Authorization"] = f"Bearer {self._token(scopes, refresh)}"
 
-    def _on_response(self, response: requests.Response, **kwargs) -> requests.Response:
+    def _on_response(self, response: requests.Response, **kwargs: Any) -> requests.Response:
         challenge = response.headers.get("WWW-Authenticate", "")
         if response.status_code != 401 or not challenge or getattr(response.request, "_regsync_retried", False):
             return response
@@ -107,7 +109,8 @@ class RegistryAuth(AuthBase):
             # Ask for what we need and what the registry named (it may want more, e.g. a mount source).
             scopes = tuple(dict.fromkeys(scopes_for(retry) + tuple(params.get("scope", "").split())))
             retry.headers["Authorization"] = f"Bearer {self._token(scopes, refresh=True)}"
-        retry._regsync_retried = True
+        # our own marker on requests' object, read back with getattr above
+        retry._regsync_retried = True  # type: ignore[attr-defined]
         read_bounded(response, _DRAIN_BYTES, decode=False)  # drain so the connection goes back to the pool
         response.close()
         new = response.connection.send(retry, **kwargs)

@@ -10,6 +10,7 @@ attestation: `verify.require_attestations` checks signed ones (kinds/oci/attesta
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from regsync.kinds.oci.manifest import Manifest
 
@@ -18,7 +19,7 @@ PREDICATE_TYPE = "in-toto.io/predicate-type"
 _PREDICATE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:[A-Za-z0-9/._~%:#?=&+@-]{1,200}")
 
 
-def carried_attestations(tree: list[Manifest]) -> dict | None:
+def carried_attestations(tree: list[Manifest]) -> dict[str, Any] | None:
     """{"signed": False, "predicate_types": {platform: [types]}} for the attestation manifests under
     an image (`tree` from manifest_tree); None when it has none. Reads manifests only, no blob."""
     entries = [d for m in tree for d in m.children()]
@@ -37,12 +38,12 @@ def carried_attestations(tree: list[Manifest]) -> dict | None:
             "note": "BuildKit attestation manifests carried with the index; unsigned, not verified"}
 
 
-def _layers(manifest: Manifest) -> list:
+def _layers(manifest: Manifest) -> list[Any]:
     manifest.blobs()  # checks the shape (config and layers present)
     return [layer for layer in manifest.doc["layers"] if isinstance(layer, dict)]
 
 
-def _predicate_type(layer: dict) -> str:
+def _predicate_type(layer: dict[str, Any]) -> str:
     annotations = layer.get("annotations")
     value = annotations.get(PREDICATE_TYPE) if isinstance(annotations, dict) else None
     return value if isinstance(value, str) and _PREDICATE.fullmatch(value) else "(not named)"

@@ -76,7 +76,7 @@ class RegistryClient:
         if response.status_code in ok:
             return response
         error = error_of(response, ref)
-        if error.status == 401 and self.session.auth.credentials is None:  # nothing was sent: say that
+        if error.status == 401 and getattr(self.session.auth, "credentials", None) is None:  # nothing was sent
             from regsync.kinds.oci.credentials import no_credentials_found
 
             error = RegistryError(ref, 401, no_credentials_found(self.host))

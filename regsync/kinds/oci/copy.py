@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 from functools import partial
 from collections.abc import Callable
+from typing import Any
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 
 from loguru import logger
@@ -31,15 +32,15 @@ class BlobCopier:
     def __init__(self, pool: ThreadPoolExecutor, on_bytes: Callable[[int], None] | None = None):
         self._pool, self._on_bytes = pool, on_bytes
         self._lock = threading.Lock()
-        self._jobs: dict[tuple[str, str, str], Future] = {}
-        self._first: dict[tuple[str, str], tuple[str, Future]] = {}
+        self._jobs: dict[tuple[str, str, str, int], Future] = {}
+        self._first: dict[tuple[str, str, int], tuple[str, Future]] = {}
         self.moved = 0      # bytes fetched from sources
         self.reused = 0     # bytes sent again from partial downloads a killed run kept
-        self._fetched: dict[tuple[str, str, str], int] = {}  # per copy job: what it fetched
+        self._fetched: dict[tuple[str, str, str, int], int] = {}  # per copy job: what it fetched
         self._stopping = threading.Event()
         self._manifest_locks: dict[tuple[str, str, str], threading.Lock] = {}
         self._manifests_pushed: set[tuple[str, str, str]] = set()
-        self._taps: dict[str, Callable[[], object]] = {}   # digest -> make a tap (feed, close, abort)
+        self._taps: dict[str, Callable[[], Any]] = {}   # digest -> make a tap (feed, close, abort)
         self._tapped: dict[str, object] = {}               # digest -> a tap that saw the whole verified blob
 
     def tap(self, digest: str, make: Callable[[], object]) -> None:
@@ -133,7 +134,7 @@ class BlobCopier:
                 response.close()  # the source ignored the range: start over
                 if checkpoint:
                     checkpoint.reset()
-                kept = spool.restart() if appending else 0
+                kept = spool.restart() if spool is not None and appending else 0
                 start, offset, response = 0, 0, src.open_blob(src_repo, blob.digest)
             with response:
                 declared = declared_length(response, what)
@@ -142,7 +143,7 @@ class BlobCopier:
                                             + (f" (from byte {offset})" if offset else ""))
                 hasher = checkpoint.hasher if checkpoint else None
                 tap = None
-                if appending:
+                if spool is not None and appending:
                     reader = _spooling_reader(spool, kept, response.raw.read, blob, what, hasher, count)
                 else:
                     with self._lock:
@@ -176,7 +177,7 @@ class BlobCopier:
             logger.warning("{}: the bytes kept from an earlier run did not verify; fetching the blob again", what)
             self._stream(src, src_repo, dst, dst_repo, blob, spooling=False)
         except BaseException:
-            if appending:
+            if spool is not None and appending:
                 try:
                     spool.checkpoint()  # a failed or killed run keeps what it fetched for the next one
                 except OSError:
@@ -207,7 +208,7 @@ class BlobCopier:
         """The saved offset when the registry's session still holds exactly that many bytes, else 0."""
         if not checkpoint.load():
             return 0
-        if dst.upload_offset(checkpoint.location) != checkpoint.offset:
+        if checkpoint.location is None or dst.upload_offset(checkpoint.location) != checkpoint.offset:
             checkpoint.reset()  # gone, expired, or a chunk was cut mid-body: distribution refuses those
             return 0
         return checkpoint.offset
@@ -253,6 +254,10 @@ def _spooling_reader(spool: PartialFile, kept: int, read_source, blob: Descripto
 
 
 class _SpoolingReader(VerifyingReader):
+    spool: PartialFile
+    kept: int
+    fetched: Callable[[int], None] | None
+
     def read(self, n: int = CHUNK) -> bytes:
         data = super().read(n)
         if data and self.count > self.kept:  # hashed already, so the spool's checkpoint state covers it
@@ -270,7 +275,7 @@ def _worth_another_stream(exc: RegistryError) -> bool:
 
 
 def copy_tree(src: RegistryClient, src_repo: str, dst: RegistryClient, dst_repo: str, tree: list[Manifest],
-              tag: str, blobs: BlobCopier, on_verified: Callable[[], None] | None = None) -> int:
+              tag: str, blobs: BlobCopier, on_verified: Callable[[], object] | None = None) -> int:
     """`tree` is children-first with the root last (see kinds/oci/tree.manifest_tree). Returns the
     bytes fetched for it (a blob shared with another image of this run counts for whichever started it).
 

@@ -10,6 +10,8 @@ annotation names are trust/payload.py's. Attestations and SBOMs use the same nam
 
 from __future__ import annotations
 
+from typing import Any
+
 from regsync.errors import NotFound, VerificationError
 from regsync.kinds.oci.client import RegistryClient
 from regsync.kinds.oci.manifest import Manifest
@@ -51,12 +53,12 @@ def fetch_attached_layers(client: RegistryClient, repo: str, digest: str, suffix
     return manifest.digest, [_read_payload(client, repo, manifest, layer) for layer in signed]
 
 
-def _read_payload(client: RegistryClient, repo: str, manifest: Manifest, layer: dict) -> SignedPayload:
+def _read_payload(client: RegistryClient, repo: str, manifest: Manifest, layer: dict[str, Any]) -> SignedPayload:
     where = f"{client.ref(repo, manifest.digest)} layer"
     digest, size = layer.get("digest"), layer.get("size")
     if not isinstance(digest, str) or not isinstance(size, int) or not 0 <= size <= MAX_PAYLOAD_BYTES:
         raise VerificationError(f"signature invalid: {where} has a malformed or oversized descriptor")
     payload = read_small_blob(client, repo, digest, size)
-    annotations = layer.get("annotations") if isinstance(layer.get("annotations"), dict) else {}
+    annotations = got if isinstance(got := layer.get("annotations"), dict) else {}
     return SignedPayload.from_layer(digest, payload, annotations)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from typing import Any
 
 from packaging.version import InvalidVersion, Version
 
@@ -27,7 +28,7 @@ def gates_set(gates: Gates) -> bool:
     return bool(gates.max_size or gates.cuda_max or gates.require_labels or gates.platforms_required)
 
 
-def evaluate_gates(gates: Gates, client: RegistryClient, repo: str, root: Manifest, tag: str) -> dict:
+def evaluate_gates(gates: Gates, client: RegistryClient, repo: str, root: Manifest, tag: str) -> dict[str, Any]:
     """What each gate saw (for plan and audit); raises VerificationError naming the first gate failed."""
     tree = manifest_tree(client, repo, root)
     entries = [d for m in tree for d in m.children()]
@@ -40,7 +41,7 @@ def evaluate_gates(gates: Gates, client: RegistryClient, repo: str, root: Manife
     need_config = bool(gates.cuda_max or gates.require_labels) or not root.is_index
     configs = {m.digest: _config(client, repo, m) if need_config else {} for m in images}
     named = {m.digest: platforms.get(m.digest) or _config_platform(configs[m.digest]) for m in images}
-    results: dict = {}
+    results: dict[str, Any] = {}
     if gates.platforms_required:
         results["platforms"] = _platforms(gates.platforms_required, set(named.values()))
     if gates.max_size:
@@ -55,7 +56,7 @@ def evaluate_gates(gates: Gates, client: RegistryClient, repo: str, root: Manife
     return results
 
 
-def _config(client: RegistryClient, repo: str, manifest: Manifest) -> dict:
+def _config(client: RegistryClient, repo: str, manifest: Manifest) -> dict[str, Any]:
     descriptor = manifest.config
     if descriptor.size > MAX_CONFIG_BYTES:
         raise VerificationError(f"{manifest.digest}: image config of {descriptor.size} bytes is too large")
@@ -68,7 +69,7 @@ def _config(client: RegistryClient, repo: str, manifest: Manifest) -> dict:
     return config if isinstance(config, dict) else {}
 
 
-def _config_platform(config: dict) -> str:
+def _config_platform(config: dict[str, Any]) -> str:
     parts = [config.get("os") or "?", config.get("architecture") or "?"]
     if config.get("variant"):
         parts.append(config["variant"])
@@ -91,7 +92,7 @@ def _size(manifest: Manifest, platform: str, limit: int) -> int:
     return compressed
 
 
-def _cuda(limit: str, config: dict, tag: str, platform: str) -> str:
+def _cuda(limit: str, config: dict[str, Any], tag: str, platform: str) -> str:
     found, source = cuda_version(config, tag)
     if found is None:
         return "none"
@@ -107,21 +108,21 @@ def _cuda(limit: str, config: dict, tag: str, platform: str) -> str:
     return f"{found} ({source})"
 
 
-def cuda_version(config: dict, tag: str) -> tuple[str | None, str]:
-    inner = config.get("config") if isinstance(config.get("config"), dict) else {}
+def cuda_version(config: dict[str, Any], tag: str) -> tuple[str | None, str]:
+    inner = got if isinstance(got := config.get("config"), dict) else {}
     for entry in inner.get("Env") or []:
         if isinstance(entry, str) and entry.startswith("CUDA_VERSION="):
             return entry.split("=", 1)[1].strip(), "env CUDA_VERSION"
-    labels = inner.get("Labels") if isinstance(inner.get("Labels"), dict) else {}
+    labels = got if isinstance(got := inner.get("Labels"), dict) else {}
     if labels.get("com.nvidia.cuda.version"):
         return str(labels["com.nvidia.cuda.version"]), "label com.nvidia.cuda.version"
     match = _CUDA_IN_TAG.search(tag)
     return (match.group(1), f"tag {tag}") if match else (None, "")
 
 
-def _labels(required: dict[str, str], config: dict, platform: str) -> None:
-    inner = config.get("config") if isinstance(config.get("config"), dict) else {}
-    labels = inner.get("Labels") if isinstance(inner.get("Labels"), dict) else {}
+def _labels(required: dict[str, str], config: dict[str, Any], platform: str) -> None:
+    inner = got if isinstance(got := config.get("config"), dict) else {}
+    labels = got if isinstance(got := inner.get("Labels"), dict) else {}
     for key, value in required.items():
         if key not in labels:
             raise VerificationError(f"gate require_labels: {platform} has no label {key}")
@@ -130,7 +131,7 @@ def _labels(required: dict[str, str], config: dict, platform: str) -> None:
                                     f"the policy requires {value!r}")
 
 
-def _human(size: int) -> str:
+def _human(size: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB"):
         if size < 1024 or unit == "GiB":
             return f"{size:.1f} {unit}" if unit != "B" else f"{size} B"

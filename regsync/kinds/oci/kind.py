@@ -104,8 +104,9 @@ class ImageKind:
             attached = attachment_tag(original.digest, suffix)
             known = pinned.get(attached)
             found = None if known else src.head_manifest(src_repo, attached)
-            if known or found is not None:
-                sig = src.get_manifest(src_repo, known or found.digest)
+            digest = known or (found.digest if found is not None else None)
+            if digest:
+                sig = src.get_manifest(src_repo, digest)
                 copy_into_layout(src, src_repo, manifest_tree(src, src_repo, sig), sink.writer, run.on_bytes)
                 sink.add_ref(f"{src_name}/{src_repo}:{attached}", sig)
         policy = run.endpoints.policy

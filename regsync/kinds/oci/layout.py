@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from regsync.content.layout import (DIGEST, MAX_INDEX_BYTES, REF_NAME, SOURCE_DIGEST, LayoutBlobs, LayoutWriter,
                                     blob_path, open_regular)
@@ -20,17 +22,20 @@ from regsync.errors import NotFound, UsageError, VerificationError
 from regsync.kinds.oci.manifest import MAX_MANIFEST_BYTES, Descriptor, Manifest
 from regsync.policy.names import InvalidName, check_image_ref, shown
 
+if TYPE_CHECKING:
+    from regsync.kinds.oci.client import RegistryClient
+
 
 class _BlobResponse:
     """What BlobCopier needs of an HTTP response: `.raw.read`, `.headers`, a context manager."""
 
-    def __init__(self, handle, size: int):
+    def __init__(self, handle: BinaryIO, size: int) -> None:
         self.raw, self.headers = handle, {"Content-Length": str(size)}
 
-    def __enter__(self):
+    def __enter__(self) -> _BlobResponse:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.raw.close()
 
 
@@ -52,7 +57,7 @@ class LayoutSource(LayoutBlobs):
         """The refs and blobs of what the bundle hands a kind (regsync/bundle/source.py)."""
         return cls(blobs.root, blobs.name, blobs.more_blobs, blobs.index)
 
-    def _read_refs(self, raw: bytes) -> dict[str, dict]:
+    def _read_refs(self, raw: bytes) -> dict[str, dict[str, Any]]:
         if len(raw) > MAX_INDEX_BYTES:
             raise VerificationError("index.json is too large to be a bundle index")
         try:
@@ -126,12 +131,13 @@ class LayoutSource(LayoutBlobs):
     def blob_exists(self, repo: str, digest: str) -> bool:
         return self.blob_path(digest).is_file()
 
-    def get_referrers(self, repo: str, digest: str) -> dict | None:
+    def get_referrers(self, repo: str, digest: str) -> dict[str, Any] | None:
         """A layout has no referrers API: None sends readers to the referrers tag, which export writes."""
         return None
 
 
-def copy_into_layout(src, src_repo: str, tree: list[Manifest], writer: LayoutWriter, on_bytes=None,
+def copy_into_layout(src: RegistryClient, src_repo: str, tree: list[Manifest], writer: LayoutWriter,
+                     on_bytes: Callable[[int], None] | None = None,
                      leave_out: frozenset[str] = frozenset()) -> int:
     """Blobs then manifests of one image tree into the layout; every blob verified on the way.
 

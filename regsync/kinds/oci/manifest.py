@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from typing import Any
 
 from regsync.errors import VerificationError
 from regsync.content.digest import Digest, digest_of
@@ -49,7 +50,7 @@ class Descriptor:
         return None if self.runnable else self.attests
 
     @classmethod
-    def parse(cls, obj: dict, where: str) -> "Descriptor":
+    def parse(cls, obj: dict[str, Any], where: str) -> "Descriptor":
         try:
             digest, size = obj["digest"], int(obj["size"])
             media_type = obj.get("mediaType", "")
@@ -63,7 +64,7 @@ class Descriptor:
                    _attests(obj.get("annotations"), where))
 
 
-def _attests(annotations, where: str) -> str | None:
+def _attests(annotations: object, where: str) -> str | None:
     if not isinstance(annotations, dict) or annotations.get(REFERENCE_TYPE) != ATTESTATION_MANIFEST:
         return None
     subject = annotations.get(REFERENCE_DIGEST)
@@ -75,7 +76,7 @@ def _attests(annotations, where: str) -> str | None:
     return subject
 
 
-def format_platform(platform: dict) -> str:
+def format_platform(platform: dict[str, Any]) -> str:
     parts = [platform.get("os", ""), platform.get("architecture", "")]
     if platform.get("variant"):
         parts.append(platform["variant"])
@@ -87,7 +88,7 @@ class Manifest:
     raw: bytes
     media_type: str
     digest: str
-    doc: dict = field(repr=False, compare=False)
+    doc: dict[str, Any] = field(repr=False, compare=False)
 
     @classmethod
     def parse(cls, raw: bytes, content_type: str | None, where: str, algorithm: str = "sha256") -> "Manifest":
@@ -147,7 +148,7 @@ def filter_index(index: Manifest, platforms: list[str]) -> Manifest:
     wanted = set(platforms)
     entries = index.doc.get("manifests") or []
     children = index.children()  # each entry parsed and checked, in the same order
-    chosen = [child.runnable and bool(child.platform) and platform_matches(child.platform, wanted)
+    chosen = [bool(child.runnable and child.platform and platform_matches(child.platform, wanted))
               for child in children]
     images = {child.digest for child, keep in zip(children, chosen) if keep}
     if not images:

@@ -13,7 +13,7 @@ from loguru import logger
 
 from regsync.endpoints import Endpoints
 from regsync.kinds.oci.names import split_ref
-from regsync.errors import NotFound, RegistryError, VerificationError
+from regsync.errors import NotFound, RegistryError, VerificationError, shown
 from regsync.kinds.oci.client import RegistryClient
 from regsync.kinds.oci.manifest import Descriptor, Manifest, filter_index
 from regsync.kinds.oci.tree import MAX_INDEX_DEPTH, manifest_tree
@@ -58,7 +58,10 @@ def plan_images(rules: list[ImageRule], endpoints: Endpoints, jobs: int, shard: 
             logger.info("{}: {} tag(s) selected", rule.source, len(tags))
             items += [_refuse_invalid(rule, rule_name, tag) for tag in invalid]
             for outcome in pool.map(lambda tag: _plan_tag(rule, rule_name, endpoints, tag, diff_target), tags):
-                (errors if isinstance(outcome, PlanError) else items).append(outcome)
+                if isinstance(outcome, PlanError):
+                    errors.append(outcome)
+                else:
+                    items.append(outcome)
     return items, errors
 
 
@@ -171,7 +174,7 @@ def _carried_note(reduced: Manifest) -> str:
             f"kept platforms" if carried else "")
 
 
-def _get_by_tag(client, repo: str, tag: str) -> Descriptor | None:
+def _get_by_tag(client: RegistryClient, repo: str, tag: str) -> Descriptor | None:
     """The tag's manifest, fetched and remembered by digest (so the later GET by digest is free)."""
     try:
         manifest = client.get_manifest(repo, tag)

@@ -8,6 +8,7 @@ which clients pushing to such registries maintain themselves.
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from loguru import logger
 
@@ -16,7 +17,7 @@ from regsync.kinds.oci.client import RegistryClient
 from regsync.kinds.oci.manifest import OCI_INDEX, Manifest
 from regsync.content.digest import digest_of
 from regsync.content.reader import read_small_blob
-from regsync.kinds.oci.copy import copy_tree
+from regsync.kinds.oci.copy import BlobCopier, copy_tree
 from regsync.kinds.oci.tree import manifest_tree
 
 MAX_REFERRERS = 200
@@ -29,7 +30,8 @@ def referrers_tag(digest: str) -> str:
     return f"{algorithm}-{hexdigest}"
 
 
-def list_referrers(client: RegistryClient, repo: str, digest: str, artifact_type: str | None = None) -> list[dict]:
+def list_referrers(client: RegistryClient, repo: str, digest: str,
+                   artifact_type: str | None = None) -> list[dict[str, Any]]:
     """Descriptors of the manifests that name `digest` as their subject (optionally of one artifactType)."""
     index = client.get_referrers(repo, digest)
     if index is None:
@@ -44,7 +46,7 @@ def list_referrers(client: RegistryClient, repo: str, digest: str, artifact_type
     return [d for d in found if artifact_type is None or d.get("artifactType") == artifact_type]
 
 
-def read_artifact_layer(client: RegistryClient, repo: str, subject: str, descriptor: dict,
+def read_artifact_layer(client: RegistryClient, repo: str, subject: str, descriptor: dict[str, Any],
                         media_type: str) -> tuple[Manifest, bytes] | None:
     """The referrer manifest and its first `media_type` layer's bytes (digest checked); None if it has none.
 
@@ -69,7 +71,7 @@ def subject_of(manifest: Manifest) -> str | None:
     return named if isinstance(named, str) else None
 
 
-def _read_blob(client: RegistryClient, repo: str, layer: dict) -> bytes:
+def _read_blob(client: RegistryClient, repo: str, layer: dict[str, Any]) -> bytes:
     digest, size = layer.get("digest"), layer.get("size")
     if not isinstance(digest, str) or not isinstance(size, int) or not 0 <= size <= MAX_BUNDLE_BYTES:
         raise VerificationError(f"signature invalid: {client.ref(repo, str(digest))} is malformed or oversized")
@@ -77,7 +79,7 @@ def _read_blob(client: RegistryClient, repo: str, layer: dict) -> bytes:
 
 
 def copy_referrers(src: RegistryClient, src_repo: str, dst: RegistryClient, dst_repo: str,
-                   digests: list[str], blobs) -> tuple[list[str], list[str]]:
+                   digests: list[str], blobs: BlobCopier) -> tuple[list[str], list[str]]:
     """Copy every referrer of each digest, bytes unchanged, and index it on the target; returns
     (copied, refused).
 
@@ -105,11 +107,12 @@ def copy_referrers(src: RegistryClient, src_repo: str, dst: RegistryClient, dst_
     return copied, refused
 
 
-def referrer_descriptor(manifest: Manifest) -> dict:
+def referrer_descriptor(manifest: Manifest) -> dict[str, Any]:
     """The index entry for a referrer, built from its verified manifest as the spec's referrers API
     builds it (the source's client-written entry could misstate its type or size)."""
-    config = manifest.doc.get("config") if isinstance(manifest.doc.get("config"), dict) else {}
-    descriptor = {"mediaType": manifest.media_type, "digest": manifest.digest, "size": len(manifest.raw)}
+    config = got if isinstance(got := manifest.doc.get("config"), dict) else {}
+    descriptor: dict[str, Any] = {"mediaType": manifest.media_type, "digest": manifest.digest,
+                                  "size": len(manifest.raw)}
     artifact_type = manifest.doc.get("artifactType") or config.get("mediaType")
     if isinstance(artifact_type, str):
         descriptor["artifactType"] = artifact_type
@@ -118,10 +121,10 @@ def referrer_descriptor(manifest: Manifest) -> dict:
     return descriptor
 
 
-def _extend_fallback_index(client: RegistryClient, repo: str, subject: str, descriptors: list[dict]) -> None:
+def _extend_fallback_index(client: RegistryClient, repo: str, subject: str, descriptors: list[dict[str, Any]]) -> None:
     tag = referrers_tag(subject)
     try:
-        doc = dict(client.get_manifest(repo, tag).doc)
+        doc: dict[str, Any] = dict(client.get_manifest(repo, tag).doc)
     except NotFound:
         doc = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []}
     present = {d.get("digest") for d in doc.get("manifests") or []}

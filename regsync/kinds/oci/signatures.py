@@ -7,6 +7,7 @@ trust/ decides whether each trust entry accepts them (reasons: trust/failures.py
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from regsync.errors import RegistryError, VerificationError
 from regsync.kinds.oci.client import RegistryClient
@@ -14,7 +15,7 @@ from regsync.policy.models import ImageVerify, Trust
 from regsync.kinds.oci.cosign import attachment_tag, fetch_signatures
 from regsync.kinds.oci.referrers import list_referrers, read_artifact_layer
 from regsync.trust.entry import verify_entry
-from regsync.trust.failures import worst
+from regsync.trust.failures import Failure, worst
 BUNDLE_ARTIFACT_TYPES = ("application/vnd.dev.sigstore.bundle.v0.3+json",
                          "application/vnd.dev.sigstore.bundle+json;version=0.3")
 
@@ -27,7 +28,7 @@ class FoundBundle:
 
 
 def check_signatures(client: RegistryClient, repo: str, digest: str, verify: ImageVerify,
-                     trust: dict[str, Trust]) -> dict | None:
+                     trust: dict[str, Trust]) -> dict[str, Any] | None:
     """Evidence for the audit record; raises VerificationError when `required` is not met."""
     if verify.signature == "off":
         return None
@@ -39,7 +40,8 @@ def check_signatures(client: RegistryClient, repo: str, digest: str, verify: Ima
         return {"status": "unverified", "reason": exc.reason}
 
 
-def _verified(client, repo, digest, verify: ImageVerify, trust: dict[str, Trust]) -> dict:
+def _verified(client: RegistryClient, repo: str, digest: str, verify: ImageVerify,
+              trust: dict[str, Trust]) -> dict[str, Any]:
     found = fetch_signatures(client, repo, digest)
     bundles = []
     if any(trust[name].keyless is not None for name in verify.trust):
@@ -51,10 +53,14 @@ def _verified(client, repo, digest, verify: ImageVerify, trust: dict[str, Trust]
     manifest_digest, payloads = found or (None, [])
     if not payloads and not bundles:
         raise VerificationError(f"unsigned: {client.name}/{repo}:{attachment_tag(digest)} holds no signature")
-    evidence, failures = [], []
+    evidence: list[dict[str, Any]] = []
+    failures: list[Failure] = []
     for name in verify.trust:
         outcome = verify_entry(name, trust[name], payloads, digest, bundles)
-        (evidence if isinstance(outcome, dict) else failures).append(outcome)
+        if isinstance(outcome, dict):
+            evidence.append(outcome)
+        else:
+            failures.append(outcome)
     if failures and (verify.require_all or not evidence):
         raise VerificationError(worst(failures).reason)
     return {"status": "verified", "signature_manifest": manifest_digest, "signers": evidence}

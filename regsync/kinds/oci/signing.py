@@ -38,7 +38,8 @@ def sign_pushed(config: SignOnImport, client: RegistryClient, repo: str, digest:
     except NotFound:
         doc = {"schemaVersion": 2, "mediaType": OCI_MANIFEST,
                "config": {"mediaType": OCI_CONFIG, **_push_bytes(client, repo, b"{}")}, "layers": []}
-    doc["layers"] = list(doc.get("layers") or []) + [layer]
+    layers = doc.get("layers")
+    doc["layers"] = (list(layers) if isinstance(layers, list) else []) + [layer]
     raw = json.dumps(doc, separators=(",", ":")).encode()
     manifest = Manifest(raw, OCI_MANIFEST, digest_of(raw), doc)
     client.put_manifest(repo, tag, manifest)

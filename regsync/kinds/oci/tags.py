@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 
 from regsync.policy.patterns import compile_pattern, loose_version
 
 
-def select_tags(available: list[str], include: list[str], exclude: list[str] = (), latest: int | None = None,
+def select_tags(available: list[str], include: list[str], exclude: Sequence[str] = (), latest: int | None = None,
                 created: Callable[[str], datetime | None] | None = None, prereleases: bool = False) -> list[str]:
     """The tags to sync, newest first when `latest` orders them, else in listing order."""
     return select_tags_ordered(available, include, exclude, latest, created, prereleases)[0]
 
 
-def select_tags_ordered(available: list[str], include: list[str], exclude: list[str] = (),
+def select_tags_ordered(available: list[str], include: list[str], exclude: Sequence[str] = (),
                         latest: int | None = None, created: Callable[[str], datetime | None] | None = None,
                         prereleases: bool = False) -> tuple[list[str], str]:
     """(the tags to sync, how `latest` ordered them: "", "version" or "created").
@@ -37,5 +37,5 @@ def select_tags_ordered(available: list[str], include: list[str], exclude: list[
     if created is None:
         raise ValueError("latest: N needs version-like tags or image creation times")
     stamps = {t: created(t) for t in chosen}
-    ordered = sorted(chosen, key=lambda t: stamps[t].timestamp() if stamps[t] else float("-inf"), reverse=True)
+    ordered = sorted(chosen, key=lambda t: s.timestamp() if (s := stamps[t]) else float("-inf"), reverse=True)
     return ordered[:latest], "created"

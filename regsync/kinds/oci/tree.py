@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from regsync.errors import VerificationError
-from regsync.kinds.oci.manifest import Manifest
+from regsync.kinds.oci.client import RegistryClient
+from regsync.kinds.oci.manifest import Descriptor, Manifest
 
 MAX_INDEX_DEPTH = 4  # an index of indexes is legal; deeper nesting is not seen in the wild
 # Distinct manifests under one root: a multi-arch image with attestations has dozens; a source
@@ -11,7 +12,7 @@ MAX_INDEX_DEPTH = 4  # an index of indexes is legal; deeper nesting is not seen 
 MAX_TREE_MANIFESTS = 10_000
 
 
-def manifest_tree(client, repo: str, root: Manifest) -> list[Manifest]:
+def manifest_tree(client: RegistryClient, repo: str, root: Manifest) -> list[Manifest]:
     """Every distinct manifest under `root`, children before parents, `root` last; each digest- and
     size-checked.
 
@@ -23,7 +24,8 @@ def manifest_tree(client, repo: str, root: Manifest) -> list[Manifest]:
     return tree
 
 
-def _walk(client, repo: str, manifest: Manifest, depth: int, sizes: dict[str, int], tree: list[Manifest]) -> None:
+def _walk(client: RegistryClient, repo: str, manifest: Manifest, depth: int, sizes: dict[str, int],
+          tree: list[Manifest]) -> None:
     """`sizes`: digest → size of every manifest already met in this tree."""
     if depth > MAX_INDEX_DEPTH:
         raise VerificationError(f"{manifest.digest}: indexes nested deeper than {MAX_INDEX_DEPTH}")
@@ -40,7 +42,7 @@ def _walk(client, repo: str, manifest: Manifest, depth: int, sizes: dict[str, in
     tree.append(manifest)
 
 
-def _check_size(index: Manifest, child, sizes: dict[str, int]) -> None:
+def _check_size(index: Manifest, child: Descriptor, sizes: dict[str, int]) -> None:
     # Clients check it when they pull (containerd refuses a mismatch): copying it would push an
     # index nobody can pull.
     if child.size != sizes[child.digest]:

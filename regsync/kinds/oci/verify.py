@@ -8,6 +8,8 @@ be old or edited.
 
 from __future__ import annotations
 
+from typing import Any
+
 from regsync.endpoints import Endpoints
 from regsync.kinds.oci.names import split_image_ref, split_ref
 from regsync.errors import VerificationError
@@ -27,7 +29,7 @@ def check_before_plan(item: PlanItem, rule: ImageRule, endpoints: Endpoints, tag
     """Fill item.verification, or turn the item into a refusal; False when refused."""
     if rule.sign is not None:
         load_private_key(rule.sign.key, rule.sign.password_env)  # a policy error: found before anything is pushed
-    evidence: dict = {}
+    evidence: dict[str, Any] = {}
     try:
         _check(rule, endpoints, tag, item.source_digest or item.digest, root, evidence)
     except VerificationError as exc:
@@ -39,7 +41,7 @@ def check_before_plan(item: PlanItem, rule: ImageRule, endpoints: Endpoints, tag
 
 
 def _check(rule: ImageRule, endpoints: Endpoints, tag: str, source_digest: str, root: Manifest,
-           evidence: dict) -> None:
+           evidence: dict[str, Any]) -> None:
     """The rule's checks of one image in order, each one's evidence added as it passes; raises
     VerificationError at the first that fails. `root` is what would be pushed (platform-filtered)."""
     src_name, src_repo = split_ref(rule.source)
@@ -58,8 +60,9 @@ def _check(rule: ImageRule, endpoints: Endpoints, tag: str, source_digest: str, 
         evidence["buildkit_attestations"] = carried
 
 
-def crosscheck(endpoints: Endpoints, rule: ImageRule, repo: str, tag: str, digest: str) -> dict:
+def crosscheck(endpoints: Endpoints, rule: ImageRule, repo: str, tag: str, digest: str) -> dict[str, Any]:
     """The digest a second registry serves for the same tag must be the canonical one."""
+    assert rule.crosscheck is not None, "called for a rule with crosscheck: only"
     other = endpoints.registry(rule.crosscheck)
     found = other.head_manifest(repo, tag)
     if found is None:
@@ -71,12 +74,12 @@ def crosscheck(endpoints: Endpoints, rule: ImageRule, repo: str, tag: str, diges
     return {"registry": rule.crosscheck, "digest": found.digest}
 
 
-def evidence_before_push(item: PlanItem, endpoints: Endpoints, root: Manifest) -> dict:
+def evidence_before_push(item: PlanItem, endpoints: Endpoints, root: Manifest) -> dict[str, Any]:
     """Every check of the policy's rule run again now, as if the plan had not been seen: a saved
     plan may be old, or edited, and may only narrow what the policy allows. Nothing of the plan's
     evidence is carried over; `item.verification` holds what was found (also when refused)."""
     rule = authorize_image(item, endpoints.policy)
-    evidence: dict = {"rechecked": True}
+    evidence: dict[str, Any] = {"rechecked": True}
     item.verification = evidence
     _check(rule, endpoints, split_image_ref(item.source)[2], item.source_digest or item.digest, root, evidence)
     return evidence

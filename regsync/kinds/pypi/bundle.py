@@ -137,7 +137,9 @@ class BundleIndex:
         return [p for p in self._packages if canonicalize_name(p.project or "") == key]
 
     def open(self, package: DistributionPackage, start: int = 0) -> FileResponse:
-        return FileResponse.of_blob(self._layout, sha256_of(package), f"{self.name}/{package.filename}", start)
+        digest = sha256_of(package)
+        assert digest is not None, "a bundle lists its files by sha256"
+        return FileResponse.of_blob(self._layout, digest, f"{self.name}/{package.filename}", start)
 
     def download(self, package: DistributionPackage, path, on_bytes=None) -> str:
         return fetch_verified(self, package, path, on_bytes)

@@ -3,12 +3,15 @@ publisher (provenance.py) and, when the rule requires them, its attestations (at
 
 from __future__ import annotations
 
+from typing import Any
+
+from regsync.endpoints import Endpoints
 from regsync.kinds.pypi.attestations import check_package_attestations
 from regsync.kinds.pypi.provenance import publish_provenance
 from regsync.policy.models import PackageRule
 
 
-def check_provenance(rule: PackageRule, endpoints, filename: str, digest: str) -> dict | None:
+def check_provenance(rule: PackageRule, endpoints: Endpoints, filename: str, digest: str) -> dict[str, Any] | None:
     """Evidence for the audit record (`verified: false` with a reason when optional and not
     verified); None when the rule does not ask. Raises VerificationError when required and not
     verified, RegistryError when the provenance index cannot be reached and provenance is required.

@@ -34,7 +34,7 @@ class _Kept:
 
     def __init__(self):
         self.directory = tempfile.TemporaryDirectory(prefix="regsync-kept-")  # 0700, removed with the run
-        self.files: dict[str, Path] = {}
+        self.files: dict[str | None, Path] = {}  # by sha256 (None for a file the index gave no sha256)
         self.lock = threading.Lock()
 
 

@@ -11,13 +11,16 @@ from __future__ import annotations
 import email.message
 import hashlib
 import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import requests
 import requests.auth
 import urllib3
 from loguru import logger
+from urllib3.util.retry import Retry
 from packaging.utils import canonicalize_name
 from pypi_simple import DistributionPackage, NoSuchProjectError, ProjectPage, PyPISimple
 
@@ -50,8 +53,8 @@ def _same_index(url: str, location: str) -> bool:
 class PackageIndex:
     offline = False   # read over HTTP (a bundle's stand-in index is offline: it serves what export stored)
 
-    def __init__(self, name: str, url: str, credentials: Credentials | None = None, ca_file=None, pool_size: int = 16,
-                 retry=None, upload_url: str | None = None):
+    def __init__(self, name: str, url: str, credentials: Credentials | None = None, ca_file: str | Path | None = None,
+                 pool_size: int = 16, retry: Retry | None = None, upload_url: str | None = None) -> None:
         self.name, self.url = name, url.rstrip("/") + "/"
         self.session = make_session(ca_file, pool_size, retry, max_body=MAX_PAGE_BYTES)
         if credentials:
@@ -213,12 +216,13 @@ class PackageIndex:
             raise RegistryError(f"{self.name}/{package.filename}", response.status_code, "download failed")
         return response
 
-    def download(self, package: DistributionPackage, path: Path, on_bytes=None) -> str:
+    def download(self, package: DistributionPackage, path: Path, on_bytes: Callable[[int], None] | None = None) -> str:
         """Stream to `path`, sha256 checked against the index; returns the digest."""
         return fetch_verified(self, package, path, on_bytes)
 
 
-def metadata_from_file(index, package: DistributionPackage) -> email.message.Message:
+# index: PackageIndex, MirroredIndex or a bundle's stand-in (no declared interface for them yet)
+def metadata_from_file(index: Any, package: DistributionPackage) -> email.message.Message:
     """METADATA read out of the wheel, downloaded through `index` (so verified like any download)."""
     where = f"{index.name}/{package.filename}"
     if not package.filename.endswith(".whl"):

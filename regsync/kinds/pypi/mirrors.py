@@ -69,6 +69,7 @@ class MirroredIndex:
                 logger.warning("{}: hashes for {} come from mirror {} (the primary did not answer)", self.name,
                                key, public_url(endpoint.url))
             return packages
+        assert last_error is not None, "_available never returns an empty list"
         raise last_error
 
     def page_url(self, package: DistributionPackage) -> str:

@@ -7,8 +7,10 @@ none); nothing is uploaded.
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from loguru import logger
+from pypi_simple import DistributionPackage
 
 from regsync.endpoints import Endpoints
 from regsync.errors import RegistryError, VerificationError
@@ -37,7 +39,7 @@ def plan_packages(rules: list[PackageRule], endpoints: Endpoints, jobs: int = 8,
         index, target = endpoints.index(rule.source), endpoints.package_target(rule.target)
         requirements, constraints, options = rule_inputs(rule, rule_name)
         for env in rule_environments(rule):
-            refused: dict = {}
+            refused: dict[str, Any] = {}
             try:
                 closure = resolve(index, requirements, env, options, rule.dependencies, constraints, refused)
             except (ResolutionError, RegistryError, VerificationError) as exc:
@@ -57,7 +59,9 @@ def plan_packages(rules: list[PackageRule], endpoints: Endpoints, jobs: int = 8,
             for candidate in closure:
                 key = (rule.target, candidate.file.filename)
                 if key in items:
-                    items[key].environments.append(env.label)
+                    known = items[key].environments
+                    assert known is not None, "_item gives every package item its environments"
+                    known.append(env.label)
                     continue
                 items[key] = _item(candidate.file, rule, rule_name, env, target, index)
                 if items[key].changes:
@@ -78,13 +82,13 @@ def plan_packages(rules: list[PackageRule], endpoints: Endpoints, jobs: int = 8,
     return [item for item in items.values() if owned(item)], errors
 
 
-def _measure(entry) -> None:
+def _measure(entry: tuple[PlanItem, Any, DistributionPackage]) -> None:
     """A HEAD for the size a simple page (PEP 503 HTML) does not give, so the plan's total is true."""
     item, index, package = entry
     item.bytes = index.size_of(package) or 0
 
 
-def _resolution_error(rule: PackageRule, rule_name: str, exc: Exception, refused: dict) -> PlanError:
+def _resolution_error(rule: PackageRule, rule_name: str, exc: Exception, refused: dict[str, Any]) -> PlanError:
     """A closure that cannot be resolved because verification refused candidates (tampered bytes) is
     a security refusal (exit 3) naming them; without refusals it is a runtime failure (exit 1)."""
     source = f"{rule.source}: {', '.join(rule.requirements)}"
@@ -99,6 +103,7 @@ def check_vulnerabilities(item: PlanItem, rule: PackageRule, endpoints: Endpoint
     from regsync.vulns.files import gate_python_file
     from regsync.vulns.gate import VulnerabilityRefusal
 
+    assert rule.gates is not None and rule.gates.vulnerabilities is not None, "called for a rule with the gate"
     try:
         evidence = gate_python_file(endpoints, rule.gates.vulnerabilities, item.source.split("/", 1)[1])
     except VulnerabilityRefusal as exc:
@@ -122,7 +127,9 @@ def _check_provenance(item: PlanItem, rule: PackageRule, endpoints: Endpoints) -
         item.verification = {"provenance": evidence}
 
 
-def _item(package, rule: PackageRule, rule_name: str, env: TargetEnvironment, target, index) -> PlanItem:
+# index and target: PackageIndex, MirroredIndex, a sink or a bundle's stand-ins (no declared interface yet)
+def _item(package: DistributionPackage, rule: PackageRule, rule_name: str, env: TargetEnvironment, target: Any,
+          index: Any) -> PlanItem:
     digest = sha256_of(package) or ""
     item = PlanItem("package", f"{rule.source}/{package.filename}", f"{rule.target}/{package.filename}", digest,
                     "copy", bytes=package.size or kept_size(index, package) or 0, rule=rule_name,

@@ -39,7 +39,8 @@ def publish_provenance(rule: PackageRule, endpoints, filename: str, digest: str)
     verify = rule.verify
     if verify.attestations == "off":
         return None
-    if verify.publisher is None:  # optional, with nothing to verify against (the policy check says so)
+    # optional, with nothing to verify against (the policy check says so; publisher and trust go together)
+    if verify.publisher is None or verify.trust is None:
         return {"method": "pep740", "verified": False,
                 "reason": "the policy names no publisher and trust entry to verify provenance against"}
     index = provenance_index(rule, endpoints)
@@ -193,13 +194,13 @@ class _PublisherPolicy:
 def _library_publisher(publisher: Publisher):
     from pypi_attestations import GitHubPublisher, GitLabPublisher, GooglePublisher
 
+    # Publisher._fields_of_kind: github and gitlab have repository and workflow, google an email.
+    repository, workflow, email = publisher.repository or "", publisher.workflow or "", publisher.email or ""
     if publisher.kind == "github":
-        return GitHubPublisher(repository=publisher.repository, workflow=publisher.workflow,
-                               environment=publisher.environment)
+        return GitHubPublisher(repository=repository, workflow=workflow, environment=publisher.environment)
     if publisher.kind == "gitlab":
-        return GitLabPublisher(repository=publisher.repository, workflow_filepath=publisher.workflow,
-                               environment=publisher.environment)
-    return GooglePublisher(email=publisher.email)
+        return GitLabPublisher(repository=repository, workflow_filepath=workflow, environment=publisher.environment)
+    return GooglePublisher(email=email)
 
 
 def _check_subject(payload_type: str, payload: bytes, filename: str, digest: str) -> str:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from packaging.version import Version
+from typing import Any
 
+from packaging.version import Version
+from pypi_simple import DistributionPackage
+
+from regsync.endpoints import Endpoints
 from regsync.errors import VerificationError
 from regsync.kinds.pypi.closure import closures_of
 from regsync.kinds.pypi.ref import parse_file_name
@@ -37,7 +41,9 @@ def package_rule_for(policy: Policy, source: str, target: str) -> tuple[str, Pac
                     f"{len(found)} rules map index {src_index} to {dst_index}, so which one decides is ambiguous")
 
 
-def admit_package(rule_name: str, rule: PackageRule, package, endpoints, index) -> None:
+# index: PackageIndex, MirroredIndex or a bundle's stand-in (no declared interface for them yet)
+def admit_package(rule_name: str, rule: PackageRule, package: DistributionPackage, endpoints: Endpoints,
+                  index: Any) -> None:
     """The file, as the source index lists it now, belongs to the closure the rule resolves to (for
     `dependencies: false`, the files its requirements select) in one of its environments; raises
     VerificationError otherwise. The closure is the one this run resolved, or is re-derived once

@@ -7,11 +7,13 @@ import hashlib
 import html
 import json
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import requests
 from packaging.utils import canonicalize_name, parse_sdist_filename, parse_wheel_filename
+from pypi_simple import DistributionPackage
 from requests_toolbelt.multipart.encoder import MultipartEncoder
 
 from regsync.errors import RegistryError, VerificationError
@@ -37,7 +39,7 @@ class UploadTarget:
     def existing(self, project: str) -> Mapping[str, str | None]:
         return _Listed(self, self.index.files(project, same_origin=True))
 
-    def sha256_read_back(self, package) -> str | None:
+    def sha256_read_back(self, package: DistributionPackage) -> str | None:
         """The sha256 of a file the target lists without one (Nexus pages give only `#md5=`): read
         back and hashed as it streams, once per run, and only for a file the plan asks about."""
         with self._lock:
@@ -100,17 +102,17 @@ class UploadTarget:
                                 f"({present or 'an unknown hash'}); never overwritten")
 
 
-class _Listed(Mapping):
+class _Listed(Mapping[str, "str | None"]):
     """filename → sha256 as the target lists it; a file listed without a sha256 is read back on lookup."""
 
-    def __init__(self, target: UploadTarget, packages: list):
+    def __init__(self, target: UploadTarget, packages: list[DistributionPackage]):
         self._target, self._packages = target, {p.filename: p for p in packages}
 
     def __getitem__(self, filename: str) -> str | None:
         package = self._packages[filename]
         return sha256_of(package) or (self._target.sha256_read_back(package) if package.url else None)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[str]:
         return iter(self._packages)
 
     def __len__(self) -> int:
@@ -147,11 +149,11 @@ class DirectoryTarget:
                           "hashes": {"sha256": digest.split(":", 1)[1]}})
             self._write_pages(project, sorted(files, key=lambda f: f["filename"]))
 
-    def _read_json(self, project: str) -> dict:
+    def _read_json(self, project: str) -> dict[str, Any]:
         path = self.root / "simple" / canonicalize_name(project) / "index.json"
         return json.loads(path.read_text()) if path.exists() else {}
 
-    def _write_pages(self, project: str, files: list[dict]) -> None:
+    def _write_pages(self, project: str, files: list[dict[str, Any]]) -> None:
         folder = self.root / "simple" / project
         folder.mkdir(parents=True, exist_ok=True)
         body = {"meta": {"api-version": "1.1"}, "name": project, "files": files}

@@ -117,7 +117,7 @@ def _vulnerability_gate(item: PlanItem, rule, endpoints) -> dict | None:
     check_vulnerabilities(item, rule, endpoints)
     if item.action == "refuse":
         raise VerificationError(item.reason)
-    return item.verification["vulnerabilities"]
+    return (item.verification or {}).get("vulnerabilities")
 
 
 def _where_from(index, package) -> dict:

@@ -86,10 +86,12 @@ def _bounded(handle, where: str):
     """The open file, once its central directory is known to be within the bounds."""
     # zipfile's own end-record reader (it handles zip64 and a trailing comment); private, but zipfile
     # offers no public way to learn the directory's size before it reads all of it.
-    end = zipfile._EndRecData(handle)  # noqa: SLF001
+    # (typeshed does not declare these private names: hence the ignores)
+    end = zipfile._EndRecData(handle)  # type: ignore[attr-defined]  # noqa: SLF001
     if end is None:
         raise zipfile.BadZipFile(where)
-    entries, size = end[zipfile._ECD_ENTRIES_TOTAL], end[zipfile._ECD_SIZE]  # noqa: SLF001
+    entries = end[zipfile._ECD_ENTRIES_TOTAL]  # type: ignore[attr-defined]  # noqa: SLF001
+    size = end[zipfile._ECD_SIZE]  # type: ignore[attr-defined]  # noqa: SLF001
     if entries > MAX_MEMBERS or size > MAX_CENTRAL_DIRECTORY_BYTES:
         raise VerificationError(f"{where}: its zip directory ({entries} entries, {size} bytes) is larger than any "
                                 f"wheel's (at most {MAX_MEMBERS} entries, {MAX_CENTRAL_DIRECTORY_BYTES} bytes)")

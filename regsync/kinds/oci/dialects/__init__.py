@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from regsync.kinds.oci.auth import Credentials
 from regsync.kinds.oci.client import RegistryClient
 from regsync.kinds.oci.dialects.harbor import HarborClient
 from regsync.kinds.oci.dialects.nexus import nexus_options
+from regsync.policy.models import Registry
 
 
-def build_client(cfg, name: str, url: str, credentials, **options) -> RegistryClient:
+def build_client(cfg: Registry, name: str, url: str, credentials: Credentials | None, **options: Any) -> RegistryClient:
     """The registry client for one endpoint of the policy, shaped by its `kind`."""
     if cfg.kind == "harbor":
         return HarborClient(name, url, credentials, harbor=cfg.harbor, **options)

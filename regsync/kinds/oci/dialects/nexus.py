@@ -10,13 +10,16 @@ because older Nexus versions buffered PATCH chunks in memory; signatures use cos
 from __future__ import annotations
 
 import re
+from typing import Any
 from urllib.parse import urlsplit
+
+from regsync.policy.models import Registry
 
 # A monolithic PUT streams from the source (SizedBody): memory stays flat whatever the size.
 MONOLITHIC_ANY_SIZE = 1 << 62
 
 
-def nexus_options(cfg) -> dict:
+def nexus_options(cfg: Registry) -> dict[str, Any]:
     """Client options for a Nexus endpoint; an explicit `upload:` in the policy wins."""
     if "upload" in cfg.model_fields_set:
         return {}
