@@ -226,7 +226,7 @@ def merged(parts: Iterable[tuple], batch: Mapping[str, tuple[object, dict]],
             open_section(part[1])
         elif kind == "record":
             name = part[1]
-            if name in written or (name in dropped and name not in batch):
+            if name in written or name in dropped:
                 continue  # written earlier, in upstream's place; or withdrawn upstream
             yield from new_before(rank(name))
             if name in batch:

@@ -49,6 +49,8 @@ _KEY_ENDS = (re.compile(rb'\.conda"\s*:\s*\{'), re.compile(rb'\.tar\.bz2"\s*:\s*
 _NAME = re.compile(rb"[A-Za-z0-9_.][A-Za-z0-9_.!+-]{0,254}")
 _LISTS = ("depends", "constrains")
 _NULL_LIST = re.compile(rb'"(?:depends|constrains)"\s*:\s*null')
+_SPACE = re.compile(r"\s*")
+_EMPTY_OBJECT = re.compile(r"\{\s*\}")
 
 
 class Listing:
@@ -83,15 +85,17 @@ class Listing:
         offsets = sorted(found for listed in self._offsets.values() for found in listed)
         data = self._data
         head = bytes(data[:min(offsets[0] if offsets else len(data), MAX_RECORD)]).decode("utf-8", "replace")
-        entries = _top_level(head, 0, "{", stop_at_records=bool(offsets))
+        entries = _top_level(head, 0, "{", stop_at_records=bool(offsets))[0]
         if offsets:
             tail = bytes(data[offsets[-1]:]).decode("utf-8", "replace")
             try:
                 end = json.JSONDecoder().raw_decode(tail)[1]   # the last record: then its section closes
             except ValueError:
                 end = None
-            if end is not None:
-                entries += _top_level(tail, end, "}", stop_at_records=False)
+            # read only when it parses to the document's end: a key inside a record that looks like
+            # a file's (a nested `"x.conda": {`) never makes the rest of that record read as top level
+            found, whole = _top_level(tail, end, "}", stop_at_records=False) if end is not None else ([], False)
+            entries += found if whole else []
         return [entry for entry in entries if isinstance(entry, str)]
 
     def record(self, filename: str, name: str, digests: dict[str, str]) -> dict | None:
@@ -114,38 +118,38 @@ class Listing:
         return None
 
 
-def _top_level(text: str, pos: int, opening: str, stop_at_records: bool) -> list:
+def _top_level(text: str, pos: int, opening: str, stop_at_records: bool) -> tuple[list, bool]:
     """The `removed` entries among the top-level members in `text` from `pos`, which must start with
-    `opening` (the document's `{`, or the `}` that closes the section holding the last record); stops
-    at a section that holds records (`stop_at_records`) or at anything not JSON."""
-    decoder, found = json.JSONDecoder(), []
-    skip = re.compile(r"\s*")
+    `opening` (the document's `{`, or the `}` that closes the section holding the last record), and
+    whether the document's end was reached with nothing after it. Stops at a section that holds
+    records (`stop_at_records`) or at anything not JSON."""
+    decoder, found, skip = json.JSONDecoder(), [], _SPACE
     pos = skip.match(text, pos).end()
     if not text.startswith(opening, pos):
-        return found
+        return found, False
     pos, first = pos + 1, opening == "{"
     try:
         while True:
             pos = skip.match(text, pos).end()
             if text.startswith("}", pos):
-                return found
+                return found, skip.match(text, pos + 1).end() == len(text)
             if not first:
                 if not text.startswith(",", pos):
-                    return found
+                    return found, False
                 pos = skip.match(text, pos + 1).end()
             first = False
             key, pos = decoder.raw_decode(text, pos)
             pos = skip.match(text, pos).end()
             if not text.startswith(":", pos):
-                return found
+                return found, False
             pos = skip.match(text, pos + 1).end()
-            if stop_at_records and key in ("packages", "packages.conda") and not re.compile(r"\{\s*\}").match(text, pos):
-                return found
+            if stop_at_records and key in ("packages", "packages.conda") and not _EMPTY_OBJECT.match(text, pos):
+                return found, False
             value, pos = decoder.raw_decode(text, pos)
             if key == "removed" and isinstance(value, list):
                 found += value
     except ValueError:
-        return found
+        return found, False
 
 
 def local_root(cache: Path, channel_url: str) -> Path:
