@@ -133,6 +133,8 @@ class _Channel:
         """Upstream's `removed` entries this listing carries: those of the packages this target mirrors
         in `subdir` (a name this run lists, or one the target lists already), so a file the target
         lists that its channel withdrew is withdrawn here too; never a file upstream did not remove."""
+        if not any(removed):
+            return []
         listed = self.existing(subdir)
         names = {_name_of(name) for name in list(records) + list(listed)}
         return [entry for entries in removed for entry in entries
