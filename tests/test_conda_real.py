@@ -6,7 +6,9 @@ of that name, version and build is built and its digests put into the served cop
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import time
 from pathlib import Path
 
 from backports import zstd
@@ -125,6 +127,8 @@ def test_records_reach_the_target_as_published(tmp_path):
         assert listed_r["r-3.1.2-0.tar.bz2"] == r_record and "subdir" not in listed_r["r-3.1.2-0.tar.bz2"]
         assert listed_noarch["affine-2.1.0-pyh128a3a6_1.tar.bz2"] == affine
         assert affine["arch"] is None and affine["platform"] is None and r_record["namespace"] == "global"
+        # r's `removed` names an r-nloptr build only: no package this rule mirrors, so not carried
+        assert json.loads((tmp_path / "mirror/linux-64/repodata.json").read_text())["removed"] == []
     finally:
         main.stop(), r.stop()
 
@@ -299,3 +303,46 @@ def test_a_revoked_record_reaches_the_target_as_published(tmp_path):
             (DATA / "index-hotfix/osx-64/revoke_test-1.0-0.tar.bz2").read_bytes()
     finally:
         hotfix.stop()
+
+
+def test_files_upstream_withdrew_are_withdrawn_on_the_target(tmp_path):
+    """Issue 20 item 3 (`removed`): the 2018 r channel withdrew r-nloptr-1.0.4-r3.2.2_1 (its
+    repodata's `removed` list) and lists r3.2.2_1a instead. A target that mirrored the withdrawn
+    build before (the first run serves it listed: the real r3.2.2_1a record under the withdrawn
+    build's name, the 2018 record itself being gone) lists it no more after the next run, names it
+    in its own `removed`, keeps the file, and keeps listing what upstream did not remove."""
+    root = real_channel(tmp_path, "r-removed")
+    withdrawn, kept, new = ("r-nloptr-1.0.4-r3.2.2_1.tar.bz2", "r-nloptr-1.0.4-r3.2.1_1.tar.bz2",
+                            "r-nloptr-1.0.4-r3.2.2_1a.tar.bz2")
+    real = json.loads((root / "linux-64/repodata.json").read_text())
+    assert real["removed"] == [withdrawn] and withdrawn not in real["packages"]
+    before = json.loads(json.dumps(real))
+    before["packages"] = {kept: real["packages"][kept], withdrawn: {**real["packages"][new], "build": "r3.2.2_1"}}
+    before["removed"] = []
+    (root / "linux-64/repodata.json").write_text(json.dumps(before, indent=2))
+    (root / "noarch").mkdir()
+    (root / "noarch/repodata.json").write_text('{"info": {"subdir": "noarch"}, "packages": {}}')
+    provide(root, "linux-64", kept)
+    provide(root, "linux-64", withdrawn)
+    r = serve(root)
+    try:
+        path = policy(tmp_path, {"r": r.url}, ["r-nloptr"])
+        first = run_cli("sync", "-p", path)
+        assert first.exit_code == 0, first.output
+        listed = json.loads((tmp_path / "mirror/linux-64/repodata.json").read_text())
+        assert set(listed["packages"]) == {kept, withdrawn} and listed["removed"] == []
+
+        published = {**real, "packages": {kept: json.loads((root / "linux-64/repodata.json").read_text())[
+            "packages"][kept], new: real["packages"][new]}}
+        (root / "linux-64/repodata.json").write_text(json.dumps(published, indent=2))   # upstream withdraws it
+        provide(root, "linux-64", new)
+        later = time.time() + 5   # a later rewrite (Last-Modified is to the second)
+        os.utime(root / "linux-64/repodata.json", (later, later))
+        second = run_cli("sync", "-p", path)
+        assert second.exit_code == 0, second.output
+        listed = json.loads((tmp_path / "mirror/linux-64/repodata.json").read_text())
+        assert list(listed["packages"]) == [kept, new] and listed["removed"] == [withdrawn]
+        assert (tmp_path / "mirror/linux-64" / withdrawn).exists()   # delisted, as upstream did; not deleted
+        assert json.loads(zstd.decompress((tmp_path / "mirror/linux-64/repodata.json.zst").read_bytes())) == listed
+    finally:
+        r.stop()

@@ -311,3 +311,72 @@ def test_an_http_target_never_follows_a_put_redirect(tmp_path):
         "up/linux-64/lib-1.0-0.conda", "up/linux-64/tool-1.0-0.conda"]
     listing = raw.files / "linux-64/repodata.json"
     assert not listing.exists() or not json.loads(listing.read_text()).get("packages.conda")
+
+
+def test_upstream_removed_entries_reach_the_target_for_its_packages_only(tmp_path):
+    """The 2018 r channel's `removed` list (tests/data/conda-real/r-removed) names one r-nloptr build.
+    A target in another tool's layout (no `removed` key) that lists that build and r 3.1.2: the
+    build is delisted and named in `removed`, r stays; a target that mirrors no r-nloptr carries no
+    entry; a file upstream lists again leaves the target's `removed`."""
+    from regsync.kinds.conda.repodata import Listing
+    from regsync.kinds.conda.targets import DirectoryChannel
+
+    real = Path(__file__).parent / "data" / "conda-real"
+    upstream = real / "r-removed/linux-64/repodata.json"
+    withdrawn, new = "r-nloptr-1.0.4-r3.2.2_1.tar.bz2", "r-nloptr-1.0.4-r3.2.2_1a.tar.bz2"
+    r_packages = json.loads((real / "defaults-2018/r/linux-64/repodata.json").read_text())["packages"]
+    nloptr = json.loads(upstream.read_text())["packages"]
+
+    class Source:   # what the target asks of a source channel: its name and a subdir's listing as published
+        name = "r"
+
+        def __init__(self, path: Path):
+            self.path = path
+
+        def listing(self, subdir):
+            return Listing(subdir, self.path)
+
+    mirror = tmp_path / "mirror"
+    (mirror / "linux-64").mkdir(parents=True)
+    before = {"info": {"subdir": "linux-64"}, "packages": {
+        "r-3.1.2-0.tar.bz2": r_packages["r-3.1.2-0.tar.bz2"], withdrawn: {**nloptr[new], "build": "r3.2.2_1"}},
+        "repodata_version": 1}
+    (mirror / "linux-64/repodata.json").write_text(json.dumps(before, indent=2, sort_keys=True))
+    (mirror / "linux-64" / withdrawn).write_bytes(b"mirrored before")
+    target = DirectoryChannel("internal", mirror)
+    target.publish("linux-64", {new: nloptr[new]}, Source(upstream))
+    assert target.flush() == []
+    listed = json.loads((mirror / "linux-64/repodata.json").read_text())
+    assert list(listed["packages"]) == ["r-3.1.2-0.tar.bz2", new] and listed["removed"] == [withdrawn]
+    assert (mirror / "linux-64" / withdrawn).read_bytes() == b"mirrored before"
+
+    again = DirectoryChannel("internal", mirror)   # upstream lists it again: it leaves `removed`
+    again.publish("linux-64", {withdrawn: before["packages"][withdrawn]})
+    assert again.flush() == []
+    listed = json.loads((mirror / "linux-64/repodata.json").read_text())
+    assert set(listed["packages"]) == {"r-3.1.2-0.tar.bz2", new, withdrawn} and listed["removed"] == []
+
+    other = DirectoryChannel("other", tmp_path / "other")   # mirrors r-base only: no r-nloptr entry
+    r_channel = Source(real / "defaults-2018/r/linux-64/repodata.json")
+    other.publish("linux-64", {"r-base-3.5.0-h1c2f66e_1.tar.bz2": r_packages["r-base-3.5.0-h1c2f66e_1.tar.bz2"]},
+                  r_channel)
+    assert other.flush() == []
+    assert json.loads((tmp_path / "other/linux-64/repodata.json").read_text())["removed"] == []
+    assert r_channel.listing("linux-64").removed() == [withdrawn]
+
+
+def test_a_record_cannot_add_to_upstreams_removed_list(tmp_path):
+    """`removed` is read outside the records only: a record whose nested object has a key like a
+    file's (`"y.conda": {`) and a `removed` member of its own adds nothing; the real list is kept
+    whatever the layout."""
+    from regsync.kinds.conda.repodata import Listing
+
+    forged = {"info": {"subdir": "linux-64"}, "packages": {"b-1-0.tar.bz2": {
+        "name": "b", "x": {"y.conda": {}}, "removed": ["victim-1-0.conda"]}}, "packages.conda": {},
+        "removed": ["c-1-0.conda"], "repodata_version": 1}
+    plain = {**forged, "packages": {"b-1-0.tar.bz2": {"name": "b"}}}
+    for indent in (None, 2):
+        (tmp_path / "forged.json").write_text(json.dumps(forged, indent=indent))
+        (tmp_path / "plain.json").write_text(json.dumps(plain, indent=indent))
+        assert "victim-1-0.conda" not in Listing("linux-64", tmp_path / "forged.json").removed()
+        assert Listing("linux-64", tmp_path / "plain.json").removed() == ["c-1-0.conda"]

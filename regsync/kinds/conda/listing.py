@@ -151,14 +151,20 @@ class Listed(Mapping):
 
 
 def merged(parts: Iterable[tuple], batch: Mapping[str, tuple[object, dict]],
-           rank: Callable[[str], object]) -> Iterator[str]:
+           rank: Callable[[str], object], withdrawn: Iterable[str] = ()) -> Iterator[str]:
     """The listing's text, chunk by chunk: `parts` with every record of `batch` (file name → (its
     rank, record)) written exactly as given (json.dumps of the dict: key for key, in its order).
     A record the listing has is replaced where it stands. A new one goes before the first listed
     record that comes after it upstream (`rank`: its place in the source's repodata, None when the
     source does not list it), so a mirror lists in upstream's order and a client reading it
     (rattler's choice between a .tar.bz2 and a .conda of one build depends on it) sees what it saw
-    upstream; the rest go at the end of their section."""
+    upstream; the rest go at the end of their section.
+
+    `withdrawn`: files upstream lists as `removed`. Each joins the listing's `removed` list and,
+    when the listing has its record, that record is no longer listed (the file stays where it is).
+    A file of `batch` is never withdrawn: upstream lists it."""
+    withdrawn = [name for name in dict.fromkeys(withdrawn) if name not in batch]
+    dropped = set(withdrawn)
     waiting = {section: sorted(((key, name) for name, (key, _) in batch.items() if section_of(name) == section),
                                key=lambda pair: (pair[0] is None, pair[0] if pair[0] is not None else 0))
                for section in SECTIONS}
@@ -200,18 +206,28 @@ def merged(parts: Iterable[tuple], batch: Mapping[str, tuple[object, dict]],
         yield header[:-1] + "}" if header is not None else "\n}"
         section = None
 
+    removed_written = False
+
+    def removed_text(text: str) -> str:
+        listed = json.loads(text)
+        listed = listed if isinstance(listed, list) else []
+        return json.dumps([name for name in dict.fromkeys(listed + withdrawn) if name not in batch])
+
     yield "{\n"
     for part in parts:
         kind = part[0]
         if kind == "top":
-            yield ("" if first_top else ",\n") + json.dumps(part[1]) + ": " + part[2]
+            text = part[2]
+            if part[1] == "removed":
+                text, removed_written = removed_text(text), True
+            yield ("" if first_top else ",\n") + json.dumps(part[1]) + ": " + text
             first_top = False
         elif kind == "section":
             open_section(part[1])
         elif kind == "record":
             name = part[1]
-            if name in written:
-                continue  # written earlier, in upstream's place
+            if name in written or name in dropped:
+                continue  # written earlier, in upstream's place; or withdrawn upstream
             yield from new_before(rank(name))
             if name in batch:
                 written.add(name)
@@ -224,4 +240,6 @@ def merged(parts: Iterable[tuple], batch: Mapping[str, tuple[object, dict]],
         if missing not in seen_sections and waiting[missing]:
             open_section(missing)
             yield from close()
+    if withdrawn and not removed_written:
+        yield ",\n" + json.dumps("removed") + ": " + removed_text("[]")
     yield "\n}\n"

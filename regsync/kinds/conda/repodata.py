@@ -49,6 +49,8 @@ _KEY_ENDS = (re.compile(rb'\.conda"\s*:\s*\{'), re.compile(rb'\.tar\.bz2"\s*:\s*
 _NAME = re.compile(rb"[A-Za-z0-9_.][A-Za-z0-9_.!+-]{0,254}")
 _LISTS = ("depends", "constrains")
 _NULL_LIST = re.compile(rb'"(?:depends|constrains)"\s*:\s*null')
+_SPACE = re.compile(r"\s*")
+_EMPTY_OBJECT = re.compile(r"\{\s*\}")
 
 
 class Listing:
@@ -64,7 +66,8 @@ class Listing:
             for match in pattern.finditer(data):
                 quote = data.find(b'"', match.start())
                 start = data.rfind(b'"', max(0, match.start() - 256), match.start())
-                if start != -1 and _NAME.fullmatch(data, start + 1, quote):
+                # `"packages.conda": {` matches too: a section's key, never a file's
+                if start != -1 and _NAME.fullmatch(data, start + 1, quote) and data[start + 1:quote] != b"packages.conda":
                     self._offsets.setdefault(data[start + 1:quote].decode(), []).append(match.end() - 1)
 
     def __contains__(self, filename: str) -> bool:
@@ -74,6 +77,26 @@ class Listing:
         """File name → where upstream's repodata lists it (a byte offset: only the order means
         anything). A target lists new records in this order (targets.py)."""
         return {filename: found[0] for filename, found in self._offsets.items()}
+
+    def removed(self) -> list[str]:
+        """The top-level `removed` list (file names the channel withdrew), from the text before the
+        first record and after the last one: where conda-index (sorted keys) and rattler (after
+        `packages.conda`) write it; the records between are not parsed for it."""
+        offsets = sorted(found for listed in self._offsets.values() for found in listed)
+        data = self._data
+        head = bytes(data[:min(offsets[0] if offsets else len(data), MAX_RECORD)]).decode("utf-8", "replace")
+        entries = _top_level(head, 0, "{", stop_at_records=bool(offsets))[0]
+        if offsets:
+            tail = bytes(data[offsets[-1]:]).decode("utf-8", "replace")
+            try:
+                end = json.JSONDecoder().raw_decode(tail)[1]   # the last record: then its section closes
+            except ValueError:
+                end = None
+            # read only when it parses to the document's end: a key inside a record that looks like
+            # a file's (a nested `"x.conda": {`) never makes the rest of that record read as top level
+            found, whole = _top_level(tail, end, "}", stop_at_records=False) if end is not None else ([], False)
+            entries += found if whole else []
+        return [entry for entry in entries if isinstance(entry, str)]
 
     def record(self, filename: str, name: str, digests: dict[str, str]) -> dict | None:
         """The record of `filename` key for key as published: the object at its key whose name and
@@ -93,6 +116,40 @@ class Listing:
             except ValueError:
                 continue
         return None
+
+
+def _top_level(text: str, pos: int, opening: str, stop_at_records: bool) -> tuple[list, bool]:
+    """The `removed` entries among the top-level members in `text` from `pos`, which must start with
+    `opening` (the document's `{`, or the `}` that closes the section holding the last record), and
+    whether the document's end was reached with nothing after it. Stops at a section that holds
+    records (`stop_at_records`) or at anything not JSON."""
+    decoder, found, skip = json.JSONDecoder(), [], _SPACE
+    pos = skip.match(text, pos).end()
+    if not text.startswith(opening, pos):
+        return found, False
+    pos, first = pos + 1, opening == "{"
+    try:
+        while True:
+            pos = skip.match(text, pos).end()
+            if text.startswith("}", pos):
+                return found, skip.match(text, pos + 1).end() == len(text)
+            if not first:
+                if not text.startswith(",", pos):
+                    return found, False
+                pos = skip.match(text, pos + 1).end()
+            first = False
+            key, pos = decoder.raw_decode(text, pos)
+            pos = skip.match(text, pos).end()
+            if not text.startswith(":", pos):
+                return found, False
+            pos = skip.match(text, pos + 1).end()
+            if stop_at_records and key in ("packages", "packages.conda") and not _EMPTY_OBJECT.match(text, pos):
+                return found, False
+            value, pos = decoder.raw_decode(text, pos)
+            if key == "removed" and isinstance(value, list):
+                found += value
+    except ValueError:
+        return found, False
 
 
 def local_root(cache: Path, channel_url: str) -> Path:

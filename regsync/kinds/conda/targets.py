@@ -32,6 +32,7 @@ from regsync.content.files import create_new, place_published
 from regsync.content.reader import CHUNK, SizedBody
 from regsync.errors import RegistryError
 from regsync.kinds.conda.listing import Listed, NotOurs, empty_parts, merged, parts_of_document, parts_of_lines
+from regsync.kinds.conda.names import split_filename
 from regsync.net.http import OriginBoundBasicAuth, make_session, origin, retry_policy
 
 try:
@@ -51,6 +52,7 @@ class _Channel:
         self._lock = threading.Lock()
         self._pending: dict[str, dict[str, tuple[str | None, dict]]] = {}   # subdir → file → (source, record)
         self._orders: dict[str, dict[str, int]] = {}     # "source/subdir" → file → its place upstream
+        self._removed: dict[str, list[str]] = {}         # "source/subdir" → upstream's `removed` list
         self._listed: dict[str, Listed] = {}
 
     def existing(self, subdir: str) -> Mapping[str, dict]:
@@ -102,8 +104,10 @@ class _Channel:
         if not known:
             listing = listing_of(subdir)
             order = listing.positions() if listing is not None else {}
+            removed = listing.removed() if listing is not None else []
             with self._lock:
                 self._orders.setdefault(key, order)
+                self._removed.setdefault(key, removed)
         return key
 
     def _rewrite(self, subdir: str, records: dict[str, tuple[str | None, dict]]) -> None:
@@ -116,12 +120,25 @@ class _Channel:
             return None
 
         batch = {name: (rank(name), record) for name, (_, record) in records.items()}
+        sources = dict.fromkeys(k for k, _ in records.values() if k is not None)
+        withdrawn = self._withdrawn(subdir, [self._removed[key] for key in sources], records)
         try:
             with self._parts(subdir) as parts:
-                self._write(subdir, parts, batch, rank)
+                self._write(subdir, parts, batch, rank, withdrawn)
         except NotOurs:  # another tool's layout: read whole this once, written in regsync's from now on
             with self._parts(subdir, whole=True) as parts:
-                self._write(subdir, parts, batch, rank)
+                self._write(subdir, parts, batch, rank, withdrawn)
+
+    def _withdrawn(self, subdir: str, removed: list[list[str]], records: Mapping[str, tuple]) -> list[str]:
+        """Upstream's `removed` entries this listing carries: those of the packages this target mirrors
+        in `subdir` (a name this run lists, or one the target lists already), so a file the target
+        lists that its channel withdrew is withdrawn here too; never a file upstream did not remove."""
+        if not any(removed):
+            return []
+        listed = self.existing(subdir)
+        names = {_name_of(name) for name in list(records) + list(listed)}
+        return [entry for entries in removed for entry in entries
+                if entry in listed or _name_of(entry) in names - {None}]   # not a file name: not carried
 
     def _read_listed(self, subdir: str) -> Listed:
         try:
@@ -156,14 +173,14 @@ class _Channel:
                     except UnicodeDecodeError:
                         raise NotOurs("not UTF-8") from None
 
-    def _write(self, subdir: str, parts: Iterable[tuple], batch: dict, rank) -> None:
+    def _write(self, subdir: str, parts: Iterable[tuple], batch: dict, rank, withdrawn=()) -> None:
         """The merged listing, streamed into repodata.json and its .zst side by side, then published."""
         with self._scratch(subdir) as (raw_path, zst_path):
             with os.fdopen(create_new(raw_path, 0o666), "wb") as raw, \
                     os.fdopen(create_new(zst_path, 0o666), "wb") as packed, zstd.ZstdFile(packed, "wb") as zst:
                 block: list[bytes] = []
                 size = 0
-                for text in merged(parts, batch, rank):
+                for text in merged(parts, batch, rank, withdrawn):
                     data = text.encode()
                     block.append(data)
                     size += len(data)
@@ -172,6 +189,13 @@ class _Channel:
                         block, size = [], 0
                 _write_both(raw, zst, block)
             self._commit(subdir, raw_path, zst_path)
+
+
+def _name_of(filename: str) -> str | None:
+    try:
+        return split_filename(filename)[0]
+    except ValueError:
+        return None
 
 
 def _write_both(raw, zst, block: list[bytes]) -> None:
