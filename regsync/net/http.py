@@ -9,7 +9,6 @@ adapter keeps two promises for every request: no body read whole is larger than 
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 

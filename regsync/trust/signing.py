@@ -8,7 +8,6 @@ import hashlib
 import os
 import threading
 from pathlib import Path
-from typing import Any
 
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization

@@ -17,7 +17,7 @@ from regsync.errors import NotFound, RegistryError, VerificationError, shown
 from regsync.kinds.oci.client import RegistryClient
 from regsync.kinds.oci.manifest import Descriptor, Manifest, filter_index
 from regsync.kinds.oci.tree import MAX_INDEX_DEPTH, manifest_tree
-from regsync.policy.names import invalid_tag, is_tag, shown
+from regsync.policy.names import invalid_tag, is_tag
 from regsync.pipeline.plan import PlanError, PlanItem
 from regsync.kinds.oci.answers import NAME_UNKNOWN
 from regsync.policy.models import ImageRule
