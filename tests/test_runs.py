@@ -115,10 +115,8 @@ def test_a_new_kind_is_one_entry_in_the_registry(tmp_path):
     assert "note" not in KINDS
 
 
-# The layers below the kinds (docs/architecture.md, "Dependencies"). policy/conda.py is the one
-# module still reading a kind's grammar (kinds/conda/names.py); issue 23 item 1 moves it into the kind.
+# The layers below the kinds (docs/architecture.md, "Dependencies").
 BELOW_THE_KINDS = ("content", "net", "trust", "policy", "pipeline", "audit", "bundle", "approvals", "vulns")
-NOT_YET_MOVED = {"policy/conda.py"}
 
 
 def _imported_modules(path: Path):
@@ -133,7 +131,6 @@ def test_no_layer_below_the_kinds_imports_one():
     package = Path(regsync.__file__).parent
     climbs = [f"{path.relative_to(package)}: {module}"
               for layer in BELOW_THE_KINDS for path in sorted((package / layer).rglob("*.py"))
-              if str(path.relative_to(package)) not in NOT_YET_MOVED
               for module in _imported_modules(path) if module == "regsync.kinds" or module.startswith("regsync.kinds.")]
     assert len(list((package / "pipeline").glob("*.py"))) > 3   # the walk found the modules
     assert climbs == []

@@ -1,5 +1,5 @@
 """The conda half of the policy: channels (sources by URL; targets as a directory or HTTP PUT) and
-conda rules. Specs and subdirs are checked by rattler's own parsers (regsync.kinds.conda.names)."""
+conda rules. Specs and subdirs are checked by rattler's own parsers (regsync.policy.conda_specs)."""
 
 from __future__ import annotations
 
@@ -40,12 +40,12 @@ class CondaChannel(Strict):
 
 
 def _spec(value: str) -> str:
-    from regsync.kinds.conda.names import check_spec
+    from regsync.policy.conda_specs import check_spec  # rattler: imported when a policy has conda rules
     return check_spec(value)
 
 
 def _subdir(value: str) -> str:
-    from regsync.kinds.conda.names import check_subdir
+    from regsync.policy.conda_specs import check_subdir
     return check_subdir(value)
 
 
