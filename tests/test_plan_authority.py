@@ -10,7 +10,7 @@ import json
 import pytest
 
 from tests.fixtures.cosign import make_key, manifest_digest, push_image, sign, write_public_key
-from tests.fixtures.policies import audit_records, run_cli
+from tests.fixtures.policies import LINUX_311, audit_records, package_policy, run_cli
 from tests.fixtures.pypi import SimpleIndex, build_wheel
 
 REQUIRED = "    verify: {signature: required, trust: [release]}\n"
@@ -224,24 +224,6 @@ def package_index(tmp_path_factory):
     served.stop()
 
 
-def package_policy(tmp_path, index, target, requirements, dependencies=False):
-    path = tmp_path / "policy.yaml"
-    path.write_text(f"""\
-version: 1
-indexes:
-  mirror: {{url: "{index.url}"}}
-  internal: {{url: "{target.simple}", upload_url: "{target.url}", kind: pypiserver,
-             auth: {{username: {target.username}, password: "${{PYPI_PASSWORD}}"}}}}
-packages:
-  - from: mirror
-    to: internal
-    requirements: {json.dumps(requirements)}
-    dependencies: {str(dependencies).lower()}
-    environments: [{{python: "3.11", platform: manylinux_2_28_x86_64}}]
-audit: {{path: audit.jsonl}}
-""")
-    return path
-
 
 def served(index, filename):
     return next(s for files in index.projects.values() for s in files if s.path.name == filename)
@@ -336,24 +318,6 @@ def closure_index(tmp_path):
     served.stop()
 
 
-def closure_policy(tmp_path, index, target):
-    path = tmp_path / "policy.yaml"
-    path.write_text(f"""\
-version: 1
-indexes:
-  mirror: {{url: "{index.url}"}}
-  internal: {{url: "{target.simple}", upload_url: "{target.url}", kind: pypiserver,
-             auth: {{username: {target.username}, password: "${{PYPI_PASSWORD}}"}}}}
-packages:
-  - from: mirror
-    to: internal
-    requirements: ["capp==1.0"]
-    dependencies: true
-    environments: [{{python: "3.11", platform: manylinux_2_28_x86_64}}, {{python: "3.12", platform: win_amd64}}]
-audit: {{path: audit.jsonl}}
-""")
-    return path
-
 
 def test_a_plan_edited_to_add_a_project_outside_the_closure_is_refused(tmp_path, closure_index, pypiserver,
                                                                        monkeypatch):
@@ -362,7 +326,8 @@ def test_a_plan_edited_to_add_a_project_outside_the_closure_is_refused(tmp_path,
     resolutions = []
     real_resolve = closure.resolve
     monkeypatch.setattr(closure, "resolve", lambda *a, **k: resolutions.append(a[2].label) or real_resolve(*a, **k))
-    policy = closure_policy(tmp_path, closure_index, pypiserver)
+    policy = package_policy(tmp_path, closure_index, pypiserver, ["capp==1.0"], True,
+                            (LINUX_311, {"python": "3.12", "platform": "win_amd64"}))
     path = tmp_path / "plan.json"
     assert pypi("plan", "-p", policy, "-o", path).exit_code == 0
     plan = json.loads(path.read_text())
@@ -389,7 +354,8 @@ def test_a_plan_edited_to_add_a_project_outside_the_closure_is_refused(tmp_path,
 def test_a_saved_plan_keeps_its_versions_when_the_index_has_moved_on(tmp_path, closure_index, pypiserver):
     """The plan's versions are tried first when the closure is re-derived: a newer clib released
     since the plan neither fails the apply nor replaces what was reviewed."""
-    policy = closure_policy(tmp_path, closure_index, pypiserver)
+    policy = package_policy(tmp_path, closure_index, pypiserver, ["capp==1.0"], True,
+                            (LINUX_311, {"python": "3.12", "platform": "win_amd64"}))
     path = tmp_path / "plan.json"
     assert pypi("plan", "-p", policy, "-o", path).exit_code == 0
     closure_index.add(build_wheel(tmp_path / "later", "clib", "1.1"))

@@ -16,7 +16,7 @@ import zipfile
 
 import pytest
 
-from tests.fixtures.policies import audit_records, run_cli
+from tests.fixtures.policies import audit_records, package_policy, run_cli
 from tests.fixtures.pypi import SimpleIndex, build_wheel
 
 HONEST = b"Metadata-Version: 2.1\nName: app\nVersion: 1.0\nSummary: an app\n"
@@ -62,7 +62,7 @@ def test_a_wheel_whose_name_lies_is_refused_before_it_is_pushed(tmp_path, pypise
         index.add(real_looking_wheel(tmp_path / "hostile", dist_infos), metadata=pep658 is not None,
                   metadata_bytes=pep658)
         index.add(build_wheel(tmp_path / "other", "backdoor", "1.0"))
-        result = run_cli("sync", "-p", write_policy(tmp_path, index, pypiserver), env={"PYPI_PASSWORD": "pkg-Pa55"})
+        result = run_cli("sync", "-p", package_policy(tmp_path, index, pypiserver, ["app==1.0"], True), env={"PYPI_PASSWORD": "pkg-Pa55"})
     finally:
         index.stop()
     assert result.exit_code == 3, result.output
@@ -87,7 +87,7 @@ def test_a_wheel_is_read_bounded(tmp_path, pypiserver, monkeypatch, limit, value
     index = SimpleIndex()
     try:
         index.add(real_looking_wheel(tmp_path / "big", **args), metadata_bytes=HONEST)
-        result = run_cli("sync", "-p", write_policy(tmp_path, index, pypiserver), env={"PYPI_PASSWORD": "pkg-Pa55"})
+        result = run_cli("sync", "-p", package_policy(tmp_path, index, pypiserver, ["app==1.0"], True), env={"PYPI_PASSWORD": "pkg-Pa55"})
     finally:
         index.stop()
     assert result.exit_code == 3, result.output
@@ -95,21 +95,3 @@ def test_a_wheel_is_read_bounded(tmp_path, pypiserver, monkeypatch, limit, value
     [refused] = [r for r in audit_records(tmp_path / "audit.jsonl") if r["event"] == "refused"]
     assert named in refused["reason"], refused["reason"]
 
-
-def write_policy(tmp_path, index, target):
-    path = tmp_path / "policy.yaml"
-    path.write_text(f"""\
-version: 1
-indexes:
-  mirror: {{url: "{index.url}"}}
-  internal: {{url: "{target.simple}", upload_url: "{target.url}", kind: pypiserver,
-             auth: {{username: {target.username}, password: "${{PYPI_PASSWORD}}"}}}}
-packages:
-  - from: mirror
-    to: internal
-    requirements: ["app==1.0"]
-    dependencies: true
-    environments: [{{python: "3.11", platform: manylinux_2_28_x86_64}}]
-audit: {{path: audit.jsonl}}
-""")
-    return path
