@@ -9,9 +9,9 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from regsync.kinds.oci.client import RegistryClient
-from regsync.kinds.oci.credentials import resolve_credentials
-from regsync.kinds.oci.mirrors import MirroredRegistry
+from regsync.kinds.image.client import RegistryClient
+from regsync.kinds.image.credentials import resolve_credentials
+from regsync.kinds.image.mirrors import MirroredRegistry
 from regsync.policy import LoadedPolicy
 
 
@@ -54,7 +54,7 @@ class Endpoints:
 
     def index(self, name: str):
         """The package index `name`, for reading (its simple pages), with its mirrors behind it."""
-        from regsync.kinds.pypi.mirrors import MirroredIndex
+        from regsync.kinds.package.mirrors import MirroredIndex
 
         with self._lock:
             key = f"index:{name}"
@@ -70,14 +70,14 @@ class Endpoints:
 
     def _package_index(self, name: str, cfg, url: str, credentials, upload_url: str | None = None):
         from regsync.net.http import retry_policy
-        from regsync.kinds.pypi.index import PackageIndex
+        from regsync.kinds.package.index import PackageIndex
 
         return PackageIndex(name, url, credentials, cfg.tls.ca_file if cfg.tls else None, self._pool_size,
                             retry_policy(cfg.retries.attempts, cfg.retries.backoff_seconds), upload_url)
 
     def package_target(self, name: str):
         """Where packages for index `name` go: an upload API, or a directory tree."""
-        from regsync.kinds.pypi.sinks import DirectoryTarget, UploadTarget
+        from regsync.kinds.package.sinks import DirectoryTarget, UploadTarget
 
         cfg = self._policy.indexes[name]
         key = f"target:{name}"
@@ -94,7 +94,7 @@ class Endpoints:
         return self._clients[key]
 
     def _client(self, name: str, cfg, url: str, credentials) -> RegistryClient:
-        from regsync.kinds.oci.dialects import build_client
+        from regsync.kinds.image.dialects import build_client
 
         return build_client(
             cfg, name, url, credentials, ca_file=cfg.tls.ca_file if cfg.tls else None,

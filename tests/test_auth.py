@@ -5,8 +5,8 @@ import json
 from click.testing import CliRunner
 
 from regsync.cli import cli
-from regsync.kinds.oci.auth import Credentials
-from regsync.kinds.oci.client import RegistryClient
+from regsync.kinds.image.auth import Credentials
+from regsync.kinds.image.client import RegistryClient
 from tests.fixtures.oci_layout import digest_of, inspect_raw, seed, write_image
 
 TAG = "2.9-cuda11.8-ubuntu20.04"

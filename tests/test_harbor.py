@@ -10,7 +10,7 @@ import pytest
 import requests
 
 from regsync.errors import RegistryError
-from regsync.kinds.oci.dialects.harbor import project_of
+from regsync.kinds.image.dialects.harbor import project_of
 from tests.fixtures.harbor_api import HarborAPI
 from tests.fixtures.nginx import harbor_front
 from tests.fixtures.oci_layout import digest_of, inspect_raw, seed, write_image

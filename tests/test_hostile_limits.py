@@ -17,10 +17,10 @@ from contextlib import contextmanager
 import pytest
 
 from regsync.errors import NotFound, RegistryError, VerificationError
-from regsync.kinds.oci.client import RegistryClient
-from regsync.kinds.oci.manifest import OCI_INDEX, Manifest
-from regsync.kinds.pypi.index import PackageIndex
-from regsync.kinds.oci.tree import manifest_tree
+from regsync.kinds.image.client import RegistryClient
+from regsync.kinds.image.manifest import OCI_INDEX, Manifest
+from regsync.kinds.package.index import PackageIndex
+from regsync.kinds.image.tree import manifest_tree
 from regsync.content.digest import digest_of
 from tests.fixtures.scripted import scripted  # noqa: F401  (the fixture)
 
@@ -78,7 +78,7 @@ def test_an_index_repeating_its_children_is_walked_once_per_digest(scripted):
 
 
 def test_an_image_of_too_many_distinct_manifests_is_refused(scripted, monkeypatch):
-    monkeypatch.setattr("regsync.kinds.oci.tree.MAX_TREE_MANIFESTS", 10, raising=False)
+    monkeypatch.setattr("regsync.kinds.image.tree.MAX_TREE_MANIFESTS", 10, raising=False)
     server = scripted()
     children = []
     for n in range(12):
@@ -129,7 +129,7 @@ def test_a_huge_token_response_is_refused_with_bounded_memory(scripted):
 
 
 def test_a_huge_simple_index_page_is_refused_with_bounded_memory(scripted, monkeypatch):
-    monkeypatch.setattr("regsync.kinds.pypi.index.MAX_PAGE_BYTES", MIB, raising=False)
+    monkeypatch.setattr("regsync.kinds.package.index.MAX_PAGE_BYTES", MIB, raising=False)
     server = scripted()
     server.routes["/simple/proj/"] = (200, {"Content-Type": "text/html"}, flood(8 * MIB, b"<html><body>"))
     with peak_memory() as memory, pytest.raises(RegistryError, match="larger than"):
@@ -139,7 +139,7 @@ def test_a_huge_simple_index_page_is_refused_with_bounded_memory(scripted, monke
 
 def test_pep658_metadata_over_the_limit_is_refused_not_cut(scripted, monkeypatch):
     """Even with the right hash: a metadata file larger than the limit is never read whole."""
-    monkeypatch.setattr("regsync.kinds.pypi.index.MAX_METADATA_BYTES", MIB)
+    monkeypatch.setattr("regsync.kinds.package.index.MAX_METADATA_BYTES", MIB)
     server = scripted()
     body = b"Metadata-Version: 2.1\nName: proj\nVersion: 1.0\n\n" + b" " * (8 * MIB)
     sha256 = hashlib.sha256(body).hexdigest()

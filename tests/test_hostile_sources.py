@@ -13,12 +13,12 @@ from hypothesis import strategies as st
 from urllib3.util.retry import Retry
 
 from regsync.errors import RegistryError, VerificationError
-from regsync.kinds.oci.auth import Credentials
-from regsync.kinds.oci.client import RegistryClient
-from regsync.kinds.oci.manifest import MAX_MANIFEST_BYTES, OCI_INDEX, Manifest
-from regsync.kinds.pypi.index import PackageIndex
-from regsync.kinds.pypi.sinks import UploadTarget
-from regsync.kinds.oci.tree import manifest_tree
+from regsync.kinds.image.auth import Credentials
+from regsync.kinds.image.client import RegistryClient
+from regsync.kinds.image.manifest import MAX_MANIFEST_BYTES, OCI_INDEX, Manifest
+from regsync.kinds.package.index import PackageIndex
+from regsync.kinds.package.sinks import UploadTarget
+from regsync.kinds.image.tree import manifest_tree
 from regsync.content.digest import digest_of
 from tests.fixtures.scripted import scripted  # noqa: F401  (the fixture)
 

@@ -19,10 +19,10 @@ import pytest
 import requests
 
 from regsync.errors import RegistryError
-from regsync.kinds.oci.auth import Credentials
-from regsync.kinds.oci.client import RegistryClient
-from regsync.kinds.oci.copy import BlobCopier
-from regsync.kinds.oci.manifest import Descriptor
+from regsync.kinds.image.auth import Credentials
+from regsync.kinds.image.client import RegistryClient
+from regsync.kinds.image.copy import BlobCopier
+from regsync.kinds.image.manifest import Descriptor
 from regsync.content.checkpoint import UploadCheckpoint
 from regsync.content.reader import VerifyingReader
 from tests.fixtures.faultproxy import FaultProxy
@@ -158,7 +158,7 @@ def test_default_ports_are_the_same_origin():
 def test_index_credentials_stay_on_the_index_origin(registry_tls, front_of):
     """A package index's Basic credentials go to its own scheme, host and port: a file linked on the
     same host over plain http (as a page may link it) gets none."""
-    from regsync.kinds.pypi.index import PackageIndex
+    from regsync.kinds.package.index import PackageIndex
 
     front = front_of()
     index = PackageIndex("pypi", f"{front.url}/simple/", Credentials("sync", "t0p-secret"), ca_file=registry_tls.ca_file)

@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from regsync.errors import PolicyError, VerificationError
-from regsync.kinds.oci.client import RegistryClient
+from regsync.kinds.image.client import RegistryClient
 from regsync.policy.names import is_digest, is_repository, is_tag
 from regsync.policy import load_policy
 from tests.fixtures.faultproxy import FaultProxy

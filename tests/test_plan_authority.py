@@ -321,7 +321,7 @@ def closure_index(tmp_path):
 
 def test_a_plan_edited_to_add_a_project_outside_the_closure_is_refused(tmp_path, closure_index, pypiserver,
                                                                        monkeypatch):
-    import regsync.kinds.pypi.closure as closure
+    import regsync.kinds.package.closure as closure
 
     resolutions = []
     real_resolve = closure.resolve

@@ -268,7 +268,7 @@ def test_half_anchored_regexes_are_named_for_the_missing_side(tmp_path, regex, s
 
 def test_regex_semantics_stay_cosigns_search(tmp_path):
     """The warning is advice: matching stays re.search, as cosign's --certificate-identity-regexp."""
-    from regsync.kinds.oci.tags import select_tags
+    from regsync.kinds.image.tags import select_tags
     assert select_tags(["2.9", "12.9-rc", "3.0"], [r"re:2\.9"]) == ["2.9", "12.9-rc"]
 
 

@@ -163,8 +163,8 @@ def test_policy_credentials_go_to_the_primary_only(tmp_path, primary, mirror, py
 
 
 def test_index_credentials_stay_on_the_index_host(primary, mirror):
-    from regsync.kinds.oci.auth import Credentials
-    from regsync.kinds.pypi.index import PackageIndex
+    from regsync.kinds.image.auth import Credentials
+    from regsync.kinds.package.index import PackageIndex
 
     client = PackageIndex("upstream", primary.url, Credentials("sync", "upstream-S3cret"))
     client.session.get(primary.url + "app/", timeout=10)

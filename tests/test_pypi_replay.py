@@ -13,9 +13,9 @@ import json
 
 import pytest
 
-from regsync.kinds.oci.auth import Credentials
-from regsync.kinds.pypi.index import PackageIndex
-from regsync.kinds.pypi.sinks import UploadTarget
+from regsync.kinds.image.auth import Credentials
+from regsync.kinds.package.index import PackageIndex
+from regsync.kinds.package.sinks import UploadTarget
 from regsync.errors import VerificationError
 from tests.fixtures.devpi import start_devpi
 from tests.fixtures.policies import audit_records, run_cli

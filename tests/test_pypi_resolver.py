@@ -11,8 +11,8 @@ from packaging.requirements import Requirement
 from pypi_simple import DistributionPackage
 
 from regsync.errors import RegistryError
-from regsync.kinds.pypi.environment import TargetEnvironment
-from regsync.kinds.pypi.resolver import Options, resolve
+from regsync.kinds.package.environment import TargetEnvironment
+from regsync.kinds.package.resolver import Options, resolve
 
 ENV = TargetEnvironment("3.11", "manylinux_2_28_x86_64")
 TREE = {  # project -> {version: requires}; pkg0 fans out to six, two of which share a leaf

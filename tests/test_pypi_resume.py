@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from regsync.kinds.pypi.index import PackageIndex
+from regsync.kinds.package.index import PackageIndex
 from regsync.content.sha256 import ResumableSha256
 from tests.fixtures.pypi import SimpleIndex, build_wheel
 from tests.test_pypi import pip_download

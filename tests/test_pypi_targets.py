@@ -9,8 +9,8 @@ import pytest
 import requests
 
 from regsync.errors import VerificationError
-from regsync.kinds.pypi.index import PackageIndex
-from regsync.kinds.pypi.sinks import UploadTarget, _metadata_fields
+from regsync.kinds.package.index import PackageIndex
+from regsync.kinds.package.sinks import UploadTarget, _metadata_fields
 from tests.fixtures.devpi import start_devpi
 from tests.fixtures.nginx import nexus_pypi_front
 from tests.fixtures.policies import audit_records, run_cli
@@ -157,7 +157,7 @@ def test_devpi_upload_without_valid_credentials_is_a_clear_error(tmp_path, index
 
 
 def _credentials(server):
-    from regsync.kinds.oci.auth import Credentials
+    from regsync.kinds.image.auth import Credentials
 
     return Credentials(server.username, server.password)
 

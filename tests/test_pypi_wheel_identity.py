@@ -82,7 +82,7 @@ def test_a_wheel_is_read_bounded(tmp_path, pypiserver, monkeypatch, limit, value
     """Lowered here so the test stays small: a zip directory over the entry bound is refused before
     zipfile lists it, and METADATA is inflated up to its bound only (here 64 KiB of it deflate to
     a few hundred bytes)."""
-    monkeypatch.setattr(f"regsync.kinds.pypi.wheel.{limit}", value)
+    monkeypatch.setattr(f"regsync.kinds.package.wheel.{limit}", value)
     args = {"dist_infos": {"app-1.0.dist-info": HONEST}, **wheel_args}
     index = SimpleIndex()
     try:

@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from regsync.kinds.oci.copy import BlobCopier
+from regsync.kinds.image.copy import BlobCopier
 from tests.fixtures.pypi import SimpleIndex
 from tests.fixtures.policies import run_cli
 from tests.test_pypi_resume import big_wheel, write_policy

@@ -3,7 +3,7 @@
 import json
 
 import pytest
-from regsync.kinds.oci.client import RegistryClient
+from regsync.kinds.image.client import RegistryClient
 from tests.fixtures.policies import audit_records, run_cli, write_policy
 from tests.fixtures.oci_layout import digest_of, inspect_raw, seed, write_image
 

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from regsync.kinds.oci.tags import compile_pattern, loose_version, select_tags
+from regsync.kinds.image.tags import compile_pattern, loose_version, select_tags
 
 TAGS = ["2.9", "v2.9.0", "2.9.1", "2.10.0", "3.0.0", "2.9.2rc1", "2.8.0", "latest",
         "2.9-cuda11.8-ubuntu20.04", "2.9-cuda12.1-ubuntu22.04", "2.9-cuda12.1-rc1"]

@@ -13,9 +13,9 @@ import pytest
 import requests
 
 from regsync.errors import VerificationError
-from regsync.kinds.oci.client import RegistryClient
-from regsync.kinds.oci.copy import BlobCopier, Interrupted
-from regsync.kinds.oci.manifest import Descriptor
+from regsync.kinds.image.client import RegistryClient
+from regsync.kinds.image.copy import BlobCopier, Interrupted
+from regsync.kinds.image.manifest import Descriptor
 from regsync.content.sha256 import ResumableSha256
 
 MIB = 1 << 20

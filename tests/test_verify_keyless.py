@@ -214,8 +214,8 @@ def test_the_referrers_api_is_preferred_when_the_registry_has_it():
     import threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-    from regsync.kinds.oci.client import RegistryClient
-    from regsync.kinds.oci.referrers import list_referrers
+    from regsync.kinds.image.client import RegistryClient
+    from regsync.kinds.image.referrers import list_referrers
 
     subject = "sha256:" + "ab" * 32
     index = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [

@@ -88,10 +88,10 @@ def _scan_ref(ref: str, db, gate, allow_http: bool, cacert) -> dict:
     """An image in a registry, read-only: its layers read through the verifying reader."""
     from regsync.cli.verify import parse_image_ref
     from regsync.errors import UsageError
-    from regsync.kinds.oci.client import RegistryClient
-    from regsync.kinds.oci.credentials import resolve_credentials
-    from regsync.kinds.oci.tree import manifest_tree
-    from regsync.kinds.oci.vulns import scan_image
+    from regsync.kinds.image.client import RegistryClient
+    from regsync.kinds.image.credentials import resolve_credentials
+    from regsync.kinds.image.tree import manifest_tree
+    from regsync.kinds.image.vulns import scan_image
     from regsync.policy.models import Auth
 
     if "/" not in ref:

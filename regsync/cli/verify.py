@@ -70,10 +70,10 @@ def verify_cmd(image_ref, key, certificate_identity, certificate_identity_regexp
 def _verify(image_ref, key, identity, identity_regex, issuer, trusted_root, attestation_type, allow_http,
             cacert) -> int:
     from regsync.errors import EXIT_OK, RegistryError
-    from regsync.kinds.oci.client import RegistryClient
-    from regsync.kinds.oci.credentials import resolve_credentials
+    from regsync.kinds.image.client import RegistryClient
+    from regsync.kinds.image.credentials import resolve_credentials
     from regsync.policy.models import Auth, ImageVerify
-    from regsync.kinds.oci.signatures import check_signatures
+    from regsync.kinds.image.signatures import check_signatures
 
     trust = _trust_from_flags(key, identity, identity_regex, issuer, trusted_root)
     host, repo, reference = parse_image_ref(image_ref)
@@ -91,7 +91,7 @@ def _verify(image_ref, key, identity, identity_regex, issuer, trusted_root, atte
         raise UsageError(f"{image_ref}: no such image")
     name = "key" if key else "keyless"
     if attestation_type:
-        from regsync.kinds.oci.attestations import check_attestations
+        from regsync.kinds.image.attestations import check_attestations
         from regsync.trust.intoto import COSIGN_TYPES
 
         wanted = COSIGN_TYPES.get(attestation_type, attestation_type)

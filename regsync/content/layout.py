@@ -1,7 +1,7 @@
 """The bundle's blob store, an OCI image layout on disk, as every kind and the bundle use it:
 blobs named by their sha256 (written once, renamed into place only when verified), `oci-layout`,
 and `index.json` with its named refs. What reads the refs as images (tags, manifests) is the image
-kind's: kinds/oci/layout.py.
+kind's: kinds/image/layout.py.
 
 The layout on the import side is untrusted input: blob paths are built only from digests that
 match `sha256:<64 hex>`, and files are opened without following symlinks.
@@ -122,7 +122,7 @@ class LayoutBlobs:
     named `name` (a policy source), its blobs found in `root` or in `more_blobs`, further directories
     holding blobs (other volumes, the base of an incremental bundle) read as untrusted as the bundle
     itself. `index`: index.json's bytes as already checked (against SHA256SUMS and its signature),
-    for whoever reads the refs (kinds/oci/layout.py's LayoutSource); read from the file when None."""
+    for whoever reads the refs (kinds/image/layout.py's LayoutSource); read from the file when None."""
 
     def __init__(self, root: Path, name: str = "bundle", more_blobs: tuple[Path, ...] = (),
                  index: bytes | None = None):

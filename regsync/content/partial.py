@@ -1,7 +1,7 @@
 """A download that outlives its process: `<state>/downloads/<sha256>.part` and a checkpoint.
 
 Package files land here while they download; the source bytes of multi-GB image blobs are kept
-here as they stream to the target (see kinds/oci/copy.py). Keyed by sha256, the same bytes are the same
+here as they stream to the target (see kinds/image/copy.py). Keyed by sha256, the same bytes are the same
 partial whichever path fetched them.
 
 The checkpoint (offset, total size, SHA-256 state) is written only after the bytes it counts were

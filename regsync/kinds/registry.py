@@ -8,8 +8,8 @@ nothing below it imports this module.
 from __future__ import annotations
 
 from regsync.kinds.conda.kind import CondaKind
-from regsync.kinds.oci.kind import ImageKind
-from regsync.kinds.pypi.kind import PackageKind
+from regsync.kinds.image.kind import ImageKind
+from regsync.kinds.package.kind import PackageKind
 from regsync.pipeline.kind import Kinds
 
 KINDS: Kinds = {kind.name: kind for kind in (

@@ -41,7 +41,7 @@ class BundleSink(Protocol):
     leave_out: frozenset[str]       # blobs an earlier bundle carried (--since-bundle)
 
     @property
-    def writer(self) -> Any:  # kinds/oci/layout.LayoutWriter, which pipeline/ may not name
+    def writer(self) -> Any:  # kinds/image/layout.LayoutWriter, which pipeline/ may not name
         """The OCI layout every kind stores its bytes in (blobs named by their sha256)."""
 
     def add_ref(self, name: str, manifest: Any, source_digest: str | None = None) -> None:

@@ -1,6 +1,6 @@
 """The distribution spec's grammar for repository names, tags and digests, in one place: the policy
 checks its image references with it, the image kind every name it builds a URL or path from
-(kinds/oci/names.py).
+(kinds/image/names.py).
 
 Every name that comes from a server, a bundle, a saved plan or the policy is checked here before it
 reaches a URL, a path or a decision (docs/architecture.md, "Security principles in the code"): a listed tag `2.9.1?x` would

@@ -5,7 +5,7 @@ A payload of media type `application/vnd.dev.cosign.simplesigning.v1+json` names
 the signature over the payload's exact bytes sits in the annotation
 `dev.cosignproject.cosign/signature` (base64), a keyless signature's certificate, chain and Rekor
 bundle in the `dev.sigstore.cosign/...` annotations. Where these are found (a `.sig` tag in a
-registry) is the image kind's business: kinds/oci/cosign.py reads them, kinds/oci/signing.py pushes.
+registry) is the image kind's business: kinds/image/cosign.py reads them, kinds/image/signing.py pushes.
 """
 
 from __future__ import annotations

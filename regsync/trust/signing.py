@@ -1,5 +1,5 @@
 """Private signing keys (PKCS#8 PEM or cosign.key) and the signature scheme cosign uses for each
-key type. Used to sign on import (kinds/oci/signing.py), audit records, bundles and approvals.
+key type. Used to sign on import (kinds/image/signing.py), audit records, bundles and approvals.
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ def verifier(trust_root):
 def verify_bundle(name: str, wanted: Keyless, root, found, digest: str,
                   predicate_types: tuple[str, ...] = COSIGN_SIGNATURE_PREDICATES):
     """Evidence for the audit record, or a Failure with a documented category. `found`: a bundle
-    as read from where it was attached (kinds/oci/signatures.FoundBundle: manifest_digest, raw, problem).
+    as read from where it was attached (kinds/image/signatures.FoundBundle: manifest_digest, raw, problem).
 
     A DSSE bundle is a signature only when its in-toto predicate type is one of `predicate_types`:
     a verified SLSA provenance or SBOM attestation says something about the image, not that the

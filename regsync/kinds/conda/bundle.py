@@ -25,7 +25,7 @@ from regsync.kinds.conda.transfer import admitted, planned_record
 from regsync.kinds.conda.names import known_subdirs, split_filename, split_ref
 from regsync.errors import NotFound, RegistryError, VerificationError
 from regsync.content.layout import LayoutBlobs, LayoutWriter, blob_path, open_regular
-from regsync.kinds.pypi.fetch import FileResponse, fetch_verified
+from regsync.kinds.package.fetch import FileResponse, fetch_verified
 
 SHA256 = re.compile(r"sha256:[0-9a-f]{64}")
 MAX_PACKAGE_BYTES = 1 << 40

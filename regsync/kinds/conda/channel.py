@@ -33,7 +33,7 @@ _DEFAULT_VIRTUAL = {"linux": {"__unix": "0", "__linux": "0"}, "osx": {"__unix": 
 
 @dataclass
 class CondaFile:
-    """One package file as the repodata lists it: what the shared download path (pypi/fetch.py) needs."""
+    """One package file as the repodata lists it: what the shared download path (package/fetch.py) needs."""
 
     filename: str
     url: str

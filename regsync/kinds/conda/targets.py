@@ -254,7 +254,7 @@ class HttpChannel(_Channel):
     Nothing leaves the channel's origin: a read redirected to another origin is not read (an error
     naming where it pointed, never that listing taken for the target's), a PUT answered with a
     redirect is not followed (an error: the file is not there). Redirects on the channel's own
-    origin are followed for reads, as for package indexes (kinds/pypi/index.py)."""
+    origin are followed for reads, as for package indexes (kinds/package/index.py)."""
 
     def __init__(self, name: str, cfg):
         super().__init__()

@@ -1,5 +1,5 @@
 """Apply one conda item: the exact record the plan named, as the channel lists it now; the file
-streamed through the shared verifying download (pypi/fetch.py: sha256 and size from the repodata,
+streamed through the shared verifying download (package/fetch.py: sha256 and size from the repodata,
 resumed after a kill), placed on the target, and only then listed in the target's repodata."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from regsync.kinds.conda.names import record_digest, split_ref
 from regsync.kinds.conda.rules import admit_record, conda_rules_for
 from regsync.content.reader import VerifyingReader
 from regsync.errors import RegistryError, VerificationError
-from regsync.kinds.pypi.fetch import fetch_verified
+from regsync.kinds.package.fetch import fetch_verified
 
 
 def planned_record(item, endpoints):

@@ -1,0 +1,74 @@
+"""Python packages as a Kind (regsync/pipeline/kind.py; docs/architecture.md, "The Kind protocol")."""
+
+from __future__ import annotations
+
+from regsync.pipeline.kind import BundleSink, Run
+from regsync.pipeline.plan import PlanItem
+
+# The package modules (pypi-simple, BeautifulSoup, packaging) are imported by the methods that use
+# them: a run with no package rule never loads them (issue 16, start-up).
+
+
+class PackageKind:
+    name = "package"
+    bundle_section = "packages"
+
+    def plan(self, policy, endpoints, jobs, shard, diff_target):
+        if not policy.packages:
+            return [], []
+        from regsync.kinds.package.plan import plan_packages
+
+        return plan_packages(list(policy.packages), endpoints, jobs, shard)
+
+    def authorize(self, item: PlanItem, policy):
+        from regsync.kinds.package.rules import authorize_package
+
+        return authorize_package(item, policy)
+
+    def check_names(self, item: PlanItem) -> None:
+        """File names are checked against the index's listing when applied (planned_file)."""
+
+    def is_stale(self, item: PlanItem, endpoints) -> str | None:
+        """Never stale: a file is never overwritten on the target, and its sha256 is checked against
+        the index again when applied (there is no tag that could have moved). The target is read
+        now, though: a file it already holds with the planned sha256 becomes a skip, one it holds
+        with another a refusal (recheck_target), so a plan applied twice is a no-op."""
+        from regsync.kinds.package.transfer import recheck_target
+
+        recheck_target(item, endpoints)
+        return None
+
+    def transfer(self, item: PlanItem, run: Run) -> dict:
+        # a wheel is one more artifact: same pool, same verification rule, same audit records
+        from regsync.kinds.package.transfer import apply_package
+
+        verification = apply_package(item, run.endpoints, run.audit, run.on_bytes, item.artifact())
+        return {"verification": verification or {"method": "sha256", "against": "source index"}}
+
+    def export(self, item: PlanItem, run: Run, sink: BundleSink) -> dict:
+        from regsync.kinds.package.bundle import export_package
+
+        entry = export_package(item, run.endpoints, sink.writer, run.on_bytes)
+        sink.add_entry(item, self.bundle_section, entry)
+        return {"method": "sha256", "against": f"{entry['index']} index"}
+
+    def export_sizes(self, item: PlanItem, endpoints, leave_out: frozenset[str]) -> list[int]:
+        return [item.bytes]
+
+    def targets(self, policy) -> set[str]:
+        return {rule.target for rule in policy.packages}
+
+    def export_stand_ins(self, policy) -> dict:
+        # package targets are across the gap: export plans every selected file as absent there
+        from regsync.kinds.package.bundle import NoTarget
+
+        return {f"target:{rule.target}": NoTarget(rule.target) for rule in policy.packages}
+
+    def bundle_sources(self, bundle: dict, policy, layout_for) -> dict:
+        from regsync.kinds.package.bundle import index_stand_ins
+
+        return index_stand_ins(bundle.get(self.bundle_section), policy, layout_for("packages"))
+
+    def verifies_without_bundle(self, rule) -> bool:
+        verify = rule.verify  # a PEP 740 attestation binds the file's sha256 to its publisher
+        return verify.attestations == "required" or any(a.mode == "required" for a in verify.require_attestations)

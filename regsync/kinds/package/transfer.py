@@ -1,0 +1,132 @@
+"""Apply one package item: find the exact file the plan named, check it belongs to the policy's
+closure, download it verified, then upload it (or place it in the tree). Nothing reaches the target
+before its sha256 matched the index and the wheel's own metadata matched its name."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from loguru import logger
+
+from regsync.errors import RegistryError, VerificationError
+from regsync.pipeline.plan import PlanItem
+from regsync.kinds.package.ref import parse_file_name, sha256_of
+from regsync.kinds.package.evidence import check_provenance
+from regsync.kinds.package.closure import closures_of
+from regsync.kinds.package.rules import admit_package, authorize_package, package_rule_for
+from regsync.kinds.package.wheel import check_wheel
+
+
+def planned_file(item: PlanItem, endpoints):
+    """(index, package) for the exact file a plan item names, as the source lists it now."""
+    source_name, filename = item.source.split("/", 1)
+    index = endpoints.index(source_name)
+    project = _project_of_file(filename, item.project)
+    package = next((p for p in index.files(project) if p.filename == filename), None)
+    if package is None:
+        raise RegistryError(item.source, 404, "no longer on the source index")
+    if sha256_of(package) != item.digest:
+        # A saved plan applies exactly what was reviewed: a file whose hash moved is not that file.
+        raise VerificationError(f"{item.source}: the index now gives {sha256_of(package)}, the plan says {item.digest}")
+    return index, package
+
+
+def recheck_target(item: PlanItem, endpoints) -> None:
+    """A saved plan's item, read against the target before anything is applied (a plan applied
+    twice, a cron retry): a file the target now lists with the planned sha256 becomes a `skip`
+    (unchanged: nothing fetched or uploaded), one it lists with another sha256 a refusal, as a fresh
+    plan would say. Its version is also noted for its rule's closure, re-derived at apply."""
+    closures_of(endpoints).prefer(item.source, item.target)
+    if not item.changes:
+        return
+    try:
+        package_rule_for(endpoints.policy, item.source, item.target)  # else apply refuses it unread
+        filename = item.source.split("/", 1)[1]
+        target = endpoints.package_target(item.target.split("/", 1)[0])
+        present = target.existing(_project_of_file(filename, item.project)).get(filename, "absent")
+    except (VerificationError, RegistryError) as exc:
+        logger.debug("{}: the target is read again at upload: {}", item.target, exc)
+        return
+    if present == item.digest:
+        item.action, item.reason, item.bytes = "skip", "unchanged: the target already has it with the planned sha256", 0
+    elif present != "absent":
+        item.action = "refuse"
+        item.reason = f"the target has {filename} with {present or 'an unknown hash'}; never overwritten"
+
+
+def _project_of_file(filename: str, listed: str | None) -> str:
+    """The file name decides (a plan's `project` field is what the page said, and an edited plan
+    could say anything); `listed` only for a name no parser reads (a legacy `.zip` sdist, say)."""
+    try:
+        return parse_file_name(filename)[0]
+    except ValueError:
+        if listed:
+            return listed
+        raise VerificationError(f"{filename} is not a wheel or sdist file name") from None
+
+
+def apply_package(item: PlanItem, endpoints, audit, on_bytes=None, artifact=None) -> dict:
+    """Returns the verification evidence (for the `pushed` record too).
+
+    Everything is checked against the rule the policy gives for the item's source and target index,
+    as if the plan had not been seen: the file must be in the closure that rule resolves to, with
+    the sha256 its index lists now, its provenance is verified again, and a wheel must be what its
+    file name and the metadata the resolution used say (kinds/package/wheel.py) before it is pushed."""
+    rule = authorize_package(item, endpoints.policy)
+    index, package = planned_file(item, endpoints)
+    admit_package(item.rule, rule, package, endpoints, index)
+    source_name, filename = item.source.split("/", 1)[0], package.filename
+    target = endpoints.package_target(item.target.split("/", 1)[0])
+    # Provenance binds name + sha256, so it is checked before the download: a refusal moves no bytes,
+    # and the download then proves the bytes are the ones attested.
+    provenance = check_provenance(rule, endpoints, filename, item.digest)
+    vulnerabilities = _vulnerability_gate(item, rule, endpoints)
+    staging = _staging_dir(target)
+    with tempfile.TemporaryDirectory(dir=staging, prefix=".regsync-") as work:
+        path = Path(work) / filename
+        index.download(package, path, on_bytes)
+        check_wheel(path, filename, f"{source_name}/{filename}", used_metadata(index, package))
+        verification = {"method": "sha256", "against": f"{source_name} index", "rechecked": True,
+                        **_where_from(index, package)}
+        if provenance is not None:
+            verification["provenance"] = provenance
+        if vulnerabilities is not None:
+            verification["vulnerabilities"] = vulnerabilities
+        audit.record("verified", artifact=artifact, policy_rule=item.rule, verification=verification)
+        if target.put(path, filename, item.digest):
+            # it landed there since the plan was read (another run, another operator): the same bytes
+            verification["target"] = "already had this file with the same sha256 (HTTP 409); not uploaded again"
+    return verification
+
+
+def used_metadata(index, package):
+    """The PEP 658 metadata the resolution read for `package` (the run's copy), None when the index
+    offers none: then the resolution read the wheel's own METADATA, which check_wheel reads again."""
+    if not package.has_metadata or not package.filename.endswith(".whl"):
+        return None
+    return index.metadata(package)
+
+
+def _vulnerability_gate(item: PlanItem, rule, endpoints) -> dict | None:
+    """Again before the push, with the database as it is now (a saved plan may be old)."""
+    if rule.gates is None or rule.gates.vulnerabilities is None:
+        return None
+    from regsync.kinds.package.plan import check_vulnerabilities
+
+    check_vulnerabilities(item, rule, endpoints)
+    if item.action == "refuse":
+        raise VerificationError(item.reason)
+    return (item.verification or {}).get("vulnerabilities")
+
+
+def _where_from(index, package) -> dict:
+    """Which page's sha256 was trusted and which index sent the bytes (they differ when a mirror helped)."""
+    served_by = index.served_by(package)
+    if served_by is None:
+        return {}  # a bundle: the bytes come from the bundle, checked against the plan's sha256
+    return {"hashes_from": index.page_url(package), "downloaded_from": served_by}
+
+
+def _staging_dir(target) -> str | None:
+    return target.staging_dir()
