@@ -273,6 +273,55 @@ def test_the_inventory_is_a_cyclonedx_bom_that_validates_against_the_schema(tmp_
     assert "no proxies with credentials here" in vulns["PYSEC-2023-74"]["analysis"]["detail"]
 
 
+
+def spdx_checked(text: str) -> dict:
+    """An SPDX 2.3 JSON document read back and validated by spdx-tools, and checked against the
+    SPDX 2.3 JSON schema (tests/data/spdx/README.md)."""
+    import jsonschema
+    from spdx_tools.spdx.parser.json.json_parser import parse_from_file
+    from spdx_tools.spdx.validation.document_validator import validate_full_spdx_document
+
+    doc = json.loads(text)
+    schema = json.loads((DATA.parent / "spdx" / "spdx-schema.json").read_text())
+    jsonschema.validate(doc, schema)
+    import tempfile
+    with tempfile.NamedTemporaryFile("w", suffix=".spdx.json") as handle:
+        handle.write(text)
+        handle.flush()
+        assert validate_full_spdx_document(parse_from_file(handle.name), "SPDX-2.3") == []
+    return doc
+
+
+def test_the_inventory_as_spdx_carries_the_same_artifacts_purls_hashes_and_advisories(tmp_path, index, osv_db):
+    import hashlib
+
+    assert run_cli("sync", "-p", gated_policy(tmp_path, index, osv_db, ALL, GATE)).exit_code == 3
+    result = run_cli("audit", "inventory", tmp_path / "audit.jsonl", "--format", "spdx", "-o", tmp_path / "bom.spdx.json")
+    assert result.exit_code == 0, result.output
+    assert "4 component(s), SPDX 2.3" in result.output
+    doc = spdx_checked((tmp_path / "bom.spdx.json").read_text())
+    assert doc["spdxVersion"] == "SPDX-2.3"
+    purls = {p["name"]: [r["referenceLocator"] for r in p["externalRefs"] if r["referenceType"] == "purl"]
+             for p in doc["packages"]}
+    assert sorted(v for found in purls.values() for v in found) == [
+        "pkg:pypi/aiohttp@3.8.1?file_name=aiohttp-3.8.1-py3-none-any.whl",
+        "pkg:pypi/jwcrypto@1.5.0?file_name=jwcrypto-1.5.0-py3-none-any.whl",
+        "pkg:pypi/py@1.11.0?file_name=py-1.11.0-py3-none-any.whl",
+        "pkg:pypi/requests@2.30.0?file_name=requests-2.30.0-py3-none-any.whl"]   # the same as the CycloneDX BOM
+    jwcrypto = next(p for p in doc["packages"] if p["name"] == "jwcrypto")
+    wheel = tmp_path / "tree" / "jwcrypto" / "jwcrypto-1.5.0-py3-none-any.whl"
+    assert jwcrypto["checksums"] == [{"algorithm": "SHA256", "checksumValue": hashlib.sha256(wheel.read_bytes()).hexdigest()}]
+    assert jwcrypto["versionInfo"] == "1.5.0" and "regsync:rule=packages[0]" in jwcrypto["comment"]
+    [advisory] = [r for r in jwcrypto["externalRefs"] if r["referenceCategory"] == "SECURITY"]
+    assert advisory["referenceType"] == "advisory"
+    assert advisory["referenceLocator"] == "https://osv.dev/vulnerability/PYSEC-2024-104"
+    assert "medium 5.3" in advisory["comment"] and "regsync:fixed=1.5.1" in advisory["comment"]
+    requests = next(p for p in doc["packages"] if p["name"] == "requests")
+    assert "no proxies with credentials here" in next(r["comment"] for r in requests["externalRefs"]
+                                                      if r["referenceCategory"] == "SECURITY")
+    described = {r["relatedSpdxElement"] for r in doc["relationships"] if r["relationshipType"] == "DESCRIBES"}
+    assert described == {p["SPDXID"] for p in doc["packages"]}
+
 # -- docs/vulnerabilities.md: its policy is valid, its command lines are ones regsync accepts -------
 
 DOC = DATA.parent.parent.parent / "docs" / "vulnerabilities.md"
@@ -309,13 +358,13 @@ def test_the_docs_policy_is_valid_and_its_scan_commands_run(tmp_path, osv_db, mo
 
 
 def test_inventory_purls_follow_the_purl_types_for_conda_and_images():
-    from regsync.audit.inventory import _identity
+    from regsync.audit.inventory import identity
 
-    name, version, purl = _identity("conda", "internal-conda/linux-64/numpy-1.26.4-py311h64a7726_0.conda", "sha256:ab")
+    name, version, purl = identity("conda", "internal-conda/linux-64/numpy-1.26.4-py311h64a7726_0.conda", "sha256:ab")
     assert (name, version) == ("numpy", "1.26.4")
     assert str(purl) == ("pkg:conda/numpy@1.26.4?build=py311h64a7726_0&channel=internal-conda&subdir=linux-64"
                          "&type=conda")
-    name, version, purl = _identity("image", "harbor/ai/pytorch:2.9", "sha256:" + "a" * 64)
+    name, version, purl = identity("image", "harbor/ai/pytorch:2.9", "sha256:" + "a" * 64)
     assert str(purl) == f"pkg:oci/pytorch@sha256:{'a' * 64}?repository_url=harbor/ai/pytorch&tag=2.9"
 
 

@@ -135,6 +135,20 @@ def test_a_vulnerable_dpkg_package_refuses_the_image_before_any_manifest_is_push
     assert sorted(c["purl"] for c in image["components"]) == [
         "pkg:deb/debian/base-files@7.1wheezy8", "pkg:deb/debian/nginx@1.2.1-2.2%2Bwheezy3", "pkg:pypi/mkdocs@1.2.3"]
 
+    from tests.test_vulnerabilities import spdx_checked
+
+    spdx = run_cli("audit", "inventory", tmp_path / "audit.jsonl", "--format", "spdx")
+    assert spdx.exit_code == 0, spdx.output
+    doc = spdx_checked(spdx.output)
+    ids = {p["SPDXID"]: p for p in doc["packages"]}
+    [root] = [ids[r["relatedSpdxElement"]] for r in doc["relationships"] if r["relationshipType"] == "DESCRIBES"]
+    assert root["primaryPackagePurpose"] == "CONTAINER" and root["checksums"][0]["checksumValue"] == fixed[7:]
+    assert [r["referenceLocator"] for r in root["externalRefs"]] == [image["purl"]]
+    contained = [ids[r["relatedSpdxElement"]] for r in doc["relationships"]
+                 if r["relationshipType"] == "CONTAINS" and r["spdxElementId"] == root["SPDXID"]]
+    assert sorted(r["referenceLocator"] for p in contained for r in p["externalRefs"]) == sorted(
+        c["purl"] for c in image["components"])   # the nested packages, as in the CycloneDX BOM
+
     seed(registry, unique_repo, "again", layout, "upgraded")   # same blobs, already on the target
     again = gated(tmp_path, registry, registry2, unique_repo, ["again"], osv_db)
     assert run_cli("sync", "-p", again).exit_code == 0
