@@ -201,3 +201,18 @@ def test_purls_name_the_packages_osv_names():
         assert package_of(PackageURL.from_string(purl)) == expected, purl
     assert "regsync compares no golang versions" in package_of(PackageURL.from_string("pkg:golang/x/y@v1.0.0"))
     assert "names no distribution release" in package_of(PackageURL.from_string("pkg:deb/debian/bash@5.2"))
+
+
+def test_a_buildkit_index_is_scanned_by_its_images_layers_and_its_unsigned_sbom_is_no_package_list(
+        tmp_path, registry, registry2, unique_repo, osv_db):
+    from tests.fixtures.buildkit import write_buildkit_image
+
+    write_buildkit_image(tmp_path / "layout", "bk")   # two platforms, each with an attestation manifest (SPDX)
+    seed(registry, unique_repo, "bk", tmp_path / "layout")
+    policy = gated(tmp_path, registry, registry2, unique_repo, ["bk"], osv_db, "{not_covered: record}")
+    row = plan_rows(policy)["bk"]
+    assert row["verification"]["vulnerabilities"] == {"package_list": "the layers, read at apply"}
+    result = run_cli("sync", "-p", policy)
+    assert result.exit_code == 0, result.output   # the in-toto layers are not read as file systems
+    pushed = by_tag(audit(tmp_path, "pushed"))["bk"]["verification"]["vulnerabilities"]
+    assert pushed["not_covered"] == ["no package database found in the image (no dpkg, apk, Python or conda records)"]

@@ -29,7 +29,11 @@ FROM_SBOM = "verified SBOM attestation"
 
 
 def _layers(tree: list[Manifest]) -> Iterator[tuple[Manifest, list[Descriptor]]]:
-    for manifest in (m for m in tree if not m.is_index):
+    """Each image's layers. BuildKit's attestation manifests travel in the index but are no image:
+    their layers are in-toto statements, not file systems (and their SBOM is unsigned)."""
+    entries = [d for m in tree for d in m.children()]
+    not_images = {d.digest for d in entries if not d.runnable} - {d.digest for d in entries if d.runnable}
+    for manifest in (m for m in tree if not m.is_index and m.digest not in not_images):
         yield manifest, manifest.blobs()[1:]   # blobs()[0] is the config
 
 
