@@ -12,6 +12,7 @@ else read from the source through the verifying reader. Only for rules that ask.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from typing import Any
 
@@ -42,7 +43,7 @@ def tap_layers(blobs: BlobCopier, tree: list[Manifest]) -> None:
 
     for _, layers in _layers(tree):
         for layer in layers:
-            blobs.tap(layer.digest, lambda kind=compression_of(layer.media_type): LayerCapture(kind))
+            blobs.tap(layer.digest, functools.partial(LayerCapture, compression_of(layer.media_type)))
 
 
 def judge_listed(gate: VulnGate, endpoints: Endpoints, tree: list[Manifest], statements: list[dict[str, Any]],
