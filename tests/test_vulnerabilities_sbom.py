@@ -157,6 +157,10 @@ def test_earlier_scans_of_every_layer_judge_an_image_at_plan_time(tmp_path, regi
     assert "nginx 1.2.1-2.2+wheezy2: DSA-3029-1" in row["reason"] and "fixed in 1.2.1-2.2+wheezy3" in row["reason"]
     assert row["verification"]["vulnerabilities"]["package_list"] == \
         "earlier scans of its 2 layer(s) (the state dir's cache)"
+    exported = run_cli("export", "-p", gated(tmp_path, registry, registry2, unique_repo, ["second"], osv_db),
+                       "-o", tmp_path / "bundle")
+    assert exported.exit_code == 3 and "DSA-3029-1" in exported.output   # not carried across the gap either
+    assert unique_repo not in (tmp_path / "bundle" / "index.json").read_text()   # the layout names no image
 
 
 def test_a_cache_entry_that_names_another_layer_or_is_damaged_is_a_miss(tmp_path, monkeypatch):
