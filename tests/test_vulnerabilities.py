@@ -301,7 +301,7 @@ def test_the_inventory_as_spdx_carries_the_same_artifacts_purls_hashes_and_advis
     assert "4 component(s), SPDX 2.3" in result.output
     doc = spdx_checked((tmp_path / "bom.spdx.json").read_text())
     assert doc["spdxVersion"] == "SPDX-2.3"
-    purls = {p["name"]: [r["referenceLocator"] for r in p["externalRefs"] if r["referenceType"] == "purl"]
+    purls = {p["name"]: [r["referenceLocator"] for r in p.get("externalRefs", []) if r["referenceType"] == "purl"]
              for p in doc["packages"]}
     assert sorted(v for found in purls.values() for v in found) == [
         "pkg:pypi/aiohttp@3.8.1?file_name=aiohttp-3.8.1-py3-none-any.whl",
@@ -319,8 +319,9 @@ def test_the_inventory_as_spdx_carries_the_same_artifacts_purls_hashes_and_advis
     requests = next(p for p in doc["packages"] if p["name"] == "requests")
     assert "no proxies with credentials here" in next(r["comment"] for r in requests["externalRefs"]
                                                       if r["referenceCategory"] == "SECURITY")
-    described = {r["relatedSpdxElement"] for r in doc["relationships"] if r["relationshipType"] == "DESCRIBES"}
-    assert described == {p["SPDXID"] for p in doc["packages"]}
+    [root] = [r["relatedSpdxElement"] for r in doc["relationships"] if r["relationshipType"] == "DESCRIBES"]
+    contained = {r["relatedSpdxElement"] for r in doc["relationships"] if r["spdxElementId"] == root}
+    assert contained == {p["SPDXID"] for p in doc["packages"]} - {root}
 
 # -- docs/vulnerabilities.md: its policy is valid, its command lines are ones regsync accepts -------
 
@@ -333,26 +334,36 @@ def test_the_docs_policy_is_valid_and_its_scan_commands_run(tmp_path, osv_db, mo
 
     from tests.test_vulnerabilities_images import BASE, layer
 
+    from tests.fixtures.cosign import make_key, write_public_key
+
     text = DOC.read_text().replace("/var/lib/regsync/osv", str(osv_db))
-    block = re.search(r"```yaml\n(.*?)```", text, re.S).group(1)
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "policy.yaml").write_text(
-        'version: 1\nregistries:\n  tuna: {url: "https://mirror.example"}\n'
-        '  harbor: {url: "https://harbor.example", kind: harbor}\n' + block.replace("max_age: 7d", "max_age: 1000w"))
-    result = run_cli("policy", "check", "-p", "policy.yaml")
-    assert result.exit_code == 0, result.output
+    (tmp_path / "keys").mkdir()
+    write_public_key(make_key("ecdsa"), tmp_path / "keys" / "release.pub")
+    blocks = re.findall(r"```yaml\n(.*?)```", text, re.S)
+    assert len(blocks) == 2   # the gate; images judged before any byte moves
+    for block in blocks:
+        (tmp_path / "policy.yaml").write_text(
+            'version: 1\nregistries:\n  tuna: {url: "https://mirror.example"}\n'
+            '  harbor: {url: "https://harbor.example", kind: harbor}\n' + block.replace("max_age: 7d", "max_age: 1000w")
+            .replace("vulnerabilities: {db: " + str(osv_db) + "}", "vulnerabilities: {db: " + str(osv_db) + ", max_age: 1000w}"))
+        result = run_cli("policy", "check", "-p", "policy.yaml")
+        assert result.exit_code == 0, (block, result.output)
     build_wheel(tmp_path, "requests", "2.30.0")
     (tmp_path / "layer.tar.gz").write_bytes(layer(BASE))
     for name, content in BASE.items():
         (tmp_path / "rootfs" / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / "rootfs" / name).write_bytes(content)
     commands = [line for block in re.findall(r"```sh\n(.*?)```", text, re.S)[1:] for line in block.splitlines()]
-    expected = ["PYSEC-2023-74", "DSA-3029-1", "DSA-3029-1", None]
+    expected = ["PYSEC-2023-74", "DSA-3029-1", "DSA-3029-1", None, None]
     assert len(commands) == len(expected)
     for line, found in zip(commands, expected):
         argv = shlex.split(line)[1:]
-        if argv[0] == "audit":
-            continue   # the inventory is run on a real trail above
+        if argv[0] == "audit":   # the inventory of a real trail is checked above; here: its command lines
+            (tmp_path / "audit.jsonl").touch()
+            result = run_cli(*[str(tmp_path / "audit.jsonl") if a.endswith("audit.jsonl") else a for a in argv])
+            assert result.exit_code == 0 and (tmp_path / argv[-1]).exists(), (line, result.output)
+            continue
         result = run_cli(*argv)
         assert result.exit_code == 3 and found in result.output, (line, result.output)
 

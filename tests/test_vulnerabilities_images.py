@@ -148,7 +148,8 @@ def test_a_vulnerable_dpkg_package_refuses_the_image_before_any_manifest_is_push
     assert spdx.exit_code == 0, spdx.output
     doc = spdx_checked(spdx.output)
     ids = {p["SPDXID"]: p for p in doc["packages"]}
-    [root] = [ids[r["relatedSpdxElement"]] for r in doc["relationships"] if r["relationshipType"] == "DESCRIBES"]
+    [inventory] = [r["relatedSpdxElement"] for r in doc["relationships"] if r["relationshipType"] == "DESCRIBES"]
+    [root] = [ids[r["relatedSpdxElement"]] for r in doc["relationships"] if r["spdxElementId"] == inventory]
     assert root["primaryPackagePurpose"] == "CONTAINER" and root["checksums"][0]["checksumValue"] == fixed[7:]
     assert [r["referenceLocator"] for r in root["externalRefs"]] == [image["purl"]]
     contained = [ids[r["relatedSpdxElement"]] for r in doc["relationships"]

@@ -2,7 +2,7 @@
 written and validated by the SPDX project's own library (spdx-tools).
 
 The same artifacts as the CycloneDX BOM, as far as SPDX 2.3 carries them: each a package the
-document DESCRIBES, with its purl (an externalRef, PACKAGE-MANAGER purl), its SHA-256 (checksums),
+inventory's root package (the one the document DESCRIBES) CONTAINS, with its purl (an externalRef, PACKAGE-MANAGER purl), its SHA-256 (checksums),
 the packages found inside an image as packages the image CONTAINS, every match of the gate as a
 SECURITY `advisory` reference on the package it affects (its comment holding the id, rating,
 decision and fixed version: SPDX 2.3 has no vulnerability element), and the trail's source,
@@ -25,8 +25,8 @@ if TYPE_CHECKING:
 
 
 def spdx_document(artifacts: list[Imported], name: str) -> str:
-    from spdx_tools.spdx.model import (Actor, ActorType, CreationInfo, Document, PackagePurpose, Relationship,
-                                       RelationshipType)
+    from spdx_tools.spdx.model import (Actor, ActorType, CreationInfo, Document, Package, PackagePurpose,
+                                       Relationship, RelationshipType, SpdxNoAssertion)
     from spdx_tools.spdx.jsonschema.document_converter import DocumentConverter
     from spdx_tools.spdx.writer.write_utils import convert, validate_and_deduplicate
 
@@ -37,6 +37,13 @@ def spdx_document(artifacts: list[Imported], name: str) -> str:
                         document_namespace=f"https://spdx.org/spdxdocs/regsync-inventory-{uuid.uuid4()}",
                         creators=[Actor(ActorType.TOOL, f"regsync-{__version__}")], created=created)
     document = Document(info)
+    # What the trail says was imported is the document's subject (as syft's root package for a
+    # folder is): it CONTAINS each artifact, so an empty inventory is a valid document too.
+    root = Package(spdx_id="SPDXRef-DocumentRoot-Inventory", name=f"imported by regsync ({name})",
+                   download_location=SpdxNoAssertion(), files_analyzed=False, primary_package_purpose=PackagePurpose.OTHER,
+                   comment="every artifact the audit trail records as pushed")
+    document.packages.append(root)
+    document.relationships.append(Relationship("SPDXRef-DOCUMENT", RelationshipType.DESCRIBES, root.spdx_id))
     for artifact in artifacts:
         purpose = PackagePurpose.CONTAINER if artifact.kind == "image" else PackagePurpose.LIBRARY
         advisories: dict[str, list[ExternalPackageRef]] = {}
@@ -46,7 +53,7 @@ def spdx_document(artifacts: list[Imported], name: str) -> str:
                            purpose, advisories.get(artifact.ref, []),
                            "; ".join(f"regsync:{key}={value}" for key, value in properties_of(artifact.row)))
         document.packages.append(package)
-        document.relationships.append(Relationship("SPDXRef-DOCUMENT", RelationshipType.DESCRIBES, package.spdx_id))
+        document.relationships.append(Relationship(root.spdx_id, RelationshipType.CONTAINS, package.spdx_id))
         for found in inside(artifact):
             nested = _package(found.ref, found.name, found.version, str(found.purl), None, PackagePurpose.LIBRARY,
                               advisories.get(found.ref, []), f"found by the regsync vulnerability gate ({found.ecosystem})")
