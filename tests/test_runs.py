@@ -13,7 +13,7 @@ from regsync.audit.evidence import AlreadyThere, Evidence
 from regsync.audit.log import AuditLog
 from regsync.audit.report import build_report, render_html
 from regsync.endpoints import Endpoints
-from regsync.errors import VerificationError
+from regsync.errors import RegistryError, VerificationError
 from regsync.kinds.registry import KINDS
 from regsync.pipeline.apply import apply_plan
 from regsync.pipeline.kind import Run
@@ -166,6 +166,33 @@ def test_apply_writes_a_kinds_audit_records_from_its_evidence(tmp_path):
     assert (row["decision"], row["kind"], row["method"], row["signer"]) == ("pushed", "note", "sha256", "")
     page = render_html(report)
     assert '<td class="method">sha256</td>' in page and '<td class="decision">skipped</td>' in page
+
+
+class BrokenTargetNoteKind(NoteKind):
+    """Verifies, says so, then cannot write to its target."""
+
+    def transfer(self, item, run: Run):
+        run.verified(item, Evidence(method="sha256", against="the source directory"))
+        raise RegistryError(item.target, None, "the target directory is read-only")
+
+
+def test_checks_that_passed_before_a_push_failed_stay_in_the_trail(tmp_path):
+    """`run.verified` is when a kind's checks passed: apply writes `verified` then, so a push that
+    fails afterwards leaves `verified` and `failed`, and the report still shows how it was verified."""
+    (tmp_path / "src").mkdir()
+    (tmp_path / "dst").mkdir()
+    (tmp_path / "src" / "a.txt").write_bytes(b"alpha")
+    kinds = {"note": BrokenTargetNoteKind()}
+    (tmp_path / "policy.yaml").write_text("version: 1\naudit: {path: audit.jsonl}\n")
+    loaded = load_checked(tmp_path / "policy.yaml")
+    endpoints = Endpoints(loaded, sources={"note:src": _Note(tmp_path / "src"), "note:dst": _Note(tmp_path / "dst")})
+    audit = AuditLog(tmp_path / "audit.jsonl", "run")
+    outcome = apply_plan(make_plan(loaded, endpoints, kinds), endpoints, kinds, audit)
+    audit.close()
+    assert (outcome.pushed, outcome.failed) == (0, 1)
+    assert [r["event"] for r in audit_records(tmp_path / "audit.jsonl")] == ["verified", "failed"]
+    [row] = build_report(tmp_path / "audit.jsonl")["artifacts"]
+    assert (row["decision"], row["method"]) == ("failed", "sha256")
 
 
 # The layers below the kinds (docs/architecture.md, "Dependencies").
