@@ -1,10 +1,10 @@
 """What a kind hands the pipeline for one item, and what apply writes to the audit trail from it
-(docs/architecture.md, "The Kind protocol"; the record's shape is /work/shared/DESIGN.md's
-"Audit record" contract, docs/audit.md).
+(docs/architecture.md, "The Kind protocol"; the record's shape is the audit record contract,
+docs/audit.md, which this type does not change).
 
 `Kind.transfer` returns `Evidence` (pushed) or `AlreadyThere` (the target already holds the item);
 `Kind.export` returns `Evidence`. Kinds never write audit records: apply writes `verified`,
-`pushed`, `skipped` and `refused` from these. The report reads a record's `verification` back into
+`pushed` and `skipped` from these (and `refused`, `failed` from the error a kind raises). The report reads a record's `verification` back into
 `Evidence` (`from_json`) and renders it the same way whatever the kind.
 
 Every field is one key of the record's `verification` object, named as the trail has always named
