@@ -11,7 +11,8 @@ from loguru import logger
 
 from regsync.errors import RegistryError, VerificationError
 from regsync.pipeline.plan import PlanItem
-from regsync.kinds.package.ref import parse_file_name, sha256_of
+from regsync.content.python_names import parse_file_name
+from regsync.kinds.package.ref import sha256_of
 from regsync.kinds.package.evidence import check_provenance
 from regsync.kinds.package.closure import closures_of
 from regsync.kinds.package.rules import admit_package, authorize_package, package_rule_for

@@ -24,7 +24,7 @@ from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from regsync.errors import VerificationError
-from regsync.kinds.package.ref import parse_file_name
+from regsync.content.python_names import parse_file_name
 
 MAX_METADATA_BYTES = 16 * 1024 * 1024
 # The largest real wheels (torch, tensorflow: ~20,000 members) have central directories of a few
