@@ -16,7 +16,7 @@ from regsync.kinds.package.ref import sha256_of
 from regsync.kinds.package.evidence import check_provenance
 from regsync.kinds.package.closure import closures_of
 from regsync.kinds.package.rules import admit_package, authorize_package, package_rule_for
-from regsync.kinds.package.wheel import check_wheel
+from regsync.kinds.package.identity import check_file
 
 
 def planned_file(item: PlanItem, endpoints):
@@ -87,7 +87,7 @@ def apply_package(item: PlanItem, endpoints, audit, on_bytes=None, artifact=None
     with tempfile.TemporaryDirectory(dir=staging, prefix=".regsync-") as work:
         path = Path(work) / filename
         index.download(package, path, on_bytes)
-        check_wheel(path, filename, f"{source_name}/{filename}", used_metadata(index, package))
+        check_file(path, filename, f"{source_name}/{filename}", used_metadata(index, package))
         verification = {"method": "sha256", "against": f"{source_name} index", "rechecked": True,
                         **_where_from(index, package)}
         if provenance is not None:
@@ -103,7 +103,7 @@ def apply_package(item: PlanItem, endpoints, audit, on_bytes=None, artifact=None
 
 def used_metadata(index, package):
     """The PEP 658 metadata the resolution read for `package` (the run's copy), None when the index
-    offers none: then the resolution read the wheel's own METADATA, which check_wheel reads again."""
+    offers none: then the resolution read the wheel's own METADATA, which check_file reads again."""
     if not package.has_metadata or not package.filename.endswith(".whl"):
         return None
     return index.metadata(package)
