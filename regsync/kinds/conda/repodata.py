@@ -61,6 +61,7 @@ class Listing:
         with open(path, "rb") as handle:
             self._data = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) if path.stat().st_size else b""
         self._offsets: dict[str, list[int]] = {}
+        self._removed: list[str] | None = None
         data = self._data
         for pattern in _KEY_ENDS:
             for match in pattern.finditer(data):
@@ -81,7 +82,12 @@ class Listing:
     def removed(self) -> list[str]:
         """The top-level `removed` list (file names the channel withdrew), from the text before the
         first record and after the last one: where conda-index (sorted keys) and rattler (after
-        `packages.conda`) write it; the records between are not parsed for it."""
+        `packages.conda`) write it; the records between are not parsed for it. Read once."""
+        if self._removed is None:
+            self._removed = self._read_removed()
+        return list(self._removed)
+
+    def _read_removed(self) -> list[str]:
         offsets = sorted(found for listed in self._offsets.values() for found in listed)
         data = self._data
         head = bytes(data[:min(offsets[0] if offsets else len(data), MAX_RECORD)]).decode("utf-8", "replace")
