@@ -9,8 +9,9 @@ published are kept from the same bytes, and rattler reads the same bytes from a 
 solver, match specs and attestation checks unchanged). The copy keeps ETag / Last-Modified for a
 conditional request next run.
 
-A channel that offers only CEP-16 shards for a subdir is left to rattler (which reads only the
-shards a solve needs); see docs/conda.md, "Not done yet".
+A channel that offers only CEP-16 shards for a subdir is refused unless it says `shards: allow`
+(channel.py); then it is left to rattler (which reads only the shards a solve needs, unbounded);
+see docs/conda.md, "Not done yet".
 """
 
 from __future__ import annotations
