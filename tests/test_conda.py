@@ -221,9 +221,10 @@ audit: {{path: audit.jsonl}}
     assert "digest mismatch" in refused[0]["reason"]
 
 
-def test_zst_only_and_sharded_upstreams(tmp_path):
+def test_zst_only_and_sharded_upstreams(tmp_path, monkeypatch):
     """Whatever repodata the channel publishes (rattler reads .zst and CEP-16 shards), the mirror
     lists the same records."""
+    monkeypatch.setenv("REGSYNC_STATE_DIR", str(tmp_path / "state"))   # rattler's shard cache: this test's
     zst_only = make_channel(tmp_path / "zst", [Pkg("good", "1.0", "0")])
     (zst_only / "linux-64" / "repodata.json").unlink()
     sharded = make_channel(tmp_path / "sharded", [Pkg("other", "2.0", "0")], shards=True)
@@ -254,11 +255,15 @@ audit: {{path: audit.jsonl}}
 
 
 @pytest.mark.parametrize("dependencies", [True, False])
-def test_a_shards_only_subdir_is_refused_unless_the_channel_allows_it(tmp_path, dependencies):
+def test_a_shards_only_subdir_is_refused_unless_the_channel_allows_it(tmp_path, monkeypatch, dependencies):
     """A subdir that offers only CEP-16 shards (written by rattler's own indexer, served by nginx as
     any static channel is) would be read by rattler without regsync's bounds: refused, naming the
     subdir and the setting, before a single shard is fetched; `shards: allow` lets rattler read it."""
     from tests.fixtures.nginx import static_front
+
+    # rattler's own cache of this URL, for this test only: nginx sends no Cache-Control, and a shard
+    # index another test cached for a reused port would be taken as fresh
+    monkeypatch.setenv("REGSYNC_STATE_DIR", str(tmp_path / "state"))
 
     sharded = make_channel(tmp_path / "sharded", [Pkg("lib", "1.0", "0"), Pkg("app", "2.0", "0", depends=("lib",))],
                            shards=True)
