@@ -4,6 +4,7 @@ max_age: 7d}` makes `sync --plan` and `import --plan` apply only a plan two dist
 signed, made from the policy in force, younger than max_age. Real registries on loopback; the
 signatures are checked independently with the openssl CLI."""
 
+import hashlib
 import json
 import shutil
 import zlib
@@ -213,6 +214,46 @@ def test_plan_show_renders_the_plan_its_rules_signers_and_changes_since_an_older
 
     bare = run_cli("plan", "show", plan)   # no policy: the signatures are listed, not judged
     assert bare.exit_code == 0 and "not checked" in bare.output, bare.output
+
+
+def test_plan_show_as_json_is_the_plan_contract_with_a_review_beside_it(setup):
+    """`plan show --format json`: the saved plan as regsync writes it (DESIGN.md's plan contract:
+    `sync --plan` reads it back), whatever an editor did to its layout, plus `review`."""
+    tmp, plan = setup["tmp"], setup["plan"]
+    approve(setup, "alice")
+    edited = tmp / "edited.json"   # the same plan, keys reordered and re-indented by an editor
+    edited.write_text(json.dumps(json.loads(plan.read_text()), sort_keys=True, indent=7))
+    old = tmp / "old.json"
+    doc = json.loads(plan.read_text())
+    doc["items"][0]["digest"] = "sha256:" + "0" * 64
+    old.write_text(json.dumps(doc))
+
+    shown = run_cli("plan", "show", plan, "-p", setup["policy"], "--since", old, "--format", "json")
+    assert shown.exit_code == 0, shown.output
+    body = json.loads(shown.stdout)
+    review = body.pop("review")
+    assert json.dumps(body, indent=2) + "\n" == plan.read_text()   # the plan's own bytes, key for key
+    assert review["sha256"] == hashlib.sha256(plan.read_bytes()).hexdigest()
+    assert review["rules"] == [{"rule": "images[0]", "maps": f"src/{setup['repo']} -> dst/{setup['repo']} [1.0]",
+                                "items": {"copy": 1, "update": 0, "skip": 0, "refuse": 0}}]
+    approvals = review["approvals"]
+    assert approvals["approved"] is False and "missing: bob" in approvals["status"]
+    assert [line.split(": ")[1].split(" (")[0] for line in approvals["seen"]] == ["alice"]
+    assert review["since"] == {"plan": str(old), "changes": [
+        {"change": "changed", "target": f"dst/{setup['repo']}:1.0",
+         "detail": f"copy 000000000000 -> copy {setup['digest'][7:19]}"}]}
+
+    reordered = run_cli("plan", "show", edited, "--format", "json")   # canonical: as `plan -o` writes it
+    assert reordered.exit_code == 0, reordered.output
+    again = json.loads(reordered.stdout)
+    assert again.pop("review")["approvals"]["approved"] is None   # no policy: not checked
+    assert again == body and reordered.stdout.startswith(plan.read_text()[:-3])
+
+    approve(setup, "bob", "-p", setup["policy"])
+    both = json.loads(run_cli("plan", "show", plan, "-p", setup["policy"], "--format", "json").stdout)
+    assert both["review"]["approvals"]["approved"] is True and "since" not in both["review"]
+    applied = run_cli("sync", "-p", setup["policy"], "--plan", plan)
+    assert applied.exit_code == 0, applied.output
 
 
 def test_import_applies_only_an_approved_plan_of_the_bundle(setup):

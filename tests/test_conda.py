@@ -221,9 +221,10 @@ audit: {{path: audit.jsonl}}
     assert "digest mismatch" in refused[0]["reason"]
 
 
-def test_zst_only_and_sharded_upstreams(tmp_path):
+def test_zst_only_and_sharded_upstreams(tmp_path, monkeypatch):
     """Whatever repodata the channel publishes (rattler reads .zst and CEP-16 shards), the mirror
     lists the same records."""
+    monkeypatch.setenv("REGSYNC_STATE_DIR", str(tmp_path / "state"))   # rattler's shard cache: this test's
     zst_only = make_channel(tmp_path / "zst", [Pkg("good", "1.0", "0")])
     (zst_only / "linux-64" / "repodata.json").unlink()
     sharded = make_channel(tmp_path / "sharded", [Pkg("other", "2.0", "0")], shards=True)
@@ -237,7 +238,7 @@ def test_zst_only_and_sharded_upstreams(tmp_path):
 version: 1
 channels:
   zst: {{url: "{servers[0].url}"}}
-  sharded: {{url: "{servers[1].url}"}}
+  sharded: {{url: "{servers[1].url}", shards: allow}}
   internal: {{kind: directory, path: {tmp_path / 'mirror'}}}
 conda:
   - {{from: [zst, sharded], to: internal, platforms: [linux-64], specs: [good, other], dependencies: true}}
@@ -251,6 +252,68 @@ audit: {{path: audit.jsonl}}
     listed = json.loads((tmp_path / "mirror/linux-64/repodata.json").read_text())["packages.conda"]
     assert set(listed) == {"good-1.0-0.conda", "other-2.0-0.conda"}
     assert "/linux-64/repodata_shards.msgpack.zst" in servers[1].paths
+
+
+@pytest.mark.parametrize("dependencies", [True, False])
+def test_a_shards_only_subdir_is_refused_unless_the_channel_allows_it(tmp_path, monkeypatch, dependencies):
+    """A subdir that offers only CEP-16 shards (written by rattler's own indexer, served by nginx as
+    any static channel is) would be read by rattler without regsync's bounds: refused, naming the
+    subdir and the setting, before a single shard is fetched; `shards: allow` lets rattler read it."""
+    from tests.fixtures.nginx import static_front
+
+    # rattler's own cache of this URL, for this test only: nginx sends no Cache-Control, and a shard
+    # index another test cached for a reused port would be taken as fresh
+    monkeypatch.setenv("REGSYNC_STATE_DIR", str(tmp_path / "state"))
+
+    sharded = make_channel(tmp_path / "sharded", [Pkg("lib", "1.0", "0"), Pkg("app", "2.0", "0", depends=("lib",))],
+                           shards=True)
+    (sharded / "linux-64" / "repodata.json").unlink()
+    (sharded / "linux-64" / "repodata.json.zst").unlink()
+    assert list((sharded / "linux-64" / "shards").glob("*.msgpack.zst"))   # the shape CEP-16 gives
+    front = static_front(tmp_path / "nginx", sharded)
+    path = tmp_path / "policy.yaml"
+
+    def plan(setting: str):
+        path.write_text(f"""\
+version: 1
+channels:
+  sharded: {{url: "{front.url}"{setting}}}
+  internal: {{kind: directory, path: {tmp_path / 'mirror'}}}
+conda:
+  - {{from: sharded, to: internal, platforms: [linux-64], specs: [app], dependencies: {str(dependencies).lower()}}}
+audit: {{path: audit.jsonl}}
+""")
+        return run_cli("plan", "-p", path, "--json")
+
+    try:
+        refused = plan("")
+        requested = [uri for uri, _ in front.ranges()]
+        allowed = plan(", shards: allow")
+    finally:
+        front.stop()
+    assert refused.exit_code == 1, refused.output
+    assert ("sharded/linux-64: the channel offers only CEP-16 shards here (no repodata.json), which rattler would "
+            "read without regsync's bounds; refused (`shards: allow` on channel sharded") in refused.output
+    assert "/linux-64/repodata_shards.msgpack.zst" in requested
+    assert not [uri for uri in requested if "/shards/" in uri]   # no shard read
+    assert allowed.exit_code == 0, allowed.output
+    planned = {item["source"] for item in json.loads(allowed.stdout)["items"]}
+    expected = {"sharded/linux-64/app-2.0-0.conda"} | ({"sharded/linux-64/lib-1.0-0.conda"} if dependencies else set())
+    assert planned == expected
+
+
+def test_shards_allow_is_for_source_channels(tmp_path):
+    path = tmp_path / "policy.yaml"
+    path.write_text(f"""\
+version: 1
+channels:
+  up: {{url: "https://conda.example/up"}}
+  internal: {{kind: directory, path: {tmp_path / 'mirror'}, shards: allow}}
+conda:
+  - {{from: up, to: internal, platforms: [linux-64], specs: [app]}}
+""")
+    result = run_cli("policy", "check", "-p", path)
+    assert result.exit_code == 2 and "shards: is for source channels" in result.output, result.output
 
 
 def test_an_http_put_target(tmp_path, upstream):

@@ -5,6 +5,7 @@ of that name, version and build is built and its digests put into the served cop
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -346,3 +347,80 @@ def test_files_upstream_withdrew_are_withdrawn_on_the_target(tmp_path):
         assert json.loads(zstd.decompress((tmp_path / "mirror/linux-64/repodata.json.zst").read_bytes())) == listed
     finally:
         r.stop()
+
+
+def test_a_bundle_carries_upstreams_removed_entries_for_its_packages_only(tmp_path, monkeypatch):
+    """docs/conda.md "Not done yet" (a bundle carried records, not `removed`): the same withdrawal
+    as above, across an air gap. Upstream (the 2018 r channel's r-nloptr, its real `removed` entry,
+    plus one entry of a package the bundle does not carry) withdraws a build the target got from an
+    earlier bundle: the next bundle carries the r-nloptr entry with each r-nloptr file, not the
+    other one, and its import delists the build on the target (the file stays), as a sync does."""
+    monkeypatch.setenv("REGSYNC_STATE_DIR", str(tmp_path / "state"))   # import remembers its bundles there
+    root = real_channel(tmp_path, "r-removed")
+    withdrawn, kept, new = ("r-nloptr-1.0.4-r3.2.2_1.tar.bz2", "r-nloptr-1.0.4-r3.2.1_1.tar.bz2",
+                            "r-nloptr-1.0.4-r3.2.2_1a.tar.bz2")
+    real = json.loads((root / "linux-64/repodata.json").read_text())
+    before = {**real, "packages": {kept: real["packages"][kept],
+                                   withdrawn: {**real["packages"][new], "build": "r3.2.2_1"}}, "removed": []}
+    (root / "linux-64/repodata.json").write_text(json.dumps(before, indent=2))
+    (root / "noarch").mkdir()
+    (root / "noarch/repodata.json").write_text('{"info": {"subdir": "noarch"}, "packages": {}}')
+    provide(root, "linux-64", kept)
+    provide(root, "linux-64", withdrawn)
+    other = "r-base-3.4.1-0.tar.bz2"   # withdrawn upstream too, but no file of r-base travels
+    r = serve(root)
+    try:
+        path = policy(tmp_path, {"r": r.url}, ["r-nloptr"])
+        assert run_cli("export", "-p", path, "-o", tmp_path / "a").exit_code == 0
+        published = {**real, "packages": {kept: json.loads((root / "linux-64/repodata.json").read_text())[
+            "packages"][kept], new: real["packages"][new]}, "removed": [withdrawn, other]}
+        (root / "linux-64/repodata.json").write_text(json.dumps(published, indent=2))   # upstream withdraws it
+        provide(root, "linux-64", new)
+        later = time.time() + 5   # a later rewrite (Last-Modified is to the second)
+        os.utime(root / "linux-64/repodata.json", (later, later))
+        assert run_cli("export", "-p", path, "-o", tmp_path / "b").exit_code == 0
+    finally:
+        r.stop()
+    carried = json.loads((tmp_path / "b/bundle.json").read_text())["conda"]
+    assert {e["filename"]: e.get("removed") for e in carried} == {kept: [withdrawn], new: [withdrawn]}
+
+    first = run_cli("import", tmp_path / "a", "-p", path)
+    assert first.exit_code == 0, first.output
+    listed = json.loads((tmp_path / "mirror/linux-64/repodata.json").read_text())
+    assert set(listed["packages"]) == {kept, withdrawn} and listed["removed"] == []
+    second = run_cli("import", tmp_path / "b", "-p", path)
+    assert second.exit_code == 0, second.output
+    listed = json.loads((tmp_path / "mirror/linux-64/repodata.json").read_text())
+    assert list(listed["packages"]) == [kept, new] and listed["removed"] == [withdrawn]
+    assert (tmp_path / "mirror/linux-64" / withdrawn).exists()   # delisted, as upstream did; not deleted
+    assert json.loads(zstd.decompress((tmp_path / "mirror/linux-64/repodata.json.zst").read_bytes())) == listed
+
+
+def test_a_bundle_cannot_withdraw_another_packages_file(tmp_path, monkeypatch):
+    """bundle.json is untrusted input: an entry whose `removed` names a file of another package is
+    malformed (ignored, said), never a withdrawal of that file on the target."""
+    monkeypatch.setenv("REGSYNC_STATE_DIR", str(tmp_path / "state"))
+    root = real_channel(tmp_path, "r-removed")
+    kept = "r-nloptr-1.0.4-r3.2.1_1.tar.bz2"
+    (root / "noarch").mkdir()
+    (root / "noarch/repodata.json").write_text('{"info": {"subdir": "noarch"}, "packages": {}}')
+    provide(root, "linux-64", kept)
+    provide(root, "linux-64", "r-nloptr-1.0.4-r3.2.2_1a.tar.bz2")
+    r = serve(root)
+    try:
+        path = policy(tmp_path, {"r": r.url}, ["r-nloptr"])
+        assert run_cli("export", "-p", path, "-o", tmp_path / "b").exit_code == 0
+    finally:
+        r.stop()
+    meta = json.loads((tmp_path / "b/bundle.json").read_text())
+    for entry in meta["conda"]:
+        entry["removed"] = entry["removed"] + ["r-base-3.4.1-0.tar.bz2"]   # a carrier's addition
+    (tmp_path / "b/bundle.json").write_text(json.dumps(meta))
+    sums = tmp_path / "b/SHA256SUMS"   # unsigned: the carrier rewrites the sums as well
+    digest = hashlib.sha256((tmp_path / "b/bundle.json").read_bytes()).hexdigest()
+    sums.write_text("".join(f"{digest}  bundle.json\n" if line.endswith("  bundle.json") else line + "\n"
+                            for line in sums.read_text().splitlines()))
+    imported = run_cli("import", tmp_path / "b", "-p", path)
+    assert "malformed conda entr" in imported.output
+    assert not (tmp_path / "mirror/linux-64/repodata.json").exists() or json.loads(
+        (tmp_path / "mirror/linux-64/repodata.json").read_text()).get("removed") in ([], None)

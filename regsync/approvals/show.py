@@ -1,8 +1,8 @@
 """`regsync plan show`: a saved plan as a reviewer reads it before approving it (docs/approvals.md).
 
 One view (the plan file and its hash, the table, the rules the items came from, the approvals seen
-beside it, what changed since an older plan) rendered as text for a terminal or as Markdown for a
-change ticket. Every name in a plan came from a server or a file someone may have edited: shown
+beside it, what changed since an older plan) rendered as text for a terminal, as Markdown for a
+change ticket, or as JSON for a tool. Every name in a plan came from a server or a file someone may have edited: shown
 escaped (control characters) and, in Markdown, with the characters that would break a table or
 start markup escaped.
 """
@@ -10,6 +10,7 @@ start markup escaped.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,7 @@ class View:
     rules: list[tuple[str, str, dict]] = field(default_factory=list)   # (rule, what it maps, action counts)
     signers: list[str] = field(default_factory=list)
     status: str = ""                                                   # the approval verdict, one line
+    approved: bool | None = None                                       # None: not checked
     since: Path | None = None
     changes: list[tuple[str, str, str]] = field(default_factory=list)   # (added|removed|changed, item, detail)
 
@@ -81,8 +83,9 @@ def _approvals(view: View, data: bytes, loaded: LoadedPolicy | None) -> None:
     try:
         refuse_unless_approved(verdict, view.path, loaded)
     except NotApproved as exc:
-        view.status = f"NOT APPROVED: {exc}"
+        view.status, view.approved = f"NOT APPROVED: {exc}", False
         return
+    view.approved = True
     until = f", valid until {verdict.expires.isoformat(timespec='seconds')}" if verdict.expires else ""
     names = ", ".join(key.name for key in verdict.approvers) or "nobody"
     view.status = f"approved: {len(verdict.approvers)} of {required} required (signed by {names}){until}"
@@ -152,6 +155,20 @@ def markdown(view: View) -> str:
         out += ["", f"### Changes since `{_md(view.since.name)}`", ""]
         out += [f"- **{what}** {_md(target)}: {_md(detail)}" for what, target, detail in view.changes] or ["- no change"]
     return "\n".join(out) + "\n"
+
+
+def json_view(view: View) -> str:
+    """The plan as regsync writes it (DESIGN.md's plan contract, canonical: a hand-edited file shows
+    as `plan -o` would have written it, so it still reads as a plan), plus `review`: what the text
+    and Markdown views say beside the table."""
+    body = json.loads(view.plan.to_json())
+    review: dict = {"plan": str(view.path), "sha256": view.sha256,
+                    "rules": [{"rule": name, "maps": what, "items": counts} for name, what, counts in view.rules],
+                    "approvals": {"seen": view.signers, "status": view.status, "approved": view.approved}}
+    if view.since is not None:
+        review["since"] = {"plan": str(view.since), "changes": [
+            {"change": what, "target": target, "detail": detail} for what, target, detail in view.changes]}
+    return json.dumps({**body, "review": review}, indent=2) + "\n"
 
 
 def _counts(counts: dict) -> str:

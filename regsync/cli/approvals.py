@@ -54,8 +54,9 @@ def approve_cmd(plan_path, key_path, key_password_env, policy_path):
               help=POLICY_HELP + " With it: what each rule maps, and the approvals checked.")
 @click.option("--since", type=click.Path(path_type=Path, dir_okay=False), metavar="OLD.json",
               help="An earlier plan: list what was added, removed or changed since.")
-@click.option("--format", "fmt", type=click.Choice(["text", "markdown"]), default="text", show_default=True,
-              help="markdown: for pasting into a change ticket.")
+@click.option("--format", "fmt", type=click.Choice(["text", "markdown", "json"]), default="text", show_default=True,
+              help="markdown: for pasting into a change ticket. json: the plan as `plan --json` prints it "
+                   "(canonical), plus a `review` object (file sha256, rules, approvals, changes since).")
 @run_guarded
 def show_cmd(plan_path, policy_path, since, fmt):
     """Render a saved plan for review: the table, the rules its items came from, the approvals
@@ -66,14 +67,15 @@ def show_cmd(plan_path, policy_path, since, fmt):
     Examples:
       regsync plan show plan.json -p policy.yaml
       regsync plan show plan.json --since last-week.json --format markdown > ticket.md
+      regsync plan show plan.json -p policy.yaml --format json | jq .review.approvals
     """
     from regsync.approvals.check import load_for_review
-    from regsync.approvals.show import build_view, header_lines, markdown, text_sections
+    from regsync.approvals.show import build_view, header_lines, json_view, markdown, text_sections
 
     loaded = load_for_review(policy_path) if policy_path else None
     view = build_view(plan_path, loaded, since)
-    if fmt == "markdown":
-        click.echo(markdown(view), nl=False)
+    if fmt in ("markdown", "json"):
+        click.echo(markdown(view) if fmt == "markdown" else json_view(view), nl=False)
         return EXIT_OK
     from regsync.console import render_plan
 

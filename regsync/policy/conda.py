@@ -20,6 +20,8 @@ class CondaChannel(Strict):
     auth: Auth | None = None
     tls: TLS | None = None
     retries: Retries = Retries()
+    # a source subdir offering only CEP-16 shards: rattler reads those without regsync's bounds
+    shards: Literal["refuse", "allow"] = "refuse"
 
     @field_validator("url")
     @classmethod
@@ -33,6 +35,8 @@ class CondaChannel(Strict):
             raise ValueError("a channel has a url, or kind: directory and a path")
         if self.auth is not None and self.kind != "http":
             raise ValueError("auth: is for kind: http targets (files written by HTTP PUT)")
+        if self.shards == "allow" and self.kind != "channel":
+            raise ValueError("shards: is for source channels (kind: channel)")
         if self.tls is not None and self.kind == "channel":
             # repodata is read by rattler's own client, which takes the system's CAs only
             raise ValueError("a source channel's CA comes from the system trust store; tls: is for kind: http targets")

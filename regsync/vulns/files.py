@@ -1,12 +1,11 @@
 """What a package file is, for the database: its ecosystem, name and version, from its file name
-(PEP 427 wheels, PEP 625 sdists, read by `packaging`)."""
+(read as the package kind reads it: content/python_names.py)."""
 
 from __future__ import annotations
 
-from packaging.utils import InvalidSdistFilename, InvalidWheelFilename, parse_sdist_filename, parse_wheel_filename
-
 from typing import TYPE_CHECKING
 
+from regsync.content.python_names import parse_file_name
 from regsync.vulns.match import NotCovered
 
 if TYPE_CHECKING:
@@ -17,11 +16,8 @@ if TYPE_CHECKING:
 def python_package(filename: str) -> tuple[str, str, str]:
     """("PyPI", normalised name, version) of a wheel or sdist; NotCovered for anything else."""
     try:
-        if filename.endswith(".whl"):
-            name, version, _, _ = parse_wheel_filename(filename)
-        else:
-            name, version = parse_sdist_filename(filename)
-    except (InvalidWheelFilename, InvalidSdistFilename):
+        name, version = parse_file_name(filename)
+    except ValueError:
         if filename.endswith((".conda", ".tar.bz2")):
             raise NotCovered(f"{filename}: conda packages are not in OSV's data; not checked") from None
         raise NotCovered(f"{filename}: not a wheel or sdist name, so its version is unknown") from None

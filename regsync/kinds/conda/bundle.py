@@ -22,7 +22,7 @@ from loguru import logger
 from regsync.kinds.conda.attest import check_attestation
 from regsync.kinds.conda.channel import CondaFile, rattler_json, records_in_file
 from regsync.kinds.conda.transfer import admitted, planned_record
-from regsync.kinds.conda.names import known_subdirs, split_filename, split_ref
+from regsync.kinds.conda.names import known_subdirs, package_name, split_filename, split_ref
 from regsync.errors import NotFound, RegistryError, VerificationError
 from regsync.content.layout import LayoutBlobs, LayoutWriter, blob_path, open_regular
 from regsync.kinds.package.fetch import FileResponse, fetch_verified
@@ -30,6 +30,7 @@ from regsync.kinds.package.fetch import FileResponse, fetch_verified
 SHA256 = re.compile(r"sha256:[0-9a-f]{64}")
 MAX_PACKAGE_BYTES = 1 << 40
 MAX_SIDECAR = 4 << 20   # rattler's own bound on an attestation sidecar
+MAX_REMOVED = 100_000   # upstream's `removed` entries carried with one file (those of its package)
 
 
 def export_conda(item, endpoints, writer: LayoutWriter, on_bytes=None) -> tuple[dict, int]:
@@ -42,6 +43,9 @@ def export_conda(item, endpoints, writer: LayoutWriter, on_bytes=None) -> tuple[
                                 "named and signed by sha256)")
     entry = {"channel": source_name, "subdir": subdir, "filename": filename, "sha256": item.digest,
              "size": published.get("size"), "record": published}
+    withdrawn = _withdrawn_with(source, subdir, filename)
+    if withdrawn:
+        entry["removed"] = withdrawn
     if check_attestation(rules, endpoints.policy, record, item.source) and record.attestations_sha256 is not None:
         # verified here; carried so the far side verifies it again, offline, from the bundle alone
         sidecar = _sidecar(source, subdir, source.file(subdir, record, published), published["attestations_sha256"])
@@ -58,6 +62,14 @@ def export_conda(item, endpoints, writer: LayoutWriter, on_bytes=None) -> tuple[
         raise
     os.replace(partial, final)
     return entry, final.stat().st_size
+
+
+def _withdrawn_with(source, subdir: str, filename: str) -> list[str]:
+    """Upstream's `removed` entries of this file's package (by name): carried with it, so that import
+    withdraws on the target what a sync would (targets.py), and never another package's file."""
+    listing = source.listing(subdir)
+    name = package_name(filename)
+    return [entry for entry in listing.removed() if package_name(entry) == name] if listing is not None else []
 
 
 def _sidecar(source, subdir: str, package: CondaFile, sha256: str) -> bytes:
@@ -97,7 +109,10 @@ def _valid(entry) -> bool:
         split_ref(f"{entry['channel']}/{entry['subdir']}/{entry['filename']}")
     except ValueError:
         return False
-    record = entry.get("record")
+    record, removed = entry.get("record"), entry.get("removed", [])
+    name = package_name(entry["filename"])
+    if not (isinstance(removed, list) and len(removed) <= MAX_REMOVED and all(package_name(e) == name for e in removed)):
+        return False   # a bundle withdraws only files of the package it carries
     return (isinstance(entry.get("sha256"), str) and bool(SHA256.fullmatch(entry["sha256"]))
             and isinstance(entry.get("size"), int) and 0 <= entry["size"] <= MAX_PACKAGE_BYTES
             and isinstance(record, dict) and f"sha256:{record.get('sha256')}" == entry["sha256"]
@@ -112,10 +127,12 @@ class BundleChannel:
         self.name, self._layout, self._scratch = name, layout, scratch
         root = self._root = Path(scratch.name) / name
         by_subdir: dict[str, dict] = {"noarch": {}}
+        removed: dict[str, dict[str, None]] = {}
         for entry in entries:
             split_filename(entry["filename"])
             by_subdir.setdefault(entry["subdir"], {})[entry["filename"]] = entry["record"]
-        self._records = by_subdir
+            removed.setdefault(entry["subdir"], {}).update(dict.fromkeys(entry.get("removed", [])))
+        self._records, self._removed = by_subdir, {subdir: list(names) for subdir, names in removed.items()}
         for subdir, records in by_subdir.items():
             repodata = {"info": {"subdir": subdir}, "packages": {}, "packages.conda": {}, "repodata_version": 1}
             for filename, record in records.items():
@@ -139,6 +156,10 @@ class BundleChannel:
             return
         if hashlib.sha256(raw).hexdigest() == sha256:
             (folder / f"{filename}.sigs.{sha256}").write_bytes(raw)
+
+    def listing(self, subdir: str) -> CarriedListing:
+        """What the target keeps of a source's listing: the `removed` entries export carried."""
+        return CarriedListing(self._removed.get(subdir, []))
 
     def rattler_channel(self, subdirs=()):
         from rattler import Channel
@@ -170,3 +191,17 @@ class BundleChannel:
     def open(self, package: CondaFile, start: int = 0) -> FileResponse:
         return FileResponse.of_blob(self._layout, f"sha256:{package.digests['sha256']}",
                                     package.where, start)
+
+
+class CarriedListing:
+    """A source subdir's listing as a bundle carries it: no order (bundle.json's is the plan's), and
+    upstream's `removed` entries for the packages the bundle carries."""
+
+    def __init__(self, removed: list[str]):
+        self._removed = removed
+
+    def positions(self) -> dict[str, int]:
+        return {}
+
+    def removed(self) -> list[str]:
+        return list(self._removed)

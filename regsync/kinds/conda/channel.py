@@ -49,16 +49,23 @@ class SourceChannel:
         self.session = make_session(cfg.tls.ca_file if cfg.tls else None,
                                     retry=retry_policy(cfg.retries.attempts, cfg.retries.backoff_seconds))
         self._root = local_root(cache, self.url)
+        self.shards_allowed = cfg.shards == "allow"
         self._listings: dict[str, Listing | None] = {}
         self._sparse: dict[str, object] = {}
         self._lock = threading.Lock()
 
     def listing(self, subdir: str) -> Listing | None:
-        """The subdir's repodata as published (read once per run, bounded); None: shards only."""
+        """The subdir's repodata as published (read once per run, bounded); None: shards only, which
+        rattler reads unbounded: refused unless the channel says `shards: allow`."""
         with self._lock:
             if subdir not in self._listings:
                 self._listings[subdir] = fetch_listing(self.session, self.name, self.url, subdir, self._root)
-            return self._listings[subdir]
+            listing = self._listings[subdir]
+        if listing is None and not self.shards_allowed:
+            raise RegistryError(f"{self.name}/{subdir}", None, "the channel offers only CEP-16 shards here "
+                                "(no repodata.json), which rattler would read without regsync's bounds; refused "
+                                f"(`shards: allow` on channel {self.name} lets rattler read them)")
+        return listing
 
     def rattler_channel(self, subdirs):
         """The channel rattler reads: regsync's bounded local copy, or (a subdir offering only CEP-16

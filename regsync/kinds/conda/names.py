@@ -26,6 +26,14 @@ def split_filename(filename: str) -> tuple[str, str, str]:
     return match["name"], match["version"], match["build"]
 
 
+def package_name(filename) -> str | None:
+    """The package name of a conda file name; None for anything else (a `removed` entry may be any text)."""
+    try:
+        return split_filename(filename)[0] if isinstance(filename, str) else None
+    except ValueError:
+        return None
+
+
 def split_ref(ref: str) -> tuple[str, str, str]:
     """'channel/subdir/file' → its three parts, each checked; ValueError otherwise."""
     parts = ref.split("/")

@@ -9,8 +9,9 @@ published are kept from the same bytes, and rattler reads the same bytes from a 
 solver, match specs and attestation checks unchanged). The copy keeps ETag / Last-Modified for a
 conditional request next run.
 
-A channel that offers only CEP-16 shards for a subdir is left to rattler (which reads only the
-shards a solve needs); see docs/conda.md, "Not done yet".
+A channel that offers only CEP-16 shards for a subdir is refused unless it says `shards: allow`
+(channel.py); then it is left to rattler (which reads only the shards a solve needs, unbounded);
+see docs/conda.md, "Not done yet".
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ class Listing:
         with open(path, "rb") as handle:
             self._data = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) if path.stat().st_size else b""
         self._offsets: dict[str, list[int]] = {}
+        self._removed: list[str] | None = None
         data = self._data
         for pattern in _KEY_ENDS:
             for match in pattern.finditer(data):
@@ -81,7 +83,12 @@ class Listing:
     def removed(self) -> list[str]:
         """The top-level `removed` list (file names the channel withdrew), from the text before the
         first record and after the last one: where conda-index (sorted keys) and rattler (after
-        `packages.conda`) write it; the records between are not parsed for it."""
+        `packages.conda`) write it; the records between are not parsed for it. Read once."""
+        if self._removed is None:
+            self._removed = self._read_removed()
+        return list(self._removed)
+
+    def _read_removed(self) -> list[str]:
         offsets = sorted(found for listed in self._offsets.values() for found in listed)
         data = self._data
         head = bytes(data[:min(offsets[0] if offsets else len(data), MAX_RECORD)]).decode("utf-8", "replace")

@@ -32,7 +32,7 @@ from regsync.content.files import create_new, place_published
 from regsync.content.reader import CHUNK, SizedBody
 from regsync.errors import RegistryError
 from regsync.kinds.conda.listing import Listed, NotOurs, empty_parts, merged, parts_of_document, parts_of_lines
-from regsync.kinds.conda.names import split_filename
+from regsync.kinds.conda.names import package_name
 from regsync.net.http import OriginBoundBasicAuth, make_session, origin, retry_policy
 
 try:
@@ -136,9 +136,9 @@ class _Channel:
         if not any(removed):
             return []
         listed = self.existing(subdir)
-        names = {_name_of(name) for name in list(records) + list(listed)}
+        names = {package_name(name) for name in list(records) + list(listed)}
         return [entry for entries in removed for entry in entries
-                if entry in listed or _name_of(entry) in names - {None}]   # not a file name: not carried
+                if entry in listed or package_name(entry) in names - {None}]   # not a file name: not carried
 
     def _read_listed(self, subdir: str) -> Listed:
         try:
@@ -189,13 +189,6 @@ class _Channel:
                         block, size = [], 0
                 _write_both(raw, zst, block)
             self._commit(subdir, raw_path, zst_path)
-
-
-def _name_of(filename: str) -> str | None:
-    try:
-        return split_filename(filename)[0]
-    except ValueError:
-        return None
 
 
 def _write_both(raw, zst, block: list[bytes]) -> None:

@@ -22,7 +22,8 @@ from pypi_simple import DistributionPackage
 from regsync.errors import NotFound, VerificationError
 from regsync.content.layout import LayoutBlobs, LayoutWriter, blob_path, open_regular
 from regsync.pipeline.plan import PlanItem
-from regsync.kinds.package.wheel import check_wheel, wheel_metadata
+from regsync.kinds.package.identity import check_file
+from regsync.kinds.package.wheel import wheel_metadata
 from regsync.kinds.package.ref import project_of, sha256_of
 from regsync.kinds.package.transfer import planned_file, used_metadata
 from regsync.kinds.package.provenance import fetch_provenance, provenance_index
@@ -60,7 +61,7 @@ def export_package(item: PlanItem, endpoints, writer: LayoutWriter, on_bytes=Non
     partial = final.with_name(f".{final.name}.{os.getpid()}.{threading.get_ident()}.partial")
     try:
         index.download(package, partial, on_bytes)  # sha256 checked before we keep a byte of it
-        check_wheel(partial, filename, f"{source_name}/{filename}", used_metadata(index, package))
+        check_file(partial, filename, f"{source_name}/{filename}", used_metadata(index, package))
     except BaseException:
         partial.unlink(missing_ok=True)
         raise

@@ -20,7 +20,8 @@ from packaging.version import Version
 
 from regsync.errors import RegistryError, VerificationError
 from regsync.kinds.package.environment import TargetEnvironment, rule_environments
-from regsync.kinds.package.ref import parse_file_name, sha256_of
+from regsync.content.python_names import parse_file_name
+from regsync.kinds.package.ref import sha256_of
 from regsync.kinds.package.resolver import Options, ResolutionError, parse_requirement, resolve
 from regsync.pipeline.rules import NOT_ALLOWED
 from regsync.policy.models import PackageRule

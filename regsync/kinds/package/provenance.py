@@ -23,8 +23,8 @@ import requests
 import urllib3
 from cryptography.x509.oid import ObjectIdentifier
 from loguru import logger
-from packaging.utils import canonicalize_name, parse_sdist_filename, parse_wheel_filename
 
+from regsync.content.python_names import parse_file_name
 from regsync.errors import RegistryError, VerificationError
 from regsync.policy.models import PackageRule, Publisher
 from regsync.kinds.package.ref import public_url
@@ -253,7 +253,7 @@ def _describe(publisher: Publisher) -> str:
 
 def _name_and_version(filename: str) -> tuple[str, str]:
     try:
-        parsed = parse_wheel_filename(filename) if filename.endswith(".whl") else parse_sdist_filename(filename)
+        name, version = parse_file_name(filename)
     except ValueError:
         raise VerificationError(f"pep740: {filename} is not a wheel or sdist file name") from None
-    return canonicalize_name(parsed[0]), str(parsed[1])
+    return name, str(version)

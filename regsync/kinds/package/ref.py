@@ -4,29 +4,16 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit, urlunsplit
 
-from packaging.utils import (InvalidSdistFilename, InvalidWheelFilename, canonicalize_name, parse_sdist_filename,
-                             parse_wheel_filename)
-from packaging.version import Version
+from packaging.utils import canonicalize_name
 from pypi_simple import DistributionPackage
+
+from regsync.content.python_names import parse_file_name
 
 
 def public_url(url: str) -> str:
     """A URL fit for plans, logs and the audit trail: any user:password@ dropped."""
     parts = urlsplit(url)
     return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
-
-
-def parse_file_name(filename: str) -> tuple[str, Version]:
-    """(normalised project, version) of a wheel or sdist file name; ValueError for anything else.
-    An sdist's project may hold dashes (`python-dateutil-2.8.2.tar.gz`): never cut at the first one."""
-    try:
-        if filename.endswith(".whl"):
-            name, version, _, _ = parse_wheel_filename(filename)
-        else:
-            name, version = parse_sdist_filename(filename)
-    except (InvalidWheelFilename, InvalidSdistFilename):
-        raise ValueError(f"{filename} is not a wheel or sdist file name") from None
-    return canonicalize_name(name), version
 
 
 def project_of(package: DistributionPackage) -> str:

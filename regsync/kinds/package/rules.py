@@ -10,7 +10,7 @@ from pypi_simple import DistributionPackage
 from regsync.endpoints import Endpoints
 from regsync.errors import VerificationError
 from regsync.kinds.package.closure import closures_of
-from regsync.kinds.package.ref import parse_file_name
+from regsync.content.python_names import parse_file_name
 from regsync.pipeline.plan import PlanItem
 from regsync.pipeline.rules import NOT_ALLOWED, rule_named, the_one
 from regsync.policy.models import PackageRule, Policy

@@ -12,10 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import requests
-from packaging.utils import canonicalize_name, parse_sdist_filename, parse_wheel_filename
+from packaging.utils import canonicalize_name, parse_wheel_filename
 from pypi_simple import DistributionPackage
 from requests_toolbelt.multipart.encoder import MultipartEncoder
 
+from regsync.content.python_names import parse_file_name
 from regsync.errors import RegistryError, VerificationError
 from regsync.net.http import connection_failure
 from regsync.kinds.package.index import PackageIndex
@@ -167,9 +168,7 @@ class DirectoryTarget:
 
 
 def _project_of(filename: str) -> str:
-    if filename.endswith(".whl"):
-        return canonicalize_name(parse_wheel_filename(filename)[0])
-    return canonicalize_name(parse_sdist_filename(filename)[0])
+    return parse_file_name(filename)[0]
 
 
 def _metadata_fields(path: Path, filename: str) -> dict[str, str]:
@@ -180,7 +179,7 @@ def _metadata_fields(path: Path, filename: str) -> dict[str, str]:
         fields = {"filetype": "bdist_wheel", "pyversion": pyversion}
         metadata = wheel_metadata(path, filename).decode("utf-8", "replace")
     else:
-        name, version = parse_sdist_filename(filename)
+        name, version = parse_file_name(filename)
         fields = {"filetype": "sdist", "pyversion": "source"}
         metadata = ""
     headers = dict(line.split(": ", 1) for line in metadata.split("\n\n", 1)[0].splitlines() if ": " in line)

@@ -13,10 +13,11 @@ from loguru import logger
 from regsync.audit.evidence import AlreadyThere, Evidence
 from regsync.errors import RegistryError, VerificationError
 from regsync.pipeline.plan import PlanItem
-from regsync.kinds.package.ref import parse_file_name, sha256_of
+from regsync.content.python_names import parse_file_name
+from regsync.kinds.package.ref import sha256_of
 from regsync.kinds.package.evidence import check_provenance
 from regsync.kinds.package.rules import admit_package, authorize_package
-from regsync.kinds.package.wheel import check_wheel
+from regsync.kinds.package.identity import check_file
 
 
 def planned_file(item: PlanItem, endpoints):
@@ -87,7 +88,7 @@ def apply_package(item: PlanItem, endpoints, on_bytes=None,
     with tempfile.TemporaryDirectory(dir=staging, prefix=".regsync-") as work:
         path = Path(work) / filename
         index.download(package, path, on_bytes)
-        check_wheel(path, filename, f"{source_name}/{filename}", used_metadata(index, package))
+        check_file(path, filename, f"{source_name}/{filename}", used_metadata(index, package))
         evidence = Evidence(method="sha256", against=f"{source_name} index", rechecked=True,
                             facts=_where_from(index, package), provenance=provenance,
                             vulnerabilities=vulnerabilities)
@@ -101,7 +102,7 @@ def apply_package(item: PlanItem, endpoints, on_bytes=None,
 
 def used_metadata(index, package):
     """The PEP 658 metadata the resolution read for `package` (the run's copy), None when the index
-    offers none: then the resolution read the wheel's own METADATA, which check_wheel reads again."""
+    offers none: then the resolution read the wheel's own METADATA, which check_file reads again."""
     if not package.has_metadata or not package.filename.endswith(".whl"):
         return None
     return index.metadata(package)

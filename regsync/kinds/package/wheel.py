@@ -24,7 +24,7 @@ from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from regsync.errors import VerificationError
-from regsync.kinds.package.ref import parse_file_name
+from regsync.content.python_names import parse_file_name
 
 MAX_METADATA_BYTES = 16 * 1024 * 1024
 # The largest real wheels (torch, tensorflow: ~20,000 members) have central directories of a few
@@ -48,12 +48,12 @@ def wheel_metadata(wheel_file, where: str, filename: str | None = None) -> bytes
     if len(raw) > MAX_METADATA_BYTES:
         raise VerificationError(f"{where}: its METADATA is larger than {MAX_METADATA_BYTES} bytes")
     if filename is not None:
-        _check_names(parse_metadata(raw), filename, where, "its METADATA")
+        check_names(parse_metadata(raw), filename, where, "its METADATA")
     return raw
 
 
 def _read_metadata(handle, where: str, filename: str | None) -> bytes:
-    with zipfile.ZipFile(_bounded(handle, where)) as wheel:
+    with zipfile.ZipFile(bounded_zip(handle, where, "wheel")) as wheel:
         info_dir = _dist_info_dir(wheel.namelist(), where)
         if filename is not None:
             _check_dir_name(info_dir, filename, where)
@@ -64,8 +64,6 @@ def _read_metadata(handle, where: str, filename: str | None) -> bytes:
 def check_wheel(path, filename: str, where: str, used: email.message.Message | None) -> None:
     """The verified local wheel at `path` is what its file name and the metadata the plan resolved
     with (`used`, the PEP 658 file, when there was one) say: raises VerificationError otherwise."""
-    if not filename.endswith(".whl"):
-        return   # an sdist says who it is only once built
     own = parse_metadata(wheel_metadata(path, where, filename))
     if used is None:
         return
@@ -82,7 +80,7 @@ def parse_metadata(raw: bytes) -> email.message.Message:
     return email.parser.BytesParser().parsebytes(raw, headersonly=True)
 
 
-def _bounded(handle, where: str):
+def bounded_zip(handle, where: str, what: str):
     """The open file, once its central directory is known to be within the bounds."""
     # zipfile's own end-record reader (it handles zip64 and a trailing comment); private, but zipfile
     # offers no public way to learn the directory's size before it reads all of it.
@@ -94,7 +92,7 @@ def _bounded(handle, where: str):
     size = end[zipfile._ECD_SIZE]  # type: ignore[attr-defined]  # noqa: SLF001
     if entries > MAX_MEMBERS or size > MAX_CENTRAL_DIRECTORY_BYTES:
         raise VerificationError(f"{where}: its zip directory ({entries} entries, {size} bytes) is larger than any "
-                                f"wheel's (at most {MAX_MEMBERS} entries, {MAX_CENTRAL_DIRECTORY_BYTES} bytes)")
+                                f"{what}'s (at most {MAX_MEMBERS} entries, {MAX_CENTRAL_DIRECTORY_BYTES} bytes)")
     handle.seek(0)
     return handle
 
@@ -109,10 +107,10 @@ def _dist_info_dir(names: list[str], where: str) -> str:
 
 def _check_dir_name(info_dir: str, filename: str, where: str) -> None:
     name, _, version = info_dir.removesuffix(".dist-info").rpartition("-")
-    _check_names({"Name": name, "Version": version}, filename, where, f"its directory {info_dir}")
+    check_names({"Name": name, "Version": version}, filename, where, f"its directory {info_dir}")
 
 
-def _check_names(said, filename: str, where: str, what: str) -> None:
+def check_names(said, filename: str, where: str, what: str) -> None:
     project, version = parse_file_name(filename)
     name, stated = canonicalize_name(said.get("Name") or ""), _version(said.get("Version"))
     if name != project or stated != version:
