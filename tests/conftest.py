@@ -64,3 +64,12 @@ def pypiserver(tmp_path):
     server = start_pypiserver(tmp_path / "pypiserver")
     yield server
     server.stop()
+
+
+@pytest.fixture(autouse=True)
+def _own_state_dir(tmp_path_factory, monkeypatch):
+    """Each test keeps regsync's state (upload checkpoints, rattler's cache, earlier layer scans,
+    imported bundles) in a directory of its own: shared under ~/.local/state, a cache filled by one
+    test for a port another reuses was read as fresh. A test that sets REGSYNC_STATE_DIR itself
+    (an empty one included) overrides this."""
+    monkeypatch.setenv("REGSYNC_STATE_DIR", str(tmp_path_factory.mktemp("state")))
