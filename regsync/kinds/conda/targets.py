@@ -34,6 +34,7 @@ from regsync.errors import RegistryError
 from regsync.kinds.conda.listing import Listed, NotOurs, empty_parts, merged, parts_of_document, parts_of_lines
 from regsync.kinds.conda.names import split_filename
 from regsync.net.http import OriginBoundBasicAuth, make_session, origin, retry_policy
+from regsync.pipeline.plan import PlanItem
 
 try:
     from compression import zstd  # Python 3.14
@@ -373,17 +374,17 @@ class RunListings:
 
     def __init__(self, target_of):
         self._target_of = target_of           # target channel name → its (per-run) channel object
-        self._items: dict[str, object] = {}   # target ref → item
+        self._items: dict[str, PlanItem] = {}   # target ref → item
         self._lock = threading.Lock()
 
-    def expect(self, item) -> None:
+    def expect(self, item: PlanItem) -> None:
         with self._lock:
             self._items[item.target] = item
 
     def stop(self) -> None:
         """Nothing to stop: files already placed are still listed at the end."""
 
-    def finish(self) -> list[tuple[object, Exception]]:
+    def finish(self) -> list[tuple[PlanItem, Exception]]:
         with self._lock:
             items, self._items = self._items, {}
         failures = []

@@ -18,12 +18,14 @@ from regsync.errors import Interrupted, RegistryError, VerificationError
 from regsync.net.http import TRANSIENT_STATUS
 from regsync.kinds.image.answers import declared_length
 from regsync.kinds.image.client import RegistryClient
+from regsync.kinds.image.source import ImageSource
 from regsync.kinds.image.manifest import Descriptor, Manifest
 from regsync.content.partial import PartialFile
 from regsync.content.reader import CHUNK, VerifyingReader, continues_at
 from regsync.content.sha256 import ResumableSha256
 from regsync.content.checkpoint import UploadCheckpoint
 from regsync.content.files import state_dir
+from regsync.pipeline.plan import PlanItem
 
 UPLOAD_ATTEMPTS = 3
 
@@ -57,7 +59,10 @@ class BlobCopier:
     def stop(self) -> None:
         self._stopping.set()
 
-    def copy(self, src: RegistryClient, src_repo: str, dst: RegistryClient, dst_repo: str,
+    def finish(self) -> list[tuple[PlanItem, Exception]]:
+        return []   # every blob is copied (or failed) with its item: nothing waits for the run's end
+
+    def copy(self, src: ImageSource, src_repo: str, dst: RegistryClient, dst_repo: str,
              blob: Descriptor, started: list | None = None) -> Future:
         """`started` collects the keys of the jobs this call started (not joined), for `fetched_by`."""
         # The size is part of the key: a descriptor giving a blob another size than one already
@@ -274,7 +279,7 @@ def _worth_another_stream(exc: RegistryError) -> bool:
     return exc.status in TRANSIENT_STATUS and exc.method not in ("GET", "HEAD")
 
 
-def copy_tree(src: RegistryClient, src_repo: str, dst: RegistryClient, dst_repo: str, tree: list[Manifest],
+def copy_tree(src: ImageSource, src_repo: str, dst: RegistryClient, dst_repo: str, tree: list[Manifest],
               tag: str, blobs: BlobCopier, on_verified: Callable[[], object] | None = None) -> int:
     """`tree` is children-first with the root last (see kinds/image/tree.manifest_tree). Returns the
     bytes fetched for it (a blob shared with another image of this run counts for whichever started it).

@@ -32,6 +32,14 @@ def resolve_credentials(auth: Auth | None, host: str) -> Credentials | None:
     return Credentials(auth.username, auth.password.get_secret_value() if auth.password else "")
 
 
+def endpoint_credentials(auth: Auth | None, url: str, primary: bool) -> Credentials | None:
+    """The credentials for one endpoint of a registry or index: the policy's username/password are
+    for the primary URL only, never handed to another host; a mirror gets docker's stored ones."""
+    if primary or (auth and auth.docker_config):
+        return resolve_credentials(auth, url.split("://", 1)[1].split("/", 1)[0])
+    return None
+
+
 def auth_files() -> list[Path]:
     """The files looked in, in order (for messages too: "no credentials found for HOST in …")."""
     primary = os.environ.get("REGISTRY_AUTH_FILE")

@@ -15,6 +15,8 @@ from regsync.pipeline.kind import BundleSink, Run
 # Verification (sigstore, cryptography), attachments and the bundle layout are imported by the
 # methods that use them: a run with no image rule never loads them (issue 16, start-up).
 from regsync.pipeline.plan import PlanItem
+from regsync.kinds.image.clients import source_key, source_registry, target_registry
+from regsync.kinds.image.source import ImageSource
 
 
 class ImageKind:
@@ -44,7 +46,7 @@ class ImageKind:
         except VerificationError:  # apply refuses it; its target is never even looked at
             return None
         name, repo, tag = split_image_ref(item.target)
-        current = endpoints.registry(name).head_manifest(repo, tag)
+        current = target_registry(endpoints, name).head_manifest(repo, tag)
         now = current.digest if current else None
         if now in (item.target_before, item.digest):
             return None
@@ -58,7 +60,7 @@ class ImageKind:
         endpoints, audit = run.endpoints, run.audit
         src_name, src_repo, _ = split_image_ref(item.source)
         dst_name, dst_repo, tag = split_image_ref(item.target)
-        src, dst = endpoints.registry(src_name), endpoints.registry(dst_name)
+        src, dst = source_registry(endpoints, src_name), target_registry(endpoints, dst_name)
         current = dst.head_manifest(dst_repo, tag) if dst.may_have_tag(dst_repo, tag) else None
         if current is not None and current.digest == item.digest:
             # A saved plan applied again (a cron retry, a second operator): the tag already names
@@ -91,7 +93,7 @@ class ImageKind:
         from regsync.kinds.image.layout import copy_into_layout
 
         src_name, src_repo, tag = split_image_ref(item.source)
-        src = run.endpoints.registry(src_name)
+        src = source_registry(run.endpoints, src_name)
         original, root, tree = _tree_of(item, src, src_repo)
         copy_into_layout(src, src_repo, tree, sink.writer, run.on_bytes, sink.leave_out)
         sink.left_out({b.digest for m in tree for b in m.blobs()[1:]} & sink.leave_out)
@@ -117,7 +119,7 @@ class ImageKind:
 
     def export_sizes(self, item: PlanItem, endpoints, leave_out: frozenset[str]) -> list[int]:
         src_name, src_repo, _ = split_image_ref(item.source)
-        _, _, tree = _tree_of(item, endpoints.registry(src_name), src_repo)
+        _, _, tree = _tree_of(item, source_registry(endpoints, src_name), src_repo)
         return [b.size for m in tree for b in m.blobs() if b.digest not in leave_out]
 
     def targets(self, policy) -> set[str]:
@@ -126,11 +128,12 @@ class ImageKind:
     def export_stand_ins(self, policy) -> dict:
         return {}
 
-    def bundle_sources(self, bundle: dict, policy, layout_for) -> dict:
+    def bundle_sources(self, bundle: dict, policy, layout_for) -> dict[str, ImageSource]:
         """The policy's source registries, served from the bundle's OCI layout."""
         from regsync.kinds.image.layout import LayoutSource
 
-        return {name: LayoutSource.over(layout_for(name)) for name in {split_ref(rule.source)[0] for rule in policy.images}}
+        return {source_key(name): LayoutSource.over(layout_for(name))
+                for name in {split_ref(rule.source)[0] for rule in policy.images}}
 
     def verifies_without_bundle(self, rule) -> bool:
         verify = rule.verify

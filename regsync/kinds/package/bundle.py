@@ -14,6 +14,7 @@ import hashlib
 import os
 import re
 import threading
+from pathlib import Path
 
 from loguru import logger
 from packaging.utils import canonicalize_name
@@ -25,9 +26,11 @@ from regsync.pipeline.plan import PlanItem
 from regsync.kinds.package.wheel import check_wheel, wheel_metadata
 from regsync.kinds.package.ref import project_of, sha256_of
 from regsync.kinds.package.transfer import planned_file, used_metadata
-from regsync.kinds.package.provenance import fetch_provenance, provenance_index
+from regsync.kinds.package.provenance import fetch_provenance
+from regsync.kinds.package.clients import provenance_index
 from regsync.kinds.package.rules import rule_of
 from regsync.kinds.package.fetch import FileResponse, fetch_verified
+from regsync.kinds.package.source import PackageSource
 
 FILENAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+!-]{0,250}\.(?:whl|tar\.gz|zip)")
 SHA256 = re.compile(r"sha256:[0-9a-f]{64}")
@@ -35,13 +38,20 @@ MAX_PACKAGE_BYTES = 1 << 40
 
 
 class NoTarget:
-    """Export's view of a package target: it is on the other side of the gap, so nothing is there yet."""
+    """Export's view of a package target (a PackageTarget): it is on the other side of the gap, so
+    nothing is there yet, and export never writes to it."""
 
     def __init__(self, name: str):
         self.name = name
 
     def existing(self, project: str) -> dict[str, str | None]:
         return {}
+
+    def staging_dir(self) -> str | None:
+        return None
+
+    def put(self, path: Path, filename: str, digest: str) -> bool:
+        raise AssertionError(f"{self.name}: export writes the bundle, never a package target")
 
 
 def export_package(item: PlanItem, endpoints, writer: LayoutWriter, on_bytes=None) -> dict:
@@ -85,13 +95,15 @@ def _export_provenance(item: PlanItem, endpoints, writer: LayoutWriter, filename
     return digest
 
 
-def index_stand_ins(entries, policy, layout: LayoutBlobs) -> dict:
+def index_stand_ins(entries, policy, layout: LayoutBlobs) -> dict[str, PackageSource]:
+    from regsync.kinds.package.clients import source_key
+
     """The policy's source indexes, served from the bundle: `index:<name>` keys for Endpoints."""
     valid = [e for e in entries if _valid(e)] if isinstance(entries, list) else []
     if isinstance(entries, list) and len(valid) != len(entries):
         logger.warning("bundle.json: {} malformed package entr(y/ies) ignored", len(entries) - len(valid))
     names = {rule.source for rule in policy.packages}
-    return {f"index:{name}": BundleIndex(name, [e for e in valid if e["index"] == name], layout) for name in names}
+    return {source_key(name): BundleIndex(name, [e for e in valid if e["index"] == name], layout) for name in names}
 
 
 def _valid(entry) -> bool:
@@ -109,7 +121,7 @@ def _valid(entry) -> bool:
 
 
 class BundleIndex:
-    """A package index read from the bundle: the same methods sync uses of PackageIndex."""
+    """A PackageSource (kinds/package/source.py) read from the bundle."""
 
     offline = True   # what it serves was stored by export, provenance included: nothing is fetched
 
@@ -118,10 +130,6 @@ class BundleIndex:
         self._layout = layout
         self._packages = [_package(e) for e in entries]
         self._provenance = {e["filename"]: e["provenance"] for e in entries if e.get("provenance")}
-
-    @property
-    def primary(self) -> "BundleIndex":
-        return self
 
     def page_url(self, package: DistributionPackage) -> None:
         return None   # no pages: the sha256 is the one export verified and bundle.json names
@@ -144,11 +152,11 @@ class BundleIndex:
     def download(self, package: DistributionPackage, path, on_bytes=None) -> str:
         return fetch_verified(self, package, path, on_bytes)
 
-    def bundled_provenance(self, filename: str, limit: int) -> bytes | None:
-        """The provenance export stored for `filename`, checked against its sha256; None if none."""
+    def provenance(self, filename: str, limit: int) -> tuple[str, bytes]:
+        """The provenance export stored for `filename`, checked against its sha256."""
         digest = self._provenance.get(filename)
         if digest is None:
-            return None
+            raise VerificationError(f"pep740: no provenance for {filename} in the bundle (export found none)")
         try:
             with open_regular(self._layout.blob_path(digest)) as handle:
                 raw = handle.read(limit + 1)
@@ -156,7 +164,7 @@ class BundleIndex:
             raise VerificationError(f"{self.name}/{filename}: its provenance {digest} is not in the bundle") from None
         if len(raw) > limit or "sha256:" + hashlib.sha256(raw).hexdigest() != digest:
             raise VerificationError(f"{self.name}/{filename}: its provenance in the bundle does not match {digest}")
-        return raw
+        return f"bundle:{self.name}/{filename}/provenance", raw
 
     def metadata(self, package: DistributionPackage) -> email.message.Message:
         """From the wheel itself (read, not trusted: the file's sha256 is checked before any upload)."""

@@ -27,10 +27,10 @@ from packaging.utils import canonicalize_name, parse_sdist_filename, parse_wheel
 
 from regsync.errors import RegistryError, VerificationError
 from regsync.policy.models import PackageRule, Publisher
-from regsync.kinds.package.ref import public_url
+from regsync.kinds.package.integrity import MAX_PROVENANCE_BYTES
+from regsync.kinds.package.clients import provenance_index
+from regsync.kinds.package.source import PackageSource
 
-INTEGRITY_ACCEPT = "application/vnd.pypi.integrity.v1+json"
-MAX_PROVENANCE_BYTES = 4 << 20
 IN_TOTO = "application/vnd.in-toto+json"
 BUILD_CONFIG_URI = ObjectIdentifier("1.3.6.1.4.1.57264.1.18")
 
@@ -52,15 +52,6 @@ def publish_provenance(rule: PackageRule, endpoints, filename: str, digest: str)
         reason = getattr(exc, "reason", None) or str(exc)
         logger.warning("{}: copied without verified provenance (attestations: optional): {}", filename, reason)
         return {"method": "pep740", "verified": False, "provenance_from": index.name, "reason": reason}
-
-
-def provenance_index(rule: PackageRule, endpoints):
-    """Where the provenance is read: the index `provenance_from` names, else the source; on import
-    the bundle standing in for the source, which carries what export fetched (no network there)."""
-    source = endpoints.index(rule.source)
-    if source.offline:
-        return source
-    return endpoints.index(rule.verify.provenance_from) if rule.verify.provenance_from else source
 
 
 def verify_provenance(endpoints, index, trust_name: str, publisher: Publisher, filename: str, digest: str) -> dict:
@@ -87,38 +78,9 @@ def verify_provenance(endpoints, index, trust_name: str, publisher: Publisher, f
     raise VerificationError(f"pep740: no attestation of {filename} verifies: {'; '.join(failures)}")
 
 
-def provenance_url(index_url: str, filename: str) -> str:
-    """The Integrity API lives at the index host's root (pypi.org/integrity/…, next to /simple/)."""
-    project, version = _name_and_version(filename)
-    parts = urlsplit(index_url)
-    path = "/integrity/" + "/".join(quote(p, safe="") for p in (project, version, filename)) + "/provenance"
-    return urlunsplit((parts.scheme, parts.netloc, path, "", ""))
-
-
-def fetch_provenance(index, filename: str) -> tuple[str, bytes]:
+def fetch_provenance(index: PackageSource, filename: str) -> tuple[str, bytes]:
     """(where, raw JSON) of the provenance of `filename`; VerificationError when there is none."""
-    if index.offline:
-        raw = index.bundled_provenance(filename, MAX_PROVENANCE_BYTES)
-        if raw is None:
-            raise VerificationError(f"pep740: no provenance for {filename} in the bundle (export found none)")
-        return f"bundle:{index.name}/{filename}/provenance", raw
-    request_url = provenance_url(index.url, filename)
-    url = public_url(request_url)  # what messages and the audit trail show: never a user:password@
-    try:
-        with index.session.get(request_url, headers={"Accept": INTEGRITY_ACCEPT}, stream=True, timeout=(15, 60)) as response:
-            # read (bounded) whatever the status: a connection closed on an unread body is reset, not reused
-            raw = response.raw.read(MAX_PROVENANCE_BYTES + 1, decode_content=True)
-            status = response.status_code
-    except (requests.RequestException, urllib3.exceptions.HTTPError, OSError):
-        raise RegistryError(f"{index.name}/{filename}", None, f"cannot reach {url} for its provenance") from None
-    if status == 404:
-        raise VerificationError(f"pep740: no provenance for {filename} at {url} (HTTP 404)")
-    if status != 200:
-        raise RegistryError(f"{index.name}/{filename}", status, f"provenance from {url}")
-    if len(raw) > MAX_PROVENANCE_BYTES:
-        raise VerificationError(f"pep740: the provenance of {filename} at {url} is larger than "
-                                f"{MAX_PROVENANCE_BYTES} bytes")
-    return url, raw
+    return index.provenance(filename, MAX_PROVENANCE_BYTES)
 
 
 def parse_provenance(raw: bytes, filename: str, url: str):
@@ -249,11 +211,3 @@ def _describe(publisher: Publisher) -> str:
     if publisher.kind == "google":
         return f"google publisher {publisher.email}"
     return f"{publisher.kind} publisher {publisher.repository} ({publisher.workflow})"
-
-
-def _name_and_version(filename: str) -> tuple[str, str]:
-    try:
-        parsed = parse_wheel_filename(filename) if filename.endswith(".whl") else parse_sdist_filename(filename)
-    except ValueError:
-        raise VerificationError(f"pep740: {filename} is not a wheel or sdist file name") from None
-    return canonicalize_name(parsed[0]), str(parsed[1])

@@ -16,12 +16,13 @@ from regsync.kinds.package.evidence import check_provenance
 from regsync.kinds.package.closure import closures_of
 from regsync.kinds.package.rules import admit_package, authorize_package, package_rule_for
 from regsync.kinds.package.wheel import check_wheel
+from regsync.kinds.package.clients import package_target, source_index
 
 
 def planned_file(item: PlanItem, endpoints):
     """(index, package) for the exact file a plan item names, as the source lists it now."""
     source_name, filename = item.source.split("/", 1)
-    index = endpoints.index(source_name)
+    index = source_index(endpoints, source_name)
     project = _project_of_file(filename, item.project)
     package = next((p for p in index.files(project) if p.filename == filename), None)
     if package is None:
@@ -43,7 +44,7 @@ def recheck_target(item: PlanItem, endpoints) -> None:
     try:
         package_rule_for(endpoints.policy, item.source, item.target)  # else apply refuses it unread
         filename = item.source.split("/", 1)[1]
-        target = endpoints.package_target(item.target.split("/", 1)[0])
+        target = package_target(endpoints, item.target.split("/", 1)[0])
         present = target.existing(_project_of_file(filename, item.project)).get(filename, "absent")
     except (VerificationError, RegistryError) as exc:
         logger.debug("{}: the target is read again at upload: {}", item.target, exc)
@@ -77,7 +78,7 @@ def apply_package(item: PlanItem, endpoints, audit, on_bytes=None, artifact=None
     index, package = planned_file(item, endpoints)
     admit_package(item.rule, rule, package, endpoints, index)
     source_name, filename = item.source.split("/", 1)[0], package.filename
-    target = endpoints.package_target(item.target.split("/", 1)[0])
+    target = package_target(endpoints, item.target.split("/", 1)[0])
     # Provenance binds name + sha256, so it is checked before the download: a refusal moves no bytes,
     # and the download then proves the bytes are the ones attested.
     provenance = check_provenance(rule, endpoints, filename, item.digest)
