@@ -75,7 +75,7 @@ def _from_containers_auth(host: str) -> Credentials | None:
     return None
 
 
-def _entry(data, host: str, path: Path) -> Credentials | None:
+def _entry(data: object, host: str, path: Path) -> Credentials | None:
     if not isinstance(data, dict):
         return None
     helper = (data.get("credHelpers") or {}).get(host)
@@ -104,7 +104,7 @@ def _from_helper(helper: str, host: str) -> Credentials | None:
     import docker.credentials
 
     try:
-        found = docker.credentials.Store(helper).get(host)
+        found = docker.credentials.Store(helper).get(host)  # type: ignore[no-untyped-call]
     except docker.credentials.errors.StoreError as exc:
         raise PolicyError(f"credential helper docker-credential-{helper} for {host}: {type(exc).__name__}") from None
     if found.get("Username") == "<token>":

@@ -30,7 +30,7 @@ def source_index(endpoints: "Endpoints", name: str) -> PackageSource:
     return endpoints.client(source_key(name), make)
 
 
-def provenance_index(rule: PackageRule, endpoints) -> PackageSource:
+def provenance_index(rule: PackageRule, endpoints: "Endpoints") -> PackageSource:
     """Where the provenance is read: the index `provenance_from` names, else the source; on import
     the bundle standing in for the source, which carries what export fetched (no network there)."""
     source = source_index(endpoints, rule.source)
