@@ -28,7 +28,7 @@ from regsync.kinds.conda.transfer import admitted, planned_record
 from regsync.kinds.conda.names import split_filename, split_ref
 from regsync.policy.conda_specs import known_subdirs
 from regsync.policy.models import Policy
-from regsync.errors import NotFound, RegistryError, VerificationError
+from regsync.errors import NotFound, VerificationError
 from regsync.content.layout import LayoutBlobs, LayoutWriter, blob_path, open_regular
 from regsync.kinds.package.fetch import FileResponse, fetch_verified
 from regsync.pipeline.plan import PlanItem

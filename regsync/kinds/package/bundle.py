@@ -14,7 +14,9 @@ import hashlib
 import os
 import re
 import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from loguru import logger
 from packaging.utils import canonicalize_name
@@ -31,6 +33,10 @@ from regsync.kinds.package.clients import provenance_index
 from regsync.kinds.package.rules import rule_of
 from regsync.kinds.package.fetch import FileResponse, fetch_verified
 from regsync.kinds.package.source import PackageSource
+from regsync.policy.models import Policy
+
+if TYPE_CHECKING:
+    from regsync.endpoints import Endpoints
 
 FILENAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+!-]{0,250}\.(?:whl|tar\.gz|zip)")
 SHA256 = re.compile(r"sha256:[0-9a-f]{64}")
@@ -54,7 +60,8 @@ class NoTarget:
         raise AssertionError(f"{self.name}: export writes the bundle, never a package target")
 
 
-def export_package(item: PlanItem, endpoints, writer: LayoutWriter, on_bytes=None) -> dict:
+def export_package(item: PlanItem, endpoints: Endpoints, writer: LayoutWriter,
+                   on_bytes: Callable[[int], None] | None = None) -> dict[str, Any]:
     """One planned file into the blob store (verified); returns its bundle.json entry."""
     index, package = planned_file(item, endpoints)
     source_name, filename = item.source.split("/", 1)[0], package.filename
@@ -70,7 +77,8 @@ def export_package(item: PlanItem, endpoints, writer: LayoutWriter, on_bytes=Non
     partial = final.with_name(f".{final.name}.{os.getpid()}.{threading.get_ident()}.partial")
     try:
         index.download(package, partial, on_bytes)  # sha256 checked before we keep a byte of it
-        check_wheel(partial, filename, f"{source_name}/{filename}", used_metadata(index, package))
+        used = used_metadata(index, package)  # type: ignore[no-untyped-call]  # transfer.py: typed by the evidence work
+        check_wheel(partial, filename, f"{source_name}/{filename}", used)
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
@@ -79,7 +87,7 @@ def export_package(item: PlanItem, endpoints, writer: LayoutWriter, on_bytes=Non
     return entry
 
 
-def _export_provenance(item: PlanItem, endpoints, writer: LayoutWriter, filename: str) -> str | None:
+def _export_provenance(item: PlanItem, endpoints: Endpoints, writer: LayoutWriter, filename: str) -> str | None:
     """The PEP 740 provenance as the index served it, stored as a blob beside the file, so the
     air-gapped side verifies it offline with its own trusted_root.json; None when there is none."""
     rule = rule_of(endpoints.policy, item.rule)
@@ -95,10 +103,10 @@ def _export_provenance(item: PlanItem, endpoints, writer: LayoutWriter, filename
     return digest
 
 
-def index_stand_ins(entries, policy, layout: LayoutBlobs) -> dict[str, PackageSource]:
+def index_stand_ins(entries: object, policy: Policy, layout: LayoutBlobs) -> dict[str, PackageSource]:
+    """The policy's source indexes, served from the bundle: `index:<name>` keys for Endpoints."""
     from regsync.kinds.package.clients import source_key
 
-    """The policy's source indexes, served from the bundle: `index:<name>` keys for Endpoints."""
     valid = [e for e in entries if _valid(e)] if isinstance(entries, list) else []
     if isinstance(entries, list) and len(valid) != len(entries):
         logger.warning("bundle.json: {} malformed package entr(y/ies) ignored", len(entries) - len(valid))
@@ -106,11 +114,14 @@ def index_stand_ins(entries, policy, layout: LayoutBlobs) -> dict[str, PackageSo
     return {source_key(name): BundleIndex(name, [e for e in valid if e["index"] == name], layout) for name in names}
 
 
-def _valid(entry) -> bool:
+def _valid(entry: object) -> bool:
     """bundle.json is untrusted input: every field typed and bounded before it names a file."""
     if not isinstance(entry, dict):
         return False
-    text = lambda key, limit: entry.get(key) is None or (isinstance(entry[key], str) and len(entry[key]) <= limit)  # noqa: E731
+    def text(key: str, limit: int) -> bool:
+        value = entry.get(key)
+        return value is None or (isinstance(value, str) and len(value) <= limit)
+
     return (isinstance(entry.get("index"), str) and isinstance(entry.get("filename"), str)
             and bool(FILENAME.fullmatch(entry["filename"])) and isinstance(entry.get("sha256"), str)
             and bool(SHA256.fullmatch(entry["sha256"])) and isinstance(entry.get("size"), int)
@@ -125,7 +136,7 @@ class BundleIndex:
 
     offline = True   # what it serves was stored by export, provenance included: nothing is fetched
 
-    def __init__(self, name: str, entries: list[dict], layout: LayoutBlobs):
+    def __init__(self, name: str, entries: list[dict[str, Any]], layout: LayoutBlobs):
         self.name, self.url = name, f"bundle:{name}/"
         self._layout = layout
         self._packages = [_package(e) for e in entries]
@@ -149,7 +160,7 @@ class BundleIndex:
         assert digest is not None, "a bundle lists its files by sha256"
         return FileResponse.of_blob(self._layout, digest, f"{self.name}/{package.filename}", start)
 
-    def download(self, package: DistributionPackage, path, on_bytes=None) -> str:
+    def download(self, package: DistributionPackage, path: Path, on_bytes: Callable[[int], None] | None = None) -> str:
         return fetch_verified(self, package, path, on_bytes)
 
     def provenance(self, filename: str, limit: int) -> tuple[str, bytes]:
@@ -179,7 +190,7 @@ class BundleIndex:
         return email.parser.BytesParser().parsebytes(raw, headersonly=True)
 
 
-def _package(entry: dict) -> DistributionPackage:
+def _package(entry: dict[str, Any]) -> DistributionPackage:
     filename = entry["filename"]
     return DistributionPackage(
         filename=filename, url=f"bundle:///{entry['sha256']}", project=entry["project"], version=entry.get("version"),

@@ -17,25 +17,29 @@ sha256 the download is checked against. That comparison is what binds the proven
 from __future__ import annotations
 
 import json
-from urllib.parse import quote, urlsplit, urlunsplit
+from typing import TYPE_CHECKING, Any
 
-import requests
-import urllib3
 from cryptography.x509.oid import ObjectIdentifier
 from loguru import logger
-from packaging.utils import canonicalize_name, parse_sdist_filename, parse_wheel_filename
 
 from regsync.errors import RegistryError, VerificationError
-from regsync.policy.models import PackageRule, Publisher
+from regsync.policy.models import Keyless, PackageRule, Publisher
 from regsync.kinds.package.integrity import MAX_PROVENANCE_BYTES
 from regsync.kinds.package.clients import provenance_index
 from regsync.kinds.package.source import PackageSource
+
+if TYPE_CHECKING:
+    from cryptography.x509 import Certificate
+    from pypi_attestations import Attestation, GitHubPublisher, GitLabPublisher, GooglePublisher, Provenance
+
+    from regsync.endpoints import Endpoints
+    from regsync.trust.keyless import TrustRoot
 
 IN_TOTO = "application/vnd.in-toto+json"
 BUILD_CONFIG_URI = ObjectIdentifier("1.3.6.1.4.1.57264.1.18")
 
 
-def publish_provenance(rule: PackageRule, endpoints, filename: str, digest: str) -> dict | None:
+def publish_provenance(rule: PackageRule, endpoints: Endpoints, filename: str, digest: str) -> dict[str, Any] | None:
     verify = rule.verify
     if verify.attestations == "off":
         return None
@@ -54,7 +58,8 @@ def publish_provenance(rule: PackageRule, endpoints, filename: str, digest: str)
         return {"method": "pep740", "verified": False, "provenance_from": index.name, "reason": reason}
 
 
-def verify_provenance(endpoints, index, trust_name: str, publisher: Publisher, filename: str, digest: str) -> dict:
+def verify_provenance(endpoints: Endpoints, index: PackageSource, trust_name: str, publisher: Publisher, filename: str,
+                      digest: str) -> dict[str, Any]:
     # sigstore takes 0.4 s to import: only runs that verify provenance pay for it
     from regsync.trust.keyless import load_trust_root
 
@@ -62,6 +67,7 @@ def verify_provenance(endpoints, index, trust_name: str, publisher: Publisher, f
     root = load_trust_root(entry, trust_name)
     url, raw = fetch_provenance(index, filename)
     provenance = parse_provenance(raw, filename, url)
+    assert entry.keyless is not None, "policy check: a provenance trust entry is keyless"
     failures = []
     for bundle in provenance.attestation_bundles:
         for number, attestation in enumerate(bundle.attestations):
@@ -83,7 +89,7 @@ def fetch_provenance(index: PackageSource, filename: str) -> tuple[str, bytes]:
     return index.provenance(filename, MAX_PROVENANCE_BYTES)
 
 
-def parse_provenance(raw: bytes, filename: str, url: str):
+def parse_provenance(raw: bytes, filename: str, url: str) -> Provenance:
     from pydantic import ValidationError
     from pypi_attestations import Provenance
 
@@ -100,8 +106,8 @@ class _Failed(Exception):
     pass
 
 
-def _verify_attestation(attestation, root, trust_name: str, keyless, publisher: Publisher, filename: str,
-                        digest: str) -> dict:
+def _verify_attestation(attestation: Attestation, root: TrustRoot, trust_name: str, keyless: Keyless,
+                        publisher: Publisher, filename: str, digest: str) -> dict[str, Any]:
     from pypi_attestations import ConversionError
     from sigstore.errors import Error as SigstoreError
 
@@ -130,7 +136,7 @@ class _PublisherPolicy:
     entry's own issuer/identity constraints (a trust entry always holds, whatever rule uses it).
     Whatever the publisher policy raises (a missing extension, say) becomes a refusal."""
 
-    def __init__(self, publisher: Publisher, trust_name: str, keyless):
+    def __init__(self, publisher: Publisher, trust_name: str, keyless: Keyless):
         self.publisher = publisher
         # `_as_policy` is private, but it is the library's only way to the publisher's certificate
         # policy short of `Attestation.verify`, which cannot take our trusted root (pinned <0.1).
@@ -139,7 +145,7 @@ class _PublisherPolicy:
         self._policy = _library_publisher(publisher)._as_policy()
         self._constraints = Constraints(trust_name, keyless)
 
-    def verify(self, cert) -> None:
+    def verify(self, cert: Certificate) -> None:
         from regsync.trust.keyless import Refusal, fulcio_claim
 
         try:
@@ -153,7 +159,7 @@ class _PublisherPolicy:
         self._constraints.verify(cert)
 
 
-def _library_publisher(publisher: Publisher):
+def _library_publisher(publisher: Publisher) -> GitHubPublisher | GitLabPublisher | GooglePublisher:
     from pypi_attestations import GitHubPublisher, GitLabPublisher, GooglePublisher
 
     # Publisher._fields_of_kind: github and gitlab have repository and workflow, google an email.
@@ -192,7 +198,7 @@ def _check_subject(payload_type: str, payload: bytes, filename: str, digest: str
     return statement.predicate_type
 
 
-def _check_environment(publisher: Publisher, declared, filename: str) -> None:
+def _check_environment(publisher: Publisher, declared: object, filename: str) -> None:
     """Fulcio certificates do not carry the CI environment: only the index's publisher record names
     it, so this is as strong as that index's TLS, weaker than the certificate checks before it."""
     if publisher.environment is None:
@@ -203,7 +209,7 @@ def _check_environment(publisher: Publisher, declared, filename: str) -> None:
                                 f"{json.dumps(found)} for {filename}, the policy requires {publisher.environment!r}")
 
 
-def _evidence_of(publisher: Publisher) -> dict:
+def _evidence_of(publisher: Publisher) -> dict[str, Any]:
     return {key: value for key, value in publisher.model_dump().items() if value is not None}
 
 

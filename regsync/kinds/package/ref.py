@@ -8,6 +8,7 @@ from packaging.utils import (InvalidSdistFilename, InvalidWheelFilename, canonic
                              parse_wheel_filename)
 from packaging.version import Version
 from pypi_simple import DistributionPackage
+from regsync.kinds.package.source import Downloadable
 
 
 def public_url(url: str) -> str:
@@ -39,6 +40,6 @@ def project_of(package: DistributionPackage) -> str:
         return canonicalize_name(package.filename.split("-", 1)[0])
 
 
-def sha256_of(package: DistributionPackage) -> str | None:
+def sha256_of(package: Downloadable) -> str | None:
     value = (package.digests or {}).get("sha256")
     return f"sha256:{value}" if value else None

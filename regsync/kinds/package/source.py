@@ -8,7 +8,7 @@ from __future__ import annotations
 import email.message
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from pypi_simple import DistributionPackage
 
@@ -24,6 +24,30 @@ class FileStream(Protocol):
     def headers(self) -> Mapping[str, str]: ...
 
     def close(self) -> None: ...
+
+
+class Downloadable(Protocol):
+    """A file as an index or a channel lists it: what the verified download (fetch.py) needs of it."""
+
+    @property
+    def filename(self) -> str: ...
+
+    @property
+    def size(self) -> int | None: ...
+
+    @property
+    def digests(self) -> Mapping[str, str]: ...
+
+
+P = TypeVar("P", bound=Downloadable, contravariant=True)
+
+
+class Opener(Protocol[P]):
+    """Where the verified download reads a file from: a package source, a conda source."""
+
+    name: str
+
+    def open(self, package: P, start: int = 0) -> FileStream: ...
 
 
 class PackageSource(Protocol):
