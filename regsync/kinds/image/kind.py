@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 from regsync.errors import VerificationError
+from regsync.kinds.image.clients import source_key, source_registry, target_registry
 from regsync.kinds.image.copy import BlobCopier, copy_tree
 from regsync.kinds.image.cosign import ATTACHMENT_SUFFIXES, attachment_tag
 from regsync.kinds.image.manifest import filter_index
 from regsync.kinds.image.names import split_image_ref, split_ref
 from regsync.policy.names import check_digest, check_image_ref
 from regsync.kinds.image.rules import authorize_image, image_rule_for, rule_of
+from regsync.kinds.image.source import ImageSource
 from regsync.kinds.image.tree import manifest_tree
 from regsync.pipeline.kind import BundleSink, Run
 
 # Verification (sigstore, cryptography), attachments and the bundle layout are imported by the
 # methods that use them: a run with no image rule never loads them (issue 16, start-up).
 from regsync.pipeline.plan import PlanItem
-from regsync.kinds.image.clients import source_key, source_registry, target_registry
-from regsync.kinds.image.source import ImageSource
 
 
 class ImageKind:
