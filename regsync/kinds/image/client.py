@@ -49,7 +49,7 @@ class RegistryClient:
         throttle = Throttle(max_requests_per_second) if max_requests_per_second else None
         self.session = make_session(ca_file, pool_size, retry, throttle)
         token_session = make_session(ca_file, 4, retry, throttle, max_body=MAX_TOKEN_BYTES)
-        self.session.auth = RegistryAuth(credentials, token_session, name, self.base)
+        self._auth = self.session.auth = RegistryAuth(credentials, token_session, name, self.base)
         self._pinged = False
         # Per-run memory, so plan and apply never ask twice: manifests by digest (content-addressed,
         # verified when first fetched) and whether a repository holds a blob.
@@ -82,7 +82,7 @@ class RegistryClient:
         if response.status_code in ok:
             return response
         error = error_of(response, ref)
-        if error.status == 401 and getattr(self.session.auth, "credentials", None) is None:  # nothing was sent
+        if error.status == 401 and self._auth.credentials is None:  # nothing was sent
             from regsync.kinds.image.credentials import no_credentials_found
 
             error = RegistryError(ref, 401, no_credentials_found(self.host))

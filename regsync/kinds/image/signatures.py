@@ -75,7 +75,7 @@ def fetch_bundles(client: ImageSource, repo: str, digest: str) -> list[FoundBund
         try:
             read = read_artifact_layer(client, repo, digest, descriptor, media_type)
         except (VerificationError, RegistryError) as exc:
-            found.append(FoundBundle(descriptor["digest"], None, getattr(exc, "reason", None) or str(exc)))
+            found.append(FoundBundle(descriptor["digest"], None, (exc.reason if isinstance(exc, VerificationError) else "") or str(exc)))
             continue
         if read is not None:
             found.append(FoundBundle(read[0].digest, read[1]))

@@ -53,7 +53,7 @@ def publish_provenance(rule: PackageRule, endpoints: Endpoints, filename: str, d
     except (VerificationError, RegistryError) as exc:
         if verify.attestations == "required":
             raise
-        reason = getattr(exc, "reason", None) or str(exc)
+        reason = (exc.reason if isinstance(exc, VerificationError) else "") or str(exc)
         logger.warning("{}: copied without verified provenance (attestations: optional): {}", filename, reason)
         return {"method": "pep740", "verified": False, "provenance_from": index.name, "reason": reason}
 
