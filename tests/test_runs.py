@@ -2,14 +2,18 @@
 what docs/architecture.md promises a program, a test, and the next kind."""
 
 import ast
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import regsync
 from regsync import runs
+from regsync.audit.evidence import AlreadyThere, Evidence
 from regsync.audit.log import AuditLog
+from regsync.audit.report import build_report, render_html
 from regsync.endpoints import Endpoints
+from regsync.errors import RegistryError, VerificationError
 from regsync.kinds.registry import KINDS
 from regsync.pipeline.apply import apply_plan
 from regsync.pipeline.kind import Run
@@ -53,12 +57,17 @@ class NoteKind:
     name = "note"
     bundle_section = "notes"
 
+    def __init__(self):
+        self.runs: list[Run] = []   # what each transfer was handed
+
     def plan(self, policy, endpoints, jobs, shard, diff_target):
         source, target = endpoints.client("note:src", lambda: None), endpoints.client("note:dst", lambda: None)
         items = []
         for path in sorted(source.root.iterdir()):
             action = "skip" if (target.root / path.name).exists() else "copy"
-            items.append(PlanItem(self.name, f"src/{path.name}", f"dst/{path.name}", "", action, bytes=path.stat().st_size))
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()
+            items.append(PlanItem(self.name, f"src/{path.name}", f"dst/{path.name}", digest, action,
+                                  bytes=path.stat().st_size))
         return items, []
 
     def authorize(self, item, policy):
@@ -71,11 +80,17 @@ class NoteKind:
         return None
 
     def transfer(self, item, run: Run):
+        self.runs.append(run)
         name = item.source.split("/", 1)[1]
+        there = run.endpoints.client("note:dst", lambda: None).root / name
+        if there.exists() and hashlib.sha256(there.read_bytes()).hexdigest() == item.digest:
+            return AlreadyThere("already in the target directory")
         data = (run.endpoints.client("note:src", lambda: None).root / name).read_bytes()
         run.on_bytes(len(data))
-        (run.endpoints.client("note:dst", lambda: None).root / name).write_bytes(data)
-        return {"verification": {"method": "none"}}
+        if hashlib.sha256(data).hexdigest() != item.digest:
+            raise VerificationError(f"{name}: sha256 differs from the plan's")
+        there.write_bytes(data)
+        return Evidence(method="sha256", against="the source directory", facts={"notes": 1})
 
     def export(self, item, run, sink):
         raise NotImplementedError
@@ -111,8 +126,73 @@ def test_a_new_kind_is_one_entry_in_the_registry(tmp_path):
     assert (outcome.pushed, outcome.skipped, outcome.bytes) == (1, 1, 5)
     assert (tmp_path / "dst" / "a.txt").read_bytes() == b"alpha"
     assert [(r["event"], r["artifact"]["kind"]) for r in audit_records(tmp_path / "audit.jsonl")] == [
-        ("skipped", "note"), ("pushed", "note")]
+        ("skipped", "note"), ("verified", "note"), ("pushed", "note")]
     assert "note" not in KINDS
+
+
+def test_apply_writes_a_kinds_audit_records_from_its_evidence(tmp_path):
+    """The made-up kind returns Evidence (or AlreadyThere) and never sees the audit trail: apply writes
+    `verified` and `pushed` from it, a saved plan applied again is `skipped` by the same typed
+    outcome, and the report renders its row with the columns every kind gets."""
+    (tmp_path / "src").mkdir()
+    (tmp_path / "dst").mkdir()
+    (tmp_path / "src" / "a.txt").write_bytes(b"alpha")
+    kind = NoteKind()
+    (tmp_path / "policy.yaml").write_text("version: 1\naudit: {path: audit.jsonl}\n")
+    loaded = load_checked(tmp_path / "policy.yaml")
+    endpoints = Endpoints(loaded, sources={"note:src": _Note(tmp_path / "src"), "note:dst": _Note(tmp_path / "dst")})
+    plan = make_plan(loaded, endpoints, {"note": kind})
+    trail = tmp_path / "audit.jsonl"
+    for run_id in ("first", "again"):   # the same plan twice: the second finds the file there
+        audit = AuditLog(trail, run_id)
+        apply_plan(plan, endpoints, {"note": kind}, audit)
+        audit.close()
+    records = audit_records(trail)
+    assert [(r["run_id"], r["event"]) for r in records] == [("first", "verified"), ("first", "pushed"),
+                                                            ("again", "skipped")]
+    verified, pushed, skipped = records
+    evidence = {"method": "sha256", "against": "the source directory", "notes": 1}
+    assert verified["verification"] == pushed["verification"] == evidence
+    assert verified["artifact"] == pushed["artifact"] == {
+        "kind": "note", "source": "src/a.txt", "target": "dst/a.txt",
+        "digest": hashlib.sha256(b"alpha").hexdigest(), "size": 5}
+    assert (skipped["reason"], skipped["artifact"]["size"]) == ("already in the target directory", 0)
+    # what a kind is handed holds no audit trail: it cannot write a record of its own
+    assert len(kind.runs) == 2
+    assert not any(isinstance(value, AuditLog) for run in kind.runs for value in vars(run).values())
+
+    report = build_report(trail)
+    [row] = [a for a in report["artifacts"] if a["run_id"] == "first"]
+    assert (row["decision"], row["kind"], row["method"], row["signer"]) == ("pushed", "note", "sha256", "")
+    page = render_html(report)
+    assert '<td class="method">sha256</td>' in page and '<td class="decision">skipped</td>' in page
+
+
+class BrokenTargetNoteKind(NoteKind):
+    """Verifies, says so, then cannot write to its target."""
+
+    def transfer(self, item, run: Run):
+        run.verified(item, Evidence(method="sha256", against="the source directory"))
+        raise RegistryError(item.target, None, "the target directory is read-only")
+
+
+def test_checks_that_passed_before_a_push_failed_stay_in_the_trail(tmp_path):
+    """`run.verified` is when a kind's checks passed: apply writes `verified` then, so a push that
+    fails afterwards leaves `verified` and `failed`, and the report still shows how it was verified."""
+    (tmp_path / "src").mkdir()
+    (tmp_path / "dst").mkdir()
+    (tmp_path / "src" / "a.txt").write_bytes(b"alpha")
+    kinds = {"note": BrokenTargetNoteKind()}
+    (tmp_path / "policy.yaml").write_text("version: 1\naudit: {path: audit.jsonl}\n")
+    loaded = load_checked(tmp_path / "policy.yaml")
+    endpoints = Endpoints(loaded, sources={"note:src": _Note(tmp_path / "src"), "note:dst": _Note(tmp_path / "dst")})
+    audit = AuditLog(tmp_path / "audit.jsonl", "run")
+    outcome = apply_plan(make_plan(loaded, endpoints, kinds), endpoints, kinds, audit)
+    audit.close()
+    assert (outcome.pushed, outcome.failed) == (0, 1)
+    assert [r["event"] for r in audit_records(tmp_path / "audit.jsonl")] == ["verified", "failed"]
+    [row] = build_report(tmp_path / "audit.jsonl")["artifacts"]
+    assert (row["decision"], row["method"]) == ("failed", "sha256")
 
 
 # The layers below the kinds (docs/architecture.md, "Dependencies").

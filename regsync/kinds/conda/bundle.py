@@ -45,8 +45,7 @@ MAX_PACKAGE_BYTES = 1 << 40
 def export_conda(item: PlanItem, endpoints: "Endpoints", writer: LayoutWriter,
                  on_bytes: Callable[[int], None] | None = None) -> tuple[dict[str, Any], int]:
     """One planned file into the blob store (verified); returns its bundle.json entry and bytes moved."""
-    found = planned_record(item, endpoints)  # type: ignore[no-untyped-call]  # transfer.py: typed by the evidence work
-    rules, channels, source, record, published = found
+    rules, channels, source, record, published = planned_record(item, endpoints)
     source_name, subdir, filename = split_ref(item.source)
     admitted(item, rules, channels, record)
     if not SHA256.fullmatch(item.digest):

@@ -51,7 +51,7 @@ class BlobCopier:
         with self._lock:
             self._taps.setdefault(digest, make)
 
-    def tapped(self, digest: str) -> object | None:
+    def tapped(self, digest: str) -> Any:   # what the tap's maker made (the vulnerability gate's reader), or None
         """The tap that saw every byte of `digest` verified in this run, or None (the blob was on the
         target already, mounted, resumed or spooled: the caller reads it itself)."""
         with self._lock:
