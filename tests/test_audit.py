@@ -312,6 +312,11 @@ def test_whole_runs_cut_from_the_end_fail_against_the_anchor_a_run_wrote(signed_
     by_seq = verify(rewritten, "--anchor", signed_trail.with_name("summary-0.json"))
     assert by_seq.exit_code == 1 and "record seq 6 is not the anchored one" in by_seq.output
     assert verify(signed_trail, "--expect-head", "abc").exit_code == 2
+    # an anchor file whose head names no sha256 is refused, never a check silently skipped
+    nameless = signed_trail.with_name("summary-null.json")
+    nameless.write_text(json.dumps({"audit_head": {"sha256": None, "seq": 10}}))
+    skipped = verify(cut, "--anchor", nameless)
+    assert skipped.exit_code == 2 and "is not a summary JSON with an audit_head" in skipped.output
 
 
 def test_a_run_still_going_is_in_progress_not_truncated(signed_trail):

@@ -3,6 +3,7 @@
 A fault proxy sits between regsync and a real source registry; results are checked with skopeo.
 """
 
+import json
 import time
 import zlib
 
@@ -107,3 +108,17 @@ def test_mirror_serving_other_bytes_is_refused_not_skipped(tmp_path, registry, p
     result = run_cli("sync", "-p", policy)
     assert result.exit_code == 3, result.output
     assert "digest mismatch" in result.output
+
+
+def test_a_target_is_read_from_itself_never_from_its_mirrors(tmp_path, registry, proxy, unique_repo, image):
+    """`mirrors:` speed up reading a source; what a target holds is the target's own word. A target
+    whose primary is down while its mirror has the image was planned `skip` (read from the mirror)
+    and so never written."""
+    proxy.add(kind="status", method="HEAD", path="/", status=503, times=1000)
+    proxy.add(kind="status", method="GET", path="/", status=503, times=1000)
+    options = f', mirrors: ["{registry.url}"], retries: {{attempts: 0, backoff_seconds: 0}}'
+    policy = write_policy(tmp_path, registry.url, proxy.url, unique_repo, tags=[TAG], dst_options=options)
+    result = run_cli("plan", "-p", policy, "-o", tmp_path / "plan.json")
+    plan = json.loads((tmp_path / "plan.json").read_text())
+    assert result.exit_code == 1 and plan["items"] == [], result.output
+    assert [e["reason"] for e in plan["errors"]] == [f"dst/{unique_repo}:{TAG}: registry error (HTTP 503)"]

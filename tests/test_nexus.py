@@ -5,6 +5,7 @@ through a real nginx shaped like Nexus in front of a real docker-registry."""
 import pytest
 
 from regsync.endpoints import Endpoints
+from regsync.kinds.image.clients import target_registry
 from regsync.policy import load_policy
 from regsync.kinds.image.dialects.nexus import MONOLITHIC_ANY_SIZE, repository_of
 from tests.fixtures.nginx import NEXUS_REALM, nexus_front
@@ -86,8 +87,8 @@ def test_nexus_uploads_monolithic_unless_the_policy_says_otherwise(tmp_path):
     (tmp_path / "a.yaml").write_text(base % "")
     (tmp_path / "b.yaml").write_text(base % ", upload: {monolithic_max: 1MiB}")
     (tmp_path / "c.yaml").write_text(base.replace("kind: nexus", "kind: registry") % "")
-    assert Endpoints(load_policy(tmp_path / "a.yaml")).registry("n").monolithic_max == MONOLITHIC_ANY_SIZE
-    assert Endpoints(load_policy(tmp_path / "b.yaml")).registry("n").monolithic_max == 1024**2
-    assert Endpoints(load_policy(tmp_path / "c.yaml")).registry("n").monolithic_max == 256 * 1024**2
+    assert target_registry(Endpoints(load_policy(tmp_path / "a.yaml")), "n").monolithic_max == MONOLITHIC_ANY_SIZE
+    assert target_registry(Endpoints(load_policy(tmp_path / "b.yaml")), "n").monolithic_max == 1024**2
+    assert target_registry(Endpoints(load_policy(tmp_path / "c.yaml")), "n").monolithic_max == 256 * 1024**2
     assert repository_of("https://nexus.example/repository/docker-hosted") == "docker-hosted"
     assert repository_of("https://nexus.example:8082") is None

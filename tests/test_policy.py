@@ -328,3 +328,21 @@ def test_policy_check_refuses_a_platform_typo_with_exit_2(tmp_path):
     assert checked.exit_code == 2, checked.output
     assert f"{path}:9:" in checked.output and "did you mean linux/amd64?" in checked.output
     assert "Traceback" not in checked.output
+
+
+@pytest.mark.parametrize("where, line", [("from: tree", 7), ("verify: {provenance_from: tree}", 10)])
+def test_a_directory_index_read_as_a_source_is_a_policy_error_with_its_line(tmp_path, where, line):
+    """A kind: directory index is a target tree: naming it where packages are read from failed an
+    assert at plan time; policy check and plan say so with file:line (exit 2)."""
+    rule = ["from: tree", "to: dst", "requirements: [numpy]"]
+    if where != "from: tree":
+        rule = ["from: a", "to: dst", "requirements: [numpy]", where]
+    path = write(tmp_path, "version: 1\nindexes:\n  a: {url: \"https://pypi.example/simple/\"}\n"
+                           "  tree: {kind: directory, path: tree}\n  dst: {kind: directory, path: out}\npackages:\n"
+                 + "".join(f"  {'-' if n == 0 else ' '} {text}\n" for n, text in enumerate(rule)))
+    message = error_of(path)
+    assert message.startswith(f"{path}:{line}: ") and "index 'tree' is a kind: directory target" in message, message
+    for verb in (["policy", "check"], ["plan"]):
+        result = CliRunner().invoke(cli, [*verb, "-p", str(path)])
+        assert result.exit_code == 2, result.output
+        assert f"{path}:{line}: " in result.output and "Traceback" not in result.output

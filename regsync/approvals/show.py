@@ -61,14 +61,17 @@ def _rule_text(name: str, loaded: LoadedPolicy | None) -> str:
     match = re.fullmatch(r"(images|packages|conda)\[(\d+)\]", name)
     if loaded is None or match is None:
         return ""
-    rules = getattr(loaded.policy, match.group(1))
-    if int(match.group(2)) >= len(rules):
+    policy, number = loaded.policy, int(match.group(2))
+    mapped: dict[str, list[tuple[str, str, list[str]]]] = {   # (from, to, what it selects) of each rule
+        "images": [(rule.source, rule.target, list(rule.tags.include)) for rule in policy.images],
+        "packages": [(rule.source, rule.target, list(rule.requirements)) for rule in policy.packages],
+        "conda": [(", ".join(rule.sources), rule.target, list(rule.specs)) for rule in policy.conda],
+    }
+    rules = mapped[match.group(1)]
+    if number >= len(rules):
         return "not in this policy"
-    rule = rules[int(match.group(2))]
-    source = ", ".join(rule.sources) if hasattr(rule, "sources") else rule.source
-    selects = (getattr(getattr(rule, "tags", None), "include", None) or getattr(rule, "requirements", None)
-               or getattr(rule, "specs", None) or [])
-    return f"{source} -> {rule.target} [{', '.join(selects)}]"
+    source, target, selects = rules[number]
+    return f"{source} -> {target} [{', '.join(selects)}]"
 
 
 def _approvals(view: View, data: bytes, loaded: LoadedPolicy | None) -> None:

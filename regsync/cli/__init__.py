@@ -43,7 +43,7 @@ def hoist_global_options(group: click.Group, ctx: click.Context, args: list[str]
     verb_at = next((i for i, arg in enumerate(args) if not arg.startswith("-")
                     and (i == 0 or args[i - 1] != GLOBAL_WITH_VALUE)), None)
     command = group.get_command(ctx, args[verb_at]) if verb_at is not None else None
-    if command is None:
+    if command is None or verb_at is None:
         return args
     hoisted, kept, i = [], args[:verb_at + 1], verb_at + 1
     while i < len(args):

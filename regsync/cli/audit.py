@@ -66,7 +66,7 @@ def verify_cmd(trail, key_path, expect_head, anchor_path):
     signed = f", {report.signed_runs} signed run(s) verified" if key else ""
     click.echo(f"{trail}: intact: {report.lines} records, {report.runs} run(s){signed}; last record {report.last_ts}; "
                f"head sha256 {report.head} (seq {report.last_seq})")
-    if anchor:
+    if anchor and report.anchor_line is not None:  # an anchor not found is the `problem` above
         after = report.lines - report.anchor_line
         click.echo(f"anchor found at line {report.anchor_line}; {after} record(s) after it" if after
                    else "anchor is the last record")
@@ -89,7 +89,10 @@ def _anchor_of(path: Path) -> tuple[str, int]:
     try:
         with path.open("rb") as handle:
             head = json.loads(handle.read(1 << 20))["audit_head"]
-        return _sha256_arg(head["sha256"]), int(head["seq"])
+        digest = _sha256_arg(head["sha256"])
+        if digest is None:
+            raise TypeError("no sha256")
+        return digest, int(head["seq"])
     except (OSError, ValueError, KeyError, TypeError, UsageError):
         raise UsageError(f"--anchor: {path} is not a summary JSON with an audit_head "
                          "(as `regsync sync --summary-json` writes)") from None
@@ -129,8 +132,8 @@ def list_cmd(trail, since, until, event, artifact, run_id, as_json):
     bounds = [_when(since), _when(until, end_of_day=True)]
     db = open_index(trail)
     try:
-        records = query(db, since=bounds[0] and bounds[0].isoformat(timespec="milliseconds"),
-                        until=bounds[1] and bounds[1].isoformat(timespec="milliseconds"),
+        records = query(db, since=bounds[0].isoformat(timespec="milliseconds") if bounds[0] else None,
+                        until=bounds[1].isoformat(timespec="milliseconds") if bounds[1] else None,
                         event=event, artifact=artifact, run=run_id, raw=as_json)
     finally:
         db.close()

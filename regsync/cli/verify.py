@@ -72,7 +72,7 @@ def _verify(image_ref, key, identity, identity_regex, issuer, trusted_root, atte
     from regsync.errors import EXIT_OK, RegistryError
     from regsync.kinds.image.client import RegistryClient
     from regsync.kinds.image.credentials import resolve_credentials
-    from regsync.policy.models import Auth, ImageVerify
+    from regsync.policy.models import AttestationRequirement, Auth, ImageVerify
     from regsync.kinds.image.signatures import check_signatures
 
     trust = _trust_from_flags(key, identity, identity_regex, issuer, trusted_root)
@@ -95,12 +95,14 @@ def _verify(image_ref, key, identity, identity_regex, issuer, trusted_root, atte
         from regsync.trust.intoto import COSIGN_TYPES
 
         wanted = COSIGN_TYPES.get(attestation_type, attestation_type)
-        verify = ImageVerify(require_attestations=[{"type": wanted, "trust": [name]}])
+        verify = ImageVerify(require_attestations=[AttestationRequirement(type=wanted, trust=[name])])
         evidence = {"attestations": check_attestations(client, repo, found.digest, verify, {name: trust})}
         what = f"{wanted} attestation"
     else:
-        evidence = check_signatures(client, repo, found.digest, ImageVerify(signature="required", trust=[name]),
-                                    {name: trust})
+        signature = check_signatures(client, repo, found.digest, ImageVerify(signature="required", trust=[name]),
+                                     {name: trust})
+        assert signature is not None, "signature: required either verifies or raises"
+        evidence = signature
         what = "cosign signature"
     click.echo(json.dumps({"image": f"{host}/{repo}@{found.digest}", **evidence}, indent=2))
     click.echo(f"Verified {host}/{repo}@{found.digest}: {what} checked against "

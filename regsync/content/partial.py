@@ -23,6 +23,7 @@ import shutil
 import stat
 import time
 from pathlib import Path
+from typing import BinaryIO
 
 from loguru import logger
 
@@ -99,7 +100,7 @@ class PartialFile:
     def plain(cls, path: Path, digest: str) -> PartialFile:
         return cls(path, None, digest, os.fdopen(create_new(path, 0o666, os.O_RDWR), "w+b"))
 
-    def open_for_reading(self):
+    def open_for_reading(self) -> BinaryIO:
         """The kept bytes read by a second handle, which must be this very file (never a link, nor a
         file put in its place since we locked it)."""
         handle = open(os.open(self.part, os.O_RDONLY | os.O_NOFOLLOW), "rb")

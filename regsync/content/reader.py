@@ -7,7 +7,8 @@ byte of content that does not match: a mismatching upload cannot be committed.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from typing import Protocol
 
 import requests
 import urllib3
@@ -143,7 +144,14 @@ def read_document(response: requests.Response, limit: int, what: str) -> bytes |
     return read_bounded(response, limit, decode=False)
 
 
-def continues_at(response: requests.Response, offset: int) -> bool:
+class Answered(Protocol):
+    """What is read of an answer's headers: an HTTP response, or a local file standing in for one."""
+
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+
+
+def continues_at(response: Answered, offset: int) -> bool:
     """Whether a ranged GET (`Range: bytes=offset-`) was answered from exactly that byte; a server
     that ignores Range sends the whole file with 200, and the caller starts over."""
     return response.headers.get("Content-Range", "").startswith(f"bytes {offset}-")

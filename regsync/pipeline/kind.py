@@ -31,6 +31,10 @@ class RunState(Protocol):
     def stop(self) -> None:
         """SIGTERM or the deadline: start nothing new."""
 
+    def finish(self) -> list[tuple["PlanItem", Exception]]:
+        """Once every transfer is over (a stop included): the state's closing step (a conda target's
+        listing written once for the run); the items it could not complete, with why."""
+
 
 S = TypeVar("S", bound=RunState)
 
@@ -111,7 +115,7 @@ class Run:
         listing written once for the run); returns the items it could not complete, with why."""
         with self._lock:
             states = list(self._states.values())
-        return [failure for state in states if hasattr(state, "finish") for failure in state.finish()]
+        return [failure for state in states for failure in state.finish()]
 
     @property
     def reused(self) -> int:

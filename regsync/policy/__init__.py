@@ -165,6 +165,8 @@ def _check_references(policy: Policy, doc: Document) -> None:
             if name not in policy.indexes:
                 known = ", ".join(sorted(policy.indexes)) or "none defined"
                 raise doc.error(where, f"unknown index '{name}' (indexes: {known})")
+            if where[2] != "to" and policy.indexes[name].kind == "directory":
+                raise doc.error(where, f"index '{name}' is a kind: directory target; an index read from has a url")
         _check_provenance_references(policy, rule, ("packages", i, "verify"), doc)
         for n, wanted in enumerate(rule.verify.require_attestations):
             for name in wanted.trust:

@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import re
+from pathlib import Path
+from typing import Any
 
 from regsync.errors import VerificationError
+from regsync.policy.models import Keyless, Policy
 
 
-def check_attestation(rules, policy, record, where: str) -> dict | None:
+def check_attestation(rules: list[tuple[str, Any]], policy: Policy, record: Any, where: str) -> dict[str, Any] | None:
     """Evidence for the audit trail, None when no rule asks; VerificationError when refused.
     The strictest of the rules that cover the file decides."""
     modes = [rule.verify.attestations for _, rule in rules]
@@ -31,6 +34,9 @@ def check_attestation(rules, policy, record, where: str) -> dict | None:
     failures = []
     for name in names:
         entry = policy.trust[name]
+        if entry.keyless is None or entry.trusted_root is None:  # policy check refuses such an entry here
+            failures.append(f"{name}: not keyless with a trusted_root")
+            continue
         try:
             attestation = _verified(record, entry.trusted_root)
         except VerificationError as exc:
@@ -44,7 +50,7 @@ def check_attestation(rules, policy, record, where: str) -> dict | None:
     raise VerificationError(f"{where}: attestation not verified: {'; '.join(failures)}")
 
 
-def _verified(record, trusted_root_path):
+def _verified(record: Any, trusted_root_path: Path) -> Any:  # rattler: a RepoDataRecord, its Attestation
     from rattler import ChannelCheck, TrustedRoot, VerificationPolicy, verify_attestation
     from rattler.exceptions import AttestationError
 
@@ -62,9 +68,9 @@ def _verified(record, trusted_root_path):
     return outcome.attestation
 
 
-def _signer_matches(keyless, identity: str | None, issuer: str | None) -> bool:
+def _signer_matches(keyless: Keyless, identity: str | None, issuer: str | None) -> bool:
     if identity is None or issuer != keyless.issuer:
         return False
     if keyless.identity is not None:
         return identity == keyless.identity
-    return re.fullmatch(keyless.identity_regex, identity) is not None
+    return keyless.identity_regex is not None and re.fullmatch(keyless.identity_regex, identity) is not None

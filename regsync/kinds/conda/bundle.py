@@ -15,25 +15,36 @@ import json
 import os
 import re
 import tempfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from loguru import logger
 
 from regsync.kinds.conda.attest import check_attestation
-from regsync.kinds.conda.channel import CondaFile, rattler_json, records_in_file
+from regsync.kinds.conda.channel import rattler_json, records_in_file
+from regsync.kinds.conda.source import MAX_SIDECAR, CondaFile, CondaSource
 from regsync.kinds.conda.transfer import admitted, planned_record
-from regsync.kinds.conda.names import known_subdirs, package_name, split_filename, split_ref
-from regsync.errors import NotFound, RegistryError, VerificationError
+from regsync.kinds.conda.names import package_name, split_filename, split_ref
+from regsync.policy.conda_specs import known_subdirs
+from regsync.policy.models import Policy
+from regsync.errors import NotFound, VerificationError
 from regsync.content.layout import LayoutBlobs, LayoutWriter, blob_path, open_regular
 from regsync.kinds.package.fetch import FileResponse, fetch_verified
+from regsync.pipeline.plan import PlanItem
+
+if TYPE_CHECKING:
+    from rattler import Channel, RepoDataRecord
+
+    from regsync.endpoints import Endpoints
 
 SHA256 = re.compile(r"sha256:[0-9a-f]{64}")
 MAX_PACKAGE_BYTES = 1 << 40
-MAX_SIDECAR = 4 << 20   # rattler's own bound on an attestation sidecar
 MAX_REMOVED = 100_000   # upstream's `removed` entries carried with one file (those of its package)
 
 
-def export_conda(item, endpoints, writer: LayoutWriter, on_bytes=None) -> tuple[dict, int]:
+def export_conda(item: PlanItem, endpoints: "Endpoints", writer: LayoutWriter,
+                 on_bytes: Callable[[int], None] | None = None) -> tuple[dict[str, Any], int]:
     """One planned file into the blob store (verified); returns its bundle.json entry and bytes moved."""
     rules, channels, source, record, published = planned_record(item, endpoints)
     source_name, subdir, filename = split_ref(item.source)
@@ -48,7 +59,7 @@ def export_conda(item, endpoints, writer: LayoutWriter, on_bytes=None) -> tuple[
         entry["removed"] = withdrawn
     if check_attestation(rules, endpoints.policy, record, item.source) and record.attestations_sha256 is not None:
         # verified here; carried so the far side verifies it again, offline, from the bundle alone
-        sidecar = _sidecar(source, subdir, source.file(subdir, record, published), published["attestations_sha256"])
+        sidecar = source.sidecar(source.file(subdir, record, published), published["attestations_sha256"])
         writer.write_blob(f"sha256:{published['attestations_sha256']}", [sidecar])
     if writer.has_blob(item.digest):
         return entry, 0
@@ -64,7 +75,7 @@ def export_conda(item, endpoints, writer: LayoutWriter, on_bytes=None) -> tuple[
     return entry, final.stat().st_size
 
 
-def _withdrawn_with(source, subdir: str, filename: str) -> list[str]:
+def _withdrawn_with(source: CondaSource, subdir: str, filename: str) -> list[str]:
     """Upstream's `removed` entries of this file's package (by name): carried with it, so that import
     withdraws on the target what a sync would (targets.py), and never another package's file."""
     listing = source.listing(subdir)
@@ -72,23 +83,7 @@ def _withdrawn_with(source, subdir: str, filename: str) -> list[str]:
     return [entry for entry in listing.removed() if package_name(entry) == name] if listing is not None else []
 
 
-def _sidecar(source, subdir: str, package: CondaFile, sha256: str) -> bytes:
-    from regsync.content.reader import read_bounded
-
-    filename = package.filename
-    url = f"{package.url}.sigs.{sha256}"
-    response = source.session.get(url, stream=True, timeout=(15, 60))
-    if response.status_code != 200:
-        response.close()
-        raise RegistryError(f"{source.name}/{subdir}/{filename}.sigs.{sha256[:12]}", response.status_code,
-                            "attestation sidecar not readable")
-    raw = read_bounded(response, MAX_SIDECAR)
-    if raw is None or hashlib.sha256(raw).hexdigest() != sha256:
-        raise VerificationError(f"{source.name}/{subdir}/{filename}: its attestation sidecar does not match sha256 {sha256}")
-    return raw
-
-
-def conda_stand_ins(entries, policy, layout: LayoutBlobs) -> dict:
+def conda_stand_ins(entries: object, policy: Policy, layout: LayoutBlobs) -> dict[str, CondaSource]:
     """The policy's source channels, served from the bundle: `channel:<name>` keys for Endpoints."""
     if not policy.conda:
         return {}
@@ -101,7 +96,7 @@ def conda_stand_ins(entries, policy, layout: LayoutBlobs) -> dict:
             for name in names}
 
 
-def _valid(entry) -> bool:
+def _valid(entry: object) -> bool:
     """bundle.json is untrusted input (unless signed, and even then): typed and bounded before use."""
     if not isinstance(entry, dict) or not all(isinstance(entry.get(k), str) for k in ("channel", "subdir", "filename")):
         return False
@@ -121,12 +116,13 @@ def _valid(entry) -> bool:
 
 
 class BundleChannel:
-    """A source channel read from the bundle: what Channels and the verified download use."""
+    """A CondaSource (kinds/conda/source.py) read from the bundle."""
 
-    def __init__(self, name: str, entries: list[dict], layout: LayoutBlobs, scratch):
+    def __init__(self, name: str, entries: list[dict[str, Any]], layout: LayoutBlobs,
+                 scratch: tempfile.TemporaryDirectory[str]):
         self.name, self._layout, self._scratch = name, layout, scratch
         root = self._root = Path(scratch.name) / name
-        by_subdir: dict[str, dict] = {"noarch": {}}
+        by_subdir: dict[str, dict[str, dict[str, Any]]] = {"noarch": {}}
         removed: dict[str, dict[str, None]] = {}
         for entry in entries:
             split_filename(entry["filename"])
@@ -134,17 +130,17 @@ class BundleChannel:
             removed.setdefault(entry["subdir"], {}).update(dict.fromkeys(entry.get("removed", [])))
         self._records, self._removed = by_subdir, {subdir: list(names) for subdir, names in removed.items()}
         for subdir, records in by_subdir.items():
-            repodata = {"info": {"subdir": subdir}, "packages": {}, "packages.conda": {}, "repodata_version": 1}
+            sections: dict[str, dict[str, Any]] = {"packages": {}, "packages.conda": {}}
             for filename, record in records.items():
-                key = "packages.conda" if filename.endswith(".conda") else "packages"
-                repodata[key][filename] = record
+                sections["packages.conda" if filename.endswith(".conda") else "packages"][filename] = record
+            repodata = {"info": {"subdir": subdir}, **sections, "repodata_version": 1}
             (root / subdir).mkdir(parents=True, exist_ok=True)
             (root / subdir / "repodata.json").write_text(json.dumps(repodata))
             for filename, record in records.items():
                 self._place_sidecar(root / subdir, filename, record.get("attestations_sha256"))
         self.url = root.as_uri()
 
-    def _place_sidecar(self, folder: Path, filename: str, sha256) -> None:
+    def _place_sidecar(self, folder: Path, filename: str, sha256: object) -> None:
         """The attestation sidecar export carried, where rattler's verifier looks for it (named by its
         sha256, re-checked here; one that is missing or altered leaves the file unattested)."""
         if not isinstance(sha256, str) or not re.fullmatch(r"[0-9a-f]{64}", sha256):
@@ -157,40 +153,52 @@ class BundleChannel:
         if hashlib.sha256(raw).hexdigest() == sha256:
             (folder / f"{filename}.sigs.{sha256}").write_bytes(raw)
 
-    def listing(self, subdir: str) -> CarriedListing:
+    def listing(self, subdir: str) -> "CarriedListing":
         """What the target keeps of a source's listing: the `removed` entries export carried."""
         return CarriedListing(self._removed.get(subdir, []))
 
-    def rattler_channel(self, subdirs=()):
+    def rattler_channel(self, subdirs: Sequence[str] = ()) -> "Channel":
         from rattler import Channel
 
         return Channel(self.url + "/")
 
-    def upstream(self, record):
+    def upstream(self, record: "RepoDataRecord") -> "RepoDataRecord":
         return record
 
-    def listed_in(self, record) -> str:
+    def listed_in(self, record: "RepoDataRecord") -> str:
         return str(record.url).rsplit("/", 2)[-2]
 
     def files_elsewhere(self, subdir: str, url: str) -> None:
         return None
 
-    def records_named(self, subdir: str, name: str) -> list:
+    def records_named(self, subdir: str, name: str) -> "list[RepoDataRecord]":
         path = self._root / subdir / "repodata.json"
         return records_in_file(self.rattler_channel(), subdir, name, path) if path.exists() else []
 
-    def published(self, subdir: str, record) -> dict:
+    def published(self, subdir: str, record: "RepoDataRecord") -> dict[str, Any]:
         return self._records.get(subdir, {}).get(record.file_name) or rattler_json(record)
 
-    def file(self, subdir: str, record, published: dict) -> CondaFile:
+    def file(self, subdir: str, record: "RepoDataRecord", published: dict[str, Any]) -> CondaFile:
         filename = record.file_name
         split_filename(filename)
+        sha256 = published.get("sha256")
         return CondaFile(filename, f"bundle:{self.name}/{subdir}/{filename}", published.get("size"),
-                         {"sha256": published.get("sha256")}, f"{self.name}/{subdir}/{filename}")
+                         {"sha256": sha256} if isinstance(sha256, str) else {}, f"{self.name}/{subdir}/{filename}")
 
     def open(self, package: CondaFile, start: int = 0) -> FileResponse:
         return FileResponse.of_blob(self._layout, f"sha256:{package.digests['sha256']}",
                                     package.where, start)
+
+    def sidecar(self, package: CondaFile, sha256: str) -> bytes:
+        """The sidecar export carried (checked against `sha256`)."""
+        try:
+            with open_regular(self._layout.blob_path(f"sha256:{sha256}")) as handle:
+                raw: bytes = handle.read(MAX_SIDECAR + 1)
+        except NotFound:
+            raise NotFound(f"{package.where}.sigs.{sha256[:12]}", 404, "not in the bundle") from None
+        if hashlib.sha256(raw).hexdigest() != sha256:
+            raise VerificationError(f"{package.where}: its attestation sidecar does not match sha256 {sha256}")
+        return raw
 
 
 class CarriedListing:

@@ -10,20 +10,34 @@ pixi runs: resolvo, strict channel priority, the rule's virtual packages.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import tempfile
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
 import requests
 from loguru import logger
 
 from regsync.kinds.conda.names import split_filename
+from regsync.kinds.conda.source import MAX_SIDECAR, CondaFile, CondaSource
 from regsync.kinds.conda.repodata import Listing, fetch_listing, local_root
 from regsync.errors import RegistryError
 from regsync.net.http import make_session, require_https, retry_policy
 from regsync.content.files import private_subdir, state_dir
+from regsync.content.reader import read_bounded
+from regsync.errors import VerificationError
+from regsync.policy.conda import CondaChannel
+
+if TYPE_CHECKING:
+    from rattler import Channel, Gateway, GenericVirtualPackage, RepoDataRecord, SparseRepoData
+    from rattler.platform import SubdirLiteral
+
+    from regsync.endpoints import Endpoints
+    from regsync.kinds.conda.targets import TargetChannel
 
 # Fields rattler adds to a record it read (where it came from); the channel's own record has none.
 _LOCATION_FIELDS = ("fn", "url", "channel")
@@ -31,19 +45,11 @@ _DEFAULT_VIRTUAL = {"linux": {"__unix": "0", "__linux": "0"}, "osx": {"__unix": 
                     "win": {"__win": "0"}}
 
 
-@dataclass
-class CondaFile:
-    """One package file as the repodata lists it: what the shared download path (package/fetch.py) needs."""
-
-    filename: str
-    url: str
-    size: int | None
-    digests: dict
-    where: str = ""   # channel/subdir/file, for messages
-
-
 class SourceChannel:
-    def __init__(self, name: str, cfg, gateway, cache: Path):
+    """A CondaSource (kinds/conda/source.py): a channel read over HTTP."""
+
+    def __init__(self, name: str, cfg: CondaChannel, gateway: "Gateway", cache: Path):
+        assert cfg.url is not None, "policy check: a source channel has a url"
         self.name, self.url = name, cfg.url.rstrip("/")
         self.gateway = gateway
         self.session = make_session(cfg.tls.ca_file if cfg.tls else None,
@@ -51,7 +57,7 @@ class SourceChannel:
         self._root = local_root(cache, self.url)
         self.shards_allowed = cfg.shards == "allow"
         self._listings: dict[str, Listing | None] = {}
-        self._sparse: dict[str, object] = {}
+        self._sparse: dict[str, SparseRepoData] = {}
         self._lock = threading.Lock()
 
     def listing(self, subdir: str) -> Listing | None:
@@ -67,7 +73,7 @@ class SourceChannel:
                                 f"(`shards: allow` on channel {self.name} lets rattler read them)")
         return listing
 
-    def rattler_channel(self, subdirs):
+    def rattler_channel(self, subdirs: Sequence[str] = ()) -> "Channel":
         """The channel rattler reads: regsync's bounded local copy, or (a subdir offering only CEP-16
         shards) the channel itself."""
         from rattler import Channel
@@ -75,7 +81,7 @@ class SourceChannel:
         local = all([self.listing(subdir) is not None for subdir in subdirs])
         return Channel((self._root.as_uri() if local else self.url) + "/")
 
-    def upstream(self, record):
+    def upstream(self, record: "RepoDataRecord") -> "RepoDataRecord":
         """`record` with its URL where the channel serves the file: rattler read the local copy, so a
         URL under it is the channel's own (CEP-15 base_url, absolute, already names elsewhere)."""
         url, local = str(record.url), self._root.as_uri() + "/"
@@ -83,7 +89,7 @@ class SourceChannel:
             record.url = f"{self.url}/{url[len(local):]}"
         return record
 
-    def listed_in(self, record) -> str:
+    def listed_in(self, record: "RepoDataRecord") -> str:
         """The subdir whose repodata listed `record` (mamba's conda-forge snapshot lists noarch records
         in linux-64's): its file is fetched from there, wherever the record's `subdir` says."""
         url = str(record.url)
@@ -93,14 +99,14 @@ class SourceChannel:
                    if found is not None and record.file_name in found]
         return record.subdir if record.subdir in listing or not listing else listing[0]
 
-    def published(self, subdir: str, record) -> dict:
+    def published(self, subdir: str, record: "RepoDataRecord") -> dict[str, Any]:
         """The record key for key as the channel's repodata has it (rattler's reading of it for a
         sharded subdir)."""
         listing = self._listings.get(subdir)
         raw = listing.record(record.file_name, record.name.source, _rattler_digests(record)) if listing else None
         return raw if raw is not None else rattler_json(record)
 
-    def records_named(self, subdir: str, name: str) -> list:
+    def records_named(self, subdir: str, name: str) -> "list[RepoDataRecord]":
         """rattler's records of `name` in the subdir's repodata, both package formats of a build (the
         solver's reading offers only the .conda); a sharded subdir as rattler's Gateway reads it."""
         if self._listings.get(subdir) is not None:
@@ -112,7 +118,7 @@ class SourceChannel:
                     self._sparse[subdir] = sparse_repodata(channel, subdir, self._root / subdir / "repodata.json")
                 found = self._sparse[subdir].load_records(name, PackageFormatSelection.BOTH)
         else:
-            found = asyncio.run(self.gateway.query([self.rattler_channel([subdir])], [subdir], [name], recursive=False,
+            found = asyncio.run(self.gateway.query([self.rattler_channel([subdir])], [_subdir(subdir)], [name], recursive=False,
                                                    channel_relations="disabled"))[0]
         return [self.upstream(record) for record in found]
 
@@ -121,7 +127,7 @@ class SourceChannel:
         folder = url.rsplit("/", 1)[0]
         return None if folder == f"{self.url}/{subdir}" else folder
 
-    def file(self, subdir: str, record, published: dict) -> CondaFile:
+    def file(self, subdir: str, record: "RepoDataRecord", published: dict[str, Any]) -> CondaFile:
         """The download of `record`: where the channel's repodata says its files are (CEP-15 base_url,
         else `<channel>/<subdir>/`), never the record's own `url` field, which the server wrote."""
         filename = record.file_name
@@ -142,13 +148,32 @@ class SourceChannel:
             raise RegistryError(where, response.status_code, "download failed")
         return response
 
+    def sidecar(self, package: CondaFile, sha256: str) -> bytes:
+        where = f"{package.where}.sigs.{sha256[:12]}"
+        require_https(self.url, package.url, where, "its file link")
+        try:
+            response = self.session.get(f"{package.url}.sigs.{sha256}", stream=True, timeout=(15, 60))
+        except requests.RequestException:
+            raise RegistryError(where, None, f"cannot reach {package.url.rsplit('/', 1)[0]}") from None
+        if response.status_code != 200:
+            response.close()
+            raise RegistryError(where, response.status_code, "attestation sidecar not readable")
+        raw = read_bounded(response, MAX_SIDECAR)
+        if raw is None or hashlib.sha256(raw).hexdigest() != sha256:
+            raise VerificationError(f"{package.where}: its attestation sidecar does not match sha256 {sha256}")
+        return raw
 
-def _rattler_digests(record) -> dict[str, str]:
+
+def _subdir(subdir: str) -> "SubdirLiteral":
+    return cast("SubdirLiteral", subdir)   # a subdir the policy checked (policy/conda_specs.py)
+
+
+def _rattler_digests(record: "RepoDataRecord") -> dict[str, str]:
     return {key: value.hex() if isinstance(value, bytes) else str(value)
             for key, value in (("sha256", record.sha256), ("md5", record.md5)) if value is not None}
 
 
-def _digests(published: dict) -> dict:
+def _digests(published: dict[str, Any]) -> dict[str, str]:
     return {key: published[key] for key in ("sha256", "md5") if isinstance(published.get(key), str)}
 
 
@@ -156,28 +181,32 @@ class Channels:
     """The policy's conda channels for one run (Endpoints.client keys `channel:<name>`, where an
     air-gap bundle's stand-ins are found too), sharing one rattler Gateway (and its cache)."""
 
-    def __init__(self, endpoints):
+    def __init__(self, endpoints: "Endpoints"):
         self._endpoints, self._policy = endpoints, endpoints.policy
         self._lock = threading.Lock()
-        self._gateway = None
-        self._scratch = None
+        self._gateway: Gateway | None = None
+        self._scratch: tempfile.TemporaryDirectory[str] | None = None
         self._cache: Path | None = None
-        self._closures: dict[tuple, frozenset] = {}
+        self._closures: dict[ClosureKey, frozenset[tuple[str, str, str]]] = {}
 
-    def source(self, name: str) -> SourceChannel:
+    def source(self, name: str) -> CondaSource:
         with self._lock:
             gateway = self._gateway_locked()
             cache = self._cache
-        return self._endpoints.client(f"channel:{name}",
-                                      lambda: SourceChannel(name, self._policy.channels[name], gateway, cache))
+        assert cache is not None, "set with the gateway"
 
-    def target(self, name: str):
+        def make() -> CondaSource:
+            return SourceChannel(name, self._policy.channels[name], gateway, cache)
+
+        return self._endpoints.client(f"channel:{name}", make)
+
+    def target(self, name: str) -> "TargetChannel":
         """The target channel `name` (one object per run: one lock around each repodata rewrite)."""
         from regsync.kinds.conda.targets import target_channel
 
         return self._endpoints.client(f"channel:{name}", lambda: target_channel(name, self._policy.channels[name]))
 
-    def _gateway_locked(self):
+    def _gateway_locked(self) -> "Gateway":
         from rattler import Gateway
 
         if self._gateway is None:
@@ -207,11 +236,12 @@ class Channels:
         channels = [self.source(name) for name in sources]
         platforms = [subdir, "noarch"] if subdir != "noarch" else ["noarch"]
         if dependencies:
-            by_url = {}
+            by_url: dict[str, CondaSource] = {}
             for channel in channels:
                 by_url[str(channel.rattler_channel(platforms).base_url).rstrip("/")] = channel
             records = asyncio.run(rattler.solve(
-                [c.rattler_channel(platforms) for c in channels], specs, gateway=self._gateway, platforms=platforms,
+                [c.rattler_channel(platforms) for c in channels], specs, gateway=self._gateway,
+                platforms=[_subdir(p) for p in platforms],
                 virtual_packages=virtual_packages(subdir, virtual), channel_priority=rattler.ChannelPriority.Strict,
                 channel_relations="disabled"))
             found = []
@@ -226,7 +256,7 @@ class Channels:
             return found
         wanted = {spec: rattler.MatchSpec(spec) for spec in specs}
         matched: set[str] = set()
-        found, taken = [], {}
+        found, taken = list[Found](), dict[str, CondaSource]()
         for channel in channels:
             channel.rattler_channel(platforms)   # each subdir's repodata read (bounded) before rattler looks
             for platform in platforms:  # one look per channel and subdir: nothing to pair up afterwards
@@ -246,14 +276,16 @@ class Channels:
                 logger.warning("{} {}: the spec '{}' matches no record", "/".join(sources), "+".join(platforms), spec)
         return found
 
-    def closure(self, sources: list[str], specs: list[str], subdir: str, virtual: dict[str, str]) -> frozenset:
+    def closure(self, sources: list[str], specs: list[str], subdir: str,
+                virtual: dict[str, str]) -> frozenset[tuple[str, str, str]]:
         """(channel, subdir, file name) of every file in the closure, solved once per run."""
         key = _closure_key(sources, specs, subdir, virtual)
         if key not in self._closures:
             self.solve(sources, specs, subdir, virtual, True)
         return self._closures[key]
 
-    def record(self, channel: SourceChannel, subdir: str, filename: str):
+    def record(self, channel: CondaSource, subdir: str,
+               filename: str) -> "tuple[RepoDataRecord, dict[str, Any]] | None":
         """(rattler record, record as published) for `filename` as the subdir's repodata lists it now,
         or None."""
         name = split_filename(filename)[0]
@@ -268,20 +300,20 @@ class Channels:
 class Found:
     """A file a rule plans: the channel and subdir whose repodata listed it, its record as published."""
 
-    channel: object
+    channel: CondaSource
     subdir: str
     filename: str
-    record: dict
+    record: dict[str, Any]
     url: str      # where the file is (rattler's reading of the channel's repodata, never the record's `url`)
 
 
-def sparse_repodata(rattler_channel, subdir: str, path: Path):
+def sparse_repodata(rattler_channel: "Channel", subdir: str, path: Path) -> "SparseRepoData":
     from rattler import SparseRepoData
 
     return SparseRepoData(rattler_channel, subdir, path)
 
 
-def records_in_file(rattler_channel, subdir: str, name: str, path: Path) -> list:
+def records_in_file(rattler_channel: "Channel", subdir: str, name: str, path: Path) -> "list[RepoDataRecord]":
     """rattler's records of `name` in a local repodata.json, every package format."""
     from rattler import PackageFormatSelection
 
@@ -289,20 +321,23 @@ def records_in_file(rattler_channel, subdir: str, name: str, path: Path) -> list
         return sparse.load_records(name, PackageFormatSelection.BOTH)
 
 
-def _closure_key(sources, specs, subdir, virtual) -> tuple:
+ClosureKey = tuple[tuple[str, ...], tuple[str, ...], str, tuple[tuple[str, str], ...]]
+
+
+def _closure_key(sources: list[str], specs: list[str], subdir: str, virtual: dict[str, str]) -> ClosureKey:
     return tuple(sources), tuple(specs), subdir, tuple(sorted(virtual.items()))
 
 
-def rattler_json(record) -> dict:
+def rattler_json(record: "RepoDataRecord") -> dict[str, Any]:
     """rattler's reading of a record (for a subdir only rattler read: CEP-16 shards), without the
     fields rattler adds to say where it found it."""
-    body = json.loads(record.to_json())
+    body: dict[str, Any] = json.loads(record.to_json())
     for key in _LOCATION_FIELDS:
         body.pop(key, None)
     return body
 
 
-def virtual_packages(subdir: str, given: dict[str, str]) -> list:
+def virtual_packages(subdir: str, given: dict[str, str]) -> "list[GenericVirtualPackage]":
     """The hosts a closure is for: the rule's virtual packages over the platform's own (__unix, __linux)."""
     from rattler import BuildString, GenericVirtualPackage, PackageName, Version
 
@@ -311,6 +346,6 @@ def virtual_packages(subdir: str, given: dict[str, str]) -> list:
             for name, version in merged.items()]
 
 
-def channels_of(endpoints) -> Channels:
+def channels_of(endpoints: "Endpoints") -> Channels:
     """One Channels per run's Endpoints (so plan and apply in one run share repodata)."""
     return endpoints.client("conda:channels", lambda: Channels(endpoints))

@@ -31,10 +31,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any
 
 from regsync.errors import RegistryError
 
 SECTIONS = ("packages", "packages.conda")
+# A listing as parts: ("top", key, value text), ("section", key), ("record", filename, record text), ("end",)
+Part = tuple[str, ...]
+Rank = tuple[int, int] | None   # a record's place upstream: (which source, where in its repodata)
 _DECODER = json.JSONDecoder()
 
 
@@ -46,13 +50,13 @@ def section_of(filename: str) -> str:
     return "packages.conda" if filename.endswith(".conda") else "packages"
 
 
-def empty_parts(subdir: str) -> list[tuple]:
+def empty_parts(subdir: str) -> list[Part]:
     """A new listing's parts: what a fresh channel's repodata.json holds."""
     return [("top", "info", json.dumps({"subdir": subdir})), ("section", "packages"), ("end",),
             ("section", "packages.conda"), ("end",), ("top", "removed", "[]"), ("top", "repodata_version", "1")]
 
 
-def parts_of_lines(lines: Iterable[str]) -> Iterator[tuple]:
+def parts_of_lines(lines: Iterable[str]) -> Iterator[Part]:
     """The listing as parts: ("top", key, value text), ("section", key), ("record", filename, record
     text), ("end",) closing a section. Raises NotOurs at the first line out of the layout."""
     lines = iter(lines)
@@ -100,7 +104,7 @@ def _split(line: str) -> tuple[str, str]:
     return key, text
 
 
-def parts_of_document(data: bytes) -> Iterator[tuple]:
+def parts_of_document(data: bytes) -> Iterator[Part]:
     """A listing in any layout, read whole (the fallback): the same parts, each value as json.dumps
     writes it (key for key as the file has it). Raises ValueError at once when it is not a JSON object."""
     try:
@@ -112,7 +116,7 @@ def parts_of_document(data: bytes) -> Iterator[tuple]:
     return _document_parts(repodata)
 
 
-def _document_parts(repodata: dict) -> Iterator[tuple]:
+def _document_parts(repodata: dict[str, Any]) -> Iterator[Part]:
     for key, value in repodata.items():
         if key in SECTIONS and isinstance(value, dict):
             yield ("section", key)
@@ -123,16 +127,16 @@ def _document_parts(repodata: dict) -> Iterator[tuple]:
             yield ("top", key, json.dumps(value))
 
 
-class Listed(Mapping):
+class Listed(Mapping[str, dict[str, Any]]):
     """File name → record of what a listing holds; each record kept as its text, parsed on lookup."""
 
-    def __init__(self, parts: Iterable[tuple] = ()):
+    def __init__(self, parts: Iterable[Part] = ()):
         self._texts: dict[str, str] = {}
         for part in parts:
             if part[0] == "record":
                 self._texts[part[1]] = part[2]
 
-    def __getitem__(self, filename: str) -> dict:
+    def __getitem__(self, filename: str) -> dict[str, Any]:
         text = self._texts[filename]
         try:
             record = json.loads(text)
@@ -143,15 +147,15 @@ class Listed(Mapping):
                                 "its record is not one JSON object: fix or remove that line")
         return record
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[str]:
         return iter(self._texts)
 
     def __len__(self) -> int:
         return len(self._texts)
 
 
-def merged(parts: Iterable[tuple], batch: Mapping[str, tuple[object, dict]],
-           rank: Callable[[str], object], withdrawn: Iterable[str] = ()) -> Iterator[str]:
+def merged(parts: Iterable[Part], batch: Mapping[str, tuple[Rank, dict[str, Any]]],
+           rank: Callable[[str], Rank], withdrawn: Iterable[str] = ()) -> Iterator[str]:
     """The listing's text, chunk by chunk: `parts` with every record of `batch` (file name → (its
     rank, record)) written exactly as given (json.dumps of the dict: key for key, in its order).
     A record the listing has is replaced where it stands. A new one goes before the first listed
@@ -171,7 +175,7 @@ def merged(parts: Iterable[tuple], batch: Mapping[str, tuple[object, dict]],
     waiting = {section: [name for _, name in pairs] for section, pairs in waiting.items()}
     written: set[str] = set()
     seen_sections: set[str] = set()
-    first_top, header, section = True, None, None
+    first_top, header, section = True, None, ""
 
     def record_line(name: str, text: str) -> str:
         nonlocal header
@@ -185,7 +189,7 @@ def merged(parts: Iterable[tuple], batch: Mapping[str, tuple[object, dict]],
         first_top = False
         seen_sections.add(key)
 
-    def new_before(current_rank) -> Iterator[str]:
+    def new_before(current_rank: Rank) -> Iterator[str]:
         queue = waiting[section]
         while queue and current_rank is not None:
             head = batch[queue[0]][0]
@@ -204,7 +208,7 @@ def merged(parts: Iterable[tuple], batch: Mapping[str, tuple[object, dict]],
         waiting[section] = []
         # an empty section stays on its line: `"packages": {}`
         yield header[:-1] + "}" if header is not None else "\n}"
-        section = None
+        section = ""
 
     removed_written = False
 

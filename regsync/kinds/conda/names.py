@@ -7,6 +7,7 @@ Every file name read from repodata is checked here before it becomes part of a p
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from regsync.policy.conda_specs import known_subdirs
 
@@ -26,7 +27,7 @@ def split_filename(filename: str) -> tuple[str, str, str]:
     return match["name"], match["version"], match["build"]
 
 
-def package_name(filename) -> str | None:
+def package_name(filename: object) -> str | None:
     """The package name of a conda file name; None for anything else (a `removed` entry may be any text)."""
     try:
         return split_filename(filename)[0] if isinstance(filename, str) else None
@@ -53,12 +54,12 @@ def check_item(source: str, target: str, digest: str) -> None:
         raise ValueError(f"'{digest[:80]}' is not a sha256 digest (or md5, for a record with no sha256)")
 
 
-def record_size(record: dict) -> int:
+def record_size(record: dict[str, Any]) -> int:
     size = record.get("size")
     return size if isinstance(size, int) and not isinstance(size, bool) and size > 0 else 0
 
 
-def record_digest(record: dict, weak_allowed: bool) -> str | None:
+def record_digest(record: dict[str, Any], weak_allowed: bool) -> str | None:
     """`sha256:…` of a record; `md5:…` for one with md5 and size only, when a rule allows that."""
     if isinstance(record.get("sha256"), str) and record["sha256"]:
         return f"sha256:{record['sha256']}"

@@ -3,19 +3,28 @@ would solve it, then diffed against what the target channel's repodata lists. Re
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
 from loguru import logger
 
-from regsync.kinds.conda.channel import channels_of
+from regsync.kinds.conda.channel import Channels, Found, channels_of
 from regsync.kinds.conda.names import check_item, record_digest, record_size as _size
 from regsync.errors import RegistryError
 from regsync.pipeline.plan import PlanError, PlanItem
+from regsync.policy.conda import CondaRule
+
+if TYPE_CHECKING:
+    from regsync.endpoints import Endpoints
+    from regsync.pipeline.shard import Shard
 
 
-def plan_conda(endpoints, shard=None, diff_target: bool = True) -> tuple[list[PlanItem], list[PlanError]]:
+def plan_conda(endpoints: Endpoints, shard: Shard | None = None,
+               diff_target: bool = True) -> tuple[list[PlanItem], list[PlanError]]:
     """A closure is solved whole on every shard; only the items are split. Without `diff_target`
     (export: the target is across the gap) every file is planned as absent there."""
     channels = channels_of(endpoints)
-    items: dict[str, tuple[PlanItem, dict]] = {}
+    items: dict[str, tuple[PlanItem, dict[str, Any]]] = {}
     errors: list[PlanError] = []
     for number, rule in enumerate(endpoints.policy.conda):
         rule_name = f"conda[{number}]"
@@ -32,13 +41,13 @@ def plan_conda(endpoints, shard=None, diff_target: bool = True) -> tuple[list[Pl
                     item = _item(one, rule, rule_name)
                     if item.target not in items:
                         items[item.target] = (item, one.record)
-    existing: dict[tuple[str, str], dict] = {}
+    existing: dict[tuple[str, str], Mapping[str, dict[str, Any]]] = {}
     for item, record in items.values() if diff_target else ():
         _diff(item, record, channels, existing)
     return [item for item, _ in items.values() if shard is None or shard.owns(item.target)], errors
 
 
-def _item(found, rule, rule_name: str) -> PlanItem:
+def _item(found: Found, rule: CondaRule, rule_name: str) -> PlanItem:
     subdir, filename, record = found.subdir, found.filename, found.record
     digest = record_digest(record, rule.weak_digests == "allow")
     item = PlanItem("conda", f"{found.channel.name}/{subdir}/{filename}", f"{rule.target}/{subdir}/{filename}",
@@ -60,7 +69,8 @@ def _item(found, rule, rule_name: str) -> PlanItem:
     return item
 
 
-def _diff(item: PlanItem, record: dict, channels, cache: dict) -> None:
+def _diff(item: PlanItem, record: dict[str, Any], channels: Channels,
+          cache: dict[tuple[str, str], Mapping[str, dict[str, Any]]]) -> None:
     if item.action == "refuse":
         return
     target_name, subdir, filename = item.target.split("/")

@@ -22,7 +22,9 @@ import mmap
 import os
 import re
 import shutil
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import requests
 
@@ -105,7 +107,7 @@ class Listing:
             entries += found if whole else []
         return [entry for entry in entries if isinstance(entry, str)]
 
-    def record(self, filename: str, name: str, digests: dict[str, str]) -> dict | None:
+    def record(self, filename: str, name: str, digests: dict[str, str]) -> dict[str, Any] | None:
         """The record of `filename` key for key as published: the object at its key whose name and
         digests are the ones rattler read for that file."""
         for offset in self._offsets.get(filename, ()):
@@ -115,7 +117,7 @@ class Listing:
                 return record
         return None
 
-    def _object_at(self, offset: int):
+    def _object_at(self, offset: int) -> object:
         decoder = json.JSONDecoder()
         for window in (64 << 10, MAX_RECORD):
             try:
@@ -125,31 +127,31 @@ class Listing:
         return None
 
 
-def _top_level(text: str, pos: int, opening: str, stop_at_records: bool) -> tuple[list, bool]:
+def _top_level(text: str, pos: int, opening: str, stop_at_records: bool) -> tuple[list[object], bool]:
     """The `removed` entries among the top-level members in `text` from `pos`, which must start with
     `opening` (the document's `{`, or the `}` that closes the section holding the last record), and
     whether the document's end was reached with nothing after it. Stops at a section that holds
     records (`stop_at_records`) or at anything not JSON."""
-    decoder, found, skip = json.JSONDecoder(), [], _SPACE
-    pos = skip.match(text, pos).end()
+    decoder, found = json.JSONDecoder(), list[object]()
+    pos = _skip(text, pos)
     if not text.startswith(opening, pos):
         return found, False
     pos, first = pos + 1, opening == "{"
     try:
         while True:
-            pos = skip.match(text, pos).end()
+            pos = _skip(text, pos)
             if text.startswith("}", pos):
-                return found, skip.match(text, pos + 1).end() == len(text)
+                return found, _skip(text, pos + 1) == len(text)
             if not first:
                 if not text.startswith(",", pos):
                     return found, False
-                pos = skip.match(text, pos + 1).end()
+                pos = _skip(text, pos + 1)
             first = False
             key, pos = decoder.raw_decode(text, pos)
-            pos = skip.match(text, pos).end()
+            pos = _skip(text, pos)
             if not text.startswith(":", pos):
                 return found, False
-            pos = skip.match(text, pos + 1).end()
+            pos = _skip(text, pos + 1)
             if stop_at_records and key in ("packages", "packages.conda") and not _EMPTY_OBJECT.match(text, pos):
                 return found, False
             value, pos = decoder.raw_decode(text, pos)
@@ -157,6 +159,13 @@ def _top_level(text: str, pos: int, opening: str, stop_at_records: bool) -> tupl
                 found += value
     except ValueError:
         return found, False
+
+
+def _skip(text: str, pos: int) -> int:
+    """`pos` past any white space."""
+    found = _SPACE.match(text, pos)
+    assert found is not None, "\\s* matches anywhere"
+    return found.end()
 
 
 def local_root(cache: Path, channel_url: str) -> Path:
@@ -204,7 +213,7 @@ def fetch_listing(session: requests.Session, name: str, channel_url: str, subdir
     return Listing(subdir, published)
 
 
-def _get(session, url: str, headers: dict, where: str) -> requests.Response:
+def _get(session: requests.Session, url: str, headers: dict[str, str], where: str) -> requests.Response:
     try:
         # no redirect to another origin is followed by this session (regsync.net.http)
         return session.get(url, headers=headers, stream=True, timeout=(15, 300))
@@ -232,7 +241,7 @@ def _save(response: requests.Response, compressed: bool, folder: Path, where: st
     tmp.replace(folder / _PUBLISHED)
 
 
-def _copy_bounded(response, limit: int, where: str, write) -> None:
+def _copy_bounded(response: requests.Response, limit: int, where: str, write: Callable[[bytes], object]) -> None:
     count = 0
     for chunk in iter(lambda: response.raw.read(CHUNK, decode_content=True), b""):
         count += len(chunk)
@@ -241,7 +250,7 @@ def _copy_bounded(response, limit: int, where: str, write) -> None:
         write(chunk)
 
 
-def inflate(data: bytes, limit: int, where: str, write) -> None:
+def inflate(data: bytes, limit: int, where: str, write: Callable[[bytes], object]) -> None:
     """zstd frames one after another, written out a chunk at a time, their output capped at `limit`
     bytes (never inflated further)."""
     count = 0
@@ -289,7 +298,7 @@ def _readable_copy(folder: Path, where: str) -> None:
     tmp.replace(local)
 
 
-def _loaded(raw: bytes, where: str) -> dict:
+def _loaded(raw: bytes, where: str) -> dict[str, Any]:
     try:
         repodata = json.loads(raw)
     except ValueError:
@@ -299,7 +308,7 @@ def _loaded(raw: bytes, where: str) -> dict:
     return repodata
 
 
-def _readable(record):
+def _readable(record: object) -> object:
     if isinstance(record, dict) and any(record.get(key, ()) is None for key in _LISTS):
         return {**record, **{key: [] for key in _LISTS if key in record and record[key] is None}}
     return record

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
 from regsync.errors import VerificationError
 from regsync.kinds.conda.names import split_ref
 from regsync.pipeline.rules import NOT_ALLOWED
+from regsync.policy.conda import CondaRule
+from regsync.policy.models import Policy
+
+if TYPE_CHECKING:
+    from rattler import RepoDataRecord
 
 
-def conda_rules_for(policy, source: str, target: str) -> list[tuple[str, object]]:
+def conda_rules_for(policy: Policy, source: str, target: str) -> list[tuple[str, CondaRule]]:
     """[('conda[N]', rule)] of every rule that maps source's channel and subdir to target's, file name
     unchanged; raises VerificationError when none does. Several rules may share a channel pair (one
     per stack, say): a file is admitted when any of them admits it."""
@@ -26,7 +34,7 @@ def conda_rules_for(policy, source: str, target: str) -> list[tuple[str, object]
     return found
 
 
-def admit_record(rules: list[tuple[str, object]], record, in_closure) -> str:
+def admit_record(rules: list[tuple[str, CondaRule]], record: RepoDataRecord, in_closure: Callable[[CondaRule], bool]) -> str:
     """The name of a rule that admits `record` (a rattler record, as the channel lists it now): one
     whose closure, solved again from the policy (`in_closure(rule)`), holds this very file, or one
     whose specs match it (rattler's own MatchSpec.matches). A saved plan only narrows the policy."""
@@ -46,7 +54,7 @@ def admit_record(rules: list[tuple[str, object]], record, in_closure) -> str:
     raise VerificationError(f"{NOT_ALLOWED}: {record.file_name} {what}")
 
 
-def describe(rule) -> str:
+def describe(rule: CondaRule) -> str:
     """One line for `policy check`."""
     hosts = "; ".join(" ".join(f"{k}={v}" for k, v in found.items()) or "no virtual packages"
                       for found in rule.virtual_packages)

@@ -20,9 +20,11 @@ from __future__ import annotations
 import os
 import tempfile
 import threading
-from collections.abc import Iterable, Mapping
-from contextlib import contextmanager
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
+from typing import Any, BinaryIO
 from urllib.parse import urljoin
 
 import requests
@@ -31,9 +33,13 @@ from loguru import logger
 from regsync.content.files import create_new, place_published
 from regsync.content.reader import CHUNK, SizedBody
 from regsync.errors import RegistryError
-from regsync.kinds.conda.listing import Listed, NotOurs, empty_parts, merged, parts_of_document, parts_of_lines
+from regsync.kinds.conda.listing import (Listed, NotOurs, Part, Rank, empty_parts, merged, parts_of_document,
+                                         parts_of_lines)
 from regsync.kinds.conda.names import package_name
+from regsync.kinds.conda.source import CondaSource
 from regsync.net.http import OriginBoundBasicAuth, make_session, origin, retry_policy
+from regsync.pipeline.plan import PlanItem
+from regsync.policy.conda import CondaChannel
 
 try:
     from compression import zstd  # Python 3.14
@@ -45,17 +51,20 @@ MAX_REDIRECTS = 5
 _WRITE_BLOCK = 1 << 20
 
 
-class _Channel:
+class TargetChannel(ABC):
+    """A conda target: files placed, then each subdir's listing rewritten once at the end of the run
+    (RunListings). A directory (DirectoryChannel) or files by HTTP PUT (HttpChannel) say how."""
+
     name: str
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._pending: dict[str, dict[str, tuple[str | None, dict]]] = {}   # subdir → file → (source, record)
+        self._pending: dict[str, dict[str, tuple[str | None, dict[str, Any]]]] = {}   # subdir → file → (source, record)
         self._orders: dict[str, dict[str, int]] = {}     # "source/subdir" → file → its place upstream
         self._removed: dict[str, list[str]] = {}         # "source/subdir" → upstream's `removed` list
         self._listed: dict[str, Listed] = {}
 
-    def existing(self, subdir: str) -> Mapping[str, dict]:
+    def existing(self, subdir: str) -> Mapping[str, dict[str, Any]]:
         """File name → record of what the target lists for `subdir`, read once per run (this run
         writes no listing before its end), each record kept as its text until looked up."""
         with self._lock:
@@ -66,7 +75,7 @@ class _Channel:
     # what the target listed when this run first looked: apply checks a saved plan against it
     listed_before = existing
 
-    def publish(self, subdir: str, records: dict[str, dict], source=None) -> None:
+    def publish(self, subdir: str, records: dict[str, dict[str, Any]], source: CondaSource | None = None) -> None:
         """List `records` (their files already in place) at the end of the run (RunListings), each
         exactly as given; `source`: the channel they come from, whose repodata's order they keep."""
         key = self._remember_order(source, subdir)
@@ -80,7 +89,7 @@ class _Channel:
         every client asks for, when it is missing); (subdir, file, error) of records not listed."""
         with self._lock:
             pending, self._pending = self._pending, {}
-        failures = []
+        failures: list[tuple[str, str, Exception]] = []
         for subdir, records in pending.items():
             try:
                 self._rewrite(subdir, records)
@@ -94,15 +103,14 @@ class _Channel:
                 logger.warning("{}: cannot write an empty noarch/repodata.json: {}", self.name, exc)
         return failures
 
-    def _remember_order(self, source, subdir: str) -> str | None:
-        listing_of = getattr(source, "listing", None)
-        if listing_of is None:
+    def _remember_order(self, source: CondaSource | None, subdir: str) -> str | None:
+        if source is None:
             return None
         key = f"{source.name}/{subdir}"
         with self._lock:
             known = key in self._orders
         if not known:
-            listing = listing_of(subdir)
+            listing = source.listing(subdir)
             order = listing.positions() if listing is not None else {}
             removed = listing.removed() if listing is not None else []
             with self._lock:
@@ -110,10 +118,10 @@ class _Channel:
                 self._removed.setdefault(key, removed)
         return key
 
-    def _rewrite(self, subdir: str, records: dict[str, tuple[str | None, dict]]) -> None:
+    def _rewrite(self, subdir: str, records: dict[str, tuple[str | None, dict[str, Any]]]) -> None:
         orders = [self._orders[key] for key in dict.fromkeys(k for k, _ in records.values() if k is not None)]
 
-        def rank(name: str):
+        def rank(name: str) -> Rank:
             for number, order in enumerate(orders):
                 if name in order:
                     return number, order[name]
@@ -129,7 +137,7 @@ class _Channel:
             with self._parts(subdir, whole=True) as parts:
                 self._write(subdir, parts, batch, rank, withdrawn)
 
-    def _withdrawn(self, subdir: str, removed: list[list[str]], records: Mapping[str, tuple]) -> list[str]:
+    def _withdrawn(self, subdir: str, removed: list[list[str]], records: Mapping[str, object]) -> list[str]:
         """Upstream's `removed` entries this listing carries: those of the packages this target mirrors
         in `subdir` (a name this run lists, or one the target lists already), so a file the target
         lists that its channel withdrew is withdrawn here too; never a file upstream did not remove."""
@@ -149,7 +157,7 @@ class _Channel:
                 return Listed(parts)
 
     @contextmanager
-    def _parts(self, subdir: str, whole: bool = False):
+    def _parts(self, subdir: str, whole: bool = False) -> Iterator[Iterator[Part]]:
         """The subdir's listing as parts (listing.py): streamed line by line from regsync's layout,
         or (`whole`) read as one JSON document within MAX_REPODATA; a new channel's when absent."""
         where = f"{self.name}/{subdir}/repodata.json"
@@ -173,7 +181,8 @@ class _Channel:
                     except UnicodeDecodeError:
                         raise NotOurs("not UTF-8") from None
 
-    def _write(self, subdir: str, parts: Iterable[tuple], batch: dict, rank, withdrawn=()) -> None:
+    def _write(self, subdir: str, parts: Iterable[Part], batch: Mapping[str, tuple[Rank, dict[str, Any]]],
+               rank: Callable[[str], Rank], withdrawn: Iterable[str] = ()) -> None:
         """The merged listing, streamed into repodata.json and its .zst side by side, then published."""
         with self._scratch(subdir) as (raw_path, zst_path):
             with os.fdopen(create_new(raw_path, 0o666), "wb") as raw, \
@@ -191,13 +200,38 @@ class _Channel:
             self._commit(subdir, raw_path, zst_path)
 
 
-def _write_both(raw, zst, block: list[bytes]) -> None:
+    @property
+    @abstractmethod
+    def staging(self) -> Path | None:
+        """Where downloads land before `put` (None: the system's temporary directory)."""
+
+    @abstractmethod
+    def put(self, path: Path, subdir: str, filename: str) -> None:
+        """Place the verified file (listed at the end of the run, by `flush`)."""
+
+    @abstractmethod
+    def _exists(self, subdir: str) -> bool: ...
+
+    @abstractmethod
+    def _local_copy(self, subdir: str) -> AbstractContextManager[Path | None]:
+        """The subdir's repodata.json as a local file for the time of the `with`; None: there is none."""
+
+    @abstractmethod
+    def _scratch(self, subdir: str) -> AbstractContextManager[tuple[Path, Path]]:
+        """Two scratch paths (the listing and its .zst) for the time of the `with`."""
+
+    @abstractmethod
+    def _commit(self, subdir: str, raw: Path, zst: Path) -> None:
+        """Publish the written listing (the .zst first)."""
+
+
+def _write_both(raw: BinaryIO, zst: BinaryIO, block: list[bytes]) -> None:
     data = b"".join(block)
     raw.write(data)
     zst.write(data)
 
 
-class DirectoryChannel(_Channel):
+class DirectoryChannel(TargetChannel):
     """A channel directory any web server can serve as is."""
 
     def __init__(self, name: str, root: Path):
@@ -219,12 +253,12 @@ class DirectoryChannel(_Channel):
         return (self.root / subdir / "repodata.json").exists()
 
     @contextmanager
-    def _local_copy(self, subdir: str):
+    def _local_copy(self, subdir: str) -> Iterator[Path | None]:
         path = self.root / subdir / "repodata.json"
         yield path if path.exists() else None
 
     @contextmanager
-    def _scratch(self, subdir: str):
+    def _scratch(self, subdir: str) -> Iterator[tuple[Path, Path]]:
         folder = self.root / subdir
         folder.mkdir(parents=True, exist_ok=True)
         stem = f"{os.getpid()}.{threading.get_ident()}.tmp"
@@ -241,7 +275,7 @@ class DirectoryChannel(_Channel):
         os.replace(raw, self.root / subdir / "repodata.json")
 
 
-class HttpChannel(_Channel):
+class HttpChannel(TargetChannel):
     """Files by HTTP PUT under a base URL: Nexus raw-hosted, Artifactory generic, WebDAV.
 
     Nothing leaves the channel's origin: a read redirected to another origin is not read (an error
@@ -249,15 +283,19 @@ class HttpChannel(_Channel):
     redirect is not followed (an error: the file is not there). Redirects on the channel's own
     origin are followed for reads, as for package indexes (kinds/package/index.py)."""
 
-    def __init__(self, name: str, cfg):
+    def __init__(self, name: str, cfg: CondaChannel):
         super().__init__()
+        assert cfg.url is not None, "policy check: a kind: http channel has a url"
         self.name, self.url = name, cfg.url.rstrip("/")
         self.session = make_session(cfg.tls.ca_file if cfg.tls else None,
                                     retry=retry_policy(cfg.retries.attempts, cfg.retries.backoff_seconds))
         if cfg.auth and cfg.auth.username:  # the channel's own origin only, never after a redirect elsewhere
-            self.session.auth = OriginBoundBasicAuth(cfg.auth.username, cfg.auth.password.get_secret_value(),
-                                                     {origin(self.url)})
-        self.staging = None
+            password = cfg.auth.password.get_secret_value() if cfg.auth.password else ""
+            self.session.auth = OriginBoundBasicAuth(cfg.auth.username, password, {origin(self.url)})
+
+    @property
+    def staging(self) -> None:
+        return None   # the system's temporary directory: the file only passes through
 
     def put(self, path: Path, subdir: str, filename: str) -> None:
         self._put_file(f"{subdir}/{filename}", path, "application/octet-stream")
@@ -267,7 +305,7 @@ class HttpChannel(_Channel):
         with open(path, "rb") as handle:
             self._put(relative, SizedBody(iter(lambda: handle.read(CHUNK), b""), size), content_type)
 
-    def _put(self, relative: str, body, content_type: str) -> None:
+    def _put(self, relative: str, body: SizedBody, content_type: str) -> None:
         url = f"{self.url}/{relative}"
         try:
             response = self.session.put(url, data=body, headers={"Content-Type": content_type}, timeout=(15, 600),
@@ -284,7 +322,7 @@ class HttpChannel(_Channel):
         if response.status_code not in (200, 201, 204):
             raise RegistryError(f"{self.name}/{relative}", response.status_code, "upload refused")
 
-    def _get(self, subdir: str):
+    def _get(self, subdir: str) -> requests.Response | None:
         """The listing's response (None: the target has none), redirects followed on this origin only."""
         where = f"{self.name}/{subdir}/repodata.json"
         url = f"{self.url}/{subdir}/repodata.json"
@@ -321,7 +359,7 @@ class HttpChannel(_Channel):
         return response is not None
 
     @contextmanager
-    def _local_copy(self, subdir: str):
+    def _local_copy(self, subdir: str) -> Iterator[Path | None]:
         """The listing downloaded (streamed, at most MAX_REPODATA bytes) into a private scratch file."""
         response = self._get(subdir)
         if response is None:
@@ -345,7 +383,7 @@ class HttpChannel(_Channel):
             yield path
 
     @contextmanager
-    def _scratch(self, subdir: str):
+    def _scratch(self, subdir: str) -> Iterator[tuple[Path, Path]]:
         with tempfile.TemporaryDirectory(prefix="regsync-repodata-") as work:
             yield Path(work) / "repodata.json", Path(work) / "repodata.json.zst"
 
@@ -354,8 +392,11 @@ class HttpChannel(_Channel):
         self._put_file(f"{subdir}/repodata.json", raw, "application/json")
 
 
-def target_channel(name: str, cfg) -> _Channel:
-    return DirectoryChannel(name, cfg.path) if cfg.kind == "directory" else HttpChannel(name, cfg)
+def target_channel(name: str, cfg: CondaChannel) -> TargetChannel:
+    if cfg.kind == "directory":
+        assert cfg.path is not None, "policy check: a kind: directory channel has a path"
+        return DirectoryChannel(name, cfg.path)
+    return HttpChannel(name, cfg)
 
 
 class RunListings:
@@ -364,22 +405,22 @@ class RunListings:
 
     reused = 0
 
-    def __init__(self, target_of):
+    def __init__(self, target_of: Callable[[str], TargetChannel]):
         self._target_of = target_of           # target channel name → its (per-run) channel object
-        self._items: dict[str, object] = {}   # target ref → item
+        self._items: dict[str, PlanItem] = {}   # target ref → item
         self._lock = threading.Lock()
 
-    def expect(self, item) -> None:
+    def expect(self, item: PlanItem) -> None:
         with self._lock:
             self._items[item.target] = item
 
     def stop(self) -> None:
         """Nothing to stop: files already placed are still listed at the end."""
 
-    def finish(self) -> list[tuple[object, Exception]]:
+    def finish(self) -> list[tuple[PlanItem, Exception]]:
         with self._lock:
             items, self._items = self._items, {}
-        failures = []
+        failures: list[tuple[PlanItem, Exception]] = []
         for name in dict.fromkeys(ref.split("/", 1)[0] for ref in items):
             for subdir, filename, error in self._target_of(name).flush():
                 item = items.get(f"{name}/{subdir}/{filename}")

@@ -9,7 +9,7 @@ import re
 import requests
 import urllib3
 
-from regsync.content.reader import read_bounded
+from regsync.content.reader import Answered, read_bounded
 from regsync.errors import NotFound, RegistryError, VerificationError
 from regsync.net.http import MAX_RETRY_AFTER, TLS_SERVER_ANSWER, retry_after, speaks_tls
 
@@ -51,7 +51,7 @@ def error_for(status: int, ref: str, detail: str, code: str = "") -> RegistryErr
     return RegistryError(ref, status, f"registry error{detail}")
 
 
-def declared_length(response: requests.Response, ref: str) -> int | None:
+def declared_length(response: Answered, ref: str) -> int | None:
     """The Content-Length a server announced, or None; garbage (a hostile server) is a refusal."""
     value = response.headers.get("Content-Length")
     if value is None:

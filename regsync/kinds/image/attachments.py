@@ -11,6 +11,7 @@ from loguru import logger
 from regsync.endpoints import Endpoints
 from regsync.errors import PolicyError, RegistryError
 from regsync.kinds.image.client import RegistryClient
+from regsync.kinds.image.source import ImageSource
 from regsync.kinds.image.copy import BlobCopier, copy_tree
 from regsync.kinds.image.cosign import ATTACHMENT_SUFFIXES, attachment_tag
 from regsync.kinds.image.manifest import Manifest
@@ -20,6 +21,7 @@ from regsync.kinds.image.tree import manifest_tree
 from regsync.kinds.image.rules import rule_of
 from regsync.kinds.image.signing import sign_pushed
 from regsync.pipeline.plan import PlanItem
+from regsync.kinds.image.clients import source_registry, target_registry
 
 
 def after_push(item: PlanItem, endpoints: Endpoints, tree: list[Manifest], blobs: BlobCopier,
@@ -43,13 +45,13 @@ def after_push(item: PlanItem, endpoints: Endpoints, tree: list[Manifest], blobs
     if rule.sign is not None:
         dst_name, dst_repo, _ = split_image_ref(item.target)
         try:
-            extras["signed"] = sign_pushed(rule.sign, endpoints.registry(dst_name), dst_repo, item.digest)
+            extras["signed"] = sign_pushed(rule.sign, target_registry(endpoints, dst_name), dst_repo, item.digest)
         except PolicyError as exc:  # pushed but unsigned: a failure of this item, not of the run
             raise RegistryError(item.target, None, f"pushed, but not signed: {exc}") from None
     return extras
 
 
-def _extras_route(item: PlanItem, endpoints: Endpoints) -> tuple[RegistryClient, str, RegistryClient, str] | None:
+def _extras_route(item: PlanItem, endpoints: Endpoints) -> tuple[ImageSource, str, RegistryClient, str] | None:
     """(src, src_repo, dst, dst_repo) for copying what names the image, or None when it names the
     unfiltered index and the target holds a platform-filtered one."""
     if item.source_digest and item.source_digest != item.digest:
@@ -58,7 +60,7 @@ def _extras_route(item: PlanItem, endpoints: Endpoints) -> tuple[RegistryClient,
         return None
     src_name, src_repo, _ = split_image_ref(item.source)
     dst_name, dst_repo, _ = split_image_ref(item.target)
-    return endpoints.registry(src_name), src_repo, endpoints.registry(dst_name), dst_repo
+    return source_registry(endpoints, src_name), src_repo, target_registry(endpoints, dst_name), dst_repo
 
 
 def verified_signature_manifest(evidence: dict[str, Any] | None) -> str | None:
@@ -80,7 +82,7 @@ def verified_attachments(evidence: dict[str, Any] | None, digest: str) -> dict[s
     return pinned
 
 
-def copy_attachments(src: RegistryClient, src_repo: str, dst: RegistryClient, dst_repo: str, tree: list[Manifest],
+def copy_attachments(src: ImageSource, src_repo: str, dst: RegistryClient, dst_repo: str, tree: list[Manifest],
                      blobs: BlobCopier,
                      verified: dict[str, str] | None = None) -> list[str]:
     """Copy `.sig`/`.att`/`.sbom` of the image and its children, bytes (so digests) unchanged.
@@ -104,7 +106,7 @@ def copy_attachments(src: RegistryClient, src_repo: str, dst: RegistryClient, ds
     return copied
 
 
-def copy_image_referrers(src: RegistryClient, src_repo: str, dst: RegistryClient, dst_repo: str, tree: list[Manifest],
+def copy_image_referrers(src: ImageSource, src_repo: str, dst: RegistryClient, dst_repo: str, tree: list[Manifest],
                          blobs: BlobCopier) -> tuple[list[str], list[str]]:
     """`copy: {referrers: true}`: OCI 1.1 referrers of the image and its children, after the image;
     (copied, refused)."""

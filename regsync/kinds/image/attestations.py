@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from regsync.errors import VerificationError
-from regsync.kinds.image.client import RegistryClient
+from regsync.kinds.image.source import ImageSource
 from regsync.policy.models import AttestationRequirement, ImageVerify, Trust
 from regsync.kinds.image.cosign import attachment_tag, fetch_attached_layers
 from regsync.trust.payload import SignedPayload
@@ -53,7 +53,7 @@ class Found:
         return self.envelope.statement()
 
 
-def check_attestations(client: RegistryClient, repo: str, digest: str, verify: ImageVerify,
+def check_attestations(client: ImageSource, repo: str, digest: str, verify: ImageVerify,
                        trust: dict[str, Trust], statements: list[dict[str, Any]] | None = None) -> list[Any] | None:
     """Evidence per requirement for the audit record; raises VerificationError for the first
     `required` one that is not met (an `optional` one records its reason instead). `statements`
@@ -78,7 +78,7 @@ def check_attestations(client: RegistryClient, repo: str, digest: str, verify: I
     return evaluate(verify.require_attestations, found, missing, verify_candidate)
 
 
-def find_attestations(client: RegistryClient, repo: str, digest: str, keyless: bool) -> list[Found]:
+def find_attestations(client: ImageSource, repo: str, digest: str, keyless: bool) -> list[Found]:
     found = []
     attached = fetch_attached_layers(client, repo, digest, "att", DSSE_ENVELOPE)
     if attached is not None:

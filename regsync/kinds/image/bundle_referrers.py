@@ -11,7 +11,7 @@ import json
 from collections.abc import Callable
 
 from regsync.content.layout import LayoutWriter
-from regsync.kinds.image.client import RegistryClient
+from regsync.kinds.image.source import ImageSource
 from regsync.kinds.image.layout import copy_into_layout
 from regsync.kinds.image.manifest import OCI_INDEX, Manifest
 from regsync.policy.models import ImageRule, Trust
@@ -26,7 +26,7 @@ def carries_referrers(rule: ImageRule, trust: dict[str, Trust]) -> bool:
     return rule.copy_extras.referrers or any(trust[n].keyless is not None for n in names if n in trust)
 
 
-def export_referrers(src: RegistryClient, src_repo: str, ref_prefix: str, digest: str, writer: LayoutWriter,
+def export_referrers(src: ImageSource, src_repo: str, ref_prefix: str, digest: str, writer: LayoutWriter,
                      on_bytes: Callable[[int], None] | None,
                      add_ref: Callable[[str, Manifest], None]) -> int:
     """Copy the referrers of `digest` and index them under `<ref_prefix>:sha256-<hex>`; bytes moved."""

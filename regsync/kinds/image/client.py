@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import threading
 from collections import OrderedDict
+from collections.abc import Iterable
+from typing import Any, Generic, TypeVar
 from urllib.parse import quote, urljoin, urlsplit
 
 import requests
@@ -20,6 +22,10 @@ from regsync.policy.names import check_digest
 from regsync.net.http import connection_failure, downgrades, make_session, origin, require_https, retry_policy
 from regsync.content.reader import IDENTITY, SizedBody, VerifyingReader, read_document
 from regsync.net.throttle import Throttle
+from regsync.content.checkpoint import UploadCheckpoint
+
+K = TypeVar("K")
+V = TypeVar("V")
 
 _TIMEOUT = (15, 300)  # (connect, read) seconds; a stalled mirror must not hang a cron run
 _MAX_TAG_PAGES = 10_000
@@ -43,19 +49,19 @@ class RegistryClient:
         throttle = Throttle(max_requests_per_second) if max_requests_per_second else None
         self.session = make_session(ca_file, pool_size, retry, throttle)
         token_session = make_session(ca_file, 4, retry, throttle, max_body=MAX_TOKEN_BYTES)
-        self.session.auth = RegistryAuth(credentials, token_session, name, self.base)
+        self._auth = self.session.auth = RegistryAuth(credentials, token_session, name, self.base)
         self._pinged = False
         # Per-run memory, so plan and apply never ask twice: manifests by digest (content-addressed,
         # verified when first fetched) and whether a repository holds a blob.
-        self._manifests = _BoundedCache(MAX_CACHED_MANIFESTS)
-        self._present = _BoundedCache(MAX_CACHED_BLOBS)
+        self._manifests: _BoundedCache[tuple[str, str], Manifest] = _BoundedCache(MAX_CACHED_MANIFESTS)
+        self._present: _BoundedCache[tuple[str, str], int | str] = _BoundedCache(MAX_CACHED_BLOBS)
         self._tag_sets: dict[str, frozenset[str] | None] = {}   # repo → its tags when the run began
         self._new_repos: set[str] = set()   # repos the run's listing found absent (NAME_UNKNOWN)
         self._tag_lock = threading.Lock()
 
     # -- plumbing -------------------------------------------------------------------------------
 
-    def _request(self, method: str, url: str, ref: str, ok=(200,), **kwargs) -> requests.Response:
+    def _request(self, method: str, url: str, ref: str, ok: tuple[int, ...] = (200,), **kwargs: Any) -> requests.Response:
         if not url.startswith("http"):
             url = self.base + url
         require_https(self.base, url, ref, "a URL the registry gave")
@@ -76,7 +82,7 @@ class RegistryClient:
         if response.status_code in ok:
             return response
         error = error_of(response, ref)
-        if error.status == 401 and getattr(self.session.auth, "credentials", None) is None:  # nothing was sent
+        if error.status == 401 and self._auth.credentials is None:  # nothing was sent
             from regsync.kinds.image.credentials import no_credentials_found
 
             error = RegistryError(ref, 401, no_credentials_found(self.host))
@@ -151,7 +157,7 @@ class RegistryClient:
         self.may_have_tag(repo, "")
         return repo in self._new_repos
 
-    def assume_absent(self, repo: str, digests) -> None:
+    def assume_absent(self, repo: str, digests: Iterable[str]) -> None:
         """Remember blobs as absent without asking (a repository this run found new holds none
         worth a HEAD); blob_exists then answers from memory, as for an absence it saw itself."""
         for digest in digests:
@@ -207,7 +213,7 @@ class RegistryClient:
             raise VerificationError(f"{ref}: manifest digest mismatch: content is {manifest.digest}, expected {wanted}")
         return manifest
 
-    def get_referrers(self, repo: str, digest: str) -> dict | None:
+    def get_referrers(self, repo: str, digest: str) -> dict[str, Any] | None:
         """The OCI 1.1 referrers index for `digest`, or None when the registry has no referrers API."""
         ref = self.ref(repo, digest)
         response = self._request("GET", registry_path(repo, "referrers", check_digest(digest)), ref, ok=(200, 404),
@@ -292,14 +298,16 @@ class RegistryClient:
         self._cancel(response, repo)  # 202: the registry opened an upload session instead
         return False
 
-    def upload_blob(self, repo: str, descriptor: Descriptor, reader: VerifyingReader, checkpoint=None) -> None:
+    def upload_blob(self, repo: str, descriptor: Descriptor, reader: VerifyingReader,
+                    checkpoint: UploadCheckpoint | None = None) -> None:
         """`checkpoint` (chunked uploads only) resumes a session at `checkpoint.offset` and is
         saved after every acknowledged chunk; the session then survives a failure for a rerun."""
         ref = self.ref(repo, descriptor.digest)
-        resuming = checkpoint is not None and checkpoint.location and descriptor.size > self.monolithic_max
-        if resuming:
-            location, offset = checkpoint.location, checkpoint.offset
+        resumed = checkpoint if checkpoint is not None and descriptor.size > self.monolithic_max else None
+        if resumed is not None and resumed.location:
+            location, offset = resumed.location, resumed.offset
         else:
+            resumed = None
             start = self._request("POST", registry_path(repo, "blobs/uploads/"), ref, ok=(202,))
             location, offset = self._location(start, ref), 0
         try:
@@ -324,12 +332,12 @@ class RegistryClient:
                 self._request("PUT", _with_digest(location, descriptor.digest), ref, ok=(201,),
                               headers={"Content-Length": "0"})
             except RegistryError as exc:
-                if not resuming or exc.status != 400:
+                if resumed is None or exc.status != 400:
                     raise
                 # The checkpoint's hash state vouched for bytes the session does not hold (a forged or
                 # stale checkpoint): the registry's own digest check caught it. Start afresh next try.
                 self._cancel_url(location)
-                checkpoint.forget()
+                resumed.forget()
                 raise RegistryError(ref, None, "the target refused the resumed upload's digest (its checkpoint "
                                                "did not match the session); uploading afresh") from None
             self._present.put((repo, descriptor.digest), descriptor.size)
@@ -371,22 +379,22 @@ MAX_CACHED_MANIFESTS = 20_000  # a few KiB each: tens of MiB at worst, for a 10,
 MAX_CACHED_BLOBS = 200_000
 
 
-class _BoundedCache:
+class _BoundedCache(Generic[K, V]):
     """A thread-safe LRU map; memory stays bounded however many tags a policy selects."""
 
     def __init__(self, limit: int):
-        self._items: OrderedDict = OrderedDict()
+        self._items: OrderedDict[K, V] = OrderedDict()
         self._limit = limit
         self._lock = threading.Lock()
 
-    def get(self, key):
+    def get(self, key: K) -> V | None:
         with self._lock:
             if key not in self._items:
                 return None
             self._items.move_to_end(key)
             return self._items[key]
 
-    def put(self, key, value) -> None:
+    def put(self, key: K, value: V) -> None:
         with self._lock:
             self._items[key] = value
             self._items.move_to_end(key)

@@ -18,22 +18,25 @@ from regsync.errors import Interrupted, RegistryError, VerificationError
 from regsync.net.http import TRANSIENT_STATUS
 from regsync.kinds.image.answers import declared_length
 from regsync.kinds.image.client import RegistryClient
+from regsync.kinds.image.source import ImageSource
 from regsync.kinds.image.manifest import Descriptor, Manifest
 from regsync.content.partial import PartialFile
 from regsync.content.reader import CHUNK, VerifyingReader, continues_at
 from regsync.content.sha256 import ResumableSha256
 from regsync.content.checkpoint import UploadCheckpoint
 from regsync.content.files import state_dir
+from regsync.pipeline.plan import PlanItem
 
 UPLOAD_ATTEMPTS = 3
+JobKey = tuple[str, str, str, int]   # (target, repository, digest, size): one copy job
 
 
 class BlobCopier:
     def __init__(self, pool: ThreadPoolExecutor, on_bytes: Callable[[int], None] | None = None):
         self._pool, self._on_bytes = pool, on_bytes
         self._lock = threading.Lock()
-        self._jobs: dict[tuple[str, str, str, int], Future] = {}
-        self._first: dict[tuple[str, str, int], tuple[str, Future]] = {}
+        self._jobs: dict[JobKey, Future[str]] = {}
+        self._first: dict[tuple[str, str, int], tuple[str, Future[str]]] = {}
         self.moved = 0      # bytes fetched from sources
         self.reused = 0     # bytes sent again from partial downloads a killed run kept
         self._fetched: dict[tuple[str, str, str, int], int] = {}  # per copy job: what it fetched
@@ -48,7 +51,7 @@ class BlobCopier:
         with self._lock:
             self._taps.setdefault(digest, make)
 
-    def tapped(self, digest: str):
+    def tapped(self, digest: str) -> Any:   # what the tap's maker made (the vulnerability gate's reader), or None
         """The tap that saw every byte of `digest` verified in this run, or None (the blob was on the
         target already, mounted, resumed or spooled: the caller reads it itself)."""
         with self._lock:
@@ -57,8 +60,11 @@ class BlobCopier:
     def stop(self) -> None:
         self._stopping.set()
 
-    def copy(self, src: RegistryClient, src_repo: str, dst: RegistryClient, dst_repo: str,
-             blob: Descriptor, started: list | None = None) -> Future:
+    def finish(self) -> list[tuple[PlanItem, Exception]]:
+        return []   # every blob is copied (or failed) with its item: nothing waits for the run's end
+
+    def copy(self, src: ImageSource, src_repo: str, dst: RegistryClient, dst_repo: str,
+             blob: Descriptor, started: list[JobKey] | None = None) -> Future[str]:
         """`started` collects the keys of the jobs this call started (not joined), for `fetched_by`."""
         # The size is part of the key: a descriptor giving a blob another size than one already
         # copied gets its own job, which refuses it, instead of riding on the verified copy.
@@ -74,7 +80,7 @@ class BlobCopier:
             self._first.setdefault((dst.name, blob.digest, blob.size), (dst_repo, job))
             return job
 
-    def fetched_by(self, keys: list) -> int:
+    def fetched_by(self, keys: list[JobKey]) -> int:
         """Bytes the source sent for these jobs: 0 for blobs the target had or mounted."""
         with self._lock:
             return sum(self._fetched.get(key, 0) for key in keys)
@@ -94,7 +100,8 @@ class BlobCopier:
                 dst.put_manifest(repo, manifest.digest, manifest)
                 self._manifests_pushed.add(key)
 
-    def _copy(self, src, src_repo, dst, dst_repo, blob: Descriptor, mount_from) -> str:
+    def _copy(self, src: ImageSource, src_repo: str, dst: RegistryClient, dst_repo: str, blob: Descriptor,
+              mount_from: tuple[str, Future[str]] | None) -> str:
         if self._stopping.is_set():
             raise Interrupted()
         if dst.blob_exists(dst_repo, blob.digest, blob.size):
@@ -113,7 +120,8 @@ class BlobCopier:
                     raise
         raise AssertionError("unreachable")
 
-    def _stream(self, src, src_repo, dst, dst_repo, blob: Descriptor, spooling: bool = True) -> None:
+    def _stream(self, src: ImageSource, src_repo: str, dst: RegistryClient, dst_repo: str, blob: Descriptor,
+                spooling: bool = True) -> None:
         checkpoint = self._checkpoint(src, dst, dst_repo, blob)
         start = self._resume_point(dst, checkpoint) if checkpoint else 0
         # The upload session resumes at `start` (a clean stop), or the target starts afresh and the
@@ -188,13 +196,14 @@ class BlobCopier:
                 spool.close()
 
     @staticmethod
-    def _spool(src, dst, blob: Descriptor) -> PartialFile | None:
+    def _spool(src: ImageSource, dst: RegistryClient, blob: Descriptor) -> PartialFile | None:
         """Big blobs between registries keep their source bytes in the state dir as they stream."""
         if not src.resumable or not dst.resumable or blob.size < dst.spool_min:
             return None
         return PartialFile.kept(blob.digest)
 
-    def _checkpoint(self, src, dst, dst_repo: str, blob: Descriptor) -> UploadCheckpoint | None:
+    def _checkpoint(self, src: ImageSource, dst: RegistryClient, dst_repo: str,
+                    blob: Descriptor) -> UploadCheckpoint | None:
         """Only chunked sha256 uploads between registries are resumable (and worth it)."""
         directory = state_dir()
         if (directory is None or not src.resumable or not dst.resumable
@@ -217,7 +226,7 @@ class BlobCopier:
         if self._stopping.is_set():
             raise Interrupted()
 
-    def _count(self, n: int, key: tuple | None = None, stop_within: bool = True) -> None:
+    def _count(self, n: int, key: JobKey | None = None, stop_within: bool = True) -> None:
         with self._lock:
             self.moved += n
             if key is not None:
@@ -230,7 +239,8 @@ class BlobCopier:
                     raise
 
 
-def _spooling_reader(spool: PartialFile, kept: int, read_source, blob: Descriptor, what: str, hasher, on_bytes):
+def _spooling_reader(spool: PartialFile, kept: int, read_source: Callable[[int], bytes], blob: Descriptor, what: str,
+                     hasher: ResumableSha256 | None, on_bytes: Callable[[int], None] | None) -> VerifyingReader:
     """A VerifyingReader over the `kept` bytes on disk, then the source from there on; every byte the
     source sends is appended to the spool, and only those count as fetched."""
     disk = spool.open_for_reading()
@@ -274,7 +284,7 @@ def _worth_another_stream(exc: RegistryError) -> bool:
     return exc.status in TRANSIENT_STATUS and exc.method not in ("GET", "HEAD")
 
 
-def copy_tree(src: RegistryClient, src_repo: str, dst: RegistryClient, dst_repo: str, tree: list[Manifest],
+def copy_tree(src: ImageSource, src_repo: str, dst: RegistryClient, dst_repo: str, tree: list[Manifest],
               tag: str, blobs: BlobCopier, on_verified: Callable[[], object] | None = None) -> int:
     """`tree` is children-first with the root last (see kinds/image/tree.manifest_tree). Returns the
     bytes fetched for it (a blob shared with another image of this run counts for whichever started it).
@@ -283,7 +293,7 @@ def copy_tree(src: RegistryClient, src_repo: str, dst: RegistryClient, dst_repo:
     first manifest is pushed.
     """
     unique = {(b.digest, b.size): b for m in tree for b in m.blobs()}
-    started: list = []
+    started: list[JobKey] = []
     jobs = [blobs.copy(src, src_repo, dst, dst_repo, b, started) for b in unique.values()]
     wait(jobs)
     for job in jobs:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from regsync.errors import NotFound, VerificationError
-from regsync.kinds.image.client import RegistryClient
+from regsync.kinds.image.source import ImageSource
 from regsync.kinds.image.manifest import Manifest
 from regsync.content.reader import read_small_blob
 from regsync.trust.payload import MAX_PAYLOAD_BYTES, SIMPLE_SIGNING, SignedPayload
@@ -28,12 +28,12 @@ def attachment_tag(digest: str, suffix: str = "sig") -> str:
     return f"{algorithm}-{hexdigest}.{suffix}"
 
 
-def fetch_signatures(client: RegistryClient, repo: str, digest: str) -> tuple[str, list[SignedPayload]] | None:
+def fetch_signatures(client: ImageSource, repo: str, digest: str) -> tuple[str, list[SignedPayload]] | None:
     """(signature manifest digest, payloads) for `digest`, or None when the image is unsigned."""
     return fetch_attached_layers(client, repo, digest, "sig", SIMPLE_SIGNING)
 
 
-def fetch_attached_layers(client: RegistryClient, repo: str, digest: str, suffix: str,
+def fetch_attached_layers(client: ImageSource, repo: str, digest: str, suffix: str,
                           media_type: str) -> tuple[str, list[SignedPayload]] | None:
     """(manifest digest, its `media_type` layers with their annotations) of the `sha256-<hex>.<suffix>`
     attachment of `digest`, or None when there is none. `.sig` holds simple-signing payloads,
@@ -53,7 +53,7 @@ def fetch_attached_layers(client: RegistryClient, repo: str, digest: str, suffix
     return manifest.digest, [_read_payload(client, repo, manifest, layer) for layer in signed]
 
 
-def _read_payload(client: RegistryClient, repo: str, manifest: Manifest, layer: dict[str, Any]) -> SignedPayload:
+def _read_payload(client: ImageSource, repo: str, manifest: Manifest, layer: dict[str, Any]) -> SignedPayload:
     where = f"{client.ref(repo, manifest.digest)} layer"
     digest, size = layer.get("digest"), layer.get("size")
     if not isinstance(digest, str) or not isinstance(size, int) or not 0 <= size <= MAX_PAYLOAD_BYTES:

@@ -32,6 +32,14 @@ def resolve_credentials(auth: Auth | None, host: str) -> Credentials | None:
     return Credentials(auth.username, auth.password.get_secret_value() if auth.password else "")
 
 
+def endpoint_credentials(auth: Auth | None, url: str, primary: bool) -> Credentials | None:
+    """The credentials for one endpoint of a registry or index: the policy's username/password are
+    for the primary URL only, never handed to another host; a mirror gets docker's stored ones."""
+    if primary or (auth and auth.docker_config):
+        return resolve_credentials(auth, url.split("://", 1)[1].split("/", 1)[0])
+    return None
+
+
 def auth_files() -> list[Path]:
     """The files looked in, in order (for messages too: "no credentials found for HOST in …")."""
     primary = os.environ.get("REGISTRY_AUTH_FILE")
@@ -67,7 +75,7 @@ def _from_containers_auth(host: str) -> Credentials | None:
     return None
 
 
-def _entry(data, host: str, path: Path) -> Credentials | None:
+def _entry(data: object, host: str, path: Path) -> Credentials | None:
     if not isinstance(data, dict):
         return None
     helper = (data.get("credHelpers") or {}).get(host)
@@ -96,7 +104,7 @@ def _from_helper(helper: str, host: str) -> Credentials | None:
     import docker.credentials
 
     try:
-        found = docker.credentials.Store(helper).get(host)
+        found = docker.credentials.Store(helper).get(host)  # type: ignore[no-untyped-call]
     except docker.credentials.errors.StoreError as exc:
         raise PolicyError(f"credential helper docker-credential-{helper} for {host}: {type(exc).__name__}") from None
     if found.get("Username") == "<token>":

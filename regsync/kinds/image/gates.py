@@ -14,7 +14,7 @@ from typing import Any
 from packaging.version import InvalidVersion, Version
 
 from regsync.errors import RegistryError, VerificationError
-from regsync.kinds.image.client import RegistryClient
+from regsync.kinds.image.source import ImageSource
 from regsync.kinds.image.manifest import Manifest, platform_matches
 from regsync.policy.models import Gates
 from regsync.content.reader import read_small_blob
@@ -28,7 +28,7 @@ def gates_set(gates: Gates) -> bool:
     return bool(gates.max_size or gates.cuda_max or gates.require_labels or gates.platforms_required)
 
 
-def evaluate_gates(gates: Gates, client: RegistryClient, repo: str, root: Manifest, tag: str) -> dict[str, Any]:
+def evaluate_gates(gates: Gates, client: ImageSource, repo: str, root: Manifest, tag: str) -> dict[str, Any]:
     """What each gate saw (for plan and audit); raises VerificationError naming the first gate failed."""
     tree = manifest_tree(client, repo, root)
     entries = [d for m in tree for d in m.children()]
@@ -56,7 +56,7 @@ def evaluate_gates(gates: Gates, client: RegistryClient, repo: str, root: Manife
     return results
 
 
-def _config(client: RegistryClient, repo: str, manifest: Manifest) -> dict[str, Any]:
+def _config(client: ImageSource, repo: str, manifest: Manifest) -> dict[str, Any]:
     descriptor = manifest.config
     if descriptor.size > MAX_CONFIG_BYTES:
         raise VerificationError(f"{manifest.digest}: image config of {descriptor.size} bytes is too large")

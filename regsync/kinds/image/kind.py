@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from regsync.audit.evidence import AlreadyThere, Evidence
 from regsync.errors import VerificationError
+from regsync.kinds.image.clients import source_key, source_registry, target_registry
 from regsync.kinds.image.copy import BlobCopier, copy_tree
 from regsync.kinds.image.cosign import ATTACHMENT_SUFFIXES, attachment_tag
 from regsync.kinds.image.manifest import filter_index
 from regsync.kinds.image.names import split_image_ref, split_ref
 from regsync.policy.names import check_digest, check_image_ref
 from regsync.kinds.image.rules import authorize_image, image_rule_for, rule_of
+from regsync.kinds.image.source import ImageSource
 from regsync.kinds.image.tree import manifest_tree
 from regsync.pipeline.kind import BundleSink, Run
 
@@ -45,7 +47,7 @@ class ImageKind:
         except VerificationError:  # apply refuses it; its target is never even looked at
             return None
         name, repo, tag = split_image_ref(item.target)
-        current = endpoints.registry(name).head_manifest(repo, tag)
+        current = target_registry(endpoints, name).head_manifest(repo, tag)
         now = current.digest if current else None
         if now in (item.target_before, item.digest):
             return None
@@ -59,7 +61,7 @@ class ImageKind:
         endpoints = run.endpoints
         src_name, src_repo, _ = split_image_ref(item.source)
         dst_name, dst_repo, tag = split_image_ref(item.target)
-        src, dst = endpoints.registry(src_name), endpoints.registry(dst_name)
+        src, dst = source_registry(endpoints, src_name), target_registry(endpoints, dst_name)
         current = dst.head_manifest(dst_repo, tag) if dst.may_have_tag(dst_repo, tag) else None
         if current is not None and current.digest == item.digest:
             # A saved plan applied again (a cron retry, a second operator): the tag already names
@@ -93,7 +95,7 @@ class ImageKind:
         from regsync.kinds.image.layout import copy_into_layout
 
         src_name, src_repo, tag = split_image_ref(item.source)
-        src = run.endpoints.registry(src_name)
+        src = source_registry(run.endpoints, src_name)
         original, root, tree = _tree_of(item, src, src_repo)
         copy_into_layout(src, src_repo, tree, sink.writer, run.on_bytes, sink.leave_out)
         sink.left_out({b.digest for m in tree for b in m.blobs()[1:]} & sink.leave_out)
@@ -119,7 +121,7 @@ class ImageKind:
 
     def export_sizes(self, item: PlanItem, endpoints, leave_out: frozenset[str]) -> list[int]:
         src_name, src_repo, _ = split_image_ref(item.source)
-        _, _, tree = _tree_of(item, endpoints.registry(src_name), src_repo)
+        _, _, tree = _tree_of(item, source_registry(endpoints, src_name), src_repo)
         return [b.size for m in tree for b in m.blobs() if b.digest not in leave_out]
 
     def targets(self, policy) -> set[str]:
@@ -128,11 +130,12 @@ class ImageKind:
     def export_stand_ins(self, policy) -> dict:
         return {}
 
-    def bundle_sources(self, bundle: dict, policy, layout_for) -> dict:
+    def bundle_sources(self, bundle: dict, policy, layout_for) -> dict[str, ImageSource]:
         """The policy's source registries, served from the bundle's OCI layout."""
         from regsync.kinds.image.layout import LayoutSource
 
-        return {name: LayoutSource.over(layout_for(name)) for name in {split_ref(rule.source)[0] for rule in policy.images}}
+        return {source_key(name): LayoutSource.over(layout_for(name))
+                for name in {split_ref(rule.source)[0] for rule in policy.images}}
 
     def verifies_without_bundle(self, rule) -> bool:
         verify = rule.verify

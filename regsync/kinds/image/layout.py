@@ -23,14 +23,20 @@ from regsync.kinds.image.manifest import MAX_MANIFEST_BYTES, Descriptor, Manifes
 from regsync.policy.names import InvalidName, check_image_ref, shown
 
 if TYPE_CHECKING:
-    from regsync.kinds.image.client import RegistryClient
+    from regsync.kinds.image.source import ImageSource
 
 
 class _BlobResponse:
-    """What BlobCopier needs of an HTTP response: `.raw.read`, `.headers`, a context manager."""
+    """A BlobStream (kinds/image/source.py): what BlobCopier needs of an HTTP response."""
 
-    def __init__(self, handle: BinaryIO, size: int) -> None:
-        self.raw, self.headers = handle, {"Content-Length": str(size)}
+    def __init__(self, handle: BinaryIO, size: int, start: int = 0) -> None:
+        self.raw, self.headers = handle, {"Content-Length": str(size - start)}
+        if start:
+            handle.seek(start)
+            self.headers["Content-Range"] = f"bytes {start}-{size - 1}/{size}"
+
+    def close(self) -> None:
+        self.raw.close()
 
     def __enter__(self) -> _BlobResponse:
         return self
@@ -40,8 +46,8 @@ class _BlobResponse:
 
 
 class LayoutSource(LayoutBlobs):
-    """Reads a layout the way RegistryClient reads registry `name`: tags come from index.json refs
-    named "<registry>/<repository>:<tag>", so tag selection, planning and copying run unchanged."""
+    """An ImageSource (kinds/image/source.py) over a layout: tags come from index.json refs named
+    "<registry>/<repository>:<tag>", so tag selection, planning and copying run unchanged."""
 
     def __init__(self, root: Path, name: str = "bundle", more_blobs: tuple[Path, ...] = (),
                  index: bytes | None = None):
@@ -113,14 +119,17 @@ class LayoutSource(LayoutBlobs):
             raise VerificationError(f"{self.ref(repo, reference)}: manifest digest mismatch: content is {manifest.digest}")
         return manifest
 
-    def open_blob(self, repo: str, digest: str) -> _BlobResponse:
+    def open_blob(self, repo: str, digest: str, start: int = 0) -> _BlobResponse:
         try:
             handle = open_regular(self.blob_path(digest))
         except NotFound:
             raise NotFound(self.ref(repo, digest), 404, "not in the bundle (an incremental bundle leaves out layers "
                                                         "the base bundle had: import that first, or name its "
                                                         "directory after this one)") from None
-        return _BlobResponse(handle, os.fstat(handle.fileno()).st_size)
+        return _BlobResponse(handle, os.fstat(handle.fileno()).st_size, start)
+
+    def open_blob_from(self, repo: str, digest: str, start: int) -> _BlobResponse:
+        return self.open_blob(repo, digest, start)
 
     def repository_exists(self, repo: str) -> None:
         return None   # a bundle has no such question: what it lacks, it lacks by tag
@@ -136,7 +145,7 @@ class LayoutSource(LayoutBlobs):
         return None
 
 
-def copy_into_layout(src: RegistryClient, src_repo: str, tree: list[Manifest], writer: LayoutWriter,
+def copy_into_layout(src: ImageSource, src_repo: str, tree: list[Manifest], writer: LayoutWriter,
                      on_bytes: Callable[[int], None] | None = None,
                      leave_out: frozenset[str] = frozenset()) -> int:
     """Blobs then manifests of one image tree into the layout; every blob verified on the way.

@@ -15,6 +15,7 @@ from regsync.endpoints import Endpoints
 from regsync.kinds.image.names import split_ref
 from regsync.errors import NotFound, RegistryError, VerificationError, shown
 from regsync.kinds.image.client import RegistryClient
+from regsync.kinds.image.source import ImageSource
 from regsync.kinds.image.manifest import Descriptor, Manifest, filter_index
 from regsync.kinds.image.tree import MAX_INDEX_DEPTH, manifest_tree
 from regsync.policy.names import invalid_tag, is_tag
@@ -27,6 +28,7 @@ from regsync.kinds.image.verify import check_before_plan
 from regsync.pipeline.shard import Shard
 from regsync.content.reader import read_small_blob
 from regsync.times import parse_time
+from regsync.kinds.image.clients import source_registry, target_registry
 
 MAX_CONFIG_BYTES = 1 << 20
 
@@ -40,11 +42,11 @@ def plan_images(rules: list[ImageRule], endpoints: Endpoints, jobs: int, shard: 
         for index, rule in enumerate(rules):
             rule_name = f"images[{index}]"
             src_name, src_repo = split_ref(rule.source)
-            src = endpoints.registry(src_name)
+            src = source_registry(endpoints, src_name)
             try:
                 if diff_target:  # a dialect's precondition (Harbor: the project) fails this rule only
                     dst_name, dst_repo = split_ref(rule.target)
-                    endpoints.registry(dst_name).check_target(dst_repo)
+                    target_registry(endpoints, dst_name).check_target(dst_repo)
                 tags, invalid = _tags_for(rule, src, src_repo)
             except NotFound as exc:
                 errors.append(PlanError(rule.source, _not_found(exc), rule_name))
@@ -65,7 +67,7 @@ def plan_images(rules: list[ImageRule], endpoints: Endpoints, jobs: int, shard: 
     return items, errors
 
 
-def _tags_for(rule: ImageRule, src: RegistryClient, repo: str) -> tuple[list[str], list[str]]:
+def _tags_for(rule: ImageRule, src: ImageSource, repo: str) -> tuple[list[str], list[str]]:
     """The valid tags to plan, and the listed tags the rule's patterns select that break the tag
     grammar (a source listing `2.9.1?x` beside `2.9.1`): those are refused, never requested."""
     select = rule.tags
@@ -98,7 +100,7 @@ def _refuse_invalid(rule: ImageRule, rule_name: str, tag: str) -> PlanItem:
                     reason=f"{invalid_tag(tag)}, listed by the source: refused, never requested")
 
 
-def image_created(client: RegistryClient, repo: str, tag: str) -> datetime | None:
+def image_created(client: ImageSource, repo: str, tag: str) -> datetime | None:
     """The image config's `created` time (the first platform's, for an index)."""
     try:
         manifest = client.get_manifest(repo, tag)
@@ -122,7 +124,7 @@ def _plan_tag(rule: ImageRule, rule_name: str, endpoints: Endpoints, tag: str,
               diff_target: bool = True) -> PlanItem | PlanError:
     src_name, src_repo = split_ref(rule.source)
     dst_name, dst_repo = split_ref(rule.target)
-    src, dst = endpoints.registry(src_name), endpoints.registry(dst_name)
+    src, dst = source_registry(endpoints, src_name), target_registry(endpoints, dst_name)
     source, target = f"{rule.source}:{tag}", f"{rule.target}:{tag}"
     try:
         # When the target cannot have this tag (this run's listing of it) there is nothing to compare
@@ -174,7 +176,7 @@ def _carried_note(reduced: Manifest) -> str:
             f"kept platforms" if carried else "")
 
 
-def _get_by_tag(client: RegistryClient, repo: str, tag: str) -> Descriptor | None:
+def _get_by_tag(client: ImageSource, repo: str, tag: str) -> Descriptor | None:
     """The tag's manifest, fetched and remembered by digest (so the later GET by digest is free)."""
     try:
         manifest = client.get_manifest(repo, tag)
@@ -190,7 +192,7 @@ def _get_by_tag(client: RegistryClient, repo: str, tag: str) -> Descriptor | Non
 ASSUME_ABSENT_MAX = 1 << 20
 
 
-def _measure(src: RegistryClient, src_repo: str, dst: RegistryClient | None, dst_repo: str, root: Manifest) -> tuple[int, int]:
+def _measure(src: ImageSource, src_repo: str, dst: RegistryClient | None, dst_repo: str, root: Manifest) -> tuple[int, int]:
     blobs = {b.digest: b.size for m in manifest_tree(src, src_repo, root) for b in m.blobs()}
     if dst is not None and dst.is_new_repository(dst_repo):
         dst.assume_absent(dst_repo, [d for d, size in blobs.items() if size <= ASSUME_ABSENT_MAX])

@@ -14,6 +14,7 @@ from loguru import logger
 
 from regsync.errors import NotFound, VerificationError
 from regsync.kinds.image.client import RegistryClient
+from regsync.kinds.image.source import ImageSource
 from regsync.kinds.image.manifest import OCI_INDEX, Manifest
 from regsync.content.digest import digest_of
 from regsync.content.reader import read_small_blob
@@ -30,7 +31,7 @@ def referrers_tag(digest: str) -> str:
     return f"{algorithm}-{hexdigest}"
 
 
-def list_referrers(client: RegistryClient, repo: str, digest: str,
+def list_referrers(client: ImageSource, repo: str, digest: str,
                    artifact_type: str | None = None) -> list[dict[str, Any]]:
     """Descriptors of the manifests that name `digest` as their subject (optionally of one artifactType)."""
     index = client.get_referrers(repo, digest)
@@ -46,7 +47,7 @@ def list_referrers(client: RegistryClient, repo: str, digest: str,
     return [d for d in found if artifact_type is None or d.get("artifactType") == artifact_type]
 
 
-def read_artifact_layer(client: RegistryClient, repo: str, subject: str, descriptor: dict[str, Any],
+def read_artifact_layer(client: ImageSource, repo: str, subject: str, descriptor: dict[str, Any],
                         media_type: str) -> tuple[Manifest, bytes] | None:
     """The referrer manifest and its first `media_type` layer's bytes (digest checked); None if it has none.
 
@@ -71,14 +72,14 @@ def subject_of(manifest: Manifest) -> str | None:
     return named if isinstance(named, str) else None
 
 
-def _read_blob(client: RegistryClient, repo: str, layer: dict[str, Any]) -> bytes:
+def _read_blob(client: ImageSource, repo: str, layer: dict[str, Any]) -> bytes:
     digest, size = layer.get("digest"), layer.get("size")
     if not isinstance(digest, str) or not isinstance(size, int) or not 0 <= size <= MAX_BUNDLE_BYTES:
         raise VerificationError(f"signature invalid: {client.ref(repo, str(digest))} is malformed or oversized")
     return read_small_blob(client, repo, digest, size)
 
 
-def copy_referrers(src: RegistryClient, src_repo: str, dst: RegistryClient, dst_repo: str,
+def copy_referrers(src: ImageSource, src_repo: str, dst: RegistryClient, dst_repo: str,
                    digests: list[str], blobs: BlobCopier) -> tuple[list[str], list[str]]:
     """Copy every referrer of each digest, bytes unchanged, and index it on the target; returns
     (copied, refused).

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from regsync.errors import RegistryError, VerificationError
-from regsync.kinds.image.client import RegistryClient
+from regsync.kinds.image.source import ImageSource
 from regsync.policy.models import ImageVerify, Trust
 from regsync.kinds.image.cosign import attachment_tag, fetch_signatures
 from regsync.kinds.image.referrers import list_referrers, read_artifact_layer
@@ -27,7 +27,7 @@ class FoundBundle:
     problem: str | None = None   # a referrer that could not be read: a refusal reason, not a crash
 
 
-def check_signatures(client: RegistryClient, repo: str, digest: str, verify: ImageVerify,
+def check_signatures(client: ImageSource, repo: str, digest: str, verify: ImageVerify,
                      trust: dict[str, Trust]) -> dict[str, Any] | None:
     """Evidence for the audit record; raises VerificationError when `required` is not met."""
     if verify.signature == "off":
@@ -40,7 +40,7 @@ def check_signatures(client: RegistryClient, repo: str, digest: str, verify: Ima
         return {"status": "unverified", "reason": exc.reason}
 
 
-def _verified(client: RegistryClient, repo: str, digest: str, verify: ImageVerify,
+def _verified(client: ImageSource, repo: str, digest: str, verify: ImageVerify,
               trust: dict[str, Trust]) -> dict[str, Any]:
     found = fetch_signatures(client, repo, digest)
     bundles = []
@@ -66,7 +66,7 @@ def _verified(client: RegistryClient, repo: str, digest: str, verify: ImageVerif
     return {"status": "verified", "signature_manifest": manifest_digest, "signers": evidence}
 
 
-def fetch_bundles(client: RegistryClient, repo: str, digest: str) -> list[FoundBundle]:
+def fetch_bundles(client: ImageSource, repo: str, digest: str) -> list[FoundBundle]:
     found = []
     for descriptor in list_referrers(client, repo, digest):
         media_type = descriptor.get("artifactType")
@@ -75,7 +75,7 @@ def fetch_bundles(client: RegistryClient, repo: str, digest: str) -> list[FoundB
         try:
             read = read_artifact_layer(client, repo, digest, descriptor, media_type)
         except (VerificationError, RegistryError) as exc:
-            found.append(FoundBundle(descriptor["digest"], None, getattr(exc, "reason", None) or str(exc)))
+            found.append(FoundBundle(descriptor["digest"], None, (exc.reason if isinstance(exc, VerificationError) else "") or str(exc)))
             continue
         if read is not None:
             found.append(FoundBundle(read[0].digest, read[1]))

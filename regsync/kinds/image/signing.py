@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import json
 from io import BytesIO
+from typing import Any
 
 from regsync.content.digest import digest_of
 from regsync.content.reader import VerifyingReader
@@ -26,7 +27,7 @@ from regsync.trust.signing import load_private_key, sign_bytes
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 
 
-def sign_pushed(config: SignOnImport, client: RegistryClient, repo: str, digest: str) -> dict:
+def sign_pushed(config: SignOnImport, client: RegistryClient, repo: str, digest: str) -> dict[str, Any]:
     key = load_private_key(config.key, config.password_env)
     payload = simple_signing_payload(f"{client.host}/{repo}", digest)
     layer = _push_bytes(client, repo, payload)
@@ -47,7 +48,7 @@ def sign_pushed(config: SignOnImport, client: RegistryClient, repo: str, digest:
             "signature_manifest": manifest.digest, "tag": tag}
 
 
-def _push_bytes(client: RegistryClient, repo: str, data: bytes) -> dict:
+def _push_bytes(client: RegistryClient, repo: str, data: bytes) -> dict[str, Any]:
     digest = digest_of(data)
     if not client.blob_exists(repo, digest):
         reader = VerifyingReader(BytesIO(data).read, digest, len(data), client.ref(repo, digest))

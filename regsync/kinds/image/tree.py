@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from regsync.errors import VerificationError
-from regsync.kinds.image.client import RegistryClient
+from regsync.kinds.image.source import ImageSource
 from regsync.kinds.image.manifest import Descriptor, Manifest
 
 MAX_INDEX_DEPTH = 4  # an index of indexes is legal; deeper nesting is not seen in the wild
@@ -12,7 +12,7 @@ MAX_INDEX_DEPTH = 4  # an index of indexes is legal; deeper nesting is not seen 
 MAX_TREE_MANIFESTS = 10_000
 
 
-def manifest_tree(client: RegistryClient, repo: str, root: Manifest) -> list[Manifest]:
+def manifest_tree(client: ImageSource, repo: str, root: Manifest) -> list[Manifest]:
     """Every distinct manifest under `root`, children before parents, `root` last; each digest- and
     size-checked.
 
@@ -24,7 +24,7 @@ def manifest_tree(client: RegistryClient, repo: str, root: Manifest) -> list[Man
     return tree
 
 
-def _walk(client: RegistryClient, repo: str, manifest: Manifest, depth: int, sizes: dict[str, int],
+def _walk(client: ImageSource, repo: str, manifest: Manifest, depth: int, sizes: dict[str, int],
           tree: list[Manifest]) -> None:
     """`sizes`: digest → size of every manifest already met in this tree."""
     if depth > MAX_INDEX_DEPTH:

@@ -20,11 +20,12 @@ from regsync.kinds.image.rules import authorize_image
 from regsync.kinds.image.attestations import check_attestations
 from regsync.kinds.image.buildkit import carried_attestations
 from regsync.kinds.image.tree import manifest_tree
-from regsync.kinds.image.client import RegistryClient
+from regsync.kinds.image.source import ImageSource
 from regsync.kinds.image.vulns import AT_APPLY
 from regsync.kinds.image.gates import evaluate_gates, gates_set
 from regsync.kinds.image.signatures import check_signatures
 from regsync.trust.signing import load_private_key
+from regsync.kinds.image.clients import source_registry
 
 
 def check_before_plan(item: PlanItem, rule: ImageRule, endpoints: Endpoints, tag: str, root: Manifest) -> bool:
@@ -50,7 +51,7 @@ def _check(rule: ImageRule, endpoints: Endpoints, tag: str, source_digest: str, 
     """The rule's checks of one image in order, each one's evidence added as it passes; raises
     VerificationError at the first that fails. `root` is what would be pushed (platform-filtered)."""
     src_name, src_repo = split_ref(rule.source)
-    src = endpoints.registry(src_name)
+    src = source_registry(endpoints, src_name)
     if rule.crosscheck:
         evidence["crosscheck"] = crosscheck(endpoints, rule, src_repo, tag, source_digest)
     signature = check_signatures(src, src_repo, source_digest, rule.verify, endpoints.policy.trust)
@@ -69,7 +70,7 @@ def _check(rule: ImageRule, endpoints: Endpoints, tag: str, source_digest: str, 
         evidence["buildkit_attestations"] = carried
 
 
-def _vulnerabilities(rule: ImageRule, endpoints: Endpoints, src: RegistryClient, src_repo: str, root: Manifest,
+def _vulnerabilities(rule: ImageRule, endpoints: Endpoints, src: ImageSource, src_repo: str, root: Manifest,
                      tag: str, statements: list[dict[str, Any]], evidence: dict[str, Any]) -> None:
     """The vulnerability gate on what is known before any byte moves (kinds/image/vulns.py)."""
     from regsync.kinds.image.vulns import judge_listed
@@ -88,7 +89,7 @@ def _vulnerabilities(rule: ImageRule, endpoints: Endpoints, src: RegistryClient,
 def crosscheck(endpoints: Endpoints, rule: ImageRule, repo: str, tag: str, digest: str) -> dict[str, Any]:
     """The digest a second registry serves for the same tag must be the canonical one."""
     assert rule.crosscheck is not None, "called for a rule with crosscheck: only"
-    other = endpoints.registry(rule.crosscheck)
+    other = source_registry(endpoints, rule.crosscheck)
     found = other.head_manifest(repo, tag)
     if found is None:
         raise VerificationError(f"mirror cross-check mismatch: {rule.crosscheck} does not serve {repo}:{tag}, "

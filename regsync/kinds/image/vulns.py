@@ -18,7 +18,7 @@ from typing import Any
 
 from regsync.content.reader import VerifyingReader
 from regsync.endpoints import Endpoints
-from regsync.kinds.image.client import RegistryClient
+from regsync.kinds.image.source import ImageSource
 from regsync.kinds.image.copy import BlobCopier
 from regsync.kinds.image.manifest import Descriptor, Manifest
 from regsync.pipeline.plan import PlanItem
@@ -111,7 +111,7 @@ def _from_cache(tree: list[Manifest]) -> tuple[str, list[tuple[str, str, str]], 
     return f"earlier scans of its {count} layer(s) (the state dir's cache)", list(packages), list(not_covered)
 
 
-def image_vulnerabilities(item: PlanItem, gate: VulnGate, endpoints: Endpoints, src: RegistryClient, src_repo: str,
+def image_vulnerabilities(item: PlanItem, gate: VulnGate, endpoints: Endpoints, src: ImageSource, src_repo: str,
                           tree: list[Manifest], blobs: BlobCopier) -> dict[str, Any]:
     """The evidence for the `verified` record; VulnerabilityRefusal (a VerificationError) to refuse.
     What was judged before the copy (a verified SBOM's list) is kept with it as `before_copy`."""
@@ -129,7 +129,7 @@ def image_vulnerabilities(item: PlanItem, gate: VulnGate, endpoints: Endpoints, 
         raise
 
 
-def scan_image(db: OsvDatabase, gate: VulnGate, src: RegistryClient, src_repo: str, tree: list[Manifest], what: str,
+def scan_image(db: OsvDatabase, gate: VulnGate, src: ImageSource, src_repo: str, tree: list[Manifest], what: str,
                blobs: BlobCopier | None = None) -> dict[str, Any]:
     """Every platform's packages, from the copy's tap where it saw a layer, else from an earlier
     scan of it, else read verified from `src`. Each layer read is kept for later plans."""

@@ -17,7 +17,8 @@ from regsync.errors import VerificationError
 from regsync.endpoints import Endpoints
 from regsync.policy.models import AttestationRequirement, PackageRule, Trust
 from regsync.trust.requirements import evaluate, worst
-from regsync.kinds.package.provenance import fetch_provenance, parse_provenance, provenance_index
+from regsync.kinds.package.provenance import fetch_provenance, parse_provenance
+from regsync.kinds.package.clients import provenance_index
 from regsync.trust.intoto import INTOTO_PAYLOAD, Malformed, mismatch, parse_statement, subject_digests, summary
 from regsync.trust.failures import Failure
 

@@ -14,6 +14,9 @@ import hashlib
 import os
 import re
 import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from loguru import logger
 from packaging.utils import canonicalize_name
@@ -26,9 +29,15 @@ from regsync.kinds.package.identity import check_file
 from regsync.kinds.package.wheel import wheel_metadata
 from regsync.kinds.package.ref import project_of, sha256_of
 from regsync.kinds.package.transfer import planned_file, used_metadata
-from regsync.kinds.package.provenance import fetch_provenance, provenance_index
+from regsync.kinds.package.provenance import fetch_provenance
+from regsync.kinds.package.clients import provenance_index
 from regsync.kinds.package.rules import rule_of
 from regsync.kinds.package.fetch import FileResponse, fetch_verified
+from regsync.kinds.package.source import PackageSource
+from regsync.policy.models import Policy
+
+if TYPE_CHECKING:
+    from regsync.endpoints import Endpoints
 
 FILENAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+!-]{0,250}\.(?:whl|tar\.gz|zip)")
 SHA256 = re.compile(r"sha256:[0-9a-f]{64}")
@@ -36,7 +45,8 @@ MAX_PACKAGE_BYTES = 1 << 40
 
 
 class NoTarget:
-    """Export's view of a package target: it is on the other side of the gap, so nothing is there yet."""
+    """Export's view of a package target (a PackageTarget): it is on the other side of the gap, so
+    nothing is there yet, and export never writes to it."""
 
     def __init__(self, name: str):
         self.name = name
@@ -44,8 +54,15 @@ class NoTarget:
     def existing(self, project: str) -> dict[str, str | None]:
         return {}
 
+    def staging_dir(self) -> str | None:
+        return None
 
-def export_package(item: PlanItem, endpoints, writer: LayoutWriter, on_bytes=None) -> dict:
+    def put(self, path: Path, filename: str, digest: str) -> bool:
+        raise AssertionError(f"{self.name}: export writes the bundle, never a package target")
+
+
+def export_package(item: PlanItem, endpoints: Endpoints, writer: LayoutWriter,
+                   on_bytes: Callable[[int], None] | None = None) -> dict[str, Any]:
     """One planned file into the blob store (verified); returns its bundle.json entry."""
     index, package = planned_file(item, endpoints)
     source_name, filename = item.source.split("/", 1)[0], package.filename
@@ -70,7 +87,7 @@ def export_package(item: PlanItem, endpoints, writer: LayoutWriter, on_bytes=Non
     return entry
 
 
-def _export_provenance(item: PlanItem, endpoints, writer: LayoutWriter, filename: str) -> str | None:
+def _export_provenance(item: PlanItem, endpoints: Endpoints, writer: LayoutWriter, filename: str) -> str | None:
     """The PEP 740 provenance as the index served it, stored as a blob beside the file, so the
     air-gapped side verifies it offline with its own trusted_root.json; None when there is none."""
     rule = rule_of(endpoints.policy, item.rule)
@@ -86,20 +103,25 @@ def _export_provenance(item: PlanItem, endpoints, writer: LayoutWriter, filename
     return digest
 
 
-def index_stand_ins(entries, policy, layout: LayoutBlobs) -> dict:
+def index_stand_ins(entries: object, policy: Policy, layout: LayoutBlobs) -> dict[str, PackageSource]:
     """The policy's source indexes, served from the bundle: `index:<name>` keys for Endpoints."""
+    from regsync.kinds.package.clients import source_key
+
     valid = [e for e in entries if _valid(e)] if isinstance(entries, list) else []
     if isinstance(entries, list) and len(valid) != len(entries):
         logger.warning("bundle.json: {} malformed package entr(y/ies) ignored", len(entries) - len(valid))
     names = {rule.source for rule in policy.packages}
-    return {f"index:{name}": BundleIndex(name, [e for e in valid if e["index"] == name], layout) for name in names}
+    return {source_key(name): BundleIndex(name, [e for e in valid if e["index"] == name], layout) for name in names}
 
 
-def _valid(entry) -> bool:
+def _valid(entry: object) -> bool:
     """bundle.json is untrusted input: every field typed and bounded before it names a file."""
     if not isinstance(entry, dict):
         return False
-    text = lambda key, limit: entry.get(key) is None or (isinstance(entry[key], str) and len(entry[key]) <= limit)  # noqa: E731
+    def text(key: str, limit: int) -> bool:
+        value = entry.get(key)
+        return value is None or (isinstance(value, str) and len(value) <= limit)
+
     return (isinstance(entry.get("index"), str) and isinstance(entry.get("filename"), str)
             and bool(FILENAME.fullmatch(entry["filename"])) and isinstance(entry.get("sha256"), str)
             and bool(SHA256.fullmatch(entry["sha256"])) and isinstance(entry.get("size"), int)
@@ -110,19 +132,15 @@ def _valid(entry) -> bool:
 
 
 class BundleIndex:
-    """A package index read from the bundle: the same methods sync uses of PackageIndex."""
+    """A PackageSource (kinds/package/source.py) read from the bundle."""
 
     offline = True   # what it serves was stored by export, provenance included: nothing is fetched
 
-    def __init__(self, name: str, entries: list[dict], layout: LayoutBlobs):
+    def __init__(self, name: str, entries: list[dict[str, Any]], layout: LayoutBlobs):
         self.name, self.url = name, f"bundle:{name}/"
         self._layout = layout
         self._packages = [_package(e) for e in entries]
         self._provenance = {e["filename"]: e["provenance"] for e in entries if e.get("provenance")}
-
-    @property
-    def primary(self) -> "BundleIndex":
-        return self
 
     def page_url(self, package: DistributionPackage) -> None:
         return None   # no pages: the sha256 is the one export verified and bundle.json names
@@ -142,14 +160,14 @@ class BundleIndex:
         assert digest is not None, "a bundle lists its files by sha256"
         return FileResponse.of_blob(self._layout, digest, f"{self.name}/{package.filename}", start)
 
-    def download(self, package: DistributionPackage, path, on_bytes=None) -> str:
+    def download(self, package: DistributionPackage, path: Path, on_bytes: Callable[[int], None] | None = None) -> str:
         return fetch_verified(self, package, path, on_bytes)
 
-    def bundled_provenance(self, filename: str, limit: int) -> bytes | None:
-        """The provenance export stored for `filename`, checked against its sha256; None if none."""
+    def provenance(self, filename: str, limit: int) -> tuple[str, bytes]:
+        """The provenance export stored for `filename`, checked against its sha256."""
         digest = self._provenance.get(filename)
         if digest is None:
-            return None
+            raise VerificationError(f"pep740: no provenance for {filename} in the bundle (export found none)")
         try:
             with open_regular(self._layout.blob_path(digest)) as handle:
                 raw = handle.read(limit + 1)
@@ -157,7 +175,7 @@ class BundleIndex:
             raise VerificationError(f"{self.name}/{filename}: its provenance {digest} is not in the bundle") from None
         if len(raw) > limit or "sha256:" + hashlib.sha256(raw).hexdigest() != digest:
             raise VerificationError(f"{self.name}/{filename}: its provenance in the bundle does not match {digest}")
-        return raw
+        return f"bundle:{self.name}/{filename}/provenance", raw
 
     def metadata(self, package: DistributionPackage) -> email.message.Message:
         """From the wheel itself (read, not trusted: the file's sha256 is checked before any upload)."""
@@ -172,7 +190,7 @@ class BundleIndex:
         return email.parser.BytesParser().parsebytes(raw, headersonly=True)
 
 
-def _package(entry: dict) -> DistributionPackage:
+def _package(entry: dict[str, Any]) -> DistributionPackage:
     filename = entry["filename"]
     return DistributionPackage(
         filename=filename, url=f"bundle:///{entry['sha256']}", project=entry["project"], version=entry.get("version"),

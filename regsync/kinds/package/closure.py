@@ -13,23 +13,31 @@ from __future__ import annotations
 
 import threading
 from concurrent.futures import Future
+from typing import TYPE_CHECKING
 
+from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 from packaging.version import Version
+from pypi_simple import DistributionPackage
 
 from regsync.errors import RegistryError, VerificationError
 from regsync.kinds.package.environment import TargetEnvironment, rule_environments
 from regsync.content.python_names import parse_file_name
 from regsync.kinds.package.ref import sha256_of
-from regsync.kinds.package.resolver import Options, ResolutionError, parse_requirement, resolve
+from regsync.kinds.package.resolver import Candidate, Options, ResolutionError, parse_requirement, resolve
+from regsync.kinds.package.source import PackageSource
 from regsync.pipeline.rules import NOT_ALLOWED
 from regsync.policy.models import PackageRule
 
+if TYPE_CHECKING:
+    from regsync.endpoints import Endpoints
+
 KEY = "package:closures"   # the run's Closures in Endpoints.client
+Files = dict[str, str | None]   # file name → its sha256 (None when the index gave none)
 
 
-def rule_inputs(rule: PackageRule, rule_name: str):
+def rule_inputs(rule: PackageRule, rule_name: str) -> tuple[list[Requirement], dict[str, SpecifierSet], Options]:
     """(requirements, constraints by project, options) of a rule, as the resolver takes them."""
     requirements = [parse_requirement(text, f"{rule_name}.requirements") for text in rule.requirements]
     constraints: dict[str, SpecifierSet] = {}
@@ -40,21 +48,21 @@ def rule_inputs(rule: PackageRule, rule_name: str):
     return requirements, constraints, options
 
 
-def closures_of(endpoints) -> "Closures":
+def closures_of(endpoints: "Endpoints") -> "Closures":
     return endpoints.client(KEY, Closures)
 
 
 class Closures:
     """(rule name, environment label) → {filename: sha256} of its closure, or the error resolving it."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._closures: dict[tuple[str, str], Future] = {}
+        self._closures: dict[tuple[str, str], Future[Files]] = {}
         self._prefer: dict[tuple[str, str], dict[str, set[Version]]] = {}   # (source, target index) → …
 
-    def record(self, rule_name: str, env: TargetEnvironment, closure: list | Exception) -> None:
+    def record(self, rule_name: str, env: TargetEnvironment, closure: list[Candidate] | Exception) -> None:
         """What `plan` resolved in this run (a list of Candidates, or why it could not)."""
-        future: Future = Future()
+        future: Future[Files] = Future()
         if isinstance(closure, Exception):
             future.set_exception(closure)
         else:
@@ -73,7 +81,7 @@ class Closures:
             wanted = self._prefer.setdefault((source_index, target.partition("/")[0]), {})
             wanted.setdefault(project, set()).add(version)
 
-    def admit(self, rule_name: str, rule: PackageRule, index, package) -> None:
+    def admit(self, rule_name: str, rule: PackageRule, index: PackageSource, package: DistributionPackage) -> None:
         """The file (as its index lists it now) is in the closure of one of the rule's environments;
         raises VerificationError when it is in none, RegistryError when a closure cannot be resolved."""
         failures = []
@@ -91,7 +99,7 @@ class Closures:
         raise VerificationError(f"{NOT_ALLOWED}: {package.filename} is not in the closure {rule_name} resolves to "
                                 f"(requirements {rule.requirements}) for any of its environments")
 
-    def _closure(self, rule_name: str, rule: PackageRule, index, env: TargetEnvironment) -> dict[str, str | None]:
+    def _closure(self, rule_name: str, rule: PackageRule, index: PackageSource, env: TargetEnvironment) -> Files:
         """The closure, resolved by whoever asks first; everyone else waits for that one resolution."""
         with self._lock:
             future, owner = self._closures.get((rule_name, env.label)), False

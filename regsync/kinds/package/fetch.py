@@ -14,17 +14,24 @@ import re
 import tempfile
 import threading
 import weakref
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO, TypeVar
 
 from loguru import logger
 from pypi_simple import DistributionPackage
 
 from regsync.errors import NotFound, VerificationError
 from regsync.kinds.package.ref import sha256_of
+from regsync.kinds.package.source import Downloadable, FileStream, Opener, PackageSource
 from regsync.content.partial import PartialFile
 from regsync.content.reader import SourceReadError, VerifyingReader, continues_at
 
+if TYPE_CHECKING:
+    from regsync.content.layout import LayoutBlobs
+
 RESUME_ATTEMPTS = 5
+D = TypeVar("D", bound=Downloadable)
 
 
 class _Kept:
@@ -32,7 +39,7 @@ class _Kept:
     by sha256, in a private temporary directory that goes with the run's index object: apply then
     pushes those bytes instead of downloading a multi-GB wheel a second time."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.directory = tempfile.TemporaryDirectory(prefix="regsync-kept-")  # 0700, removed with the run
         self.files: dict[str | None, Path] = {}  # by sha256 (None for a file the index gave no sha256)
         self.lock = threading.Lock()
@@ -42,14 +49,14 @@ _KEPT: "weakref.WeakKeyDictionary[object, _Kept]" = weakref.WeakKeyDictionary()
 _KEPT_LOCK = threading.Lock()
 
 
-def _kept_for(index) -> _Kept:
+def _kept_for(index: PackageSource) -> _Kept:
     with _KEPT_LOCK:
         if index not in _KEPT:
             _KEPT[index] = _Kept()
         return _KEPT[index]
 
 
-def fetch_and_keep(index, package: DistributionPackage) -> Path:
+def fetch_and_keep(index: PackageSource, package: DistributionPackage) -> Path:
     """The verified file, downloaded once per run through `index` and kept for the run."""
     kept, digest = _kept_for(index), sha256_of(package)
     with kept.lock:
@@ -62,14 +69,15 @@ def fetch_and_keep(index, package: DistributionPackage) -> Path:
     return path
 
 
-def kept_size(index, package: DistributionPackage) -> int | None:
+def kept_size(index: PackageSource, package: DistributionPackage) -> int | None:
     """The size of `package` when this run already holds it, else None."""
     kept = _KEPT.get(index)
     path = kept.files.get(sha256_of(package)) if kept else None
     return path.stat().st_size if path else None
 
 
-def fetch_verified(index, package: DistributionPackage, path: Path, on_bytes=None, where: str = "") -> str:
+def fetch_verified(index: Opener[D], package: D, path: Path, on_bytes: Callable[[int], None] | None = None,
+                   where: str = "") -> str:
     """Stream `package` to `path`, its sha256 checked against the index; returns the digest. `where`
     names the file in messages (default `index/filename`)."""
     where = where or f"{index.name}/{package.filename}"
@@ -101,7 +109,8 @@ def fetch_verified(index, package: DistributionPackage, path: Path, on_bytes=Non
     return digest
 
 
-def _download(index, package, partial: PartialFile, digest: str, where: str, on_bytes) -> None:
+def _download(index: Opener[D], package: D, partial: PartialFile, digest: str, where: str,
+              on_bytes: Callable[[int], None] | None) -> None:
     start = partial.resume(package.size)
     from_disk = start > 0
     for attempt in range(RESUME_ATTEMPTS + 1):
@@ -130,7 +139,8 @@ def _download(index, package, partial: PartialFile, digest: str, where: str, on_
             response.close()
 
 
-def _open(index, package, partial: PartialFile, start: int, where: str):
+def _open(index: Opener[D], package: D, partial: PartialFile, start: int,
+          where: str) -> tuple[FileStream, int, int | None]:
     """(response, start, size): from `start` when the server continues exactly the bytes kept so far,
     else from the start (a server that ignores Range, or now gives the file another length)."""
     response = index.open(package, start=start)
@@ -147,7 +157,7 @@ def _open(index, package, partial: PartialFile, start: int, where: str):
     return response, 0, _total_size(response, 0, package, where)
 
 
-def _total_size(response, start: int, package: DistributionPackage, where: str) -> int | None:
+def _total_size(response: FileStream, start: int, package: Downloadable, where: str) -> int | None:
     """The file's whole length as the server states it, checked against the index when it says one."""
     declared = response.headers.get("Content-Length")
     total = int(declared) + start if declared and declared.isdigit() else None
@@ -160,7 +170,7 @@ def _total_size(response, start: int, package: DistributionPackage, where: str) 
     return total if total is not None else package.size
 
 
-def _copy_verified(source: Path, path: Path, digest: str, where: str, on_bytes=None) -> None:
+def _copy_verified(source: Path, path: Path, digest: str, where: str, on_bytes: Callable[[int], None] | None = None) -> None:
     """A kept file copied to `path`, hashed again on the way: what was verified at plan time is a
     local file since, and the final check still covers every byte that is handed on."""
     size = source.stat().st_size
@@ -176,7 +186,7 @@ class FileResponse:
     """What fetch_verified needs of an HTTP response (`.raw.read`, `.headers`, `.close()`), for a
     local file: the bundle's stand-in sources serve their blobs through it."""
 
-    def __init__(self, handle, length: int, start: int = 0):
+    def __init__(self, handle: BinaryIO, length: int, start: int = 0):
         self.raw, self.headers = handle, {"Content-Length": str(length)}
         if start:  # as a server that honours Range says it (fetch_verified starts over without it)
             self.headers["Content-Range"] = f"bytes {start}-{start + length - 1}/{start + length}"
@@ -185,7 +195,7 @@ class FileResponse:
         self.raw.close()
 
     @classmethod
-    def of_blob(cls, layout, digest: str, what: str, start: int = 0) -> "FileResponse":
+    def of_blob(cls, layout: LayoutBlobs, digest: str, what: str, start: int = 0) -> "FileResponse":
         """A bundle's blob from byte `start`, opened as a regular file of the bundle's (no symlink)."""
         from regsync.content.layout import open_regular
 

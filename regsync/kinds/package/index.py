@@ -13,7 +13,6 @@ import hashlib
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import requests
@@ -31,6 +30,7 @@ from regsync.kinds.package.fetch import fetch_and_keep, fetch_verified
 from regsync.kinds.package.ref import public_url
 from regsync.kinds.package.wheel import MAX_METADATA_BYTES, wheel_metadata
 from regsync.kinds.package.wheel import parse_metadata as _parse_metadata
+from regsync.kinds.package.source import PackageSource
 from regsync.net.http import OriginBoundBasicAuth, connection_failure, make_session, origin, require_https
 
 # A project page read whole: the largest on pypi.org (nightly builds with tens of thousands of
@@ -51,6 +51,8 @@ def _same_index(url: str, location: str) -> bool:
 
 
 class PackageIndex:
+    """A PackageSource (kinds/package/source.py), and what an UploadTarget reads the target through."""
+
     offline = False   # read over HTTP (a bundle's stand-in index is offline: it serves what export stored)
 
     def __init__(self, name: str, url: str, credentials: Credentials | None = None, ca_file: str | Path | None = None,
@@ -175,11 +177,6 @@ class PackageIndex:
                 raise VerificationError(f"{where}.metadata: {alg} digest mismatch")
         return raw
 
-    @property
-    def primary(self) -> "PackageIndex":
-        """The index itself (a MirroredIndex's is its first endpoint): what a target is read from."""
-        return self
-
     def page_url(self, package: DistributionPackage) -> str:
         """The index whose project page listed `package` (and so gave its sha256)."""
         return public_url(self.url)
@@ -220,9 +217,14 @@ class PackageIndex:
         """Stream to `path`, sha256 checked against the index; returns the digest."""
         return fetch_verified(self, package, path, on_bytes)
 
+    def provenance(self, filename: str, limit: int) -> tuple[str, bytes]:
+        """From the Integrity API at this index's host (pypi.org/integrity/…)."""
+        from regsync.kinds.package.integrity import fetch_integrity
 
-# index: PackageIndex, MirroredIndex or a bundle's stand-in (no declared interface for them yet)
-def metadata_from_file(index: Any, package: DistributionPackage) -> email.message.Message:
+        return fetch_integrity(self.session, self.name, self.url, filename, limit)
+
+
+def metadata_from_file(index: "PackageSource", package: DistributionPackage) -> email.message.Message:
     """METADATA read out of the wheel, downloaded through `index` (so verified like any download)."""
     where = f"{index.name}/{package.filename}"
     if not package.filename.endswith(".whl"):

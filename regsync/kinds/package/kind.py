@@ -5,6 +5,7 @@ from __future__ import annotations
 from regsync.audit.evidence import AlreadyThere, Evidence
 from regsync.pipeline.kind import BundleSink, Run
 from regsync.pipeline.plan import PlanItem
+from regsync.kinds.package.source import PackageTarget
 
 # The package modules (pypi-simple, BeautifulSoup, packaging) are imported by the methods that use
 # them: a run with no package rule never loads them (issue 16, start-up).
@@ -58,11 +59,12 @@ class PackageKind:
     def targets(self, policy) -> set[str]:
         return {rule.target for rule in policy.packages}
 
-    def export_stand_ins(self, policy) -> dict:
+    def export_stand_ins(self, policy) -> dict[str, PackageTarget]:
         # package targets are across the gap: export plans every selected file as absent there
         from regsync.kinds.package.bundle import NoTarget
+        from regsync.kinds.package.clients import target_key
 
-        return {f"target:{rule.target}": NoTarget(rule.target) for rule in policy.packages}
+        return {target_key(rule.target): NoTarget(rule.target) for rule in policy.packages}
 
     def bundle_sources(self, bundle: dict, policy, layout_for) -> dict:
         from regsync.kinds.package.bundle import index_stand_ins

@@ -10,14 +10,18 @@ against the trusted sha256 while it streams: a mirror can make a run slower, nev
 A mirror whose own page lists another sha256 for the same file name, or whose bytes do not match,
 is refused, not skipped: a file name on an index is immutable, so a different file is tampering
 or corruption and someone should see it. Policy credentials belong to the primary's host; a
-mirror gets only docker's stored credentials for its own host (see endpoints.py).
+mirror gets only docker's stored credentials for its own host (see kinds/package/clients.py).
 """
 
 from __future__ import annotations
 
+import email.message
 import threading
 import time
+from collections.abc import Callable
+from pathlib import Path
 
+import requests
 from loguru import logger
 from packaging.utils import canonicalize_name
 from pypi_simple import DistributionPackage
@@ -35,6 +39,8 @@ COOL_DOWN_SECONDS = 60.0
 
 
 class MirroredIndex:
+    """A PackageSource (kinds/package/source.py): the primary index and its mirrors."""
+
     offline = False
 
     def __init__(self, endpoints: list[PackageIndex]):
@@ -45,9 +51,6 @@ class MirroredIndex:
         self._served: dict[str, PackageIndex] = {}      # filename -> the endpoint that served its bytes
         self._down_until: dict[int, float] = {}         # id(endpoint) -> monotonic time to try it again
         self._lock = threading.Lock()
-
-    def __getattr__(self, name):
-        return getattr(self.primary, name)  # session and the rest: to everyone else this is one index
 
     def files(self, project: str) -> list[DistributionPackage]:
         key = canonicalize_name(project)
@@ -81,7 +84,7 @@ class MirroredIndex:
             endpoint = self._served.get(package.filename, page)
         return public_url(endpoint.url)
 
-    def metadata(self, package: DistributionPackage):
+    def metadata(self, package: DistributionPackage) -> email.message.Message:
         page = self._page_endpoint(package)
         if package.has_metadata:
             try:
@@ -90,10 +93,16 @@ class MirroredIndex:
                 logger.warning("{}: {}; reading it from the file instead", page.name, exc)
         return metadata_from_file(self, package)
 
-    def download(self, package: DistributionPackage, path, on_bytes=None) -> str:
+    def download(self, package: DistributionPackage, path: Path, on_bytes: Callable[[int], None] | None = None) -> str:
         return fetch_verified(self, package, path, on_bytes)
 
-    def open(self, package: DistributionPackage, start: int = 0):
+    def size_of(self, package: DistributionPackage) -> int | None:
+        return self.primary.size_of(package)
+
+    def provenance(self, filename: str, limit: int) -> tuple[str, bytes]:
+        return self.primary.provenance(filename, limit)   # an attestation binds name and sha256: any index will do
+
+    def open(self, package: DistributionPackage, start: int = 0) -> requests.Response:
         """The file from the first endpoint that serves it; a resumed download may switch endpoints
         midway, which is safe because the hash runs over every byte whoever sent it."""
         trusted = sha256_of(package)
@@ -132,7 +141,8 @@ class MirroredIndex:
         logger.warning("{} ({}): {}; trying the next mirror (this one again in {:.0f} s)", endpoint.name,
                        public_url(endpoint.url), exc, COOL_DOWN_SECONDS)
 
-    def _listed_by(self, endpoint: PackageIndex, package: DistributionPackage, trusted: str | None):
+    def _listed_by(self, endpoint: PackageIndex, package: DistributionPackage,
+                   trusted: str | None) -> DistributionPackage | None:
         """`endpoint`'s own link for the same file name (its URLs are its own), if it lists one."""
         project = project_of(package)
         found = next((p for p in endpoint.files(project) if p.filename == package.filename), None)

@@ -23,6 +23,7 @@ from regsync.kinds.package.closure import closures_of, rule_inputs
 from regsync.kinds.package.resolver import ResolutionError, resolve
 from regsync.pipeline.shard import Shard
 from regsync.kinds.package.evidence import check_provenance
+from regsync.kinds.package.clients import package_target, source_index
 
 
 def plan_packages(rules: list[PackageRule], endpoints: Endpoints, jobs: int = 8,
@@ -36,7 +37,7 @@ def plan_packages(rules: list[PackageRule], endpoints: Endpoints, jobs: int = 8,
     closures = closures_of(endpoints)
     for number, rule in enumerate(rules):
         rule_name = f"packages[{number}]"
-        index, target = endpoints.index(rule.source), endpoints.package_target(rule.target)
+        index, target = source_index(endpoints, rule.source), package_target(endpoints, rule.target)
         requirements, constraints, options = rule_inputs(rule, rule_name)
         for env in rule_environments(rule):
             refused: dict[str, Any] = {}

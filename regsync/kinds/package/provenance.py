@@ -17,25 +17,29 @@ sha256 the download is checked against. That comparison is what binds the proven
 from __future__ import annotations
 
 import json
-from urllib.parse import quote, urlsplit, urlunsplit
+from typing import TYPE_CHECKING, Any
 
-import requests
-import urllib3
 from cryptography.x509.oid import ObjectIdentifier
 from loguru import logger
 
-from regsync.content.python_names import parse_file_name
 from regsync.errors import RegistryError, VerificationError
-from regsync.policy.models import PackageRule, Publisher
-from regsync.kinds.package.ref import public_url
+from regsync.policy.models import Keyless, PackageRule, Publisher
+from regsync.kinds.package.integrity import MAX_PROVENANCE_BYTES
+from regsync.kinds.package.clients import provenance_index
+from regsync.kinds.package.source import PackageSource
 
-INTEGRITY_ACCEPT = "application/vnd.pypi.integrity.v1+json"
-MAX_PROVENANCE_BYTES = 4 << 20
+if TYPE_CHECKING:
+    from cryptography.x509 import Certificate
+    from pypi_attestations import Attestation, GitHubPublisher, GitLabPublisher, GooglePublisher, Provenance
+
+    from regsync.endpoints import Endpoints
+    from regsync.trust.keyless import TrustRoot
+
 IN_TOTO = "application/vnd.in-toto+json"
 BUILD_CONFIG_URI = ObjectIdentifier("1.3.6.1.4.1.57264.1.18")
 
 
-def publish_provenance(rule: PackageRule, endpoints, filename: str, digest: str) -> dict | None:
+def publish_provenance(rule: PackageRule, endpoints: Endpoints, filename: str, digest: str) -> dict[str, Any] | None:
     verify = rule.verify
     if verify.attestations == "off":
         return None
@@ -49,21 +53,13 @@ def publish_provenance(rule: PackageRule, endpoints, filename: str, digest: str)
     except (VerificationError, RegistryError) as exc:
         if verify.attestations == "required":
             raise
-        reason = getattr(exc, "reason", None) or str(exc)
+        reason = (exc.reason if isinstance(exc, VerificationError) else "") or str(exc)
         logger.warning("{}: copied without verified provenance (attestations: optional): {}", filename, reason)
         return {"method": "pep740", "verified": False, "provenance_from": index.name, "reason": reason}
 
 
-def provenance_index(rule: PackageRule, endpoints):
-    """Where the provenance is read: the index `provenance_from` names, else the source; on import
-    the bundle standing in for the source, which carries what export fetched (no network there)."""
-    source = endpoints.index(rule.source)
-    if source.offline:
-        return source
-    return endpoints.index(rule.verify.provenance_from) if rule.verify.provenance_from else source
-
-
-def verify_provenance(endpoints, index, trust_name: str, publisher: Publisher, filename: str, digest: str) -> dict:
+def verify_provenance(endpoints: Endpoints, index: PackageSource, trust_name: str, publisher: Publisher, filename: str,
+                      digest: str) -> dict[str, Any]:
     # sigstore takes 0.4 s to import: only runs that verify provenance pay for it
     from regsync.trust.keyless import load_trust_root
 
@@ -71,6 +67,7 @@ def verify_provenance(endpoints, index, trust_name: str, publisher: Publisher, f
     root = load_trust_root(entry, trust_name)
     url, raw = fetch_provenance(index, filename)
     provenance = parse_provenance(raw, filename, url)
+    assert entry.keyless is not None, "policy check: a provenance trust entry is keyless"
     failures = []
     for bundle in provenance.attestation_bundles:
         for number, attestation in enumerate(bundle.attestations):
@@ -87,41 +84,12 @@ def verify_provenance(endpoints, index, trust_name: str, publisher: Publisher, f
     raise VerificationError(f"pep740: no attestation of {filename} verifies: {'; '.join(failures)}")
 
 
-def provenance_url(index_url: str, filename: str) -> str:
-    """The Integrity API lives at the index host's root (pypi.org/integrity/…, next to /simple/)."""
-    project, version = _name_and_version(filename)
-    parts = urlsplit(index_url)
-    path = "/integrity/" + "/".join(quote(p, safe="") for p in (project, version, filename)) + "/provenance"
-    return urlunsplit((parts.scheme, parts.netloc, path, "", ""))
-
-
-def fetch_provenance(index, filename: str) -> tuple[str, bytes]:
+def fetch_provenance(index: PackageSource, filename: str) -> tuple[str, bytes]:
     """(where, raw JSON) of the provenance of `filename`; VerificationError when there is none."""
-    if index.offline:
-        raw = index.bundled_provenance(filename, MAX_PROVENANCE_BYTES)
-        if raw is None:
-            raise VerificationError(f"pep740: no provenance for {filename} in the bundle (export found none)")
-        return f"bundle:{index.name}/{filename}/provenance", raw
-    request_url = provenance_url(index.url, filename)
-    url = public_url(request_url)  # what messages and the audit trail show: never a user:password@
-    try:
-        with index.session.get(request_url, headers={"Accept": INTEGRITY_ACCEPT}, stream=True, timeout=(15, 60)) as response:
-            # read (bounded) whatever the status: a connection closed on an unread body is reset, not reused
-            raw = response.raw.read(MAX_PROVENANCE_BYTES + 1, decode_content=True)
-            status = response.status_code
-    except (requests.RequestException, urllib3.exceptions.HTTPError, OSError):
-        raise RegistryError(f"{index.name}/{filename}", None, f"cannot reach {url} for its provenance") from None
-    if status == 404:
-        raise VerificationError(f"pep740: no provenance for {filename} at {url} (HTTP 404)")
-    if status != 200:
-        raise RegistryError(f"{index.name}/{filename}", status, f"provenance from {url}")
-    if len(raw) > MAX_PROVENANCE_BYTES:
-        raise VerificationError(f"pep740: the provenance of {filename} at {url} is larger than "
-                                f"{MAX_PROVENANCE_BYTES} bytes")
-    return url, raw
+    return index.provenance(filename, MAX_PROVENANCE_BYTES)
 
 
-def parse_provenance(raw: bytes, filename: str, url: str):
+def parse_provenance(raw: bytes, filename: str, url: str) -> Provenance:
     from pydantic import ValidationError
     from pypi_attestations import Provenance
 
@@ -138,8 +106,8 @@ class _Failed(Exception):
     pass
 
 
-def _verify_attestation(attestation, root, trust_name: str, keyless, publisher: Publisher, filename: str,
-                        digest: str) -> dict:
+def _verify_attestation(attestation: Attestation, root: TrustRoot, trust_name: str, keyless: Keyless,
+                        publisher: Publisher, filename: str, digest: str) -> dict[str, Any]:
     from pypi_attestations import ConversionError
     from sigstore.errors import Error as SigstoreError
 
@@ -168,7 +136,7 @@ class _PublisherPolicy:
     entry's own issuer/identity constraints (a trust entry always holds, whatever rule uses it).
     Whatever the publisher policy raises (a missing extension, say) becomes a refusal."""
 
-    def __init__(self, publisher: Publisher, trust_name: str, keyless):
+    def __init__(self, publisher: Publisher, trust_name: str, keyless: Keyless):
         self.publisher = publisher
         # `_as_policy` is private, but it is the library's only way to the publisher's certificate
         # policy short of `Attestation.verify`, which cannot take our trusted root (pinned <0.1).
@@ -177,7 +145,7 @@ class _PublisherPolicy:
         self._policy = _library_publisher(publisher)._as_policy()
         self._constraints = Constraints(trust_name, keyless)
 
-    def verify(self, cert) -> None:
+    def verify(self, cert: Certificate) -> None:
         from regsync.trust.keyless import Refusal, fulcio_claim
 
         try:
@@ -191,7 +159,7 @@ class _PublisherPolicy:
         self._constraints.verify(cert)
 
 
-def _library_publisher(publisher: Publisher):
+def _library_publisher(publisher: Publisher) -> GitHubPublisher | GitLabPublisher | GooglePublisher:
     from pypi_attestations import GitHubPublisher, GitLabPublisher, GooglePublisher
 
     # Publisher._fields_of_kind: github and gitlab have repository and workflow, google an email.
@@ -230,7 +198,7 @@ def _check_subject(payload_type: str, payload: bytes, filename: str, digest: str
     return statement.predicate_type
 
 
-def _check_environment(publisher: Publisher, declared, filename: str) -> None:
+def _check_environment(publisher: Publisher, declared: object, filename: str) -> None:
     """Fulcio certificates do not carry the CI environment: only the index's publisher record names
     it, so this is as strong as that index's TLS, weaker than the certificate checks before it."""
     if publisher.environment is None:
@@ -241,7 +209,7 @@ def _check_environment(publisher: Publisher, declared, filename: str) -> None:
                                 f"{json.dumps(found)} for {filename}, the policy requires {publisher.environment!r}")
 
 
-def _evidence_of(publisher: Publisher) -> dict:
+def _evidence_of(publisher: Publisher) -> dict[str, Any]:
     return {key: value for key, value in publisher.model_dump().items() if value is not None}
 
 
@@ -249,11 +217,3 @@ def _describe(publisher: Publisher) -> str:
     if publisher.kind == "google":
         return f"google publisher {publisher.email}"
     return f"{publisher.kind} publisher {publisher.repository} ({publisher.workflow})"
-
-
-def _name_and_version(filename: str) -> tuple[str, str]:
-    try:
-        name, version = parse_file_name(filename)
-    except ValueError:
-        raise VerificationError(f"pep740: {filename} is not a wheel or sdist file name") from None
-    return name, str(version)

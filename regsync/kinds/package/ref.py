@@ -6,6 +6,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from packaging.utils import canonicalize_name
 from pypi_simple import DistributionPackage
+from regsync.kinds.package.source import Downloadable
 
 from regsync.content.python_names import parse_file_name
 
@@ -26,6 +27,6 @@ def project_of(package: DistributionPackage) -> str:
         return canonicalize_name(package.filename.split("-", 1)[0])
 
 
-def sha256_of(package: DistributionPackage) -> str | None:
+def sha256_of(package: Downloadable) -> str | None:
     value = (package.digests or {}).get("sha256")
     return f"sha256:{value}" if value else None

@@ -14,8 +14,10 @@ is unchanged, only the waiting overlaps.
 
 from __future__ import annotations
 
+import email.message
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import TypeVar
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -28,6 +30,7 @@ from pypi_simple import DistributionPackage
 
 from regsync.errors import PolicyError, RegsyncError, VerificationError
 from regsync.kinds.package.environment import TargetEnvironment
+from regsync.kinds.package.source import PackageSource
 
 
 class ResolutionError(RegsyncError):
@@ -65,9 +68,10 @@ def allows_prereleases(specifiers: Iterable[SpecifierSet]) -> bool:
                if s.version.rstrip(".*")[:1].isdigit())
 
 
-def best_file(files: list[DistributionPackage], env: TargetEnvironment, options: Options, pinned: bool):
+def best_file(files: list[DistributionPackage], env: TargetEnvironment, options: Options,
+              pinned: bool) -> DistributionPackage | None:
     """The file pip would pick for `env` among one version's files, or None."""
-    ranked = []
+    ranked: list[tuple[int, int, DistributionPackage]] = []
     for package in files:
         if package.is_yanked and not pinned:  # PEP 592: yanked files only for an exact pin
             continue
@@ -94,22 +98,26 @@ def _python_ok(spec: str, env: TargetEnvironment) -> bool:
 
 
 PREFETCH_THREADS = 8
+T = TypeVar("T")
 PREFETCH_MAX = 5000  # projects looked at ahead of the resolver in one resolution, at most
 
 
-class Provider(resolvelib.AbstractProvider):
-    def __init__(self, index, env: TargetEnvironment, options: Options, constraints: dict[str, SpecifierSet],
+RequirementInformation = resolvelib.structs.RequirementInformation[Requirement, "Candidate"]
+
+
+class Provider(resolvelib.AbstractProvider[Requirement, "Candidate", str]):
+    def __init__(self, index: PackageSource, env: TargetEnvironment, options: Options, constraints: dict[str, SpecifierSet],
                  prefetch: ThreadPoolExecutor | None = None, prefer: dict[str, set[Version]] | None = None):
         self.index, self.env, self.options, self.constraints = index, env, options, constraints
         self.prefer = prefer or {}   # project → versions tried first (a saved plan's), if admitted at all
         self._prefetch_pool = prefetch
-        self._pages: dict[str, Future] = {}
-        self._metadata: dict[str, Future] = {}
+        self._pages: dict[str, Future[list[DistributionPackage]]] = {}
+        self._metadata: dict[str, Future[email.message.Message]] = {}
         self._ahead: set[str] = set()
         self._lock = threading.Lock()
         self.refused: dict[str, tuple[DistributionPackage, str]] = {}  # filename → (file, why), met while resolving
 
-    def _once(self, table: dict, key: str, fetch) -> Future:
+    def _once(self, table: dict[str, Future[T]], key: str, fetch: Callable[[], T]) -> Future[T]:
         """The one fetch of `key`: whoever asks first runs it, everyone else waits on its result
         (a future is created only by a thread that is about to run it, so no wait is on a queue)."""
         with self._lock:
@@ -126,7 +134,7 @@ class Provider(resolvelib.AbstractProvider):
     def _files(self, identifier: str) -> list[DistributionPackage]:
         return self._once(self._pages, identifier, lambda: self.index.files(identifier)).result()
 
-    def _core_metadata(self, package: DistributionPackage):
+    def _core_metadata(self, package: DistributionPackage) -> email.message.Message:
         return self._once(self._metadata, package.filename, lambda: self.index.metadata(package)).result()
 
     def look_ahead(self, requirement: Requirement) -> None:
@@ -150,13 +158,17 @@ class Provider(resolvelib.AbstractProvider):
         except Exception:  # noqa: BLE001 — the resolver meets the same error when (if) it needs this
             pass
 
-    def identify(self, requirement_or_candidate):
+    def identify(self, requirement_or_candidate: Requirement | Candidate) -> str:
         return canonicalize_name(requirement_or_candidate.name)
 
-    def get_preference(self, identifier, resolutions, candidates, information, backtrack_causes):
+    def get_preference(self, identifier: str, resolutions: Mapping[str, Candidate],
+                       candidates: Mapping[str, Iterator[Candidate]],
+                       information: Mapping[str, Iterator[RequirementInformation]],
+                       backtrack_causes: Sequence[RequirementInformation]) -> int:
         return sum(1 for _ in candidates[identifier])
 
-    def find_matches(self, identifier, requirements, incompatibilities):
+    def find_matches(self, identifier: str, requirements: Mapping[str, Iterator[Requirement]],
+                     incompatibilities: Mapping[str, Iterator[Candidate]]) -> list[Candidate]:
         return self._candidates(identifier, list(requirements[identifier]),
                                 {c.version for c in incompatibilities[identifier]})
 
@@ -173,7 +185,7 @@ class Provider(resolvelib.AbstractProvider):
         allow_pre = allows_prereleases(specifiers)
         newest_first = sorted(by_version, reverse=True)
         preferred = self.prefer.get(identifier, ())
-        found = []
+        found: list[Candidate] = []
         for version in [v for v in newest_first if v in preferred] + [v for v in newest_first if v not in preferred]:
             if version in bad or not all(spec.contains(version, prereleases=allow_pre) for spec in specifiers):
                 continue
@@ -182,11 +194,11 @@ class Provider(resolvelib.AbstractProvider):
                 found.append(Candidate(identifier, version, chosen, extras))
         return found
 
-    def is_satisfied_by(self, requirement, candidate):
+    def is_satisfied_by(self, requirement: Requirement, candidate: Candidate) -> bool:
         return (requirement.specifier.contains(candidate.version, prereleases=True)
                 and set(requirement.extras) <= candidate.extras)
 
-    def get_dependencies(self, candidate):
+    def get_dependencies(self, candidate: Candidate) -> list[Requirement]:
         try:
             metadata = self._core_metadata(candidate.file)
         except VerificationError as exc:
@@ -200,7 +212,7 @@ class Provider(resolvelib.AbstractProvider):
             self.look_ahead(requirement)
         return deps
 
-    def _requirements(self, metadata, extras: frozenset[str]) -> list[Requirement]:
+    def _requirements(self, metadata: email.message.Message, extras: frozenset[str]) -> list[Requirement]:
         deps = []
         for text in metadata.get_all("Requires-Dist") or []:
             try:
@@ -215,9 +227,9 @@ class Provider(resolvelib.AbstractProvider):
         return deps
 
 
-def resolve(index, requirements: Iterable[Requirement], env: TargetEnvironment, options: Options,
+def resolve(index: PackageSource, requirements: Iterable[Requirement], env: TargetEnvironment, options: Options,
             dependencies: bool, constraints: dict[str, SpecifierSet] | None = None,
-            refused: dict | None = None, prefer: dict[str, set[Version]] | None = None) -> list[Candidate]:
+            refused: dict[str, tuple[DistributionPackage, str]] | None = None, prefer: dict[str, set[Version]] | None = None) -> list[Candidate]:
     """The files of the closure; `refused` (when given) receives the files ruled out on the way
     because they failed their hash, filename → (file, reason), even when resolution then fails.
     `prefer`: versions tried before the newer ones (a saved plan's, re-derived at apply); they only
@@ -225,7 +237,7 @@ def resolve(index, requirements: Iterable[Requirement], env: TargetEnvironment, 
     provider = Provider(index, env, options, constraints or {}, prefer=prefer)
     wanted = [r for r in requirements if r.marker is None or r.marker.evaluate(dict(env.markers, extra=""))]
     if not dependencies:
-        out = []
+        out: list[Candidate] = []
         for requirement in wanted:
             name = canonicalize_name(requirement.name)
             matches = provider.find_matches(name, {name: iter([requirement])}, {name: iter(())})

@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import gzip
 import tarfile
-import typing
 import zipfile
 import zlib
+from collections.abc import Callable
+from pathlib import Path
 
 from regsync.errors import VerificationError
 from regsync.kinds.package.wheel import MAX_METADATA_BYTES, MAX_MEMBERS, bounded_zip, check_names, parse_metadata
@@ -31,7 +32,7 @@ from regsync.kinds.package.wheel import MAX_METADATA_BYTES, MAX_MEMBERS, bounded
 MAX_INFLATED_BYTES = 8 << 30
 
 
-def check_sdist(path, filename: str, where: str) -> None:
+def check_sdist(path: Path, filename: str, where: str) -> None:
     """The verified local sdist at `path` is what its file name says: raises VerificationError otherwise.
     A `.tar.gz` or `.zip`; other (legacy) sdist formats are not read."""
     try:
@@ -74,7 +75,7 @@ class _Top:
             raise VerificationError(f"{self.where}: {self.name}/PKG-INFO is in it twice")
         return True
 
-    def found(self, size: int, read) -> None:
+    def found(self, size: int, read: Callable[[int], bytes]) -> None:
         if size > MAX_METADATA_BYTES:
             raise VerificationError(f"{self.where}: its {self.name}/PKG-INFO ({size} bytes) is larger than "
                                     f"{MAX_METADATA_BYTES} bytes")
@@ -91,21 +92,21 @@ class _Top:
 class _Inflated:
     """gzip's inflated stream, refused past MAX_INFLATED_BYTES."""
 
-    def __init__(self, stream, where: str):
+    def __init__(self, stream: gzip.GzipFile, where: str):
         self.stream, self.where, self.count = stream, where, 0
 
     def read(self, size: int = -1) -> bytes:
-        data = self.stream.read(size if size >= 0 else 1 << 20)
+        data: bytes = self.stream.read(size if size >= 0 else 1 << 20)
         self.count += len(data)
         if self.count > MAX_INFLATED_BYTES:
             raise VerificationError(f"{self.where}: it inflates to more than {MAX_INFLATED_BYTES} bytes")
         return data
 
 
-def _read_tar(path, where: str) -> tuple[str, bytes]:
+def _read_tar(path: Path, where: str) -> tuple[str, bytes]:
     top = _Top(where)
     with gzip.open(path, "rb") as inflated, tarfile.open(
-            fileobj=typing.cast(typing.IO[bytes], _Inflated(inflated, where)), mode="r|") as tar:
+            fileobj=_Inflated(inflated, where), mode="r|") as tar:  # type: ignore[call-overload]  # stream mode needs read() only
         for member in tar:
             if top.member(member.name):
                 if not member.isfile():
@@ -116,7 +117,7 @@ def _read_tar(path, where: str) -> tuple[str, bytes]:
     return top.result()
 
 
-def _read_zip(path, where: str) -> tuple[str, bytes]:
+def _read_zip(path: Path, where: str) -> tuple[str, bytes]:
     top = _Top(where)
     with open(path, "rb") as handle, zipfile.ZipFile(bounded_zip(handle, where, "sdist")) as archive:
         for info in archive.infolist():

@@ -4,11 +4,13 @@ before its sha256 matched the index and the wheel's own metadata matched its nam
 
 from __future__ import annotations
 
+import email.message
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 from loguru import logger
+from pypi_simple import DistributionPackage
 
 from regsync.audit.evidence import AlreadyThere, Evidence
 from regsync.errors import RegistryError, VerificationError
@@ -18,12 +20,14 @@ from regsync.kinds.package.ref import sha256_of
 from regsync.kinds.package.evidence import check_provenance
 from regsync.kinds.package.rules import admit_package, authorize_package
 from regsync.kinds.package.identity import check_file
+from regsync.kinds.package.clients import package_target, source_index
+from regsync.kinds.package.source import PackageSource
 
 
 def planned_file(item: PlanItem, endpoints):
     """(index, package) for the exact file a plan item names, as the source lists it now."""
     source_name, filename = item.source.split("/", 1)
-    index = endpoints.index(source_name)
+    index = source_index(endpoints, source_name)
     project = _project_of_file(filename, item.project)
     package = next((p for p in index.files(project) if p.filename == filename), None)
     if package is None:
@@ -40,7 +44,7 @@ def already_there(item: PlanItem, endpoints) -> AlreadyThere | None:
     with another sha256 is refused, as a fresh plan would say. Unreadable now: the upload finds out."""
     filename = item.source.split("/", 1)[1]
     try:
-        target = endpoints.package_target(item.target.split("/", 1)[0])
+        target = package_target(endpoints, item.target.split("/", 1)[0])
         present = target.existing(_project_of_file(filename, item.project)).get(filename, "absent")
     except RegistryError as exc:
         logger.debug("{}: the target is read again at upload: {}", item.target, exc)
@@ -79,7 +83,7 @@ def apply_package(item: PlanItem, endpoints, on_bytes=None,
     index, package = planned_file(item, endpoints)
     admit_package(item.rule, rule, package, endpoints, index)
     source_name, filename = item.source.split("/", 1)[0], package.filename
-    target = endpoints.package_target(item.target.split("/", 1)[0])
+    target = package_target(endpoints, item.target.split("/", 1)[0])
     # Provenance binds name + sha256, so it is checked before the download: a refusal moves no bytes,
     # and the download then proves the bytes are the ones attested.
     provenance = check_provenance(rule, endpoints, filename, item.digest)
@@ -100,7 +104,7 @@ def apply_package(item: PlanItem, endpoints, on_bytes=None,
     return evidence
 
 
-def used_metadata(index, package):
+def used_metadata(index: PackageSource, package: DistributionPackage) -> email.message.Message | None:
     """The PEP 658 metadata the resolution read for `package` (the run's copy), None when the index
     offers none: then the resolution read the wheel's own METADATA, which check_file reads again."""
     if not package.has_metadata or not package.filename.endswith(".whl"):

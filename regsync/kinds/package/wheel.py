@@ -16,7 +16,10 @@ from __future__ import annotations
 
 import email.message
 import email.parser
+import os
 import zipfile
+from collections.abc import Mapping
+from typing import IO
 
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
@@ -33,16 +36,16 @@ MAX_CENTRAL_DIRECTORY_BYTES = 64 << 20
 MAX_MEMBERS = 500_000
 
 
-def wheel_metadata(wheel_file, where: str, filename: str | None = None) -> bytes:
+def wheel_metadata(wheel_file: str | os.PathLike[str] | IO[bytes], where: str, filename: str | None = None) -> bytes:
     """The raw METADATA of a wheel (a path or a seekable file object) from its one `.dist-info`
     directory. With `filename`, that directory and METADATA must name the project and version the
     file name does. A file that is not a readable wheel, or says otherwise, is refused."""
     try:
-        if hasattr(wheel_file, "read"):
-            raw = _read_metadata(wheel_file, where, filename)
-        else:
+        if isinstance(wheel_file, (str, os.PathLike)):
             with open(wheel_file, "rb") as handle:
                 raw = _read_metadata(handle, where, filename)
+        else:
+            raw = _read_metadata(wheel_file, where, filename)
     except (zipfile.BadZipFile, KeyError, OSError, ValueError, EOFError, NotImplementedError, RuntimeError):
         raise VerificationError(f"{where}: not a wheel (no readable .dist-info/METADATA)") from None
     if len(raw) > MAX_METADATA_BYTES:
@@ -52,7 +55,7 @@ def wheel_metadata(wheel_file, where: str, filename: str | None = None) -> bytes
     return raw
 
 
-def _read_metadata(handle, where: str, filename: str | None) -> bytes:
+def _read_metadata(handle: IO[bytes], where: str, filename: str | None) -> bytes:
     with zipfile.ZipFile(bounded_zip(handle, where, "wheel")) as wheel:
         info_dir = _dist_info_dir(wheel.namelist(), where)
         if filename is not None:
@@ -61,7 +64,7 @@ def _read_metadata(handle, where: str, filename: str | None) -> bytes:
             return member.read(MAX_METADATA_BYTES + 1)
 
 
-def check_wheel(path, filename: str, where: str, used: email.message.Message | None) -> None:
+def check_wheel(path: str | os.PathLike[str], filename: str, where: str, used: email.message.Message | None) -> None:
     """The verified local wheel at `path` is what its file name and the metadata the plan resolved
     with (`used`, the PEP 658 file, when there was one) say: raises VerificationError otherwise."""
     own = parse_metadata(wheel_metadata(path, where, filename))
@@ -80,7 +83,7 @@ def parse_metadata(raw: bytes) -> email.message.Message:
     return email.parser.BytesParser().parsebytes(raw, headersonly=True)
 
 
-def bounded_zip(handle, where: str, what: str):
+def bounded_zip(handle: IO[bytes], where: str, what: str) -> IO[bytes]:
     """The open file, once its central directory is known to be within the bounds."""
     # zipfile's own end-record reader (it handles zip64 and a trailing comment); private, but zipfile
     # offers no public way to learn the directory's size before it reads all of it.
@@ -110,7 +113,7 @@ def _check_dir_name(info_dir: str, filename: str, where: str) -> None:
     check_names({"Name": name, "Version": version}, filename, where, f"its directory {info_dir}")
 
 
-def check_names(said, filename: str, where: str, what: str) -> None:
+def check_names(said: Mapping[str, str] | email.message.Message, filename: str, where: str, what: str) -> None:
     project, version = parse_file_name(filename)
     name, stated = canonicalize_name(said.get("Name") or ""), _version(said.get("Version"))
     if name != project or stated != version:
@@ -118,14 +121,14 @@ def check_names(said, filename: str, where: str, what: str) -> None:
                                 f"its file name {project} {version}")
 
 
-def _version(text) -> Version | None:
+def _version(text: object) -> Version | None:
     try:
         return Version(str(text or "").strip())
     except InvalidVersion:
         return None
 
 
-def _python(metadata) -> str:
+def _python(metadata: email.message.Message) -> str:
     """Requires-Python, normalised when it parses (`>= 3.8` and `>=3.8` are one requirement)."""
     text = (metadata.get("Requires-Python") or "").strip()
     try:
@@ -134,7 +137,7 @@ def _python(metadata) -> str:
         return " ".join(text.split())
 
 
-def _requirements(metadata) -> list[str]:
+def _requirements(metadata: email.message.Message) -> list[str]:
     """Requires-Dist as a sorted list, each normalised when it parses (spacing and quoting aside)."""
     out = []
     for text in metadata.get_all("Requires-Dist") or []:
@@ -145,7 +148,7 @@ def _requirements(metadata) -> list[str]:
     return sorted(out)
 
 
-def _show(value) -> str:
+def _show(value: object) -> str:
     if isinstance(value, list):
         return "[" + ", ".join(value) + "]" if value else "nothing"
     return str(value) if value else "nothing"

@@ -15,13 +15,18 @@ from __future__ import annotations
 
 import re
 import threading
+from typing import Any
 
 import requests
 from requests.auth import HTTPBasicAuth
 
 from regsync.errors import NotFound, RegistryError
 from regsync.net.http import connection_failure, make_session, retry_policy
+from regsync.content.checkpoint import UploadCheckpoint
+from regsync.content.reader import VerifyingReader
+from regsync.kinds.image.auth import Credentials
 from regsync.kinds.image.client import RegistryClient
+from regsync.kinds.image.manifest import Descriptor, Manifest
 from regsync.policy.models import Harbor
 
 API = "/api/v2.0"
@@ -43,7 +48,8 @@ def project_of(repo: str) -> str:
 class HarborProjects:
     """Harbor's project API, used only to make sure a project exists before writing into it."""
 
-    def __init__(self, name: str, base: str, credentials, ca_file=None, settings: Harbor | None = None):
+    def __init__(self, name: str, base: str, credentials: Credentials | None, ca_file: str | None = None,
+                 settings: Harbor | None = None):
         self.name, self.base = name, base.rstrip("/")
         self.settings = settings or Harbor()
         self.session = make_session(ca_file, 4, retry_policy(3, 0.5))
@@ -98,7 +104,7 @@ class HarborProjects:
             return  # created concurrently (another shard, another run, a human): what we wanted
         raise self._error(response, project, "create")
 
-    def _call(self, method: str, path: str, project: str, **kwargs) -> requests.Response:
+    def _call(self, method: str, path: str, project: str, **kwargs: Any) -> requests.Response:
         try:
             response = self.session.request(method, self.base + path, timeout=_TIMEOUT, **kwargs)
         except requests.exceptions.ConnectionError as exc:
@@ -134,8 +140,8 @@ def _harbor_message(response: requests.Response) -> str:
 class HarborClient(RegistryClient):
     """A registry client that asks Harbor's project API before it reads or writes into a project."""
 
-    def __init__(self, name: str, url: str, credentials=None, ca_file=None, *, harbor: Harbor | None = None,
-                 **options):
+    def __init__(self, name: str, url: str, credentials: Credentials | None = None, ca_file: str | None = None, *,
+                 harbor: Harbor | None = None, **options: Any):
         super().__init__(name, url, credentials, ca_file, **options)
         self.projects = HarborProjects(name, self.base, credentials, ca_file, harbor)
 
@@ -150,33 +156,34 @@ class HarborClient(RegistryClient):
         self.check_target(repo)
         return not self.projects.present(project_of(repo))
 
-    def list_tags(self, repo):
+    def list_tags(self, repo: str) -> list[str]:
         if self._project_missing(repo):
             raise NotFound(self.ref(repo), None, "no such repository (its Harbor project does not exist yet)")
         return super().list_tags(repo)
 
-    def head_manifest(self, repo, reference):
+    def head_manifest(self, repo: str, reference: str) -> Descriptor | None:
         return None if self._project_missing(repo) else super().head_manifest(repo, reference)
 
-    def get_manifest(self, repo, reference, expect=None):
+    def get_manifest(self, repo: str, reference: str, expect: str | None = None) -> Manifest:
         if self._project_missing(repo):
             raise NotFound(self.ref(repo, reference), None, "not found (its Harbor project does not exist yet)")
         return super().get_manifest(repo, reference, expect)
 
-    def get_referrers(self, repo, digest):
+    def get_referrers(self, repo: str, digest: str) -> dict[str, Any] | None:
         return None if self._project_missing(repo) else super().get_referrers(repo, digest)
 
-    def blob_exists(self, repo, digest, size=None):
+    def blob_exists(self, repo: str, digest: str, size: int | None = None) -> bool:
         return False if self._project_missing(repo) else super().blob_exists(repo, digest, size)
 
-    def upload_blob(self, repo, descriptor, reader, checkpoint=None):
+    def upload_blob(self, repo: str, descriptor: Descriptor, reader: VerifyingReader,
+                    checkpoint: UploadCheckpoint | None = None) -> None:
         self.projects.ensure(project_of(repo))
         return super().upload_blob(repo, descriptor, reader, checkpoint=checkpoint)
 
-    def mount_blob(self, repo, digest, from_repo):
+    def mount_blob(self, repo: str, digest: str, from_repo: str) -> bool:
         self.projects.ensure(project_of(repo))
         return super().mount_blob(repo, digest, from_repo)
 
-    def put_manifest(self, repo, reference, manifest):
+    def put_manifest(self, repo: str, reference: str, manifest: Manifest) -> None:
         self.projects.ensure(project_of(repo))
         return super().put_manifest(repo, reference, manifest)
