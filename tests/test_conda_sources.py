@@ -30,7 +30,8 @@ def test_a_bundle_channel_serves_the_sidecar_export_carried(tmp_path):
                 "size": 20, "record": record}]
     scratch = tempfile.TemporaryDirectory(prefix="scratch-", dir=tmp_path)
     source: CondaSource = BundleChannel("up", entries, LayoutBlobs(tmp_path, "conda"), scratch)
-    assert source.listing("noarch") is None   # no upstream order to keep
+    carried = source.listing("noarch")   # no upstream order to keep, and only the `removed` entries export carried
+    assert carried is not None and carried.positions() == {} and carried.removed() == []
     [found] = source.records_named("noarch", "app")
     package = source.file("noarch", found, source.published("noarch", found))
     assert package.digests == {"sha256": package_sha}
