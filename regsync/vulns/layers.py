@@ -19,6 +19,10 @@ from regsync.vulns.tarstream import BLOCK, HARD_LINK, REGULAR, TarError, TarStre
 
 MAX_FILE = 32 << 20        # a dpkg status of a full desktop system is ~5 MiB
 MAX_METADATA = 1 << 20     # headers only; a long description is cut, not read
+# Five layers parsed at once peaked at 83 MB with 8 queued chunks and a 1 MiB read buffer, 50 MB
+# with these, for the same CPU (2.9 s for 5 × 159 MB of tar+gzip, isal).
+QUEUED = 3                 # chunks (1 MiB each, the copy's reads) between a copy and its parser
+READ_BUFFER = 256 << 10    # the tar reader's, reused for every skip
 _WANTED = re.compile(r"(etc|usr/lib)/os-release|var/lib/dpkg/status|var/lib/dpkg/status\.d/[^/]+|lib/apk/db/installed"
                      r"|.*/[^/]+\.dist-info/METADATA|(.*/)?conda-meta/[^/]+\.json")
 
@@ -37,7 +41,7 @@ def read_layer(stream, compression: str = "") -> LayerFiles:
     `compression` is the media type's word for it; the stream's first bytes decide (tarfile's
     "r|*" did the same: some registries serve plain tars under a gzip media type)."""
     found = LayerFiles()
-    tar = TarStream(_decompressed(_Source(stream)))
+    tar = TarStream(_decompressed(_Source(stream)), READ_BUFFER)
     kept: dict[str, bytes] = {}    # this layer's files read so far, for hard links to them
     for member in tar.members():
         path = _normal(member.name)
@@ -82,7 +86,7 @@ class LayerCapture:
 
     def __init__(self, compression: str = ""):
         self.files: LayerFiles | None = None
-        self._queue: queue.Queue = queue.Queue(maxsize=8)
+        self._queue: queue.Queue = queue.Queue(maxsize=QUEUED)
         self._result: LayerFiles | None = None
         self._thread = threading.Thread(target=self._parse, args=(compression,), daemon=True)
         self._thread.start()
