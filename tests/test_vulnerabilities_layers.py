@@ -169,3 +169,30 @@ def test_each_compression_is_told_by_its_first_bytes_and_reads_the_same(monkeypa
         monkeypatch.setitem(sys.modules, "isal", None)   # as on a platform python-isal has no wheel for
     contents = contents_of(packed)
     assert contents.files == by_tarfile(blob) == BASE
+
+
+def test_headers_and_data_cut_across_reads_of_any_size():
+    """A decompressor's readinto returns what it has: headers and data straddle the reader's buffer."""
+    from regsync.vulns.tarstream import TarStream
+
+    class Trickle(io.RawIOBase):
+        def __init__(self, data: bytes, step: int):
+            self._data, self._at, self._step = data, 0, step
+
+        def readable(self):
+            return True
+
+        def readinto(self, buffer):
+            piece = self._data[self._at:self._at + min(self._step, len(buffer))]
+            buffer[:len(piece)] = piece
+            self._at += len(piece)
+            return len(piece)
+
+    blob = gzip.decompress(layer({"a/filler.bin": FILLER[:70001], **BASE, "b/more.bin": FILLER[:513]}))
+    for step in (1, 511, 4099):
+        tar = TarStream(Trickle(blob, step), buffer_size=1536)
+        found = {}
+        for member in tar.members():
+            found[member.name] = tar.read(len(member.name)) if member.name != "a/filler.bin" else b""
+        assert found == {"a/filler.bin": b"", "etc/os-release": OS_RELEASE[:14],
+                         "var/lib/dpkg/status": dpkg_status("1.2.1-2.2+wheezy2")[:19], "b/more.bin": FILLER[:10]}
