@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import tarfile
 from pathlib import Path
 
 from regsync.errors import UsageError
@@ -10,14 +9,14 @@ from regsync.policy.vulns import VulnGate
 from regsync.vulns.database import OsvDatabase
 from regsync.vulns.files import python_package
 from regsync.vulns.gate import VulnerabilityRefusal, check_packages
-from regsync.vulns.layers import ImageContents
+from regsync.vulns.layers import ImageContents, is_layer
 from regsync.vulns.match import NotCovered
 
 
 def scan_path(path: Path, db: OsvDatabase, gate: VulnGate) -> dict:
     """The evidence (every match, the database); VulnerabilityRefusal when the gate refuses.
 
-    A wheel or sdist by its file name; a layer tarball (gzip or plain) or an unpacked root file
+    A wheel or sdist by its file name; a layer tarball (gzip, zstd or plain) or an unpacked root file
     system by the package databases in it, as the image gate reads them."""
     if path.is_dir():
         contents = ImageContents()
@@ -26,7 +25,7 @@ def scan_path(path: Path, db: OsvDatabase, gate: VulnGate) -> dict:
     try:
         return check_packages(db, gate, [python_package(path.name)], path.name)
     except NotCovered as exc:
-        if path.name.endswith((".conda", ".tar.bz2")) or not tarfile.is_tarfile(path):
+        if path.name.endswith((".conda", ".tar.bz2")) or not is_layer(path):
             if not path.name.endswith((".conda", ".tar.bz2", ".whl")):
                 raise UsageError(f"{path}: not a wheel, sdist, layer tarball or folder") from None
             raise VulnerabilityRefusal(f"{exc}: not covered is not clean",
