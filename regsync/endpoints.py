@@ -12,6 +12,8 @@ from typing import Any
 from regsync.kinds.image.client import RegistryClient
 from regsync.kinds.image.credentials import resolve_credentials
 from regsync.kinds.image.mirrors import MirroredRegistry
+from regsync.kinds.image.policy import ImageSection
+from regsync.kinds.package.policy import PackageSection
 from regsync.policy import LoadedPolicy
 
 
@@ -46,7 +48,7 @@ class Endpoints:
     def registry(self, name: str) -> RegistryClient:
         with self._lock:
             if name not in self._clients:
-                cfg = self._policy.registries[name]
+                cfg = ImageSection.of(self._policy).registries[name]
                 primary = self._client(name, cfg, cfg.url, resolve_credentials(cfg.auth, _host(cfg.url)))
                 mirrors = [self._client(name, cfg, url, _mirror_credentials(cfg, url)) for url in cfg.mirrors]
                 self._clients[name] = MirroredRegistry([primary, *mirrors]) if mirrors else primary
@@ -59,7 +61,7 @@ class Endpoints:
         with self._lock:
             key = f"index:{name}"
             if key not in self._clients:
-                cfg = self._policy.indexes[name]
+                cfg = PackageSection.of(self._policy).indexes[name]
                 # Index checks that only kind: directory has no url (a directory is not read through here).
                 assert cfg.url is not None, f"index '{name}' has no url"
                 primary = self._package_index(name, cfg, cfg.url, resolve_credentials(cfg.auth, _host(cfg.url)),
@@ -79,11 +81,11 @@ class Endpoints:
         """Where packages for index `name` go: an upload API, or a directory tree."""
         from regsync.kinds.package.sinks import DirectoryTarget, UploadTarget
 
-        cfg = self._policy.indexes[name]
+        cfg = PackageSection.of(self._policy).indexes[name]
         key = f"target:{name}"
         if key not in self._clients:
             # what a target holds is read from the target itself, never from a mirror of it
-            if cfg.kind == "directory":
+            if cfg.flavour == "directory":
                 assert cfg.path is not None, "Index checks that kind: directory has a path"
                 target = DirectoryTarget(name, cfg.path)
             else:

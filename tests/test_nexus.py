@@ -5,7 +5,7 @@ through a real nginx shaped like Nexus in front of a real docker-registry."""
 import pytest
 
 from regsync.endpoints import Endpoints
-from regsync.policy import load_policy
+from tests.fixtures.policies import load_policy
 from regsync.kinds.image.dialects.nexus import MONOLITHIC_ANY_SIZE, repository_of
 from tests.fixtures.nginx import NEXUS_REALM, nexus_front
 from tests.fixtures.oci_layout import digest_of, inspect_raw, seed, write_image

@@ -7,7 +7,7 @@ from click.testing import CliRunner
 
 from regsync.cli import cli
 from regsync.errors import PolicyError
-from regsync.policy import load_policy
+from tests.fixtures.policies import load_policy
 
 BASE = """\
 version: 1

@@ -55,18 +55,15 @@ def _rules(plan: Plan, loaded: LoadedPolicy | None) -> list[tuple[str, str, dict
 
 
 def _rule_text(name: str, loaded: LoadedPolicy | None) -> str:
-    """`images[0]` → what that rule of the policy maps, when the policy is at hand."""
-    match = re.fullmatch(r"(images|packages|conda)\[(\d+)\]", name)
+    """`images[0]` → what that rule of the policy maps, when the policy is at hand (its kind's section says)."""
+    match = re.fullmatch(r"(\w+)\[(\d+)\]", name)
     if loaded is None or match is None:
         return ""
-    rules = getattr(loaded.policy, match.group(1))
-    if int(match.group(2)) >= len(rules):
-        return "not in this policy"
-    rule = rules[int(match.group(2))]
-    source = ", ".join(rule.sources) if hasattr(rule, "sources") else rule.source
-    selects = (getattr(getattr(rule, "tags", None), "include", None) or getattr(rule, "requirements", None)
-               or getattr(rule, "specs", None) or [])
-    return f"{source} -> {rule.target} [{', '.join(selects)}]"
+    for section in loaded.sections:
+        text = section.describe(loaded.policy, match.group(1), int(match.group(2)))
+        if text is not None:
+            return text
+    return ""
 
 
 def _approvals(view: View, data: bytes, loaded: LoadedPolicy | None) -> None:

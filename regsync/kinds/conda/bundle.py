@@ -26,6 +26,7 @@ from regsync.kinds.conda.names import known_subdirs, split_filename, split_ref
 from regsync.errors import NotFound, RegistryError, VerificationError
 from regsync.content.layout import LayoutBlobs, LayoutWriter, blob_path, open_regular
 from regsync.kinds.package.fetch import FileResponse, fetch_verified
+from regsync.kinds.conda.policy import CondaSection
 
 SHA256 = re.compile(r"sha256:[0-9a-f]{64}")
 MAX_PACKAGE_BYTES = 1 << 40
@@ -78,13 +79,13 @@ def _sidecar(source, subdir: str, package: CondaFile, sha256: str) -> bytes:
 
 def conda_stand_ins(entries, policy, layout: LayoutBlobs) -> dict:
     """The policy's source channels, served from the bundle: `channel:<name>` keys for Endpoints."""
-    if not policy.conda:
+    if not CondaSection.of(policy).conda:
         return {}
     valid = [e for e in entries if _valid(e)] if isinstance(entries, list) else []
     if isinstance(entries, list) and len(valid) != len(entries):
         logger.warning("bundle.json: {} malformed conda entr(y/ies) ignored", len(entries) - len(valid))
     scratch = tempfile.TemporaryDirectory(prefix="regsync-conda-bundle-")  # 0700; goes with the stand-ins
-    names = {name for rule in policy.conda for name in rule.sources}
+    names = {name for rule in CondaSection.of(policy).conda for name in rule.sources}
     return {f"channel:{name}": BundleChannel(name, [e for e in valid if e["channel"] == name], layout, scratch)
             for name in names}
 

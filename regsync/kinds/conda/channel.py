@@ -24,6 +24,7 @@ from regsync.kinds.conda.repodata import Listing, fetch_listing, local_root
 from regsync.errors import RegistryError
 from regsync.net.http import make_session, require_https, retry_policy
 from regsync.content.files import private_subdir, state_dir
+from regsync.kinds.conda.policy import CondaSection
 
 # Fields rattler adds to a record it read (where it came from); the channel's own record has none.
 _LOCATION_FIELDS = ("fn", "url", "channel")
@@ -162,13 +163,13 @@ class Channels:
             gateway = self._gateway_locked()
             cache = self._cache
         return self._endpoints.client(f"channel:{name}",
-                                      lambda: SourceChannel(name, self._policy.channels[name], gateway, cache))
+                                      lambda: SourceChannel(name, CondaSection.of(self._policy).channels[name], gateway, cache))
 
     def target(self, name: str):
         """The target channel `name` (one object per run: one lock around each repodata rewrite)."""
         from regsync.kinds.conda.targets import target_channel
 
-        return self._endpoints.client(f"channel:{name}", lambda: target_channel(name, self._policy.channels[name]))
+        return self._endpoints.client(f"channel:{name}", lambda: target_channel(name, CondaSection.of(self._policy).channels[name]))
 
     def _gateway_locked(self):
         from rattler import Gateway

@@ -9,6 +9,7 @@ from regsync.kinds.conda.channel import channels_of
 from regsync.kinds.conda.names import check_item, record_digest, record_size as _size
 from regsync.errors import RegistryError
 from regsync.pipeline.plan import PlanError, PlanItem
+from regsync.kinds.conda.policy import CondaSection
 
 
 def plan_conda(endpoints, shard=None, diff_target: bool = True) -> tuple[list[PlanItem], list[PlanError]]:
@@ -17,7 +18,7 @@ def plan_conda(endpoints, shard=None, diff_target: bool = True) -> tuple[list[Pl
     channels = channels_of(endpoints)
     items: dict[str, tuple[PlanItem, dict]] = {}
     errors: list[PlanError] = []
-    for number, rule in enumerate(endpoints.policy.conda):
+    for number, rule in enumerate(CondaSection.of(endpoints.policy).conda):
         rule_name = f"conda[{number}]"
         for subdir in dict.fromkeys(rule.platforms):
             for virtual in rule.virtual_packages:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from regsync.errors import VerificationError
 from regsync.kinds.conda.names import split_ref
 from regsync.pipeline.rules import NOT_ALLOWED
+from regsync.kinds.conda.policy import CondaSection
 
 
 def conda_rules_for(policy, source: str, target: str) -> list[tuple[str, object]]:
@@ -18,7 +19,7 @@ def conda_rules_for(policy, source: str, target: str) -> list[tuple[str, object]
         raise VerificationError(f"{NOT_ALLOWED}: {exc}") from None
     if (dst_subdir, dst_filename) != (subdir, filename):
         raise VerificationError(f"{NOT_ALLOWED}: {target} is not {source} under the same subdir and file name")
-    found = [(f"conda[{n}]", rule) for n, rule in enumerate(policy.conda)
+    found = [(f"conda[{n}]", rule) for n, rule in enumerate(CondaSection.of(policy).conda)
              if src_channel in rule.sources and rule.target == dst_channel
              and (subdir == "noarch" or subdir in rule.platforms)]
     if not found:

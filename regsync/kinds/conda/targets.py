@@ -362,7 +362,7 @@ class HttpChannel(_Channel):
 
 
 def target_channel(name: str, cfg) -> _Channel:
-    return DirectoryChannel(name, cfg.path) if cfg.kind == "directory" else HttpChannel(name, cfg)
+    return DirectoryChannel(name, cfg.path) if cfg.flavour == "directory" else HttpChannel(name, cfg)
 
 
 class RunListings:

@@ -28,7 +28,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from regsync.errors import VerificationError
 from regsync.kinds.image.client import RegistryClient
-from regsync.policy.models import AttestationRequirement, ImageVerify, Trust
+from regsync.kinds.image.policy import ImageVerify
+from regsync.policy.models import AttestationRequirement, Trust
 from regsync.kinds.image.cosign import attachment_tag, fetch_attached_layers
 from regsync.trust.payload import SignedPayload
 from regsync.trust.intoto import DSSE_ENVELOPE, Envelope, Malformed, mismatch, parse_envelope, subject_digests, summary

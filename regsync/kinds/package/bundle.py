@@ -28,6 +28,7 @@ from regsync.kinds.package.transfer import planned_file, used_metadata
 from regsync.kinds.package.provenance import fetch_provenance, provenance_index
 from regsync.kinds.package.rules import rule_of
 from regsync.kinds.package.fetch import FileResponse, fetch_verified
+from regsync.kinds.package.policy import PackageSection
 
 FILENAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+!-]{0,250}\.(?:whl|tar\.gz|zip)")
 SHA256 = re.compile(r"sha256:[0-9a-f]{64}")
@@ -90,7 +91,7 @@ def index_stand_ins(entries, policy, layout: LayoutBlobs) -> dict:
     valid = [e for e in entries if _valid(e)] if isinstance(entries, list) else []
     if isinstance(entries, list) and len(valid) != len(entries):
         logger.warning("bundle.json: {} malformed package entr(y/ies) ignored", len(entries) - len(valid))
-    names = {rule.source for rule in policy.packages}
+    names = {rule.source for rule in PackageSection.of(policy).packages}
     return {f"index:{name}": BundleIndex(name, [e for e in valid if e["index"] == name], layout) for name in names}
 
 

@@ -23,7 +23,7 @@ from regsync.kinds.package.environment import TargetEnvironment, rule_environmen
 from regsync.kinds.package.ref import parse_file_name, sha256_of
 from regsync.kinds.package.resolver import Options, ResolutionError, parse_requirement, resolve
 from regsync.pipeline.rules import NOT_ALLOWED
-from regsync.policy.models import PackageRule
+from regsync.kinds.package.policy import PackageRule
 
 KEY = "package:closures"   # the run's Closures in Endpoints.client
 

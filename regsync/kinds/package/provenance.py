@@ -26,7 +26,7 @@ from loguru import logger
 from packaging.utils import canonicalize_name, parse_sdist_filename, parse_wheel_filename
 
 from regsync.errors import RegistryError, VerificationError
-from regsync.policy.models import PackageRule, Publisher
+from regsync.kinds.package.policy import PackageRule, Publisher
 from regsync.kinds.package.ref import public_url
 
 INTEGRITY_ACCEPT = "application/vnd.pypi.integrity.v1+json"

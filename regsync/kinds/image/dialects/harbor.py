@@ -22,7 +22,7 @@ from requests.auth import HTTPBasicAuth
 from regsync.errors import NotFound, RegistryError
 from regsync.net.http import connection_failure, make_session, retry_policy
 from regsync.kinds.image.client import RegistryClient
-from regsync.policy.models import Harbor
+from regsync.kinds.image.policy import Harbor
 
 API = "/api/v2.0"
 _TIMEOUT = (15, 60)

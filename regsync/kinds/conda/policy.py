@@ -1,5 +1,5 @@
-"""The conda half of the policy: channels (sources by URL; targets as a directory or HTTP PUT) and
-conda rules. Specs and subdirs are checked by rattler's own parsers (regsync.policy.conda_specs)."""
+"""The conda kind's part of the policy: `channels:` (sources by URL; targets as a directory or HTTP
+PUT) and `conda:` rules (regsync.policy.section). Specs and subdirs are checked by rattler's own parsers (regsync.policy.conda_specs)."""
 
 from __future__ import annotations
 
@@ -8,13 +8,15 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
-from regsync.policy.models import TLS, Auth, Policy, PolicyPath, Retries, Strict, http_urls
+from regsync.policy.models import TLS, Auth, PolicyPath, Retries, Strict, http_urls
+from regsync.policy.section import Section
 
 
 class CondaChannel(Strict):
     """A conda channel: a source by URL, or a target (a static channel directory, or files by HTTP PUT)."""
 
-    kind: Literal["channel", "directory", "http"] = "channel"
+    # the channel's flavour; `kind:` in the YAML, a word the kinds of artifact own here
+    flavour: Literal["channel", "directory", "http"] = Field(default="channel", alias="kind")
     url: str | None = None
     path: PolicyPath | None = None
     auth: Auth | None = None
@@ -29,11 +31,11 @@ class CondaChannel(Strict):
     @model_validator(mode="after")
     def _where(self):
         # a directory's url is where clients read it (client-config); regsync itself writes the path
-        if (self.kind == "directory") != (self.path is not None) or (self.kind != "directory" and self.url is None):
+        if (self.flavour == "directory") != (self.path is not None) or (self.flavour != "directory" and self.url is None):
             raise ValueError("a channel has a url, or kind: directory and a path")
-        if self.auth is not None and self.kind != "http":
+        if self.auth is not None and self.flavour != "http":
             raise ValueError("auth: is for kind: http targets (files written by HTTP PUT)")
-        if self.tls is not None and self.kind == "channel":
+        if self.tls is not None and self.flavour == "channel":
             # repodata is read by rattler's own client, which takes the system's CAs only
             raise ValueError("a source channel's CA comes from the system trust store; tls: is for kind: http targets")
         return self
@@ -96,4 +98,7 @@ class CondaRule(Strict):
         return sets
 
 
-Policy.model_rebuild(_types_namespace={"CondaChannel": CondaChannel, "CondaRule": CondaRule})
+
+class CondaSection(Section):
+    channels: dict[str, CondaChannel] = {}
+    conda: list[CondaRule] = []
