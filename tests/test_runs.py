@@ -2,19 +2,30 @@
 what docs/architecture.md promises a program, a test, and the next kind."""
 
 import ast
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+from pydantic import Field
+
 import regsync
 from regsync import runs
 from regsync.audit.log import AuditLog
+from regsync.audit.report import build_report
+from regsync.cli.clientconfig import client_config, clients
 from regsync.endpoints import Endpoints
+from regsync.errors import PolicyError, UsageError
 from regsync.kinds.registry import KINDS
 from regsync.pipeline.apply import apply_plan
 from regsync.pipeline.kind import Run
 from regsync.pipeline.make import make_plan
 from regsync.pipeline.plan import PlanItem
+from regsync.policy import load_policy
+from regsync.policy.files import check_files
+from regsync.policy.models import PolicyPath, Strict
+from regsync.policy.section import BaseSection, Rendered, Section
 from regsync.runs import RunOptions, load_checked
 from tests.fixtures.oci_layout import digest_of, inspect_raw, seed, write_image
 from tests.fixtures.policies import audit_records, write_policy
@@ -49,20 +60,68 @@ class _Note:
     root: Path
 
 
+class NoteDir(Strict):   # unknown keys refused
+    path: PolicyPath       # relative to the policy file
+
+
+class NoteRule(Strict):
+    source: str = Field(alias="from")
+    target: str = Field(alias="to")
+
+
+class NoteSection(Section):
+    """The made-up kind's keys: `notedirs:` (name → directory) and `notes:` rules (from → to)."""
+    notedirs: dict[str, NoteDir] = {}
+    notes: list[NoteRule] = []
+
+
+def _notes_txt(policy, upstream):
+    section = NoteSection.of(policy)
+    if not section.notes:
+        raise UsageError("this policy has no notes: rules")
+    return Rendered("".join(f"{section.notedirs[rule.target].path}\n" for rule in section.notes),
+                    ["read the copies there"])
+
+
+class NotePolicy(BaseSection):
+    model = NoteSection
+    clients = {"notes": _notes_txt}
+
+    def check_references(self, policy, doc):
+        section = NoteSection.of(policy)
+        for i, rule in enumerate(section.notes):
+            for key, name in (("from", rule.source), ("to", rule.target)):
+                if name not in section.notedirs:
+                    raise doc.error(("notes", i, key), f"unknown note directory '{name}'")
+
+    def summary(self, policy):
+        section = NoteSection.of(policy)
+        return ([f"  notedirs:   {', '.join(section.notedirs)}"],
+                [f"  note    {rule.source} -> {rule.target}" for rule in section.notes])
+
+
 class NoteKind:
     name = "note"
     bundle_section = "notes"
+    section = NotePolicy()
+
+    @staticmethod
+    def _dir(endpoints, name):
+        path = NoteSection.of(endpoints.policy).notedirs[name].path
+        return endpoints.client(f"note:{name}", lambda: _Note(path))
 
     def plan(self, policy, endpoints, jobs, shard, diff_target):
-        source, target = endpoints.client("note:src", lambda: None), endpoints.client("note:dst", lambda: None)
         items = []
-        for path in sorted(source.root.iterdir()):
-            action = "skip" if (target.root / path.name).exists() else "copy"
-            items.append(PlanItem(self.name, f"src/{path.name}", f"dst/{path.name}", "", action, bytes=path.stat().st_size))
+        for rule in NoteSection.of(policy).notes:
+            source, target = self._dir(endpoints, rule.source), self._dir(endpoints, rule.target)
+            for path in sorted(source.root.iterdir()):
+                action = "skip" if (target.root / path.name).exists() else "copy"
+                items.append(PlanItem(self.name, f"{rule.source}/{path.name}", f"{rule.target}/{path.name}", "",
+                                      action, bytes=path.stat().st_size))
         return items, []
 
     def authorize(self, item, policy):
-        item.rule = "notes"
+        item.rule = "notes[0]"
 
     def check_names(self, item):
         pass
@@ -71,17 +130,17 @@ class NoteKind:
         return None
 
     def transfer(self, item, run: Run):
-        name = item.source.split("/", 1)[1]
-        data = (run.endpoints.client("note:src", lambda: None).root / name).read_bytes()
+        (source, name), target = item.source.split("/", 1), item.target.split("/", 1)[0]
+        data = (self._dir(run.endpoints, source).root / name).read_bytes()
         run.on_bytes(len(data))
-        (run.endpoints.client("note:dst", lambda: None).root / name).write_bytes(data)
-        return {"verification": {"method": "none"}}
+        (self._dir(run.endpoints, target).root / name).write_bytes(data)
+        return {"verification": {"method": "sha256", "sha256": hashlib.sha256(data).hexdigest()}}
 
     def export(self, item, run, sink):
         raise NotImplementedError
 
     def targets(self, policy):
-        return {"dst"}
+        return {rule.target for rule in NoteSection.of(policy).notes}
 
     def export_stand_ins(self, policy):
         return {}
@@ -90,18 +149,37 @@ class NoteKind:
         return {}
 
 
+NOTE_POLICY = """version: 1
+audit: {path: audit.jsonl}
+notedirs:
+  src: {path: src}
+  dst: {path: dst}
+notes:
+  - {from: src, to: dst}
+"""
+
+
+def _load(path, kinds):
+    loaded = load_policy(path, {}, sections=tuple(kind.section for kind in kinds.values()))
+    check_files(loaded)
+    return loaded
+
+
 def test_a_new_kind_is_one_entry_in_the_registry(tmp_path):
-    """No change to the pipeline: make_plan plans it, apply_plan transfers and audits it. The kinds
-    are the pipeline's parameter: the made-up one is handed in, the registry is left as it is."""
+    """No change to the pipeline, the policy or the CLI's verbs: the kind's section reads its own
+    keys (checked at their file:line), make_plan plans it, apply_plan transfers and audits it, the
+    audit report shows its evidence, client-config renders its client. The kinds are a parameter:
+    the made-up one is handed in, the registry is left as it is."""
     (tmp_path / "src").mkdir()
     (tmp_path / "dst").mkdir()
     (tmp_path / "src" / "a.txt").write_bytes(b"alpha")
     (tmp_path / "src" / "b.txt").write_bytes(b"beta")
     (tmp_path / "dst" / "b.txt").write_bytes(b"beta")
     kinds = {"note": NoteKind()}
-    (tmp_path / "policy.yaml").write_text("version: 1\naudit: {path: audit.jsonl}\n")
-    loaded = load_checked(tmp_path / "policy.yaml")
-    endpoints = Endpoints(loaded, sources={"note:src": _Note(tmp_path / "src"), "note:dst": _Note(tmp_path / "dst")})
+    (tmp_path / "policy.yaml").write_text(NOTE_POLICY)
+    loaded = _load(tmp_path / "policy.yaml", kinds)
+    assert NoteSection.of(loaded.policy).notedirs["dst"].path == tmp_path / "dst"   # relative to the policy
+    endpoints = Endpoints(loaded)
     plan = make_plan(loaded, endpoints, kinds)
     assert [(i.kind, i.source, i.action) for i in plan.items] == [("note", "src/a.txt", "copy"),
                                                                    ("note", "src/b.txt", "skip")]
@@ -112,7 +190,31 @@ def test_a_new_kind_is_one_entry_in_the_registry(tmp_path):
     assert (tmp_path / "dst" / "a.txt").read_bytes() == b"alpha"
     assert [(r["event"], r["artifact"]["kind"]) for r in audit_records(tmp_path / "audit.jsonl")] == [
         ("skipped", "note"), ("pushed", "note")]
-    assert "note" not in KINDS
+    [row] = [row for row in build_report(tmp_path / "audit.jsonl")["artifacts"] if row["decision"] == "pushed"]
+    assert (row["kind"], row["target"], row["method"]) == ("note", "dst/a.txt", "sha256")
+    rendered = client_config(loaded.policy, "notes", sections=loaded.sections)
+    assert (rendered.text, rendered.notes) == (f"{tmp_path / 'dst'}\n", ["read the copies there"])
+    assert NotePolicy().summary(loaded.policy) == (["  notedirs:   src, dst"], ["  note    src -> dst"])
+    assert "note" not in KINDS and "notes" not in clients()
+
+
+@pytest.mark.parametrize("old, new, line, message", [
+    ("  - {from: src, to: dst}", "  - {from: src, to: elsewhere}", 7, "unknown note directory 'elsewhere'"),
+    ("  dst: {path: dst}", "  dst: {path: dst, mode: 0644}", 5, "unknown key 'mode'"),
+    ("audit: {path: audit.jsonl}", "audit: {path: audit.jsonl}\nnote: []", 3, "unknown key 'note'"),
+])
+def test_a_new_kind_s_policy_section_is_checked_at_its_line(tmp_path, old, new, line, message):
+    (tmp_path / "policy.yaml").write_text(NOTE_POLICY.replace(old, new))
+    with pytest.raises(PolicyError) as caught:
+        _load(tmp_path / "policy.yaml", {"note": NoteKind()})
+    assert (caught.value.line, caught.value.msg) == (line, message)
+
+
+def test_the_registry_s_sections_refuse_a_kind_they_do_not_have(tmp_path):
+    (tmp_path / "policy.yaml").write_text(NOTE_POLICY)
+    with pytest.raises(PolicyError) as caught:
+        load_checked(tmp_path / "policy.yaml")
+    assert caught.value.msg == "2 errors: line 3: unknown key 'notedirs'; line 6: unknown key 'notes'"
 
 
 # The layers below the kinds (docs/architecture.md, "Dependencies").

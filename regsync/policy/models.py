@@ -11,7 +11,7 @@ from typing import Annotated, Literal, TypeVar
 from regsync.times import parse_duration
 from regsync.policy.vulns import VulnDatabase
 from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, SecretStr,
-                      ValidationInfo, field_validator, model_validator)
+                      ValidationInfo, model_validator)
 
 _UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2, "g": 1000**3,
           "gb": 1000**3, "t": 1000**4, "tb": 1000**4, "kib": 1024, "mib": 1024**2,
