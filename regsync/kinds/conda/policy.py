@@ -1,5 +1,6 @@
 """The conda kind's part of the policy: `channels:` (sources by URL; targets as a directory or HTTP
-PUT) and `conda:` rules (regsync.policy.section). Specs and subdirs are checked by rattler's own parsers (regsync.policy.conda_specs)."""
+PUT) and `conda:` rules (regsync.policy.section). Specs and subdirs are checked by rattler's own
+parsers (regsync.kinds.conda.specs)."""
 
 from __future__ import annotations
 
@@ -42,12 +43,12 @@ class CondaChannel(Strict):
 
 
 def _spec(value: str) -> str:
-    from regsync.policy.conda_specs import check_spec  # rattler: imported when a policy has conda rules
+    from regsync.kinds.conda.specs import check_spec  # rattler: imported when a policy has conda rules
     return check_spec(value)
 
 
 def _subdir(value: str) -> str:
-    from regsync.policy.conda_specs import check_subdir
+    from regsync.kinds.conda.specs import check_subdir
     return check_subdir(value)
 
 
