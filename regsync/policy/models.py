@@ -37,6 +37,7 @@ def _relative_to_policy(value: Path, info: ValidationInfo) -> Path:
 
 Size = Annotated[int, BeforeValidator(parse_size)]
 M = TypeVar("M", bound=BaseModel)
+V = TypeVar("V", str, list[str], str | None)
 PolicyPath = Annotated[Path, AfterValidator(_relative_to_policy)]
 
 
@@ -78,7 +79,7 @@ class Retries(Strict):
     backoff_seconds: float = Field(default=0.5, ge=0, le=60)
 
 
-def http_urls(value):
+def http_urls(value: V) -> V:
     """http(s) URLs without credentials in them: a URL is printed in plans, logs and the audit trail,
     so a password there would leak; credentials go in `auth:`."""
     for url in [] if value is None else [value] if isinstance(value, str) else value:

@@ -5,11 +5,11 @@ parsers (regsync.kinds.conda.specs)."""
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
-from regsync.policy.models import TLS, Auth, PolicyPath, Retries, Strict, http_urls
+from regsync.policy.models import TLS, Auth, PolicyPath, Retries, Strict, V, http_urls
 from regsync.policy.section import Section
 
 
@@ -26,11 +26,11 @@ class CondaChannel(Strict):
 
     @field_validator("url")
     @classmethod
-    def _http_url(cls, value):
+    def _http_url(cls, value: V) -> V:
         return http_urls(value)
 
     @model_validator(mode="after")
-    def _where(self):
+    def _where(self) -> CondaChannel:
         # a directory's url is where clients read it (client-config); regsync itself writes the path
         if (self.flavour == "directory") != (self.path is not None) or (self.flavour != "directory" and self.url is None):
             raise ValueError("a channel has a url, or kind: directory and a path")
@@ -60,7 +60,7 @@ class CondaVerify(Strict):
     trust: list[str] = []
 
     @model_validator(mode="after")
-    def _trust(self):
+    def _trust(self) -> CondaVerify:
         if self.attestations != "off" and not self.trust:
             raise ValueError(f"attestations: {self.attestations} needs trust: [...] (keyless entries with a "
                              "trusted_root: who may sign, verified offline)")
@@ -80,7 +80,7 @@ class CondaRule(Strict):
 
     @field_validator("sources", "virtual_packages", mode="before")
     @classmethod
-    def _one_or_list(cls, value):
+    def _one_or_list(cls, value: Any) -> Any:
         for found in [value] if isinstance(value, dict) else value if isinstance(value, list) else []:
             for name, version in found.items() if isinstance(found, dict) else ():
                 if isinstance(version, (int, float)) and not isinstance(version, bool):
@@ -89,7 +89,7 @@ class CondaRule(Strict):
 
     @field_validator("virtual_packages")
     @classmethod
-    def _virtual(cls, sets):
+    def _virtual(cls, sets: list[dict[str, str]]) -> list[dict[str, str]]:
         for found in sets:
             for name, version in found.items():
                 if not re.fullmatch(r"__[a-z0-9_-]+", name):

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
-from regsync.policy.models import (TLS, AttestationRequirement, Auth, PolicyPath, Retries, Size, Strict,
+from regsync.policy.models import (TLS, AttestationRequirement, Auth, PolicyPath, Retries, Size, Strict, V,
                                    http_urls)
 from regsync.policy.names import check_tag
 from regsync.policy.patterns import compile_pattern, is_exact
@@ -46,7 +46,7 @@ class Registry(Strict):
 
     @field_validator("url", "mirrors")
     @classmethod
-    def _http_urls(cls, value):
+    def _http_urls(cls, value: V) -> V:
         return http_urls(value)
 
 
@@ -79,28 +79,28 @@ class TagSelect(Strict):
 
     @model_validator(mode="before")
     @classmethod
-    def _latest_alone(cls, data):
+    def _latest_alone(cls, data: Any) -> Any:
         # `latest: 2` with no include means "the newest two", of every tag
         if isinstance(data, dict) and not data.get("include") and data.get("latest") is not None:
             return {**data, "include": ["glob:*"]}
         return data
 
     @model_validator(mode="after")
-    def _selects_something(self):
+    def _selects_something(self) -> TagSelect:
         if not self.include:
             raise ValueError("tags needs include: [...] (or latest: N for the newest N tags)")
         return self
 
     @field_validator("include")
     @classmethod
-    def _not_empty(cls, patterns):
+    def _not_empty(cls, patterns: list[str]) -> list[str]:
         if not patterns:
             raise ValueError("an empty include selects nothing (latest: N alone means the newest N tags)")
         return patterns
 
     @field_validator("pin")
     @classmethod
-    def _digests(cls, pins):
+    def _digests(cls, pins: dict[str, str]) -> dict[str, str]:
         for tag, digest in pins.items():
             if not re.fullmatch(r"sha256:[0-9a-f]{64}", digest):
                 raise ValueError(f"pin for '{tag}' must be a digest like sha256:<64 hex>")

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from regsync.policy.models import TLS, AttestationRequirement, Auth, PolicyPath, Retries, Strict, http_urls
+from regsync.policy.models import TLS, AttestationRequirement, Auth, PolicyPath, Retries, Strict, V, http_urls
 from regsync.policy.section import Section
 from regsync.policy.vulns import PackageGates
 
@@ -25,11 +25,11 @@ class Index(Strict):
 
     @field_validator("url", "upload_url", "mirrors")
     @classmethod
-    def _http_urls(cls, value):
+    def _http_urls(cls, value: V) -> V:
         return http_urls(value)
 
     @model_validator(mode="after")
-    def _where(self):
+    def _where(self) -> Index:
         if self.flavour == "directory" and self.path is None:
             raise ValueError("kind: directory needs a path")
         if self.flavour != "directory" and self.url is None:
@@ -48,7 +48,7 @@ class Environment(Strict):
 
     @field_validator("python", mode="before")
     @classmethod
-    def _python(cls, value):
+    def _python(cls, value: Any) -> str:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             raise ValueError(f"python {value} is a number in YAML, not a Python version: quote it, "
                              "e.g. \"3.10\" (unquoted, 3.10 is the number 3.1)")
@@ -58,7 +58,7 @@ class Environment(Strict):
 
     @field_validator("platform")
     @classmethod
-    def _platform(cls, value):
+    def _platform(cls, value: str) -> str:
         return check_platform_tag(value)
 
 
@@ -98,7 +98,7 @@ class Publisher(Strict):
     email: str | None = None
 
     @model_validator(mode="after")
-    def _fields_of_kind(self):
+    def _fields_of_kind(self) -> Publisher:
         needed = ("email",) if self.kind == "google" else ("repository", "workflow")
         allowed = set(needed) | ({"environment"} if self.kind != "google" else set())
         for name in ("repository", "workflow", "environment", "email"):
@@ -121,7 +121,7 @@ class PackageVerify(Strict):
     require_attestations: list[AttestationRequirement] = []   # e.g. SLSA provenance in the same PEP 740 answer
 
     @model_validator(mode="after")
-    def _attestations_need(self):
+    def _attestations_need(self) -> PackageVerify:
         # `optional` alone (docs/pypi.md, "Provenance") is valid: files are copied and audited as
         # unverified, saying that the policy names nothing to verify against. Half a setup is not.
         configured = (self.publisher is not None) + (self.trust is not None)
