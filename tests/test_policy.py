@@ -328,3 +328,17 @@ def test_policy_check_refuses_a_platform_typo_with_exit_2(tmp_path):
     assert checked.exit_code == 2, checked.output
     assert f"{path}:9:" in checked.output and "did you mean linux/amd64?" in checked.output
     assert "Traceback" not in checked.output
+
+
+@pytest.mark.parametrize("section, entry, flavour", [
+    ("registries", '{url: "https://r.example", kind: nexus}', "nexus"),
+    ("indexes", '{url: "https://i.example/simple/", kind: devpi}', "devpi"),
+    ("channels", '{path: channel, kind: directory}', "directory"),
+])
+def test_a_server_s_kind_key_is_its_flavour_and_only_kind_names_it(tmp_path, section, entry, flavour):
+    """`kind:` of a registry, an index or a channel is the server's flavour (a kind is a kind of
+    artifact in the code); the code's name for it is no key of the YAML."""
+    path = write(tmp_path, f"version: 1\n{section}:\n  it: {entry}\n")
+    assert getattr(load_policy(path, {}).policy, section)["it"].flavour == flavour
+    path.write_text(path.read_text().replace("kind:", "flavour:"))
+    assert error_of(path) == f"{path}:3: unknown key 'flavour'"

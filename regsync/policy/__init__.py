@@ -67,7 +67,8 @@ def load_policy(path: str | Path, environ: dict[str, str] | None = None, offline
             name: placeholder(sections, section) for where, name in stood_in if where == section}}
             for section in {section for section, _ in stood_in}})
     _check_references(policy, doc, sections)
-    for warning in unanchored_regexes(policy, doc, [regex for section in sections for regex in section.regexes(policy)]):
+    regexes = [regex for section in sections for regex in section.regexes(policy)]
+    for warning in unanchored_regexes(policy, doc, regexes):
         logger.warning(warning)
     return LoadedPolicy(policy, path, hashlib.sha256(raw).hexdigest(), doc, stood_in, sections)
 

@@ -45,6 +45,13 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
 
 
+class Server(Strict):
+    """A registry, an index or a channel: its `flavour` field is read from the YAML key `kind:` only
+    (the code's word for a server's flavour is no key of the policy)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=False, frozen=True)
+
+
 class Auth(Strict):
     username: str | None = None
     password: SecretStr | None = None

@@ -9,11 +9,11 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
-from regsync.policy.models import TLS, Auth, PolicyPath, Retries, Strict, V, http_urls
+from regsync.policy.models import TLS, Auth, PolicyPath, Retries, Server, Strict, V, http_urls
 from regsync.policy.section import Section
 
 
-class CondaChannel(Strict):
+class CondaChannel(Server):
     """A conda channel: a source by URL, or a target (a static channel directory, or files by HTTP PUT)."""
 
     # the channel's flavour; `kind:` in the YAML, a word the kinds of artifact own here

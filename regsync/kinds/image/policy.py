@@ -7,8 +7,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
-from regsync.policy.models import (TLS, AttestationRequirement, Auth, PolicyPath, Retries, Size, Strict, V,
-                                   http_urls)
+from regsync.policy.models import (TLS, AttestationRequirement, Auth, PolicyPath, Retries, Server, Size,
+                                   Strict, V, http_urls)
 from regsync.policy.names import check_tag
 from regsync.policy.patterns import compile_pattern, is_exact
 from regsync.policy.platforms import check_image_platform
@@ -33,7 +33,7 @@ class Harbor(Strict):
     storage_limit: Size | Literal[-1] = -1
 
 
-class Registry(Strict):
+class Registry(Server):
     url: str
     # the server's flavour (its API dialect); `kind:` in the YAML, a word the kinds of artifact own here
     flavour: Literal["registry", "harbor", "nexus"] = Field(default="registry", alias="kind")

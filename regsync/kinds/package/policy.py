@@ -7,12 +7,12 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from regsync.policy.models import TLS, AttestationRequirement, Auth, PolicyPath, Retries, Strict, V, http_urls
+from regsync.policy.models import TLS, AttestationRequirement, Auth, PolicyPath, Retries, Server, Strict, V, http_urls
 from regsync.policy.section import Section
 from regsync.policy.vulns import PackageGates
 
 
-class Index(Strict):
+class Index(Server):
     url: str | None = None
     upload_url: str | None = None
     path: PolicyPath | None = None

@@ -23,8 +23,8 @@ class PackagePolicy(BaseSection):
 
     def source_only(self, data: dict[str, Any]) -> set[tuple[str, str]]:
         packages = data.get("packages")
-        provenance = [rule["verify"] for rule in packages if isinstance(rule, dict) and isinstance(rule.get("verify"), dict)
-                      ] if isinstance(packages, list) else []
+        rules = packages if isinstance(packages, list) else []
+        provenance = [rule["verify"] for rule in rules if isinstance(rule, dict) and isinstance(rule.get("verify"), dict)]
         read = named_in(packages, "from") | named_in(provenance, "provenance_from")
         return entries_named(data, "indexes", read - named_in(packages, "to"))
 
