@@ -25,7 +25,7 @@ from regsync.pipeline.plan import PlanItem
 from regsync.policy import load_policy
 from regsync.policy.files import check_files
 from regsync.policy.models import PolicyPath, Strict
-from regsync.policy.section import BaseSection, Rendered, Section
+from regsync.policy.section import BaseSection, NamedFile, Rendered, Section
 from regsync.runs import RunOptions, load_checked
 from tests.fixtures.oci_layout import digest_of, inspect_raw, seed, write_image
 from tests.fixtures.policies import audit_records, write_policy
@@ -62,6 +62,7 @@ class _Note:
 
 class NoteDir(Strict):   # unknown keys refused
     path: PolicyPath       # relative to the policy file
+    ca_file: PolicyPath | None = None   # a file the section names: checked before any run
 
 
 class NoteRule(Strict):
@@ -93,6 +94,11 @@ class NotePolicy(BaseSection):
             for key, name in (("from", rule.source), ("to", rule.target)):
                 if name not in section.notedirs:
                     raise doc.error(("notes", i, key), f"unknown note directory '{name}'")
+
+    def files(self, policy):
+        for name, found in NoteSection.of(policy).notedirs.items():
+            if found.ca_file:
+                yield NamedFile(("notedirs", name, "ca_file"), found.ca_file, "ca_bundle")
 
     def summary(self, policy):
         section = NoteSection.of(policy)
@@ -202,12 +208,15 @@ def test_a_new_kind_is_one_entry_in_the_registry(tmp_path):
     ("  - {from: src, to: dst}", "  - {from: src, to: elsewhere}", 7, "unknown note directory 'elsewhere'"),
     ("  dst: {path: dst}", "  dst: {path: dst, mode: 0644}", 5, "unknown key 'mode'"),
     ("audit: {path: audit.jsonl}", "audit: {path: audit.jsonl}\nnote: []", 3, "unknown key 'note'"),
+    ("  src: {path: src}", "  src: {path: src, ca_file: ca.pem}", 4, "{tmp}/ca.pem holds no PEM certificate (a CA bundle is "
+                                                                    "one or more -----BEGIN CERTIFICATE----- blocks)"),
 ])
 def test_a_new_kind_s_policy_section_is_checked_at_its_line(tmp_path, old, new, line, message):
     (tmp_path / "policy.yaml").write_text(NOTE_POLICY.replace(old, new))
+    (tmp_path / "ca.pem").write_text("not a certificate\n")
     with pytest.raises(PolicyError) as caught:
         _load(tmp_path / "policy.yaml", {"note": NoteKind()})
-    assert (caught.value.line, caught.value.msg) == (line, message)
+    assert (caught.value.line, caught.value.msg) == (line, message.format(tmp=tmp_path))
 
 
 def test_the_registry_s_sections_refuse_a_kind_they_do_not_have(tmp_path):
