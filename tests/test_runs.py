@@ -12,11 +12,12 @@ from pydantic import Field
 
 import regsync
 from regsync import runs
+from regsync.audit.evidence import AlreadyThere, Evidence
 from regsync.audit.log import AuditLog
-from regsync.audit.report import build_report
+from regsync.audit.report import build_report, render_html
 from regsync.cli.clientconfig import client_config, clients
 from regsync.endpoints import Endpoints
-from regsync.errors import PolicyError, UsageError
+from regsync.errors import PolicyError, RegistryError, UsageError, VerificationError
 from regsync.kinds.registry import KINDS
 from regsync.pipeline.apply import apply_plan
 from regsync.pipeline.kind import Run
@@ -111,6 +112,9 @@ class NoteKind:
     bundle_section = "notes"
     section = NotePolicy()
 
+    def __init__(self):
+        self.runs: list[Run] = []   # what each transfer was handed
+
     @staticmethod
     def _dir(endpoints, name):
         path = NoteSection.of(endpoints.policy).notedirs[name].path
@@ -122,12 +126,13 @@ class NoteKind:
             source, target = self._dir(endpoints, rule.source), self._dir(endpoints, rule.target)
             for path in sorted(source.root.iterdir()):
                 action = "skip" if (target.root / path.name).exists() else "copy"
-                items.append(PlanItem(self.name, f"{rule.source}/{path.name}", f"{rule.target}/{path.name}", "",
+                digest = hashlib.sha256(path.read_bytes()).hexdigest()
+                items.append(PlanItem(self.name, f"{rule.source}/{path.name}", f"{rule.target}/{path.name}", digest,
                                       action, bytes=path.stat().st_size))
         return items, []
 
     def authorize(self, item, policy):
-        item.rule = "notes[0]"
+        item.rule = "notes"
 
     def check_names(self, item):
         pass
@@ -136,11 +141,17 @@ class NoteKind:
         return None
 
     def transfer(self, item, run: Run):
+        self.runs.append(run)
         (source, name), target = item.source.split("/", 1), item.target.split("/", 1)[0]
+        there = self._dir(run.endpoints, target).root / name
+        if there.exists() and hashlib.sha256(there.read_bytes()).hexdigest() == item.digest:
+            return AlreadyThere("already in the target directory")
         data = (self._dir(run.endpoints, source).root / name).read_bytes()
         run.on_bytes(len(data))
-        (self._dir(run.endpoints, target).root / name).write_bytes(data)
-        return {"verification": {"method": "sha256", "sha256": hashlib.sha256(data).hexdigest()}}
+        if hashlib.sha256(data).hexdigest() != item.digest:
+            raise VerificationError(f"{name}: sha256 differs from the plan's")
+        there.write_bytes(data)
+        return Evidence(method="sha256", against="the source directory", facts={"notes": 1})
 
     def export(self, item, run, sink):
         raise NotImplementedError
@@ -173,9 +184,9 @@ def _load(path, kinds):
 
 def test_a_new_kind_is_one_entry_in_the_registry(tmp_path):
     """No change to the pipeline, the policy or the CLI's verbs: the kind's section reads its own
-    keys (checked at their file:line), make_plan plans it, apply_plan transfers and audits it, the
-    audit report shows its evidence, client-config renders its client. The kinds are a parameter:
-    the made-up one is handed in, the registry is left as it is."""
+    keys (checked at their file:line), make_plan plans it, apply_plan transfers and audits it,
+    client-config renders its client. The kinds are a parameter: the made-up one is handed in, the
+    registry is left as it is."""
     (tmp_path / "src").mkdir()
     (tmp_path / "dst").mkdir()
     (tmp_path / "src" / "a.txt").write_bytes(b"alpha")
@@ -184,7 +195,6 @@ def test_a_new_kind_is_one_entry_in_the_registry(tmp_path):
     kinds = {"note": NoteKind()}
     (tmp_path / "policy.yaml").write_text(NOTE_POLICY)
     loaded = _load(tmp_path / "policy.yaml", kinds)
-    assert NoteSection.of(loaded.policy).notedirs["dst"].path == tmp_path / "dst"   # relative to the policy
     endpoints = Endpoints(loaded)
     plan = make_plan(loaded, endpoints, kinds)
     assert [(i.kind, i.source, i.action) for i in plan.items] == [("note", "src/a.txt", "copy"),
@@ -195,9 +205,8 @@ def test_a_new_kind_is_one_entry_in_the_registry(tmp_path):
     assert (outcome.pushed, outcome.skipped, outcome.bytes) == (1, 1, 5)
     assert (tmp_path / "dst" / "a.txt").read_bytes() == b"alpha"
     assert [(r["event"], r["artifact"]["kind"]) for r in audit_records(tmp_path / "audit.jsonl")] == [
-        ("skipped", "note"), ("pushed", "note")]
-    [row] = [row for row in build_report(tmp_path / "audit.jsonl")["artifacts"] if row["decision"] == "pushed"]
-    assert (row["kind"], row["target"], row["method"]) == ("note", "dst/a.txt", "sha256")
+        ("skipped", "note"), ("verified", "note"), ("pushed", "note")]
+    assert NoteSection.of(loaded.policy).notedirs["dst"].path == tmp_path / "dst"   # relative to the policy
     rendered = client_config(loaded.policy, "notes", sections=loaded.sections)
     assert (rendered.text, rendered.notes) == (f"{tmp_path / 'dst'}\n", ["read the copies there"])
     assert NotePolicy().summary(loaded.policy) == (["  notedirs:   src, dst"], ["  note    src -> dst"])
@@ -224,6 +233,71 @@ def test_the_registry_s_sections_refuse_a_kind_they_do_not_have(tmp_path):
     with pytest.raises(PolicyError) as caught:
         load_checked(tmp_path / "policy.yaml")
     assert caught.value.msg == "2 errors: line 3: unknown key 'notedirs'; line 6: unknown key 'notes'"
+
+
+def test_apply_writes_a_kinds_audit_records_from_its_evidence(tmp_path):
+    """The made-up kind returns Evidence (or AlreadyThere) and never sees the audit trail: apply writes
+    `verified` and `pushed` from it, a saved plan applied again is `skipped` by the same typed
+    outcome, and the report renders its row with the columns every kind gets."""
+    (tmp_path / "src").mkdir()
+    (tmp_path / "dst").mkdir()
+    (tmp_path / "src" / "a.txt").write_bytes(b"alpha")
+    kind = NoteKind()
+    (tmp_path / "policy.yaml").write_text(NOTE_POLICY)
+    loaded = _load(tmp_path / "policy.yaml", {"note": kind})
+    endpoints = Endpoints(loaded)
+    plan = make_plan(loaded, endpoints, {"note": kind})
+    trail = tmp_path / "audit.jsonl"
+    for run_id in ("first", "again"):   # the same plan twice: the second finds the file there
+        audit = AuditLog(trail, run_id)
+        apply_plan(plan, endpoints, {"note": kind}, audit)
+        audit.close()
+    records = audit_records(trail)
+    assert [(r["run_id"], r["event"]) for r in records] == [("first", "verified"), ("first", "pushed"),
+                                                            ("again", "skipped")]
+    verified, pushed, skipped = records
+    evidence = {"method": "sha256", "against": "the source directory", "notes": 1}
+    assert verified["verification"] == pushed["verification"] == evidence
+    assert verified["artifact"] == pushed["artifact"] == {
+        "kind": "note", "source": "src/a.txt", "target": "dst/a.txt",
+        "digest": hashlib.sha256(b"alpha").hexdigest(), "size": 5}
+    assert (skipped["reason"], skipped["artifact"]["size"]) == ("already in the target directory", 0)
+    # what a kind is handed holds no audit trail: it cannot write a record of its own
+    assert len(kind.runs) == 2
+    assert not any(isinstance(value, AuditLog) for run in kind.runs for value in vars(run).values())
+
+    report = build_report(trail)
+    [row] = [a for a in report["artifacts"] if a["run_id"] == "first"]
+    assert (row["decision"], row["kind"], row["method"], row["signer"]) == ("pushed", "note", "sha256", "")
+    page = render_html(report)
+    assert '<td class="method">sha256</td>' in page and '<td class="decision">skipped</td>' in page
+
+
+class BrokenTargetNoteKind(NoteKind):
+    """Verifies, says so, then cannot write to its target."""
+
+    def transfer(self, item, run: Run):
+        run.verified(item, Evidence(method="sha256", against="the source directory"))
+        raise RegistryError(item.target, None, "the target directory is read-only")
+
+
+def test_checks_that_passed_before_a_push_failed_stay_in_the_trail(tmp_path):
+    """`run.verified` is when a kind's checks passed: apply writes `verified` then, so a push that
+    fails afterwards leaves `verified` and `failed`, and the report still shows how it was verified."""
+    (tmp_path / "src").mkdir()
+    (tmp_path / "dst").mkdir()
+    (tmp_path / "src" / "a.txt").write_bytes(b"alpha")
+    kinds = {"note": BrokenTargetNoteKind()}
+    (tmp_path / "policy.yaml").write_text(NOTE_POLICY)
+    loaded = _load(tmp_path / "policy.yaml", kinds)
+    endpoints = Endpoints(loaded)
+    audit = AuditLog(tmp_path / "audit.jsonl", "run")
+    outcome = apply_plan(make_plan(loaded, endpoints, kinds), endpoints, kinds, audit)
+    audit.close()
+    assert (outcome.pushed, outcome.failed) == (0, 1)
+    assert [r["event"] for r in audit_records(tmp_path / "audit.jsonl")] == ["verified", "failed"]
+    [row] = build_report(tmp_path / "audit.jsonl")["artifacts"]
+    assert (row["decision"], row["method"]) == ("failed", "sha256")
 
 
 # The layers below the kinds (docs/architecture.md, "Dependencies").

@@ -215,7 +215,7 @@ def test_a_stop_lands_at_a_chunk_boundary_even_when_the_run_counter_raises(regis
     src = RegistryClient("src", registry.url)
     dst = RegistryClient("dst", registry2.url, monolithic_max=MIB, chunk_size=2 * MIB)  # two reads per PATCH
     with ThreadPoolExecutor(2) as pool:
-        run = Run(None, None, pool)
+        run = Run(None, pool)
         copier = run.state("oci.blobs", lambda: BlobCopier(pool, run.on_bytes))
 
         def counted(n):

@@ -273,6 +273,56 @@ def test_the_inventory_is_a_cyclonedx_bom_that_validates_against_the_schema(tmp_
     assert "no proxies with credentials here" in vulns["PYSEC-2023-74"]["analysis"]["detail"]
 
 
+
+def spdx_checked(text: str) -> dict:
+    """An SPDX 2.3 JSON document read back and validated by spdx-tools, and checked against the
+    SPDX 2.3 JSON schema (tests/data/spdx/README.md)."""
+    import jsonschema
+    from spdx_tools.spdx.parser.json.json_parser import parse_from_file
+    from spdx_tools.spdx.validation.document_validator import validate_full_spdx_document
+
+    doc = json.loads(text)
+    schema = json.loads((DATA.parent / "spdx" / "spdx-schema.json").read_text())
+    jsonschema.validate(doc, schema)
+    import tempfile
+    with tempfile.NamedTemporaryFile("w", suffix=".spdx.json") as handle:
+        handle.write(text)
+        handle.flush()
+        assert validate_full_spdx_document(parse_from_file(handle.name), "SPDX-2.3") == []
+    return doc
+
+
+def test_the_inventory_as_spdx_carries_the_same_artifacts_purls_hashes_and_advisories(tmp_path, index, osv_db):
+    import hashlib
+
+    assert run_cli("sync", "-p", gated_policy(tmp_path, index, osv_db, ALL, GATE)).exit_code == 3
+    result = run_cli("audit", "inventory", tmp_path / "audit.jsonl", "--format", "spdx", "-o", tmp_path / "bom.spdx.json")
+    assert result.exit_code == 0, result.output
+    assert "4 component(s), SPDX 2.3" in result.output
+    doc = spdx_checked((tmp_path / "bom.spdx.json").read_text())
+    assert doc["spdxVersion"] == "SPDX-2.3"
+    purls = {p["name"]: [r["referenceLocator"] for r in p.get("externalRefs", []) if r["referenceType"] == "purl"]
+             for p in doc["packages"]}
+    assert sorted(v for found in purls.values() for v in found) == [
+        "pkg:pypi/aiohttp@3.8.1?file_name=aiohttp-3.8.1-py3-none-any.whl",
+        "pkg:pypi/jwcrypto@1.5.0?file_name=jwcrypto-1.5.0-py3-none-any.whl",
+        "pkg:pypi/py@1.11.0?file_name=py-1.11.0-py3-none-any.whl",
+        "pkg:pypi/requests@2.30.0?file_name=requests-2.30.0-py3-none-any.whl"]   # the same as the CycloneDX BOM
+    jwcrypto = next(p for p in doc["packages"] if p["name"] == "jwcrypto")
+    wheel = tmp_path / "tree" / "jwcrypto" / "jwcrypto-1.5.0-py3-none-any.whl"
+    assert jwcrypto["checksums"] == [{"algorithm": "SHA256", "checksumValue": hashlib.sha256(wheel.read_bytes()).hexdigest()}]
+    assert jwcrypto["versionInfo"] == "1.5.0" and "regsync:rule=packages[0]" in jwcrypto["comment"]
+    [advisory] = [r for r in jwcrypto["externalRefs"] if r["referenceCategory"] == "SECURITY"]
+    assert advisory["referenceType"] == "advisory"
+    assert advisory["referenceLocator"] == "https://osv.dev/vulnerability/PYSEC-2024-104"
+    assert "medium 5.3" in advisory["comment"] and "regsync:fixed=1.5.1" in advisory["comment"]
+    requests = next(p for p in doc["packages"] if p["name"] == "requests")
+    assert "no proxies with credentials here" in next(r["comment"] for r in requests["externalRefs"]
+                                                      if r["referenceCategory"] == "SECURITY")
+    [root] = [r["relatedSpdxElement"] for r in doc["relationships"] if r["relationshipType"] == "DESCRIBES"]
+    contained = {r["relatedSpdxElement"] for r in doc["relationships"] if r["spdxElementId"] == root}
+    assert contained == {p["SPDXID"] for p in doc["packages"]} - {root}
+
 # -- docs/vulnerabilities.md: its policy is valid, its command lines are ones regsync accepts -------
 
 DOC = DATA.parent.parent.parent / "docs" / "vulnerabilities.md"
@@ -284,38 +334,48 @@ def test_the_docs_policy_is_valid_and_its_scan_commands_run(tmp_path, osv_db, mo
 
     from tests.test_vulnerabilities_images import BASE, layer
 
+    from tests.fixtures.cosign import make_key, write_public_key
+
     text = DOC.read_text().replace("/var/lib/regsync/osv", str(osv_db))
-    block = re.search(r"```yaml\n(.*?)```", text, re.S).group(1)
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "policy.yaml").write_text(
-        'version: 1\nregistries:\n  tuna: {url: "https://mirror.example"}\n'
-        '  harbor: {url: "https://harbor.example", kind: harbor}\n' + block.replace("max_age: 7d", "max_age: 1000w"))
-    result = run_cli("policy", "check", "-p", "policy.yaml")
-    assert result.exit_code == 0, result.output
+    (tmp_path / "keys").mkdir()
+    write_public_key(make_key("ecdsa"), tmp_path / "keys" / "release.pub")
+    blocks = re.findall(r"```yaml\n(.*?)```", text, re.S)
+    assert len(blocks) == 2   # the gate; images judged before any byte moves
+    for block in blocks:
+        (tmp_path / "policy.yaml").write_text(
+            'version: 1\nregistries:\n  tuna: {url: "https://mirror.example"}\n'
+            '  harbor: {url: "https://harbor.example", kind: harbor}\n' + block.replace("max_age: 7d", "max_age: 1000w")
+            .replace("vulnerabilities: {db: " + str(osv_db) + "}", "vulnerabilities: {db: " + str(osv_db) + ", max_age: 1000w}"))
+        result = run_cli("policy", "check", "-p", "policy.yaml")
+        assert result.exit_code == 0, (block, result.output)
     build_wheel(tmp_path, "requests", "2.30.0")
     (tmp_path / "layer.tar.gz").write_bytes(layer(BASE))
     for name, content in BASE.items():
         (tmp_path / "rootfs" / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / "rootfs" / name).write_bytes(content)
     commands = [line for block in re.findall(r"```sh\n(.*?)```", text, re.S)[1:] for line in block.splitlines()]
-    expected = ["PYSEC-2023-74", "DSA-3029-1", "DSA-3029-1", None]
+    expected = ["PYSEC-2023-74", "DSA-3029-1", "DSA-3029-1", None, None]
     assert len(commands) == len(expected)
     for line, found in zip(commands, expected):
         argv = shlex.split(line)[1:]
-        if argv[0] == "audit":
-            continue   # the inventory is run on a real trail above
+        if argv[0] == "audit":   # the inventory of a real trail is checked above; here: its command lines
+            (tmp_path / "audit.jsonl").touch()
+            result = run_cli(*[str(tmp_path / "audit.jsonl") if a.endswith("audit.jsonl") else a for a in argv])
+            assert result.exit_code == 0 and (tmp_path / argv[-1]).exists(), (line, result.output)
+            continue
         result = run_cli(*argv)
         assert result.exit_code == 3 and found in result.output, (line, result.output)
 
 
 def test_inventory_purls_follow_the_purl_types_for_conda_and_images():
-    from regsync.audit.inventory import _identity
+    from regsync.audit.inventory import identity
 
-    name, version, purl = _identity("conda", "internal-conda/linux-64/numpy-1.26.4-py311h64a7726_0.conda", "sha256:ab")
+    name, version, purl = identity("conda", "internal-conda/linux-64/numpy-1.26.4-py311h64a7726_0.conda", "sha256:ab")
     assert (name, version) == ("numpy", "1.26.4")
     assert str(purl) == ("pkg:conda/numpy@1.26.4?build=py311h64a7726_0&channel=internal-conda&subdir=linux-64"
                          "&type=conda")
-    name, version, purl = _identity("image", "harbor/ai/pytorch:2.9", "sha256:" + "a" * 64)
+    name, version, purl = identity("image", "harbor/ai/pytorch:2.9", "sha256:" + "a" * 64)
     assert str(purl) == f"pkg:oci/pytorch@sha256:{'a' * 64}?repository_url=harbor/ai/pytorch&tag=2.9"
 
 

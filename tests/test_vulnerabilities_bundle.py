@@ -17,7 +17,8 @@ from tests.test_vulnerabilities_images import BASE, PYTHON, UPGRADE, debian_imag
 
 
 @pytest.fixture
-def exported(tmp_path, unique_repo):
+def exported(tmp_path, unique_repo, monkeypatch):
+    monkeypatch.setenv("REGSYNC_STATE_DIR", str(tmp_path / "state"))   # no earlier scan of these layers
     db = build_osv_db(tmp_path / "connected" / "osv")
     wheels = [build_wheel(tmp_path / "wheels", "jwcrypto", "1.5.0")]
     index = SimpleIndex.serving(wheels)

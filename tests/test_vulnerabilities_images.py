@@ -88,6 +88,13 @@ PYTHON = {"usr/lib/python3/dist-packages/mkdocs-1.2.3.dist-info/METADATA":
 UPGRADE = {"var/lib/dpkg/status": dpkg_status("1.2.1-2.2+wheezy3")}   # a later layer's apt-get upgrade
 
 
+@pytest.fixture(autouse=True)
+def state_dir(tmp_path, monkeypatch):
+    """Each test its own state dir: the cache of earlier layer scans starts empty."""
+    monkeypatch.setenv("REGSYNC_STATE_DIR", str(tmp_path / "state"))
+    return tmp_path / "state"
+
+
 @pytest.fixture(scope="module")
 def osv_db(tmp_path_factory):
     return build_osv_db(tmp_path_factory.mktemp("osv"))
@@ -135,11 +142,28 @@ def test_a_vulnerable_dpkg_package_refuses_the_image_before_any_manifest_is_push
     assert sorted(c["purl"] for c in image["components"]) == [
         "pkg:deb/debian/base-files@7.1wheezy8", "pkg:deb/debian/nginx@1.2.1-2.2%2Bwheezy3", "pkg:pypi/mkdocs@1.2.3"]
 
+    from tests.test_vulnerabilities import spdx_checked
+
+    spdx = run_cli("audit", "inventory", tmp_path / "audit.jsonl", "--format", "spdx")
+    assert spdx.exit_code == 0, spdx.output
+    doc = spdx_checked(spdx.output)
+    ids = {p["SPDXID"]: p for p in doc["packages"]}
+    [inventory] = [r["relatedSpdxElement"] for r in doc["relationships"] if r["relationshipType"] == "DESCRIBES"]
+    [root] = [ids[r["relatedSpdxElement"]] for r in doc["relationships"] if r["spdxElementId"] == inventory]
+    assert root["primaryPackagePurpose"] == "CONTAINER" and root["checksums"][0]["checksumValue"] == fixed[7:]
+    assert [r["referenceLocator"] for r in root["externalRefs"]] == [image["purl"]]
+    contained = [ids[r["relatedSpdxElement"]] for r in doc["relationships"]
+                 if r["relationshipType"] == "CONTAINS" and r["spdxElementId"] == root["SPDXID"]]
+    assert sorted(r["referenceLocator"] for p in contained for r in p["externalRefs"]) == sorted(
+        c["purl"] for c in image["components"])   # the nested packages, as in the CycloneDX BOM
+
     seed(registry, unique_repo, "again", layout, "upgraded")   # same blobs, already on the target
     again = gated(tmp_path, registry, registry2, unique_repo, ["again"], osv_db)
     assert run_cli("sync", "-p", again).exit_code == 0
     found_again = by_tag(audit(tmp_path, "pushed"))["again"]["verification"]["vulnerabilities"]
-    assert found_again["layers_read_again"] == 3 and found_again["packages"] == found["packages"]
+    # already on the target, so the copy streamed none of them: each taken from the earlier scan
+    assert (found_again["layers_read_again"], found_again["layers_from_cache"]) == (0, 3)
+    assert found_again["packages"] == found["packages"]
 
 
 def test_a_python_distribution_in_an_image_is_matched_as_pypi(tmp_path, registry, registry2, unique_repo, osv_db):

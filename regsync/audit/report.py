@@ -9,17 +9,23 @@ from __future__ import annotations
 
 import html
 import json
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from regsync.times import parse_time
 from regsync.audit.chain import verify_chain
+from regsync.audit.evidence import Evidence
+from regsync.times import parse_time
+
+if TYPE_CHECKING:
+    from regsync.trust.keys import PublicKey
 
 FINAL = ("refused", "failed", "pushed", "skipped")   # decisions, in the order a reviewer reads them
 ORDER = {event: i for i, event in enumerate(FINAL)}
 
 
-def read_records(trail: Path, since: datetime | None = None):
+def read_records(trail: Path, since: datetime | None = None) -> Iterator[dict[str, Any]]:
     with trail.open("rb") as handle:
         for raw in handle:
             try:
@@ -31,7 +37,7 @@ def read_records(trail: Path, since: datetime | None = None):
             yield record
 
 
-def integrity_of(trail: Path, public_key=None) -> dict:
+def integrity_of(trail: Path, public_key: PublicKey | None = None) -> dict[str, Any]:
     """The chain check, so a reviewer handed only the report sees whether the trail was intact."""
     check = verify_chain(trail, public_key)
     return {"intact": check.ok, "broken_line": check.broken_line, "reason": check.reason or None,
@@ -39,10 +45,10 @@ def integrity_of(trail: Path, public_key=None) -> dict:
             "signed_runs": check.signed_runs}
 
 
-def build_report(trail: Path, since: datetime | None = None, public_key=None) -> dict:
+def build_report(trail: Path, since: datetime | None = None, public_key: PublicKey | None = None) -> dict[str, Any]:
     integrity = integrity_of(trail, public_key)
-    runs: dict[str, dict] = {}
-    artifacts: dict[tuple[str, str], dict] = {}
+    runs: dict[str, dict[str, Any]] = {}
+    artifacts: dict[tuple[str, str], dict[str, Any]] = {}
     for record in read_records(trail, since):
         run = runs.setdefault(record["run_id"], {"run_id": record["run_id"]})
         event = record["event"]
@@ -67,7 +73,7 @@ def build_report(trail: Path, since: datetime | None = None, public_key=None) ->
             "bytes": sum(a["size"] or 0 for a in rows if a["decision"] == "pushed")}
 
 
-def _approvals(record: dict) -> dict:
+def _approvals(record: dict[str, Any]) -> dict[str, Any]:
     """The approved plan a run applied (docs/approvals.md), and who approved it."""
     verification = record.get("verification") or {}
     approvers = [f"{a.get('trust', '?')} ({str(a.get('key_fingerprint', ''))[:19]}…)"
@@ -76,7 +82,7 @@ def _approvals(record: dict) -> dict:
             "approvers": approvers}
 
 
-def _fold(artifacts: dict, record: dict) -> None:
+def _fold(artifacts: dict[tuple[str, str], dict[str, Any]], record: dict[str, Any]) -> None:
     """One row per artifact and run: the final decision, with the evidence gathered on the way."""
     artifact = record.get("artifact") or {}
     key = (record["run_id"], artifact.get("target") or artifact.get("source") or record.get("reason") or "")
@@ -93,62 +99,21 @@ def _fold(artifacts: dict, record: dict) -> None:
     row.update(_evidence(row["verification"]))
 
 
-def signer_of(verification: dict | None) -> str:
+def signer_of(verification: dict[str, Any] | None) -> str:
     """Who signed it, as the report's "Signed by" column says it (the plan table shows it too)."""
-    return _evidence(verification)["signer"]
+    return "; ".join(Evidence.from_json(verification).signers())
 
 
-def _evidence(verification: dict | None) -> dict:
-    """How the artifact was verified and by whom, in words a reviewer scans."""
-    if not verification:
-        return {"method": "", "signer": "", "gates": "", "built_by": "", "sbom": ""}
-    methods = [verification.get("method") or ""]
-    signature = verification.get("signature") or {}
-    signers = []
-    for signer in signature.get("signers") or []:
-        methods.append(signer.get("method", "signature"))
-        if signer.get("key_fingerprint"):
-            signers.append(f"{signer.get('trust', 'key')} ({signer['key_fingerprint'][:19]}…)")
-        elif signer.get("identity"):
-            signers.append(f"{signer['identity']} via {signer.get('issuer', '?')}")
-    if signature.get("status") == "unverified":
-        signers.append(f"unverified: {signature.get('reason', '')}")
-    conda = verification.get("attestation") or {}  # a conda package's Sigstore attestation (CEP 27)
-    if conda.get("identity"):
-        methods.append("sigstore attestation")
-        signers.append(f"{conda['identity']} via {conda.get('issuer', '?')}")
-    if verification.get("crosscheck"):
-        methods.append(f"cross-check with {verification['crosscheck'].get('registry', '?')}")
-    provenance = verification.get("provenance") or {}
-    if provenance.get("verified"):
-        methods.append("pep740")
-        publisher = provenance.get("publisher") or {}
-        who = publisher.get("email") or f"{publisher.get('repository', '?')} ({publisher.get('workflow', '?')})"
-        signers.append(f"{publisher.get('kind', '?')} publisher {who}")
-    elif "verified" in provenance:
-        signers.append(f"provenance unverified: {provenance.get('reason', '')}")
-    attestations = verification.get("attestations") or provenance.get("attestations")
-    return {"method": ", ".join(m for m in dict.fromkeys(methods) if m), "signer": "; ".join(signers),
-            "gates": _gates_text(verification.get("gates")), **_attested(attestations)}
+def _evidence(verification: dict[str, Any] | None) -> dict[str, str]:
+    """How the artifact was verified and by whom, in words a reviewer scans: the same columns from
+    the same fields of Evidence, whatever the kind (regsync/audit/evidence.py)."""
+    evidence = Evidence.from_json(verification)
+    built, sbom = evidence.attested()
+    return {"method": ", ".join(evidence.methods()), "signer": "; ".join(evidence.signers()),
+            "gates": _gates_text(evidence.gates), "built_by": "; ".join(built), "sbom": "; ".join(sbom)}
 
 
-def _attested(attestations) -> dict:
-    """The "Built by" and "SBOM" columns: what verified attestations say (require_attestations)."""
-    built, sbom = [], []
-    for found in attestations if isinstance(attestations, list) else []:
-        if not isinstance(found, dict):
-            continue
-        if found.get("status") != "verified":
-            (sbom if "spdx" in str(found.get("type")) or "cyclonedx" in str(found.get("type")) else built).append(
-                f"unverified: {found.get('reason', '')}")
-        elif found.get("builder_id") or found.get("source_repository"):
-            built.append(" from ".join(str(found[k]) for k in ("builder_id", "source_repository") if found.get(k)))
-        elif found.get("sbom_format"):
-            sbom.append(f"{found['sbom_format']} ({found.get('sbom_packages', 0)} packages)")
-    return {"built_by": "; ".join(built), "sbom": "; ".join(sbom)}
-
-
-def _gates_text(gates) -> str:
+def _gates_text(gates: object) -> str:
     """{"cuda": {"linux/amd64": "11.8"}} reads as "cuda linux/amd64: 11.8"."""
     if not isinstance(gates, dict):
         return str(gates or "")
@@ -169,7 +134,7 @@ COLUMNS = [("decision", "Decision"), ("source", "Source"), ("target", "Target"),
 ALWAYS_SHOWN = {"decision", "source", "target", "digest", "size", "reason", "run_id", "ts"}
 
 
-def render_html(report: dict) -> str:
+def render_html(report: dict[str, Any]) -> str:
     e = html.escape
     # a column no row fills (no platform filter, no SBOM attestations) only takes width: left out
     columns = [(name, title) for name, title in COLUMNS
@@ -194,7 +159,7 @@ def render_html(report: dict) -> str:
                         integrity=_integrity_html(report["integrity"]), totals=totals, head=head, body=body, runs=runs, count=len(report["artifacts"]))
 
 
-def _integrity_html(check: dict) -> str:
+def _integrity_html(check: dict[str, Any]) -> str:
     e = html.escape
     if not check["intact"]:
         return (f'<p class="integrity broken">Chain BROKEN at line {check["broken_line"]}: {e(check["reason"])}. '
@@ -205,16 +170,16 @@ def _integrity_html(check: dict) -> str:
             f"{e(signed)}.</p>")
 
 
-def _counts(counts: dict | None) -> str:
+def _counts(counts: dict[str, int] | None) -> str:
     """A run's counts as words ("2 pushed · 1 refused"), not JSON."""
     return " · ".join(f"{n} {event}" for event, n in (counts or {}).items()) or "—"
 
 
-def _time(value) -> str:
+def _time(value: object) -> str:
     return str(value)[:19].replace("T", " ") + "Z" if value else ""
 
 
-def _cell(row: dict, name: str) -> str:
+def _cell(row: dict[str, Any], name: str) -> str:
     value = row.get(name)
     if value is None:
         return ""

@@ -222,8 +222,9 @@ def merge_cmd(trails, output, key_path, sign_key_path):
 
 @audit_group.command("inventory")
 @_trail
-@click.option("--format", "fmt", type=click.Choice(["cyclonedx"]), default="cyclonedx", show_default=True,
-              help="CycloneDX 1.6 JSON (Dependency-Track, Grype and Trivy read it).")
+@click.option("--format", "fmt", type=click.Choice(["cyclonedx", "spdx"]), default="cyclonedx", show_default=True,
+              help="cyclonedx: CycloneDX 1.6 JSON (Dependency-Track, Grype and Trivy read it); "
+                   "spdx: SPDX 2.3 JSON (the same artifacts, purls, hashes and nested packages).")
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="Write the BOM here (default: stdout).")
 @run_guarded
 def inventory_cmd(trail, fmt, output):
@@ -235,14 +236,22 @@ def inventory_cmd(trail, fmt, output):
     \b
     Example:
       regsync audit inventory /var/lib/regsync/audit.jsonl --format cyclonedx -o imported.cdx.json
+      regsync audit inventory /var/lib/regsync/audit.jsonl --format spdx -o imported.spdx.json
     """
-    from regsync.audit.inventory import inventory
+    from regsync.audit.inventory import cyclonedx_bom, imported
     from regsync.ops import write_atomically
 
-    text, count = inventory(trail)
+    artifacts = imported(trail)
+    if fmt == "spdx":
+        from regsync.audit.spdx import spdx_document
+
+        text = spdx_document(artifacts, trail.name)
+    else:
+        text = cyclonedx_bom(artifacts)
     if output:
         write_atomically(output, text)
-        click.echo(f"{output}: {count} component(s), CycloneDX 1.6", err=True)
+        click.echo(f"{output}: {len(artifacts)} component(s), {'SPDX 2.3' if fmt == 'spdx' else 'CycloneDX 1.6'}",
+                   err=True)
     else:
         click.echo(text)
     return EXIT_OK

@@ -4,6 +4,7 @@ and audits each decision. It knows no kind of artifact: each item's Kind does th
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -11,12 +12,13 @@ from typing import Any
 
 from loguru import logger
 
+from regsync.audit.evidence import AlreadyThere, Evidence
 from regsync.audit.log import AuditLog
 from regsync.endpoints import Endpoints
 from regsync.errors import (EXIT_OK, EXIT_REFUSED, EXIT_RUNTIME, Interrupted, RegistryError, UsageError,
                             VerificationError)
 from regsync.net.throttle import Throttle
-from regsync.pipeline.kind import BundleSink, Kind, Kinds, Run, kind_of
+from regsync.pipeline.kind import BundleSink, Kinds, Run, kind_of
 from regsync.pipeline.plan import Plan, PlanItem
 
 
@@ -76,15 +78,16 @@ def apply_plan(plan: Plan, endpoints: Endpoints, kinds: Kinds, audit: AuditLog, 
     # Two pools: item workers wait on sub-transfers (an image's blobs), so they must never occupy those workers.
     sub_pool = ThreadPoolExecutor(jobs, thread_name_prefix="blob")
     item_pool = ThreadPoolExecutor(jobs, thread_name_prefix="item")
-    run = Run(endpoints, audit, sub_pool, on_bytes)
+    records = _Records(audit)
+    run = Run(endpoints, sub_pool, on_bytes, records.verified)
     if into is not None:
         sink = into
 
         def step(item: PlanItem) -> Exception | str | None:
-            return _export_item(kind_of(kinds, item), item, run, sink)
+            return _guarded(item, lambda: records.exported(item, kind_of(kinds, item).export(item, run, sink), sink))
     else:
         def step(item: PlanItem) -> Exception | str | None:
-            return _apply_item(kind_of(kinds, item), item, run)
+            return _guarded(item, lambda: records.transferred(item, kind_of(kinds, item).transfer(item, run)))
     try:
         for item, error in zip(changes, item_pool.map(step, changes)):
             if error == "skipped":
@@ -161,33 +164,53 @@ def _refuse(item: PlanItem, reason: str, audit: AuditLog, outcome: Outcome) -> N
     _count(outcome, item.source, reason, "refused")
 
 
-def _apply_item(kind: Kind, item: PlanItem, run: Run) -> Exception | str | None:
-    """None when pushed, "skipped" when the target already held it (a saved plan applied again)."""
-    event = []
+class _Records:
+    """The audit records of the items in flight, written from what each kind returns (regsync/audit/
+    evidence.py): `verified` once per item (when the kind says its checks passed, else when its
+    transfer returns), then `pushed` or `skipped`. A kind never writes one itself."""
 
-    def transfer() -> None:
-        fields = kind.transfer(item, run)
-        fields.setdefault("artifact", item.artifact())
-        event.append(fields.pop("event", "pushed"))
-        run.audit.record(event[0], policy_rule=item.rule, **fields)
-    error = _guarded(item, transfer)
-    return "skipped" if error is None and event == ["skipped"] else error
+    def __init__(self, audit: AuditLog):
+        self.audit = audit
+        self._verified: set[int] = set()   # id() of the items whose `verified` is written
+        self._lock = threading.Lock()
 
+    def verified(self, item: PlanItem, evidence: Evidence) -> None:
+        """Run.verified: the kind's checks passed, before its push."""
+        self._verified_record(item, evidence)
 
-def _export_item(kind: Kind, item: PlanItem, run: Run, sink: BundleSink) -> Exception | None:
-    def export() -> None:
-        verification = kind.export(item, run, sink)
-        record = run.audit.record("verified", artifact=item.artifact(), policy_rule=item.rule,
-                                  verification=verification, reason="exported to bundle")
-        sink.add_artifact(item, {**item.artifact(), "verification": verification, "audit_seq": record.get("seq"),
-                                 "verified_at": record.get("ts")})
-    return _guarded(item, export)
+    def _verified_record(self, item: PlanItem, evidence: Evidence, reason: str | None = None) -> dict[str, Any]:
+        with self._lock:
+            self._verified.add(id(item))
+        return self.audit.record("verified", artifact=item.artifact(), policy_rule=item.rule,
+                                 verification=evidence.verification(), reason=reason)
 
-
-def _guarded(item: PlanItem, work: Callable[[], None]) -> Exception | None:
-    try:
-        work()
+    def transferred(self, item: PlanItem, result: Evidence | AlreadyThere) -> str | None:
+        """"skipped" when the target already held the item (a saved plan applied again)."""
+        with self._lock:
+            announced = id(item) in self._verified
+            self._verified.discard(id(item))
+        if isinstance(result, AlreadyThere):
+            self.audit.record("skipped", artifact={**item.artifact(), "size": 0}, policy_rule=item.rule,
+                              reason=result.reason)
+            return "skipped"
+        if not isinstance(result, Evidence):  # a kind that breaks the protocol: its item fails, nothing is written
+            raise TypeError(f"the {item.kind} kind's transfer returned {type(result).__name__}, not Evidence")
+        if result.checked and not announced:
+            self._verified_record(item, result)
+        artifact = item.artifact() if result.moved is None else {**item.artifact(), "size": result.moved}
+        self.audit.record("pushed", artifact=artifact, policy_rule=item.rule,
+                          verification=result.verification(pushed=True), **result.carried)
         return None
+
+    def exported(self, item: PlanItem, evidence: Evidence, sink: BundleSink) -> None:
+        record = self._verified_record(item, evidence, reason="exported to bundle")
+        sink.add_artifact(item, {**item.artifact(), "verification": evidence.verification(),
+                                 "audit_seq": record.get("seq"), "verified_at": record.get("ts")})
+
+
+def _guarded(item: PlanItem, work: Callable[[], str | None]) -> Exception | str | None:
+    try:
+        return work()
     except (VerificationError, RegistryError, Interrupted) as exc:
         return exc
     except Exception as exc:  # a bug or an unforeseen failure: this artifact fails, the run goes on

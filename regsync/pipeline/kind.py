@@ -13,10 +13,10 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
+from regsync.audit.evidence import AlreadyThere, Evidence
 from regsync.errors import Interrupted, VerificationError
 
 if TYPE_CHECKING:
-    from regsync.audit.log import AuditLog
     from regsync.endpoints import Endpoints
     from regsync.pipeline.plan import PlanError, PlanItem
     from regsync.pipeline.shard import Shard
@@ -60,13 +60,16 @@ class BundleSink(Protocol):
 
 
 class Run:
-    """One apply, as every kind sees it: the clients, the audit trail, a pool for sub-transfers,
-    and the byte counter (progress, bandwidth, and the point where a stop request lands)."""
+    """One apply, as every kind sees it: the clients, a pool for sub-transfers, the byte counter
+    (progress, bandwidth, and the point where a stop request lands), and `verified`, where a kind
+    says its checks passed. A kind never sees the audit trail: apply writes every record."""
 
-    def __init__(self, endpoints: "Endpoints", audit: "AuditLog", pool: ThreadPoolExecutor,
-                 on_bytes: Callable[[int], None] | None = None):
-        self.endpoints, self.audit, self.pool = endpoints, audit, pool
+    def __init__(self, endpoints: "Endpoints", pool: ThreadPoolExecutor,
+                 on_bytes: Callable[[int], None] | None = None,
+                 on_verified: Callable[["PlanItem", Evidence], None] | None = None):
+        self.endpoints, self.pool = endpoints, pool
         self._on_bytes = on_bytes
+        self._on_verified = on_verified
         self.moved = 0
         self.stopping = threading.Event()
         self._lock = threading.Lock()
@@ -81,6 +84,14 @@ class Run:
             # SIGTERM: a download stops within a chunk instead of running to the end of a 2 GB file;
             # its partial and checkpoint (at most a second old) stay for the next run.
             raise Interrupted()
+
+    def verified(self, item: "PlanItem", evidence: Evidence) -> None:
+        """Every check of the item passed and nothing on the target names it yet: apply writes its
+        `verified` record now, so the trail shows the checks before the push (a push that then fails
+        leaves `verified`, then `failed`). A kind that never calls this gets the record when its
+        transfer returns, just before `pushed`."""
+        if self._on_verified is not None:
+            self._on_verified(item, evidence)
 
     def state(self, key: str, make: Callable[[], S]) -> S:
         """The kind's state for this run under `key`, made on first use."""
@@ -137,16 +148,16 @@ class Kind(Protocol):
     def is_stale(self, item: "PlanItem", endpoints: "Endpoints") -> str | None:
         """A saved plan's item against the target now: why it no longer applies, or None."""
 
-    def transfer(self, item: "PlanItem", run: Run) -> dict[str, Any]:
-        """Fetch, verify (again, against the policy's rule) and push one item. Records `verified`
-        itself; returns the `pushed` record's fields (at least `verification`; `artifact` to say
-        what this push moved when it differs from the plan's item). A target that already holds the
-        item (a saved plan applied again) is no push: `{"event": "skipped", "reason": ...}`, with
-        nothing fetched."""
+    def transfer(self, item: "PlanItem", run: Run) -> Evidence | AlreadyThere:
+        """Fetch, verify (again, against the policy's rule) and push one item; returns what was
+        verified and what the push moved, from which apply writes `verified` (unless `run.verified`
+        was called first, the moment the checks passed) and `pushed`. A target that already holds
+        the item (a saved plan applied again) is no push: `AlreadyThere`, with nothing fetched;
+        apply writes `skipped`."""
 
-    def export(self, item: "PlanItem", run: Run, sink: BundleSink) -> dict[str, Any] | None:
-        """Fetch and verify one item into the bundle; returns the verification evidence (None for an
-        image whose rule checks no signature: its plan item carries none)."""
+    def export(self, item: "PlanItem", run: Run, sink: BundleSink) -> Evidence:
+        """Fetch and verify one item into the bundle; returns the verification evidence (empty for an
+        image whose rule checks no signature: its plan item carries none). Apply writes `verified`."""
 
     def export_sizes(self, item: "PlanItem", endpoints: "Endpoints", leave_out: frozenset[str]) -> list[int]:
         """The sizes of the files export would write for the item (blobs in `leave_out` are not

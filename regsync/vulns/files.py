@@ -5,7 +5,13 @@ from __future__ import annotations
 
 from packaging.utils import InvalidSdistFilename, InvalidWheelFilename, parse_sdist_filename, parse_wheel_filename
 
+from typing import TYPE_CHECKING
+
 from regsync.vulns.match import NotCovered
+
+if TYPE_CHECKING:
+    from regsync.endpoints import Endpoints
+    from regsync.vulns.database import OsvDatabase
 
 
 def python_package(filename: str) -> tuple[str, str, str]:
@@ -22,11 +28,12 @@ def python_package(filename: str) -> tuple[str, str, str]:
     return "PyPI", str(name), str(version)
 
 
-def database_for(endpoints):
+def database_for(endpoints: Endpoints) -> OsvDatabase:
     """The run's database, opened once (an import's bundle hands its own in under the same key)."""
     from regsync.vulns.database import OsvDatabase
 
     config = endpoints.policy.vulnerabilities
+    assert config is not None, "a gate runs only with the policy's vulnerabilities: section (policy check)"
     return endpoints.client(DB_KEY, lambda: OsvDatabase(config.db, config.max_age))
 
 

@@ -6,7 +6,9 @@ its ids together, the worst severity any of them gives and the highest fixed ver
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from regsync.vulns.database import OsvDatabase
 from regsync.vulns.severity import Severity, severity_of, worst
@@ -31,8 +33,8 @@ class Match:
     def names(self) -> set[str]:
         return {*self.ids, *self.aliases}
 
-    def as_dict(self) -> dict:
-        found = {"id": self.id, "aliases": sorted(self.names() - {self.id}), "package": self.package,
+    def as_dict(self) -> dict[str, Any]:
+        found: dict[str, Any] = {"id": self.id, "aliases": sorted(self.names() - {self.id}), "package": self.package,
                  "version": self.version, "ecosystem": self.ecosystem,
                  "severity": self.severity.level or "unscored", "fixed": self.fixed}
         if self.severity.score is not None:
@@ -74,7 +76,7 @@ def find(db: OsvDatabase, ecosystem: str, name: str, version: str) -> list[Match
     return _merge_aliases(found, parser)
 
 
-def _merge_aliases(matches: list[Match], parser) -> list[Match]:
+def _merge_aliases(matches: list[Match], parser: Callable[[str], Any]) -> list[Match]:
     merged: list[Match] = []
     for match in sorted(matches, key=lambda m: m.id):
         same = next((m for m in merged if m.names() & match.names()), None)
@@ -89,7 +91,7 @@ def _merge_aliases(matches: list[Match], parser) -> list[Match]:
     return sorted(merged, key=lambda m: (-m.severity.rank, m.id))
 
 
-def _higher(a: str | None, b: str | None, parser) -> str | None:
+def _higher(a: str | None, b: str | None, parser: Callable[[str], Any]) -> str | None:
     if a is None or b is None:
         return a or b
     try:

@@ -5,6 +5,7 @@ air-gap bundle's stand-in for a source), and `conda:channels` for the rattler Ga
 
 from __future__ import annotations
 
+from regsync.audit.evidence import AlreadyThere, Evidence
 from regsync.errors import InvalidName
 from regsync.kinds.conda.channel import channels_of
 from regsync.kinds.conda.bundle import conda_stand_ins, export_conda
@@ -45,21 +46,19 @@ class CondaKind:
         (a refusal of that item, not a stale plan), and lists a patched record anew."""
         return None
 
-    def transfer(self, item: PlanItem, run: Run) -> dict:
+    def transfer(self, item: PlanItem, run: Run) -> Evidence | AlreadyThere:
         # a conda package is one more artifact: same pool, same verification rule, same audit records;
         # its record is listed when the run's transfers are over (RunListings: one rewrite per listing)
         listings = run.state("conda:listings", lambda: RunListings(channels_of(run.endpoints).target))
-        verification = apply_conda(item, run.endpoints, run.audit, run.on_bytes, item.artifact())
-        if verification is None:
-            return {"event": "skipped", "artifact": {**item.artifact(), "size": 0},
-                    "reason": "already in the target channel with this record (the plan was applied before)"}
-        listings.expect(item)
-        return {"verification": verification}
+        result = apply_conda(item, run.endpoints, run.on_bytes, lambda evidence: run.verified(item, evidence))
+        if isinstance(result, Evidence):
+            listings.expect(item)
+        return result
 
-    def export(self, item: PlanItem, run: Run, sink: BundleSink) -> dict:
+    def export(self, item: PlanItem, run: Run, sink: BundleSink) -> Evidence:
         entry, _ = export_conda(item, run.endpoints, sink.writer, run.on_bytes)
         sink.add_entry(item, self.bundle_section, entry)
-        return {"method": "sha256", "against": f"{entry['channel']}/{entry['subdir']}/repodata.json"}
+        return Evidence(method="sha256", against=f"{entry['channel']}/{entry['subdir']}/repodata.json")
 
     def export_sizes(self, item: PlanItem, endpoints, leave_out: frozenset[str]) -> list[int]:
         return [item.bytes]

@@ -6,22 +6,29 @@ from __future__ import annotations
 
 import hashlib
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from regsync.kinds.conda.attest import check_attestation
 from regsync.kinds.conda.channel import channels_of
 from regsync.kinds.conda.names import record_digest, split_ref
 from regsync.kinds.conda.rules import admit_record, conda_rules_for
+from regsync.audit.evidence import AlreadyThere, Evidence
 from regsync.content.reader import VerifyingReader
 from regsync.errors import RegistryError, VerificationError
 from regsync.kinds.package.fetch import fetch_verified
 
+if TYPE_CHECKING:
+    from regsync.endpoints import Endpoints
+    from regsync.pipeline.plan import PlanItem
 
-def planned_record(item, endpoints):
+
+def planned_record(item: PlanItem, endpoints: Endpoints) -> tuple[list[tuple[str, Any]], Any, Any, Any, dict[str, Any]]:
     """(rules, channels, source channel, record, published record) for the exact file a plan item
     names: the rules from the policy, never from the plan, and the record as the channel lists it
     now (a plan's digest that moved is refused)."""
-    rules = conda_rules_for(endpoints.policy, item.source, item.target)
+    rules: list[tuple[str, Any]] = conda_rules_for(endpoints.policy, item.source, item.target)
     source_name, subdir, filename = split_ref(item.source)
     channels = channels_of(endpoints)
     source = channels.source(source_name)
@@ -39,7 +46,7 @@ def planned_record(item, endpoints):
     return rules, channels, source, record, published
 
 
-def admitted(item, rules, channels, record) -> str:
+def admitted(item: PlanItem, rules: list[tuple[str, Any]], channels: Any, record: Any) -> str:
     """The rule that admits the file: its specs match it, or the closure the policy solves holds it."""
     source_name, subdir, filename = split_ref(item.source)
     platforms = lambda rule: [subdir] if subdir != "noarch" else list(dict.fromkeys(rule.platforms))  # noqa: E731
@@ -48,9 +55,11 @@ def admitted(item, rules, channels, record) -> str:
         for platform in platforms(rule) for virtual in rule.virtual_packages))
 
 
-def apply_conda(item, endpoints, audit, on_bytes=None, artifact=None) -> dict | None:
-    """Returns the verification evidence (for the `pushed` record too); None when the target already
-    lists the file with this very record (a saved plan applied again): nothing fetched or written."""
+def apply_conda(item: PlanItem, endpoints: Endpoints, on_bytes: Callable[[int], None] | None = None,
+                on_verified: Callable[[Evidence], None] | None = None) -> Evidence | AlreadyThere:
+    """What was verified, or AlreadyThere when the target already lists the file with this very record
+    (a saved plan applied again): nothing fetched or written. `on_verified`: called once the file is
+    verified, before it is placed."""
     rules, channels, source, record, published = planned_record(item, endpoints)
     source_name, subdir, filename = split_ref(item.source)
     item.rule = admitted(item, rules, channels, record)
@@ -62,14 +71,14 @@ def apply_conda(item, endpoints, audit, on_bytes=None, artifact=None) -> dict | 
         raise VerificationError(f"{item.target}: the target lists it with {record_digest(held, True)}; "
                                 f"never overwritten")
     method = item.digest.partition(":")[0]
-    against = f"{source_name}/{subdir}/repodata.json"
+    evidence = Evidence(method=method, against=f"{source_name}/{subdir}/repodata.json", attestation=attestation)
     if held == published:
-        return None
+        return AlreadyThere("already in the target channel with this record (the plan was applied before)")
     if held is not None:
         # a patched record for a file the target holds (its bytes verified when they were placed)
         target.publish(subdir, {filename: published}, source)
-        evidence = {"method": method, "against": against, "record_only": True}
-        return {**evidence, "attestation": attestation} if attestation else evidence
+        evidence.facts, evidence.checked = {"record_only": True}, False
+        return evidence
     with tempfile.TemporaryDirectory(dir=target.staging, prefix=".regsync-") as work:
         path = Path(work) / filename
         package = source.file(subdir, record, published)
@@ -77,18 +86,19 @@ def apply_conda(item, endpoints, audit, on_bytes=None, artifact=None) -> dict | 
             fetch_md5_verified(source, package, item.digest, path, on_bytes)
         else:
             fetch_verified(source, package, path, on_bytes, package.where)
-        verification = {"method": method, "against": against, "rechecked": True, "size": published.get("size")}
+        evidence.rechecked = True
+        evidence.facts = {"size": published.get("size")}
         if method == "md5":
-            verification["weak_digest"] = "the channel gives md5 and size only (weak_digests: allow)"
-        if attestation is not None:
-            verification["attestation"] = attestation
-        audit.record("verified", artifact=artifact, policy_rule=item.rule, verification=verification)
+            evidence.facts["weak_digest"] = "the channel gives md5 and size only (weak_digests: allow)"
+        if on_verified is not None:
+            on_verified(evidence)
         target.put(path, subdir, filename)
     target.publish(subdir, {filename: published}, source)
-    return verification
+    return evidence
 
 
-def fetch_md5_verified(source, package, digest: str, path: Path, on_bytes=None) -> None:
+def fetch_md5_verified(source: Any, package: Any, digest: str, path: Path,
+                       on_bytes: Callable[[int], None] | None = None) -> None:
     """A record with md5 and size only (weak_digests: allow): streamed, its md5 and size checked
     before the file is handed on. Not resumed after a kill (the resumable path is sha256's)."""
     response = source.open(package)

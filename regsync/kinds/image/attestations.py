@@ -55,9 +55,11 @@ class Found:
 
 
 def check_attestations(client: RegistryClient, repo: str, digest: str, verify: ImageVerify,
-                       trust: dict[str, Trust]) -> list[Any] | None:
+                       trust: dict[str, Trust], statements: list[dict[str, Any]] | None = None) -> list[Any] | None:
     """Evidence per requirement for the audit record; raises VerificationError for the first
-    `required` one that is not met (an `optional` one records its reason instead)."""
+    `required` one that is not met (an `optional` one records its reason instead). `statements`
+    receives the statement of each attestation that met a requirement (the vulnerability gate
+    reads a verified SBOM's package list from it)."""
     if not verify.require_attestations:
         return None
     keyless = any(trust[name].keyless is not None for wanted in verify.require_attestations for name in wanted.trust)
@@ -67,9 +69,14 @@ def check_attestations(client: RegistryClient, repo: str, digest: str, verify: I
         found = [Found(f"{client.ref(repo)} attachments of {digest}", problem=exc.reason)]
     missing = (f"on {digest} in {client.ref(repo)} (tag {attachment_tag(digest, 'att')} "
                f"or a sigstore bundle referrer)")
-    return evaluate(verify.require_attestations, found, missing,
-                    lambda wanted, name, candidate, statement: _verify_candidate(wanted, name, candidate, statement,
-                                                                                 digest, trust))
+
+    def verify_candidate(wanted: AttestationRequirement, name: str, candidate: Found,
+                         statement: dict[str, Any]) -> dict[str, Any] | Failure:
+        outcome = _verify_candidate(wanted, name, candidate, statement, digest, trust)
+        if isinstance(outcome, dict) and statements is not None:
+            statements.append(statement)
+        return outcome
+    return evaluate(verify.require_attestations, found, missing, verify_candidate)
 
 
 def find_attestations(client: RegistryClient, repo: str, digest: str, keyless: bool) -> list[Found]:

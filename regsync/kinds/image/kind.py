@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from regsync.audit.evidence import AlreadyThere, Evidence
 from regsync.errors import VerificationError
 from regsync.kinds.image.copy import BlobCopier, copy_tree
 from regsync.kinds.image.cosign import ATTACHMENT_SUFFIXES, attachment_tag
@@ -54,12 +55,12 @@ class ImageKind:
             return None
         return f"{item.target} now points to {now or 'nothing'}, the plan saw {item.target_before or 'nothing'}"
 
-    def transfer(self, item: PlanItem, run: Run) -> dict:
+    def transfer(self, item: PlanItem, run: Run) -> Evidence | AlreadyThere:
         from regsync.kinds.image.attachments import after_push
         from regsync.kinds.image.verify import evidence_before_push
 
         blobs = run.state("oci.blobs", lambda: BlobCopier(run.pool, run.on_bytes))
-        endpoints, audit = run.endpoints, run.audit
+        endpoints = run.endpoints
         src_name, src_repo, _ = split_image_ref(item.source)
         dst_name, dst_repo, tag = split_image_ref(item.target)
         src, dst = endpoints.registry(src_name), endpoints.registry(dst_name)
@@ -67,13 +68,13 @@ class ImageKind:
         if current is not None and current.digest == item.digest:
             # A saved plan applied again (a cron retry, a second operator): the tag already names
             # exactly this digest, so nothing is fetched, verified or written.
-            return {"event": "skipped", "artifact": {**item.artifact(), "size": 0},
-                    "reason": "already on the target (the plan was applied before)"}
+            return AlreadyThere("already on the target (the plan was applied before)")
         root = _planned_root(item, src, src_repo)
         tree = manifest_tree(src, src_repo, root)
-        verified = {"method": "sha256", "manifests": len(tree),
-                    "blobs": len({b.digest for m in tree for b in m.blobs()})}
-        verified.update(evidence_before_push(item, endpoints, root))  # a saved plan may be old or edited: check now
+        checked = evidence_before_push(item, endpoints, root)  # a saved plan may be old or edited: check now
+        verified = Evidence.from_json({"method": "sha256", **checked})
+        verified.facts = {"manifests": len(tree), "blobs": len({b.digest for m in tree for b in m.blobs()}),
+                          **verified.facts}
         gate = rule_of(endpoints.policy, item.rule).gates.vulnerabilities
         if gate is not None:
             from regsync.kinds.image.vulns import image_vulnerabilities, tap_layers
@@ -82,14 +83,15 @@ class ImageKind:
 
         def before_manifests() -> None:  # every blob verified on the target, no manifest pushed yet
             if gate is not None:
-                verified["vulnerabilities"] = image_vulnerabilities(item, gate, endpoints, src, src_repo, tree, blobs)
-            audit.record("verified", artifact=item.artifact(), policy_rule=item.rule, verification=verified)
+                verified.vulnerabilities = image_vulnerabilities(item, gate, endpoints, src, src_repo, tree, blobs)
+            run.verified(item, verified)
         moved = copy_tree(src, src_repo, dst, dst_repo, tree, tag, blobs, on_verified=before_manifests)
         # What this push moved, not what the plan expected: a re-applied plan finds its blobs there.
-        return {"artifact": {**item.artifact(), "size": moved}, "verification": verified,
-                **after_push(item, endpoints, tree, blobs, verified)}
+        verified.moved = moved
+        verified.carried = after_push(item, endpoints, tree, blobs, verified.verification())
+        return verified
 
-    def export(self, item: PlanItem, run: Run, sink: BundleSink) -> dict | None:
+    def export(self, item: PlanItem, run: Run, sink: BundleSink) -> Evidence:
         from regsync.kinds.image.attachments import verified_attachments
         from regsync.kinds.image.bundle_referrers import carries_referrers, export_referrers
         from regsync.kinds.image.layout import copy_into_layout
@@ -117,7 +119,7 @@ class ImageKind:
         if carries_referrers(rule_of(policy, item.rule), policy.trust):
             export_referrers(src, src_repo, f"{src_name}/{src_repo}", original.digest, sink.writer, run.on_bytes,
                              sink.add_ref)
-        return item.verification
+        return Evidence.from_json(item.verification)   # what the plan (made in this run) checked
 
     def export_sizes(self, item: PlanItem, endpoints, leave_out: frozenset[str]) -> list[int]:
         src_name, src_repo, _ = split_image_ref(item.source)

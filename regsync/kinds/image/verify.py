@@ -20,6 +20,8 @@ from regsync.kinds.image.rules import authorize_image
 from regsync.kinds.image.attestations import check_attestations
 from regsync.kinds.image.buildkit import carried_attestations
 from regsync.kinds.image.tree import manifest_tree
+from regsync.kinds.image.client import RegistryClient
+from regsync.kinds.image.vulns import AT_APPLY
 from regsync.kinds.image.gates import evaluate_gates, gates_set
 from regsync.kinds.image.signatures import check_signatures
 from regsync.trust.signing import load_private_key
@@ -37,6 +39,9 @@ def check_before_plan(item: PlanItem, rule: ImageRule, endpoints: Endpoints, tag
         item.verification = evidence or None
         return False
     item.verification = evidence or None
+    if (evidence.get("vulnerabilities") or {}).get("package_list") == AT_APPLY:
+        item.reason = "; ".join(filter(None, [item.reason, "vulnerabilities: the layers are scanned at apply "
+                                              "(no verified SBOM attestation, no earlier scan of every layer)"]))
     return True
 
 
@@ -51,13 +56,33 @@ def _check(rule: ImageRule, endpoints: Endpoints, tag: str, source_digest: str, 
     signature = check_signatures(src, src_repo, source_digest, rule.verify, endpoints.policy.trust)
     if signature is not None:
         evidence["signature"] = signature
+    statements: list[dict[str, Any]] = []   # of the attestations verified: a verified SBOM is a package list
     if rule.verify.require_attestations:
-        evidence["attestations"] = check_attestations(src, src_repo, source_digest, rule.verify, endpoints.policy.trust)
+        evidence["attestations"] = check_attestations(src, src_repo, source_digest, rule.verify,
+                                                      endpoints.policy.trust, statements)
     if gates_set(rule.gates):
         evidence["gates"] = evaluate_gates(rule.gates, src, src_repo, root, tag)
+    if rule.gates.vulnerabilities is not None:
+        _vulnerabilities(rule, endpoints, src, src_repo, root, tag, statements, evidence)
     carried = carried_attestations(manifest_tree(src, src_repo, root)) if root.is_index else None
     if carried is not None:  # read from manifests already fetched: unsigned evidence, never a check passed
         evidence["buildkit_attestations"] = carried
+
+
+def _vulnerabilities(rule: ImageRule, endpoints: Endpoints, src: RegistryClient, src_repo: str, root: Manifest,
+                     tag: str, statements: list[dict[str, Any]], evidence: dict[str, Any]) -> None:
+    """The vulnerability gate on what is known before any byte moves (kinds/image/vulns.py)."""
+    from regsync.kinds.image.vulns import judge_listed
+    from regsync.vulns.gate import VulnerabilityRefusal
+
+    assert rule.gates.vulnerabilities is not None, "called for a rule with the gate"
+    try:
+        evidence["vulnerabilities"] = judge_listed(rule.gates.vulnerabilities, endpoints,
+                                                   manifest_tree(src, src_repo, root), statements,
+                                                   f"{rule.target}:{tag}")
+    except VulnerabilityRefusal as exc:
+        evidence["vulnerabilities"] = exc.evidence
+        raise
 
 
 def crosscheck(endpoints: Endpoints, rule: ImageRule, repo: str, tag: str, digest: str) -> dict[str, Any]:

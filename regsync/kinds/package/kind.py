@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from regsync.audit.evidence import AlreadyThere, Evidence
 from regsync.pipeline.kind import BundleSink, Run
 from regsync.pipeline.plan import PlanItem
 from regsync.kinds.package.policy import PackageSection
@@ -34,27 +35,26 @@ class PackageKind:
 
     def is_stale(self, item: PlanItem, endpoints) -> str | None:
         """Never stale: a file is never overwritten on the target, and its sha256 is checked against
-        the index again when applied (there is no tag that could have moved). The target is read
-        now, though: a file it already holds with the planned sha256 becomes a skip, one it holds
-        with another a refusal (recheck_target), so a plan applied twice is a no-op."""
-        from regsync.kinds.package.transfer import recheck_target
+        the index again when applied (there is no tag that could have moved); a file the target
+        already holds is found by transfer (AlreadyThere). Its version is noted for its rule's
+        closure, re-derived at apply."""
+        from regsync.kinds.package.closure import closures_of
 
-        recheck_target(item, endpoints)
+        closures_of(endpoints).prefer(item.source, item.target)
         return None
 
-    def transfer(self, item: PlanItem, run: Run) -> dict:
+    def transfer(self, item: PlanItem, run: Run) -> Evidence | AlreadyThere:
         # a wheel is one more artifact: same pool, same verification rule, same audit records
         from regsync.kinds.package.transfer import apply_package
 
-        verification = apply_package(item, run.endpoints, run.audit, run.on_bytes, item.artifact())
-        return {"verification": verification or {"method": "sha256", "against": "source index"}}
+        return apply_package(item, run.endpoints, run.on_bytes, lambda evidence: run.verified(item, evidence))
 
-    def export(self, item: PlanItem, run: Run, sink: BundleSink) -> dict:
+    def export(self, item: PlanItem, run: Run, sink: BundleSink) -> Evidence:
         from regsync.kinds.package.bundle import export_package
 
         entry = export_package(item, run.endpoints, sink.writer, run.on_bytes)
         sink.add_entry(item, self.bundle_section, entry)
-        return {"method": "sha256", "against": f"{entry['index']} index"}
+        return Evidence(method="sha256", against=f"{entry['index']} index")
 
     def export_sizes(self, item: PlanItem, endpoints, leave_out: frozenset[str]) -> list[int]:
         return [item.bytes]

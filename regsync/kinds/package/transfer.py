@@ -5,16 +5,17 @@ before its sha256 matched the index and the wheel's own metadata matched its nam
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from loguru import logger
 
+from regsync.audit.evidence import AlreadyThere, Evidence
 from regsync.errors import RegistryError, VerificationError
 from regsync.pipeline.plan import PlanItem
 from regsync.kinds.package.ref import parse_file_name, sha256_of
 from regsync.kinds.package.evidence import check_provenance
-from regsync.kinds.package.closure import closures_of
-from regsync.kinds.package.rules import admit_package, authorize_package, package_rule_for
+from regsync.kinds.package.rules import admit_package, authorize_package
 from regsync.kinds.package.wheel import check_wheel
 
 
@@ -32,27 +33,22 @@ def planned_file(item: PlanItem, endpoints):
     return index, package
 
 
-def recheck_target(item: PlanItem, endpoints) -> None:
-    """A saved plan's item, read against the target before anything is applied (a plan applied
-    twice, a cron retry): a file the target now lists with the planned sha256 becomes a `skip`
-    (unchanged: nothing fetched or uploaded), one it lists with another sha256 a refusal, as a fresh
-    plan would say. Its version is also noted for its rule's closure, re-derived at apply."""
-    closures_of(endpoints).prefer(item.source, item.target)
-    if not item.changes:
-        return
+def already_there(item: PlanItem, endpoints) -> AlreadyThere | None:
+    """The target read before anything is fetched (a saved plan applied twice, a cron retry): a file
+    it lists with the planned sha256 is there already (nothing fetched or uploaded), one it lists
+    with another sha256 is refused, as a fresh plan would say. Unreadable now: the upload finds out."""
+    filename = item.source.split("/", 1)[1]
     try:
-        package_rule_for(endpoints.policy, item.source, item.target)  # else apply refuses it unread
-        filename = item.source.split("/", 1)[1]
         target = endpoints.package_target(item.target.split("/", 1)[0])
         present = target.existing(_project_of_file(filename, item.project)).get(filename, "absent")
-    except (VerificationError, RegistryError) as exc:
+    except RegistryError as exc:
         logger.debug("{}: the target is read again at upload: {}", item.target, exc)
-        return
+        return None
     if present == item.digest:
-        item.action, item.reason, item.bytes = "skip", "unchanged: the target already has it with the planned sha256", 0
-    elif present != "absent":
-        item.action = "refuse"
-        item.reason = f"the target has {filename} with {present or 'an unknown hash'}; never overwritten"
+        return AlreadyThere("unchanged: the target already has it with the planned sha256")
+    if present != "absent":
+        raise VerificationError(f"the target has {filename} with {present or 'an unknown hash'}; never overwritten")
+    return None
 
 
 def _project_of_file(filename: str, listed: str | None) -> str:
@@ -66,14 +62,19 @@ def _project_of_file(filename: str, listed: str | None) -> str:
         raise VerificationError(f"{filename} is not a wheel or sdist file name") from None
 
 
-def apply_package(item: PlanItem, endpoints, audit, on_bytes=None, artifact=None) -> dict:
-    """Returns the verification evidence (for the `pushed` record too).
+def apply_package(item: PlanItem, endpoints, on_bytes=None,
+                  on_verified: Callable[[Evidence], None] | None = None) -> Evidence | AlreadyThere:
+    """What was verified, or AlreadyThere when the target holds the file (nothing fetched).
+    `on_verified`: called once the file is verified, before it is uploaded.
 
     Everything is checked against the rule the policy gives for the item's source and target index,
     as if the plan had not been seen: the file must be in the closure that rule resolves to, with
     the sha256 its index lists now, its provenance is verified again, and a wheel must be what its
     file name and the metadata the resolution used say (kinds/package/wheel.py) before it is pushed."""
     rule = authorize_package(item, endpoints.policy)
+    there = already_there(item, endpoints)
+    if there is not None:
+        return there
     index, package = planned_file(item, endpoints)
     admit_package(item.rule, rule, package, endpoints, index)
     source_name, filename = item.source.split("/", 1)[0], package.filename
@@ -87,17 +88,15 @@ def apply_package(item: PlanItem, endpoints, audit, on_bytes=None, artifact=None
         path = Path(work) / filename
         index.download(package, path, on_bytes)
         check_wheel(path, filename, f"{source_name}/{filename}", used_metadata(index, package))
-        verification = {"method": "sha256", "against": f"{source_name} index", "rechecked": True,
-                        **_where_from(index, package)}
-        if provenance is not None:
-            verification["provenance"] = provenance
-        if vulnerabilities is not None:
-            verification["vulnerabilities"] = vulnerabilities
-        audit.record("verified", artifact=artifact, policy_rule=item.rule, verification=verification)
+        evidence = Evidence(method="sha256", against=f"{source_name} index", rechecked=True,
+                            facts=_where_from(index, package), provenance=provenance,
+                            vulnerabilities=vulnerabilities)
+        if on_verified is not None:
+            on_verified(evidence)
         if target.put(path, filename, item.digest):
             # it landed there since the plan was read (another run, another operator): the same bytes
-            verification["target"] = "already had this file with the same sha256 (HTTP 409); not uploaded again"
-    return verification
+            evidence.on_target = "already had this file with the same sha256 (HTTP 409); not uploaded again"
+    return evidence
 
 
 def used_metadata(index, package):
