@@ -23,7 +23,7 @@ from pathlib import Path
 from regsync.audit.log import AuditLog, check_audit_path
 from regsync.endpoints import Endpoints
 from regsync.errors import EXIT_RUNTIME, RegsyncError, UsageError, VerificationError
-from regsync.kinds.registry import KINDS
+from regsync.kinds.registry import KINDS, SECTIONS
 from regsync.lock import RunLock, lock_path
 from regsync.ops import write_metrics, write_summary
 from regsync.pipeline.apply import Outcome, apply_plan, check_not_stale
@@ -64,7 +64,7 @@ class RunResult:
 def load_checked(policy_path: Path, offline_sources: bool = False) -> LoadedPolicy:
     """The policy, validated, with the files it names (CA bundles, keys, roots) opened and parsed.
     `offline_sources`: a bundle stands in for the sources, so their settings are not needed."""
-    loaded = load_policy(policy_path, offline_sources=offline_sources)
+    loaded = load_policy(policy_path, offline_sources=offline_sources, sections=SECTIONS)
     check_files(loaded)
     return loaded
 

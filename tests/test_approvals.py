@@ -142,7 +142,7 @@ def test_a_plan_approved_for_another_policy_is_refused(setup):
     assert_untouched(setup, result, "was made from another policy", "its approvals were for that policy")
 
     # pointing the approved plan at today's policy voids its signatures
-    from regsync.policy import load_policy
+    from tests.fixtures.policies import load_policy
 
     doc = json.loads(setup["plan"].read_text())
     doc["policy_sha256"] = load_policy(policy).sha256

@@ -6,7 +6,7 @@ import textwrap
 import pytest
 
 from regsync.errors import PolicyError
-from regsync.policy import load_policy
+from tests.fixtures.policies import load_policy
 
 POLICY = """\
 version: 1

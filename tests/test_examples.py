@@ -50,7 +50,7 @@ def test_systemd_service_command_line_is_valid():
 
 
 def test_ready_policies_validate(monkeypatch):
-    from regsync.policy import load_policy
+    from tests.fixtures.policies import load_policy
 
     monkeypatch.setenv("HARBOR_TOKEN", "x")
     monkeypatch.setenv("NEXUS_PASSWORD", "x")
@@ -60,7 +60,7 @@ def test_ready_policies_validate(monkeypatch):
 
 @pytest.mark.parametrize("path", sorted((ROOT / "policies").glob("*.yaml")), ids=lambda p: p.name)
 def test_shipped_policies_are_valid(path, monkeypatch):
-    from regsync.policy import load_policy
+    from tests.fixtures.policies import load_policy
 
     for name in ("HARBOR_TOKEN", "NEXUS_PASSWORD"):
         monkeypatch.setenv(name, "not-a-real-secret")
@@ -71,7 +71,7 @@ def test_shipped_policies_are_valid(path, monkeypatch):
 def test_the_policy_in_readme_is_valid(tmp_path, monkeypatch):
     import re
 
-    from regsync.policy import load_policy
+    from tests.fixtures.policies import load_policy
 
     blocks = [b for b in re.findall(r"```yaml\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
               if b.startswith("version: 1")]
@@ -246,7 +246,7 @@ def test_every_policy_snippet_in_the_docs_is_valid(block, tmp_path):
     """Each ```yaml block of README.md and docs/, completed with the names it refers to (an indented
     block is part of a package rule), loads as a policy: a key renamed in the code but not in the
     docs fails here."""
-    from regsync.policy import load_policy
+    from tests.fixtures.policies import load_policy
 
     snippet = yaml.safe_load(block)
     merged = dict(_SNIPPET_BASE)
@@ -272,11 +272,11 @@ def test_the_client_config_synopsis_names_every_client_and_nothing_else():
     """docs/harbor-nexus.md's synopsis (each client's output is run by tests/test_clientconfig.py)."""
     import re
 
-    from regsync.cli.clientconfig import CLIENTS
+    from regsync.cli.clientconfig import clients
 
     [line] = re.findall(r"^regsync client-config .*$", (ROOT / "docs/harbor-nexus.md").read_text(), re.M)
     named = line.split("--for ", 1)[1].split("|")
-    assert sorted(named) == sorted(CLIENTS)
+    assert sorted(named) == sorted(clients())
     for client in named:
         accepted(["client-config", "-p", "policy.yaml", "--for", client])
 

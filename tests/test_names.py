@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from regsync.errors import PolicyError, VerificationError
 from regsync.kinds.image.client import RegistryClient
 from regsync.policy.names import is_digest, is_repository, is_tag
-from regsync.policy import load_policy
+from tests.fixtures.policies import load_policy
 from tests.fixtures.faultproxy import FaultProxy
 from tests.fixtures.oci_layout import digest_of, inspect_raw, seed, write_image
 from tests.fixtures.policies import audit_records, run_cli, write_policy

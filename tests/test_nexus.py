@@ -6,7 +6,7 @@ import pytest
 
 from regsync.endpoints import Endpoints
 from regsync.kinds.image.clients import target_registry
-from regsync.policy import load_policy
+from tests.fixtures.policies import load_policy
 from regsync.kinds.image.dialects.nexus import MONOLITHIC_ANY_SIZE, repository_of
 from tests.fixtures.nginx import NEXUS_REALM, nexus_front
 from tests.fixtures.oci_layout import digest_of, inspect_raw, seed, write_image

@@ -7,7 +7,7 @@ from click.testing import CliRunner
 
 from regsync.cli import cli
 from regsync.errors import PolicyError
-from regsync.policy import load_policy
+from tests.fixtures.policies import load_policy
 
 BASE = """\
 version: 1
@@ -346,3 +346,17 @@ def test_a_directory_index_read_as_a_source_is_a_policy_error_with_its_line(tmp_
         result = CliRunner().invoke(cli, [*verb, "-p", str(path)])
         assert result.exit_code == 2, result.output
         assert f"{path}:{line}: " in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("section, entry, flavour", [
+    ("registries", '{url: "https://r.example", kind: nexus}', "nexus"),
+    ("indexes", '{url: "https://i.example/simple/", kind: devpi}', "devpi"),
+    ("channels", '{path: channel, kind: directory}', "directory"),
+])
+def test_a_server_s_kind_key_is_its_flavour_and_only_kind_names_it(tmp_path, section, entry, flavour):
+    """`kind:` of a registry, an index or a channel is the server's flavour (a kind is a kind of
+    artifact in the code); the code's name for it is no key of the YAML."""
+    path = write(tmp_path, f"version: 1\n{section}:\n  it: {entry}\n")
+    assert getattr(load_policy(path, {}).policy, section)["it"].flavour == flavour
+    path.write_text(path.read_text().replace("kind:", "flavour:"))
+    assert error_of(path) == f"{path}:3: unknown key 'flavour'"

@@ -232,7 +232,7 @@ def test_pip_config_points_at_the_target_with_its_ca(tmp_path, index, pypiserver
 def test_shards_split_package_files_disjointly(tmp_path, index):
     from regsync.endpoints import Endpoints
     from regsync.kinds.registry import KINDS
-    from regsync.policy import load_policy
+    from tests.fixtures.policies import load_policy
     from regsync.pipeline.make import make_plan
     from regsync.pipeline.shard import Shard
 

@@ -12,7 +12,7 @@ import json
 import pytest
 
 from regsync.errors import PolicyError
-from regsync.policy import load_policy
+from tests.fixtures.policies import load_policy
 from tests.fixtures.pep740 import github_attestation, provenance
 from tests.fixtures.policies import audit_records, run_cli
 from tests.fixtures.pypi import SimpleIndex, build_wheel

@@ -7,18 +7,26 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+from pydantic import Field
+
 import regsync
 from regsync import runs
 from regsync.audit.evidence import AlreadyThere, Evidence
 from regsync.audit.log import AuditLog
 from regsync.audit.report import build_report, render_html
+from regsync.cli.clientconfig import client_config, clients
 from regsync.endpoints import Endpoints
-from regsync.errors import RegistryError, VerificationError
+from regsync.errors import PolicyError, RegistryError, UsageError, VerificationError
 from regsync.kinds.registry import KINDS
 from regsync.pipeline.apply import apply_plan
 from regsync.pipeline.kind import Run
 from regsync.pipeline.make import make_plan
 from regsync.pipeline.plan import PlanItem
+from regsync.policy import load_policy
+from regsync.policy.files import check_files
+from regsync.policy.models import PolicyPath, Strict
+from regsync.policy.section import BaseSection, NamedFile, Rendered, Section
 from regsync.runs import RunOptions, load_checked
 from tests.fixtures.oci_layout import digest_of, inspect_raw, seed, write_image
 from tests.fixtures.policies import audit_records, write_policy
@@ -53,21 +61,74 @@ class _Note:
     root: Path
 
 
+class NoteDir(Strict):   # unknown keys refused
+    path: PolicyPath       # relative to the policy file
+    ca_file: PolicyPath | None = None   # a file the section names: checked before any run
+
+
+class NoteRule(Strict):
+    source: str = Field(alias="from")
+    target: str = Field(alias="to")
+
+
+class NoteSection(Section):
+    """The made-up kind's keys: `notedirs:` (name → directory) and `notes:` rules (from → to)."""
+    notedirs: dict[str, NoteDir] = {}
+    notes: list[NoteRule] = []
+
+
+def _notes_txt(policy, upstream):
+    section = NoteSection.of(policy)
+    if not section.notes:
+        raise UsageError("this policy has no notes: rules")
+    return Rendered("".join(f"{section.notedirs[rule.target].path}\n" for rule in section.notes),
+                    ["read the copies there"])
+
+
+class NotePolicy(BaseSection):
+    model = NoteSection
+    clients = {"notes": _notes_txt}
+
+    def check_references(self, policy, doc):
+        section = NoteSection.of(policy)
+        for i, rule in enumerate(section.notes):
+            for key, name in (("from", rule.source), ("to", rule.target)):
+                if name not in section.notedirs:
+                    raise doc.error(("notes", i, key), f"unknown note directory '{name}'")
+
+    def files(self, policy):
+        for name, found in NoteSection.of(policy).notedirs.items():
+            if found.ca_file:
+                yield NamedFile(("notedirs", name, "ca_file"), found.ca_file, "ca_bundle")
+
+    def summary(self, policy):
+        section = NoteSection.of(policy)
+        return ([f"  notedirs:   {', '.join(section.notedirs)}"],
+                [f"  note    {rule.source} -> {rule.target}" for rule in section.notes])
+
+
 class NoteKind:
     name = "note"
     bundle_section = "notes"
+    section = NotePolicy()
 
     def __init__(self):
         self.runs: list[Run] = []   # what each transfer was handed
 
+    @staticmethod
+    def _dir(endpoints, name):
+        path = NoteSection.of(endpoints.policy).notedirs[name].path
+        return endpoints.client(f"note:{name}", lambda: _Note(path))
+
     def plan(self, policy, endpoints, jobs, shard, diff_target):
-        source, target = endpoints.client("note:src", lambda: None), endpoints.client("note:dst", lambda: None)
         items = []
-        for path in sorted(source.root.iterdir()):
-            action = "skip" if (target.root / path.name).exists() else "copy"
-            digest = hashlib.sha256(path.read_bytes()).hexdigest()
-            items.append(PlanItem(self.name, f"src/{path.name}", f"dst/{path.name}", digest, action,
-                                  bytes=path.stat().st_size))
+        for rule in NoteSection.of(policy).notes:
+            source, target = self._dir(endpoints, rule.source), self._dir(endpoints, rule.target)
+            for path in sorted(source.root.iterdir()):
+                action = "skip" if (target.root / path.name).exists() else "copy"
+                digest = hashlib.sha256(path.read_bytes()).hexdigest()
+                items.append(PlanItem(self.name, f"{rule.source}/{path.name}", f"{rule.target}/{path.name}", digest,
+                                      action, bytes=path.stat().st_size))
         return items, []
 
     def authorize(self, item, policy):
@@ -81,11 +142,11 @@ class NoteKind:
 
     def transfer(self, item, run: Run):
         self.runs.append(run)
-        name = item.source.split("/", 1)[1]
-        there = run.endpoints.client("note:dst", lambda: None).root / name
+        (source, name), target = item.source.split("/", 1), item.target.split("/", 1)[0]
+        there = self._dir(run.endpoints, target).root / name
         if there.exists() and hashlib.sha256(there.read_bytes()).hexdigest() == item.digest:
             return AlreadyThere("already in the target directory")
-        data = (run.endpoints.client("note:src", lambda: None).root / name).read_bytes()
+        data = (self._dir(run.endpoints, source).root / name).read_bytes()
         run.on_bytes(len(data))
         if hashlib.sha256(data).hexdigest() != item.digest:
             raise VerificationError(f"{name}: sha256 differs from the plan's")
@@ -96,7 +157,7 @@ class NoteKind:
         raise NotImplementedError
 
     def targets(self, policy):
-        return {"dst"}
+        return {rule.target for rule in NoteSection.of(policy).notes}
 
     def export_stand_ins(self, policy):
         return {}
@@ -105,18 +166,36 @@ class NoteKind:
         return {}
 
 
+NOTE_POLICY = """version: 1
+audit: {path: audit.jsonl}
+notedirs:
+  src: {path: src}
+  dst: {path: dst}
+notes:
+  - {from: src, to: dst}
+"""
+
+
+def _load(path, kinds):
+    loaded = load_policy(path, {}, sections=tuple(kind.section for kind in kinds.values()))
+    check_files(loaded)
+    return loaded
+
+
 def test_a_new_kind_is_one_entry_in_the_registry(tmp_path):
-    """No change to the pipeline: make_plan plans it, apply_plan transfers and audits it. The kinds
-    are the pipeline's parameter: the made-up one is handed in, the registry is left as it is."""
+    """No change to the pipeline, the policy or the CLI's verbs: the kind's section reads its own
+    keys (checked at their file:line), make_plan plans it, apply_plan transfers and audits it,
+    client-config renders its client. The kinds are a parameter: the made-up one is handed in, the
+    registry is left as it is."""
     (tmp_path / "src").mkdir()
     (tmp_path / "dst").mkdir()
     (tmp_path / "src" / "a.txt").write_bytes(b"alpha")
     (tmp_path / "src" / "b.txt").write_bytes(b"beta")
     (tmp_path / "dst" / "b.txt").write_bytes(b"beta")
     kinds = {"note": NoteKind()}
-    (tmp_path / "policy.yaml").write_text("version: 1\naudit: {path: audit.jsonl}\n")
-    loaded = load_checked(tmp_path / "policy.yaml")
-    endpoints = Endpoints(loaded, sources={"note:src": _Note(tmp_path / "src"), "note:dst": _Note(tmp_path / "dst")})
+    (tmp_path / "policy.yaml").write_text(NOTE_POLICY)
+    loaded = _load(tmp_path / "policy.yaml", kinds)
+    endpoints = Endpoints(loaded)
     plan = make_plan(loaded, endpoints, kinds)
     assert [(i.kind, i.source, i.action) for i in plan.items] == [("note", "src/a.txt", "copy"),
                                                                    ("note", "src/b.txt", "skip")]
@@ -127,7 +206,33 @@ def test_a_new_kind_is_one_entry_in_the_registry(tmp_path):
     assert (tmp_path / "dst" / "a.txt").read_bytes() == b"alpha"
     assert [(r["event"], r["artifact"]["kind"]) for r in audit_records(tmp_path / "audit.jsonl")] == [
         ("skipped", "note"), ("verified", "note"), ("pushed", "note")]
-    assert "note" not in KINDS
+    assert NoteSection.of(loaded.policy).notedirs["dst"].path == tmp_path / "dst"   # relative to the policy
+    rendered = client_config(loaded.policy, "notes", sections=loaded.sections)
+    assert (rendered.text, rendered.notes) == (f"{tmp_path / 'dst'}\n", ["read the copies there"])
+    assert NotePolicy().summary(loaded.policy) == (["  notedirs:   src, dst"], ["  note    src -> dst"])
+    assert "note" not in KINDS and "notes" not in clients()
+
+
+@pytest.mark.parametrize("old, new, line, message", [
+    ("  - {from: src, to: dst}", "  - {from: src, to: elsewhere}", 7, "unknown note directory 'elsewhere'"),
+    ("  dst: {path: dst}", "  dst: {path: dst, mode: 0644}", 5, "unknown key 'mode'"),
+    ("audit: {path: audit.jsonl}", "audit: {path: audit.jsonl}\nnote: []", 3, "unknown key 'note'"),
+    ("  src: {path: src}", "  src: {path: src, ca_file: ca.pem}", 4, "{tmp}/ca.pem holds no PEM certificate (a CA bundle is "
+                                                                    "one or more -----BEGIN CERTIFICATE----- blocks)"),
+])
+def test_a_new_kind_s_policy_section_is_checked_at_its_line(tmp_path, old, new, line, message):
+    (tmp_path / "policy.yaml").write_text(NOTE_POLICY.replace(old, new))
+    (tmp_path / "ca.pem").write_text("not a certificate\n")
+    with pytest.raises(PolicyError) as caught:
+        _load(tmp_path / "policy.yaml", {"note": NoteKind()})
+    assert (caught.value.line, caught.value.msg) == (line, message.format(tmp=tmp_path))
+
+
+def test_the_registry_s_sections_refuse_a_kind_they_do_not_have(tmp_path):
+    (tmp_path / "policy.yaml").write_text(NOTE_POLICY)
+    with pytest.raises(PolicyError) as caught:
+        load_checked(tmp_path / "policy.yaml")
+    assert caught.value.msg == "2 errors: line 3: unknown key 'notedirs'; line 6: unknown key 'notes'"
 
 
 def test_apply_writes_a_kinds_audit_records_from_its_evidence(tmp_path):
@@ -138,9 +243,9 @@ def test_apply_writes_a_kinds_audit_records_from_its_evidence(tmp_path):
     (tmp_path / "dst").mkdir()
     (tmp_path / "src" / "a.txt").write_bytes(b"alpha")
     kind = NoteKind()
-    (tmp_path / "policy.yaml").write_text("version: 1\naudit: {path: audit.jsonl}\n")
-    loaded = load_checked(tmp_path / "policy.yaml")
-    endpoints = Endpoints(loaded, sources={"note:src": _Note(tmp_path / "src"), "note:dst": _Note(tmp_path / "dst")})
+    (tmp_path / "policy.yaml").write_text(NOTE_POLICY)
+    loaded = _load(tmp_path / "policy.yaml", {"note": kind})
+    endpoints = Endpoints(loaded)
     plan = make_plan(loaded, endpoints, {"note": kind})
     trail = tmp_path / "audit.jsonl"
     for run_id in ("first", "again"):   # the same plan twice: the second finds the file there
@@ -183,9 +288,9 @@ def test_checks_that_passed_before_a_push_failed_stay_in_the_trail(tmp_path):
     (tmp_path / "dst").mkdir()
     (tmp_path / "src" / "a.txt").write_bytes(b"alpha")
     kinds = {"note": BrokenTargetNoteKind()}
-    (tmp_path / "policy.yaml").write_text("version: 1\naudit: {path: audit.jsonl}\n")
-    loaded = load_checked(tmp_path / "policy.yaml")
-    endpoints = Endpoints(loaded, sources={"note:src": _Note(tmp_path / "src"), "note:dst": _Note(tmp_path / "dst")})
+    (tmp_path / "policy.yaml").write_text(NOTE_POLICY)
+    loaded = _load(tmp_path / "policy.yaml", kinds)
+    endpoints = Endpoints(loaded)
     audit = AuditLog(tmp_path / "audit.jsonl", "run")
     outcome = apply_plan(make_plan(loaded, endpoints, kinds), endpoints, kinds, audit)
     audit.close()

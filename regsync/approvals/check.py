@@ -16,6 +16,7 @@ from regsync.approvals.signatures import Seen, describe, examine, read_plan_byte
 from regsync.errors import UsageError
 from regsync.pipeline.plan import Plan, PlanItem
 from regsync.policy import LoadedPolicy, load_policy
+from regsync.policy.section import Sections
 from regsync.times import format_duration, parse_time
 from regsync.trust.keys import PublicKey, fingerprint, load_entry_key
 
@@ -56,8 +57,9 @@ class _Reviewing(dict):
         return "not-needed-for-review"
 
 
-def load_for_review(policy_path: Path) -> LoadedPolicy:
-    return load_policy(policy_path, environ=_Reviewing(os.environ))
+def load_for_review(policy_path: Path, sections: Sections) -> LoadedPolicy:
+    """`sections`: the kinds' parts of the policy (regsync.kinds.registry.SECTIONS)."""
+    return load_policy(policy_path, environ=_Reviewing(os.environ), sections=sections)
 
 
 def trusted_keys(loaded: LoadedPolicy) -> list[PublicKey]:

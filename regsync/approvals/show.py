@@ -57,21 +57,15 @@ def _rules(plan: Plan, loaded: LoadedPolicy | None) -> list[tuple[str, str, dict
 
 
 def _rule_text(name: str, loaded: LoadedPolicy | None) -> str:
-    """`images[0]` → what that rule of the policy maps, when the policy is at hand."""
-    match = re.fullmatch(r"(images|packages|conda)\[(\d+)\]", name)
+    """`images[0]` → what that rule of the policy maps, when the policy is at hand (its kind's section says)."""
+    match = re.fullmatch(r"(\w+)\[(\d+)\]", name)
     if loaded is None or match is None:
         return ""
-    policy, number = loaded.policy, int(match.group(2))
-    mapped: dict[str, list[tuple[str, str, list[str]]]] = {   # (from, to, what it selects) of each rule
-        "images": [(rule.source, rule.target, list(rule.tags.include)) for rule in policy.images],
-        "packages": [(rule.source, rule.target, list(rule.requirements)) for rule in policy.packages],
-        "conda": [(", ".join(rule.sources), rule.target, list(rule.specs)) for rule in policy.conda],
-    }
-    rules = mapped[match.group(1)]
-    if number >= len(rules):
-        return "not in this policy"
-    source, target, selects = rules[number]
-    return f"{source} -> {target} [{', '.join(selects)}]"
+    for section in loaded.sections:
+        text = section.describe(loaded.policy, match.group(1), int(match.group(2)))
+        if text is not None:
+            return text
+    return ""
 
 
 def _approvals(view: View, data: bytes, loaded: LoadedPolicy | None) -> None:

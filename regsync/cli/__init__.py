@@ -139,26 +139,12 @@ def policy_check(policy_path):
     loaded = runs.load_checked(policy_path)
     policy = loaded.policy
     click.echo(f"{policy_path}: valid (sha256 {loaded.sha256[:12]})")
-    click.echo(f"  registries: {', '.join(policy.registries) or '-'}")
-    click.echo(f"  indexes:    {', '.join(policy.indexes) or '-'}")
-    if policy.channels:
-        click.echo(f"  channels:   {', '.join(policy.channels)}")
+    summaries = [section.summary(policy) for section in loaded.sections]   # each kind's lines
+    for line in [line for entries, _ in summaries for line in entries]:
+        click.echo(line)
     click.echo(f"  trust:      {', '.join(policy.trust) or '-'}")
-    for rule in policy.images:
-        tags = ", ".join(rule.tags.include)
-        extra = f"; exclude [{', '.join(rule.tags.exclude)}]" if rule.tags.exclude else ""
-        extra += f"; platforms {', '.join(rule.platforms)}" if rule.platforms else ""
-        click.echo(f"  image   {rule.source} -> {rule.target}  [{tags}]{extra}")
-        click.echo(f"          {_image_verification(rule.verify)}")
-    for rule in policy.packages:
-        click.echo(f"  package {rule.source} -> {rule.target}  [{', '.join(rule.requirements)}]"
-                   f"{_provenance_summary(rule.verify)}")
-        click.echo(f"          hashes {rule.verify.hashes}{_attestations(rule.verify.require_attestations)}")
-    if policy.conda:
-        from regsync.kinds.conda.rules import describe
-
-        for rule in policy.conda:
-            click.echo(f"  conda   {describe(rule)}")
+    for line in [line for _, rules in summaries for line in rules]:
+        click.echo(line)
     click.echo(f"  audit:      {policy.audit.path or '(default ./regsync-audit.jsonl)'}")
     if policy.bundle.signature != "off":
         click.echo(f"  bundles:    signature {policy.bundle.signature}, trust {', '.join(policy.bundle.trust)}")
@@ -169,33 +155,6 @@ def policy_check(policy_path):
         age = f", valid {format_duration(approval.max_age)} after the plan is made" if approval.max_age else ""
         click.echo(f"  approvals:  {approval.required} required of {', '.join(approval.trust)}{age}")
     return EXIT_OK
-
-
-def _image_verification(verify) -> str:
-    """What a security reviewer reads first: is a signature required, from whom; which attestations."""
-    if verify.signature == "off":
-        signature = "signature off (not checked)"
-    else:
-        who = " and ".join(verify.trust) if verify.require_all else ", ".join(verify.trust)
-        signature = f"signature {verify.signature}, by {'all of' if verify.require_all else 'one of'}: {who}"
-    return signature + _attestations(verify.require_attestations)
-
-
-def _attestations(required) -> str:
-    if not required:
-        return "; no attestation required"
-    return "; " + "; ".join(f"attestation {wanted.type} {wanted.mode}, trust {', '.join(wanted.trust)}"
-                            + (f", match {', '.join(f'{k}={v}' for k, v in wanted.match.items())}" if wanted.match else "")
-                            for wanted in required)
-
-
-def _provenance_summary(verify) -> str:
-    if verify.attestations == "off":
-        return ""
-    if verify.publisher is None:
-        return "; provenance optional, NOT verified (no publisher/trust entry in the policy)"
-    who = verify.publisher.repository or verify.publisher.email
-    return f"; provenance {verify.attestations}: {verify.publisher.kind} {who}, trust {verify.trust}"
 
 
 @cli.command("pip-config")
@@ -211,9 +170,10 @@ def pip_config_cmd(policy_path):
       regsync pip-config -p policy.yaml > /etc/pip.conf
     """
     from regsync.cli.clientconfig import print_config
+    from regsync.kinds.registry import SECTIONS
     from regsync.policy import load_policy
 
-    return print_config(load_policy(policy_path).policy, "pip")
+    return print_config(load_policy(policy_path, sections=SECTIONS).policy, "pip", sections=SECTIONS)
 
 
 def main() -> None:

@@ -57,9 +57,10 @@ def scan_cmd(artifact, policy_path, db_path, max_severity, fixed_only, unscored_
     if (policy_path is None) == (db_path is None):
         raise UsageError("give the database: --db DIR, or -p POLICY with a vulnerabilities: section")
     if policy_path is not None:
+        from regsync.kinds.registry import SECTIONS
         from regsync.policy import load_policy
 
-        config = load_policy(policy_path).policy.vulnerabilities
+        config = load_policy(policy_path, sections=SECTIONS).policy.vulnerabilities
         if config is None:
             raise UsageError(f"{policy_path} has no vulnerabilities: section (vulnerabilities: {{db: /path/to/osv}})")
         db = OsvDatabase(config.db, config.max_age)

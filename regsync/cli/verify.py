@@ -72,7 +72,8 @@ def _verify(image_ref, key, identity, identity_regex, issuer, trusted_root, atte
     from regsync.errors import EXIT_OK, RegistryError
     from regsync.kinds.image.client import RegistryClient
     from regsync.kinds.image.credentials import resolve_credentials
-    from regsync.policy.models import AttestationRequirement, Auth, ImageVerify
+    from regsync.kinds.image.policy import ImageVerify
+    from regsync.policy.models import AttestationRequirement, Auth
     from regsync.kinds.image.signatures import check_signatures
 
     trust = _trust_from_flags(key, identity, identity_regex, issuer, trusted_root)

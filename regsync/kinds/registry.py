@@ -11,6 +11,7 @@ from regsync.kinds.conda.kind import CondaKind
 from regsync.kinds.image.kind import ImageKind
 from regsync.kinds.package.kind import PackageKind
 from regsync.pipeline.kind import Kinds
+from regsync.policy.section import Sections
 
 KINDS: Kinds = {kind.name: kind for kind in (
     ImageKind(),
@@ -18,3 +19,6 @@ KINDS: Kinds = {kind.name: kind for kind in (
     CondaKind(),
 )}
 
+
+# what regsync.policy.load_policy reads a policy with: each kind's keys
+SECTIONS: Sections = tuple(kind.section for kind in KINDS.values())

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from regsync.pipeline.plan import PlanError, PlanItem
     from regsync.pipeline.shard import Shard
     from regsync.policy.models import Policy
+    from regsync.policy.section import PolicySection
 
 
 class RunState(Protocol):
@@ -126,6 +127,11 @@ class Kind(Protocol):
     """A kind of artifact: images, Python packages, conda packages."""
 
     name: str   # PlanItem.kind, the plan's and the audit trail's word for it
+
+    @property
+    def section(self) -> "PolicySection":
+        """Its part of the policy: its keys, their checks, its summary lines and clients (a class
+        attribute will do)."""
 
     @property
     def bundle_section(self) -> str | None:

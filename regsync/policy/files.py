@@ -22,17 +22,14 @@ MAX_FILE_BYTES = 16 * 1024 * 1024  # a CA bundle or a trusted_root.json is kilob
 
 
 def check_files(loaded: LoadedPolicy) -> None:
+    """Every file the policy names, each kind's (its section's `files` and `trust_used`) and the
+    shared sections' (bundle, approval, audit): CA bundles first, then trust entries, then keys."""
     policy, doc = loaded.policy, loaded.document
-    for kind, endpoints in (("registries", policy.registries), ("indexes", policy.indexes),
-                            ("channels", policy.channels)):
-        for name, endpoint in endpoints.items():
-            if endpoint.tls and endpoint.tls.ca_file:
-                _guard(doc, (kind, name, "tls", "ca_file"), lambda path=endpoint.tls.ca_file: _ca_bundle(path))
-    used = {name for rule in policy.images for name in rule.verify.trust}
-    used |= {name for rule in policy.images for wanted in rule.verify.require_attestations for name in wanted.trust}
-    used |= {rule.verify.trust for rule in policy.packages if rule.verify.trust}
-    used |= {name for rule in policy.packages for wanted in rule.verify.require_attestations for name in wanted.trust}
-    used |= {name for rule in policy.conda for name in rule.verify.trust}
+    named = [found for section in loaded.sections for found in section.files(policy)]
+    for found in named:
+        if found.what == "ca_bundle":
+            _guard(doc, found.where, lambda path=found.path: _ca_bundle(path))
+    used = {name for section in loaded.sections for name in section.trust_used(policy)}
     used |= set(policy.bundle.trust) | set(policy.approval.trust)
     for name, entry in policy.trust.items():
         if name not in used:
@@ -41,10 +38,9 @@ def check_files(loaded: LoadedPolicy) -> None:
             _guard(doc, ("trust", name, "cosign_key"), lambda e=entry, n=name: load_public_key(e.cosign_key, n))
         if entry.trusted_root:
             _guard(doc, ("trust", name, "trusted_root"), lambda path=entry.trusted_root: _json_file(path))
-    for i, rule in enumerate(policy.images):
-        if rule.sign:
-            _guard(doc, ("images", i, "sign", "key"),
-                   lambda s=rule.sign: load_private_key(s.key, s.password_env, "sign.key"))
+    for found in named:
+        if found.what == "private_key":
+            _guard(doc, found.where, lambda f=found: load_private_key(f.path, f.password_env, f.label))
     if policy.audit.sign_key:
         _guard(doc, ("audit", "sign_key"), lambda: load_private_key(
             policy.audit.sign_key, policy.audit.sign_key_password_env, "audit.sign_key"))

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import re
 
+from collections.abc import Iterable
+
 from regsync.policy.models import Policy
 from regsync.policy.yamlsource import Document, Path_
 
@@ -18,14 +20,11 @@ _LEADING_FLAGS = re.compile(r"\(\?[aiLmsux]+\)")
 _AROUND = {"tag": ("1", "-rc"), "identity": ("https://attacker.example/", "-attacker")}
 
 
-def unanchored_regexes(policy: Policy, doc: Document) -> list[str]:
-    """One warning per regex that does not match whole values, as `file:line: …`."""
-    found: list[tuple[Path_, str, str, str, str]] = []
-    for i, rule in enumerate(policy.images):
-        for key, verb in (("include", "matches"), ("exclude", "excludes")):
-            for j, pattern in enumerate(getattr(rule.tags, key)):
-                if pattern.startswith("re:"):
-                    found.append((("images", i, "tags", key, j), pattern, pattern[3:], "tag", verb))
+def unanchored_regexes(policy: Policy, doc: Document,
+                       regexes: Iterable[tuple[Path_, str, str, str, str]] = ()) -> list[str]:
+    """One warning per regex that does not match whole values, as `file:line: …`. `regexes`: the
+    kinds' own, as (where, shown, regex, "tag", verb) (regsync.policy.section.PolicySection.regexes)."""
+    found = list(regexes)
     for name, entry in policy.trust.items():
         if entry.keyless is not None and entry.keyless.identity_regex is not None:
             regex = entry.keyless.identity_regex

@@ -69,13 +69,11 @@ class PackageGates(Strict):
     vulnerabilities: VulnGate | None = None
 
 
-def check_vulnerability_references(policy, doc) -> None:
-    """A gate needs the database: said at the gate's line, before anything is read."""
+def check_vulnerability_references(policy, doc, gates) -> None:
+    """A gate needs the database: said at the gate's line, before anything is read. `gates`: the
+    kinds' (where, gate) pairs (regsync.policy.section.PolicySection.gates)."""
     if policy.vulnerabilities is not None:
         return
-    for key, rules in (("images", policy.images), ("packages", policy.packages)):
-        for i, rule in enumerate(rules):
-            if rule.gates is not None and rule.gates.vulnerabilities is not None:
-                raise doc.error((key, i, "gates", "vulnerabilities"),
-                                "a vulnerabilities gate needs the database: add vulnerabilities: {db: /path/to/osv} "
-                                "(docs/vulnerabilities.md)")
+    for where, _ in gates:
+        raise doc.error(where, "a vulnerabilities gate needs the database: add vulnerabilities: {db: /path/to/osv} "
+                               "(docs/vulnerabilities.md)")

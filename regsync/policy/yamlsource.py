@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import os
 import re
+from typing import Any
 from dataclasses import dataclass, field
 
 import yaml
 
 from regsync.errors import PolicyError
 
-Path_ = tuple  # a path into the document: keys and list indices
+Path_ = tuple[Any, ...]  # a path into the document: keys and list indices
 _ENV = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 

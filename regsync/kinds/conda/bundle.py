@@ -26,11 +26,12 @@ from regsync.kinds.conda.channel import rattler_json, records_in_file
 from regsync.kinds.conda.source import MAX_SIDECAR, CondaFile, CondaSource
 from regsync.kinds.conda.transfer import admitted, planned_record
 from regsync.kinds.conda.names import package_name, split_filename, split_ref
-from regsync.policy.conda_specs import known_subdirs
+from regsync.kinds.conda.specs import known_subdirs
 from regsync.policy.models import Policy
 from regsync.errors import NotFound, VerificationError
 from regsync.content.layout import LayoutBlobs, LayoutWriter, blob_path, open_regular
 from regsync.kinds.package.fetch import FileResponse, fetch_verified
+from regsync.kinds.conda.policy import CondaSection
 from regsync.pipeline.plan import PlanItem
 
 if TYPE_CHECKING:
@@ -85,13 +86,13 @@ def _withdrawn_with(source: CondaSource, subdir: str, filename: str) -> list[str
 
 def conda_stand_ins(entries: object, policy: Policy, layout: LayoutBlobs) -> dict[str, CondaSource]:
     """The policy's source channels, served from the bundle: `channel:<name>` keys for Endpoints."""
-    if not policy.conda:
+    if not CondaSection.of(policy).conda:
         return {}
     valid = [e for e in entries if _valid(e)] if isinstance(entries, list) else []
     if isinstance(entries, list) and len(valid) != len(entries):
         logger.warning("bundle.json: {} malformed conda entr(y/ies) ignored", len(entries) - len(valid))
     scratch = tempfile.TemporaryDirectory(prefix="regsync-conda-bundle-")  # 0700; goes with the stand-ins
-    names = {name for rule in policy.conda for name in rule.sources}
+    names = {name for rule in CondaSection.of(policy).conda for name in rule.sources}
     return {f"channel:{name}": BundleChannel(name, [e for e in valid if e["channel"] == name], layout, scratch)
             for name in names}
 

@@ -30,7 +30,7 @@ from regsync.net.http import make_session, require_https, retry_policy
 from regsync.content.files import private_subdir, state_dir
 from regsync.content.reader import read_bounded
 from regsync.errors import VerificationError
-from regsync.policy.conda import CondaChannel
+from regsync.kinds.conda.policy import CondaChannel, CondaSection
 
 if TYPE_CHECKING:
     from rattler import Channel, Gateway, GenericVirtualPackage, RepoDataRecord, SparseRepoData
@@ -196,7 +196,7 @@ class Channels:
         assert cache is not None, "set with the gateway"
 
         def make() -> CondaSource:
-            return SourceChannel(name, self._policy.channels[name], gateway, cache)
+            return SourceChannel(name, CondaSection.of(self._policy).channels[name], gateway, cache)
 
         return self._endpoints.client(f"channel:{name}", make)
 
@@ -204,7 +204,7 @@ class Channels:
         """The target channel `name` (one object per run: one lock around each repodata rewrite)."""
         from regsync.kinds.conda.targets import target_channel
 
-        return self._endpoints.client(f"channel:{name}", lambda: target_channel(name, self._policy.channels[name]))
+        return self._endpoints.client(f"channel:{name}", lambda: target_channel(name, CondaSection.of(self._policy).channels[name]))
 
     def _gateway_locked(self) -> "Gateway":
         from rattler import Gateway

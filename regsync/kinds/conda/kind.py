@@ -16,14 +16,17 @@ from regsync.kinds.conda.targets import RunListings
 from regsync.kinds.conda.transfer import apply_conda
 from regsync.pipeline.kind import BundleSink, Run
 from regsync.pipeline.plan import PlanItem
+from regsync.kinds.conda.policy import CondaSection
+from regsync.kinds.conda.section import CondaPolicy
 
 
 class CondaKind:
     name = "conda"
+    section = CondaPolicy()   # its keys of the policy (regsync.policy.section)
     bundle_section = "conda"
 
     def plan(self, policy, endpoints, jobs, shard, diff_target):
-        if not policy.conda:
+        if not CondaSection.of(policy).conda:
             return [], []
         return plan_conda(endpoints, shard, diff_target)
 
@@ -61,7 +64,7 @@ class CondaKind:
         return [item.bytes]
 
     def targets(self, policy) -> set[str]:
-        return {rule.target for rule in policy.conda}
+        return {rule.target for rule in CondaSection.of(policy).conda}
 
     def export_stand_ins(self, policy) -> dict:
         """None: export plans without reading the target channels (plan_conda, diff_target=False)."""

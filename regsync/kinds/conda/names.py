@@ -1,5 +1,5 @@
 """Conda names as they reach paths, URLs and decisions: package file names, channel/subdir/file
-references, digests (the subdir and match-spec grammar the policy checks: regsync/policy/conda_specs.py).
+references, digests (the subdir and match-spec grammar the policy checks: regsync/kinds/conda/specs.py).
 
 Every file name read from repodata is checked here before it becomes part of a path or a URL
 (DESIGN.md: names from a server are validated against their grammar)."""
@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from regsync.policy.conda_specs import known_subdirs
+from regsync.kinds.conda.specs import known_subdirs
 
 # A package file name as conda-build and rattler-build write them: name-version-build.ext, with the
 # characters conda allows in each part (rattler's PackageName, Version and BuildString grammars).

@@ -12,7 +12,7 @@ from regsync.kinds.conda.channel import Channels, Found, channels_of
 from regsync.kinds.conda.names import check_item, record_digest, record_size as _size
 from regsync.errors import RegistryError
 from regsync.pipeline.plan import PlanError, PlanItem
-from regsync.policy.conda import CondaRule
+from regsync.kinds.conda.policy import CondaRule, CondaSection
 
 if TYPE_CHECKING:
     from regsync.endpoints import Endpoints
@@ -26,7 +26,7 @@ def plan_conda(endpoints: Endpoints, shard: Shard | None = None,
     channels = channels_of(endpoints)
     items: dict[str, tuple[PlanItem, dict[str, Any]]] = {}
     errors: list[PlanError] = []
-    for number, rule in enumerate(endpoints.policy.conda):
+    for number, rule in enumerate(CondaSection.of(endpoints.policy).conda):
         rule_name = f"conda[{number}]"
         for subdir in dict.fromkeys(rule.platforms):
             for virtual in rule.virtual_packages:

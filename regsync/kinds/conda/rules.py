@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from regsync.errors import VerificationError
 from regsync.kinds.conda.names import split_ref
 from regsync.pipeline.rules import NOT_ALLOWED
-from regsync.policy.conda import CondaRule
+from regsync.kinds.conda.policy import CondaRule, CondaSection
 from regsync.policy.models import Policy
 
 if TYPE_CHECKING:
@@ -26,7 +26,7 @@ def conda_rules_for(policy: Policy, source: str, target: str) -> list[tuple[str,
         raise VerificationError(f"{NOT_ALLOWED}: {exc}") from None
     if (dst_subdir, dst_filename) != (subdir, filename):
         raise VerificationError(f"{NOT_ALLOWED}: {target} is not {source} under the same subdir and file name")
-    found = [(f"conda[{n}]", rule) for n, rule in enumerate(policy.conda)
+    found = [(f"conda[{n}]", rule) for n, rule in enumerate(CondaSection.of(policy).conda)
              if src_channel in rule.sources and rule.target == dst_channel
              and (subdir == "noarch" or subdir in rule.platforms)]
     if not found:

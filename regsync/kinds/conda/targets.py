@@ -39,7 +39,7 @@ from regsync.kinds.conda.names import package_name
 from regsync.kinds.conda.source import CondaSource
 from regsync.net.http import OriginBoundBasicAuth, make_session, origin, retry_policy
 from regsync.pipeline.plan import PlanItem
-from regsync.policy.conda import CondaChannel
+from regsync.kinds.conda.policy import CondaChannel
 
 try:
     from compression import zstd  # Python 3.14
@@ -393,7 +393,7 @@ class HttpChannel(TargetChannel):
 
 
 def target_channel(name: str, cfg: CondaChannel) -> TargetChannel:
-    if cfg.kind == "directory":
+    if cfg.flavour == "directory":
         assert cfg.path is not None, "policy check: a kind: directory channel has a path"
         return DirectoryChannel(name, cfg.path)
     return HttpChannel(name, cfg)

@@ -27,8 +27,9 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from regsync.errors import VerificationError
+from regsync.kinds.image.policy import ImageVerify
 from regsync.kinds.image.source import ImageSource
-from regsync.policy.models import AttestationRequirement, ImageVerify, Trust
+from regsync.policy.models import AttestationRequirement, Trust
 from regsync.kinds.image.cosign import attachment_tag, fetch_attached_layers
 from regsync.trust.payload import SignedPayload
 from regsync.trust.intoto import DSSE_ENVELOPE, Envelope, Malformed, mismatch, parse_envelope, subject_digests, summary

@@ -14,7 +14,8 @@ from regsync.content.layout import LayoutWriter
 from regsync.kinds.image.source import ImageSource
 from regsync.kinds.image.layout import copy_into_layout
 from regsync.kinds.image.manifest import OCI_INDEX, Manifest
-from regsync.policy.models import ImageRule, Trust
+from regsync.kinds.image.policy import ImageRule
+from regsync.policy.models import Trust
 from regsync.kinds.image.tree import manifest_tree
 from regsync.content.digest import digest_of
 from regsync.kinds.image.referrers import list_referrers, referrer_descriptor, referrers_tag, subject_of

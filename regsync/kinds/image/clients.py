@@ -12,6 +12,7 @@ from regsync.kinds.image.client import RegistryClient
 from regsync.kinds.image.credentials import endpoint_credentials
 from regsync.kinds.image.dialects import build_client
 from regsync.kinds.image.mirrors import MirroredRegistry
+from regsync.kinds.image.policy import ImageSection
 from regsync.kinds.image.source import ImageSource
 
 if TYPE_CHECKING:
@@ -21,7 +22,7 @@ if TYPE_CHECKING:
 def source_registry(endpoints: "Endpoints", name: str) -> ImageSource:
     """Registry `name` to read from: with its mirrors behind it, or the stand-in given for it."""
     def make() -> ImageSource:
-        mirrors = [_client(endpoints, name, url, primary=False) for url in endpoints.policy.registries[name].mirrors]
+        mirrors = [_client(endpoints, name, url, primary=False) for url in ImageSection.of(endpoints.policy).registries[name].mirrors]
         primary = target_registry(endpoints, name)
         return MirroredRegistry([primary, *mirrors]) if mirrors else primary
 
@@ -31,7 +32,7 @@ def source_registry(endpoints: "Endpoints", name: str) -> ImageSource:
 def target_registry(endpoints: "Endpoints", name: str) -> RegistryClient:
     """Registry `name` to write to (and to read what it holds)."""
     return endpoints.client(f"registry:{name}",
-                            lambda: _client(endpoints, name, endpoints.policy.registries[name].url, primary=True))
+                            lambda: _client(endpoints, name, ImageSection.of(endpoints.policy).registries[name].url, primary=True))
 
 
 def source_key(name: str) -> str:
@@ -40,7 +41,7 @@ def source_key(name: str) -> str:
 
 
 def _client(endpoints: "Endpoints", name: str, url: str, primary: bool) -> RegistryClient:
-    cfg = endpoints.policy.registries[name]
+    cfg = ImageSection.of(endpoints.policy).registries[name]
     return build_client(
         cfg, name, url, endpoint_credentials(cfg.auth, url, primary),
         ca_file=cfg.tls.ca_file if cfg.tls else None, monolithic_max=cfg.upload.monolithic_max,

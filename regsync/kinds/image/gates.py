@@ -16,7 +16,7 @@ from packaging.version import InvalidVersion, Version
 from regsync.errors import RegistryError, VerificationError
 from regsync.kinds.image.source import ImageSource
 from regsync.kinds.image.manifest import Manifest, platform_matches
-from regsync.policy.models import Gates
+from regsync.kinds.image.policy import Gates
 from regsync.content.reader import read_small_blob
 from regsync.kinds.image.tree import manifest_tree
 

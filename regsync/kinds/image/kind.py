@@ -18,18 +18,22 @@ from regsync.pipeline.kind import BundleSink, Run
 # Verification (sigstore, cryptography), attachments and the bundle layout are imported by the
 # methods that use them: a run with no image rule never loads them (issue 16, start-up).
 from regsync.pipeline.plan import PlanItem
+from regsync.kinds.image.policy import ImageSection
+from regsync.kinds.image.section import ImagePolicy
 
 
 class ImageKind:
     name = "image"
+    section = ImagePolicy()   # its keys of the policy (regsync.policy.section)
     bundle_section = None   # images live in the bundle's OCI layout and index.json only
 
     def plan(self, policy, endpoints, jobs, shard, diff_target):
-        if not policy.images:
+        images = ImageSection.of(policy).images
+        if not images:
             return [], []
         from regsync.kinds.image.plan import plan_images
 
-        return plan_images(list(policy.images), endpoints, jobs, shard, diff_target)
+        return plan_images(list(images), endpoints, jobs, shard, diff_target)
 
     def authorize(self, item: PlanItem, policy):
         return authorize_image(item, policy)
@@ -125,7 +129,7 @@ class ImageKind:
         return [b.size for m in tree for b in m.blobs() if b.digest not in leave_out]
 
     def targets(self, policy) -> set[str]:
-        return {split_ref(rule.target)[0] for rule in policy.images}
+        return {split_ref(rule.target)[0] for rule in ImageSection.of(policy).images}
 
     def export_stand_ins(self, policy) -> dict:
         return {}
@@ -135,7 +139,7 @@ class ImageKind:
         from regsync.kinds.image.layout import LayoutSource
 
         return {source_key(name): LayoutSource.over(layout_for(name))
-                for name in {split_ref(rule.source)[0] for rule in policy.images}}
+                for name in {split_ref(rule.source)[0] for rule in ImageSection.of(policy).images}}
 
     def verifies_without_bundle(self, rule) -> bool:
         verify = rule.verify

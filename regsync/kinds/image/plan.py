@@ -21,7 +21,7 @@ from regsync.kinds.image.tree import MAX_INDEX_DEPTH, manifest_tree
 from regsync.policy.names import invalid_tag, is_tag
 from regsync.pipeline.plan import PlanError, PlanItem
 from regsync.kinds.image.answers import NAME_UNKNOWN
-from regsync.policy.models import ImageRule
+from regsync.kinds.image.policy import ImageRule
 from regsync.kinds.image.tags import select_tags, select_tags_ordered
 from regsync.policy.patterns import is_exact
 from regsync.kinds.image.verify import check_before_plan

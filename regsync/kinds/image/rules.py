@@ -13,7 +13,8 @@ from regsync.policy.names import is_tag
 from regsync.kinds.image.tags import select_tags
 from regsync.pipeline.plan import PlanItem
 from regsync.pipeline.rules import NOT_ALLOWED, rule_named, the_one
-from regsync.policy.models import ImageRule, Policy
+from regsync.kinds.image.policy import ImageRule, ImageSection
+from regsync.policy.models import Policy
 
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}|sha512:[0-9a-f]{128}")
 
@@ -29,7 +30,7 @@ def authorize_image(item: PlanItem, policy: Policy) -> ImageRule:
 
 def rule_of(policy: Policy, rule_name: str) -> ImageRule:
     """'images[3]' → that rule of the policy (the name authorize found, never the plan's word)."""
-    return rule_named(policy.images, "images", rule_name)
+    return rule_named(ImageSection.of(policy).images, "images", rule_name)
 
 
 def image_rule_for(policy: Policy, source: str, target: str) -> tuple[str, ImageRule]:
@@ -38,7 +39,7 @@ def image_rule_for(policy: Policy, source: str, target: str) -> tuple[str, Image
     dst_path, _, dst_tag = target.rpartition(":")
     if not is_tag(tag) or dst_tag != tag:
         raise VerificationError(f"{NOT_ALLOWED}: {target} is not {source} under the same tag")
-    found = [(f"images[{n}]", rule) for n, rule in enumerate(policy.images)
+    found = [(f"images[{n}]", rule) for n, rule in enumerate(ImageSection.of(policy).images)
              if rule.source == src_path and rule.target == dst_path]
     return the_one(found, f"no image rule maps {src_path} to {dst_path}",
                     f"{len(found)} rules map {src_path} to {dst_path}, so which one decides is ambiguous")

@@ -10,8 +10,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from regsync.errors import RegistryError, VerificationError
+from regsync.kinds.image.policy import ImageVerify
 from regsync.kinds.image.source import ImageSource
-from regsync.policy.models import ImageVerify, Trust
+from regsync.policy.models import Trust
 from regsync.kinds.image.cosign import attachment_tag, fetch_signatures
 from regsync.kinds.image.referrers import list_referrers, read_artifact_layer
 from regsync.trust.entry import verify_entry

@@ -19,7 +19,7 @@ from regsync.errors import NotFound
 from regsync.kinds.image.client import RegistryClient
 from regsync.kinds.image.cosign import attachment_tag
 from regsync.kinds.image.manifest import OCI_MANIFEST, Descriptor, Manifest
-from regsync.policy.models import SignOnImport
+from regsync.kinds.image.policy import SignOnImport
 from regsync.trust.keys import fingerprint
 from regsync.trust.payload import SIGNATURE_ANNOTATION, SIMPLE_SIGNING, simple_signing_payload
 from regsync.trust.signing import load_private_key, sign_bytes

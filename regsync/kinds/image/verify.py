@@ -15,7 +15,7 @@ from regsync.kinds.image.names import split_image_ref, split_ref
 from regsync.errors import VerificationError
 from regsync.kinds.image.manifest import Manifest
 from regsync.pipeline.plan import PlanItem
-from regsync.policy.models import ImageRule
+from regsync.kinds.image.policy import ImageRule
 from regsync.kinds.image.rules import authorize_image
 from regsync.kinds.image.attestations import check_attestations
 from regsync.kinds.image.buildkit import carried_attestations

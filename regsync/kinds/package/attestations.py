@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 from regsync.errors import VerificationError
 from regsync.endpoints import Endpoints
-from regsync.policy.models import AttestationRequirement, PackageRule, Trust
+from regsync.kinds.package.policy import PackageRule
+from regsync.policy.models import AttestationRequirement, Trust
 from regsync.trust.requirements import evaluate, worst
 from regsync.kinds.package.provenance import fetch_provenance, parse_provenance
 from regsync.kinds.package.clients import provenance_index

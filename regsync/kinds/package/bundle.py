@@ -33,6 +33,7 @@ from regsync.kinds.package.provenance import fetch_provenance
 from regsync.kinds.package.clients import provenance_index
 from regsync.kinds.package.rules import rule_of
 from regsync.kinds.package.fetch import FileResponse, fetch_verified
+from regsync.kinds.package.policy import PackageSection
 from regsync.kinds.package.source import PackageSource
 from regsync.policy.models import Policy
 
@@ -110,7 +111,7 @@ def index_stand_ins(entries: object, policy: Policy, layout: LayoutBlobs) -> dic
     valid = [e for e in entries if _valid(e)] if isinstance(entries, list) else []
     if isinstance(entries, list) and len(valid) != len(entries):
         logger.warning("bundle.json: {} malformed package entr(y/ies) ignored", len(entries) - len(valid))
-    names = {rule.source for rule in policy.packages}
+    names = {rule.source for rule in PackageSection.of(policy).packages}
     return {source_key(name): BundleIndex(name, [e for e in valid if e["index"] == name], layout) for name in names}
 
 

@@ -14,7 +14,7 @@ from regsync.kinds.package.mirrors import MirroredIndex
 from regsync.kinds.package.sinks import DirectoryTarget, UploadTarget
 from regsync.kinds.package.source import PackageSource, PackageTarget
 from regsync.net.http import retry_policy
-from regsync.policy.models import PackageRule
+from regsync.kinds.package.policy import PackageRule, PackageSection
 
 if TYPE_CHECKING:
     from regsync.endpoints import Endpoints
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 def source_index(endpoints: "Endpoints", name: str) -> PackageSource:
     """Index `name` to read from (its simple pages), with its mirrors behind it."""
     def make() -> PackageSource:
-        mirrors = [_index(endpoints, name, url, primary=False) for url in endpoints.policy.indexes[name].mirrors]
+        mirrors = [_index(endpoints, name, url, primary=False) for url in PackageSection.of(endpoints.policy).indexes[name].mirrors]
         primary = _primary(endpoints, name)
         return MirroredIndex([primary, *mirrors]) if mirrors else primary
 
@@ -48,8 +48,8 @@ def package_target(endpoints: "Endpoints", name: str) -> PackageTarget:
     """Where packages for index `name` go: an upload API, or a directory tree. What a target holds
     is read from the target itself, never from a mirror of it."""
     def make() -> PackageTarget:
-        cfg = endpoints.policy.indexes[name]
-        if cfg.kind == "directory":
+        cfg = PackageSection.of(endpoints.policy).indexes[name]
+        if cfg.flavour == "directory":
             assert cfg.path is not None, "Index checks that kind: directory has a path"
             return DirectoryTarget(name, cfg.path)
         assert cfg.url is not None, "Index checks that every other kind has a url"
@@ -64,14 +64,14 @@ def target_key(name: str) -> str:
 
 
 def _primary(endpoints: "Endpoints", name: str) -> PackageIndex:
-    url = endpoints.policy.indexes[name].url
+    url = PackageSection.of(endpoints.policy).indexes[name].url
     # policy check refuses a kind: directory index (no url) named as a source (policy/__init__.py)
     assert url is not None, f"index '{name}' has no url"
     return endpoints.client(f"index-primary:{name}", lambda: _index(endpoints, name, url, primary=True))
 
 
 def _index(endpoints: "Endpoints", name: str, url: str, primary: bool) -> PackageIndex:
-    cfg = endpoints.policy.indexes[name]
+    cfg = PackageSection.of(endpoints.policy).indexes[name]
     return PackageIndex(name, url, endpoint_credentials(cfg.auth, url, primary), cfg.tls.ca_file if cfg.tls else None,
                         endpoints.pool_size, retry_policy(cfg.retries.attempts, cfg.retries.backoff_seconds),
                         cfg.upload_url if primary else None)

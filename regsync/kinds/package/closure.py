@@ -28,7 +28,7 @@ from regsync.kinds.package.ref import sha256_of
 from regsync.kinds.package.resolver import Candidate, Options, ResolutionError, parse_requirement, resolve
 from regsync.kinds.package.source import PackageSource
 from regsync.pipeline.rules import NOT_ALLOWED
-from regsync.policy.models import PackageRule
+from regsync.kinds.package.policy import PackageRule
 
 if TYPE_CHECKING:
     from regsync.endpoints import Endpoints

@@ -10,7 +10,7 @@ from functools import cached_property
 
 from packaging import tags
 
-from regsync.policy.models import Environment, PackageRule
+from regsync.kinds.package.policy import Environment, PackageRule
 
 _ARCH_MACHINE = {"x86_64": "x86_64", "aarch64": "aarch64", "amd64": "AMD64", "arm64": "arm64", "win32": "x86",
                  "universal2": "arm64", "i686": "i686", "ppc64le": "ppc64le", "s390x": "s390x"}

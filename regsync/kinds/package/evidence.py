@@ -8,7 +8,7 @@ from typing import Any
 from regsync.endpoints import Endpoints
 from regsync.kinds.package.attestations import check_package_attestations
 from regsync.kinds.package.provenance import publish_provenance
-from regsync.policy.models import PackageRule
+from regsync.kinds.package.policy import PackageRule
 
 
 def check_provenance(rule: PackageRule, endpoints: Endpoints, filename: str, digest: str) -> dict[str, Any] | None:

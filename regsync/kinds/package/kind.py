@@ -5,6 +5,8 @@ from __future__ import annotations
 from regsync.audit.evidence import AlreadyThere, Evidence
 from regsync.pipeline.kind import BundleSink, Run
 from regsync.pipeline.plan import PlanItem
+from regsync.kinds.package.policy import PackageSection
+from regsync.kinds.package.section import PackagePolicy
 from regsync.kinds.package.source import PackageTarget
 
 # The package modules (pypi-simple, BeautifulSoup, packaging) are imported by the methods that use
@@ -13,14 +15,16 @@ from regsync.kinds.package.source import PackageTarget
 
 class PackageKind:
     name = "package"
+    section = PackagePolicy()   # its keys of the policy (regsync.policy.section)
     bundle_section = "packages"
 
     def plan(self, policy, endpoints, jobs, shard, diff_target):
-        if not policy.packages:
+        packages = PackageSection.of(policy).packages
+        if not packages:
             return [], []
         from regsync.kinds.package.plan import plan_packages
 
-        return plan_packages(list(policy.packages), endpoints, jobs, shard)
+        return plan_packages(list(packages), endpoints, jobs, shard)
 
     def authorize(self, item: PlanItem, policy):
         from regsync.kinds.package.rules import authorize_package
@@ -57,14 +61,14 @@ class PackageKind:
         return [item.bytes]
 
     def targets(self, policy) -> set[str]:
-        return {rule.target for rule in policy.packages}
+        return {rule.target for rule in PackageSection.of(policy).packages}
 
     def export_stand_ins(self, policy) -> dict[str, PackageTarget]:
         # package targets are across the gap: export plans every selected file as absent there
         from regsync.kinds.package.bundle import NoTarget
         from regsync.kinds.package.clients import target_key
 
-        return {target_key(rule.target): NoTarget(rule.target) for rule in policy.packages}
+        return {target_key(rule.target): NoTarget(rule.target) for rule in PackageSection.of(policy).packages}
 
     def bundle_sources(self, bundle: dict, policy, layout_for) -> dict:
         from regsync.kinds.package.bundle import index_stand_ins

@@ -15,7 +15,7 @@ from pypi_simple import DistributionPackage
 from regsync.endpoints import Endpoints
 from regsync.errors import RegistryError, VerificationError
 from regsync.pipeline.plan import PlanError, PlanItem
-from regsync.policy.models import PackageRule
+from regsync.kinds.package.policy import PackageRule
 from regsync.kinds.package.environment import TargetEnvironment, rule_environments
 from regsync.kinds.package.fetch import kept_size
 from regsync.kinds.package.ref import project_of, public_url, sha256_of

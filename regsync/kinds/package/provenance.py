@@ -23,7 +23,8 @@ from cryptography.x509.oid import ObjectIdentifier
 from loguru import logger
 
 from regsync.errors import RegistryError, VerificationError
-from regsync.policy.models import Keyless, PackageRule, Publisher
+from regsync.kinds.package.policy import PackageRule, Publisher
+from regsync.policy.models import Keyless
 from regsync.kinds.package.integrity import MAX_PROVENANCE_BYTES
 from regsync.kinds.package.clients import provenance_index
 from regsync.kinds.package.source import PackageSource

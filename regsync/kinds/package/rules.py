@@ -13,7 +13,8 @@ from regsync.kinds.package.closure import closures_of
 from regsync.content.python_names import parse_file_name
 from regsync.pipeline.plan import PlanItem
 from regsync.pipeline.rules import NOT_ALLOWED, rule_named, the_one
-from regsync.policy.models import PackageRule, Policy
+from regsync.kinds.package.policy import PackageRule, PackageSection
+from regsync.policy.models import Policy
 
 
 def authorize_package(item: PlanItem, policy: Policy) -> PackageRule:
@@ -26,7 +27,7 @@ def authorize_package(item: PlanItem, policy: Policy) -> PackageRule:
 
 def rule_of(policy: Policy, rule_name: str) -> PackageRule:
     """'packages[2]' → that rule of the policy (the name authorize found, never the plan's word)."""
-    return rule_named(policy.packages, "packages", rule_name)
+    return rule_named(PackageSection.of(policy).packages, "packages", rule_name)
 
 
 def package_rule_for(policy: Policy, source: str, target: str) -> tuple[str, PackageRule]:
@@ -35,7 +36,7 @@ def package_rule_for(policy: Policy, source: str, target: str) -> tuple[str, Pac
     dst_index, _, dst_filename = target.partition("/")
     if not filename or "/" in filename or dst_filename != filename:
         raise VerificationError(f"{NOT_ALLOWED}: {target} is not {source} under the same file name")
-    found = [(f"packages[{n}]", rule) for n, rule in enumerate(policy.packages)
+    found = [(f"packages[{n}]", rule) for n, rule in enumerate(PackageSection.of(policy).packages)
              if rule.source == src_index and rule.target == dst_index]
     return the_one(found, f"no package rule maps index {src_index} to {dst_index}",
                     f"{len(found)} rules map index {src_index} to {dst_index}, so which one decides is ambiguous")

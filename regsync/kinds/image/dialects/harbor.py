@@ -27,7 +27,7 @@ from regsync.content.reader import VerifyingReader
 from regsync.kinds.image.auth import Credentials
 from regsync.kinds.image.client import RegistryClient
 from regsync.kinds.image.manifest import Descriptor, Manifest
-from regsync.policy.models import Harbor
+from regsync.kinds.image.policy import Harbor
 
 API = "/api/v2.0"
 _TIMEOUT = (15, 60)

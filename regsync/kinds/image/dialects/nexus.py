@@ -13,7 +13,7 @@ import re
 from typing import Any
 from urllib.parse import urlsplit
 
-from regsync.policy.models import Registry
+from regsync.kinds.image.policy import Registry
 
 # A monolithic PUT streams from the source (SizedBody): memory stays flat whatever the size.
 MONOLITHIC_ANY_SIZE = 1 << 62

@@ -1,20 +1,23 @@
-"""The conda half of the policy: channels (sources by URL; targets as a directory or HTTP PUT) and
-conda rules. Specs and subdirs are checked by rattler's own parsers (regsync.policy.conda_specs)."""
+"""The conda kind's part of the policy: `channels:` (sources by URL; targets as a directory or HTTP
+PUT) and `conda:` rules (regsync.policy.section). Specs and subdirs are checked by rattler's own
+parsers (regsync.kinds.conda.specs)."""
 
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
-from regsync.policy.models import TLS, Auth, Policy, PolicyPath, Retries, Strict, http_urls
+from regsync.policy.models import TLS, Auth, PolicyPath, Retries, Server, Strict, V, http_urls
+from regsync.policy.section import Section
 
 
-class CondaChannel(Strict):
+class CondaChannel(Server):
     """A conda channel: a source by URL, or a target (a static channel directory, or files by HTTP PUT)."""
 
-    kind: Literal["channel", "directory", "http"] = "channel"
+    # the channel's flavour; `kind:` in the YAML, a word the kinds of artifact own here
+    flavour: Literal["channel", "directory", "http"] = Field(default="channel", alias="kind")
     url: str | None = None
     path: PolicyPath | None = None
     auth: Auth | None = None
@@ -25,31 +28,31 @@ class CondaChannel(Strict):
 
     @field_validator("url")
     @classmethod
-    def _http_url(cls, value):
+    def _http_url(cls, value: V) -> V:
         return http_urls(value)
 
     @model_validator(mode="after")
-    def _where(self):
+    def _where(self) -> CondaChannel:
         # a directory's url is where clients read it (client-config); regsync itself writes the path
-        if (self.kind == "directory") != (self.path is not None) or (self.kind != "directory" and self.url is None):
+        if (self.flavour == "directory") != (self.path is not None) or (self.flavour != "directory" and self.url is None):
             raise ValueError("a channel has a url, or kind: directory and a path")
-        if self.auth is not None and self.kind != "http":
+        if self.auth is not None and self.flavour != "http":
             raise ValueError("auth: is for kind: http targets (files written by HTTP PUT)")
-        if self.shards == "allow" and self.kind != "channel":
+        if self.shards == "allow" and self.flavour != "channel":
             raise ValueError("shards: is for source channels (kind: channel)")
-        if self.tls is not None and self.kind == "channel":
+        if self.tls is not None and self.flavour == "channel":
             # repodata is read by rattler's own client, which takes the system's CAs only
             raise ValueError("a source channel's CA comes from the system trust store; tls: is for kind: http targets")
         return self
 
 
 def _spec(value: str) -> str:
-    from regsync.policy.conda_specs import check_spec  # rattler: imported when a policy has conda rules
+    from regsync.kinds.conda.specs import check_spec  # rattler: imported when a policy has conda rules
     return check_spec(value)
 
 
 def _subdir(value: str) -> str:
-    from regsync.policy.conda_specs import check_subdir
+    from regsync.kinds.conda.specs import check_subdir
     return check_subdir(value)
 
 
@@ -61,7 +64,7 @@ class CondaVerify(Strict):
     trust: list[str] = []
 
     @model_validator(mode="after")
-    def _trust(self):
+    def _trust(self) -> CondaVerify:
         if self.attestations != "off" and not self.trust:
             raise ValueError(f"attestations: {self.attestations} needs trust: [...] (keyless entries with a "
                              "trusted_root: who may sign, verified offline)")
@@ -81,7 +84,7 @@ class CondaRule(Strict):
 
     @field_validator("sources", "virtual_packages", mode="before")
     @classmethod
-    def _one_or_list(cls, value):
+    def _one_or_list(cls, value: Any) -> Any:
         for found in [value] if isinstance(value, dict) else value if isinstance(value, list) else []:
             for name, version in found.items() if isinstance(found, dict) else ():
                 if isinstance(version, (int, float)) and not isinstance(version, bool):
@@ -90,7 +93,7 @@ class CondaRule(Strict):
 
     @field_validator("virtual_packages")
     @classmethod
-    def _virtual(cls, sets):
+    def _virtual(cls, sets: list[dict[str, str]]) -> list[dict[str, str]]:
         for found in sets:
             for name, version in found.items():
                 if not re.fullmatch(r"__[a-z0-9_-]+", name):
@@ -100,4 +103,7 @@ class CondaRule(Strict):
         return sets
 
 
-Policy.model_rebuild(_types_namespace={"CondaChannel": CondaChannel, "CondaRule": CondaRule})
+
+class CondaSection(Section):
+    channels: dict[str, CondaChannel] = {}
+    conda: list[CondaRule] = []

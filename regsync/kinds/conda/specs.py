@@ -1,6 +1,6 @@
 """The conda grammar a policy is checked against: subdirs and match specs, read by rattler's own
-parsers (what rattler refuses, conda and pixi refuse). Below the kinds, so that the policy can check
-it; kinds/conda/names.py uses the same subdir list for the names it reads from servers."""
+parsers (what rattler refuses, conda and pixi refuse). The conda section checks its rules with it
+(kinds/conda/policy.py); kinds/conda/names.py uses the same subdir list for the names it reads from servers."""
 
 from __future__ import annotations
 
