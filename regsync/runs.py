@@ -229,7 +229,7 @@ def _audited(loaded, command, work, options: RunOptions, sources, audit: AuditLo
         exit_code = outcome.exit_code
     except RegsyncError as exc:
         exit_code = exc.exit_code
-        audit.record("refused" if isinstance(exc, VerificationError) else "failed", reason=str(exc))
+        audit.event("refused" if isinstance(exc, VerificationError) else "failed", reason=str(exc))
         raise
     finally:
         moved = outcome.bytes if outcome else 0

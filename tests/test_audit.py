@@ -170,7 +170,7 @@ def test_a_crashed_run_is_flagged_and_the_next_run_says_it_found_it_unfinished(
     policy = write_policy(tmp_path, registry.url, registry2.url, unique_repo, tags=["a"])
     crashed = AuditLog(tmp_path / "audit.jsonl", "crashedrun")  # killed before run-finished: no finally ran
     crashed.start_run(policy_sha256="0" * 64, policy_path=str(policy), targets=["dst"], command="sync")
-    crashed.record("verified", artifact={"source": "src/x:a"})
+    crashed.event("verified", artifact={"source": "src/x:a"})
     crashed.close()
     assert run_cli("sync", "-p", policy).exit_code == 0
     result = verify(tmp_path / "audit.jsonl")
@@ -191,7 +191,7 @@ def _append_records(path, name, count):
 
     log = AuditLog(path, name)
     for n in range(count):
-        log.record("resolved", artifact={"source": f"src/{name}:{n}"})
+        log.event("resolved", artifact={"source": f"src/{name}:{n}"})
     log.close()
 
 

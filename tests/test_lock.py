@@ -75,7 +75,7 @@ from regsync.audit.log import AuditLog
 log = AuditLog(Path(sys.argv[1]), sys.argv[2])
 log.start_run(policy_sha256="0" * 64, policy_path="p.yaml", targets=["dst"], command="test")
 for i in range(150):
-    log.record("skipped", artifact={"source": f"src/r:{i}", "target": f"dst/r:{i}"}, reason="writer " + sys.argv[2])
+    log.event("skipped", artifact={"source": f"src/r:{i}", "target": f"dst/r:{i}"}, reason="writer " + sys.argv[2])
 log.finish_run(exit_code=0, bytes_moved=0)
 log.close()
 """

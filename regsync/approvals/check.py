@@ -104,8 +104,8 @@ def load_approved(plan_path: Path, loaded: LoadedPolicy, audit=None,
     refuse_unless_approved(verdict, plan_path, loaded, now)
     if audit is not None and verdict.approvers:
         names = ", ".join(key.name for key in verdict.approvers)
-        audit.record("verified", artifact={"plan": str(plan_path), "digest": "sha256:" + verdict.plan_sha256},
-                     verification=verdict.evidence(loaded), reason=f"plan approved by {names}")
+        audit.event("verified", artifact={"plan": str(plan_path), "digest": "sha256:" + verdict.plan_sha256},
+                    verification=verdict.evidence(loaded), reason=f"plan approved by {names}")
     return plan
 
 

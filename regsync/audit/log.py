@@ -91,18 +91,18 @@ class AuditLog:
 
     def start_run(self, *, policy_sha256: str, policy_path: str, targets: list[str], command: str) -> dict:
         self._started = time.monotonic()
-        return self.record("run-started", tool=f"regsync {__version__}", policy_sha256=policy_sha256,
-                           policy_path=policy_path, host=socket.gethostname(), user=_user(), targets=targets,
-                           command=command)
+        return self.event("run-started", tool=f"regsync {__version__}", policy_sha256=policy_sha256,
+                          policy_path=policy_path, host=socket.gethostname(), user=_user(), targets=targets,
+                          command=command)
 
     def finish_run(self, *, exit_code: int, bytes_moved: int, interrupted: bool = False) -> dict:
         counts = {event: self.counts[event] for event in EVENTS if self.counts[event]}
-        return self.record("run-finished", counts=counts, bytes=bytes_moved, exit_code=exit_code,
-                           interrupted=interrupted, duration_seconds=round(time.monotonic() - self._started, 3),
-                           sign=True)
+        return self.event("run-finished", counts=counts, bytes=bytes_moved, exit_code=exit_code,
+                          interrupted=interrupted, duration_seconds=round(time.monotonic() - self._started, 3),
+                          sign=True)
 
-    def record(self, event: str, *, artifact: dict | None = None, policy_rule: str | None = None,
-               verification: dict | None = None, reason: str | None = None, sign: bool = False, **extra) -> dict:
+    def event(self, event: str, *, artifact: dict | None = None, policy_rule: str | None = None,
+              verification: dict | None = None, reason: str | None = None, sign: bool = False, **extra) -> dict:
         with self._lock:
             if event in EVENTS:
                 self.counts[event] += 1

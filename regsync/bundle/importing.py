@@ -40,11 +40,11 @@ class BundleImport:
         replay = streams.claim(bundle.meta, bundle.sha256, self.allow_rollback)  # RollbackRefused: exit 2
         if replay:
             logger.warning("--allow-rollback: {}", replay)
-            audit.record("verified", artifact=artifact, verification=bundle.signature,
-                         reason=f"rollback allowed by the operator (--allow-rollback): {replay}")
+            audit.event("verified", artifact=artifact, verification=bundle.signature,
+                        reason=f"rollback allowed by the operator (--allow-rollback): {replay}")
         elif bundle.signature:
-            audit.record("verified", artifact=artifact, verification=bundle.signature,
-                         reason="bundle signature verified")
+            audit.event("verified", artifact=artifact, verification=bundle.signature,
+                        reason="bundle signature verified")
         self.bundle = bundle
         return bundle.sources
 

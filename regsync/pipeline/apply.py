@@ -63,14 +63,14 @@ def apply_plan(plan: Plan, endpoints: Endpoints, kinds: Kinds, audit: AuditLog, 
     for error in plan.errors:
         event = "refused" if error.refused else "failed"
         artifact = {"kind": error.kind, "source": error.source} if error.kind else {"source": error.source}
-        audit.record(event, artifact=artifact, policy_rule=error.rule, reason=error.reason)
+        audit.event(event, artifact=artifact, policy_rule=error.rule, reason=error.reason)
         logger.bind(**artifact, event=event, reason=error.reason).error(
             "{}", error.reason if error.source in error.reason else f"{error.source}: {error.reason}")
         _count(outcome, error.source, error.reason, event)
     for item in plan.items:
         _authorize(kinds, item, endpoints)
         if item.action == "skip":
-            audit.record("skipped", artifact=item.artifact(), policy_rule=item.rule, reason=item.reason)
+            audit.event("skipped", artifact=item.artifact(), policy_rule=item.rule, reason=item.reason)
             outcome.skipped += 1
         elif item.action == "refuse":
             _refuse(item, item.reason, audit, outcome)
@@ -100,7 +100,7 @@ def apply_plan(plan: Plan, endpoints: Endpoints, kinds: Kinds, audit: AuditLog, 
             elif isinstance(error, VerificationError):
                 _refuse(item, error.reason, audit, outcome)
             else:
-                audit.record("failed", artifact=item.artifact(), policy_rule=item.rule, reason=str(error))
+                audit.event("failed", artifact=item.artifact(), policy_rule=item.rule, reason=str(error))
                 message = str(error)  # most errors already start with the reference they concern
                 logger.bind(**log_fields(item, "failed", message)).error(
                     "{}", message if message.startswith(item.target) else f"{item.target}: {message}")
@@ -116,7 +116,7 @@ def apply_plan(plan: Plan, endpoints: Endpoints, kinds: Kinds, audit: AuditLog, 
         sub_pool.shutdown(wait=True, cancel_futures=True)
     for item, error in run.finish():  # pushed, but what completes it (a listing) failed
         outcome.pushed -= 1
-        audit.record("failed", artifact=item.artifact(), policy_rule=item.rule, reason=str(error))
+        audit.event("failed", artifact=item.artifact(), policy_rule=item.rule, reason=str(error))
         logger.error("{}", error)
         _count(outcome, item.source, str(error), "failed")
     outcome.bytes = run.moved
@@ -158,8 +158,8 @@ def _count(outcome: Outcome, source: str, reason: str, event: str) -> None:
 
 def _refuse(item: PlanItem, reason: str, audit: AuditLog, outcome: Outcome) -> None:
     # what was checked before the refusal (gates passed, signers found) is evidence for the reviewer too
-    audit.record("refused", artifact=item.artifact(), policy_rule=item.rule, verification=item.verification,
-                 reason=reason)
+    audit.event("refused", artifact=item.artifact(), policy_rule=item.rule, verification=item.verification,
+                reason=reason)
     logger.bind(**log_fields(item, "refused", reason)).warning("refused {}: {}", item.source, reason)
     _count(outcome, item.source, reason, "refused")
 
@@ -181,8 +181,8 @@ class _Records:
     def _verified_record(self, item: PlanItem, evidence: Evidence, reason: str | None = None) -> dict[str, Any]:
         with self._lock:
             self._verified.add(id(item))
-        return self.audit.record("verified", artifact=item.artifact(), policy_rule=item.rule,
-                                 verification=evidence.verification(), reason=reason)
+        return self.audit.event("verified", artifact=item.artifact(), policy_rule=item.rule,
+                                verification=evidence.verification(), reason=reason)
 
     def transferred(self, item: PlanItem, result: Evidence | AlreadyThere) -> str | None:
         """"skipped" when the target already held the item (a saved plan applied again)."""
@@ -190,16 +190,16 @@ class _Records:
             announced = id(item) in self._verified
             self._verified.discard(id(item))
         if isinstance(result, AlreadyThere):
-            self.audit.record("skipped", artifact={**item.artifact(), "size": 0}, policy_rule=item.rule,
-                              reason=result.reason)
+            self.audit.event("skipped", artifact={**item.artifact(), "size": 0}, policy_rule=item.rule,
+                             reason=result.reason)
             return "skipped"
         if not isinstance(result, Evidence):  # a kind that breaks the protocol: its item fails, nothing is written
             raise TypeError(f"the {item.kind} kind's transfer returned {type(result).__name__}, not Evidence")
         if result.checked and not announced:
             self._verified_record(item, result)
         artifact = item.artifact() if result.moved is None else {**item.artifact(), "size": result.moved}
-        self.audit.record("pushed", artifact=artifact, policy_rule=item.rule,
-                          verification=result.verification(pushed=True), **result.carried)
+        self.audit.event("pushed", artifact=artifact, policy_rule=item.rule,
+                         verification=result.verification(pushed=True), **result.carried)
         return None
 
     def exported(self, item: PlanItem, evidence: Evidence, sink: BundleSink) -> None:
