@@ -17,6 +17,7 @@ from regsync.audit.evidence import AlreadyThere, Evidence
 from regsync.errors import Interrupted, VerificationError
 
 if TYPE_CHECKING:
+    from regsync.content.layout import LayoutBlobs
     from regsync.endpoints import Endpoints
     from regsync.pipeline.plan import PlanError, PlanItem
     from regsync.pipeline.shard import Shard
@@ -174,7 +175,7 @@ class Kind(Protocol):
         """Stand-ins for this kind's targets while exporting (they are across the gap: empty)."""
 
     def bundle_sources(self, bundle: dict[str, Any], policy: "Policy",
-                       layout_for: Callable[[str], object]) -> dict[str, Any]:
+                       layout_for: Callable[[str], "LayoutBlobs"]) -> dict[str, Any]:
         """This kind's sources, served from an opened bundle: `layout_for(name)` is the bundle's layout
         for source `name` (a regsync.content.layout.LayoutBlobs: its blobs, index.json's checked bytes)."""
 

@@ -166,7 +166,7 @@ class _Source(io.RawIOBase):
 
 
 class ImageContents:
-    def __init__(self):
+    def __init__(self) -> None:
         self.files: dict[str, bytes] = {}
 
     def add_layer(self, stream, compression: str = "") -> None:

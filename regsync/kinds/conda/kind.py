@@ -5,6 +5,9 @@ air-gap bundle's stand-in for a source), and `conda:channels` for the rattler Ga
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
 from regsync.audit.evidence import AlreadyThere, Evidence
 from regsync.errors import InvalidName
 from regsync.kinds.conda.channel import channels_of
@@ -15,9 +18,16 @@ from regsync.kinds.conda.rules import conda_rules_for
 from regsync.kinds.conda.targets import RunListings
 from regsync.kinds.conda.transfer import apply_conda
 from regsync.pipeline.kind import BundleSink, Run
-from regsync.pipeline.plan import PlanItem
-from regsync.kinds.conda.policy import CondaSection
+from regsync.pipeline.plan import PlanError, PlanItem
+from regsync.kinds.conda.policy import CondaRule, CondaSection
 from regsync.kinds.conda.section import CondaPolicy
+
+if TYPE_CHECKING:
+    from regsync.content.layout import LayoutBlobs
+    from regsync.endpoints import Endpoints
+    from regsync.kinds.conda.source import CondaSource
+    from regsync.pipeline.shard import Shard
+    from regsync.policy.models import Policy
 
 
 class CondaKind:
@@ -25,12 +35,13 @@ class CondaKind:
     section = CondaPolicy()   # its keys of the policy (regsync.policy.section)
     bundle_section = "conda"
 
-    def plan(self, policy, endpoints, jobs, shard, diff_target):
+    def plan(self, policy: Policy, endpoints: Endpoints, jobs: int, shard: Shard | None,
+             diff_target: bool) -> tuple[list[PlanItem], list[PlanError]]:
         if not CondaSection.of(policy).conda:
             return [], []
         return plan_conda(endpoints, shard, diff_target)
 
-    def authorize(self, item: PlanItem, policy):
+    def authorize(self, item: PlanItem, policy: Policy) -> CondaRule:
         name, rule = conda_rules_for(policy, item.source, item.target)[0]
         item.rule = name
         return rule
@@ -41,7 +52,7 @@ class CondaKind:
         except ValueError as exc:
             raise InvalidName(str(exc)) from None
 
-    def is_stale(self, item: PlanItem, endpoints) -> str | None:
+    def is_stale(self, item: PlanItem, endpoints: Endpoints) -> str | None:
         """A file is never overwritten: apply refuses one the target has since listed with other bytes
         (a refusal of that item, not a stale plan), and lists a patched record anew."""
         return None
@@ -60,19 +71,20 @@ class CondaKind:
         sink.add_entry(item, self.bundle_section, entry)
         return Evidence(method="sha256", against=f"{entry['channel']}/{entry['subdir']}/repodata.json")
 
-    def export_sizes(self, item: PlanItem, endpoints, leave_out: frozenset[str]) -> list[int]:
+    def export_sizes(self, item: PlanItem, endpoints: Endpoints, leave_out: frozenset[str]) -> list[int]:
         return [item.bytes]
 
-    def targets(self, policy) -> set[str]:
+    def targets(self, policy: Policy) -> set[str]:
         return {rule.target for rule in CondaSection.of(policy).conda}
 
-    def export_stand_ins(self, policy) -> dict:
+    def export_stand_ins(self, policy: Policy) -> dict[str, Any]:
         """None: export plans without reading the target channels (plan_conda, diff_target=False)."""
         return {}
 
-    def bundle_sources(self, bundle: dict, policy, layout_for) -> dict:
+    def bundle_sources(self, bundle: dict[str, Any], policy: Policy,
+                       layout_for: Callable[[str], LayoutBlobs]) -> dict[str, CondaSource]:
         return conda_stand_ins(bundle.get(self.bundle_section), policy, layout_for("conda"))
 
-    def verifies_without_bundle(self, rule) -> bool:
+    def verifies_without_bundle(self, rule: CondaRule) -> bool:
         # the attestation binds the file's sha256, never the record: a record's depends stay the bundle's word
         return rule.verify.attestations == "required"

@@ -20,15 +20,21 @@ from regsync.errors import RegistryError, VerificationError
 from regsync.kinds.package.fetch import fetch_verified
 
 if TYPE_CHECKING:
+    from rattler import RepoDataRecord
+
     from regsync.endpoints import Endpoints
+    from regsync.kinds.conda.channel import Channels
+    from regsync.kinds.conda.policy import CondaRule
+    from regsync.kinds.conda.source import CondaFile, CondaSource
     from regsync.pipeline.plan import PlanItem
 
 
-def planned_record(item: PlanItem, endpoints: Endpoints) -> tuple[list[tuple[str, Any]], Any, Any, Any, dict[str, Any]]:
+def planned_record(item: PlanItem, endpoints: Endpoints) -> tuple[list[tuple[str, CondaRule]], Channels, CondaSource,
+                                                                  RepoDataRecord, dict[str, Any]]:
     """(rules, channels, source channel, record, published record) for the exact file a plan item
     names: the rules from the policy, never from the plan, and the record as the channel lists it
     now (a plan's digest that moved is refused)."""
-    rules: list[tuple[str, Any]] = conda_rules_for(endpoints.policy, item.source, item.target)
+    rules = conda_rules_for(endpoints.policy, item.source, item.target)
     source_name, subdir, filename = split_ref(item.source)
     channels = channels_of(endpoints)
     source = channels.source(source_name)
@@ -46,10 +52,13 @@ def planned_record(item: PlanItem, endpoints: Endpoints) -> tuple[list[tuple[str
     return rules, channels, source, record, published
 
 
-def admitted(item: PlanItem, rules: list[tuple[str, Any]], channels: Any, record: Any) -> str:
+def admitted(item: PlanItem, rules: list[tuple[str, CondaRule]], channels: Channels, record: RepoDataRecord) -> str:
     """The rule that admits the file: its specs match it, or the closure the policy solves holds it."""
     source_name, subdir, filename = split_ref(item.source)
-    platforms = lambda rule: [subdir] if subdir != "noarch" else list(dict.fromkeys(rule.platforms))  # noqa: E731
+
+    def platforms(rule: CondaRule) -> list[str]:
+        return [subdir] if subdir != "noarch" else list(dict.fromkeys(rule.platforms))
+
     return admit_record(rules, record, lambda rule: any(
         (source_name, subdir, filename) in channels.closure(rule.sources, list(rule.specs), platform, virtual)
         for platform in platforms(rule) for virtual in rule.virtual_packages))
@@ -97,7 +106,7 @@ def apply_conda(item: PlanItem, endpoints: Endpoints, on_bytes: Callable[[int], 
     return evidence
 
 
-def fetch_md5_verified(source: Any, package: Any, digest: str, path: Path,
+def fetch_md5_verified(source: CondaSource, package: CondaFile, digest: str, path: Path,
                        on_bytes: Callable[[int], None] | None = None) -> None:
     """A record with md5 and size only (weak_digests: allow): streamed, its md5 and size checked
     before the file is handed on. Not resumed after a kill (the resumable path is sha256's)."""

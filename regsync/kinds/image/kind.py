@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
 from regsync.audit.evidence import AlreadyThere, Evidence
 from regsync.errors import VerificationError
 from regsync.kinds.image.clients import source_key, source_registry, target_registry
 from regsync.kinds.image.copy import BlobCopier, copy_tree
 from regsync.kinds.image.cosign import ATTACHMENT_SUFFIXES, attachment_tag
-from regsync.kinds.image.manifest import filter_index
+from regsync.kinds.image.manifest import Manifest, filter_index
 from regsync.kinds.image.names import split_image_ref, split_ref
 from regsync.policy.names import check_digest, check_image_ref
 from regsync.kinds.image.rules import authorize_image, image_rule_for, rule_of
@@ -17,9 +20,15 @@ from regsync.pipeline.kind import BundleSink, Run
 
 # Verification (sigstore, cryptography), attachments and the bundle layout are imported by the
 # methods that use them: a run with no image rule never loads them (issue 16, start-up).
-from regsync.pipeline.plan import PlanItem
-from regsync.kinds.image.policy import ImageSection
+from regsync.pipeline.plan import PlanError, PlanItem
+from regsync.kinds.image.policy import ImageRule, ImageSection
 from regsync.kinds.image.section import ImagePolicy
+
+if TYPE_CHECKING:
+    from regsync.content.layout import LayoutBlobs
+    from regsync.endpoints import Endpoints
+    from regsync.pipeline.shard import Shard
+    from regsync.policy.models import Policy
 
 
 class ImageKind:
@@ -27,7 +36,8 @@ class ImageKind:
     section = ImagePolicy()   # its keys of the policy (regsync.policy.section)
     bundle_section = None   # images live in the bundle's OCI layout and index.json only
 
-    def plan(self, policy, endpoints, jobs, shard, diff_target):
+    def plan(self, policy: Policy, endpoints: Endpoints, jobs: int, shard: Shard | None,
+             diff_target: bool) -> tuple[list[PlanItem], list[PlanError]]:
         images = ImageSection.of(policy).images
         if not images:
             return [], []
@@ -35,7 +45,7 @@ class ImageKind:
 
         return plan_images(list(images), endpoints, jobs, shard, diff_target)
 
-    def authorize(self, item: PlanItem, policy):
+    def authorize(self, item: PlanItem, policy: Policy) -> ImageRule:
         return authorize_image(item, policy)
 
     def check_names(self, item: PlanItem) -> None:
@@ -45,7 +55,7 @@ class ImageKind:
             if digest is not None:
                 check_digest(digest)
 
-    def is_stale(self, item: PlanItem, endpoints) -> str | None:
+    def is_stale(self, item: PlanItem, endpoints: Endpoints) -> str | None:
         try:
             image_rule_for(endpoints.policy, item.source, item.target)
         except VerificationError:  # apply refuses it; its target is never even looked at
@@ -123,37 +133,38 @@ class ImageKind:
                              sink.add_ref)
         return Evidence.from_json(item.verification)   # what the plan (made in this run) checked
 
-    def export_sizes(self, item: PlanItem, endpoints, leave_out: frozenset[str]) -> list[int]:
+    def export_sizes(self, item: PlanItem, endpoints: Endpoints, leave_out: frozenset[str]) -> list[int]:
         src_name, src_repo, _ = split_image_ref(item.source)
         _, _, tree = _tree_of(item, source_registry(endpoints, src_name), src_repo)
         return [b.size for m in tree for b in m.blobs() if b.digest not in leave_out]
 
-    def targets(self, policy) -> set[str]:
+    def targets(self, policy: Policy) -> set[str]:
         return {split_ref(rule.target)[0] for rule in ImageSection.of(policy).images}
 
-    def export_stand_ins(self, policy) -> dict:
+    def export_stand_ins(self, policy: Policy) -> dict[str, Any]:
         return {}
 
-    def bundle_sources(self, bundle: dict, policy, layout_for) -> dict[str, ImageSource]:
+    def bundle_sources(self, bundle: dict[str, Any], policy: Policy,
+                       layout_for: Callable[[str], LayoutBlobs]) -> dict[str, ImageSource]:
         """The policy's source registries, served from the bundle's OCI layout."""
         from regsync.kinds.image.layout import LayoutSource
 
         return {source_key(name): LayoutSource.over(layout_for(name))
                 for name in {split_ref(rule.source)[0] for rule in ImageSection.of(policy).images}}
 
-    def verifies_without_bundle(self, rule) -> bool:
+    def verifies_without_bundle(self, rule: ImageRule) -> bool:
         verify = rule.verify
         return verify.signature == "required" or any(a.mode == "required" for a in verify.require_attestations)
 
 
-def _tree_of(item: PlanItem, src, src_repo: str):
+def _tree_of(item: PlanItem, src: ImageSource, src_repo: str) -> tuple[Manifest, Manifest, list[Manifest]]:
     """(the source's manifest, the root exported (platform-filtered when asked), its tree)."""
     original = src.get_manifest(src_repo, item.source_digest or item.digest)
     root = filter_index(original, item.platforms) if item.platforms and original.is_index else original
     return original, root, manifest_tree(src, src_repo, root)
 
 
-def _planned_root(item: PlanItem, src, src_repo: str):
+def _planned_root(item: PlanItem, src: ImageSource, src_repo: str) -> Manifest:
     # By digest, never by tag: a saved plan applies exactly what was reviewed.
     root = src.get_manifest(src_repo, item.source_digest or item.digest)
     if item.platforms and root.is_index:  # authorize made sure these are the policy's platforms

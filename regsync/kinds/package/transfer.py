@@ -8,6 +8,7 @@ import email.message
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from loguru import logger
 from pypi_simple import DistributionPackage
@@ -21,10 +22,14 @@ from regsync.kinds.package.evidence import check_provenance
 from regsync.kinds.package.rules import admit_package, authorize_package
 from regsync.kinds.package.identity import check_file
 from regsync.kinds.package.clients import package_target, source_index
-from regsync.kinds.package.source import PackageSource
+from regsync.kinds.package.source import PackageSource, PackageTarget
+from regsync.kinds.package.policy import PackageRule
+
+if TYPE_CHECKING:
+    from regsync.endpoints import Endpoints
 
 
-def planned_file(item: PlanItem, endpoints):
+def planned_file(item: PlanItem, endpoints: Endpoints) -> tuple[PackageSource, DistributionPackage]:
     """(index, package) for the exact file a plan item names, as the source lists it now."""
     source_name, filename = item.source.split("/", 1)
     index = source_index(endpoints, source_name)
@@ -38,7 +43,7 @@ def planned_file(item: PlanItem, endpoints):
     return index, package
 
 
-def already_there(item: PlanItem, endpoints) -> AlreadyThere | None:
+def already_there(item: PlanItem, endpoints: Endpoints) -> AlreadyThere | None:
     """The target read before anything is fetched (a saved plan applied twice, a cron retry): a file
     it lists with the planned sha256 is there already (nothing fetched or uploaded), one it lists
     with another sha256 is refused, as a fresh plan would say. Unreadable now: the upload finds out."""
@@ -67,7 +72,7 @@ def _project_of_file(filename: str, listed: str | None) -> str:
         raise VerificationError(f"{filename} is not a wheel or sdist file name") from None
 
 
-def apply_package(item: PlanItem, endpoints, on_bytes=None,
+def apply_package(item: PlanItem, endpoints: Endpoints, on_bytes: Callable[[int], None] | None = None,
                   on_verified: Callable[[Evidence], None] | None = None) -> Evidence | AlreadyThere:
     """What was verified, or AlreadyThere when the target holds the file (nothing fetched).
     `on_verified`: called once the file is verified, before it is uploaded.
@@ -112,7 +117,7 @@ def used_metadata(index: PackageSource, package: DistributionPackage) -> email.m
     return index.metadata(package)
 
 
-def _vulnerability_gate(item: PlanItem, rule, endpoints) -> dict | None:
+def _vulnerability_gate(item: PlanItem, rule: PackageRule, endpoints: Endpoints) -> dict[str, Any] | None:
     """Again before the push, with the database as it is now (a saved plan may be old)."""
     if rule.gates is None or rule.gates.vulnerabilities is None:
         return None
@@ -121,10 +126,11 @@ def _vulnerability_gate(item: PlanItem, rule, endpoints) -> dict | None:
     check_vulnerabilities(item, rule, endpoints)
     if item.action == "refuse":
         raise VerificationError(item.reason)
-    return (item.verification or {}).get("vulnerabilities")
+    found: dict[str, Any] | None = (item.verification or {}).get("vulnerabilities")
+    return found
 
 
-def _where_from(index, package) -> dict:
+def _where_from(index: PackageSource, package: DistributionPackage) -> dict[str, Any]:
     """Which page's sha256 was trusted and which index sent the bytes (they differ when a mirror helped)."""
     served_by = index.served_by(package)
     if served_by is None:
@@ -132,5 +138,5 @@ def _where_from(index, package) -> dict:
     return {"hashes_from": index.page_url(package), "downloaded_from": served_by}
 
 
-def _staging_dir(target) -> str | None:
+def _staging_dir(target: PackageTarget) -> str | None:
     return target.staging_dir()
