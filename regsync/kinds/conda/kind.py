@@ -15,6 +15,7 @@ from regsync.kinds.conda.rules import conda_rules_for
 from regsync.kinds.conda.targets import RunListings
 from regsync.kinds.conda.transfer import apply_conda
 from regsync.pipeline.kind import BundleSink, Run
+from regsync.kinds.conda.item import CondaDetails
 from regsync.pipeline.plan import PlanItem
 from regsync.kinds.conda.policy import CondaSection
 from regsync.kinds.conda.section import CondaPolicy
@@ -34,6 +35,9 @@ class CondaKind:
         name, rule = conda_rules_for(policy, item.source, item.target)[0]
         item.rule = name
         return rule
+
+    def read_details(self, fields) -> CondaDetails:
+        return CondaDetails.read(fields)
 
     def check_names(self, item: PlanItem) -> None:
         try:

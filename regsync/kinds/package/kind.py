@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from regsync.audit.evidence import AlreadyThere, Evidence
 from regsync.pipeline.kind import BundleSink, Run
+from regsync.kinds.package.item import PackageDetails
 from regsync.pipeline.plan import PlanItem
 from regsync.kinds.package.policy import PackageSection
 from regsync.kinds.package.section import PackagePolicy
@@ -30,6 +31,9 @@ class PackageKind:
         from regsync.kinds.package.rules import authorize_package
 
         return authorize_package(item, policy)
+
+    def read_details(self, fields) -> PackageDetails:
+        return PackageDetails.read(fields)
 
     def check_names(self, item: PlanItem) -> None:
         """File names are checked against the index's listing when applied (planned_file)."""
