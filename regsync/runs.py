@@ -27,7 +27,6 @@ from regsync.kinds.registry import KINDS, SECTIONS
 from regsync.lock import RunLock, lock_path
 from regsync.ops import write_metrics, write_summary
 from regsync.pipeline.apply import Outcome, apply_plan, check_not_stale
-from regsync.pipeline.kind import kind_of
 from regsync.pipeline.make import make_plan
 from regsync.pipeline.plan import Plan
 from regsync.pipeline.shard import Shard
@@ -151,14 +150,11 @@ def import_(policy_path: Path, bundle: Path, options: RunOptions, more_blobs: tu
 def _saved_plan(plan_path: Path, loaded: LoadedPolicy, audit: AuditLog) -> Plan:
     """A saved plan, checked before anything is touched: its names, the policy it was made from and,
     when the policy has `approval:`, its signed approvals (recorded in the audit trail)."""
-    def check_names(item):
-        return kind_of(KINDS, item).check_names(item) if item.kind in KINDS else None
-
     if loaded.policy.approval.trust:  # the approvals' keys (cryptography) only for a policy that has them
         from regsync.approvals.check import load_approved
 
-        return load_approved(plan_path, loaded, audit, check_names)
-    planned = Plan.load(plan_path, check_names=check_names)
+        return load_approved(plan_path, loaded, KINDS, audit)
+    planned = Plan.load(plan_path, KINDS)
     if planned.policy_sha256 != loaded.sha256:
         raise UsageError(f"{plan_path} was made from another policy (sha256 {planned.policy_sha256[:12]}, "
                          f"{loaded.path} is {loaded.sha256[:12]}); run `regsync plan` again")

@@ -172,6 +172,29 @@ def test_a_plan_field_of_the_wrong_type_is_a_usage_error(tmp_path, registry, reg
     assert manifest_digest(registry2, unique_repo, "v1") is None
 
 
+# Every item carries the keys of version 1 in this order, whatever its kind (README, "Plan"): a
+# kind's own keys (images: blobs_missing, target_before, media_type, platforms) sit flat among them.
+V1_KEYS = ["kind", "source", "target", "digest", "action", "reason", "bytes", "blobs_missing", "source_digest",
+           "target_before", "media_type", "platforms", "rule", "environments", "verification", "source_index",
+           "project"]
+
+
+def test_an_image_field_of_the_wrong_type_is_refused_naming_the_item(tmp_path, registry, registry2, unique_repo):
+    """The image kind reads its own part of each item: a list of platforms edited into one string is
+    refused before anything is touched, naming the item and the key."""
+    push_image(registry, unique_repo, "v1")
+    policy = write_policy(tmp_path, registry, registry2, [(unique_repo, unique_repo, {"include": ["v1"]}, "")])
+    path, plan = saved_plan(tmp_path, policy)
+    assert list(plan["items"][0]) == V1_KEYS
+    edit(path, plan, v1={"platforms": "linux/amd64"})
+
+    result = run_cli("sync", "-p", policy, "--plan", path)
+    assert result.exit_code == 2, result.output
+    assert (f"not a regsync plan: item image src/{unique_repo}:v1 -> dst/{unique_repo}:v1: platforms: input "
+            f'should be a valid list, not "linux/amd64"') in " ".join(result.output.split()), result.output
+    assert manifest_digest(registry2, unique_repo, "v1") is None
+
+
 def test_two_rules_for_the_same_repositories_make_an_item_ambiguous(tmp_path, registry, registry2, unique_repo,
                                                                    release_key):
     push_image(registry, unique_repo, "v1", salt="one")
@@ -274,6 +297,28 @@ def test_a_package_item_sent_to_another_index_is_refused(tmp_path, package_index
     assert result.exit_code == 3, result.output
     [refused] = audit(tmp_path, "refused")
     assert "not allowed by the policy" in refused["reason"], refused["reason"]
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"environments": 5}, "environments: input should be a valid list, not 5"),
+    ({"platforms": ["linux/amd64"]}, "platforms: not a key of this kind's items"),   # an image's key
+])
+def test_a_package_field_of_the_wrong_type_is_refused_naming_the_item(tmp_path, package_index, pypiserver,
+                                                                      changes, message):
+    policy = package_policy(tmp_path, package_index, pypiserver, ["app==1.0"])
+    path = tmp_path / "plan.json"
+    assert pypi("plan", "-p", policy, "-o", path).exit_code == 0
+    plan = json.loads(path.read_text())
+    assert list(plan["items"][0]) == V1_KEYS
+    plan["items"][0].update(changes)
+    path.write_text(json.dumps(plan))
+
+    result = pypi("sync", "-p", policy, "--plan", path)
+    assert result.exit_code == 2, result.output
+    expected = (f"not a regsync plan: item package mirror/app-1.0-py3-none-any.whl -> "
+                f"internal/app-1.0-py3-none-any.whl: {message}")
+    assert expected in " ".join(result.output.split()), result.output
+    assert list((pypiserver.root / "packages").iterdir()) == []
 
 
 def test_a_package_sha256_edited_in_the_plan_is_refused(tmp_path, package_index, pypiserver):

@@ -22,7 +22,7 @@ from regsync.kinds.registry import KINDS
 from regsync.pipeline.apply import apply_plan
 from regsync.pipeline.kind import Run
 from regsync.pipeline.make import make_plan
-from regsync.pipeline.plan import PlanItem
+from regsync.pipeline.plan import Details, Plan, PlanItem, details_of
 from regsync.policy import load_policy
 from regsync.policy.files import check_files
 from regsync.policy.models import PolicyPath, Strict
@@ -107,6 +107,12 @@ class NotePolicy(BaseSection):
                 [f"  note    {rule.source} -> {rule.target}" for rule in section.notes])
 
 
+@dataclass
+class NoteDetails(Details):
+    """The made-up kind's own part of a plan item: one key, written flat beside the shared ones."""
+    lines: int = 0
+
+
 class NoteKind:
     name = "note"
     bundle_section = "notes"
@@ -128,11 +134,15 @@ class NoteKind:
                 action = "skip" if (target.root / path.name).exists() else "copy"
                 digest = hashlib.sha256(path.read_bytes()).hexdigest()
                 items.append(PlanItem(self.name, f"{rule.source}/{path.name}", f"{rule.target}/{path.name}", digest,
-                                      action, bytes=path.stat().st_size))
+                                      action, bytes=path.stat().st_size,
+                                      details=NoteDetails(path.read_bytes().count(b"\n"))))
         return items, []
 
     def authorize(self, item, policy):
         item.rule = "notes"
+
+    def read_details(self, fields):
+        return NoteDetails.read(fields)
 
     def check_names(self, item):
         pass
@@ -150,6 +160,8 @@ class NoteKind:
         run.on_bytes(len(data))
         if hashlib.sha256(data).hexdigest() != item.digest:
             raise VerificationError(f"{name}: sha256 differs from the plan's")
+        if data.count(b"\n") != details_of(item, NoteDetails).lines:
+            raise VerificationError(f"{name}: not as many lines as the plan says")
         there.write_bytes(data)
         return Evidence(method="sha256", against="the source directory", facts={"notes": 1})
 
@@ -180,6 +192,16 @@ def _load(path, kinds):
     loaded = load_policy(path, {}, sections=tuple(kind.section for kind in kinds.values()))
     check_files(loaded)
     return loaded
+
+
+def _one_note(tmp_path, kinds, data=b"alpha"):
+    """src/a.txt holding `data`, an empty dst/, NOTE_POLICY loaded with `kinds`: (loaded, endpoints)."""
+    (tmp_path / "src").mkdir()
+    (tmp_path / "dst").mkdir()
+    (tmp_path / "src" / "a.txt").write_bytes(data)
+    (tmp_path / "policy.yaml").write_text(NOTE_POLICY)
+    loaded = _load(tmp_path / "policy.yaml", kinds)
+    return loaded, Endpoints(loaded)
 
 
 def test_a_new_kind_is_one_entry_in_the_registry(tmp_path):
@@ -213,6 +235,40 @@ def test_a_new_kind_is_one_entry_in_the_registry(tmp_path):
     assert "note" not in KINDS and "notes" not in clients()
 
 
+def test_a_new_kind_s_own_part_of_an_item_round_trips_through_a_saved_plan(tmp_path):
+    """The made-up kind's part (`lines`) is written flat beside the shared keys (after version 1's,
+    which every item carries), read back by the kind itself, used by its transfer, and a saved plan
+    whose part is not what the kind writes is refused naming the item."""
+    kinds = {"note": NoteKind()}
+    loaded, endpoints = _one_note(tmp_path, kinds, b"one\ntwo\n")
+    path = tmp_path / "plan.json"
+    make_plan(loaded, endpoints, kinds).save(path)
+    [written] = json.loads(path.read_text())["items"]
+    assert list(written)[-3:] == ["source_index", "project", "lines"]   # version 1's keys first, then its own
+    assert (written["lines"], written["platforms"], written["environments"]) == (2, None, None)
+
+    saved = Plan.load(path, kinds)
+    assert details_of(saved.items[0], NoteDetails) == NoteDetails(lines=2)
+    assert saved.to_json() == path.read_text()
+    audit = AuditLog(tmp_path / "audit.jsonl", "run")
+    outcome = apply_plan(saved, endpoints, kinds, audit)
+    audit.close()
+    assert (outcome.pushed, (tmp_path / "dst" / "a.txt").read_bytes()) == (1, b"one\ntwo\n")
+
+    for wrong, message in (("two", 'lines: input should be a valid integer, unable to parse string as an '
+                                   'integer, not "two"'),
+                           ([2], "lines: input should be a valid integer, not [2]")):
+        path.write_text(path.read_text().replace('"lines": 2', f'"lines": {json.dumps(wrong)}'))
+        with pytest.raises(UsageError) as caught:
+            Plan.load(path, kinds)
+        assert str(caught.value) == f"{path}: not a regsync plan: item note src/a.txt -> dst/a.txt: {message}"
+        path.write_text(path.read_text().replace(f'"lines": {json.dumps(wrong)}', '"lines": 2'))
+    with pytest.raises(UsageError) as caught:   # a key of no kind the plan's items have
+        path.write_text(path.read_text().replace('"lines": 2', '"lines": 2, "layers": 1'))
+        Plan.load(path, kinds)
+    assert str(caught.value).endswith("item note src/a.txt -> dst/a.txt: layers: not a key of this kind's items")
+
+
 @pytest.mark.parametrize("old, new, line, message", [
     ("  - {from: src, to: dst}", "  - {from: src, to: elsewhere}", 7, "unknown note directory 'elsewhere'"),
     ("  dst: {path: dst}", "  dst: {path: dst, mode: 0644}", 5, "unknown key 'mode'"),
@@ -239,13 +295,8 @@ def test_apply_writes_a_kinds_audit_records_from_its_evidence(tmp_path):
     """The made-up kind returns Evidence (or AlreadyThere) and never sees the audit trail: apply writes
     `verified` and `pushed` from it, a saved plan applied again is `skipped` by the same typed
     outcome, and the report renders its row with the columns every kind gets."""
-    (tmp_path / "src").mkdir()
-    (tmp_path / "dst").mkdir()
-    (tmp_path / "src" / "a.txt").write_bytes(b"alpha")
     kind = NoteKind()
-    (tmp_path / "policy.yaml").write_text(NOTE_POLICY)
-    loaded = _load(tmp_path / "policy.yaml", {"note": kind})
-    endpoints = Endpoints(loaded)
+    loaded, endpoints = _one_note(tmp_path, {"note": kind})
     plan = make_plan(loaded, endpoints, {"note": kind})
     trail = tmp_path / "audit.jsonl"
     for run_id in ("first", "again"):   # the same plan twice: the second finds the file there
@@ -284,13 +335,8 @@ class BrokenTargetNoteKind(NoteKind):
 def test_checks_that_passed_before_a_push_failed_stay_in_the_trail(tmp_path):
     """`run.verified` is when a kind's checks passed: apply writes `verified` then, so a push that
     fails afterwards leaves `verified` and `failed`, and the report still shows how it was verified."""
-    (tmp_path / "src").mkdir()
-    (tmp_path / "dst").mkdir()
-    (tmp_path / "src" / "a.txt").write_bytes(b"alpha")
     kinds = {"note": BrokenTargetNoteKind()}
-    (tmp_path / "policy.yaml").write_text(NOTE_POLICY)
-    loaded = _load(tmp_path / "policy.yaml", kinds)
-    endpoints = Endpoints(loaded)
+    loaded, endpoints = _one_note(tmp_path, kinds)
     audit = AuditLog(tmp_path / "audit.jsonl", "run")
     outcome = apply_plan(make_plan(loaded, endpoints, kinds), endpoints, kinds, audit)
     audit.close()

@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from regsync.approvals.signatures import Seen, describe, examine, read_plan_bytes, write_approval
 from regsync.errors import UsageError
-from regsync.pipeline.plan import Plan, PlanItem
+from regsync.pipeline.plan import ItemReader, Plan
 from regsync.policy import LoadedPolicy, load_policy
 from regsync.policy.section import Sections
 from regsync.times import format_duration, parse_time
@@ -67,12 +67,12 @@ def trusted_keys(loaded: LoadedPolicy) -> list[PublicKey]:
     return [load_entry_key(name, policy.trust[name].cosign_key) for name in dict.fromkeys(policy.approval.trust)]
 
 
-def parse_plan(data: bytes, plan_path: Path, check_names: Callable[[PlanItem], None] | None = None) -> Plan:
+def parse_plan(data: bytes, plan_path: Path, kinds: Mapping[str, ItemReader]) -> Plan:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise UsageError(f"{plan_path}: not a regsync plan (not UTF-8 text)") from None
-    return Plan.from_json(text, str(plan_path), check_names)
+    return Plan.from_json(text, str(plan_path), kinds)
 
 
 def judge(plan_path: Path, data: bytes, plan: Plan, loaded: LoadedPolicy) -> Verdict:
@@ -93,13 +93,13 @@ def judge(plan_path: Path, data: bytes, plan: Plan, loaded: LoadedPolicy) -> Ver
     return verdict
 
 
-def load_approved(plan_path: Path, loaded: LoadedPolicy, audit=None,
-                  check_names: Callable[[PlanItem], None] | None = None, now: datetime | None = None) -> Plan:
+def load_approved(plan_path: Path, loaded: LoadedPolicy, kinds: Mapping[str, ItemReader], audit=None,
+                  now: datetime | None = None) -> Plan:
     """The saved plan, parsed from the very bytes its approvals were checked over; NotApproved
     (exit 2) naming who signed and who is missing when approval: is not met. With `audit`, the
     approvers are recorded (a `verified` record for the plan)."""
     data = read_plan_bytes(plan_path)
-    plan = parse_plan(data, plan_path, check_names)
+    plan = parse_plan(data, plan_path, kinds)
     verdict = judge(plan_path, data, plan, loaded)
     refuse_unless_approved(verdict, plan_path, loaded, now)
     if audit is not None and verdict.approvers:
@@ -146,12 +146,13 @@ def _missing(verdict: Verdict, required: int) -> str:
     return f"{who}" if more >= len(verdict.missing) else f"{more} more of {who}"
 
 
-def approve(plan_path: Path, key, loaded: LoadedPolicy | None = None, now: datetime | None = None) -> tuple[Path, str]:
+def approve(plan_path: Path, key, kinds: Mapping[str, ItemReader], loaded: LoadedPolicy | None = None,
+            now: datetime | None = None) -> tuple[Path, str]:
     """Sign the plan's exact bytes with `key` (a private key) beside it; the signature file and the
     key's fingerprint. With the policy, refuse what sync would not count anyway: a key that is not
     an approver's, another policy's plan, an expired one."""
     data = read_plan_bytes(plan_path)
-    plan = parse_plan(data, plan_path)   # only a regsync plan is approved, never any file
+    plan = parse_plan(data, plan_path, kinds)   # only a regsync plan is approved, never any file
     key_id = fingerprint(key.public_key())
     if loaded is not None and key_id not in {trusted.fingerprint for trusted in trusted_keys(loaded)}:
         raise UsageError(f"--key is not the key of any approval.trust entry "

@@ -12,13 +12,14 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from regsync.approvals.check import NotApproved, judge, parse_plan, refuse_unless_approved
 from regsync.approvals.signatures import describe, read_plan_bytes, signature_files
 from regsync.errors import one_line, shown
-from regsync.pipeline.plan import Plan, PlanItem
+from regsync.pipeline.plan import ItemReader, Plan, PlanItem
 from regsync.policy import LoadedPolicy
 
 ACTIONS = ("copy", "update", "skip", "refuse")
@@ -37,14 +38,16 @@ class View:
     changes: list[tuple[str, str, str]] = field(default_factory=list)   # (added|removed|changed, item, detail)
 
 
-def build_view(plan_path: Path, loaded: LoadedPolicy | None = None, since: Path | None = None) -> View:
+def build_view(plan_path: Path, kinds: Mapping[str, ItemReader], loaded: LoadedPolicy | None = None,
+               since: Path | None = None) -> View:
+    """`kinds`: what reads each item's own part (regsync.kinds.registry.KINDS)."""
     data = read_plan_bytes(plan_path)
-    plan = parse_plan(data, plan_path)
+    plan = parse_plan(data, plan_path, kinds)
     view = View(plan_path, hashlib.sha256(data).hexdigest(), plan, since=since)
     view.rules = _rules(plan, loaded)
     _approvals(view, data, loaded)
     if since is not None:
-        view.changes = diff(parse_plan(read_plan_bytes(since), since), plan)
+        view.changes = diff(parse_plan(read_plan_bytes(since), since, kinds), plan)
     return view
 
 

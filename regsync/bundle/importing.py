@@ -124,15 +124,15 @@ def _verified_at(artifacts) -> dict[str, str]:
 def _warn_of_older_images(plan: Plan, verified_at: dict[str, str]) -> None:
     """A tag moving to what its export verified before the export of what the target has now (by the
     bundles' own records) is moving back in time: say so, tag by tag, whatever the sequence says."""
-    moving = [item for item in plan.items if item.changes and item.target_before]
+    moving = [item for item in plan.items if item.changes and item.details.replaces()]
     before = streams.placed({item.target for item in moving})
     for item in moving:
         now = before.get(item.target) or {}
         new, old = _time(verified_at.get(item.target)), _time(now.get("verified_at"))
-        if now.get("digest") == item.target_before and new and old and new < old:
+        if now.get("digest") == item.details.replaces() and new and old and new < old:
             logger.warning("{} moves back to {} (verified by its export at {}) from {} (verified at {}): an older "
                            "image than the target has", item.target, item.digest, new.isoformat(),
-                           item.target_before, old.isoformat())
+                           item.details.replaces(), old.isoformat())
 
 
 def _time(value):

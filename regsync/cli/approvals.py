@@ -34,18 +34,18 @@ def approve_cmd(plan_path, key_path, key_password_env, policy_path):
       cosign verify-blob --key alice.pub --signature plan.json.approval-*.sig plan.json
     """
     from regsync.approvals.check import approve, load_for_review
-    from regsync.kinds.registry import SECTIONS
+    from regsync.kinds.registry import KINDS, SECTIONS
     from regsync.console import say
     from regsync.trust.signing import load_private_key
 
     loaded = load_for_review(policy_path, SECTIONS) if policy_path else None
     key = load_private_key(key_path, key_password_env, "--key")
-    written, key_id = approve(plan_path, key, loaded)
+    written, key_id = approve(plan_path, key, KINDS, loaded)
     say(f"approved {plan_path} with key {key_id[:19]}…: {written}")
     if loaded is not None and loaded.policy.approval.trust:
         from regsync.approvals.show import build_view
 
-        say(build_view(plan_path, loaded).status)
+        say(build_view(plan_path, KINDS, loaded).status)
     return EXIT_OK
 
 
@@ -71,11 +71,11 @@ def show_cmd(plan_path, policy_path, since, fmt):
       regsync plan show plan.json -p policy.yaml --format json | jq .review.approvals
     """
     from regsync.approvals.check import load_for_review
-    from regsync.kinds.registry import SECTIONS
+    from regsync.kinds.registry import KINDS, SECTIONS
     from regsync.approvals.show import build_view, header_lines, json_view, markdown, text_sections
 
     loaded = load_for_review(policy_path, SECTIONS) if policy_path else None
-    view = build_view(plan_path, loaded, since)
+    view = build_view(plan_path, KINDS, loaded, since)
     if fmt in ("markdown", "json"):
         click.echo(markdown(view) if fmt == "markdown" else json_view(view), nl=False)
         return EXIT_OK

@@ -19,7 +19,7 @@ from regsync.errors import Interrupted, VerificationError
 if TYPE_CHECKING:
     from regsync.content.layout import LayoutBlobs
     from regsync.endpoints import Endpoints
-    from regsync.pipeline.plan import PlanError, PlanItem
+    from regsync.pipeline.plan import ItemDetails, PlanError, PlanItem
     from regsync.pipeline.shard import Shard
     from regsync.policy.models import Policy
     from regsync.policy.section import PolicySection
@@ -146,6 +146,11 @@ class Kind(Protocol):
     def authorize(self, item: "PlanItem", policy: "Policy") -> object:
         """Recheck: the policy's rule for the item (never the plan's word), after setting
         `item.rule` to its name; raises VerificationError when the policy would not plan it."""
+
+    def read_details(self, fields: dict[str, Any]) -> "ItemDetails":
+        """Its part of a saved plan's item (`PlanItem.details`, which writes itself back) from the
+        item's keys beside the shared ones, a key written empty left out; ValueError naming a key that
+        is not its own or not of its type (regsync.pipeline.plan.read_part does both for a dataclass)."""
 
     def check_names(self, item: "PlanItem") -> None:
         """A loaded plan's item: every name that becomes a URL or a path is valid (raises InvalidName)."""

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Callable
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
 
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
 from pydantic import TypeAdapter, ValidationError
 
@@ -22,32 +22,82 @@ from regsync.errors import InvalidName, UsageError, shown
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
 
-D = TypeVar("D", bound="DataclassInstance")  # PlanItem, PlanError
+D = TypeVar("D", bound="DataclassInstance")  # the shared core, PlanError, a kind's part
+P = TypeVar("P", bound="Details")
+T = TypeVar("T")
 
 PLAN_VERSION = 1
 ACTIONS = ("copy", "update", "skip", "refuse")
 MAX_PLAN_BYTES = 256 * 1024 * 1024
 
 
+class ItemDetails(Protocol):
+    """A kind's own part of a plan item (images: the platform filter and what the target tag held;
+    packages: the environments and the page that gave the sha256), defined and read by the kind
+    (`Kind.read_details`): the pipeline only writes it back and asks it these."""
+
+    def plan_fields(self) -> dict[str, Any]:
+        """Its keys in the plan JSON, flat beside the shared ones, in the order version 1 has them."""
+
+    def artifact(self) -> dict[str, Any]:
+        """What it adds to the audit trail's `artifact` field (images: `platforms`)."""
+
+    def replaces(self) -> str | None:
+        """The digest the target named when planned and the item moves away from (an image tag's), or None."""
+
+
 @dataclass
-class PlanItem:
-    kind: str          # a Kind's name (regsync/kinds/registry.py): image | package
+class RawDetails:
+    """The part of an item of a kind this build does not know, kept as read (apply refuses the item:
+    kind_of), and the part of a kind that keeps none."""
+    fields: dict[str, Any] = field(default_factory=dict)
+
+    def plan_fields(self) -> dict[str, Any]:
+        return dict(self.fields)
+
+    def artifact(self) -> dict[str, Any]:
+        return {}
+
+    def replaces(self) -> str | None:
+        return None
+
+
+class Details:
+    """A base for a kind's part written as a dataclass of its plan keys (each with a default)."""
+
+    @classmethod
+    def read(cls: type[P], fields: dict[str, Any]) -> P:
+        return read_part(cls, fields)
+
+    def plan_fields(self) -> dict[str, Any]:
+        return asdict(cast("DataclassInstance", self))
+
+    def artifact(self) -> dict[str, Any]:
+        return {}
+
+    def replaces(self) -> str | None:
+        return None
+
+
+@dataclass
+class ItemCore:
+    """What every plan item holds whatever its kind (a saved plan's is validated here, pydantic)."""
+    kind: str          # a Kind's name (regsync/kinds/registry.py): image | package | conda
     source: str        # "registry/repo:tag"
     target: str
     digest: str        # what the target will hold (the reduced index when platforms are filtered)
     action: str        # copy | update | skip | refuse
     reason: str = ""
     bytes: int = 0
-    blobs_missing: int = 0
     source_digest: str | None = None   # the source's own digest when it differs from `digest`
-    target_before: str | None = None   # what the target tag pointed to when planned
-    media_type: str = ""
-    platforms: list[str] | None = None
     rule: str = ""
-    environments: list[str] | None = None   # packages: the target environments that need this file
     verification: dict[str, Any] | None = None   # signature, gate and cross-check evidence found at plan time
-    source_index: str | None = None    # packages: the index (primary or mirror) whose page gave the sha256
-    project: str | None = None         # packages: the project the file belongs to, as its index page names it
+
+
+@dataclass
+class PlanItem(ItemCore):
+    """The shared core, and `details`: the part its kind owns, made and read by the kind."""
+    details: ItemDetails = field(default_factory=RawDetails)
 
     @property
     def changes(self) -> bool:
@@ -59,11 +109,36 @@ class PlanItem:
                     "size": self.bytes}
         if self.source_digest:
             artifact["source_digest"] = self.source_digest
-        if self.platforms:
-            artifact["platforms"] = self.platforms
-        if self.environments:
-            artifact["environments"] = self.environments
+        artifact.update(self.details.artifact())
         return artifact
+
+    def to_plan(self) -> dict[str, Any]:
+        """The item as plan JSON version 1 writes it: every key of V1_KEYS in its order (a key another
+        kind owns written empty), then any key of the kind's part that V1_KEYS does not list."""
+        own = self.details.plan_fields()
+        body = {key: getattr(self, key) if empty is _CORE else own.pop(key, empty) for key, empty in V1_KEYS.items()}
+        return {**body, **own}
+
+
+# Version 1 of the plan file (DESIGN.md, "Plan"), kept byte for byte: every item carries each of these
+# keys in this order, whatever its kind. The shared core's are _CORE; the others are keys of the kinds'
+# parts as the file format lists them (the value: how one is written on an item of another kind, and
+# left out of what that kind reads); the pipeline reads none of them. A new kind's keys follow these,
+# on its own items only.
+_CORE = object()
+V1_KEYS: dict[str, Any] = {
+    "kind": _CORE, "source": _CORE, "target": _CORE, "digest": _CORE, "action": _CORE, "reason": _CORE,
+    "bytes": _CORE, "blobs_missing": 0, "source_digest": _CORE, "target_before": None, "media_type": "",
+    "platforms": None, "rule": _CORE, "environments": None, "verification": _CORE, "source_index": None,
+    "project": None}
+
+
+class ItemReader(Protocol):
+    """What loading a saved plan asks of an item's Kind (regsync.pipeline.kind.Kind has both)."""
+
+    def read_details(self, fields: dict[str, Any]) -> ItemDetails: ...
+
+    def check_names(self, item: PlanItem) -> None: ...
 
 
 @dataclass
@@ -89,31 +164,35 @@ class Plan:
 
     def to_json(self) -> str:
         body = {"version": self.version, "policy_sha256": self.policy_sha256, "created": self.created,
-                "items": [asdict(item) for item in self.items], "errors": [asdict(e) for e in self.errors]}
+                "items": [item.to_plan() for item in self.items], "errors": [asdict(e) for e in self.errors]}
         return json.dumps(body, indent=2) + "\n"
 
     @classmethod
-    def from_json(cls, text: str, where: str = "plan",
-                  check_names: Callable[[PlanItem], None] | None = None) -> "Plan":
-        """`check_names`: the item's kind checks every name apply turns into a URL or a path
-        (raises InvalidName); a refuse row is only recorded, never acted on, and is not checked."""
+    def from_json(cls, text: str, where: str, kinds: Mapping[str, ItemReader]) -> "Plan":
+        """`kinds`: each item's kind reads its own part (`read_details`) and checks every name apply
+        turns into a URL or a path (`check_names`, raises InvalidName); a refuse row is only
+        recorded, never acted on, and is not checked. An item of a kind not in `kinds` keeps its part
+        as read: apply refuses it."""
         try:
             body = json.loads(text)
             if body.get("version") != PLAN_VERSION:
                 raise UsageError(f"{where}: unsupported plan version {body.get('version')!r}")
-            items = [_build(PlanItem, raw) for raw in body["items"]]
+            items = [_item(raw, kinds) for raw in body["items"]]
             errors = [_build(PlanError, raw) for raw in body.get("errors", [])]
             plan = cls(body["policy_sha256"], items, errors, body["created"])
         except UsageError:
             raise
+        except _BadPart as exc:
+            raise UsageError(f"{where}: not a regsync plan: {exc}") from None
         except (ValueError, KeyError, TypeError, AttributeError):
             raise UsageError(f"{where}: not a regsync plan (malformed JSON or missing fields)") from None
         for item in plan.items:
             if item.action not in ACTIONS:
                 raise UsageError(f"{where}: unknown action '{shown(item.action)}' for {shown(item.source)}")
-            if check_names is not None and item.action != "refuse":
+            reader = kinds.get(item.kind)
+            if reader is not None and item.action != "refuse":
                 try:
-                    check_names(item)
+                    reader.check_names(item)
                 except InvalidName as exc:
                     raise UsageError(f"{where}: item {shown(item.source)} -> {shown(item.target)}: "
                                      f"{exc.reason}") from None
@@ -125,11 +204,11 @@ class Plan:
         tmp.replace(path)  # never a half-written plan
 
     @classmethod
-    def load(cls, path: Path, check_names: Callable[[PlanItem], None] | None = None) -> "Plan":
+    def load(cls, path: Path, kinds: Mapping[str, ItemReader]) -> "Plan":
         try:
             if path.stat().st_size > MAX_PLAN_BYTES:
                 raise UsageError(f"{path}: too large to be a plan")
-            return cls.from_json(path.read_text(), str(path), check_names)
+            return cls.from_json(path.read_text(), str(path), kinds)
         except OSError as exc:
             raise UsageError(f"{path}: cannot read plan: {exc.strerror}") from None
 
@@ -148,4 +227,50 @@ def _build(cls: type[D], raw: dict[str, Any]) -> D:
         built: D = _adapter(cls).validate_python(raw)  # functools.cache hides TypeAdapter[D]'s parameter
     except ValidationError as exc:
         raise ValueError(str(exc)) from None
+    return built
+
+
+def details_of(item: PlanItem, cls: type[P]) -> P:
+    """The part of `item` its kind made or read, typed; TypeError if it holds another kind's."""
+    if not isinstance(item.details, cls):
+        raise TypeError(f"{item.source}: a {item.kind} item holds no {cls.__name__}")
+    return item.details
+
+
+class _BadPart(ValueError):
+    """A kind's part of an item is not what the kind writes: the message names the item."""
+
+
+def _written_empty(key: str, value: Any) -> bool:
+    """`value` is how version 1 writes `key` on an item whose kind does not own it."""
+    empty = V1_KEYS.get(key, _CORE)
+    return empty is not _CORE and type(value) is type(empty) and value == empty
+
+
+def _item(raw: dict[str, Any], kinds: Mapping[str, ItemReader]) -> PlanItem:
+    core = {f.name for f in fields(ItemCore)}
+    shared = _build(ItemCore, {key: value for key, value in raw.items() if key in core})
+    rest = {key: value for key, value in raw.items() if key not in core and not _written_empty(key, value)}
+    reader = kinds.get(shared.kind)
+    try:
+        details = reader.read_details(rest) if reader is not None else RawDetails(rest)
+    except ValueError as exc:
+        raise _BadPart(f"item {shown(shared.kind)} {shown(shared.source)} -> {shown(shared.target)}: "
+                       f"{exc}") from None
+    return PlanItem(**{name: getattr(shared, name) for name in core}, details=details)
+
+
+def read_part(cls: type[T], raw: dict[str, Any]) -> T:
+    """A kind's part of a saved plan's item (a dataclass of its keys, each with a default) from the
+    item's keys beside the shared ones; ValueError naming the key that is not the kind's or not of
+    its type (a list of platforms written as one string, say)."""
+    unknown = sorted(set(raw) - {f.name for f in fields(cast("type[DataclassInstance]", cls))})
+    if unknown:
+        raise ValueError(f"{', '.join(shown(key) for key in unknown)}: not a key of this kind's items")
+    try:
+        built = cast(T, _adapter(cast("type[DataclassInstance]", cls)).validate_python(raw))
+    except ValidationError as exc:
+        raise ValueError("; ".join(f"{'.'.join(str(part) for part in error['loc'])}: {error['msg'].lower()}, "
+                                   f"not {shown(json.dumps(error['input'])[:80])}"
+                                   for error in exc.errors())) from None
     return built

@@ -18,6 +18,7 @@ from regsync.kinds.conda.rules import conda_rules_for
 from regsync.kinds.conda.targets import RunListings
 from regsync.kinds.conda.transfer import apply_conda
 from regsync.pipeline.kind import BundleSink, Run
+from regsync.kinds.conda.item import CondaDetails
 from regsync.pipeline.plan import PlanError, PlanItem
 from regsync.kinds.conda.policy import CondaRule, CondaSection
 from regsync.kinds.conda.section import CondaPolicy
@@ -45,6 +46,9 @@ class CondaKind:
         name, rule = conda_rules_for(policy, item.source, item.target)[0]
         item.rule = name
         return rule
+
+    def read_details(self, fields: dict[str, Any]) -> CondaDetails:
+        return CondaDetails.read(fields)
 
     def check_names(self, item: PlanItem) -> None:
         try:

@@ -11,6 +11,7 @@ from loguru import logger
 from regsync.kinds.conda.channel import Channels, Found, channels_of
 from regsync.kinds.conda.names import check_item, record_digest, record_size as _size
 from regsync.errors import RegistryError
+from regsync.kinds.conda.item import CondaDetails
 from regsync.pipeline.plan import PlanError, PlanItem
 from regsync.kinds.conda.policy import CondaRule, CondaSection
 
@@ -51,7 +52,8 @@ def _item(found: Found, rule: CondaRule, rule_name: str) -> PlanItem:
     subdir, filename, record = found.subdir, found.filename, found.record
     digest = record_digest(record, rule.weak_digests == "allow")
     item = PlanItem("conda", f"{found.channel.name}/{subdir}/{filename}", f"{rule.target}/{subdir}/{filename}",
-                    digest or "", "copy", bytes=_size(record), rule=rule_name, project=record.get("name"))
+                    digest or "", "copy", bytes=_size(record), rule=rule_name,
+                    details=CondaDetails(record.get("name")))
     if not digest:
         item.action, item.reason = "refuse", ("the channel's repodata gives no sha256 for this file (md5 and size "
                                               "only: a rule with weak_digests: allow mirrors it)"

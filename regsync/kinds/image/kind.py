@@ -20,7 +20,8 @@ from regsync.pipeline.kind import BundleSink, Run
 
 # Verification (sigstore, cryptography), attachments and the bundle layout are imported by the
 # methods that use them: a run with no image rule never loads them (issue 16, start-up).
-from regsync.pipeline.plan import PlanError, PlanItem
+from regsync.kinds.image.item import ImageDetails
+from regsync.pipeline.plan import PlanError, PlanItem, details_of
 from regsync.kinds.image.policy import ImageRule, ImageSection
 from regsync.kinds.image.section import ImagePolicy
 
@@ -48,10 +49,13 @@ class ImageKind:
     def authorize(self, item: PlanItem, policy: Policy) -> ImageRule:
         return authorize_image(item, policy)
 
+    def read_details(self, fields: dict[str, Any]) -> ImageDetails:
+        return ImageDetails.read(fields)
+
     def check_names(self, item: PlanItem) -> None:
         check_image_ref(item.source)
         check_image_ref(item.target)
-        for digest in (item.digest, item.source_digest, item.target_before):
+        for digest in (item.digest, item.source_digest, details_of(item, ImageDetails).target_before):
             if digest is not None:
                 check_digest(digest)
 
@@ -62,10 +66,10 @@ class ImageKind:
             return None
         name, repo, tag = split_image_ref(item.target)
         current = target_registry(endpoints, name).head_manifest(repo, tag)
-        now = current.digest if current else None
-        if now in (item.target_before, item.digest):
+        now, before = current.digest if current else None, details_of(item, ImageDetails).target_before
+        if now in (before, item.digest):
             return None
-        return f"{item.target} now points to {now or 'nothing'}, the plan saw {item.target_before or 'nothing'}"
+        return f"{item.target} now points to {now or 'nothing'}, the plan saw {before or 'nothing'}"
 
     def transfer(self, item: PlanItem, run: Run) -> Evidence | AlreadyThere:
         from regsync.kinds.image.attachments import after_push
@@ -160,15 +164,17 @@ class ImageKind:
 def _tree_of(item: PlanItem, src: ImageSource, src_repo: str) -> tuple[Manifest, Manifest, list[Manifest]]:
     """(the source's manifest, the root exported (platform-filtered when asked), its tree)."""
     original = src.get_manifest(src_repo, item.source_digest or item.digest)
-    root = filter_index(original, item.platforms) if item.platforms and original.is_index else original
+    platforms = details_of(item, ImageDetails).platforms
+    root = filter_index(original, platforms) if platforms and original.is_index else original
     return original, root, manifest_tree(src, src_repo, root)
 
 
 def _planned_root(item: PlanItem, src: ImageSource, src_repo: str) -> Manifest:
     # By digest, never by tag: a saved plan applies exactly what was reviewed.
     root = src.get_manifest(src_repo, item.source_digest or item.digest)
-    if item.platforms and root.is_index:  # authorize made sure these are the policy's platforms
-        root = filter_index(root, item.platforms)
+    platforms = details_of(item, ImageDetails).platforms
+    if platforms and root.is_index:  # authorize made sure these are the policy's platforms
+        root = filter_index(root, platforms)
         if root.digest != item.digest:
             raise VerificationError(f"platform-filtered index is {root.digest}, the plan says {item.digest}")
     elif root.digest != item.digest:

@@ -20,6 +20,7 @@ from regsync.kinds.image.manifest import Descriptor, Manifest, filter_index
 from regsync.kinds.image.tree import MAX_INDEX_DEPTH, manifest_tree
 from regsync.policy.names import invalid_tag, is_tag
 from regsync.pipeline.plan import PlanError, PlanItem
+from regsync.kinds.image.item import ImageDetails
 from regsync.kinds.image.answers import NAME_UNKNOWN
 from regsync.kinds.image.policy import ImageRule
 from regsync.kinds.image.tags import select_tags, select_tags_ordered
@@ -97,7 +98,8 @@ def _not_found(exc: NotFound) -> str:
 def _refuse_invalid(rule: ImageRule, rule_name: str, tag: str) -> PlanItem:
     name = shown(tag)
     return PlanItem("image", f"{rule.source}:{name}", f"{rule.target}:{name}", "", "refuse", rule=rule_name,
-                    reason=f"{invalid_tag(tag)}, listed by the source: refused, never requested")
+                    reason=f"{invalid_tag(tag)}, listed by the source: refused, never requested",
+                    details=ImageDetails())
 
 
 def image_created(client: ImageSource, repo: str, tag: str) -> datetime | None:
@@ -135,8 +137,8 @@ def _plan_tag(rule: ImageRule, rule_name: str, endpoints: Endpoints, tag: str,
             exists = src.repository_exists(src_repo)
             return PlanError(source, "repository not found on the source" if exists is False
                              else "tag not found on the source", rule_name)
-        item = PlanItem("image", source, target, found.digest, "copy", media_type=found.media_type,
-                        platforms=rule.platforms, rule=rule_name)
+        details = ImageDetails(media_type=found.media_type, platforms=rule.platforms)
+        item = PlanItem("image", source, target, found.digest, "copy", rule=rule_name, details=details)
         pinned = rule.tags.pin.get(tag)
         if pinned and pinned != found.digest:
             item.action = "refuse"
@@ -151,7 +153,7 @@ def _plan_tag(rule: ImageRule, rule_name: str, endpoints: Endpoints, tag: str,
                 item.reason = _carried_note(reduced)
         existing = dst.head_manifest(dst_repo, tag) if target_may_have else None
         if existing is not None:
-            item.target_before = existing.digest
+            details.target_before = existing.digest
             if existing.digest == item.digest:
                 item.action = "skip"
                 item.reason = "already on the target"
@@ -161,10 +163,11 @@ def _plan_tag(rule: ImageRule, rule_name: str, endpoints: Endpoints, tag: str,
         root = root or src.get_manifest(src_repo, found.digest)
         if not check_before_plan(item, rule, endpoints, tag, root):
             return item
-        item.bytes, item.blobs_missing = _measure(src, src_repo, dst if diff_target else None, dst_repo, root)
+        item.bytes, details.blobs_missing = _measure(src, src_repo, dst if diff_target else None, dst_repo, root)
         return item
     except VerificationError as exc:
-        return PlanItem("image", source, target, "", "refuse", reason=exc.reason, rule=rule_name)
+        return PlanItem("image", source, target, "", "refuse", reason=exc.reason, rule=rule_name,
+                        details=ImageDetails())
     except RegistryError as exc:
         return PlanError(source, str(exc), rule_name)
 

@@ -11,7 +11,8 @@ import re
 from regsync.errors import VerificationError
 from regsync.policy.names import is_tag
 from regsync.kinds.image.tags import select_tags
-from regsync.pipeline.plan import PlanItem
+from regsync.kinds.image.item import ImageDetails
+from regsync.pipeline.plan import PlanItem, details_of
 from regsync.pipeline.rules import NOT_ALLOWED, rule_named, the_one
 from regsync.kinds.image.policy import ImageRule, ImageSection
 from regsync.policy.models import Policy
@@ -53,8 +54,9 @@ def _admit_image(item: PlanItem, rule: ImageRule) -> None:
     # still bound it: a plan cannot name a tag the rule would never consider.
     if select_tags([tag], select.include, select.exclude) != [tag]:
         raise VerificationError(f"{NOT_ALLOWED}: tag {tag} is outside the tag selection of {rule.source}")
-    if item.platforms != rule.platforms:
-        raise VerificationError(f"{NOT_ALLOWED}: the plan filters platforms {item.platforms}, "
+    platforms = details_of(item, ImageDetails).platforms
+    if platforms != rule.platforms:
+        raise VerificationError(f"{NOT_ALLOWED}: the plan filters platforms {platforms}, "
                                 f"the policy's rule for {rule.source} {rule.platforms}")
     for digest in (item.digest, item.source_digest):
         if digest is not None and not _DIGEST.fullmatch(digest):

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from regsync.audit.evidence import AlreadyThere, Evidence
 from regsync.pipeline.kind import BundleSink, Run
+from regsync.kinds.package.item import PackageDetails
 from regsync.pipeline.plan import PlanError, PlanItem
 from regsync.kinds.package.policy import PackageRule, PackageSection
 from regsync.kinds.package.section import PackagePolicy
@@ -41,6 +42,9 @@ class PackageKind:
         from regsync.kinds.package.rules import authorize_package
 
         return authorize_package(item, policy)
+
+    def read_details(self, fields: dict[str, Any]) -> PackageDetails:
+        return PackageDetails.read(fields)
 
     def check_names(self, item: PlanItem) -> None:
         """File names are checked against the index's listing when applied (planned_file)."""

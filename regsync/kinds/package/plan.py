@@ -14,7 +14,8 @@ from pypi_simple import DistributionPackage
 
 from regsync.endpoints import Endpoints
 from regsync.errors import RegistryError, VerificationError
-from regsync.pipeline.plan import PlanError, PlanItem
+from regsync.kinds.package.item import PackageDetails
+from regsync.pipeline.plan import PlanError, PlanItem, details_of
 from regsync.kinds.package.policy import PackageRule
 from regsync.kinds.package.environment import TargetEnvironment, rule_environments
 from regsync.kinds.package.fetch import kept_size
@@ -60,7 +61,7 @@ def plan_packages(rules: list[PackageRule], endpoints: Endpoints, jobs: int = 8,
             for candidate in closure:
                 key = (rule.target, candidate.file.filename)
                 if key in items:
-                    known = items[key].environments
+                    known = details_of(items[key], PackageDetails).environments
                     assert known is not None, "_item gives every package item its environments"
                     known.append(env.label)
                     continue
@@ -132,17 +133,16 @@ def _check_provenance(item: PlanItem, rule: PackageRule, endpoints: Endpoints) -
 def _item(package: DistributionPackage, rule: PackageRule, rule_name: str, env: TargetEnvironment, target: Any,
           index: Any) -> PlanItem:
     digest = sha256_of(package) or ""
+    # source_index: None from a bundle's stand-in, which has no pages
+    details = PackageDetails([env.label], index.page_url(package), project_of(package))
     item = PlanItem("package", f"{rule.source}/{package.filename}", f"{rule.target}/{package.filename}", digest,
-                    "copy", bytes=package.size or kept_size(index, package) or 0, rule=rule_name,
-                    environments=[env.label],
-                    project=project_of(package))
-    item.source_index = index.page_url(package)  # None from a bundle's stand-in: it has no pages
-    if item.source_index is not None and item.source_index != public_url(index.url):
-        item.reason = f"sha256 from mirror {item.source_index} (the primary did not answer)"
+                    "copy", bytes=package.size or kept_size(index, package) or 0, rule=rule_name, details=details)
+    if details.source_index is not None and details.source_index != public_url(index.url):
+        item.reason = f"sha256 from mirror {details.source_index} (the primary did not answer)"
     if not digest:
         item.action, item.reason = "refuse", "the source index gives no sha256 for this file"
         return item
-    present = target.existing(item.project).get(package.filename, "absent")
+    present = target.existing(details.project).get(package.filename, "absent")
     if present == digest:
         item.action, item.reason, item.bytes = "skip", "already on the target", 0
     elif present != "absent":

@@ -15,7 +15,8 @@ from pypi_simple import DistributionPackage
 
 from regsync.audit.evidence import AlreadyThere, Evidence
 from regsync.errors import RegistryError, VerificationError
-from regsync.pipeline.plan import PlanItem
+from regsync.kinds.package.item import PackageDetails
+from regsync.pipeline.plan import PlanItem, details_of
 from regsync.content.python_names import parse_file_name
 from regsync.kinds.package.ref import sha256_of
 from regsync.kinds.package.evidence import check_provenance
@@ -33,7 +34,7 @@ def planned_file(item: PlanItem, endpoints: Endpoints) -> tuple[PackageSource, D
     """(index, package) for the exact file a plan item names, as the source lists it now."""
     source_name, filename = item.source.split("/", 1)
     index = source_index(endpoints, source_name)
-    project = _project_of_file(filename, item.project)
+    project = _project_of_file(filename, details_of(item, PackageDetails).project)
     package = next((p for p in index.files(project) if p.filename == filename), None)
     if package is None:
         raise RegistryError(item.source, 404, "no longer on the source index")
@@ -50,7 +51,7 @@ def already_there(item: PlanItem, endpoints: Endpoints) -> AlreadyThere | None:
     filename = item.source.split("/", 1)[1]
     try:
         target = package_target(endpoints, item.target.split("/", 1)[0])
-        present = target.existing(_project_of_file(filename, item.project)).get(filename, "absent")
+        present = target.existing(_project_of_file(filename, details_of(item, PackageDetails).project)).get(filename, "absent")
     except RegistryError as exc:
         logger.debug("{}: the target is read again at upload: {}", item.target, exc)
         return None
