@@ -236,6 +236,20 @@ def test_whiteouts_and_opaque_directories_of_later_layers_remove_what_earlier_la
     assert ("PyPI", "mkdocs", "1.2.3") in contents.packages()[0]
 
 
+def test_an_apk_subpackage_is_matched_by_its_origin(tmp_path, registry, registry2, unique_repo):
+    """OSV's Alpine records name aports origins: mariadb-client (origin mariadb) at a vulnerable
+    version is refused through its origin; matched by its own name it passed as clean."""
+    db = build_osv_db(tmp_path / "osv", ecosystems=("PyPI", "Debian", "Alpine"))
+    layout = tmp_path / "layout"
+    release = b'NAME="Alpine Linux"\nID=alpine\nVERSION_ID=3.12.12\n'
+    apk = b"C:Q1abc=\nP:musl\nV:1.1.24-r10\no:musl\n\nC:Q1def=\nP:mariadb-client\nV:10.4.3-r0\nA:x86_64\no:mariadb\n\n"
+    debian_image(layout, "sub", {"etc/os-release": release, "lib/apk/db/installed": apk})
+    seed(registry, unique_repo, "sub", layout)
+    assert run_cli("sync", "-p", gated(tmp_path, registry, registry2, unique_repo, ["sub"], db)).exit_code == 3
+    refused = by_tag(audit(tmp_path, "refused"))
+    assert "mariadb 10.4.3-r0: CVE-2022-27449" in refused["sub"]["reason"], refused
+
+
 def test_an_apk_package_is_matched_with_apk_version_order(tmp_path, registry, registry2, unique_repo):
     db = build_osv_db(tmp_path / "osv", ecosystems=("PyPI", "Debian", "Alpine"))
     layout = tmp_path / "layout"

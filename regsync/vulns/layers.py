@@ -297,16 +297,21 @@ def _dpkg(files: list[bytes]):
 
 
 def _apk(data: bytes):
-    name = version = None
+    """(origin package, version) of each installed package: OSV's Alpine records (Alpine's secdb) name
+    the aports origin (`o:`), which a subpackage such as libcrypto3 (origin openssl) shares; its own
+    name (`P:`) where the database gives no origin."""
+    name = origin = version = None
     for line in data.decode("utf-8", "replace").splitlines() + [""]:
         if line.startswith("P:"):
             name = line[2:]
+        elif line.startswith("o:"):
+            origin = line[2:]
         elif line.startswith("V:"):
             version = line[2:]
         elif not line.strip():
-            if name and version:
-                yield name, version
-            name = version = None
+            if (origin or name) and version:
+                yield origin or name, version
+            name = origin = version = None
 
 
 def _conda_record(data: bytes) -> tuple[str, str] | None:
