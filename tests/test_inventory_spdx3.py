@@ -1,9 +1,10 @@
 """`audit inventory --format spdx3` (docs/vulnerabilities.md): the trail of the SPDX 2.3 and CycloneDX
-inventory tests as SPDX 3.0.1 JSON-LD, checked against SPDX's own 3.0.1 JSON schema
-(tests/data/spdx/README.md) and read back by spdx-python-model's JSON-LD reader."""
+inventory tests as SPDX 3.0.1 JSON-LD, checked against SPDX's own 3.0.1 JSON schema and SHACL model
+(tests/data/spdx/README.md), and read back by spdx-python-model's JSON-LD reader."""
 
 import hashlib
 import json
+import warnings
 
 from tests.fixtures.osv import DATA
 from tests.fixtures.policies import run_cli
@@ -13,15 +14,27 @@ SPDX = DATA.parent / "spdx"
 
 
 def spdx3_checked(text: str) -> dict:
-    """An SPDX 3.0.1 JSON-LD document, valid against SPDX's 3.0.1 JSON schema and read back by
-    spdx-python-model with every reference resolved inside the document."""
+    """An SPDX 3.0.1 JSON-LD document, valid against SPDX's 3.0.1 JSON schema, conforming to the
+    SHACL shapes of SPDX's 3.0.1 model as RDF (rdflib's JSON-LD reader, pyshacl: a reader and a
+    validator independent of the library that wrote it), and read back by spdx-python-model with
+    every reference resolved inside the document."""
     import jsonschema
+    import pyshacl
+    import rdflib
     from spdx_python_model import load_data
 
     doc = json.loads(text)
     schema = json.loads((SPDX / "spdx-3.0.1-json-schema.json").read_text())
     jsonschema.Draft202012Validator.check_schema(schema)
     jsonschema.Draft202012Validator(schema).validate(doc)
+    # the context the document names, from the file SPDX publishes at that URL: no network here
+    context = json.loads((SPDX / "spdx-3.0.1-context.jsonld").read_text())["@context"]
+    with warnings.catch_warnings():   # rdflib's JSON-LD parser uses its own deprecated ConjunctiveGraph
+        warnings.simplefilter("ignore", DeprecationWarning)
+        data = rdflib.Graph().parse(data=json.dumps({**doc, "@context": context}), format="json-ld")
+    shapes = rdflib.Graph().parse(SPDX / "spdx-3.0.1-model.ttl", format="turtle")
+    conforms, _, report = pyshacl.validate(data, shacl_graph=shapes, ont_graph=shapes, inference="none")
+    assert conforms, report[:4000]
     _, objects = load_data(doc)
     assert objects.link() == set()   # no id referred to that the document does not hold
     return doc
@@ -127,3 +140,9 @@ def test_an_empty_trail_is_a_valid_spdx3_document_with_an_empty_inventory(tmp_pa
     doc = spdx3_checked(result.output)
     root = inventory_root(doc)
     assert root["name"] == "imported by regsync (audit.jsonl)" and contained(doc, root) == []
+
+
+def test_the_spdx3_files_in_tests_data_are_the_ones_the_readme_names():
+    readme = (SPDX / "README.md").read_text()
+    for name in ("spdx-3.0.1-json-schema.json", "spdx-3.0.1-model.ttl", "spdx-3.0.1-context.jsonld"):
+        assert f"{name} {hashlib.sha256((SPDX / name).read_bytes()).hexdigest()}" in readme
