@@ -146,3 +146,33 @@ def test_the_spdx3_files_in_tests_data_are_the_ones_the_readme_names():
     readme = (SPDX / "README.md").read_text()
     for name in ("spdx-3.0.1-json-schema.json", "spdx-3.0.1-model.ttl", "spdx-3.0.1-context.jsonld"):
         assert f"{name} {hashlib.sha256((SPDX / name).read_bytes()).hexdigest()}" in readme
+
+
+def test_each_cvss_version_is_its_own_spdx3_assessment_and_a_shared_vulnerability_is_one_element():
+    from cvss import CVSS2, CVSS4
+
+    from regsync.audit.inventory import Imported, identity
+    from regsync.audit.spdx3 import spdx3_document
+
+    v4, v2 = "CVSS:4.0/AV:N/AC:L/AT:N/PR:N/UI:N/VC:H/VI:H/VA:H/SC:N/SI:N/SA:N", "AV:N/AC:L/Au:N/C:P/I:P/A:P"
+    found = [{"ecosystem": "Debian:12", "name": n, "version": "1.0-1"} for n in ("libfoo", "libbar")]
+    matches = [{"id": "CVE-2099-1", "aliases": [], "package": "libfoo", "version": "1.0-1", "severity": "critical",
+                "score": float(CVSS4(v4).base_score), "vector": v4, "fixed": None, "decision": "no-fix", "note": ""},
+               {"id": "CVE-2099-1", "aliases": [], "package": "libbar", "version": "1.0-1", "severity": "high",
+                "score": CVSS2(v2).scores()[0], "vector": v2, "fixed": "1.0-2", "decision": "allowed", "note": ""}]
+    digest = "sha256:" + "c" * 64
+    row = {"kind": "image", "target": "dst/app:1", "digest": digest,
+           "verification": {"vulnerabilities": {"packages": found, "matches": matches}}}
+    doc = spdx3_checked(spdx3_document([Imported(row, "image:dst/app:1", *identity("image", "dst/app:1", digest),
+                                                 "c" * 64)], "audit.jsonl"))
+    ids, relationships = graph_of(doc)
+    [vulnerability] = [e for e in ids.values() if e["type"] == "security_Vulnerability"]
+    assert vulnerability["externalIdentifier"][0]["externalIdentifierType"] == "cve"
+    ratings = {ids[r["to"][0]]["name"]: r for r in relationships if r["relationshipType"] == "hasAssessmentFor"}
+    assert (ratings["libfoo"]["type"], ratings["libfoo"]["security_severity"]) == (
+        "security_CvssV4VulnAssessmentRelationship", "critical")
+    assert ratings["libbar"]["type"] == "security_CvssV2VulnAssessmentRelationship"   # SPDX 3: no v2 severity
+    assert (float(ratings["libbar"]["security_score"]), ratings["libbar"]["security_vectorString"]) == (7.5, v2)
+    affects = {ids[r["to"][0]]["name"]: r["security_actionStatement"] for r in relationships
+               if r["relationshipType"] == "affects"}
+    assert affects == {"libfoo": "no fixed version known", "libbar": "upgrade to 1.0-2"}

@@ -36,7 +36,7 @@ OSV = "https://osv.dev/vulnerability/"
 class _Builder:
     """The elements of one document, each with an IRI under the document's own namespace."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self) -> None:
         from spdx_python_model.bindings.v3_0_1 import model as spdx3
 
         from regsync import __version__
@@ -117,7 +117,7 @@ class _Builder:
 
 
 def spdx3_document(artifacts: list[Imported], name: str) -> str:
-    build = _Builder(name)
+    build = _Builder()
     m = build.m
     # As in the 2.3 document: one root package, what the trail says was imported, CONTAINS each
     # artifact, so an empty inventory is a valid document too.
