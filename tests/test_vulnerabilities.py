@@ -355,7 +355,7 @@ def test_the_docs_policy_is_valid_and_its_scan_commands_run(tmp_path, osv_db, mo
         (tmp_path / "rootfs" / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / "rootfs" / name).write_bytes(content)
     commands = [line for block in re.findall(r"```sh\n(.*?)```", text, re.S)[1:] for line in block.splitlines()]
-    expected = ["PYSEC-2023-74", "DSA-3029-1", "DSA-3029-1", None, None]
+    expected = ["PYSEC-2023-74", "DSA-3029-1", "DSA-3029-1", None, None, None]
     assert len(commands) == len(expected)
     for line, found in zip(commands, expected):
         argv = shlex.split(line)[1:]
@@ -363,6 +363,9 @@ def test_the_docs_policy_is_valid_and_its_scan_commands_run(tmp_path, osv_db, mo
             (tmp_path / "audit.jsonl").touch()
             result = run_cli(*[str(tmp_path / "audit.jsonl") if a.endswith("audit.jsonl") else a for a in argv])
             assert result.exit_code == 0 and (tmp_path / argv[-1]).exists(), (line, result.output)
+            if "spdx3" in argv:
+                from tests.test_inventory_spdx3 import spdx3_checked
+                spdx3_checked((tmp_path / argv[-1]).read_text())
             continue
         result = run_cli(*argv)
         assert result.exit_code == 3 and found in result.output, (line, result.output)

@@ -157,6 +157,17 @@ def test_a_vulnerable_dpkg_package_refuses_the_image_before_any_manifest_is_push
     assert sorted(r["referenceLocator"] for p in contained for r in p["externalRefs"]) == sorted(
         c["purl"] for c in image["components"])   # the nested packages, as in the CycloneDX BOM
 
+    from tests.test_inventory_spdx3 import contained as contained3, inventory_root, spdx3_checked
+
+    spdx3 = run_cli("audit", "inventory", tmp_path / "audit.jsonl", "--format", "spdx3")
+    assert spdx3.exit_code == 0, spdx3.output
+    doc3 = spdx3_checked(spdx3.output)
+    [image3] = contained3(doc3, inventory_root(doc3))
+    assert image3["software_primaryPurpose"] == "container" and image3["software_packageUrl"] == image["purl"]
+    assert image3["verifiedUsing"][0]["hashValue"] == fixed[7:]
+    assert sorted(p["software_packageUrl"] for p in contained3(doc3, image3)) == sorted(
+        c["purl"] for c in image["components"])
+
     seed(registry, unique_repo, "again", layout, "upgraded")   # same blobs, already on the target
     again = gated(tmp_path, registry, registry2, unique_repo, ["again"], osv_db)
     assert run_cli("sync", "-p", again).exit_code == 0

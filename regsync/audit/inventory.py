@@ -1,11 +1,11 @@
-"""`audit inventory`: what the trail says was imported, as a CycloneDX 1.6 BOM or an SPDX 2.3
-document (docs/vulnerabilities.md). Built from the trail alone.
+"""`audit inventory`: what the trail says was imported, as a CycloneDX 1.6 BOM or an SPDX 2.3 or
+3.0.1 document (docs/vulnerabilities.md). Built from the trail alone.
 
 The CycloneDX BOM is written with the CycloneDX project's own library (cyclonedx-python-lib): each
 pushed image, wheel and conda package is a component with its purl and hash; how it was verified
 and who signed it is its evidence; the packages found inside an image are nested components; the
 gate's matches are the BOM's vulnerabilities, an ignore's reason as their analysis. The SPDX
-document (audit/spdx.py) carries the same artifacts, purls, hashes and nested packages.
+documents (audit/spdx.py, audit/spdx3.py) carry the same artifacts, purls, hashes and nested packages.
 """
 
 from __future__ import annotations

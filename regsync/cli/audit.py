@@ -225,9 +225,12 @@ def merge_cmd(trails, output, key_path, sign_key_path):
 
 @audit_group.command("inventory")
 @_trail
-@click.option("--format", "fmt", type=click.Choice(["cyclonedx", "spdx"]), default="cyclonedx", show_default=True,
+@click.option("--format", "fmt", type=click.Choice(["cyclonedx", "spdx", "spdx3"]), default="cyclonedx",
+              show_default=True,
               help="cyclonedx: CycloneDX 1.6 JSON (Dependency-Track, Grype and Trivy read it); "
-                   "spdx: SPDX 2.3 JSON (the same artifacts, purls, hashes and nested packages).")
+                   "spdx: SPDX 2.3 JSON (the same artifacts, purls, hashes and nested packages); "
+                   "spdx3: SPDX 3.0.1 JSON-LD (the same, each match a security_Vulnerability with its "
+                   "CVSS and VEX assessments).")
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="Write the BOM here (default: stdout).")
 @run_guarded
 def inventory_cmd(trail, fmt, output):
@@ -240,6 +243,7 @@ def inventory_cmd(trail, fmt, output):
     Example:
       regsync audit inventory /var/lib/regsync/audit.jsonl --format cyclonedx -o imported.cdx.json
       regsync audit inventory /var/lib/regsync/audit.jsonl --format spdx -o imported.spdx.json
+      regsync audit inventory /var/lib/regsync/audit.jsonl --format spdx3 -o imported.spdx3.json
     """
     from regsync.audit.inventory import cyclonedx_bom, imported
     from regsync.ops import write_atomically
@@ -249,12 +253,16 @@ def inventory_cmd(trail, fmt, output):
         from regsync.audit.spdx import spdx_document
 
         text = spdx_document(artifacts, trail.name)
+    elif fmt == "spdx3":
+        from regsync.audit.spdx3 import spdx3_document
+
+        text = spdx3_document(artifacts, trail.name)
     else:
         text = cyclonedx_bom(artifacts)
     if output:
         write_atomically(output, text)
-        click.echo(f"{output}: {len(artifacts)} component(s), {'SPDX 2.3' if fmt == 'spdx' else 'CycloneDX 1.6'}",
-                   err=True)
+        named = {"spdx": "SPDX 2.3", "spdx3": "SPDX 3.0.1"}.get(fmt, "CycloneDX 1.6")
+        click.echo(f"{output}: {len(artifacts)} component(s), {named}", err=True)
     else:
         click.echo(text)
     return EXIT_OK
