@@ -238,3 +238,17 @@ def test_the_docs_download_command_fetches_every_ecosystem_regsync_compares():
                                                       "vulnerabilities.md").read_text())
     assert command is not None and set(command.group(1).split()) == set(COVERED)
     assert {p.name for p in (DATA / "osv").iterdir() if p.is_dir()} <= set(COVERED)
+
+
+def test_the_inventory_names_an_images_language_packages_by_their_own_purls():
+    from regsync.audit.inventory import Imported, inside
+
+    row = {"verification": {"vulnerabilities": {"packages": [
+        {"ecosystem": "Go", "name": "golang.org/x/net", "version": "0.23.0"},
+        {"ecosystem": "npm", "name": "@babel/traverse", "version": "7.23.2"},
+        {"ecosystem": "Maven", "name": "commons-io:commons-io", "version": "2.14.0"},
+        {"ecosystem": "Wolfi", "name": "openssl", "version": "3.0.8-r0"}]}}}
+    image = Imported(row, "image:harbor/app:1", "app", "1", PackageURL(type="oci", name="app"), None)
+    assert [str(p.purl) for p in inside(image)] == [
+        "pkg:golang/golang.org/x/net@v0.23.0", "pkg:npm/%40babel/traverse@7.23.2",
+        "pkg:maven/commons-io/commons-io@2.14.0", "pkg:apk/wolfi/openssl@3.0.8-r0"]

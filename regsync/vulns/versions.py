@@ -17,6 +17,10 @@ from packaging.version import InvalidVersion, Version
 COVERED = ("PyPI", "Debian", "Ubuntu", "Alpine", "Wolfi", "Chainguard",
            "Go", "npm", "crates.io", "Maven", "NuGet", "RubyGems", "Packagist")
 _FOLDED = ("NuGet", "Packagist")   # names compared without case (NuGet ids; Composer lower-cases names)
+# univers's class per ecosystem. Go's versions are SemVer with a `v` (GolangVersion drops it; OSV's
+# Go records have none); npm and crates.io are SemVer 2.0.
+_UNIVERS = {"Go": "GolangVersion", "npm": "SemverVersion", "crates.io": "SemverVersion",
+            "Maven": "MavenVersion", "NuGet": "NugetVersion", "RubyGems": "RubygemsVersion"}
 
 
 def family(ecosystem: str) -> str:
@@ -55,11 +59,6 @@ def parser_for(ecosystem: str) -> Callable[[str], object] | None:
         return getattr(univers.versions, _UNIVERS[kind])
     return None
 
-
-# Go's versions are SemVer with a `v` (GolangVersion drops it; OSV's Go records have none);
-# npm and crates.io are SemVer 2.0.
-_UNIVERS = {"Go": "GolangVersion", "npm": "SemverVersion", "crates.io": "SemverVersion",
-            "Maven": "MavenVersion", "NuGet": "NugetVersion", "RubyGems": "RubygemsVersion"}
 
 
 def parse(parser, text: str):
