@@ -201,7 +201,7 @@ def test_an_image_the_database_cannot_answer_for_is_refused_not_reported_clean(
     policy = gated(tmp_path, registry, registry2, unique_repo, ["alpine", "empty"], osv_db)
     assert run_cli("sync", "-p", policy).exit_code == 3
     refused = by_tag(audit(tmp_path, "refused"))
-    assert "musl 1.2.4-r2 (the database has no Alpine folder)" in refused["alpine"]["reason"]
+    assert "musl 1.2.4-r2 (the database has no Alpine/ folder: add OSV's Alpine/all.zip" in refused["alpine"]["reason"]
     assert "no package database found in the image" in refused["empty"]["reason"]
     recorded = gated(tmp_path, registry, registry2, unique_repo, ["alpine"], osv_db, "{not_covered: record}")
     assert run_cli("sync", "-p", recorded).exit_code == 0

@@ -203,7 +203,7 @@ def test_purls_name_the_packages_osv_names():
     }
     for purl, expected in cases.items():
         assert package_of(PackageURL.from_string(purl)) == expected, purl
-    assert "regsync compares no golang versions" in package_of(PackageURL.from_string("pkg:golang/x/y@v1.0.0"))
+    assert "regsync compares no rpm versions" in package_of(PackageURL.from_string("pkg:rpm/fedora/bash@5.2-1"))
     assert "names no distribution release" in package_of(PackageURL.from_string("pkg:deb/debian/bash@5.2"))
 
 

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from packageurl import PackageURL
 
 from regsync.audit.report import build_report
+from regsync.vulns.purls import purl_for
 
 if TYPE_CHECKING:
     from cyclonedx.model.component import Component
@@ -149,11 +150,8 @@ def inside(artifact: Imported) -> list[Inside]:
     found = []
     for package in _gate(artifact.row).get("packages") or []:
         ecosystem, name, version = package.get("ecosystem", ""), package.get("name", ""), package.get("version", "")
-        family = ecosystem.split(":")[0]
-        purl_type = {"PyPI": "pypi", "Debian": "deb", "Ubuntu": "deb", "Alpine": "apk"}.get(family, "generic")
-        namespace = family.lower() if purl_type in ("deb", "apk") else None
         found.append(Inside(f"{artifact.ref}#{ecosystem}/{name}@{version}", ecosystem, name, version,
-                            PackageURL(type=purl_type, namespace=namespace, name=name, version=version)))
+                            purl_for(ecosystem, name, version)))
     return found
 
 

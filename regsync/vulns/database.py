@@ -93,8 +93,8 @@ class OsvDatabase:
         return found
 
     def ecosystem(self, name: str) -> Ecosystem | None:
-        """The ecosystem folder `name` (PyPI, Debian, Ubuntu, Alpine), loaded once; None when the
-        database does not hold it (the caller says "not covered", never "clean")."""
+        """The ecosystem folder `name` (PyPI, Debian, Go, npm, Wolfi, …: versions.COVERED), loaded once;
+        None when the database does not hold it (the caller says "not covered", never "clean")."""
         with self._lock:
             if name not in self._loaded:
                 if name not in self.ecosystems:

@@ -215,7 +215,10 @@ class ImageContents:
             else:
                 found.append((ecosystem, name, version))
         for name, version in _apk(self.files.get("lib/apk/db/installed", b"")):
-            found.append((ecosystem or "Alpine", name, version))
+            if ecosystem is None or ecosystem.split(":")[0] not in ("Alpine", "Wolfi", "Chainguard"):
+                not_covered.append(f"apk {name} {version} (the OS release is not one OSV names)")
+            else:
+                found.append((ecosystem, name, version))
         python = set()
         for path, data in self.files.items():
             if path.endswith(".dist-info/METADATA"):
@@ -263,8 +266,11 @@ def compression_of(media_type: str) -> str:
 
 
 def _os_ecosystem(release: dict[str, str]) -> str | None:
-    """The OSV ecosystem of the image's OS: Debian:12, Ubuntu:22.04:LTS, Alpine:v3.18."""
+    """The OSV ecosystem of the image's OS: Debian:12, Ubuntu:22.04:LTS, Alpine:v3.18; Wolfi and
+    Chainguard, rolling distributions OSV names without a release."""
     distro, version = release.get("ID", ""), release.get("VERSION_ID", "")
+    if distro in ("wolfi", "chainguard"):
+        return distro.capitalize()
     if not version:
         return None
     if distro == "debian":
@@ -298,8 +304,8 @@ def _dpkg(files: list[bytes]):
 
 def _apk(data: bytes):
     """(origin package, version) of each installed package: OSV's Alpine records (Alpine's secdb) name
-    the aports origin (`o:`), which a subpackage such as libcrypto3 (origin openssl) shares; its own
-    name (`P:`) where the database gives no origin."""
+    the aports origin (`o:`), which a subpackage such as libcrypto3 (origin openssl) shares (Wolfi's
+    name the origin and its subpackages); its own name (`P:`) where the database gives no origin."""
     name = origin = version = None
     for line in data.decode("utf-8", "replace").splitlines() + [""]:
         if line.startswith("P:"):

@@ -12,7 +12,7 @@ from typing import Any
 
 from regsync.vulns.database import OsvDatabase
 from regsync.vulns.severity import Severity, severity_of, worst
-from regsync.vulns.versions import affects, family, package_key, parser_for
+from regsync.vulns.versions import affects, family, package_key, parse, parser_for
 
 
 @dataclass
@@ -45,8 +45,9 @@ class Match:
 
 
 class NotCovered(Exception):
-    """The database cannot answer for this package: the ecosystem is missing, or versions of it
-    are not compared by regsync. Never read as "no vulnerabilities"."""
+    """The database cannot answer for this package: the ecosystem is missing, versions of it are
+    not compared by regsync, or records name it and its version is not one the ecosystem orders.
+    Never read as "no vulnerabilities"."""
 
 
 def find(db: OsvDatabase, ecosystem: str, name: str, version: str) -> list[Match]:
@@ -55,10 +56,12 @@ def find(db: OsvDatabase, ecosystem: str, name: str, version: str) -> list[Match
         raise NotCovered(f"{ecosystem} versions are not compared by regsync")
     folder = db.ecosystem(family(ecosystem))
     if folder is None:
-        raise NotCovered(f"the database has no {family(ecosystem)} folder")
+        raise NotCovered(f"the database has no {family(ecosystem)}/ folder: add OSV's {family(ecosystem)}/all.zip "
+                         f"(docs/vulnerabilities.md)")
     key = package_key(ecosystem, name)
+    records = folder.by_package.get(key, [])
     found: list[Match] = []
-    for record in folder.by_package.get(key, []):
+    for record in records:
         hit, fixed, entry = False, None, None
         for candidate in record.get("affected") or []:
             package = candidate.get("package") if isinstance(candidate, dict) else None
@@ -73,6 +76,10 @@ def find(db: OsvDatabase, ecosystem: str, name: str, version: str) -> list[Match
             aliases += [a for a in record.get("upstream") or [] if isinstance(a, str)]
             found.append(Match([record["id"]], key[1], version, ecosystem, severity_of(record, entry), fixed,
                                str(record.get("summary") or record.get("details") or "").strip(), aliases))
+    if records and not found and parse(parser, version) is None:
+        # its ranges could not be walked (a Go main module's "(devel)", a branch name): not clean
+        raise NotCovered(f"{len(records)} {family(ecosystem)} record(s) name it, and {version!r} is not a version "
+                         f"regsync can order against their ranges")
     return _merge_aliases(found, parser)
 
 

@@ -5,8 +5,9 @@ an SPDX 2.x JSON document (`packages[].externalRefs`, referenceType purl) or a C
 Only those fields are read, by hand: a full SPDX or CycloneDX parser refuses the documents real tools
 attach for fields the gate never looks at (syft's SPDX 2.2 `PACKAGE_MANAGER`, Trivy's CycloneDX
 1.3), and one unreadable licence would cost the whole list. The purls themselves are read by
-`packageurl`. A purl the database cannot answer for (a Go module, an npm package, a deb without
-its distribution release) is listed as not covered, never dropped: not covered is not clean.
+`packageurl` and named as OSV names them by vulns/purls.py. A purl the database cannot answer for
+(an rpm, a deb without its distribution release) is listed as not covered, never dropped: not
+covered is not clean.
 """
 
 from __future__ import annotations
@@ -16,11 +17,11 @@ from typing import Any
 from packageurl import PackageURL
 
 from regsync.trust.intoto import CYCLONEDX, SPDX
+from regsync.vulns.purls import package_of
 
 SBOM_TYPES = (SPDX, CYCLONEDX)
 MAX_PACKAGES = 200_000        # a full desktop distribution lists ~5,000; more is not an image's SBOM
 MAX_DEPTH = 32                # CycloneDX components nest
-_SELF = ("oci", "docker")     # the image itself (syft's and Trivy's root package)
 
 
 class NotAnSbom(ValueError):
@@ -87,49 +88,14 @@ def _cyclonedx_purls(components: Any, depth: int) -> list[str]:
         purl = component.get("purl")
         if isinstance(purl, str):
             purls.append(purl)
-        elif component.get("type") not in ("operating-system", "container", "file"):
+        elif component.get("type") not in ("operating-system", "container", "file") and not _trivy_target(component):
             purls.append(f"pkg:generic/{component.get('name') or 'unnamed'}@{component.get('version') or ''}")
         purls += _cyclonedx_purls(component.get("components"), depth + 1)
     return purls
 
 
-def package_of(purl: PackageURL) -> tuple[str, str, str] | str | None:
-    """(ecosystem, name, version) as OSV names them; a not-covered line; None for the image itself.
-
-    OSV's Debian, Ubuntu and Alpine records name source packages: the purl's `upstream` qualifier
-    (syft: `upstream=glibc` or `upstream=openssl@3.0.11-1`) is used when it is there."""
-    kind, name, version = purl.type, purl.name, purl.version or ""
-    shown = f"{kind} {name} {version}".rstrip()
-    if kind in _SELF:
-        return None
-    if kind == "pypi":
-        return ("PyPI", name, version) if version else f"{shown} (no version in its purl)"
-    qualifiers = purl.qualifiers if isinstance(purl.qualifiers, dict) else {}
-    if kind in ("deb", "apk", "alpine"):
-        ecosystem = _os_ecosystem(kind, (purl.namespace or "").lower(), str(qualifiers.get("distro", "")))
-        if ecosystem is None:
-            return f"{shown} (its purl names no distribution release OSV has: {qualifiers.get('distro') or 'none'})"
-        upstream = str(qualifiers.get("upstream", ""))
-        if upstream:
-            source, _, source_version = upstream.partition("@")
-            name, version = source or name, source_version or version
-        return (ecosystem, name, version) if version else f"{shown} (no version in its purl)"
-    return f"{shown} (regsync compares no {kind} versions)"
-
-
-def _os_ecosystem(kind: str, namespace: str, distro: str) -> str | None:
-    """Debian:12, Ubuntu:22.04[:LTS], Alpine:v3.16 from a purl's namespace and `distro` qualifier
-    (syft: `debian-12`, `alpine-3.16.2`; Trivy: `debian-10.2`, `3.15.0`)."""
-    release = distro.split("-", 1)[1] if "-" in distro else distro
-    if not release or not release[0].isdigit():
-        return None
-    if kind == "deb" and namespace == "debian":
-        return f"Debian:{release.split('.')[0]}"
-    if kind == "deb" and namespace == "ubuntu":
-        year, _, month = release.partition(".")
-        # the purl does not say LTS; Ubuntu's LTS releases are the even years' April ones
-        lts = month == "04" and year.isdigit() and int(year) % 2 == 0
-        return f"Ubuntu:{year}.{month}" + (":LTS" if lts else "")
-    if kind in ("apk", "alpine") and namespace in ("alpine", ""):
-        return "Alpine:v" + ".".join(release.split(".")[:2])
-    return None
+def _trivy_target(component: dict[str, Any]) -> bool:
+    """Trivy's scan targets (a lock file, a Go binary: `application` components without a purl,
+    marked `aquasecurity:trivy:Class`) group the packages listed beside them; they are none themselves."""
+    return any(isinstance(p, dict) and p.get("name") == "aquasecurity:trivy:Class"
+               for p in component.get("properties") or [])

@@ -1,8 +1,9 @@
 """Versions and ranges per ecosystem, compared by the libraries made for them: PEP 440 by
-`packaging`, dpkg's ordering by `python-debian`. The range walk is OSV's own ("Evaluation" in the
-OSV schema): events sorted by version, `introduced` opens, `fixed` and `limit` close at the
-version, `last_affected` closes after it; `versions` lists count on their own. apk's ordering
-(`_p1`, `-r2`) is `univers`'s.
+`packaging`, dpkg's ordering by `python-debian`; apk's (`_p1`, `-r2`: Alpine, Wolfi, Chainguard),
+SemVer 2.0 (Go, npm, crates.io), Maven's, NuGet's and RubyGems' by `univers`; Packagist's (PHP's
+version_compare) by vulns/packagist.py. The range walk is OSV's own ("Evaluation" in the OSV
+schema): events sorted by version, `introduced` opens, `fixed` and `limit` close at the version,
+`last_affected` closes after it; `versions` lists count on their own.
 """
 
 from __future__ import annotations
@@ -12,7 +13,14 @@ from collections.abc import Callable
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
-COVERED = ("PyPI", "Debian", "Ubuntu", "Alpine")   # ecosystem families regsync compares versions of
+# Ecosystem families regsync compares versions of; each is the name of OSV's folder (its all.zip).
+COVERED = ("PyPI", "Debian", "Ubuntu", "Alpine", "Wolfi", "Chainguard",
+           "Go", "npm", "crates.io", "Maven", "NuGet", "RubyGems", "Packagist")
+_FOLDED = ("NuGet", "Packagist")   # names compared without case (NuGet ids; Composer lower-cases names)
+# univers's class per ecosystem. Go's versions are SemVer with a `v` (GolangVersion drops it; OSV's
+# Go records have none); npm and crates.io are SemVer 2.0.
+_UNIVERS = {"Go": "GolangVersion", "npm": "SemverVersion", "crates.io": "SemverVersion",
+            "Maven": "MavenVersion", "NuGet": "NugetVersion", "RubyGems": "RubygemsVersion"}
 
 
 def family(ecosystem: str) -> str:
@@ -21,8 +29,12 @@ def family(ecosystem: str) -> str:
 
 
 def package_key(ecosystem: str, name: str) -> tuple[str, str]:
-    """How records and packages meet: PyPI names normalised (PEP 503), others as the distribution spells them."""
-    return (ecosystem, canonicalize_name(name)) if family(ecosystem) == "PyPI" else (ecosystem, name)
+    """How records and packages meet: PyPI names normalised (PEP 503), NuGet and Packagist names
+    without case, others as the ecosystem spells them."""
+    kind = family(ecosystem)
+    if kind == "PyPI":
+        return ecosystem, canonicalize_name(name)
+    return (ecosystem, name.lower()) if kind in _FOLDED else (ecosystem, name)
 
 
 def parser_for(ecosystem: str) -> Callable[[str], object] | None:
@@ -33,11 +45,20 @@ def parser_for(ecosystem: str) -> Callable[[str], object] | None:
         from debian.debian_support import Version as DebianVersion
 
         return DebianVersion
-    if kind == "Alpine":
+    if kind in ("Alpine", "Wolfi", "Chainguard"):
         from univers.versions import AlpineLinuxVersion
 
         return AlpineLinuxVersion
+    if kind == "Packagist":
+        from regsync.vulns.packagist import PackagistVersion
+
+        return PackagistVersion
+    if kind in _UNIVERS:
+        import univers.versions
+
+        return getattr(univers.versions, _UNIVERS[kind])
     return None
+
 
 
 def parse(parser, text: str):
