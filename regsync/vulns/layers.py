@@ -27,7 +27,13 @@ READ_BUFFER = 256 << 10    # the tar reader's, reused for every skip
 _WANTED = re.compile(r"(etc|usr/lib)/os-release|var/lib/dpkg/status|var/lib/dpkg/status\.d/[^/]+|lib/apk/db/installed"
                      r"|.*/[^/]+\.dist-info/METADATA|(.*/)?conda-meta/[^/]+\.json"
                      f"|{records.NPM.pattern}|{records.COMPOSER.pattern}|{records.GEMSPEC.pattern}")
+# every path _WANTED takes ends so (or is in status.d/): one endswith spares most members the regex
+_ENDINGS = ("os-release", "/status", "installed", "/METADATA", ".json", ".gemspec")
 _LANGUAGE_FILES = ("/package.json", ".gemspec")   # one a package: at most records.MAX_LANGUAGE a layer
+
+
+def wanted(path: str) -> bool:
+    return (path.endswith(_ENDINGS) or "/status.d/" in path) and _WANTED.fullmatch(path) is not None
 
 
 def _limit(path: str) -> int:
@@ -63,7 +69,7 @@ def read_layer(stream, compression: str = "") -> LayerFiles:
             found.ops.append(("opaque", folder, None))
         elif base.startswith(".wh."):
             found.ops.append(("whiteout", posixpath.join(folder, base[4:]), None))
-        elif not _WANTED.fullmatch(path):
+        elif not wanted(path):
             continue
         elif member.kind in REGULAR:
             if member.sparse:
@@ -213,7 +219,7 @@ class ImageContents:
         languages = 0
         for path in sorted(root.rglob("*")):
             relative = path.relative_to(root).as_posix()
-            if path.is_file() and not path.is_symlink() and _WANTED.fullmatch(relative):
+            if path.is_file() and not path.is_symlink() and wanted(relative):
                 languages += relative.endswith(_LANGUAGE_FILES)
                 if languages > records.MAX_LANGUAGE:
                     if relative.endswith(_LANGUAGE_FILES) and languages == records.MAX_LANGUAGE + 1:
