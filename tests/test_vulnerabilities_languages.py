@@ -225,3 +225,16 @@ def test_a_verified_spdx3_sbom_is_judged_at_plan_time(tmp_path, registry, regist
     assert row["action"] == "refuse"
     assert "regex 1.5.4: GHSA-m5pq-gvj9-9vr8 (high 7.5; fixed in 1.5.5)" in row["reason"]
     assert row["verification"]["vulnerabilities"]["package_list"] == f"verified SBOM attestation ({SPDX3})"
+
+
+def test_more_packages_in_an_image_than_the_cap_are_reported_not_covered(monkeypatch):
+    from regsync.vulns import records
+    from regsync.vulns.layers import ImageContents
+
+    monkeypatch.setattr(records, "MAX_LANGUAGE", 3)
+    contents = ImageContents()
+    for n in range(2):   # two layers, each within the cap
+        contents.add_layer(io.BytesIO(layer({f"app{n}/node_modules/p{k}/package.json": package_json(f"p{n}{k}", "1.0.0")
+                                             for k in range(2)})))
+    found, not_covered = contents.packages()
+    assert len(found) == 3 and not_covered == ["1 more npm, Composer and RubyGems packages than the 3 read (not checked)"]

@@ -53,7 +53,7 @@ def kept(path: str, data: bytes) -> bytes:
 
 def language_packages(files: dict[str, bytes]) -> tuple[list[tuple[str, str, str]], list[str]]:
     """The npm, Packagist and RubyGems packages the image's files name; not-covered lines for files
-    that name none and for packages past MAX_LANGUAGE."""
+    that name none and for packages past MAX_LANGUAGE (an image of many layers may hold more)."""
     found: dict[tuple[str, str, str], None] = {}
     not_covered: list[str] = []
     counted = 0
@@ -73,7 +73,9 @@ def language_packages(files: dict[str, bytes]) -> tuple[list[tuple[str, str, str
                 continue
             for package in named["packages"]:
                 if isinstance(package, dict) and package.get("name") and package.get("version"):
-                    found[("Packagist", str(package["name"]), str(package["version"]))] = None
+                    counted += 1
+                    if counted <= MAX_LANGUAGE:
+                        found[("Packagist", str(package["name"]), str(package["version"]))] = None
                 else:
                     not_covered.append(f"Composer {path}: a package without a name and version")
         elif GEMSPEC.fullmatch(path):
@@ -85,8 +87,8 @@ def language_packages(files: dict[str, bytes]) -> tuple[list[tuple[str, str, str
             if counted <= MAX_LANGUAGE:
                 found[("RubyGems", *gem)] = None
     if counted > MAX_LANGUAGE:
-        not_covered.append(f"{counted - MAX_LANGUAGE} more npm and RubyGems packages than the {MAX_LANGUAGE} read "
-                           f"(not checked)")
+        not_covered.append(f"{counted - MAX_LANGUAGE} more npm, Composer and RubyGems packages than the "
+                           f"{MAX_LANGUAGE} read (not checked)")
     return list(found), not_covered
 
 
