@@ -2,7 +2,8 @@
 matched"): npm's node_modules, Composer's installed.json, RubyGems' gemspecs; and SPDX 3 SBOM
 attestations. Images are built here as real layer tars and pushed to docker-registry; the OSV
 records are the real ones in tests/data/osv (GHSA-67hx-6x53-jw92: @babel/traverse, fixed in 7.23.2;
-GHSA-22f2-v57c-j9cx: rack, fixed in 2.2.8.1; GHSA-m5pq-gvj9-9vr8: regex, fixed in 1.5.5)."""
+GHSA-22f2-v57c-j9cx: rack, fixed in 2.2.8.1; GHSA-f2wf-25xc-69c9: guzzlehttp/guzzle, fixed in 7.4.4;
+GHSA-m5pq-gvj9-9vr8: regex, fixed in 1.5.5)."""
 
 import copy
 import hashlib
@@ -44,7 +45,7 @@ def state_dir(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def osv_db(tmp_path_factory):
-    return build_osv_db(tmp_path_factory.mktemp("osv"), ("PyPI", "Debian", "npm", "RubyGems", "crates.io"))
+    return build_osv_db(tmp_path_factory.mktemp("osv"), ("PyPI", "Debian", "npm", "RubyGems", "Packagist", "crates.io"))
 
 
 def contents_of(files: dict[str, bytes]):
@@ -153,7 +154,8 @@ def test_scan_reads_node_modules_gems_and_composer_in_a_root_folder(tmp_path, os
     root = tmp_path / "rootfs"
     for name, data in {**BASE, **UPGRADE, TRAVERSE: package_json("@babel/traverse", "7.23.0"),
                        "usr/local/bundle/specifications/rack-2.2.8.gemspec": b"",
-                       "var/www/vendor/composer/installed.json": b'[{"name": "guzzlehttp/guzzle", "version": "7.4.4"}]',
+                       "var/www/vendor/composer/installed.json":
+                           b'{"packages": [{"name": "guzzlehttp/guzzle", "version": "7.4.3"}], "dev": false}',
                        PROJECT: package_json("app", "1.0.0")}.items():
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         (root / name).write_bytes(data)
@@ -161,8 +163,9 @@ def test_scan_reads_node_modules_gems_and_composer_in_a_root_folder(tmp_path, os
     assert result.exit_code == 3, result.output
     evidence = json.loads(result.output[:result.output.rindex("}") + 1])
     assert sorted((m["package"], m["version"], m["id"], m["fixed"]) for m in evidence["matches"]) == [
-        ("@babel/traverse", "7.23.0", "GHSA-67hx-6x53-jw92", "7.23.2"), ("rack", "2.2.8", "GHSA-22f2-v57c-j9cx", "2.2.8.1")]
-    assert any("guzzlehttp/guzzle 7.4.4" in n and "no Packagist/ folder" in n for n in evidence["not_covered"])
+        ("@babel/traverse", "7.23.0", "GHSA-67hx-6x53-jw92", "7.23.2"),
+        ("guzzlehttp/guzzle", "7.4.3", "GHSA-f2wf-25xc-69c9", "7.4.4"), ("rack", "2.2.8", "GHSA-22f2-v57c-j9cx", "2.2.8.1")]
+    assert not evidence.get("not_covered")
     assert not any(p["name"] == "app" for p in evidence["packages"])
 
 
