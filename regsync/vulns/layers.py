@@ -69,17 +69,14 @@ def read_layer(stream, compression: str = "") -> LayerFiles:
             found.ops.append(("opaque", folder, None))
         elif base.startswith(".wh."):
             found.ops.append(("whiteout", posixpath.join(folder, base[4:]), None))
-        elif not wanted(path):
+        elif not wanted(path) or member.kind not in REGULAR and member.kind != HARD_LINK:
             continue
+        elif path.endswith(_LANGUAGE_FILES) and (languages := languages + 1) > records.MAX_LANGUAGE:
+            if languages == records.MAX_LANGUAGE + 1:
+                found.ops.append(("more", path, None))
         elif member.kind in REGULAR:
             if member.sparse:
                 raise TarError(f"{path}: stored as a sparse file, which this reader does not expand")
-            if path.endswith(_LANGUAGE_FILES):
-                languages += 1
-                if languages > records.MAX_LANGUAGE:
-                    if languages == records.MAX_LANGUAGE + 1:
-                        found.ops.append(("more", path, None))
-                    continue
             kept[path] = records.kept(path, tar.read(_limit(path)))
             found.ops.append(("file", path, kept[path]))
         elif member.kind == HARD_LINK and _normal(member.linkname) in kept:
