@@ -239,8 +239,8 @@ def test_whiteouts_and_opaque_directories_of_later_layers_remove_what_earlier_la
                                  "usr/lib/python3/dist-packages/other.txt": b"x"}):
         contents.add_layer(io.BytesIO(layer(files)), "gzip")
     found, not_covered = contents.packages()
-    assert found == [] and not_covered == ["no package database found in the image (no dpkg, apk, Python or "
-                                           "conda records)"]
+    assert found == [] and not_covered == ["no package database found in the image (no dpkg, apk, Python, conda, "
+                                           "npm, Composer or RubyGems records)"]
     contents = ImageContents()
     for files in (BASE, PYTHON):
         contents.add_layer(io.BytesIO(layer(files)), "gzip")

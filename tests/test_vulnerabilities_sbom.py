@@ -219,4 +219,4 @@ def test_a_buildkit_index_is_scanned_by_its_images_layers_and_its_unsigned_sbom_
     result = run_cli("sync", "-p", policy)
     assert result.exit_code == 0, result.output   # the in-toto layers are not read as file systems
     pushed = by_tag(audit(tmp_path, "pushed"))["bk"]["verification"]["vulnerabilities"]
-    assert pushed["not_covered"] == ["no package database found in the image (no dpkg, apk, Python or conda records)"]
+    assert pushed["not_covered"] == ["no package database found in the image (no dpkg, apk, Python, conda, npm, Composer or RubyGems records)"]

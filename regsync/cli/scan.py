@@ -35,8 +35,9 @@ def scan_cmd(artifact, policy_path, db_path, max_severity, fixed_only, unscored_
     ARTIFACT is a wheel or sdist (name and version from its file name), an image layer (a
     tar, gzip or not) or a folder of one, or an image HOST/REPOSITORY[:TAG|@DIGEST] in a
     registry (credentials from the docker config, read-only), whose layers' dpkg/apk
-    databases and Python distributions are read. Conda packages are not in OSV's data:
-    reported as not covered.
+    databases, Python distributions and npm (node_modules), Composer (installed.json) and
+    RubyGems (specifications/*.gemspec) packages are read. Conda packages are not in OSV's
+    data: reported as not covered.
 
     \b
     Examples:

@@ -27,6 +27,7 @@ MAX_ENVELOPE_SIGNATURES = 16
 SLSA_PROVENANCE = ("https://slsa.dev/provenance/v1", "https://slsa.dev/provenance/v0.2",
                    "https://slsa.dev/provenance/v0.1")
 SPDX = "https://spdx.dev/Document"
+SPDX3 = "https://spdx.dev/Document/v3"   # in-toto/attestation spec/predicates/spdx3.md: an SPDX 3 JSON-LD document
 CYCLONEDX = "https://cyclonedx.org/bom"
 
 # cosign's `--type` short names (cosign options/predicate.go), so `regsync verify --type` reads the same.
@@ -168,6 +169,11 @@ def summary(statement: dict) -> dict:
         out["sbom_format"] = version if isinstance(version, str) else "SPDX"
         packages = predicate.get("packages")
         out["sbom_packages"] = len(packages) if isinstance(packages, list) else 0
+    elif kind == SPDX3:
+        graph = predicate.get("@graph")
+        out["sbom_format"] = "SPDX-3"
+        out["sbom_packages"] = sum(isinstance(e, dict) and e.get("type") == "software_Package"
+                                   for e in graph) if isinstance(graph, list) else 0
     elif kind == CYCLONEDX:
         spec = predicate.get("specVersion")
         out["sbom_format"] = f"CycloneDX-{spec}" if isinstance(spec, str) else "CycloneDX"

@@ -23,12 +23,16 @@ from loguru import logger
 
 from regsync.content.files import create_new, private_subdir, read_private_json, state_dir
 from regsync.vulns.layers import _WANTED, MAX_FILE, MAX_METADATA, LayerFiles
+from regsync.vulns.records import MAX_LANGUAGE
 
 FOLDER = "vuln-layers"
 MAX_ENTRY = 64 << 20
 _DIGEST = re.compile(r"sha256:([0-9a-f]{64})")
-# Entries hold only the files the reader keeps: another selection or size limit is another format.
-FORMAT = hashlib.sha256(f"1 {_WANTED.pattern} {MAX_FILE} {MAX_METADATA}".encode()).hexdigest()[:16]
+# Entries hold only what the reader keeps: another selection, size limit or way of keeping a file
+# (2: language packages' files cut to their names and versions, "more" ops) is another format, and
+# an entry of another format is a miss, so a layer scanned before node_modules were read is read again.
+VERSION = 2
+FORMAT = hashlib.sha256(f"{VERSION} {_WANTED.pattern} {MAX_FILE} {MAX_METADATA} {MAX_LANGUAGE}".encode()).hexdigest()[:16]
 
 
 def _folder() -> Path | None:
@@ -59,7 +63,7 @@ def cached_layer(digest: str) -> LayerFiles | None:
             return None
         files = LayerFiles()
         for op, name, data in doc["ops"]:
-            if op not in ("file", "whiteout", "opaque") or not isinstance(name, str):
+            if op not in ("file", "whiteout", "opaque", "more") or not isinstance(name, str):
                 return None
             files.ops.append((op, name, base64.b64decode(data, validate=True) if data is not None else None))
         return files

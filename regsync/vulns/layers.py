@@ -1,35 +1,53 @@
 """What an image holds, read from its layers as they stream: the OS (etc/os-release), OS packages
-(var/lib/dpkg/status and status.d/, lib/apk/db/installed), Python distributions (*.dist-info/METADATA)
-and conda environments (conda-meta/*.json). Layers apply in order, with OCI whiteouts: a later
-layer's file replaces or deletes an earlier one's. Only those files are kept, each bounded.
+(var/lib/dpkg/status and status.d/, lib/apk/db/installed), Python distributions (*.dist-info/METADATA),
+conda environments (conda-meta/*.json), and npm, Composer and RubyGems packages (node_modules/…/package.json,
+vendor/composer/installed.json, specifications/*.gemspec: vulns/records.py). Layers apply in order,
+with OCI whiteouts: a later layer's file replaces or deletes an earlier one's. Only those files are
+kept, each bounded, and of a language package's file only what names it.
 """
 
 from __future__ import annotations
 
 import io
-import json
 import posixpath
 import queue
 import re
 import threading
-from email.parser import BytesHeaderParser
 from typing import IO, cast
 
+from regsync.vulns import records
 from regsync.vulns.tarstream import BLOCK, HARD_LINK, REGULAR, TarError, TarStream, is_header
 
 MAX_FILE = 32 << 20        # a dpkg status of a full desktop system is ~5 MiB
-MAX_METADATA = 1 << 20     # headers only; a long description is cut, not read
+MAX_METADATA = 1 << 20     # headers only; a long description is cut, not read (and a package.json's limit)
 # Five layers parsed at once peaked at 83 MB with 8 queued chunks and a 1 MiB read buffer, 50 MB
 # with these, for the same CPU (2.9 s for 5 × 159 MB of tar+gzip, isal).
 QUEUED = 3                 # chunks (1 MiB each, the copy's reads) between a copy and its parser
 READ_BUFFER = 256 << 10    # the tar reader's, reused for every skip
 _WANTED = re.compile(r"(etc|usr/lib)/os-release|var/lib/dpkg/status|var/lib/dpkg/status\.d/[^/]+|lib/apk/db/installed"
-                     r"|.*/[^/]+\.dist-info/METADATA|(.*/)?conda-meta/[^/]+\.json")
+                     r"|.*/[^/]+\.dist-info/METADATA|(.*/)?conda-meta/[^/]+\.json"
+                     f"|{records.NPM.pattern}|{records.COMPOSER.pattern}|{records.GEMSPEC.pattern}")
+# every path _WANTED takes ends so (or is in status.d/): one endswith spares most members the regex
+_ENDINGS = ("os-release", "/status", "installed", "/METADATA", ".json", ".gemspec")
+_LANGUAGE_FILES = ("/package.json", ".gemspec")   # one a package: at most records.MAX_LANGUAGE a layer
+
+
+def wanted(path: str) -> bool:
+    return (path.endswith(_ENDINGS) or "/status.d/" in path) and _WANTED.fullmatch(path) is not None
+
+
+def _limit(path: str) -> int:
+    """How much of a wanted file is read: a METADATA's headers and a package.json are small; a
+    gemspec is named by its file name alone."""
+    if path.endswith(".gemspec"):
+        return 0
+    return MAX_METADATA if path.endswith(("METADATA", "/package.json")) else MAX_FILE
 
 
 class LayerFiles:
     """What one layer says about the files the database needs: (op, path, data) in tar order,
-    op being "file", "whiteout" (path deleted) or "opaque" (nothing below path from earlier layers)."""
+    op being "file", "whiteout" (path deleted), "opaque" (nothing below path from earlier layers) or
+    "more" (path is the first npm or RubyGems package file past records.MAX_LANGUAGE: not read)."""
 
     def __init__(self):
         self.ops: list[tuple[str, str, bytes | None]] = []
@@ -43,6 +61,7 @@ def read_layer(stream, compression: str = "") -> LayerFiles:
     found = LayerFiles()
     tar = TarStream(_decompressed(_Source(stream)), READ_BUFFER)
     kept: dict[str, bytes] = {}    # this layer's files read so far, for hard links to them
+    languages = 0                  # npm and RubyGems package files kept
     for member in tar.members():
         path = _normal(member.name)
         folder, base = posixpath.split(path)
@@ -50,12 +69,15 @@ def read_layer(stream, compression: str = "") -> LayerFiles:
             found.ops.append(("opaque", folder, None))
         elif base.startswith(".wh."):
             found.ops.append(("whiteout", posixpath.join(folder, base[4:]), None))
-        elif not _WANTED.fullmatch(path):
+        elif not wanted(path) or member.kind not in REGULAR and member.kind != HARD_LINK:
             continue
+        elif path.endswith(_LANGUAGE_FILES) and (languages := languages + 1) > records.MAX_LANGUAGE:
+            if languages == records.MAX_LANGUAGE + 1:
+                found.ops.append(("more", path, None))
         elif member.kind in REGULAR:
             if member.sparse:
                 raise TarError(f"{path}: stored as a sparse file, which this reader does not expand")
-            kept[path] = tar.read(MAX_METADATA if path.endswith("METADATA") else MAX_FILE)
+            kept[path] = records.kept(path, tar.read(_limit(path)))
             found.ops.append(("file", path, kept[path]))
         elif member.kind == HARD_LINK and _normal(member.linkname) in kept:
             # conda hard-links site-packages to its pkgs/ cache: a later `conda clean` layer
@@ -168,6 +190,7 @@ class _Source(io.RawIOBase):
 class ImageContents:
     def __init__(self) -> None:
         self.files: dict[str, bytes] = {}
+        self.more: list[str] = []    # layers with more language package files than were read
 
     def add_layer(self, stream, compression: str = "") -> None:
         self.apply(read_layer(stream, compression))
@@ -177,7 +200,9 @@ class ImageContents:
         delete from the layers below it only, wherever they stand in its tar (OCI image-spec,
         layer.md: "Whiteout files MUST only apply to resources in lower/parent layers")."""
         for op, path, data in layer.ops:
-            if op != "file":
+            if op == "more":
+                self.more.append(path)
+            elif op != "file":
                 prefix = path + "/"
                 self.files = {p: d for p, d in self.files.items()
                               if not p.startswith(prefix) and (op == "opaque" or p != path)}
@@ -188,11 +213,17 @@ class ImageContents:
 
     def add_tree(self, root) -> None:
         """An unpacked layer or root file system on disk (`regsync scan DIR`)."""
+        languages = 0
         for path in sorted(root.rglob("*")):
             relative = path.relative_to(root).as_posix()
-            if path.is_file() and not path.is_symlink() and _WANTED.fullmatch(relative):
+            if path.is_file() and not path.is_symlink() and wanted(relative):
+                languages += relative.endswith(_LANGUAGE_FILES)
+                if languages > records.MAX_LANGUAGE:
+                    if relative.endswith(_LANGUAGE_FILES) and languages == records.MAX_LANGUAGE + 1:
+                        self.more.append(relative)
+                    continue
                 with path.open("rb") as handle:
-                    self.files[relative] = handle.read(MAX_METADATA if relative.endswith("METADATA") else MAX_FILE)
+                    self.files[relative] = records.kept(relative, handle.read(_limit(relative)))
 
     def os_release(self) -> dict[str, str]:
         text = (self.files.get("etc/os-release") or self.files.get("usr/lib/os-release") or b"").decode("utf-8", "replace")
@@ -207,14 +238,14 @@ class ImageContents:
         """((ecosystem, name, version) …, what could not be named for the database)."""
         found: list[tuple[str, str, str]] = []
         not_covered: list[str] = []
-        ecosystem = _os_ecosystem(self.os_release())
+        ecosystem = records.os_ecosystem(self.os_release())
         dpkg = [d for p, d in sorted(self.files.items()) if p == "var/lib/dpkg/status" or p.startswith("var/lib/dpkg/status.d/")]
-        for name, version in _dpkg(dpkg):
+        for name, version in records.dpkg(dpkg):
             if ecosystem is None or ecosystem.split(":")[0] not in ("Debian", "Ubuntu"):
                 not_covered.append(f"dpkg {name} {version} (the OS release is not one OSV names)")
             else:
                 found.append((ecosystem, name, version))
-        for name, version in _apk(self.files.get("lib/apk/db/installed", b"")):
+        for name, version in records.apk(self.files.get("lib/apk/db/installed", b"")):
             if ecosystem is None or ecosystem.split(":")[0] not in ("Alpine", "Wolfi", "Chainguard"):
                 not_covered.append(f"apk {name} {version} (the OS release is not one OSV names)")
             else:
@@ -222,16 +253,22 @@ class ImageContents:
         python = set()
         for path, data in self.files.items():
             if path.endswith(".dist-info/METADATA"):
-                headers = BytesHeaderParser().parsebytes(data)
-                if headers.get("Name") and headers.get("Version"):
-                    python.add((headers["Name"], headers["Version"]))
+                named = records.python_distribution(data)
+                if named is not None:
+                    python.add(named)
             elif "conda-meta/" in path:
-                named = _conda_record(data)
+                named = records.conda_record(data)
                 if named is not None:
                     not_covered.append(f"conda {named[0]} {named[1]} (conda packages are not in OSV's data)")
         found.extend(("PyPI", name, version) for name, version in sorted(python))
+        languages, missing = records.language_packages(self.files)
+        found.extend(languages)
+        not_covered.extend(missing)
+        not_covered.extend(f"more than {records.MAX_LANGUAGE} npm and RubyGems package files in one layer: "
+                           f"{path} and those after it not checked" for path in self.more)
         if not found and not not_covered:
-            not_covered.append("no package database found in the image (no dpkg, apk, Python or conda records)")
+            not_covered.append("no package database found in the image (no dpkg, apk, Python, conda, npm, "
+                               "Composer or RubyGems records)")
         return found, not_covered
 
 
@@ -263,71 +300,3 @@ def _decompressed(source: _Source):
 
 def compression_of(media_type: str) -> str:
     return "zstd" if media_type.endswith("zstd") else "gzip" if "gzip" in media_type else ""
-
-
-def _os_ecosystem(release: dict[str, str]) -> str | None:
-    """The OSV ecosystem of the image's OS: Debian:12, Ubuntu:22.04:LTS, Alpine:v3.18; Wolfi and
-    Chainguard, rolling distributions OSV names without a release."""
-    distro, version = release.get("ID", ""), release.get("VERSION_ID", "")
-    if distro in ("wolfi", "chainguard"):
-        return distro.capitalize()
-    if not version:
-        return None
-    if distro == "debian":
-        return f"Debian:{version}"
-    if distro == "ubuntu":
-        return f"Ubuntu:{version}" + (":LTS" if "LTS" in release.get("VERSION", "") else "")
-    if distro == "alpine":
-        return "Alpine:v" + ".".join(version.split(".")[:2])
-    return None
-
-
-def _dpkg(files: list[bytes]):
-    """(source package, source version) of each installed package: OSV's Debian and Ubuntu records
-    name source packages (Source: "name (version)" when it differs from the binary's)."""
-    from debian.deb822 import Deb822
-
-    for data in files:
-        for paragraph in Deb822.iter_paragraphs(data.decode("utf-8", "replace").splitlines()):
-            if "installed" not in paragraph.get("Status", "install ok installed").split():
-                continue
-            name, version = paragraph.get("Package"), paragraph.get("Version")
-            if not name or not version:
-                continue
-            source = paragraph.get("Source", "").strip()
-            if source:
-                source_name, _, rest = source.partition(" ")
-                version = rest.strip("() ") or version
-                name = source_name
-            yield name, version
-
-
-def _apk(data: bytes):
-    """(origin package, version) of each installed package: OSV's Alpine records (Alpine's secdb) name
-    the aports origin (`o:`), which a subpackage such as libcrypto3 (origin openssl) shares (Wolfi's
-    name the origin and its subpackages); its own name (`P:`) where the database gives no origin."""
-    name = origin = version = None
-    for line in data.decode("utf-8", "replace").splitlines() + [""]:
-        if line.startswith("P:"):
-            name = line[2:]
-        elif line.startswith("o:"):
-            origin = line[2:]
-        elif line.startswith("V:"):
-            version = line[2:]
-        elif not line.strip():
-            if (origin or name) and version:
-                yield origin or name, version
-            name = origin = version = None
-
-
-def _conda_record(data: bytes) -> tuple[str, str] | None:
-    """A conda package that is not also a Python distribution (those are read from their dist-info)."""
-    try:
-        record = json.loads(data)
-    except ValueError:
-        return None
-    if not isinstance(record, dict) or not record.get("name"):
-        return None
-    if any(".dist-info/" in str(f) for f in record.get("files") or []):
-        return None
-    return str(record["name"]), str(record.get("version", ""))
