@@ -257,8 +257,8 @@ audit: {{path: audit.jsonl}}
 @pytest.mark.parametrize("dependencies", [True, False])
 def test_a_shards_only_subdir_is_refused_unless_the_channel_allows_it(tmp_path, monkeypatch, dependencies):
     """A subdir that offers only CEP-16 shards (written by rattler's own indexer, served by nginx as
-    any static channel is) would be read by rattler without regsync's bounds: refused, naming the
-    subdir and the setting, before a single shard is fetched; `shards: allow` lets rattler read it."""
+    any static channel is) is refused, naming the subdir and the setting, before a single shard is
+    fetched; `shards: allow` lets regsync read the shards the rule needs."""
     from tests.fixtures.nginx import static_front
 
     # rattler's own cache of this URL, for this test only: nginx sends no Cache-Control, and a shard
@@ -292,8 +292,8 @@ audit: {{path: audit.jsonl}}
     finally:
         front.stop()
     assert refused.exit_code == 1, refused.output
-    assert ("sharded/linux-64: the channel offers only CEP-16 shards here (no repodata.json), which rattler would "
-            "read without regsync's bounds; refused (`shards: allow` on channel sharded") in refused.output
+    assert ("sharded/linux-64: the channel offers only CEP-16 shards here (no repodata.json), which regsync reads "
+            "only when told to; refused (`shards: allow` on channel sharded lets regsync read them") in refused.output
     assert "/linux-64/repodata_shards.msgpack.zst" in requested
     assert not [uri for uri in requested if "/shards/" in uri]   # no shard read
     assert allowed.exit_code == 0, allowed.output

@@ -1,10 +1,9 @@
 """Source channels: repodata fetched and the closure solved by py-rattler, files opened for download.
 
-Repodata is rattler's business end to end (its Gateway): `repodata.json`, `.zst`, `.bz2` and
-CEP-16 shards, whichever the channel offers; a local cache with conditional requests (ETag,
-Last-Modified), so an unchanged channel is not downloaded again; and only the records a solve
-needs are loaded, so memory does not grow with a conda-forge-size subdir. The solve is the one
-pixi runs: resolvo, strict channel priority, the rule's virtual packages.
+regsync reads each subdir's repodata itself, bounded (repodata.py; a shards-only subdir: the shards
+a solve needs, shards.py), and rattler reads that local copy: only the records a solve needs are
+loaded, so memory does not grow with a conda-forge-size subdir. The solve is the one pixi runs:
+resolvo, strict channel priority, the rule's virtual packages.
 """
 
 from __future__ import annotations
@@ -25,6 +24,7 @@ from loguru import logger
 from regsync.kinds.conda.names import split_filename
 from regsync.kinds.conda.source import MAX_SIDECAR, CondaFile, CondaSource
 from regsync.kinds.conda.repodata import Listing, fetch_listing, local_root
+from regsync.kinds.conda.shards import ShardedSubdir
 from regsync.errors import RegistryError
 from regsync.net.http import make_session, require_https, retry_policy
 from regsync.content.files import private_subdir, state_dir
@@ -58,28 +58,57 @@ class SourceChannel:
         self.shards_allowed = cfg.shards == "allow"
         self._listings: dict[str, Listing | None] = {}
         self._sparse: dict[str, SparseRepoData] = {}
+        self._sharded: dict[str, ShardedSubdir] = {}
+        self._stale: set[str] = set()   # sharded subdirs with shards read since their copy was written
         self._lock = threading.Lock()
 
-    def listing(self, subdir: str) -> Listing | None:
-        """The subdir's repodata as published (read once per run, bounded); None: shards only, which
-        rattler reads unbounded: refused unless the channel says `shards: allow`."""
+    def listing(self, subdir: str) -> Listing:
+        """The subdir's repodata as published (read once per run, bounded). A subdir with CEP-16
+        shards only is refused unless the channel says `shards: allow`; then its listing holds the
+        records of the shards read so far (read_shards)."""
         with self._lock:
             if subdir not in self._listings:
-                self._listings[subdir] = fetch_listing(self.session, self.name, self.url, subdir, self._root)
-            listing = self._listings[subdir]
-        if listing is None and not self.shards_allowed:
+                listing = fetch_listing(self.session, self.name, self.url, subdir, self._root)
+                if listing is None and self.shards_allowed:
+                    self._sharded[subdir] = ShardedSubdir(self.session, self.name, self.url, subdir)
+                    listing = Listing(subdir, self._sharded[subdir].write(self._root / subdir))
+                self._listings[subdir] = listing
+            found = self._listings[subdir]
+        if found is None:
             raise RegistryError(f"{self.name}/{subdir}", None, "the channel offers only CEP-16 shards here "
-                                "(no repodata.json), which rattler would read without regsync's bounds; refused "
-                                f"(`shards: allow` on channel {self.name} lets rattler read them)")
-        return listing
+                                "(no repodata.json), which regsync reads only when told to; refused "
+                                f"(`shards: allow` on channel {self.name} lets regsync read them, bounded)")
+        return found
+
+    def read_shards(self, subdirs: Sequence[str], name: str) -> list[str]:
+        """For each subdir served as shards only, the shard of `name` read (once per run, bounded,
+        its sha256 checked); the names its records depend on."""
+        depends: list[str] = []
+        for subdir in subdirs:
+            self.listing(subdir)
+            with self._lock:
+                sharded = self._sharded.get(subdir)
+                found = sharded.depends_of(name) if sharded is not None else None
+                if found is not None:
+                    depends += found
+                    self._stale.add(subdir)
+        return depends
 
     def rattler_channel(self, subdirs: Sequence[str] = ()) -> "Channel":
-        """The channel rattler reads: regsync's bounded local copy, or (a subdir offering only CEP-16
-        shards) the channel itself."""
+        """The channel rattler reads: regsync's bounded local copy of each subdir, the shards read
+        since it was last written written into it."""
         from rattler import Channel
 
-        local = all([self.listing(subdir) is not None for subdir in subdirs])
-        return Channel((self._root.as_uri() if local else self.url) + "/")
+        for subdir in subdirs:
+            self.listing(subdir)
+        channel = Channel(self._root.as_uri() + "/")
+        with self._lock:
+            for subdir in sorted(self._stale & set(subdirs)):
+                self._listings[subdir] = Listing(subdir, self._sharded[subdir].write(self._root / subdir))
+                self._sparse.pop(subdir, None)
+                self.gateway.clear_repodata_cache(channel, [_subdir(subdir)])
+                self._stale.discard(subdir)
+        return channel
 
     def upstream(self, record: "RepoDataRecord") -> "RepoDataRecord":
         """`record` with its URL where the channel serves the file: rattler read the local copy, so a
@@ -100,26 +129,22 @@ class SourceChannel:
         return record.subdir if record.subdir in listing or not listing else listing[0]
 
     def published(self, subdir: str, record: "RepoDataRecord") -> dict[str, Any]:
-        """The record key for key as the channel's repodata has it (rattler's reading of it for a
-        sharded subdir)."""
+        """The record key for key as the channel's repodata (or shard) has it."""
         listing = self._listings.get(subdir)
         raw = listing.record(record.file_name, record.name.source, _rattler_digests(record)) if listing else None
         return raw if raw is not None else rattler_json(record)
 
     def records_named(self, subdir: str, name: str) -> "list[RepoDataRecord]":
         """rattler's records of `name` in the subdir's repodata, both package formats of a build (the
-        solver's reading offers only the .conda); a sharded subdir as rattler's Gateway reads it."""
-        if self._listings.get(subdir) is not None:
-            from rattler import PackageFormatSelection
+        solver's reading offers only the .conda); a sharded subdir's shard of `name` read first."""
+        from rattler import PackageFormatSelection
 
-            channel = self.rattler_channel([subdir])
-            with self._lock:  # one index of the subdir per run (opening it scans the whole file)
-                if subdir not in self._sparse:
-                    self._sparse[subdir] = sparse_repodata(channel, subdir, self._root / subdir / "repodata.json")
-                found = self._sparse[subdir].load_records(name, PackageFormatSelection.BOTH)
-        else:
-            found = asyncio.run(self.gateway.query([self.rattler_channel([subdir])], [_subdir(subdir)], [name], recursive=False,
-                                                   channel_relations="disabled"))[0]
+        self.read_shards([subdir], name)
+        channel = self.rattler_channel([subdir])
+        with self._lock:  # one index of the subdir per run (opening it scans the whole file)
+            if subdir not in self._sparse:
+                self._sparse[subdir] = sparse_repodata(channel, subdir, self._root / subdir / "repodata.json")
+            found = self._sparse[subdir].load_records(name, PackageFormatSelection.BOTH)
         return [self.upstream(record) for record in found]
 
     def files_elsewhere(self, subdir: str, url: str) -> str | None:
@@ -236,6 +261,7 @@ class Channels:
         channels = [self.source(name) for name in sources]
         platforms = [subdir, "noarch"] if subdir != "noarch" else ["noarch"]
         if dependencies:
+            read_shards(channels, platforms, [rattler.MatchSpec(spec).name.normalized for spec in specs])
             by_url: dict[str, CondaSource] = {}
             for channel in channels:
                 by_url[str(channel.rattler_channel(platforms).base_url).rstrip("/")] = channel
@@ -305,6 +331,20 @@ class Found:
     filename: str
     record: dict[str, Any]
     url: str      # where the file is (rattler's reading of the channel's repodata, never the record's `url`)
+
+
+def read_shards(channels: list[CondaSource], platforms: list[str], names: list[str]) -> None:
+    """The shards a solve of `names` needs, from every channel serving a subdir as shards only: the
+    names' own, then those their records depend on (a depends entry's first word), each read once;
+    bounded by shards.MAX_SHARDS per subdir."""
+    todo, seen = list(names), set[str]()
+    while todo:
+        name = todo.pop()
+        if name in seen or name.startswith("__"):   # a virtual package is never in a channel
+            continue
+        seen.add(name)
+        for channel in channels:
+            todo += [depend for depend in channel.read_shards(platforms, name) if depend not in seen]
 
 
 def sparse_repodata(rattler_channel: "Channel", subdir: str, path: Path) -> "SparseRepoData":

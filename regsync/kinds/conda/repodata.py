@@ -10,8 +10,8 @@ solver, match specs and attestation checks unchanged). The copy keeps ETag / Las
 conditional request next run.
 
 A channel that offers only CEP-16 shards for a subdir is refused unless it says `shards: allow`
-(channel.py); then it is left to rattler (which reads only the shards a solve needs, unbounded);
-see docs/conda.md, "Not done yet".
+(channel.py); then regsync reads the shards a solve needs, bounded, into the same local copy
+(shards.py).
 """
 
 from __future__ import annotations
@@ -196,7 +196,7 @@ def fetch_listing(session: requests.Session, name: str, channel_url: str, subdir
             return Listing(subdir, published)
         if response.status_code == 200:
             _save(response, variant.endswith(".zst"), folder, where)
-            _readable_copy(folder, where)
+            readable_copy(folder, where)
             write_private_json(state_path, {"variant": variant, "etag": response.headers.get("ETag"),
                                             "last_modified": response.headers.get("Last-Modified")})
             return Listing(subdir, published)
@@ -209,7 +209,7 @@ def fetch_listing(session: requests.Session, name: str, channel_url: str, subdir
         return None
     state_path.unlink(missing_ok=True)
     write_atomically(published, json.dumps({"info": {"subdir": subdir}, "packages": {}, "packages.conda": {}}))
-    _readable_copy(folder, where)
+    readable_copy(folder, where)
     return Listing(subdir, published)
 
 
@@ -273,7 +273,7 @@ def inflate(data: bytes, limit: int, where: str, write: Callable[[bytes], object
         raise RegistryError(where, None, f"not zstd: {str(exc)[:200]}") from None
 
 
-def _readable_copy(folder: Path, where: str) -> None:
+def readable_copy(folder: Path, where: str) -> None:
     """The copy rattler reads: upstream's bytes (a hard link), unless a list field is published as
     null (conda reads it as empty; rattler refuses the whole subdir), which the copy gives as empty.
     The records carried to the target are read from `published.json`, as published."""

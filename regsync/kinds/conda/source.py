@@ -60,6 +60,10 @@ class CondaSource(Protocol):
     def records_named(self, subdir: str, name: str) -> "list[RepoDataRecord]":
         """Every record of package `name` in the subdir, both package formats of a build."""
 
+    def read_shards(self, subdirs: Sequence[str], name: str) -> list[str]:
+        """For a subdir served as CEP-16 shards only: the shard of `name` read (once, bounded) into
+        the local copy rattler reads; the names its records depend on. [] for any other subdir."""
+
     def files_elsewhere(self, subdir: str, url: str) -> str | None:
         """Where the subdir's files are when the channel says elsewhere (CEP-15 base_url), else None."""
 
