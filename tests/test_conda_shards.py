@@ -45,16 +45,17 @@ def shard_path(root: Path, subdir: str, name: str) -> Path:
     return root / subdir / "shards" / f"{read_index(root, subdir)['shards'][name].hex()}.msgpack.zst"
 
 
-def shard_repodata(root: Path, subdir: str) -> None:
+def shard_repodata(root: Path, subdir: str, removed: dict[str, list[str]]) -> None:
     """CEP-16 shards of a repodata.json, the way conda-index writes them (conda_index/index/shards.py:
     one shard per package name, `sha256`/`md5` as bytes, the index naming each shard's sha256);
-    the repodata.json is then removed."""
+    `removed`: a package's withdrawn files, in its shard. The repodata.json is then removed."""
     repodata = json.loads((root / subdir / "repodata.json").read_text())
     shards: dict[str, dict] = {}
     for key in ("packages", "packages.conda"):
         for filename, record in repodata.get(key, {}).items():
             packed = {k: bytes.fromhex(v) if k in ("sha256", "md5") else v for k, v in record.items()}
-            shard = shards.setdefault(record["name"], {"packages": {}, "packages.conda": {}, "removed": []})
+            shard = shards.setdefault(record["name"], {"packages": {}, "packages.conda": {},
+                                                       "removed": removed.get(record["name"], [])})
             shard[key][filename] = packed
     (root / subdir / "shards").mkdir()
     digests = {}
@@ -131,13 +132,13 @@ def test_a_shards_only_channel_syncs_what_the_rule_needs_and_installs(tmp_path, 
 
 def test_records_from_shards_reach_the_target_as_published(tmp_path, monkeypatch):
     """mamba's conda-forge records (libffi in both formats), sharded as CEP-16 says: the target lists
-    them key for key as published, digests as hex."""
+    them key for key as published, digests as hex, and the `removed` entry of libffi's shard."""
     monkeypatch.setenv("REGSYNC_STATE_DIR", str(tmp_path / "state"))
     root = real_channel(tmp_path, "conda-forge-numpy")
     both = {ext: provide(root, "linux-64", f"libffi-3.4.2-h7f98852_5{ext}") for ext in (".tar.bz2", ".conda")}
     (root / "noarch").mkdir()
     (root / "noarch" / "repodata.json").write_text('{"info": {"subdir": "noarch"}, "packages": {}}')
-    shard_repodata(root, "linux-64")
+    shard_repodata(root, "linux-64", {"libffi": ["libffi-3.4.1-h7f98852_4.tar.bz2"], "pip": ["pip-23.3-pyhd8ed1ab_0.conda"]})
     server = serve(root)
     try:
         synced = run_cli("sync", "-p", policy(tmp_path, server.url, ["libffi"], dependencies=False))
@@ -148,6 +149,7 @@ def test_records_from_shards_reach_the_target_as_published(tmp_path, monkeypatch
     assert mirrored["packages"]["libffi-3.4.2-h7f98852_5.tar.bz2"] == both[".tar.bz2"]
     assert mirrored["packages.conda"]["libffi-3.4.2-h7f98852_5.conda"] == both[".conda"]
     assert "pip-24.0-pyhd8ed1ab_0.conda" not in mirrored["packages.conda"]
+    assert mirrored["removed"] == ["libffi-3.4.1-h7f98852_4.tar.bz2"]   # pip's shard is never read
 
 
 def test_a_shard_whose_bytes_do_not_match_the_index_is_refused(tmp_path, sharded):
