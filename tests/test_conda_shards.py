@@ -130,6 +130,31 @@ def test_a_shards_only_channel_syncs_what_the_rule_needs_and_installs(tmp_path, 
     assert {name: version for name, (version, _, _) in installed.items()} == {"app": "2.0", "lib": "1.0", "helper": "0.5"}
 
 
+def test_two_rules_on_one_shards_only_channel_each_read_what_they_need(tmp_path, sharded):
+    """The first rule reads lib's shard only; the second needs app's and helper's too: the local copy
+    grows and the second solve sees it (rattler's in-memory copy of the subdir is dropped)."""
+    server = serve(sharded)
+    path = tmp_path / "policy.yaml"
+    path.write_text(f"""\
+version: 1
+channels:
+  sharded: {{url: "{server.url}", shards: allow}}
+  internal: {{kind: directory, path: {tmp_path / 'mirror'}}}
+conda:
+  - {{from: sharded, to: internal, platforms: [linux-64], specs: [lib], dependencies: true}}
+  - {{from: sharded, to: internal, platforms: [linux-64], specs: [app], dependencies: true}}
+audit: {{path: {tmp_path / 'audit.jsonl'}}}
+""")
+    try:
+        planned = run_cli("plan", "-p", path, "--json")
+    finally:
+        server.stop()
+    assert planned.exit_code == 0, planned.output
+    assert {item["source"] for item in json.loads(planned.stdout)["items"]} == {
+        "sharded/linux-64/lib-1.0-0.conda", "sharded/linux-64/app-2.0-0.conda", "sharded/noarch/helper-0.5-0.conda"}
+    assert len([p for p in server.paths if "/shards/" in p]) == 3   # each shard read once
+
+
 def test_records_from_shards_reach_the_target_as_published(tmp_path, monkeypatch):
     """mamba's conda-forge records (libffi in both formats), sharded as CEP-16 says: the target lists
     them key for key as published, digests as hex, and the `removed` entry of libffi's shard."""
