@@ -20,7 +20,7 @@ from backports import zstd
 from tests.fixtures.conda import Pkg, make_channel, serve
 from tests.fixtures.policies import run_cli
 from tests.test_conda import solve_and_install
-from tests.test_conda_real import provide, real_channel
+from tests.test_conda_real import DATA, planned, provide, real_channel
 
 INDEX = "repodata_shards.msgpack.zst"
 
@@ -45,7 +45,7 @@ def shard_path(root: Path, subdir: str, name: str) -> Path:
     return root / subdir / "shards" / f"{read_index(root, subdir)['shards'][name].hex()}.msgpack.zst"
 
 
-def shard_repodata(root: Path, subdir: str, removed: dict[str, list[str]]) -> None:
+def shard_repodata(root: Path, subdir: str, removed: dict[str, list[str]], base_url: str = "") -> None:
     """CEP-16 shards of a repodata.json, the way conda-index writes them (conda_index/index/shards.py:
     one shard per package name, `sha256`/`md5` as bytes, the index naming each shard's sha256);
     `removed`: a package's withdrawn files, in its shard. The repodata.json is then removed."""
@@ -63,8 +63,8 @@ def shard_repodata(root: Path, subdir: str, removed: dict[str, list[str]]) -> No
         raw = zstd.compress(msgpack.packb(shard))
         digests[name] = hashlib.sha256(raw).digest()
         (root / subdir / "shards" / f"{digests[name].hex()}.msgpack.zst").write_bytes(raw)
-    write_index(root, subdir, {"info": {"subdir": subdir, "base_url": "", "shards_base_url": "./shards/"},
-                               "repodata_version": 1, "shards": digests})
+    write_index(root, subdir, {"info": {"subdir": subdir, "base_url": base_url, "shards_base_url": "./shards/"},
+                               "shards": digests})
     (root / subdir / "repodata.json").unlink()
 
 
@@ -245,3 +245,31 @@ def test_shards_on_another_origin_are_refused(tmp_path, sharded):
             in synced.output), synced.output
     assert "not on the channel's origin" in synced.output
     assert elsewhere.paths == []
+
+
+def test_files_come_from_the_shard_indexs_base_url(tmp_path, monkeypatch):
+    """conda's CEP-15 base_url channel, sharded: the index's `base_url` (on another server) is where
+    the files are, as for a repodata.json's; the shards themselves are the channel's."""
+    monkeypatch.setenv("REGSYNC_STATE_DIR", str(tmp_path / "state"))
+    files = tmp_path / "files"
+    channel = real_channel(tmp_path, "base-url")
+    filename = "ca-certificates-2024.3.11-h06a4308_0.conda"
+    (files / "pkgs/main/linux-64").mkdir(parents=True)
+    (files / "pkgs/main/linux-64/repodata.json").write_bytes((DATA / "base-url/linux-64/repodata.json").read_bytes())
+    record = provide(files / "pkgs/main", "linux-64", filename)
+    file_server = serve(files)
+    repodata = json.loads((channel / "linux-64/repodata.json").read_text())
+    repodata["packages.conda"][filename] = record
+    (channel / "linux-64/repodata.json").write_text(json.dumps(repodata))
+    shard_repodata(channel, "linux-64", {}, base_url=f"{file_server.url}/pkgs/main/linux-64")
+    index = serve(channel)
+    try:
+        path = policy(tmp_path, index.url, ["ca-certificates"], dependencies=False)
+        [item] = planned(path)
+        assert item["reason"] == f"from {file_server.url}/pkgs/main/linux-64/ (the channel's base_url)"
+        synced = run_cli("sync", "-p", path)
+        assert synced.exit_code == 0, synced.output
+        assert f"/pkgs/main/linux-64/{filename}" in file_server.paths
+        assert not any(filename in p for p in index.paths)
+    finally:
+        index.stop(), file_server.stop()
