@@ -155,6 +155,23 @@ audit: {{path: {tmp_path / 'audit.jsonl'}}}
     assert len([p for p in server.paths if "/shards/" in p]) == 3   # each shard read once
 
 
+def test_a_dependency_named_in_another_subdirs_repodata_json_has_its_shard_read(tmp_path, monkeypatch):
+    """linux-64 as shards only, noarch as repodata.json: app (shards) needs helper (noarch's
+    repodata.json), which needs lib, found only in linux-64's shards."""
+    monkeypatch.setenv("REGSYNC_STATE_DIR", str(tmp_path / "state"))
+    root = shards_only(make_channel(tmp_path / "mixed", [
+        Pkg("app", "2.0", "0", depends=("helper",)), Pkg("helper", "0.5", "0", subdir="noarch", depends=("lib",)),
+        Pkg("lib", "1.0", "0")], shards=True), subdirs=("linux-64",))
+    server = serve(root)
+    try:
+        items = planned(policy(tmp_path, server.url))
+    finally:
+        server.stop()
+    assert {item["source"] for item in items} == {
+        "sharded/linux-64/app-2.0-0.conda", "sharded/noarch/helper-0.5-0.conda", "sharded/linux-64/lib-1.0-0.conda"}
+    assert not [p for p in server.paths if "/noarch/shards/" in p]
+
+
 def test_records_from_shards_reach_the_target_as_published(tmp_path, monkeypatch):
     """mamba's conda-forge records (libffi in both formats), sharded as CEP-16 says: the target lists
     them key for key as published, digests as hex, and the `removed` entry of libffi's shard."""

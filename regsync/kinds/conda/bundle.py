@@ -176,6 +176,9 @@ class BundleChannel:
         path = self._root / subdir / "repodata.json"
         return records_in_file(self.rattler_channel(), subdir, name, path) if path.exists() else []
 
+    def sharded(self, subdirs: Sequence[str]) -> list[str]:
+        return []
+
     def read_shards(self, subdirs: Sequence[str], name: str) -> list[str]:
         return []   # a bundle carries repodata.json records, never shards
 

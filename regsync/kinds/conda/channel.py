@@ -80,6 +80,11 @@ class SourceChannel:
                                 f"(`shards: allow` on channel {self.name} lets regsync read them, bounded)")
         return found
 
+    def sharded(self, subdirs: Sequence[str]) -> list[str]:
+        for subdir in subdirs:
+            self.listing(subdir)
+        return [subdir for subdir in subdirs if subdir in self._sharded]
+
     def read_shards(self, subdirs: Sequence[str], name: str) -> list[str]:
         """For each subdir served as shards only, the shard of `name` read (once per run, bounded,
         its sha256 checked); the names its records depend on."""
@@ -334,17 +339,24 @@ class Found:
 
 
 def read_shards(channels: list[CondaSource], platforms: list[str], names: list[str]) -> None:
-    """The shards a solve of `names` needs, from every channel serving a subdir as shards only: the
-    names' own, then those their records depend on (a depends entry's first word), each read once;
-    bounded by shards.MAX_SHARDS per subdir."""
+    """The shards a solve of `names` needs, when a channel serves a subdir as shards only: the names'
+    own, then those their records depend on (a depends entry's first word; records in shards, and
+    those of the other subdirs' repodata.json), each shard read once; bounded by shards.MAX_SHARDS
+    per subdir."""
+    sharded = [channel.sharded(platforms) for channel in channels]
+    if not any(sharded):
+        return
     todo, seen = list(names), set[str]()
     while todo:
         name = todo.pop()
         if name in seen or name.startswith("__"):   # a virtual package is never in a channel
             continue
         seen.add(name)
-        for channel in channels:
-            todo += [depend for depend in channel.read_shards(platforms, name) if depend not in seen]
+        for channel, shards_only in zip(channels, sharded):
+            found = channel.read_shards(platforms, name)
+            found += [depend.split()[0] for subdir in platforms if subdir not in shards_only
+                      for record in channel.records_named(subdir, name) for depend in record.depends if depend.split()]
+            todo += [depend for depend in found if depend not in seen]
 
 
 def sparse_repodata(rattler_channel: "Channel", subdir: str, path: Path) -> "SparseRepoData":

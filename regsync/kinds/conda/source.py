@@ -60,6 +60,9 @@ class CondaSource(Protocol):
     def records_named(self, subdir: str, name: str) -> "list[RepoDataRecord]":
         """Every record of package `name` in the subdir, both package formats of a build."""
 
+    def sharded(self, subdirs: Sequence[str]) -> list[str]:
+        """Those of `subdirs` the channel serves as CEP-16 shards only (read with `shards: allow`)."""
+
     def read_shards(self, subdirs: Sequence[str], name: str) -> list[str]:
         """For a subdir served as CEP-16 shards only: the shard of `name` read (once, bounded) into
         the local copy rattler reads; the names its records depend on. [] for any other subdir."""
