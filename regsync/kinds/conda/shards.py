@@ -92,7 +92,9 @@ class ShardedSubdir:
                 if not isinstance(filename, str) or not isinstance(record, dict) or record.get("name") != name:
                     raise RegistryError(where, None, f"a record that is not one of {name}'s")
                 self.records[key][filename] = _hex(record, where)
-                found += [spec.split()[0] for spec in record.get("depends") or () if isinstance(spec, str) and spec.split()]
+                depends = record.get("depends")
+                found += [spec.split()[0] for spec in depends if isinstance(spec, str) and spec.split()] \
+                    if isinstance(depends, list) else []
         self.removed += [entry for entry in shard.get("removed") or () if isinstance(entry, str)]
         return found
 
