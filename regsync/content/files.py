@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import errno
+import fcntl
 import json
 import os
 import stat
 import threading
 from pathlib import Path
+from typing import BinaryIO
 
 from loguru import logger
 
@@ -118,11 +120,24 @@ def write_private_json(path: Path, doc: dict) -> None:
     os.replace(temporary, path)
 
 
+def open_input(path) -> BinaryIO:
+    """A file a user named (a policy, a plan, a key, an audit trail), opened to read without ever
+    waiting for a writer: a FIFO nobody writes to reads as empty instead of blocking forever, while
+    a pipe that has its writer (`-p <(envsubst < policy.yaml)`) streams as usual. OSError as open()."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)   # a FIFO's open() blocks until a writer comes
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)   # reads block as usual
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def read_local_file(path, limit: int, what: str, noun: str) -> bytes:
     """A small local file a policy or a flag names (a key, a CA bundle, a trusted root), at most
     `limit` bytes; PolicyError naming `what` when it cannot be read or is too large to be `noun`."""
     try:
-        with open(path, "rb") as handle:
+        with open_input(path) as handle:
             data = handle.read(limit + 1)
     except OSError as exc:
         raise PolicyError(f"{what}: cannot read {path}: {exc.strerror}") from None
