@@ -21,6 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from regsync.audit.log import AuditLog, check_audit_path
+from regsync.content.files import check_output_file
 from regsync.endpoints import Endpoints
 from regsync.errors import EXIT_RUNTIME, RegsyncError, UsageError, VerificationError
 from regsync.kinds.registry import KINDS, SECTIONS
@@ -237,6 +238,9 @@ def _audited(loaded, command, work, options: RunOptions, sources, audit: AuditLo
 
 
 def _load_for_run(policy_path: Path, options: RunOptions, offline_sources: bool = False) -> LoadedPolicy:
+    for path, option in ((options.summary_json, "--summary-json"), (options.metrics_file, "--metrics-file")):
+        if path is not None:
+            check_output_file(path, option)   # before the run: its result must have somewhere to go
     try:
         return load_checked(policy_path, offline_sources)
     except RegsyncError as exc:

@@ -67,6 +67,10 @@ def _plan(policy_path, as_json, output, detailed_exitcode, bundle, compact, jobs
     from regsync import runs
     from regsync.console import render_plan
 
+    if output:
+        from regsync.content.files import check_output_file
+
+        check_output_file(output, "-o")   # before resolving, which may take minutes
     plan = runs.plan(policy_path, jobs, rps=rps, bundle=bundle)
     if output:
         plan.save(output)

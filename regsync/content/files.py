@@ -13,7 +13,7 @@ from typing import BinaryIO
 
 from loguru import logger
 
-from regsync.errors import PolicyError
+from regsync.errors import PolicyError, UsageError
 
 
 def state_dir() -> Path | None:
@@ -77,6 +77,23 @@ def write_atomically(path: Path, data: str | bytes) -> None:
     with os.fdopen(create_new(tmp, 0o666), "wb") as handle:
         handle.write(data.encode() if isinstance(data, str) else data)
     os.replace(tmp, path)
+
+
+def check_output_file(path: Path, option: str) -> None:
+    """Before any work: a file the user asked for (`-o`, `--summary-json`, `--html`) can be written at
+    `path`, so a long run does not end in an error it could have given at once. UsageError when
+    `path` is a directory, or its folder cannot be made or written to (a file on the way, /proc)."""
+    if path.is_dir():
+        raise UsageError(f"{option} {path} is a directory: name a file (e.g. {path / 'out.json'})")
+    probe = path.with_name(f".{path.name}.{os.getpid()}.probe")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)   # as write_atomically will
+        os.close(create_new(probe, 0o600))
+        probe.unlink()
+    except OSError as exc:
+        in_the_way = next((parent for parent in path.parents if parent.exists() and not parent.is_dir()), None)
+        reason = f"{in_the_way} is a file, not a folder" if in_the_way else exc.strerror or str(exc)
+        raise UsageError(f"{option} {path}: cannot write there: {reason}") from None
 
 
 def published_mode() -> int:
