@@ -405,3 +405,10 @@ def test_a_policy_that_is_too_large_a_fifo_or_dev_zero_is_refused_without_readin
         result = CliRunner().invoke(cli, ["policy", "check", "-p", str(path)])
         assert result.exit_code == 2 and expected in result.output, result.output
         assert time.monotonic() - started < 10
+
+
+@pytest.mark.parametrize("size", ["-5", "'99999999999999999999999999999999999999999999999999GiB'"])
+def test_a_size_below_zero_or_beyond_4_eib_is_a_policy_error(tmp_path, size):
+    path = tmp_path / "policy.yaml"
+    path.write_text(GOOD + f"    gates: {{max_size: {size}}}\n")
+    assert "images.0.gates.max_size: " in error_of(path) and "is not a size from 0 to 4 EiB" in error_of(path)

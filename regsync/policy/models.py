@@ -13,6 +13,7 @@ from regsync.policy.vulns import VulnDatabase
 from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, SecretStr,
                       ValidationInfo, model_validator)
 
+MAX_SIZE = 4 * 1024**6   # 4 EiB: larger is a typo, and a negative size gates everything out
 _UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2, "g": 1000**3,
           "gb": 1000**3, "t": 1000**4, "tb": 1000**4, "kib": 1024, "mib": 1024**2,
           "gib": 1024**3, "tib": 1024**4}
@@ -23,11 +24,16 @@ def parse_size(value) -> int:
     if isinstance(value, bool):
         raise ValueError("a size is a number of bytes or a string like '12GiB'")
     if isinstance(value, int):
-        return value
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", str(value))
-    if not match or match.group(2).lower() not in _UNITS:
-        raise ValueError(f"'{value}' is not a size (examples: 512MiB, 12GiB, 1000000)")
-    return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
+        size = value
+    else:
+        match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", str(value))
+        if not match or match.group(2).lower() not in _UNITS:
+            raise ValueError(f"'{value}' is not a size (examples: 512MiB, 12GiB, 1000000)")
+        number = float(match.group(1)) * _UNITS[match.group(2).lower()]   # 400 digits: inf
+        size = int(number) if number <= MAX_SIZE else MAX_SIZE + 1
+    if not 0 <= size <= MAX_SIZE:
+        raise ValueError(f"'{value}' is not a size from 0 to 4 EiB (examples: 512MiB, 12GiB, 1000000)")
+    return size
 
 
 def _relative_to_policy(value: Path, info: ValidationInfo) -> Path:
