@@ -110,10 +110,11 @@ def export(policy_path: Path, out: Path, options: RunOptions, since: Path | None
     """Everything the policy selects, verified, into the bundle directory `out`."""
     # bundles and signing keys (cryptography) are imported by the verbs that use them: a sync's
     # start-up does not pay for them (issue 16)
-    from regsync.bundle.export import export_bundle, export_stand_ins
+    from regsync.bundle.export import check_bundle_dir, export_bundle, export_stand_ins
     from regsync.bundle.signature import signing_key_for
     from regsync.trust.signing import load_private_key
 
+    check_bundle_dir(out)
     loaded = _load_for_run(policy_path, options)
     key = load_private_key(sign_key, sign_key_password_env, "--sign-key") if sign_key else None
     key = signing_key_for(loaded, key)  # a bundle the far side would refuse is refused here, before any fetch

@@ -80,6 +80,21 @@ class BundleDirectory:
         return len(self._left_out)
 
 
+def check_bundle_dir(out: Path) -> None:
+    """Before the run: `out` can hold a bundle. A new or empty folder, or a bundle (finished or
+    half-written: re-running completes it); never a folder of other files, which the bundle's blobs
+    and SHA256SUMS would be mixed into. UsageError naming `-o` otherwise."""
+    in_the_way = next((parent for parent in (out, *out.parents) if parent.exists() and not parent.is_dir()), None)
+    if in_the_way is not None:
+        raise UsageError(f"-o {out}: {in_the_way} is a file, not a folder")
+    if out.is_dir() and any(out.iterdir()) and not any((out / name).exists() for name in ("oci-layout", "bundle.json")):
+        raise UsageError(f"-o {out} is a folder of other files, not a bundle: export into a new or empty folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"-o {out}: cannot create the bundle folder: {exc.strerror or exc}") from None
+
+
 def export_bundle(loaded: LoadedPolicy, endpoints: Endpoints, kinds: Kinds, out: Path, audit, jobs: int = 8,
                   on_bytes=None, since: Path | None = None, volume_size: int | None = None, sign_key=None) -> Outcome:
     """`kinds`: what make_plan and apply_plan are given; each writes its own section of bundle.json.
