@@ -362,3 +362,14 @@ def test_a_trail_or_result_file_that_cannot_be_written_is_a_usage_error_before_t
         assert result.exit_code == 2, (args, result.output)
         assert expected in " ".join(result.output.split()) and "connection refused" not in result.output, result.output
     assert not (tmp_path / "audit.jsonl").exists()
+
+
+def test_merging_the_same_trail_twice_is_refused_not_doubled(signed_trail):
+    """`audit merge audit-*.jsonl audit-0.jsonl`: every run of audit-0 would be in the result twice,
+    and a report built from it would count each artifact twice."""
+    copy = tampered(signed_trail, lines_of(signed_trail), "copy.jsonl")
+    for inputs in ([signed_trail, signed_trail], [signed_trail, copy]):
+        merged = signed_trail.with_name("merged.jsonl")
+        result = run_cli("audit", "merge", *inputs, "-o", merged)
+        assert result.exit_code == 2 and "(the same trail given twice?)" in " ".join(result.output.split()), result.output
+        assert not merged.exists()
