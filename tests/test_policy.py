@@ -412,3 +412,15 @@ def test_a_size_below_zero_or_beyond_4_eib_is_a_policy_error(tmp_path, size):
     path = tmp_path / "policy.yaml"
     path.write_text(GOOD + f"    gates: {{max_size: {size}}}\n")
     assert "images.0.gates.max_size: " in error_of(path) and "is not a size from 0 to 4 EiB" in error_of(path)
+
+
+@pytest.mark.parametrize("url, expected", [
+    ("http://127.0.0.1:99999", "port out of range 0-65535"), ("http://h:abc", "port could not be cast"),
+    ("http://127.0.0.1:0", "is not a valid URL"), ("http://exa mple.com", "is not a valid URL")])
+def test_a_registry_url_with_an_impossible_port_or_a_space_is_a_policy_error(tmp_path, url, expected):
+    """Said at load with file:line, not found out at plan time as "sent an unusable response: a
+    redirect to an invalid URL" (what requests makes of such a URL)."""
+    path = tmp_path / "policy.yaml"
+    path.write_text(GOOD.replace("http://127.0.0.1:5000", url))
+    message = error_of(path)
+    assert "policy.yaml:3: registries.src.url: " in message and expected in message, message

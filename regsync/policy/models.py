@@ -98,9 +98,16 @@ def http_urls(value: V) -> V:
     for url in [] if value is None else [value] if isinstance(value, str) else value:
         if not re.match(r"^https?://[^/\s]+", url):
             raise ValueError(f"'{url.rpartition('@')[2]}' must start with https:// (or http:// for plain HTTP)")
-        if "@" in urlsplit(url).netloc:
+        parts = urlsplit(url)
+        if "@" in parts.netloc:
             raise ValueError("credentials do not belong in a URL (it is printed in plans, logs and the audit "
                              "trail): use auth: {username: …, password: \"${ENV_VAR}\"}")
+        try:
+            port = parts.port   # ValueError: "Port out of range 0-65535", "Port could not be cast…"
+        except ValueError as exc:
+            raise ValueError(f"'{url}': {str(exc).lower()}") from None
+        if port == 0 or not parts.hostname or re.search(r"[\s<>\"{}|\\^`]", url):
+            raise ValueError(f"'{url}' is not a valid URL (a host name, an optional port 1-65535, no spaces)")
     return value
 
 
