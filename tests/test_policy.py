@@ -424,3 +424,16 @@ def test_a_registry_url_with_an_impossible_port_or_a_space_is_a_policy_error(tmp
     path.write_text(GOOD.replace("http://127.0.0.1:5000", url))
     message = error_of(path)
     assert "policy.yaml:3: registries.src.url: " in message and expected in message, message
+
+
+@pytest.mark.parametrize("content, expected", [(b"[" * 100_000 + b"]" * 100_000, "is not JSON (a trusted_root.json is)"),
+                                               (b"[]", "is not a JSON object (a trusted_root.json is one")])
+def test_a_trusted_root_that_is_no_json_object_is_a_policy_error(tmp_path, content, expected):
+    (tmp_path / "trusted_root.json").write_bytes(content)
+    path = tmp_path / "policy.yaml"
+    path.write_text(GOOD + "    verify: {signature: required, trust: [ci]}\ntrust:\n  ci:\n"
+                    "    keyless: {issuer: https://token.actions.githubusercontent.com, identity: a}\n"
+                    "    trusted_root: trusted_root.json\n")
+    result = CliRunner().invoke(cli, ["policy", "check", "-p", str(path)])
+    assert result.exit_code == 2 and expected in " ".join(result.output.split()), result.output
+    assert "internal error" not in result.output
