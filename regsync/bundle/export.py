@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import threading
 from datetime import datetime, timezone
 from pathlib import Path
@@ -89,8 +90,11 @@ def check_bundle_dir(out: Path) -> None:
         raise UsageError(f"-o {out}: {in_the_way} is a file, not a folder")
     if out.is_dir() and any(out.iterdir()) and not any((out / name).exists() for name in ("oci-layout", "bundle.json")):
         raise UsageError(f"-o {out} is a folder of other files, not a bundle: export into a new or empty folder")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
+    existing = next(parent for parent in (out, *out.parents) if parent.exists())
+    probe = existing / f".regsync-probe-{os.getpid()}"
+    try:   # created as the run will create it, and removed: a refused export leaves no folder behind
+        probe.mkdir()
+        probe.rmdir()
     except OSError as exc:
         raise UsageError(f"-o {out}: cannot create the bundle folder: {exc.strerror or exc}") from None
 
