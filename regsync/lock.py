@@ -13,7 +13,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from regsync.errors import LockedError
+from regsync.errors import LockedError, UsageError
 
 POLL_SECONDS = 0.5
 
@@ -46,8 +46,12 @@ class RunLock:
         self.waited_for = ""         # that run, as its lock file named it
 
     def acquire(self, wait_seconds: float = 0) -> "RunLock":
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:   # the trail's folder is the user's choice (audit.path, --audit-file)
+            raise UsageError(f"cannot create the run lock {self.path} beside the audit trail: "
+                             f"{exc.strerror or exc}") from None
         begun = time.monotonic()
         deadline = begun + wait_seconds
         while True:

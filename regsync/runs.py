@@ -21,6 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from regsync.audit.log import AuditLog, check_audit_path
+from regsync.content.files import check_output_file
 from regsync.endpoints import Endpoints
 from regsync.errors import EXIT_RUNTIME, RegsyncError, UsageError, VerificationError
 from regsync.kinds.registry import KINDS, SECTIONS
@@ -109,10 +110,11 @@ def export(policy_path: Path, out: Path, options: RunOptions, since: Path | None
     """Everything the policy selects, verified, into the bundle directory `out`."""
     # bundles and signing keys (cryptography) are imported by the verbs that use them: a sync's
     # start-up does not pay for them (issue 16)
-    from regsync.bundle.export import export_bundle, export_stand_ins
+    from regsync.bundle.export import check_bundle_dir, export_bundle, export_stand_ins
     from regsync.bundle.signature import signing_key_for
     from regsync.trust.signing import load_private_key
 
+    check_bundle_dir(out)
     loaded = _load_for_run(policy_path, options)
     key = load_private_key(sign_key, sign_key_password_env, "--sign-key") if sign_key else None
     key = signing_key_for(loaded, key)  # a bundle the far side would refuse is refused here, before any fetch
@@ -237,6 +239,9 @@ def _audited(loaded, command, work, options: RunOptions, sources, audit: AuditLo
 
 
 def _load_for_run(policy_path: Path, options: RunOptions, offline_sources: bool = False) -> LoadedPolicy:
+    for path, option in ((options.summary_json, "--summary-json"), (options.metrics_file, "--metrics-file")):
+        if path is not None:
+            check_output_file(path, option)   # before the run: its result must have somewhere to go
     try:
         return load_checked(policy_path, offline_sources)
     except RegsyncError as exc:

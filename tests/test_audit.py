@@ -339,3 +339,37 @@ def test_audit_list_json_prints_the_original_record_bytes(signed_trail):
     result = run_cli("audit", "list", signed_trail, "--json")
     assert result.exit_code == 0
     assert result.stdout.encode() == signed_trail.read_bytes()
+
+
+def test_a_trail_or_result_file_that_cannot_be_written_is_a_usage_error_before_the_run(tmp_path):
+    """--audit-file at a FIFO, /dev/null or under /proc, --summary-json at a directory, --metrics-file under
+    a file: exit 2 with the flag named, before any registry is asked (these refuse connections)."""
+    import os
+
+    policy = tmp_path / "policy.yaml"
+    policy.write_text('version: 1\nregistries:\n  src: {url: "http://127.0.0.1:1"}\n  dst: {url: "http://127.0.0.1:1"}\n'
+                      'images:\n  - {from: src/a/b, to: dst/a/b, tags: {include: ["1"]}}\n')
+    os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "afile").write_text("x")
+    trail = ["--audit-file", tmp_path / "audit.jsonl"]
+    for args, expected in (
+            (["--audit-file", tmp_path / "fifo"], "--audit-file " f"{tmp_path / 'fifo'} is not a regular file"),
+            (["--audit-file", "/dev/null"], "--audit-file /dev/null is not a regular file"),
+            (["--audit-file", "/proc/regsync-audit.jsonl"], "cannot create the run lock /proc/regsync-audit.jsonl.lock"),
+            ([*trail, "--summary-json", tmp_path], "--summary-json " f"{tmp_path} is a directory"),
+            ([*trail, "--metrics-file", tmp_path / "afile" / "m.prom"], f"{tmp_path / 'afile'} is a file, not a folder")):
+        result = run_cli("sync", "-p", policy, *args)
+        assert result.exit_code == 2, (args, result.output)
+        assert expected in " ".join(result.output.split()) and "connection refused" not in result.output, result.output
+    assert not (tmp_path / "audit.jsonl").exists()
+
+
+def test_merging_the_same_trail_twice_is_refused_not_doubled(signed_trail):
+    """`audit merge audit-*.jsonl audit-0.jsonl`: every run of audit-0 would be in the result twice,
+    and a report built from it would count each artifact twice."""
+    copy = tampered(signed_trail, lines_of(signed_trail), "copy.jsonl")
+    for inputs in ([signed_trail, signed_trail], [signed_trail, copy]):
+        merged = signed_trail.with_name("merged.jsonl")
+        result = run_cli("audit", "merge", *inputs, "-o", merged)
+        assert result.exit_code == 2 and "(the same trail given twice?)" in " ".join(result.output.split()), result.output
+        assert not merged.exists()

@@ -174,3 +174,70 @@ def test_html_report_layout_in_chromium_at_common_widths(tmp_path, mixed_trail, 
     subprocess.run([CHROMIUM, *flags, f"--screenshot={shot}", html_path.as_uri()], capture_output=True, timeout=120)
     assert shot.exists() and shot.stat().st_size > 10_000
     shutil.copy(shot, tmp_path.parent / f"last-audit-report-{width}.png")  # kept for a human to look at
+
+
+def _small_trail(path):
+    """A real trail of one run that pushed an image, written by regsync's own AuditLog."""
+    from regsync.audit.log import AuditLog
+
+    log = AuditLog(path, "run-1")
+    log.start_run(policy_sha256="0" * 64, policy_path="policy.yaml", targets=["dst"], command="sync")
+    log.event("pushed", artifact={"kind": "image", "source": "src/a:1", "target": "dst/a:1",
+                                  "digest": "sha256:" + "b" * 64, "size": 10})
+    log.finish_run(exit_code=0, bytes_moved=10)
+    log.close()
+    return path
+
+
+NOT_RECORDS = {
+    "a JSON list": b"[1, 2, 3]", "a number": b"42", "null": b"null", "an object of other keys": b'{"hello": "world"}',
+    "nested past the parser": b"[" * 100_000 + b"]" * 100_000,
+    "fields of other types": json.dumps({"ts": 5, "run_id": [1], "seq": "x", "prev": None, "event": {}}).encode(),
+    "an artifact that is a string": json.dumps({"ts": "2026-01-01T00:00:00Z", "run_id": "r", "seq": 9, "prev": "x",
+                                                "event": "pushed", "artifact": "x"}).encode(),
+    "a size that is a word": json.dumps({"ts": "2026-01-01T00:00:00Z", "run_id": "r", "seq": 9, "prev": "x",
+                                         "event": "pushed", "artifact": {"kind": "image", "target": "dst/b:1",
+                                                                         "digest": 5, "size": "x"}}).encode(),
+}
+
+
+@pytest.mark.parametrize("name", sorted(NOT_RECORDS))
+def test_a_line_that_is_not_an_audit_record_is_skipped_by_reports_and_named_by_verify(tmp_path, name):
+    trail = _small_trail(tmp_path / "audit.jsonl")
+    with trail.open("ab") as handle:
+        handle.write(NOT_RECORDS[name] + b"\n")
+    verified = run_cli("audit", "verify", trail)
+    assert verified.exit_code == 1 and "audit.jsonl:4:" in verified.output, (name, verified.output)
+    report = run_cli("audit", "report", trail, "--json", tmp_path / "r.json", "--html", tmp_path / "r.html")
+    assert report.exit_code == 1 and "audit.jsonl:4:" in report.output, (name, report.output)   # shown, not clean
+    assert [row["target"] for row in json.loads((tmp_path / "r.json").read_text())["artifacts"]] == ["dst/a:1"]
+    for verb in (["audit", "inventory", trail], ["audit", "inventory", trail, "--format", "spdx"],
+                 ["audit", "list", trail], ["audit", "list", trail, "--json"]):
+        result = run_cli(*verb)
+        assert result.exit_code == 0 and "internal error" not in result.output, (name, verb, result.output)
+        assert "dst/a" in result.output, (name, verb, result.output)
+
+
+def test_an_edited_digest_that_is_no_sha256_stays_out_of_the_spdx_checksums(tmp_path):
+    trail = _small_trail(tmp_path / "audit.jsonl")
+    trail.write_bytes(trail.read_bytes().replace(b"sha256:" + b"b" * 64, b"sha256:bb"))
+    result = run_cli("audit", "inventory", trail, "--format", "spdx")
+    assert result.exit_code == 0 and "internal error" not in result.output, result.output
+    assert "dst/a" in result.output and '"checksumValue": "bb"' not in result.output
+
+
+def test_a_fifo_trail_and_an_output_that_cannot_be_written_are_usage_errors(tmp_path):
+    import os
+
+    trail = _small_trail(tmp_path / "audit.jsonl")
+    fifo = tmp_path / "fifo.jsonl"
+    os.mkfifo(fifo)   # never opened: it would wait for a writer
+    for verb in ("verify", "list", "inventory"):
+        result = run_cli("audit", verb, fifo)
+        assert result.exit_code == 2 and "is not a regular file" in result.output, result.output
+    (tmp_path / "afile").write_text("x")
+    for args, expected in ((["report", trail, "--html", tmp_path], "--html"),
+                           (["report", trail, "--json", tmp_path / "afile" / "r.json"], "afile is a file, not a folder"),
+                           (["inventory", trail, "-o", tmp_path], "-o")):
+        result = run_cli("audit", *args)
+        assert result.exit_code == 2 and expected in " ".join(result.output.split()), result.output

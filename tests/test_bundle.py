@@ -3,8 +3,10 @@ corrupted and hostile bundles refused with nothing tagged."""
 
 import hashlib
 import json
+import os
 import shutil
 import subprocess
+import time
 import zlib
 
 import pytest
@@ -120,3 +122,17 @@ def test_symlinked_blob_is_never_followed(exported, tmp_path):
     assert result.exit_code == 3, result.output
     assert "not a regular file" in result.output
     assert tags_on(exported["target"], exported["repo"]) == [TAGS[1]]
+
+
+@pytest.mark.parametrize("planted", ["SHA256SUMS", "blob"])
+def test_a_fifo_planted_in_a_bundle_is_refused_not_waited_on(exported, planted):
+    """open() of a FIFO waits for a writer: a carrier's FIFO in place of SHA256SUMS or a blob must be
+    refused as not a regular file, at once, with nothing tagged."""
+    path = exported["bundle"] / "SHA256SUMS" if planted == "SHA256SUMS" else exported["victim"]
+    path.unlink()
+    os.mkfifo(path)
+    started = time.monotonic()
+    result = run_cli("import", exported["bundle"], "-p", exported["policy"])
+    assert result.exit_code == 3 and "not a regular file" in result.output, result.output
+    assert time.monotonic() - started < 60
+    assert tags_on(exported["target"], exported["repo"]) == ([] if planted == "SHA256SUMS" else [TAGS[1]])

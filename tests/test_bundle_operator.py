@@ -135,3 +135,22 @@ audit: {{path: audit.jsonl}}
     # `policy check` and `sync` still need every variable: only import has the bundle to stand in
     checked = run_cli("policy", "check", "-p", policy, env=far_side)
     assert checked.exit_code == 2 and "SRC_URL" in checked.output, checked.output
+
+
+def test_export_into_a_folder_of_other_files_or_past_a_file_is_refused_before_the_run(tmp_path):
+    """A bundle's blobs and SHA256SUMS are never mixed into a folder of someone's files; -o under a
+    file or where no folder can be made is a usage error, not an internal error after resolving."""
+    policy = tmp_path / "policy.yaml"
+    policy.write_text('version: 1\nregistries:\n  src: {url: "http://127.0.0.1:1"}\n  dst: {url: "http://127.0.0.1:1"}\n'
+                      'images:\n  - {from: src/a/b, to: dst/a/b, tags: {include: ["1"]}}\naudit: {path: audit.jsonl}\n')
+    foreign = tmp_path / "documents"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    (tmp_path / "afile").write_text("x")
+    for out, expected in ((foreign, "is a folder of other files, not a bundle"),
+                          (tmp_path / "afile" / "bundle", "afile is a file, not a folder"),
+                          ("/proc/regsync-bundle", "cannot create the bundle folder")):
+        result = run_cli("export", "-p", policy, "-o", out)
+        assert result.exit_code == 2 and expected in " ".join(result.output.split()), result.output
+    assert sorted(p.name for p in foreign.iterdir()) == ["notes.txt"]
+    assert not (tmp_path / "audit.jsonl").exists()

@@ -3,6 +3,8 @@ them, help that names every kind, and a line saying what `plan -o` and `export -
 
 import json
 
+import pytest
+
 from tests.fixtures.oci_layout import seed, write_image
 from tests.fixtures.policies import run_cli, write_policy
 
@@ -157,3 +159,18 @@ def test_plan_compact_shows_changes_one_line_each_with_the_signer(tmp_path, regi
     assert "(not shown: 1 unchanged; full reasons: --json or -v)" in " ".join(result.stdout.split())
     full = run_cli("plan", "-p", policy)  # the full table has the signer too, and the skip row
     assert "skip" in full.stdout and "┃ signer" in full.stdout and "│ release" in full.stdout, full.stdout
+
+
+@pytest.mark.parametrize("option, value", [("--bandwidth", "9" * 400), ("--bandwidth", "-5"), ("--max-duration", "1e300"),
+                                           ("--max-duration", "nan"), ("--wait-lock", "nan"), ("--wait-lock", "inf"),
+                                           ("--max-requests-per-second", "nan")])
+def test_a_number_option_out_of_bounds_is_a_usage_error_naming_it(tmp_path, option, value):
+    """Never a traceback (a 400-digit size overflowed a float; a 1e300 s deadline overflowed the timer
+    thread), never a run that starts with a NaN deadline and stops at once."""
+    policy = tmp_path / "policy.yaml"
+    policy.write_text('version: 1\nregistries:\n  src: {url: "http://127.0.0.1:1"}\n  dst: {url: "http://127.0.0.1:1"}\n'
+                      'images:\n  - {from: src/a/b, to: dst/a/b, tags: {include: ["1"]}}\n')
+    result = run_cli("sync", "-p", policy, "--audit-file", tmp_path / "audit.jsonl", option, value)
+    assert result.exit_code == 2, result.output
+    assert f"Invalid value for '{option}'" in result.output and "Traceback" not in result.output, result.output
+    assert not (tmp_path / "audit.jsonl").exists()

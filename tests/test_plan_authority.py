@@ -409,3 +409,75 @@ def test_a_saved_plan_keeps_its_versions_when_the_index_has_moved_on(tmp_path, c
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in (pypiserver.root / "packages").iterdir()) == [
         "capp-1.0-py3-none-any.whl", "clib-1.0-py3-none-any.whl"]
+
+
+# A plan file is input like any other: a hand edit, a truncated copy or a file that is no plan at all is
+# one clear line, exit 2, before anything is touched (the registries here refuse connections: never asked).
+CLOSED = """\
+version: 1
+registries:
+  src: {url: "http://127.0.0.1:1"}
+  dst: {url: "http://127.0.0.1:1"}
+images:
+  - from: src/library/alpine
+    to: dst/mirror/alpine
+    tags: {include: ["3.19"]}
+audit: {path: audit.jsonl}
+"""
+
+
+def _plan_body(policy):
+    import hashlib
+
+    item = dict.fromkeys(V1_KEYS)
+    item.update(kind="image", source="src/library/alpine:3.19", target="dst/mirror/alpine:3.19",
+                digest="sha256:" + "a" * 64, action="copy", reason="", bytes=100, blobs_missing=1, media_type="",
+                rule="images[0]")
+    return {"version": 1, "policy_sha256": hashlib.sha256(policy.read_bytes()).hexdigest(),
+            "created": "2026-12-03T10:00:00+00:00", "items": [item], "errors": []}
+
+
+@pytest.mark.parametrize("name, edit_plan, expected", [
+    ("not UTF-8", lambda body: json.dumps(body).encode().replace(b"alpine", b"alp\xe9ine"), "not UTF-8 text"),
+    ("nested past the parser", lambda body: b"[" * 100_000 + b"]" * 100_000, "JSON nested too deeply"),
+    ("truncated", lambda body: json.dumps(body, indent=2).encode()[:300], "not JSON: Unterminated string"),
+    ("a list", lambda body: b"[]", "an object with version, policy_sha256, created and items is expected, not an array"),
+    ("policy_sha256 a number", lambda body: {**body, "policy_sha256": 5}, "'policy_sha256' is a number, not a string"),
+    ("items null", lambda body: {**body, "items": None}, "'items' is null, not an array"),
+    ("an item that is a list", lambda body: {**body, "items": [[1, 2]]}, "an item is an array, not an object"),
+    ("version as a string", lambda body: {**body, "version": "1"}, "'version' is a string, not a number"),
+    ("a future version", lambda body: {**body, "version": 2}, "unsupported plan version 2"),
+    ("a byte count that is a word", lambda body: {**body, "items": [{**body["items"][0], "bytes": "big"}]},
+     "item src/library/alpine:3.19: bytes: input should be a valid integer"),
+    ("a missing digest", lambda body: {**body, "items": [{k: v for k, v in body["items"][0].items() if k != "digest"}]},
+     "item src/library/alpine:3.19: digest: field required"),
+])
+def test_a_plan_file_that_is_not_a_plan_is_one_clear_line(tmp_path, name, edit_plan, expected):
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(CLOSED)
+    edited = edit_plan(_plan_body(policy))
+    path = tmp_path / "plan.json"
+    path.write_bytes(edited if isinstance(edited, bytes) else json.dumps(edited).encode())
+    for verb in (["plan", "show", path], ["sync", "-p", policy, "--plan", path]):
+        result = run_cli(*verb)
+        assert result.exit_code == 2, (name, verb, result.output)
+        assert expected in " ".join(result.output.split()) and "internal error" not in result.output, (name, result.output)
+
+
+def test_a_plan_that_is_a_fifo_is_not_waited_for_and_plan_o_names_where_it_cannot_write(tmp_path):
+    import os
+
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(CLOSED)
+    fifo = tmp_path / "plan.json"
+    os.mkfifo(fifo)   # nobody writes: reading it must not wait for a writer
+    result = run_cli("sync", "-p", policy, "--plan", fifo)
+    assert result.exit_code == 2 and "not a regsync plan (not JSON" in result.output, result.output
+    (tmp_path / "afile").write_text("x")
+    for output, expected in ((tmp_path, "is a directory: name a file"),
+                             (tmp_path / "afile" / "plan.json", "cannot write there: " f"{tmp_path / 'afile'} is a file")):
+        result = run_cli("plan", "-p", policy, "-o", output)
+        assert result.exit_code == 2, result.output
+        assert expected in " ".join(result.output.split()), result.output
+        assert "connection refused" not in result.output   # said before resolving anything
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith((".tmp", ".probe"))]

@@ -360,3 +360,80 @@ def test_a_server_s_kind_key_is_its_flavour_and_only_kind_names_it(tmp_path, sec
     assert getattr(load_policy(path, {}).policy, section)["it"].flavour == flavour
     path.write_text(path.read_text().replace("kind:", "flavour:"))
     assert error_of(path) == f"{path}:3: unknown key 'flavour'"
+
+
+# Hostile or clumsy files a user may hand to -p: one line with file:line, exit 2, never a traceback or a hang.
+GOOD = BASE.replace("${DST_PASSWORD}", "x").replace("    tls: {ca_file: certs/ca.pem}\n", "")
+
+
+@pytest.mark.parametrize("name, text, expected", [
+    ("control character", GOOD.replace("pytorch/cuda", "pytorch/\x01cuda", 1),
+     "policy.yaml:8: invalid YAML: character U+0001 is not allowed"),
+    ("NUL byte", GOOD.replace("ai/cuda", "ai/\x00cuda"), "policy.yaml:9: invalid YAML: character U+0000"),
+    ("python tag", GOOD + "x: !!python/name:os.system\n", "policy.yaml:12: invalid YAML: could not determine a "
+                                                          "constructor for the tag"),
+    ("unknown local tag", GOOD.replace('"glob:2.9-*"', "!custom 2.9"), "policy.yaml:11: invalid YAML: could not "
+                                                                      "determine a constructor for the tag '!custom'"),
+    ("deep nesting", "version: 1\nx: " + "[" * 5000 + "]" * 5000 + "\n", "invalid YAML: nested more than 64 levels"),
+    ("deep mappings", "version: 1\nx: " + "{a: " * 3000 + "1" + "}" * 3000 + "\n", "nested more than 64 levels"),
+    ("billion laughs", "version: 1\nx0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(
+        f"x{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]\n" for i in range(1, 12)), "expands to more than 200000 values"),
+    ("a 5000-digit number", GOOD + "x: " + "9" * 5000 + "\n", "policy.yaml:12: invalid value: Exceeds the limit"),
+    ("an impossible date", GOOD + "x: 2026-13-45\n", "policy.yaml:12: invalid value: month must be in 1..12"),
+])
+def test_a_hostile_policy_file_is_one_clear_error(tmp_path, name, text, expected):
+    path = tmp_path / "policy.yaml"
+    path.write_bytes(text.encode())
+    result = CliRunner().invoke(cli, ["policy", "check", "-p", str(path)])
+    assert result.exit_code == 2, (name, result.output)
+    assert expected in result.output and "internal error" not in result.output, (name, result.output)
+    assert len(result.output.strip().splitlines()) == 1, result.output
+
+
+def test_a_policy_that_is_too_large_a_fifo_or_dev_zero_is_refused_without_reading_it_all(tmp_path):
+    import os
+    import time
+
+    huge = tmp_path / "huge.yaml"
+    with huge.open("wb") as handle:
+        handle.write(GOOD.encode() + b"# " + b"x" * (17 << 20) + b"\n")
+    fifo = tmp_path / "fifo.yaml"
+    os.mkfifo(fifo)   # nobody writes to it: reading must not wait for a writer
+    for path, expected in ((huge, "larger than 16 MiB: not a policy file"), ("/dev/zero", "larger than 16 MiB"),
+                           (fifo, "fifo.yaml: the policy is empty")):
+        started = time.monotonic()
+        result = CliRunner().invoke(cli, ["policy", "check", "-p", str(path)])
+        assert result.exit_code == 2 and expected in result.output, result.output
+        assert time.monotonic() - started < 10
+
+
+@pytest.mark.parametrize("size", ["-5", "'99999999999999999999999999999999999999999999999999GiB'"])
+def test_a_size_below_zero_or_beyond_4_eib_is_a_policy_error(tmp_path, size):
+    path = tmp_path / "policy.yaml"
+    path.write_text(GOOD + f"    gates: {{max_size: {size}}}\n")
+    assert "images.0.gates.max_size: " in error_of(path) and "is not a size from 0 to 4 EiB" in error_of(path)
+
+
+@pytest.mark.parametrize("url, expected", [
+    ("http://127.0.0.1:99999", "port out of range 0-65535"), ("http://h:abc", "port could not be cast"),
+    ("http://127.0.0.1:0", "is not a valid URL"), ("http://exa mple.com", "is not a valid URL")])
+def test_a_registry_url_with_an_impossible_port_or_a_space_is_a_policy_error(tmp_path, url, expected):
+    """Said at load with file:line, not found out at plan time as "sent an unusable response: a
+    redirect to an invalid URL" (what requests makes of such a URL)."""
+    path = tmp_path / "policy.yaml"
+    path.write_text(GOOD.replace("http://127.0.0.1:5000", url))
+    message = error_of(path)
+    assert "policy.yaml:3: registries.src.url: " in message and expected in message, message
+
+
+@pytest.mark.parametrize("content, expected", [(b"[" * 100_000 + b"]" * 100_000, "is not JSON (a trusted_root.json is)"),
+                                               (b"[]", "is not a JSON object (a trusted_root.json is one")])
+def test_a_trusted_root_that_is_no_json_object_is_a_policy_error(tmp_path, content, expected):
+    (tmp_path / "trusted_root.json").write_bytes(content)
+    path = tmp_path / "policy.yaml"
+    path.write_text(GOOD + "    verify: {signature: required, trust: [ci]}\ntrust:\n  ci:\n"
+                    "    keyless: {issuer: https://token.actions.githubusercontent.com, identity: a}\n"
+                    "    trusted_root: trusted_root.json\n")
+    result = CliRunner().invoke(cli, ["policy", "check", "-p", str(path)])
+    assert result.exit_code == 2 and expected in " ".join(result.output.split()), result.output
+    assert "internal error" not in result.output

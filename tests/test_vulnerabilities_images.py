@@ -5,6 +5,7 @@ are the real ones in tests/data/osv (DSA-3029-1: nginx in Debian 7, fixed in 1.2
 import gzip
 import io
 import json
+import os
 import tarfile
 
 import pytest
@@ -277,3 +278,22 @@ def test_an_apk_package_is_matched_with_apk_version_order(tmp_path, registry, re
     pushed = by_tag(audit(tmp_path, "pushed"))["new"]["verification"]["vulnerabilities"]
     assert pushed["matches"] == [] and ("Alpine:v3.12", "musl", "1.1.24-r10") in {
         (p["ecosystem"], p["name"], p["version"]) for p in pushed["packages"]}
+
+
+def test_scan_reads_an_uncompressed_layer_and_refuses_what_is_no_layer_file(tmp_path, osv_db):
+    """A plain tar is a layer as a gzip one is (the first block was read short, so it was "not a layer");
+    a tar cut short, a FIFO, a device and a mistyped name are each one line, exit 2, never a hang."""
+    plain = tmp_path / "layer.tar"
+    plain.write_bytes(gzip.decompress(layer(BASE)))
+    result = run_cli("scan", "--db", osv_db, plain)
+    assert result.exit_code == 3, result.output
+    assert "DSA-3029-1" in result.output and "1.2.1-2.2+wheezy3" in result.output
+    cut = tmp_path / "cut.tar"
+    cut.write_bytes(plain.read_bytes()[:700])   # the first member's header, then part of its data
+    fifo = tmp_path / "fifo.tar"
+    os.mkfifo(fifo)   # nobody writes: reading would wait forever
+    for path, expected in ((cut, "cut.tar: not a complete layer tarball"), (fifo, "fifo.tar: not a regular file"),
+                           ("/dev/zero", "/dev/zero: not a regular file"),
+                           (tmp_path / "nope.whl", "nope.whl: no such file")):
+        result = run_cli("scan", "--db", osv_db, path)
+        assert result.exit_code == 2 and expected in result.output, result.output

@@ -14,8 +14,37 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from regsync.audit.log import GENESIS, signed_bytes
+from regsync.content.files import open_input
 
 MAX_LINE_BYTES = 4 * 1024 * 1024
+
+
+# The fields a report, an index and an inventory read, and the types regsync writes them with.
+_RECORD_FIELDS = (("seq", int), ("ts", str), ("run_id", str), ("event", str))
+_OPTIONAL_FIELDS = (("artifact", dict), ("verification", dict), ("policy_rule", str), ("reason", str))
+_ARTIFACT_FIELDS = (("kind", str), ("source", str), ("target", str), ("digest", str), ("size", int))
+
+
+def read_record(raw: bytes | str) -> dict | None:
+    """One line of a trail as an audit record, or None when it is not one (not JSON, JSON nested past
+    the parser's depth, a list or a number, a record whose fields have other types than regsync
+    writes). A report, an index or an inventory shows what the file holds and skips the rest:
+    naming the damaged line is `audit verify`'s job, and the report carries its verdict."""
+    try:
+        record = json.loads(raw)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(record, dict):
+        return None
+    artifact = record.get("artifact")
+    checks: list[tuple[object, type, bool]] = [(record.get(key), kind, True) for key, kind in _RECORD_FIELDS]
+    checks += [(record.get(key), kind, False) for key, kind in _OPTIONAL_FIELDS]
+    checks += [(artifact.get(key), kind, False) for key, kind in _ARTIFACT_FIELDS] if isinstance(artifact, dict) else []
+    for value, kind, required in checks:
+        if (value is None and required) or (value is not None and (not isinstance(value, kind)
+                                                                    or isinstance(value, bool))):
+            return None
+    return record
 
 
 @dataclass
@@ -48,7 +77,7 @@ def verify_chain(path: Path, public_key=None, anchor: str | None = None) -> Chai
     report = ChainReport()
     prev_hash, prev_seq = GENESIS, 0
     open_run: tuple[str, int] | None = None  # (run_id, line of its run-started)
-    with path.open("rb") as handle:
+    with open_input(path) as handle:
         lines = _with_next(handle)
         for number, (raw, following) in enumerate(lines, start=1):
             report.lines, report.run_id = number, ""
@@ -59,7 +88,7 @@ def verify_chain(path: Path, public_key=None, anchor: str | None = None) -> Chai
             try:
                 entry = json.loads(raw)
                 seq, prev, event, run_id = int(entry["seq"]), entry["prev"], entry["event"], entry["run_id"]
-            except (ValueError, KeyError, TypeError):
+            except (ValueError, KeyError, TypeError, OverflowError, RecursionError):
                 return report.fail(number, "not an audit record (invalid JSON or missing seq/prev/event/run_id)")
             report.run_id = run_id
             if seq != prev_seq + 1:
@@ -140,7 +169,7 @@ def _out_of_sequence(path: Path, number: int, seq: int, prev_seq: int, following
 def _seq_of(raw: bytes | None) -> int | None:
     try:
         return int(json.loads(raw)["seq"]) if raw else None
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, OverflowError, RecursionError):
         return None
 
 

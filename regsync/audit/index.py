@@ -4,10 +4,12 @@ index is rebuilt whenever the trail's size or last line differ from what it was 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import sqlite3
 from pathlib import Path
+
+from regsync.audit.chain import read_record
+from regsync.content.files import open_input
 
 SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT);
@@ -22,7 +24,7 @@ CREATE INDEX records_run ON records (run_id);
 def _fingerprint(trail: Path) -> str:
     """Size, inode, mtime and the last 64 KiB: any append, rewrite or replacement changes it, without
     reading a multi-gigabyte trail (`audit verify` is the integrity check, not the index)."""
-    with trail.open("rb") as handle:
+    with open_input(trail) as handle:
         stat = os.fstat(handle.fileno())
         handle.seek(max(0, stat.st_size - 65536))
         tail = hashlib.sha256(handle.read()).hexdigest()
@@ -50,7 +52,7 @@ def _build(trail: Path, index_path: Path, fingerprint: str) -> sqlite3.Connectio
     tmp.unlink(missing_ok=True)
     db = sqlite3.connect(tmp)
     db.executescript(SCHEMA)
-    with trail.open("rb") as handle, db:
+    with open_input(trail) as handle, db:
         db.executemany("INSERT INTO records VALUES (?,?,?,?,?,?,?,?,?,?)", _rows(handle))
         db.execute("INSERT INTO meta VALUES ('fingerprint', ?)", (fingerprint,))
     db.close()
@@ -60,9 +62,8 @@ def _build(trail: Path, index_path: Path, fingerprint: str) -> sqlite3.Connectio
 
 def _rows(handle):
     for raw in handle:
-        try:
-            record = json.loads(raw)
-        except ValueError:
+        record = read_record(raw)
+        if record is None:   # not an audit record: `audit verify` names it
             continue
         artifact = record.get("artifact") or {}
         yield (record.get("seq"), record.get("ts"), record.get("run_id"), record.get("event"), artifact.get("source"),
@@ -80,4 +81,4 @@ def query(db: sqlite3.Connection, *, since: str | None = None, until: str | None
     params = [value for clause, value in filters if value for _ in range(clause.count("?"))]
     where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
     lines = [line for (line,) in db.execute(f"SELECT line FROM records {where} ORDER BY seq", params)]
-    return lines if raw else [json.loads(line) for line in lines]
+    return lines if raw else [record for record in map(read_record, lines) if record is not None]

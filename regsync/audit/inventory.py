@@ -10,6 +10,7 @@ documents (audit/spdx.py, audit/spdx3.py) carry the same artifacts, purls, hashe
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -64,7 +65,8 @@ def imported(trail: Path) -> list[Imported]:
             continue
         name, version, purl = identity(kind, target, digest)
         algorithm, _, hexdigest = digest.partition(":")
-        found[ref] = Imported(row, ref, name, version, purl, hexdigest if algorithm == "sha256" and hexdigest else None)
+        sha256 = hexdigest if algorithm == "sha256" and re.fullmatch("[0-9a-f]{64}", hexdigest) else None
+        found[ref] = Imported(row, ref, name, version, purl, sha256)   # an edited trail's digest is not a hash
     return list(found.values())
 
 

@@ -69,6 +69,9 @@ def check_audit_path(path: Path, setting: str) -> None:
     runs. The policy's `audit.path` keeps its directory created, as a fresh host needs."""
     if path.is_dir():
         raise UsageError(f"{setting} {path} is a directory: name a file in it, e.g. {path / 'regsync-audit.jsonl'}")
+    if path.exists() and not path.is_file():   # a FIFO, /dev/null: a trail is re-read and chained, never streamed
+        raise UsageError(f"{setting} {path} is not a regular file: an audit trail is a file regsync appends to "
+                         f"and reads back")
     if setting == "--audit-file" and not path.parent.is_dir():
         raise UsageError(f"--audit-file {path}: the directory {path.parent} does not exist (create it, or fix the path)")
 

@@ -27,6 +27,7 @@ def merge_trails(inputs: list[Path], output: Path, public_key=None, sign_key=Non
     if output.exists() and output.stat().st_size:  # before reading gigabytes of input
         raise UsageError(f"{output} exists and is not empty; merge into a new file")
     runs: list[tuple[str, list[tuple[dict, str, int]]]] = []
+    merged_from: dict[str, Path] = {}   # run_id → the input it came from: a run is merged once
     for path in inputs:
         report = verify_chain(path, public_key)
         if not report.ok:
@@ -39,6 +40,10 @@ def merge_trails(inputs: list[Path], output: Path, public_key=None, sign_key=Non
                 entry = json.loads(raw)
                 current.append((entry, path.name, entry["seq"]))
                 if entry["event"] == "run-finished":
+                    if entry["run_id"] in merged_from:
+                        raise UsageError(f"run {entry['run_id']} is in {merged_from[entry['run_id']]} and again in "
+                                         f"{path} (the same trail given twice?): each run is merged once")
+                    merged_from[entry["run_id"]] = path
                     runs.append((current[0][0]["ts"], current))
                     current = []
     runs.sort(key=lambda run: run[0])

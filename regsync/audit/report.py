@@ -14,8 +14,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from regsync.audit.chain import verify_chain
+from regsync.audit.chain import read_record, verify_chain
 from regsync.audit.evidence import Evidence
+from regsync.content.files import open_input
 from regsync.times import parse_time
 
 if TYPE_CHECKING:
@@ -26,15 +27,21 @@ ORDER = {event: i for i, event in enumerate(FINAL)}
 
 
 def read_records(trail: Path, since: datetime | None = None) -> Iterator[dict[str, Any]]:
-    with trail.open("rb") as handle:
+    with open_input(trail) as handle:
         for raw in handle:
-            try:
-                record = json.loads(raw)
-            except ValueError:
+            record = read_record(raw)
+            if record is None:
                 continue  # `audit verify` is where damage is reported; a report shows what it can
-            if since and parse_time(record.get("ts", "1970-01-01T00:00:00+00:00")) < since:
+            if since and not _at_or_after(record["ts"], since):
                 continue
             yield record
+
+
+def _at_or_after(ts: str, since: datetime) -> bool:
+    try:
+        return parse_time(ts) >= since
+    except ValueError:   # not a time: not a record regsync wrote, so not one of the period's
+        return False
 
 
 def integrity_of(trail: Path, public_key: PublicKey | None = None) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import threading
 from datetime import datetime, timezone
 from pathlib import Path
@@ -78,6 +79,24 @@ class BundleDirectory:
     @property
     def layers_left_out(self) -> int:
         return len(self._left_out)
+
+
+def check_bundle_dir(out: Path) -> None:
+    """Before the run: `out` can hold a bundle. A new or empty folder, or a bundle (finished or
+    half-written: re-running completes it); never a folder of other files, which the bundle's blobs
+    and SHA256SUMS would be mixed into. UsageError naming `-o` otherwise."""
+    in_the_way = next((parent for parent in (out, *out.parents) if parent.exists() and not parent.is_dir()), None)
+    if in_the_way is not None:
+        raise UsageError(f"-o {out}: {in_the_way} is a file, not a folder")
+    if out.is_dir() and any(out.iterdir()) and not any((out / name).exists() for name in ("oci-layout", "bundle.json")):
+        raise UsageError(f"-o {out} is a folder of other files, not a bundle: export into a new or empty folder")
+    existing = next(parent for parent in (out, *out.parents) if parent.exists())
+    probe = existing / f".regsync-probe-{os.getpid()}"
+    try:   # created as the run will create it, and removed: a refused export leaves no folder behind
+        probe.mkdir()
+        probe.rmdir()
+    except OSError as exc:
+        raise UsageError(f"-o {out}: cannot create the bundle folder: {exc.strerror or exc}") from None
 
 
 def export_bundle(loaded: LoadedPolicy, endpoints: Endpoints, kinds: Kinds, out: Path, audit, jobs: int = 8,

@@ -15,8 +15,17 @@ from regsync.cli.guard import run_guarded
 from regsync.times import parse_time
 
 
+def _regular_files(ctx, param, value):
+    """A trail is read twice (the chain, then the records) and seeked: a FIFO or a device is not one."""
+    for path in value if isinstance(value, tuple) else (value,):
+        if not path.is_file():
+            raise click.BadParameter(f"'{path}' is not a regular file (an audit trail is a file regsync wrote)")
+    return value
+
+
 def _trail(fn):
-    return click.argument("trail", type=click.Path(path_type=Path, exists=True, dir_okay=False))(fn)
+    return click.argument("trail", type=click.Path(path_type=Path, exists=True, dir_okay=False),
+                          callback=_regular_files)(fn)
 
 
 @click.group("audit")
@@ -86,14 +95,16 @@ def _sha256_arg(value: str | None) -> str | None:
 
 def _anchor_of(path: Path) -> tuple[str, int]:
     """(sha256, seq) from a summary JSON that `sync --summary-json` wrote."""
+    from regsync.content.files import open_input
+
     try:
-        with path.open("rb") as handle:
+        with open_input(path) as handle:   # a FIFO without a writer reads as empty
             head = json.loads(handle.read(1 << 20))["audit_head"]
         digest = _sha256_arg(head["sha256"])
         if digest is None:
             raise TypeError("no sha256")
         return digest, int(head["seq"])
-    except (OSError, ValueError, KeyError, TypeError, UsageError):
+    except (OSError, ValueError, KeyError, TypeError, OverflowError, RecursionError, UsageError):
         raise UsageError(f"--anchor: {path} is not a summary JSON with an audit_head "
                          "(as `regsync sync --summary-json` writes)") from None
 
@@ -177,6 +188,11 @@ def report_cmd(trail, html_out, json_out, since, key_path):
 
     if not html_out and not json_out:
         raise UsageError("say where the report goes: --html FILE and/or --json FILE")
+    from regsync.content.files import check_output_file
+
+    for path, option in ((html_out, "--html"), (json_out, "--json")):
+        if path is not None:
+            check_output_file(path, option)
     from regsync.trust.keys import load_public_key
 
     report = build_report(trail, _when(since), load_public_key(key_path, "--key") if key_path else None)
@@ -194,7 +210,8 @@ def report_cmd(trail, html_out, json_out, since, key_path):
 
 
 @audit_group.command("merge")
-@click.argument("trails", nargs=-1, required=True, type=click.Path(path_type=Path, exists=True, dir_okay=False))
+@click.argument("trails", nargs=-1, required=True, type=click.Path(path_type=Path, exists=True, dir_okay=False),
+                callback=_regular_files)
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="The merged trail (a new file).")
 @click.option("--key", "key_path", type=click.Path(path_type=Path, exists=True, dir_okay=False),
               help="Check the inputs' run-finished signatures with this public key first (every run must be signed).")
@@ -246,8 +263,11 @@ def inventory_cmd(trail, fmt, output):
       regsync audit inventory /var/lib/regsync/audit.jsonl --format spdx3 -o imported.spdx3.json
     """
     from regsync.audit.inventory import cyclonedx_bom, imported
+    from regsync.content.files import check_output_file
     from regsync.ops import write_atomically
 
+    if output:
+        check_output_file(output, "-o")
     artifacts = imported(trail)
     if fmt == "spdx":
         from regsync.audit.spdx import spdx_document

@@ -98,7 +98,10 @@ def _scan_ref(ref: str, db, gate, allow_http: bool, cacert) -> dict:
 
     if "/" not in ref:
         raise UsageError(f"{ref}: no such file, and not an image HOST/REPOSITORY[:TAG|@DIGEST]")
-    host, repo, reference = parse_image_ref(ref)
+    try:
+        host, repo, reference = parse_image_ref(ref)
+    except UsageError as exc:   # most often a file name mistyped: say that first
+        raise UsageError(f"{ref}: no such file; as an image reference: {exc}") from None
     client = RegistryClient(host, f"{'http' if allow_http else 'https'}://{host}",
                             resolve_credentials(Auth(docker_config=True), host), ca_file=cacert)
     client.ca_setting = "--registry-cacert"

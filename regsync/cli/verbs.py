@@ -10,7 +10,8 @@ from pathlib import Path
 import click
 
 from regsync.cli.guard import run_guarded
-from regsync.cli.options import POLICY_HELP, SIZE, audit_options, jobs_option, policy_option, rate_option
+from regsync.cli.options import (POLICY_HELP, SIZE, Finite, audit_options, jobs_option, policy_option,
+                                 rate_option)
 from regsync.errors import EXIT_CHANGES, EXIT_OK, EXIT_RUNTIME, UsageError
 
 
@@ -67,6 +68,10 @@ def _plan(policy_path, as_json, output, detailed_exitcode, bundle, compact, jobs
     from regsync import runs
     from regsync.console import render_plan
 
+    if output:
+        from regsync.content.files import check_output_file
+
+        check_output_file(output, "-o")   # before resolving, which may take minutes
     plan = runs.plan(policy_path, jobs, rps=rps, bundle=bundle)
     if output:
         plan.save(output)
@@ -94,9 +99,9 @@ def _plan(policy_path, as_json, output, detailed_exitcode, bundle, compact, jobs
               help="Audit JSONL to append to (default: the policy's audit.path, else ./regsync-audit.jsonl).")
 @click.option("--shard", metavar="I/N", help="Do only shard I of N of the work (stable hash of the target "
               "reference); e.g. --shard $(JOB_COMPLETION_INDEX)/4 in a Kubernetes Indexed Job.")
-@click.option("--wait-lock", type=click.FloatRange(0), default=0, metavar="SECONDS",
+@click.option("--wait-lock", type=Finite(0), default=0, metavar="SECONDS",
               help="Wait this long for another run's lock instead of exiting 5 at once.")
-@click.option("--max-duration", type=click.FloatRange(min=1), metavar="SECONDS",
+@click.option("--max-duration", type=Finite(min=1), metavar="SECONDS",
               help="After this long, stop as SIGTERM does: nothing new starts, small transfers finish, large uploads and downloads stop at a chunk boundary and resume on the next run; exit 1.")
 @click.option("--bandwidth", type=SIZE, metavar="SIZE", help="Limit bytes per second for the run (e.g. 50MiB).")
 @click.option("--summary-json", type=click.Path(path_type=Path), metavar="FILE",

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import errno
+import fcntl
 import json
 import os
 import stat
 import threading
 from pathlib import Path
+from typing import BinaryIO
 
 from loguru import logger
 
-from regsync.errors import PolicyError
+from regsync.errors import PolicyError, UsageError
 
 
 def state_dir() -> Path | None:
@@ -77,6 +79,23 @@ def write_atomically(path: Path, data: str | bytes) -> None:
     os.replace(tmp, path)
 
 
+def check_output_file(path: Path, option: str) -> None:
+    """Before any work: a file the user asked for (`-o`, `--summary-json`, `--html`) can be written at
+    `path`, so a long run does not end in an error it could have given at once. UsageError when
+    `path` is a directory, or its folder cannot be made or written to (a file on the way, /proc)."""
+    if path.is_dir():
+        raise UsageError(f"{option} {path} is a directory: name a file (e.g. {path / 'out.json'})")
+    probe = path.with_name(f".{path.name}.{os.getpid()}.probe")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)   # as write_atomically will
+        os.close(create_new(probe, 0o600))
+        probe.unlink()
+    except OSError as exc:
+        in_the_way = next((parent for parent in path.parents if parent.exists() and not parent.is_dir()), None)
+        reason = f"{in_the_way} is a file, not a folder" if in_the_way else exc.strerror or str(exc)
+        raise UsageError(f"{option} {path}: cannot write there: {reason}") from None
+
+
 def published_mode() -> int:
     """The mode of a file published for others to read: 0666 less the process's umask, what open()
     gives a new file (0644 under the usual 022). Read from /proc where it is said, since setting the
@@ -118,11 +137,24 @@ def write_private_json(path: Path, doc: dict) -> None:
     os.replace(temporary, path)
 
 
+def open_input(path) -> BinaryIO:
+    """A file a user named (a policy, a plan, a key, an audit trail), opened to read without ever
+    waiting for a writer: a FIFO nobody writes to reads as empty instead of blocking forever, while
+    a pipe that has its writer (`-p <(envsubst < policy.yaml)`) streams as usual. OSError as open()."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)   # a FIFO's open() blocks until a writer comes
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)   # reads block as usual
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def read_local_file(path, limit: int, what: str, noun: str) -> bytes:
     """A small local file a policy or a flag names (a key, a CA bundle, a trusted root), at most
     `limit` bytes; PolicyError naming `what` when it cannot be read or is too large to be `noun`."""
     try:
-        with open(path, "rb") as handle:
+        with open_input(path) as handle:
             data = handle.read(limit + 1)
     except OSError as exc:
         raise PolicyError(f"{what}: cannot read {path}: {exc.strerror}") from None

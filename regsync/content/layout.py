@@ -37,8 +37,8 @@ def blob_path(root: Path, digest: str) -> Path:
 
 def open_regular(path: Path):
     """Open a file that must be a regular file inside the layout: no symlink, no device."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    try:   # O_NONBLOCK: a FIFO planted in a bundle would block open() until a writer came (forever)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except FileNotFoundError:
         raise NotFound(str(path.name), 404, "not in the bundle") from None
     except OSError:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
 from pydantic import TypeAdapter, ValidationError
 
+from regsync.content.files import open_input, write_atomically
 from regsync.errors import InvalidName, UsageError, shown
 
 if TYPE_CHECKING:
@@ -172,20 +173,14 @@ class Plan:
         """`kinds`: each item's kind reads its own part (`read_details`) and checks every name apply
         turns into a URL or a path (`check_names`, raises InvalidName); a refuse row is only
         recorded, never acted on, and is not checked. An item of a kind not in `kinds` keeps its part
-        as read: apply refuses it."""
+        as read: apply refuses it. A file that is not such a plan is a UsageError naming what is wrong."""
+        body = _plan_body(text, where)
         try:
-            body = json.loads(text)
-            if body.get("version") != PLAN_VERSION:
-                raise UsageError(f"{where}: unsupported plan version {body.get('version')!r}")
             items = [_item(raw, kinds) for raw in body["items"]]
-            errors = [_build(PlanError, raw) for raw in body.get("errors", [])]
+            errors = [_build(PlanError, raw) for raw in body.get("errors") or []]
             plan = cls(body["policy_sha256"], items, errors, body["created"])
-        except UsageError:
-            raise
         except _BadPart as exc:
             raise UsageError(f"{where}: not a regsync plan: {exc}") from None
-        except (ValueError, KeyError, TypeError, AttributeError):
-            raise UsageError(f"{where}: not a regsync plan (malformed JSON or missing fields)") from None
         for item in plan.items:
             if item.action not in ACTIONS:
                 raise UsageError(f"{where}: unknown action '{shown(item.action)}' for {shown(item.source)}")
@@ -199,18 +194,61 @@ class Plan:
         return plan
 
     def save(self, path: Path) -> None:
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(self.to_json())
-        tmp.replace(path)  # never a half-written plan
+        """Replace `path` in one step (never a half-written plan); UsageError when it cannot be written."""
+        try:
+            write_atomically(path, self.to_json())
+        except OSError as exc:
+            raise UsageError(f"{path}: cannot write the plan: {exc.strerror}") from None
 
     @classmethod
     def load(cls, path: Path, kinds: Mapping[str, ItemReader]) -> "Plan":
         try:
-            if path.stat().st_size > MAX_PLAN_BYTES:
-                raise UsageError(f"{path}: too large to be a plan")
-            return cls.from_json(path.read_text(), str(path), kinds)
+            with open_input(path) as handle:   # a FIFO without a writer reads as empty, never hangs
+                data = handle.read(MAX_PLAN_BYTES + 1)
         except OSError as exc:
             raise UsageError(f"{path}: cannot read plan: {exc.strerror}") from None
+        if len(data) > MAX_PLAN_BYTES:
+            raise UsageError(f"{path}: too large to be a plan")
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise UsageError(f"{path}: not a regsync plan (not UTF-8 text)") from None
+        return cls.from_json(text, str(path), kinds)
+
+
+def _plan_body(text: str, where: str) -> dict[str, Any]:
+    """The plan file's top level, its shape checked: each complaint names what is wrong where."""
+    try:
+        body = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"{where}: not a regsync plan (not JSON: {exc.msg}, line {exc.lineno} column "
+                         f"{exc.colno})") from None
+    except RecursionError:   # the parser recurses per level: no plan nests more than a few
+        raise UsageError(f"{where}: not a regsync plan (JSON nested too deeply)") from None
+    if not isinstance(body, dict):
+        raise UsageError(f"{where}: not a regsync plan (an object with version, policy_sha256, created and items "
+                         f"is expected, not {_json_type(body)})")
+    for key, kind in (("version", int), ("policy_sha256", str), ("created", str), ("items", list)):
+        if key not in body:
+            raise UsageError(f"{where}: not a regsync plan (no '{key}')")
+        if not isinstance(body[key], kind) or isinstance(body[key], bool):
+            raise UsageError(f"{where}: not a regsync plan ('{key}' is {_json_type(body[key])}, not "
+                             f"{_json_type(kind())})")
+        if key == "version" and body[key] != PLAN_VERSION:
+            raise UsageError(f"{where}: unsupported plan version {body[key]} (this regsync reads version "
+                             f"{PLAN_VERSION}: make the plan again with `regsync plan -o`)")
+    if not isinstance(body.get("errors") or [], list):
+        raise UsageError(f"{where}: not a regsync plan ('errors' is {_json_type(body['errors'])}, not an array)")
+    return body
+
+
+def _json_type(value: Any) -> str:
+    """What a JSON value is, in JSON's words (an error names what it found, not Python's type)."""
+    for kind, name in ((bool, "a boolean"), (int, "a number"), (float, "a number"), (str, "a string"),
+                       (list, "an array"), (dict, "an object")):
+        if isinstance(value, kind):
+            return name
+    return "null"
 
 
 @functools.cache
@@ -218,16 +256,26 @@ def _adapter(cls: type[D]) -> TypeAdapter[D]:
     return TypeAdapter(cls)
 
 
-def _build(cls: type[D], raw: dict[str, Any]) -> D:
-    names = {f.name for f in fields(cls)}
-    unknown = set(raw) - names
+def _build(cls: type[D], raw: Any) -> D:
+    """The shared core of an item, or an error row, from a saved plan; _BadPart naming the key."""
+    if not isinstance(raw, dict):
+        raise _BadPart(f"an error row is {_json_type(raw)}, not an object")
+    unknown = sorted(set(raw) - {f.name for f in fields(cls)})
     if unknown:
-        raise KeyError(unknown)
+        raise _BadPart(f"{', '.join(shown(key) for key in unknown)}: not a key of a plan's {cls.__name__}")
     try:  # a plan file is input like any other: a digest that is a number is refused here, not deep in apply
         built: D = _adapter(cls).validate_python(raw)  # functools.cache hides TypeAdapter[D]'s parameter
     except ValidationError as exc:
-        raise ValueError(str(exc)) from None
+        what = f"item {shown(raw.get('source', '?'))}" if cls is ItemCore else "error"
+        raise _BadPart(f"{what}: {_errors_text(exc)}") from None
     return built
+
+
+def _errors_text(exc: ValidationError) -> str:
+    """pydantic's complaints as one line: each key, what it should be, and what it was."""
+    return "; ".join(f"{'.'.join(str(part) for part in error['loc'])}: {error['msg'].lower()}"
+                     + ("" if error["type"] == "missing" else f", not {shown(json.dumps(error['input'])[:80])}")
+                     for error in exc.errors())
 
 
 def details_of(item: PlanItem, cls: type[P]) -> P:
@@ -247,7 +295,9 @@ def _written_empty(key: str, value: Any) -> bool:
     return empty is not _CORE and type(value) is type(empty) and value == empty
 
 
-def _item(raw: dict[str, Any], kinds: Mapping[str, ItemReader]) -> PlanItem:
+def _item(raw: Any, kinds: Mapping[str, ItemReader]) -> PlanItem:
+    if not isinstance(raw, dict):
+        raise _BadPart(f"an item is {_json_type(raw)}, not an object")
     core = {f.name for f in fields(ItemCore)}
     shared = _build(ItemCore, {key: value for key, value in raw.items() if key in core})
     rest = {key: value for key, value in raw.items() if key not in core and not _written_empty(key, value)}
@@ -270,7 +320,5 @@ def read_part(cls: type[T], raw: dict[str, Any]) -> T:
     try:
         built = cast(T, _adapter(cast("type[DataclassInstance]", cls)).validate_python(raw))
     except ValidationError as exc:
-        raise ValueError("; ".join(f"{'.'.join(str(part) for part in error['loc'])}: {error['msg'].lower()}, "
-                                   f"not {shown(json.dumps(error['input'])[:80])}"
-                                   for error in exc.errors())) from None
+        raise ValueError(_errors_text(exc)) from None
     return built

@@ -10,12 +10,15 @@ from pathlib import Path
 from loguru import logger
 from pydantic import ValidationError
 
+from regsync.content.files import open_input
 from regsync.errors import PolicyError
 from regsync.policy.lint import unanchored_regexes
 from regsync.policy.models import Policy
 from regsync.policy.section import Sections, placeholder, policy_model, source_only
 from regsync.policy.vulns import check_vulnerability_references
 from regsync.policy.yamlsource import Document, load_document
+
+MAX_POLICY_BYTES = 16 * 1024 * 1024   # the largest policies in policies/ are a few KiB
 
 
 @dataclass(frozen=True)
@@ -42,9 +45,12 @@ def load_policy(path: str | Path, environ: dict[str, str] | None = None, offline
     neither required nor validated nor read: each becomes a placeholder the bundle's stand-in replaces."""
     path = Path(path)
     try:
-        raw = path.read_bytes()
+        with open_input(path) as handle:   # a FIFO without a writer reads as empty, never hangs
+            raw = handle.read(MAX_POLICY_BYTES + 1)
     except OSError as exc:
         raise PolicyError(f"cannot read policy: {exc.strerror}", str(path)) from None
+    if len(raw) > MAX_POLICY_BYTES:
+        raise PolicyError(f"larger than {MAX_POLICY_BYTES >> 20} MiB: not a policy file", str(path))
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:

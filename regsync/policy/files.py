@@ -67,6 +67,9 @@ def _ca_bundle(path: Path) -> None:
 
 def _json_file(path: Path) -> None:
     try:
-        json.loads(_read(path, "a trusted_root.json"))
-    except ValueError:
+        document = json.loads(_read(path, "a trusted_root.json"))
+    except (ValueError, RecursionError):   # RecursionError: nested past the parser, as no trusted root is
         raise PolicyError(f"{path} is not JSON (a trusted_root.json is)") from None
+    if not isinstance(document, dict):
+        raise PolicyError(f"{path} is not a JSON object (a trusted_root.json is one, with tlogs and "
+                          f"certificateAuthorities)")

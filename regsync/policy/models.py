@@ -13,6 +13,7 @@ from regsync.policy.vulns import VulnDatabase
 from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, SecretStr,
                       ValidationInfo, model_validator)
 
+MAX_SIZE = 4 * 1024**6   # 4 EiB: larger is a typo, and a negative size gates everything out
 _UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2, "g": 1000**3,
           "gb": 1000**3, "t": 1000**4, "tb": 1000**4, "kib": 1024, "mib": 1024**2,
           "gib": 1024**3, "tib": 1024**4}
@@ -23,11 +24,16 @@ def parse_size(value) -> int:
     if isinstance(value, bool):
         raise ValueError("a size is a number of bytes or a string like '12GiB'")
     if isinstance(value, int):
-        return value
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", str(value))
-    if not match or match.group(2).lower() not in _UNITS:
-        raise ValueError(f"'{value}' is not a size (examples: 512MiB, 12GiB, 1000000)")
-    return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
+        size = value
+    else:
+        match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", str(value))
+        if not match or match.group(2).lower() not in _UNITS:
+            raise ValueError(f"'{value}' is not a size (examples: 512MiB, 12GiB, 1000000)")
+        number = float(match.group(1)) * _UNITS[match.group(2).lower()]   # 400 digits: inf
+        size = int(number) if number <= MAX_SIZE else MAX_SIZE + 1
+    if not 0 <= size <= MAX_SIZE:
+        raise ValueError(f"'{value}' is not a size from 0 to 4 EiB (examples: 512MiB, 12GiB, 1000000)")
+    return size
 
 
 def _relative_to_policy(value: Path, info: ValidationInfo) -> Path:
@@ -92,9 +98,16 @@ def http_urls(value: V) -> V:
     for url in [] if value is None else [value] if isinstance(value, str) else value:
         if not re.match(r"^https?://[^/\s]+", url):
             raise ValueError(f"'{url.rpartition('@')[2]}' must start with https:// (or http:// for plain HTTP)")
-        if "@" in urlsplit(url).netloc:
+        parts = urlsplit(url)
+        if "@" in parts.netloc:
             raise ValueError("credentials do not belong in a URL (it is printed in plans, logs and the audit "
                              "trail): use auth: {username: …, password: \"${ENV_VAR}\"}")
+        try:
+            port = parts.port   # ValueError: "Port out of range 0-65535", "Port could not be cast…"
+        except ValueError as exc:
+            raise ValueError(f"'{url}': {str(exc).lower()}") from None
+        if port == 0 or not parts.hostname or re.search(r"[\s<>\"{}|\\^`]", url):
+            raise ValueError(f"'{url}' is not a valid URL (a host name, an optional port 1-65535, no spaces)")
     return value
 
 

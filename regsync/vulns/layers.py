@@ -92,7 +92,14 @@ def is_layer(path) -> bool:
     """A tar, compressed as layers are or not, by its first block (`regsync scan FILE`)."""
     with path.open("rb") as handle:
         try:
-            return is_header(_decompressed(_Source(handle)).read(BLOCK))
+            tar = _decompressed(_Source(handle))
+            first = b""
+            while len(first) < BLOCK:   # a plain tar's source answers its peeked bytes first: one read is short
+                more = tar.read(BLOCK - len(first))
+                if not more:
+                    break
+                first += more
+            return is_header(first)
         except (OSError, EOFError, ValueError):   # what the decompressors raise on bytes that are not theirs
             return False
 

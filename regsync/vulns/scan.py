@@ -11,6 +11,7 @@ from regsync.vulns.files import python_package
 from regsync.vulns.gate import VulnerabilityRefusal, check_packages
 from regsync.vulns.layers import ImageContents, is_layer
 from regsync.vulns.match import NotCovered
+from regsync.vulns.tarstream import TarError
 
 
 def scan_path(path: Path, db: OsvDatabase, gate: VulnGate) -> dict:
@@ -22,6 +23,8 @@ def scan_path(path: Path, db: OsvDatabase, gate: VulnGate) -> dict:
         contents = ImageContents()
         contents.add_tree(path)
         return _contents(contents, db, gate, path.name)
+    if not path.is_file():   # a FIFO would block the read below forever; a device never ends
+        raise UsageError(f"{path}: not a regular file (scan a wheel, sdist, layer tarball or folder)")
     try:
         return check_packages(db, gate, [python_package(path.name)], path.name)
     except NotCovered as exc:
@@ -32,7 +35,10 @@ def scan_path(path: Path, db: OsvDatabase, gate: VulnGate) -> dict:
                                        {"db": {"sha256": db.sha256}, "not_covered": [str(exc)]}) from None
     contents = ImageContents()
     with path.open("rb") as handle:
-        contents.add_layer(handle)
+        try:
+            contents.add_layer(handle)
+        except (TarError, OSError, EOFError) as exc:   # cut short, or bytes the decompressor does not take
+            raise UsageError(f"{path}: not a complete layer tarball ({exc})") from None
     return _contents(contents, db, gate, path.name)
 
 
