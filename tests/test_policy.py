@@ -1,5 +1,7 @@
 """Policy loading: every error names file:line; secrets never default to empty."""
 
+import subprocess
+import sys
 import textwrap
 
 import pytest
@@ -63,6 +65,9 @@ def test_unknown_registry_reference(tmp_path):
 
 @pytest.mark.parametrize("snippet, line, fragment", [
     ('include: ["re:([bad"]', 12, "invalid regular expression"),
+    # cosign's Go regexp (RE2) has no lookaround and no back-references: refused as cosign refuses them
+    ('include: ["re:^(?!rc).*$"]', 12, "RE2 syntax"),
+    ('include: ["re:^(a)\\\\1$"]', 12, "RE2 syntax"),
     ('include: ["semver:>=banana"]', 12, "not a version range"),
     ("include: []", 12, "an empty include selects nothing"),
 ])
@@ -250,7 +255,7 @@ def test_policy_check_warns_about_unanchored_regexes_with_file_and_line(tmp_path
     assert "Traceback" not in result.output
 
 
-@pytest.mark.parametrize("regex", [r"^2\\.9$", r"\\A2\\.9\\Z", r"^(2\\.9|2\\.10)$"])
+@pytest.mark.parametrize("regex", [r"^2\\.9$", r"\\A2\\.9\\z", r"^(2\\.9|2\\.10)$"])
 def test_anchored_regexes_draw_no_warning(tmp_path, regex):
     path = write(tmp_path, LINTED % (r"^https://github\\.com/pytorch/.*$", "re:" + regex, "re:" + regex))
     result = CliRunner().invoke(cli, ["policy", "check", "-p", str(path)])
@@ -437,3 +442,26 @@ def test_a_trusted_root_that_is_no_json_object_is_a_policy_error(tmp_path, conte
     result = CliRunner().invoke(cli, ["policy", "check", "-p", str(path)])
     assert result.exit_code == 2 and expected in " ".join(result.output.split()), result.output
     assert "internal error" not in result.output
+
+
+def test_an_identity_regex_cosign_would_refuse_is_a_policy_error_at_its_line(tmp_path):
+    """Before, an identity_regex was first compiled when a signature was checked (Python's re, which
+    also takes a lookahead Go's regexp refuses)."""
+    path = write(tmp_path, LINTED % (r"^https://github\\.com/(?=pytorch)", r"re:^2\\.9$", r"re:^rc$"))
+    message = error_of(path)
+    assert message.startswith(f"{path}:") and "RE2 syntax" in message, message
+    assert int(message.split(":")[1]) in (6, 7, 8, 9), message
+
+
+def test_a_regex_that_backtracks_exponentially_is_matched_in_linear_time():
+    """`^(a+)+$` against a 128-character tag a hostile registry lists: Python's re backtracks for
+    longer than any run may last; RE2 (as cosign's Go regexp) answers at once. Run apart, so that a
+    regression is a timeout here, not a hung suite."""
+    code = ("from regsync.policy.patterns import compile_pattern\n"
+            "tag = 'a' * 127 + '-'\n"
+            "assert not compile_pattern('re:^(a+)+$')(tag)\n"
+            "from regsync.policy.regex import compile_regex\n"
+            "assert compile_regex('^(x+x+)+y$').search('x' * 5000) is None\n"
+            "print('answered')")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0 and result.stdout.strip() == "answered", result.stderr

@@ -1,7 +1,7 @@
 """Advice about a valid policy: regexes that match more than they seem to.
 
-`re:` tag patterns and keyless `identity_regex` keep cosign's meaning (Go's regexp.MatchString,
-Python's re.search): a match anywhere counts. So `re:2\\.9` also selects 12.9-rc, and an identity
+`re:` tag patterns and keyless `identity_regex` keep cosign's meaning (Go's regexp.MatchString, RE2,
+as regsync.policy.regex compiles them): a match anywhere counts. So `re:2\\.9` also selects 12.9-rc, and an identity
 regex without anchors also trusts an identity that merely contains it. Changing that would break
 policies copied from cosign flags; naming each such pattern at its file:line is the safe middle.
 """
@@ -13,6 +13,7 @@ import re
 from collections.abc import Iterable
 
 from regsync.policy.models import Policy
+from regsync.policy.regex import compile_regex
 from regsync.policy.yamlsource import Document, Path_
 
 _LEADING_FLAGS = re.compile(r"\(\?[aiLmsux]+\)")
@@ -43,7 +44,7 @@ def _anchoring_problem(regex: str, noun: str, verb: str) -> str | None:
     body = regex[flags.end():] if flags else regex
     tokens, alternation = _top_level_tokens(body)
     starts = bool(tokens) and tokens[0] in ("^", r"\A")
-    ends = bool(tokens) and tokens[-1] in ("$", r"\Z")
+    ends = bool(tokens) and tokens[-1] in ("$", r"\z")  # RE2 and Go: \z; \Z is refused
     advice = f"write ^…$ to match the whole {noun}"
     if alternation and (starts or ends):
         return f"has a top-level |: its anchors bind only the first and last alternatives; write ^(…|…)$ " \
@@ -62,8 +63,8 @@ def _anchoring_problem(regex: str, noun: str, verb: str) -> str | None:
 
 def _fullmatches(regex: str, text: str) -> bool:
     try:
-        return re.fullmatch(regex, text) is not None
-    except re.error:
+        return compile_regex(regex).fullmatch(text) is not None
+    except ValueError:
         return False
 
 

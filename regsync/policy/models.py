@@ -10,6 +10,7 @@ from typing import Annotated, Literal, TypeVar
 
 from regsync.times import parse_duration
 from regsync.policy.vulns import VulnDatabase
+from regsync.policy.regex import compile_regex
 from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, SecretStr,
                       ValidationInfo, model_validator)
 
@@ -120,6 +121,8 @@ class Keyless(Strict):
     def _identity(self):
         if (self.identity is None) == (self.identity_regex is None):
             raise ValueError("keyless needs exactly one of identity or identity_regex")
+        if self.identity_regex is not None:
+            compile_regex(self.identity_regex)   # refused here, at its line, not when a signature is checked
         return self
 
 

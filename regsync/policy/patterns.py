@@ -13,6 +13,8 @@ from collections.abc import Callable
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 
+from regsync.policy.regex import compile_regex
+
 Matcher = Callable[[str], bool]
 
 
@@ -61,9 +63,9 @@ def compile_pattern(pattern: str) -> Matcher:
         return lambda tag: fnmatch.fnmatchcase(tag, body)
     if kind == "re":
         try:
-            regex = re.compile(body)
-        except re.error as exc:
-            raise ValueError(f"'{pattern}': invalid regular expression: {exc}") from None
+            regex = compile_regex(body)
+        except ValueError as exc:
+            raise ValueError(f"'{pattern}': {exc}") from None
         return lambda tag: regex.search(tag) is not None
     spec = _semver_specifier(body)
     # Pre-releases match only when the range itself names one (npm's and pip's rule alike).

@@ -20,7 +20,6 @@ import base64
 import binascii
 import hashlib
 import json
-import re
 import struct
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -40,6 +39,7 @@ from sigstore.errors import VerificationError as SigstoreError
 
 from regsync.errors import PolicyError
 from regsync.policy.models import Keyless, Trust
+from regsync.policy.regex import compile_regex
 from regsync.trust.payload import BUNDLE_ANNOTATION, CERTIFICATE_ANNOTATION, CHAIN_ANNOTATION, SignedPayload
 
 FULCIO_ISSUER_V2 = ObjectIdentifier("1.3.6.1.4.1.57264.1.8")   # DER UTF8String
@@ -84,7 +84,8 @@ class Constraints:
             return True
         regex = self.wanted.identity_regex
         assert regex is not None, "a keyless entry names identity or identity_regex (policy/models.py checks)"
-        return any(re.search(regex, value) for value in identities_of(cert))
+        compiled = compile_regex(regex)   # RE2, as cosign's Go regexp (regsync/policy/regex.py)
+        return any(compiled.search(value) is not None for value in identities_of(cert))
 
 
 def fulcio_issuer(cert: x509.Certificate) -> str | None:

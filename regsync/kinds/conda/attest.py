@@ -11,12 +11,12 @@ conda-forge's packages from another URL than the one they were published to.
 from __future__ import annotations
 
 import asyncio
-import re
 from pathlib import Path
 from typing import Any
 
 from regsync.errors import VerificationError
 from regsync.policy.models import Keyless, Policy
+from regsync.policy.regex import compile_regex
 
 
 def check_attestation(rules: list[tuple[str, Any]], policy: Policy, record: Any, where: str) -> dict[str, Any] | None:
@@ -73,4 +73,4 @@ def _signer_matches(keyless: Keyless, identity: str | None, issuer: str | None) 
         return False
     if keyless.identity is not None:
         return identity == keyless.identity
-    return keyless.identity_regex is not None and re.fullmatch(keyless.identity_regex, identity) is not None
+    return keyless.identity_regex is not None and compile_regex(keyless.identity_regex).fullmatch(identity) is not None
