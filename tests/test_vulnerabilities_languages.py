@@ -37,12 +37,6 @@ NESTED = "usr/src/app/node_modules/@babel/core/node_modules/@babel/traverse/pack
 PROJECT = "usr/src/app/package.json"   # the project itself: not an installed package
 
 
-@pytest.fixture(autouse=True)
-def state_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv("REGSYNC_STATE_DIR", str(tmp_path / "state"))
-    return tmp_path / "state"
-
-
 @pytest.fixture(scope="module")
 def osv_db(tmp_path_factory):
     return build_osv_db(tmp_path_factory.mktemp("osv"), ("PyPI", "Debian", "npm", "RubyGems", "Packagist", "crates.io"))
