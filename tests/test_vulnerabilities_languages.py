@@ -144,6 +144,30 @@ def test_more_package_files_than_the_cap_are_reported_not_covered(monkeypatch):
                            "app/node_modules/p3/package.json and those after it not checked"]
 
 
+@pytest.mark.parametrize("read_as", ["layer", "root folder"])
+def test_past_the_cap_only_language_files_are_skipped_never_the_os_packages_after_them(tmp_path, monkeypatch, read_as):
+    """The cap skips npm and RubyGems files only: a dpkg status that comes after them (in the tar, or
+    in a root folder's sorted walk: usr/ before var/) is still read."""
+    from regsync.vulns import records
+    from regsync.vulns.layers import ImageContents
+
+    monkeypatch.setattr(records, "MAX_LANGUAGE", 3)
+    files = {**{f"usr/lib/node_modules/p{n}/package.json": package_json(f"p{n}", "1.0.0") for n in range(5)}, **BASE}
+    if read_as == "layer":
+        contents = contents_of(files)
+    else:
+        for name, data in files.items():
+            (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / name).write_bytes(data)
+        contents = ImageContents()
+        contents.add_tree(tmp_path)
+    found, not_covered = contents.packages()
+    assert sorted(name for ecosystem, name, _ in found if ecosystem == "npm") == ["p0", "p1", "p2"]
+    assert [name for ecosystem, name, _ in found if ecosystem.startswith("Debian")], found
+    assert not_covered == ["more than 3 npm and RubyGems package files in one layer: "
+                           "usr/lib/node_modules/p3/package.json and those after it not checked"]
+
+
 def test_scan_reads_node_modules_gems_and_composer_in_a_root_folder(tmp_path, osv_db):
     root = tmp_path / "rootfs"
     for name, data in {**BASE, **UPGRADE, TRAVERSE: package_json("@babel/traverse", "7.23.0"),

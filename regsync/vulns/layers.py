@@ -61,7 +61,7 @@ def read_layer(stream, compression: str = "") -> LayerFiles:
     found = LayerFiles()
     tar = TarStream(_decompressed(_Source(stream)), READ_BUFFER)
     kept: dict[str, bytes] = {}    # this layer's files read so far, for hard links to them
-    languages = 0                  # npm and RubyGems package files kept
+    cap = _LanguageCap()
     for member in tar.members():
         path = _normal(member.name)
         folder, base = posixpath.split(path)
@@ -71,9 +71,8 @@ def read_layer(stream, compression: str = "") -> LayerFiles:
             found.ops.append(("whiteout", posixpath.join(folder, base[4:]), None))
         elif not wanted(path) or member.kind not in REGULAR and member.kind != HARD_LINK:
             continue
-        elif path.endswith(_LANGUAGE_FILES) and (languages := languages + 1) > records.MAX_LANGUAGE:
-            if languages == records.MAX_LANGUAGE + 1:
-                found.ops.append(("more", path, None))
+        elif cap.skips(path):
+            continue
         elif member.kind in REGULAR:
             if member.sparse:
                 raise TarError(f"{path}: stored as a sparse file, which this reader does not expand")
@@ -85,7 +84,27 @@ def read_layer(stream, compression: str = "") -> LayerFiles:
             found.ops.append(("file", path, kept[_normal(member.linkname)]))
     while stream.read(1 << 20):   # the tar's end padding too: the digest is checked at the last byte
         pass
+    if cap.first_skipped is not None:
+        found.ops.append(("more", cap.first_skipped, None))
     return found
+
+
+class _LanguageCap:
+    """npm and RubyGems package files (one a package) counted as they come; past records.MAX_LANGUAGE
+    they are skipped, the first of them named. Only they: an OS database after them is still read."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.first_skipped: str | None = None
+
+    def skips(self, path: str) -> bool:
+        if not path.endswith(_LANGUAGE_FILES):
+            return False
+        self.count += 1
+        if self.count <= records.MAX_LANGUAGE:
+            return False
+        self.first_skipped = self.first_skipped or path
+        return True
 
 
 def is_layer(path) -> bool:
@@ -220,17 +239,14 @@ class ImageContents:
 
     def add_tree(self, root) -> None:
         """An unpacked layer or root file system on disk (`regsync scan DIR`)."""
-        languages = 0
+        cap = _LanguageCap()
         for path in sorted(root.rglob("*")):
             relative = path.relative_to(root).as_posix()
-            if path.is_file() and not path.is_symlink() and wanted(relative):
-                languages += relative.endswith(_LANGUAGE_FILES)
-                if languages > records.MAX_LANGUAGE:
-                    if relative.endswith(_LANGUAGE_FILES) and languages == records.MAX_LANGUAGE + 1:
-                        self.more.append(relative)
-                    continue
+            if path.is_file() and not path.is_symlink() and wanted(relative) and not cap.skips(relative):
                 with path.open("rb") as handle:
                     self.files[relative] = records.kept(relative, handle.read(_limit(relative)))
+        if cap.first_skipped is not None:
+            self.more.append(cap.first_skipped)
 
     def os_release(self) -> dict[str, str]:
         text = (self.files.get("etc/os-release") or self.files.get("usr/lib/os-release") or b"").decode("utf-8", "replace")

@@ -60,7 +60,6 @@ def parser_for(ecosystem: str) -> Callable[[str], object] | None:
     return None
 
 
-
 def parse(parser, text: str):
     try:
         return parser(text)
