@@ -8,7 +8,6 @@ inline script only sorts and filters rows that are already on the page.
 from __future__ import annotations
 
 import html
-import json
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path

@@ -190,7 +190,7 @@ def fetch_listing(session: requests.Session, name: str, channel_url: str, subdir
         if isinstance(state, dict) and state.get("variant") == variant:
             headers = {k: v for k, v in (("If-None-Match", state.get("etag")),
                                          ("If-Modified-Since", state.get("last_modified"))) if isinstance(v, str)}
-        response = _get(session, subdir_url + variant, headers, where)
+        response = get_streamed(session, subdir_url + variant, headers, where)
         if response.status_code == 304 and headers:
             response.close()
             return Listing(subdir, published)
@@ -203,7 +203,7 @@ def fetch_listing(session: requests.Session, name: str, channel_url: str, subdir
         response.close()
         if response.status_code not in (403, 404):
             raise RegistryError(where, response.status_code, "cannot read the channel's repodata")
-    shards = _get(session, subdir_url + SHARDS, {}, where)
+    shards = get_streamed(session, subdir_url + SHARDS, {}, where)
     shards.close()
     if shards.status_code == 200:
         return None
@@ -213,7 +213,7 @@ def fetch_listing(session: requests.Session, name: str, channel_url: str, subdir
     return Listing(subdir, published)
 
 
-def _get(session: requests.Session, url: str, headers: dict[str, str], where: str) -> requests.Response:
+def get_streamed(session: requests.Session, url: str, headers: dict[str, str], where: str) -> requests.Response:
     try:
         # no redirect to another origin is followed by this session (regsync.net.http)
         return session.get(url, headers=headers, stream=True, timeout=(15, 300))

@@ -28,7 +28,7 @@ import requests
 from regsync.content.files import write_atomically
 from regsync.content.reader import read_bounded
 from regsync.errors import RegistryError, VerificationError
-from regsync.kinds.conda.repodata import inflate, readable_copy
+from regsync.kinds.conda.repodata import SHARDS, get_streamed, inflate, readable_copy
 from regsync.net.http import origin
 
 MAX_INDEX_COMPRESSED = 64 << 20   # the shard index as sent (conda-forge's linux-64: a few MiB)
@@ -48,12 +48,12 @@ class ShardedSubdir:
     def __init__(self, session: requests.Session, name: str, channel_url: str, subdir: str):
         self.session, self.subdir, self.where = session, subdir, f"{name}/{subdir}"
         self.subdir_url = f"{channel_url}/{subdir}/"
-        raw = _fetch(session, self.subdir_url + "repodata_shards.msgpack.zst", MAX_INDEX_COMPRESSED, MAX_INDEX,
-                     f"{self.where}/repodata_shards.msgpack.zst")
-        index = _unpack(raw, MAX_INDEX_NAMES, f"{self.where}/repodata_shards.msgpack.zst")
+        index_where = f"{self.where}/{SHARDS}"
+        raw = _fetch(session, self.subdir_url + SHARDS, MAX_INDEX_COMPRESSED, MAX_INDEX, index_where)
+        index = _unpack(raw, MAX_INDEX_NAMES, index_where)
         info, shards = index.get("info"), index.get("shards")
         if not isinstance(info, dict) or not isinstance(shards, dict):
-            raise RegistryError(f"{self.where}/repodata_shards.msgpack.zst", None, "not a CEP-16 shard index")
+            raise RegistryError(index_where, None, "not a CEP-16 shard index")
         self.shards: dict[str, bytes] = {key: value for key, value in shards.items()
                                          if isinstance(key, str) and isinstance(value, bytes) and len(value) == 32}
         base = info.get("shards_base_url") or "./"
@@ -112,11 +112,7 @@ class ShardedSubdir:
 
 def _fetch(session: requests.Session, url: str, compressed: int, inflated: int, where: str,
            sha256: str | None = None) -> bytes:
-    try:
-        # no redirect to another origin is followed by this session (regsync.net.http)
-        response = session.get(url, stream=True, timeout=(15, 300))
-    except requests.RequestException:
-        raise RegistryError(where, None, f"cannot reach {origin(url)}") from None
+    response = get_streamed(session, url, {}, where)
     try:
         if response.status_code != 200:
             raise RegistryError(where, response.status_code, "cannot read it")
